@@ -1,0 +1,40 @@
+extension EtcdClient {
+    public func grant(ttl: Int64) async throws(EtcdError) -> LeaseGrant {
+        let answer: WireLeaseGrantResponse = try await call("/v3/lease/grant", WireLeaseGrantRequest(TTL: WireInt(ttl), ID: WireInt(0)))
+        guard let id = answer.ID?.value, id != 0 else {
+            throw .malformedResponse(endpoint: endpoints[0], path: "/v3/lease/grant", reason: answer.error ?? "no lease ID", snippet: "")
+        }
+        return LeaseGrant(id: id, ttl: answer.TTL?.value ?? ttl)
+    }
+
+    /// One keepalive round trip. etcd answers once with the new TTL; an answer without a TTL
+    /// means the lease is gone.
+    public func keepAlive(lease id: Int64) async throws(EtcdError) -> Int64 {
+        let answer: WireKeepAliveResponse
+        do {
+            answer = try await call("/v3/lease/keepalive", WireLeaseIDRequest(ID: WireInt(id)))
+        } catch .leaseNotFound {
+            throw .leaseNotFound(id: id)
+        }
+        if let error = answer.error {
+            throw Self.classify(endpoint: endpoints[0], code: error.grpc_code ?? 0, httpStatus: error.http_code ?? 0, message: error.message ?? "")
+        }
+        guard let ttl = answer.result?.TTL?.value, ttl > 0 else { throw .leaseNotFound(id: id) }
+        return ttl
+    }
+
+    public func revoke(lease id: Int64) async throws(EtcdError) {
+        do {
+            let _: WireEmptyResponse = try await call("/v3/lease/revoke", WireLeaseIDRequest(ID: WireInt(id)))
+        } catch .leaseNotFound {
+            throw .leaseNotFound(id: id)
+        }
+    }
+
+    public func timeToLive(lease id: Int64) async throws(EtcdError) -> LeaseStatus? {
+        let answer: WireTimeToLiveResponse = try await call("/v3/lease/timetolive", WireLeaseTTLRequest(ID: WireInt(id), keys: true))
+        // An unknown lease answers TTL -1 rather than an error.
+        guard let ttl = answer.TTL?.value, ttl >= 0 else { return nil }
+        return LeaseStatus(id: id, ttl: ttl, grantedTTL: answer.grantedTTL?.value ?? 0, keys: (answer.keys ?? []).map(\.string))
+    }
+}

@@ -1,0 +1,17 @@
+/// A freshly granted etcd lease.
+public struct LeaseGrant: Sendable, Equatable {
+    public var id: Int64
+    /// Seconds the lease lives unless kept alive.
+    public var ttl: Int64
+}
+
+/// What etcd knows about a lease.
+public struct LeaseStatus: Sendable, Equatable {
+    public var id: Int64
+    /// Seconds left.
+    public var ttl: Int64
+    /// The TTL it was granted with.
+    public var grantedTTL: Int64
+    /// Keys attached to it.
+    public var keys: [String]
+}
