@@ -20,6 +20,7 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        .target(name: "TwillAddress"),
         .target(
             name: "TwillEtcd",
             dependencies: [
@@ -41,6 +42,8 @@ let package = Package(
             dependencies: ["TwillEtcd", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TwillTestSupport"
         ),
+        .target(name: "TwillDatapath", dependencies: ["TwillAddress"]),
+        .testTarget(name: "TwillAddressTests", dependencies: ["TwillAddress"]),
         .testTarget(name: "TwillEtcdTests", dependencies: ["TwillEtcd", "TwillTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,117 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import TwillAddress
+
+/// A data path for the overlay: how packets for other nodes' subnets reach them.
+///
+/// The agent drives every backend the same way, in flannel's order:
+/// 1. `prepare()` before the lease exists: create what the lease must advertise (the vxlan
+///    device's MAC, say) and report the MTU;
+/// 2. `start(local:)` once this node holds its subnet;
+/// 3. `peerAdded` / `peerRemoved` as other nodes' leases come and go, and `reconcile(peers:)`
+///    with the full current set at start, after a watch resync and whenever the kernel state
+///    may have drifted: it must make the kernel match exactly, touching only what Twill owns;
+/// 4. `stop()` on shutdown: remove what the backend created.
+public protocol Backend: AnyObject, Sendable {
+    /// The BackendType this backend writes into leases ("udp", "vxlan", "host-gw", "alloc").
+    var type: String { get }
+    func prepare() async throws -> BackendAdvert
+    func start(local: LocalLease) async throws
+    func peerAdded(_ peer: PeerLease) async throws
+    func peerRemoved(_ peer: PeerLease) async throws
+    func reconcile(peers: [PeerLease]) async throws
+    func stop() async
+}
+
+/// What a backend publishes about this node before the lease is taken.
+public struct BackendAdvert: Sendable, Equatable {
+    /// MTU for the overlay (FLANNEL_MTU).
+    public var mtu: Int
+    /// BackendType for the lease; nil to leave it out (flannel's udp backend writes none).
+    public var backendType: String?
+    /// BackendData for the lease: a JSON object, or nil.
+    public var backendData: Data?
+
+    public init(mtu: Int, backendType: String?, backendData: Data? = nil) {
+        self.mtu = mtu
+        self.backendType = backendType
+        self.backendData = backendData
+    }
+}
+
+/// The interface that carries overlay traffic between nodes.
+public struct ExternalInterface: Sendable, Equatable {
+    public var name: String
+    public var index: Int32
+    /// The address peers send to (normally the interface's own; differs behind NAT).
+    public var publicIP: IPv4Address
+    /// The interface's own address, used as the local end of tunnels.
+    public var localIP: IPv4Address
+    public var mtu: Int
+
+    public init(name: String, index: Int32, publicIP: IPv4Address, localIP: IPv4Address, mtu: Int) {
+        self.name = name
+        self.index = index
+        self.publicIP = publicIP
+        self.localIP = localIP
+        self.mtu = mtu
+    }
+}
+
+/// This node's lease as the data path needs it.
+public struct LocalLease: Sendable, Equatable {
+    /// The whole overlay network (FLANNEL_NETWORK).
+    public var network: IPv4Network
+    /// This node's subnet.
+    public var subnet: IPv4Network
+
+    public init(network: IPv4Network, subnet: IPv4Network) {
+        self.network = network
+        self.subnet = subnet
+    }
+}
+
+/// Another node's lease as the data path needs it.
+public struct PeerLease: Sendable, Hashable {
+    public var subnet: IPv4Network
+    public var publicIP: IPv4Address
+    /// nil when the lease has none (flannel's udp backend writes none).
+    public var backendType: String?
+    /// The lease's BackendData JSON object, raw; each backend decodes what it needs.
+    public var backendData: Data?
+
+    public init(subnet: IPv4Network, publicIP: IPv4Address, backendType: String?, backendData: Data?) {
+        self.subnet = subnet
+        self.publicIP = publicIP
+        self.backendType = backendType
+        self.backendData = backendData
+    }
+}
+
+/// Why a backend could not do its job, said so an operator can act.
+public struct BackendError: Error, Sendable, CustomStringConvertible {
+    public var backend: String
+    public var message: String
+    public init(backend: String, _ message: String) {
+        self.backend = backend
+        self.message = message
+    }
+    public var description: String { "\(backend) backend: \(message)" }
+}
+
+/// The lease-only backend: no data path at all (for control-plane tests and for nodes whose
+/// routing is done by something else).
+public final class AllocBackend: Backend {
+    public let type = "alloc"
+    private let mtu: Int
+    public init(mtu: Int = 1500) { self.mtu = mtu }
+    public func prepare() async throws -> BackendAdvert { BackendAdvert(mtu: mtu, backendType: "alloc") }
+    public func start(local: LocalLease) async throws {}
+    public func peerAdded(_ peer: PeerLease) async throws {}
+    public func peerRemoved(_ peer: PeerLease) async throws {}
+    public func reconcile(peers: [PeerLease]) async throws {}
+    public func stop() async {}
+}
