@@ -31,7 +31,8 @@ let package = Package(
         .executableTarget(
             name: "twill",
             dependencies: [
-                "TwillEtcd",
+                "TwillAddress", "TwillEtcd", "TwillLease", "TwillDatapath", "TwillAgent",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -42,8 +43,21 @@ let package = Package(
             dependencies: ["TwillEtcd", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TwillTestSupport"
         ),
+        .target(
+            name: "TwillLease",
+            dependencies: ["TwillAddress", "TwillEtcd", .product(name: "Logging", package: "swift-log")]
+        ),
         .target(name: "TwillDatapath", dependencies: ["TwillAddress"]),
+        .target(
+            name: "TwillAgent",
+            dependencies: [
+                "TwillAddress", "TwillEtcd", "TwillLease", "TwillDatapath",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(name: "TwillAddressTests", dependencies: ["TwillAddress"]),
+        .testTarget(name: "TwillLeaseTests", dependencies: ["TwillLease", "TwillTestSupport"]),
         .testTarget(name: "TwillEtcdTests", dependencies: ["TwillEtcd", "TwillTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,104 @@
+import Foundation
+import TwillAddress
+import TwillDatapath
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Finds the interface that carries overlay traffic, as flanneld does: `--iface` (names or
+/// addresses, first match wins), else `--iface-regex`, else the interface of the default
+/// route. Its first IPv4 address is the local address; `--public-ip` overrides what peers see.
+public enum ExternalInterfaceResolver {
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    struct Candidate {
+        var name: String
+        var index: Int32
+        var addresses: [IPv4Address]
+        var mtu: Int
+    }
+
+    public static func resolve(ifaces: [String], ifaceRegex: [String], publicIP: IPv4Address?) throws(Failure) -> ExternalInterface {
+        let all = interfaces()
+        var chosen: (Candidate, IPv4Address)?
+        for spec in ifaces where chosen == nil {
+            if let ip = IPv4Address(spec) {
+                if let c = all.first(where: { $0.addresses.contains(ip) }) { chosen = (c, ip) }
+            } else if let c = all.first(where: { $0.name == spec }), let ip = c.addresses.first {
+                chosen = (c, ip)
+            }
+        }
+        if chosen == nil, !ifaces.isEmpty {
+            throw Failure(description: "none of --iface \(ifaces.joined(separator: ",")) is an interface with an IPv4 address here (have: \(describe(all)))")
+        }
+        for pattern in ifaceRegex where chosen == nil {
+            guard let re = try? Regex(pattern) else { throw Failure(description: "--iface-regex \(pattern) is not a valid regular expression") }
+            for c in all where chosen == nil {
+                if c.name.wholeMatch(of: re) != nil || c.name.firstMatch(of: re) != nil, let ip = c.addresses.first { chosen = (c, ip) }
+                else if let ip = c.addresses.first(where: { "\($0)".firstMatch(of: re) != nil }) { chosen = (c, ip) }
+            }
+        }
+        if chosen == nil, !ifaceRegex.isEmpty {
+            throw Failure(description: "no interface matches --iface-regex \(ifaceRegex.joined(separator: ",")) (have: \(describe(all)))")
+        }
+        if chosen == nil {
+            if let name = defaultRouteInterface(), let c = all.first(where: { $0.name == name }), let ip = c.addresses.first {
+                chosen = (c, ip)
+            } else if let ip = publicIP, let c = all.first(where: { $0.addresses.contains(ip) }) {
+                chosen = (c, ip)
+            }
+        }
+        guard let (c, local) = chosen else {
+            throw Failure(description: "no default route and no --iface given: cannot tell which interface carries overlay traffic (have: \(describe(all)))")
+        }
+        return ExternalInterface(name: c.name, index: c.index, publicIP: publicIP ?? local, localIP: local, mtu: c.mtu)
+    }
+
+    static func describe(_ all: [Candidate]) -> String {
+        all.map { "\($0.name) \($0.addresses.map { "\($0)" }.joined(separator: ","))" }.joined(separator: "; ")
+    }
+
+    /// Interfaces that are up, with their IPv4 addresses.
+    static func interfaces() -> [Candidate] {
+        var head: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&head) == 0, let first = head else { return [] }
+        defer { freeifaddrs(head) }
+        var byName: [String: Candidate] = [:]
+        var order: [String] = []
+        var cursor: UnsafeMutablePointer<ifaddrs>? = first
+        while let p = cursor {
+            defer { cursor = p.pointee.ifa_next }
+            let flags = Int32(p.pointee.ifa_flags)
+            guard flags & Int32(IFF_UP) != 0,
+                  let sa = p.pointee.ifa_addr, sa.pointee.sa_family == sa_family_t(AF_INET) else { continue }
+            let name = String(cString: p.pointee.ifa_name)
+            let addr = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { IPv4Address(rawValue: UInt32(bigEndian: $0.pointee.sin_addr.s_addr)) }
+            if byName[name] == nil {
+                order.append(name)
+                byName[name] = Candidate(name: name, index: Int32(if_nametoindex(name)), addresses: [], mtu: mtu(of: name))
+            }
+            byName[name]?.addresses.append(addr)
+        }
+        return order.compactMap { byName[$0] }
+    }
+
+    static func mtu(of name: String) -> Int {
+        let text = (try? String(contentsOfFile: "/sys/class/net/\(name)/mtu", encoding: .utf8)) ?? ""
+        return Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 1500
+    }
+
+    /// The interface of the IPv4 default route (lowest metric), from /proc/net/route.
+    static func defaultRouteInterface() -> String? {
+        guard let text = try? String(contentsOfFile: "/proc/net/route", encoding: .utf8) else { return nil }
+        var best: (String, Int)?
+        for line in text.split(separator: "\n").dropFirst() {
+            let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard f.count >= 8, f[1] == "00000000", f[7] == "00000000", let metric = Int(f[6]) else { continue }
+            if let b = best, b.1 <= metric { continue }
+            best = (String(f[0]), metric)
+        }
+        return best?.0
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import TwillAddress
+
+/// flannel's `subnet.env`: what Docker's `--bip`/`--mtu` and CNI bridge configs are made from.
+///
+/// ```
+/// FLANNEL_NETWORK=10.5.0.0/16
+/// FLANNEL_SUBNET=10.5.72.1/24
+/// FLANNEL_MTU=1472
+/// FLANNEL_IPMASQ=false
+/// ```
+public struct SubnetEnv: Sendable, Equatable {
+    /// FLANNEL_NETWORK (flannel allows a comma list; the first IPv4 network is kept here).
+    public var network: IPv4Network?
+    /// This node's subnet; written as its first host address with the subnet's length.
+    public var subnet: IPv4Network?
+    public var ipv6Network: IPv6Network?
+    public var ipv6Subnet: IPv6Network?
+    public var mtu: Int
+    public var ipMasq: Bool
+
+    public static let defaultPath = "/run/flannel/subnet.env"
+
+    public init(network: IPv4Network?, subnet: IPv4Network?, ipv6Network: IPv6Network? = nil, ipv6Subnet: IPv6Network? = nil, mtu: Int, ipMasq: Bool) {
+        self.network = network
+        self.subnet = subnet
+        self.ipv6Network = ipv6Network
+        self.ipv6Subnet = ipv6Subnet
+        self.mtu = mtu
+        self.ipMasq = ipMasq
+    }
+
+    /// The file's text, lines in flannel's order.
+    public var text: String {
+        var lines: [String] = []
+        if let n = network { lines.append("FLANNEL_NETWORK=\(n)") }
+        if let s = subnet { lines.append("FLANNEL_SUBNET=\(s.host(1) ?? s.address)/\(s.prefixLength)") }
+        if let n = ipv6Network { lines.append("FLANNEL_IPV6_NETWORK=\(n)") }
+        if let s = ipv6Subnet { lines.append("FLANNEL_IPV6_SUBNET=\(s.host(1) ?? s.address)/\(s.prefixLength)") }
+        lines.append("FLANNEL_MTU=\(mtu)")
+        lines.append("FLANNEL_IPMASQ=\(ipMasq)")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Parses the file's text. `requireComplete` demands FLANNEL_NETWORK, FLANNEL_SUBNET and
+    /// FLANNEL_MTU (what Docker and CNI need); without it, whatever is present is read.
+    public init(text: String, path: String = "subnet.env", requireComplete: Bool = false) throws(LeaseError) {
+        var values: [String: String] = [:]
+        for (n, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = rawLine.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            guard let eq = line.firstIndex(of: "=") else {
+                throw .subnetFile(path: path, reason: "line \(n + 1) \"\(line)\" is not NAME=VALUE")
+            }
+            values[String(line[..<eq])] = String(line[line.index(after: eq)...])
+        }
+        func parse<T>(_ name: String, _ f: (String) -> T?) throws(LeaseError) -> T? {
+            guard let v = values[name] else { return nil }
+            guard let t = f(v) else { throw .subnetFile(path: path, reason: "\(name)=\(v) is not valid") }
+            return t
+        }
+        network = try parse("FLANNEL_NETWORK") { v in
+            v.split(separator: ",").lazy.compactMap { IPv4Network(parsing: String($0), strictHost: false) }.first
+        }
+        subnet = try parse("FLANNEL_SUBNET") { IPv4Network(parsing: $0, strictHost: false) }
+        ipv6Network = try parse("FLANNEL_IPV6_NETWORK") { try? IPv6Network(parsing: $0, strict: false) }
+        ipv6Subnet = try parse("FLANNEL_IPV6_SUBNET") { try? IPv6Network(parsing: $0, strict: false) }
+        let mtuValue = try parse("FLANNEL_MTU") { Int($0).flatMap { (68...65535).contains($0) ? $0 : nil } }
+        ipMasq = try parse("FLANNEL_IPMASQ") { $0 == "true" ? true : ($0 == "false" ? false : nil) } ?? false
+        mtu = mtuValue ?? 0
+        if requireComplete {
+            let missing = ["FLANNEL_NETWORK", "FLANNEL_SUBNET", "FLANNEL_MTU"].filter { values[$0] == nil }
+            if !missing.isEmpty {
+                throw .subnetFile(path: path, reason: "missing \(missing.joined(separator: ", ")) (is the agent running and has it written the file?)")
+            }
+        }
+    }
+
+    /// Reads a subnet.env; nil when the file does not exist.
+    public static func read(path: String, requireComplete: Bool = false) throws(LeaseError) -> SubnetEnv? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw .subnetFile(path: path, reason: "cannot read: \(error.localizedDescription)")
+        }
+        return try SubnetEnv(text: text, path: path, requireComplete: requireComplete)
+    }
+
+    /// Writes atomically: a temp file in the same directory, fsync, rename. Readers see the old
+    /// file or the new one, never half of one. The directory is created (0755); the file is 0644.
+    public func write(path: String) throws(LeaseError) {
+        let dir = (path as NSString).deletingLastPathComponent
+        do {
+            if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755]) }
+        } catch {
+            throw .subnetFile(path: path, reason: "cannot create directory \(dir): \(error.localizedDescription)")
+        }
+        let tmp = path + ".tmp.\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .subnetFile(path: path, reason: "cannot create \(tmp): \(String(cString: strerror(errno)))") }
+        let bytes = Array(text.utf8)
+        var ok = bytes.withUnsafeBytes { p in Glibc.write(fd, p.baseAddress, p.count) == p.count }
+        ok = ok && fchmod(fd, 0o644) == 0 && fsync(fd) == 0
+        let err = errno
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            let e = ok ? errno : err
+            unlink(tmp)
+            throw .subnetFile(path: path, reason: "cannot write: \(String(cString: strerror(e)))")
+        }
+        // Make the rename itself durable.
+        let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 { fsync(dfd); close(dfd) }
+    }
+}
+
+extension IPv4Network {
+    /// Parses "a.b.c.d/len" masking host bits, as flannel reads FLANNEL_SUBNET (10.5.72.1/24 -> 10.5.72.0/24).
+    init?(parsing text: String, strictHost: Bool) {
+        guard let n = try? IPv4Network(parsing: text, strict: strictHost) else { return nil }
+        self = n
+    }
+}

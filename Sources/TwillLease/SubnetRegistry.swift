@@ -1,0 +1,240 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Logging
+import TwillAddress
+import TwillEtcd
+
+/// Subnet leases in etcd, in flannel's layout: read the network config, acquire a subnet
+/// atomically, keep it alive, give it back, and (for operators) reserve subnets.
+public final class SubnetRegistry: Sendable {
+    public let etcd: any EtcdAPI
+    public let layout: EtcdLayout
+    let logger: Logger
+    /// How many times acquisition retries after losing a race for a subnet.
+    public let maxAttempts: Int
+
+    public init(etcd: any EtcdAPI, layout: EtcdLayout = EtcdLayout(), logger: Logger = Logger(label: "twill.lease"), maxAttempts: Int = 10) {
+        self.etcd = etcd
+        self.layout = layout
+        self.logger = logger
+        self.maxAttempts = maxAttempts
+    }
+
+    // MARK: Config
+
+    /// The network config at `<prefix>/config`, validated.
+    public func networkConfig() async throws(LeaseError) -> NetworkConfig {
+        let kv: KeyValue?
+        do { kv = try await etcd.get(layout.configKey).kvs.first } catch { throw .etcd(error) }
+        guard let kv else { throw .configNotFound(key: layout.configKey) }
+        do { return try NetworkConfig(json: kv.value) } catch {
+            throw .invalidConfig(key: layout.configKey, reason: error.reason)
+        }
+    }
+
+    // MARK: Reading leases
+
+    /// Every lease, parsed; malformed ones are logged (naming the key) and skipped, never deleted.
+    public func leases() async throws(LeaseError) -> (revision: Int64, leases: [Lease]) {
+        let result: RangeResult
+        do { result = try await etcd.list(prefix: layout.subnetsPrefix) } catch { throw .etcd(error) }
+        return (result.header.revision, result.kvs.compactMap { parse($0) })
+    }
+
+    /// A lease from its key and value, or nil (with a warning) when it cannot be read.
+    func parse(_ kv: KeyValue) -> Lease? {
+        do {
+            guard let subnet = try layout.subnet(fromKey: kv.key) else { return nil }
+            let attrs = try LeaseAttributes(json: kv.value, key: kv.key)
+            return Lease(subnet: subnet, attributes: attrs, etcdLease: kv.lease, modRevision: kv.modRevision)
+        } catch {
+            logger.warning("skipping a lease that cannot be read", metadata: ["key": "\(kv.key)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    // MARK: Acquire
+
+    /// Takes a subnet for the node with `attributes.publicIP`, in flannel's order:
+    /// 1. a lease that already names this public IP and fits the config (taken over; a lease
+    ///    that no longer fits is deleted, a reservation that no longer fits is left alone);
+    /// 2. `previous` (from the last subnet.env) when free and fitting;
+    /// 3. a random free subnet.
+    /// Creation is atomic (create-if-absent); a lost race retries, at most `maxAttempts` times.
+    public func acquire(
+        config: NetworkConfig, attributes: LeaseAttributes, previous: IPv4Network?, ttl: Int64
+    ) async throws(LeaseError) -> Lease {
+        var rng = SystemRandomNumberGenerator()
+        for attempt in 1...maxAttempts {
+            let (_, all) = try await leases()
+            for lease in all where lease.attributes.publicIP == attributes.publicIP {
+                if config.fits(lease.subnet.ipv4) {
+                    if let taken = try await takeOver(lease, attributes: attributes, ttl: ttl) { return taken }
+                    continue
+                }
+                if lease.isReservation {
+                    logger.warning("a reservation for this node does not fit the network config; ignoring it", metadata: ["subnet": "\(lease.subnet.ipv4)"])
+                } else {
+                    logger.notice("this node's old lease no longer fits the network config; deleting it", metadata: ["subnet": "\(lease.subnet.ipv4)"])
+                    _ = try? await etcd.txn(compare: [.unchanged(layout.key(for: lease.subnet), modRevision: lease.modRevision)],
+                                            success: [.delete(key: layout.key(for: lease.subnet))], failure: [])
+                }
+            }
+            let taken = Set(all.filter { !($0.attributes.publicIP == attributes.publicIP && !config.fits($0.subnet.ipv4)) }.map(\.subnet.ipv4))
+            if let prev = previous, config.fits(prev), !taken.contains(prev) {
+                if let lease = try await create(SubnetKey(ipv4: prev), attributes: attributes, ttl: ttl) {
+                    logger.info("reusing the subnet from the previous subnet.env", metadata: ["subnet": "\(prev)"])
+                    return lease
+                }
+                continue
+            }
+            guard let choice = SubnetPicker.pick(config, taken: taken, using: &rng) else {
+                let usage = SubnetPicker.usage(config, taken: taken)
+                throw .outOfSubnets(network: config.network.map { "\($0)" } ?? "?", subnetLength: config.subnetLength, total: usage.total, taken: usage.taken)
+            }
+            if let lease = try await create(SubnetKey(ipv4: choice), attributes: attributes, ttl: ttl) { return lease }
+            logger.debug("lost the race for a subnet, trying another", metadata: ["subnet": "\(choice)", "attempt": "\(attempt)"])
+        }
+        throw .contention(attempts: maxAttempts)
+    }
+
+    /// Creates the lease key only if absent, attached to a fresh etcd lease. nil when taken.
+    func create(_ subnet: SubnetKey, attributes: LeaseAttributes, ttl: Int64) async throws(LeaseError) -> Lease? {
+        let key = layout.key(for: subnet)
+        do {
+            let grant = try await etcd.grant(ttl: ttl)
+            let r = try await etcd.txn(compare: [.absent(key)], success: [.put(key: key, value: attributes.json(), lease: grant.id)], failure: [])
+            guard r.succeeded else {
+                try? await etcd.revoke(lease: grant.id)
+                return nil
+            }
+            return Lease(subnet: subnet, attributes: attributes, etcdLease: grant.id, modRevision: r.header.revision)
+        } catch {
+            throw .etcd(error)
+        }
+    }
+
+    /// Takes over this node's existing lease: keeps its etcd lease when alive (one lease,
+    /// refreshed, never re-granted needlessly), keeps a reservation permanent, and updates the
+    /// value only if nobody changed it meanwhile. nil when it changed under us.
+    func takeOver(_ lease: Lease, attributes: LeaseAttributes, ttl: Int64) async throws(LeaseError) -> Lease? {
+        let key = layout.key(for: lease.subnet)
+        do {
+            var etcdLease = lease.etcdLease
+            if !lease.isReservation {
+                do { _ = try await etcd.keepAlive(lease: etcdLease) } catch .leaseNotFound { etcdLease = try await etcd.grant(ttl: ttl).id }
+            }
+            if etcdLease == lease.etcdLease && lease.attributes == attributes {
+                logger.info("taking over this node's existing lease", metadata: ["subnet": "\(lease.subnet.ipv4)", "reservation": "\(lease.isReservation)"])
+                return lease
+            }
+            let r = try await etcd.txn(compare: [.unchanged(key, modRevision: lease.modRevision)],
+                                       success: [.put(key: key, value: attributes.json(), lease: etcdLease)], failure: [])
+            guard r.succeeded else { return nil }
+            logger.info("taking over this node's existing lease", metadata: ["subnet": "\(lease.subnet.ipv4)", "reservation": "\(lease.isReservation)"])
+            return Lease(subnet: lease.subnet, attributes: attributes, etcdLease: etcdLease, modRevision: r.header.revision)
+        } catch {
+            throw .etcd(error)
+        }
+    }
+
+    // MARK: Renew
+
+    /// What a renewal did.
+    public enum RenewOutcome: Sendable, Equatable {
+        /// Still ours, kept alive.
+        case renewed(Lease)
+        /// The lease had expired or been deleted and was taken again: the same subnet when it
+        /// was still free, else a new one (the caller must reconfigure).
+        case reacquired(Lease)
+    }
+
+    /// Refreshes `lease` (one keepalive) and checks its key is still there and ours. An
+    /// expired or deleted lease is re-acquired: the same subnet when still free.
+    public func renew(_ lease: Lease, config: NetworkConfig, ttl: Int64) async throws(LeaseError) -> RenewOutcome {
+        let key = layout.key(for: lease.subnet)
+        do {
+            var alive = true
+            if !lease.isReservation {
+                do { _ = try await etcd.keepAlive(lease: lease.etcdLease) } catch .leaseNotFound { alive = false }
+            }
+            if alive {
+                let current = try await etcd.get(key).kvs.first
+                if let kv = current, let l = parse(kv), l.attributes.publicIP == lease.attributes.publicIP {
+                    return .renewed(Lease(subnet: lease.subnet, attributes: l.attributes, etcdLease: kv.lease, modRevision: kv.modRevision))
+                }
+                if current == nil, !lease.isReservation {
+                    // Deleted by hand while the etcd lease lives: put it back on the same lease.
+                    let r = try await etcd.txn(compare: [.absent(key)], success: [.put(key: key, value: lease.attributes.json(), lease: lease.etcdLease)], failure: [])
+                    if r.succeeded {
+                        logger.warning("this node's lease key was deleted; restored it", metadata: ["subnet": "\(lease.subnet.ipv4)"])
+                        return .reacquired(Lease(subnet: lease.subnet, attributes: lease.attributes, etcdLease: lease.etcdLease, modRevision: r.header.revision))
+                    }
+                }
+            }
+        } catch {
+            throw .etcd(error)
+        }
+        logger.warning("this node's lease is gone (expired or deleted); acquiring again", metadata: ["subnet": "\(lease.subnet.ipv4)"])
+        if config.fits(lease.subnet.ipv4), let same = try await create(lease.subnet, attributes: lease.attributes, ttl: ttl) {
+            return .reacquired(same)
+        }
+        return .reacquired(try await acquire(config: config, attributes: lease.attributes, previous: nil, ttl: ttl))
+    }
+
+    /// Gives the subnet back: revokes the etcd lease (deleting the key). Reservations stay.
+    public func release(_ lease: Lease) async throws(LeaseError) {
+        guard !lease.isReservation else { return }
+        do { try await etcd.revoke(lease: lease.etcdLease) } catch .leaseNotFound {} catch { throw .etcd(error) }
+    }
+
+    // MARK: Operator commands
+
+    /// Reserves `subnet` for the node with `publicIP`: a lease key with no etcd lease, which
+    /// never expires. An existing lease of the same node becomes permanent; another node's
+    /// lease is never overwritten.
+    public func reserve(_ subnet: IPv4Network, publicIP: IPv4Address) async throws(LeaseError) -> Lease {
+        let key = layout.key(for: SubnetKey(ipv4: subnet))
+        do {
+            if let kv = try await etcd.get(key).kvs.first {
+                guard let existing = parse(kv) else { throw LeaseError.refused("\(key) holds a value Twill cannot read; fix or delete it first") }
+                guard existing.attributes.publicIP == publicIP else {
+                    throw LeaseError.refused("\(subnet) is leased by \(existing.attributes.publicIP), not \(publicIP); release it first")
+                }
+                let r = try await etcd.txn(compare: [.unchanged(key, modRevision: kv.modRevision)], success: [.put(key: key, value: kv.value, lease: 0)], failure: [])
+                guard r.succeeded else { throw LeaseError.refused("\(key) changed while reserving; try again") }
+                return Lease(subnet: existing.subnet, attributes: existing.attributes, etcdLease: 0, modRevision: r.header.revision)
+            }
+            let attrs = LeaseAttributes(publicIP: publicIP)
+            let r = try await etcd.txn(compare: [.absent(key)], success: [.put(key: key, value: attrs.json(), lease: 0)], failure: [])
+            guard r.succeeded else { throw LeaseError.refused("\(subnet) was taken while reserving; try again") }
+            return Lease(subnet: SubnetKey(ipv4: subnet), attributes: attrs, etcdLease: 0, modRevision: r.header.revision)
+        } catch let e as LeaseError {
+            throw e
+        } catch let e as EtcdError {
+            throw .etcd(e)
+        } catch {
+            throw .refused("\(error)")
+        }
+    }
+
+    /// Deletes the lease (or reservation) of `subnet`; returns what was there, nil if nothing.
+    public func remove(_ subnet: IPv4Network) async throws(LeaseError) -> Lease? {
+        let key = layout.key(for: SubnetKey(ipv4: subnet))
+        do {
+            guard let kv = try await etcd.get(key).kvs.first else { return nil }
+            let r = try await etcd.txn(compare: [.unchanged(key, modRevision: kv.modRevision)], success: [.delete(key: key)], failure: [])
+            guard r.succeeded else { throw LeaseError.refused("\(key) changed while releasing; try again") }
+            return parse(kv)
+        } catch let e as LeaseError {
+            throw e
+        } catch let e as EtcdError {
+            throw .etcd(e)
+        } catch {
+            throw .refused("\(error)")
+        }
+    }
+}

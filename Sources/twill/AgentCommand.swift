@@ -1,0 +1,90 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import TwillAddress
+import TwillAgent
+import TwillDatapath
+import TwillLease
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run the node agent: lease a subnet, write subnet.env, program the data path.",
+        discussion: "Flags take flanneld's names; each can also come from FLANNELD_<NAME> (e.g. FLANNELD_ETCD_ENDPOINTS) when not given.")
+
+    @OptionGroup var etcd: EtcdOptions
+    @OptionGroup var logging: LoggingOptions
+
+    @Option(name: .customLong("iface"), help: "Interface (name or IPv4 address) for inter-node traffic; repeatable, first match wins.")
+    var iface: [String] = []
+    @Option(name: .customLong("iface-regex"), help: "Regex matched against interface names and addresses; repeatable.")
+    var ifaceRegex: [String] = []
+    @Option(name: .customLong("public-ip"), help: "IPv4 address other nodes use to reach this one (default: the interface's).")
+    var publicIP: String?
+    @Option(name: .customLong("public-ipv6"), help: "IPv6 address other nodes use to reach this one.")
+    var publicIPv6: String?
+    @Option(name: .customLong("subnet-file"), help: "Where to write subnet.env (default /run/flannel/subnet.env).")
+    var subnetFile: String?
+    @Option(name: .customLong("subnet-lease-renew-margin"), help: "Renew the lease at least this many minutes before it expires (1-1439, default 60).")
+    var renewMargin: Int?
+    @Option(name: .customLong("subnet-lease-ttl"), help: "Lease lifetime in seconds (default 86400, as flannel).")
+    var leaseTTL: Int?
+    @Flag(name: .customLong("ip-masq"), help: "Set up IP masquerade for traffic leaving the overlay (FLANNEL_IPMASQ).")
+    var ipMasq = false
+    @Flag(name: .customLong("release-on-exit"), help: "Give the subnet back when stopped cleanly (default: keep it, as flannel).")
+    var releaseOnExit = false
+
+    func validate() throws {
+        if let m = renewMargin ?? FlannelEnvironment.value("subnet-lease-renew-margin").flatMap({ Int($0) }), !(1...1439).contains(m) {
+            throw ValidationError("--subnet-lease-renew-margin \(m) is outside 1..1439 minutes")
+        }
+        if let t = leaseTTL, t < 2 { throw ValidationError("--subnet-lease-ttl \(t) is too short (at least 2 seconds)") }
+        if let ip = publicIP ?? FlannelEnvironment.value("public-ip"), IPv4Address(ip) == nil {
+            throw ValidationError("--public-ip \(ip) is not an IPv4 address")
+        }
+        if let ip = publicIPv6 ?? FlannelEnvironment.value("public-ipv6"), IPv6Address(ip) == nil {
+            throw ValidationError("--public-ipv6 \(ip) is not an IPv6 address")
+        }
+    }
+
+    func resolvedConfiguration(logger: Logger) -> AgentConfiguration {
+        var c = AgentConfiguration(etcd: etcd.configuration(logger: logger), layout: etcd.layout)
+        c.ifaces = !iface.isEmpty ? iface : (FlannelEnvironment.value("iface").map { $0.split(separator: ",").map(String.init) } ?? [])
+        c.ifaceRegex = !ifaceRegex.isEmpty ? ifaceRegex : (FlannelEnvironment.value("iface-regex").map { $0.split(separator: ",").map(String.init) } ?? [])
+        c.publicIP = (publicIP ?? FlannelEnvironment.value("public-ip")).flatMap(IPv4Address.init)
+        c.publicIPv6 = (publicIPv6 ?? FlannelEnvironment.value("public-ipv6")).flatMap(IPv6Address.init)
+        c.subnetFile = subnetFile ?? FlannelEnvironment.value("subnet-file") ?? SubnetEnv.defaultPath
+        if let m = renewMargin ?? FlannelEnvironment.value("subnet-lease-renew-margin").flatMap({ Int($0) }) { c.renewMargin = .seconds(m * 60) }
+        if let t = leaseTTL ?? FlannelEnvironment.value("subnet-lease-ttl").flatMap({ Int($0) }) { c.leaseTTL = .seconds(t) }
+        c.ipMasq = ipMasq || (FlannelEnvironment.bool("ip-masq") ?? false)
+        c.releaseOnExit = releaseOnExit || (FlannelEnvironment.bool("release-on-exit") ?? false)
+        return c
+    }
+
+    func run() async throws {
+        try logging.bootstrap()
+        let logger = Logger(label: "twill.agent")
+        let configuration = resolvedConfiguration(logger: Logger(label: "twill.etcd"))
+        let agent = Agent(configuration: configuration, logger: logger) { network, external in
+            try BackendRegistry.make(network, external)
+        }
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: agent)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+    }
+}
+
+/// Maps `Backend.Type` to a backend.
+enum BackendRegistry {
+    static func make(_ network: NetworkConfig, _ external: ExternalInterface) throws -> any Backend {
+        switch network.backendType {
+        case "alloc":
+            return AllocBackend(mtu: external.mtu)
+        default:
+            throw AgentError("Backend.Type \"\(network.backendType)\" is not available in this build (available: alloc)")
+        }
+    }
+}

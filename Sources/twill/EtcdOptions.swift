@@ -1,0 +1,66 @@
+import ArgumentParser
+import Logging
+import TwillEtcd
+import TwillLease
+
+/// The etcd flags every command takes (flanneld's names), each with a FLANNELD_ fallback.
+struct EtcdOptions: ParsableArguments {
+    @Option(name: .customLong("etcd-endpoints"), help: "Comma-separated etcd client URLs (default http://127.0.0.1:4001,http://127.0.0.1:2379).")
+    var endpoints: String?
+    @Option(name: .customLong("etcd-prefix"), help: "etcd key prefix (default /coreos.com/network).")
+    var prefix: String?
+    @Option(name: .customLong("etcd-keyfile"), help: "TLS client key (PEM).")
+    var keyFile: String?
+    @Option(name: .customLong("etcd-certfile"), help: "TLS client certificate (PEM).")
+    var certFile: String?
+    @Option(name: .customLong("etcd-cafile"), help: "CA that signed etcd's certificate (PEM).")
+    var caFile: String?
+    @Option(name: .customLong("etcd-username"), help: "etcd user name.")
+    var username: String?
+    @Option(name: .customLong("etcd-password"), help: "etcd password.")
+    var password: String?
+
+    static let defaultEndpoints = "http://127.0.0.1:4001,http://127.0.0.1:2379"
+
+    var layout: EtcdLayout {
+        EtcdLayout(prefix: prefix ?? FlannelEnvironment.value("etcd-prefix") ?? "/coreos.com/network")
+    }
+
+    func configuration(logger: Logger) -> EtcdConfiguration {
+        let list = endpoints ?? FlannelEnvironment.value("etcd-endpoints") ?? Self.defaultEndpoints
+        return EtcdConfiguration(
+            endpoints: list.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
+            username: username ?? FlannelEnvironment.value("etcd-username"),
+            password: password ?? FlannelEnvironment.value("etcd-password"),
+            caFile: caFile ?? FlannelEnvironment.value("etcd-cafile"),
+            certFile: certFile ?? FlannelEnvironment.value("etcd-certfile"),
+            keyFile: keyFile ?? FlannelEnvironment.value("etcd-keyfile"),
+            logger: logger)
+    }
+
+    func client(logger: Logger = Logger(label: "twill.etcd")) throws -> EtcdClient {
+        try EtcdClient(configuration(logger: logger))
+    }
+
+    func registry(logger: Logger = Logger(label: "twill.lease")) throws -> SubnetRegistry {
+        SubnetRegistry(etcd: try client(), layout: layout, logger: logger)
+    }
+}
+
+/// `--log-level`, shared by every command.
+struct LoggingOptions: ParsableArguments {
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).")
+    var level: String?
+
+    func bootstrap() throws {
+        let text = level ?? FlannelEnvironment.value("log-level") ?? "info"
+        guard let lvl = Logger.Level(rawValue: text.lowercased()) else {
+            throw ValidationError("--log-level \(text) is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = lvl
+            return h
+        }
+    }
+}
