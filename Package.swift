@@ -58,6 +58,7 @@ let package = Package(
         ),
         .testTarget(name: "TwillAddressTests", dependencies: ["TwillAddress"]),
         .testTarget(name: "TwillLeaseTests", dependencies: ["TwillLease", "TwillTestSupport"]),
+        .testTarget(name: "TwillAgentTests", dependencies: ["TwillAgent", "TwillTestSupport", "twill"]),
         .testTarget(name: "TwillEtcdTests", dependencies: ["TwillEtcd", "TwillTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

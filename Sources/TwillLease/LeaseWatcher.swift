@@ -33,21 +33,33 @@ public struct LeaseWatcher: Sendable {
 
     /// Lease events until the consuming task is cancelled.
     public func events() -> AsyncStream<LeaseEvent> {
+        events(resumingFrom: nil)
+    }
+
+    /// Events as if the caller already knew `state` (the other nodes' leases at a revision):
+    /// watching starts from there, re-listing if that revision has been compacted since.
+    func events(resumingFrom state: (revision: Int64, known: [Lease])?) -> AsyncStream<LeaseEvent> {
         let (stream, continuation) = AsyncStream<LeaseEvent>.makeStream()
-        let task = Task { await run(continuation) }
+        let task = Task { await run(continuation, resumingFrom: state) }
         continuation.onTermination = { _ in task.cancel() }
         return stream
     }
 
     private func isOwn(_ lease: Lease) -> Bool { lease.attributes.publicIP == ownPublicIP }
 
-    private func run(_ out: AsyncStream<LeaseEvent>.Continuation) async {
+    private func run(_ out: AsyncStream<LeaseEvent>.Continuation, resumingFrom state: (revision: Int64, known: [Lease])?) async {
         let logger = registry.logger
         var known: [SubnetKey: Lease] = [:]
         var revision: Int64 = 0
         var backoff = Duration.seconds(1)
         var needList = true
         var firstList = true
+        if let state {
+            known = Dictionary(state.known.map { ($0.subnet, $0) }, uniquingKeysWith: { a, _ in a })
+            revision = state.revision
+            needList = false
+            firstList = false
+        }
 
         while !Task.isCancelled {
             if needList {

@@ -68,7 +68,7 @@ public struct SubnetEnv: Sendable, Equatable {
         subnet = try parse("FLANNEL_SUBNET") { IPv4Network(parsing: $0, strictHost: false) }
         ipv6Network = try parse("FLANNEL_IPV6_NETWORK") { try? IPv6Network(parsing: $0, strict: false) }
         ipv6Subnet = try parse("FLANNEL_IPV6_SUBNET") { try? IPv6Network(parsing: $0, strict: false) }
-        let mtuValue = try parse("FLANNEL_MTU") { Int($0).flatMap { (68...65535).contains($0) ? $0 : nil } }
+        let mtuValue = try parse("FLANNEL_MTU") { Int($0).flatMap { (68...65536).contains($0) ? $0 : nil } }
         ipMasq = try parse("FLANNEL_IPMASQ") { $0 == "true" ? true : ($0 == "false" ? false : nil) } ?? false
         mtu = mtuValue ?? 0
         if requireComplete {

@@ -39,9 +39,17 @@ public final class SubnetRegistry: Sendable {
 
     /// Every lease, parsed; malformed ones are logged (naming the key) and skipped, never deleted.
     public func leases() async throws(LeaseError) -> (revision: Int64, leases: [Lease]) {
+        let s = try await snapshot()
+        return (s.revision, s.leases)
+    }
+
+    /// Leases plus every subnet whose key exists at all: a key with an unreadable value is
+    /// still somebody's, so it is never handed out (nor deleted).
+    func snapshot() async throws(LeaseError) -> (revision: Int64, leases: [Lease], occupied: Set<IPv4Network>) {
         let result: RangeResult
         do { result = try await etcd.list(prefix: layout.subnetsPrefix) } catch { throw .etcd(error) }
-        return (result.header.revision, result.kvs.compactMap { parse($0) })
+        let occupied = Set(result.kvs.compactMap { try? layout.subnet(fromKey: $0.key)?.ipv4 })
+        return (result.header.revision, result.kvs.compactMap { parse($0) }, occupied)
     }
 
     /// A lease from its key and value, or nil (with a warning) when it cannot be read.
@@ -69,7 +77,7 @@ public final class SubnetRegistry: Sendable {
     ) async throws(LeaseError) -> Lease {
         var rng = SystemRandomNumberGenerator()
         for attempt in 1...maxAttempts {
-            let (_, all) = try await leases()
+            let (_, all, occupied) = try await snapshot()
             for lease in all where lease.attributes.publicIP == attributes.publicIP {
                 if config.fits(lease.subnet.ipv4) {
                     if let taken = try await takeOver(lease, attributes: attributes, ttl: ttl) { return taken }
@@ -83,7 +91,9 @@ public final class SubnetRegistry: Sendable {
                                             success: [.delete(key: layout.key(for: lease.subnet))], failure: [])
                 }
             }
-            let taken = Set(all.filter { !($0.attributes.publicIP == attributes.publicIP && !config.fits($0.subnet.ipv4)) }.map(\.subnet.ipv4))
+            // Our own unfitting leases were just deleted; everything else is taken.
+            let ownStale = Set(all.filter { $0.attributes.publicIP == attributes.publicIP && !config.fits($0.subnet.ipv4) && !$0.isReservation }.map(\.subnet.ipv4))
+            let taken = occupied.subtracting(ownStale)
             if let prev = previous, config.fits(prev), !taken.contains(prev) {
                 if let lease = try await create(SubnetKey(ipv4: prev), attributes: attributes, ttl: ttl) {
                     logger.info("reusing the subnet from the previous subnet.env", metadata: ["subnet": "\(prev)"])

@@ -236,3 +236,67 @@ extension EtcdServer.TLSFiles {
                      clientCert: "\(dir)/client.crt", clientKey: "\(dir)/client.key", otherCAFile: "\(dir)/other.crt")
     }
 }
+
+/// The `twill` executable built alongside the tests.
+public func twillBinary() throws -> String {
+    let besideTests = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    var candidates = [besideTests.appendingPathComponent("twill").path]
+    // The test bundle may sit one level deeper (xctest bundles on some layouts).
+    candidates.append(besideTests.deletingLastPathComponent().appendingPathComponent("twill").path)
+    candidates.append(FileManager.default.currentDirectoryPath + "/.build/debug/twill")
+    for c in candidates where FileManager.default.isExecutableFile(atPath: c) { return c }
+    throw HarnessError("twill executable not found (looked in \(candidates.joined(separator: ", "))); run `swift build` first")
+}
+
+/// A process started for a test, killed (and reaped) when the test is done with it.
+public final class ChildProcess: @unchecked Sendable {
+    public let process: Process
+    public let logPath: String
+    private let lock = NSLock()
+
+    /// Starts `path` with `arguments`; output goes to `logPath`.
+    public init(_ path: String, _ arguments: [String], environment: [String: String]? = nil, logPath: String) throws {
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        self.logPath = logPath
+        let log = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
+    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Sends `signal` and waits (at most `timeout`) for the exit; SIGKILL after that.
+    @discardableResult
+    public func stop(signal: Int32 = SIGTERM, timeout: Duration = .seconds(10)) -> Int32 {
+        lock.lock()
+        defer { lock.unlock() }
+        if process.isRunning {
+            kill(process.processIdentifier, signal)
+            let deadline = ContinuousClock.now + timeout
+            while process.isRunning, ContinuousClock.now < deadline { usleep(20_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+        }
+        return process.terminationStatus
+    }
+
+    deinit { stop(signal: SIGKILL) }
+}
+
+/// Polls `condition` every 100 ms until it holds or `timeout` passes; returns whether it held.
+public func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(100))
+    }
+    return try await condition()
+}
