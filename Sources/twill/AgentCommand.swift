@@ -66,8 +66,25 @@ struct AgentCommand: AsyncParsableCommand {
         try logging.bootstrap()
         let logger = Logger(label: "twill.agent")
         let configuration = resolvedConfiguration(logger: Logger(label: "twill.etcd"))
-        let agent = Agent(configuration: configuration, logger: logger) { network, external in
+        let notifier = SystemdNotifier()
+        let subnetFile = configuration.subnetFile
+        let agent = Agent(configuration: configuration, logger: logger, onReady: {
+            // systemd (Type=notify) starts dependent units, Docker among them, only now.
+            notifier.notify("READY=1\nSTATUS=subnet.env written to \(subnetFile)")
+        }) { network, external in
             try BackendRegistry.make(network, external)
+        }
+        // WATCHDOG=1 at half the unit's WatchdogSec while the agent runs.
+        let watchdog = Task {
+            guard let interval = notifier.watchdogInterval else { return }
+            while !Task.isCancelled {
+                notifier.notify("WATCHDOG=1")
+                try? await Task.sleep(for: interval)
+            }
+        }
+        defer {
+            watchdog.cancel()
+            notifier.notify("STOPPING=1")
         }
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: agent)],

@@ -7,10 +7,16 @@ struct Twill: AsyncParsableCommand {
         commandName: "twill",
         abstract: "Overlay network agent for Docker hosts and Kubernetes nodes (flannel-compatible).",
         version: TwillVersion.string,
-        subcommands: [AgentCommand.self, NetworkCommand.self, LeasesCommand.self, VersionCommand.self]
+        subcommands: [AgentCommand.self, NetworkCommand.self, LeasesCommand.self, DockerOptsCommand.self, CNICommand.self, VersionCommand.self]
     )
 
     static func main() async {
+        // Installed in the CNI bin dir as `flannel` or `twill`, the runtime calls us with
+        // CNI_COMMAND set and no arguments: be the plugin.
+        let name = (CommandLine.arguments.first.map { ($0 as NSString).lastPathComponent }) ?? ""
+        if CommandLine.arguments.count == 1, ProcessInfo.processInfo.environment["CNI_COMMAND"] != nil || name == "flannel" {
+            CNICommand.runPlugin()
+        }
         let arguments = FlannelEnvironment.normalise(Array(CommandLine.arguments.dropFirst()))
         do {
             var command = try parseAsRoot(arguments)

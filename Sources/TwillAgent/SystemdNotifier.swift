@@ -1,0 +1,53 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// systemd's sd_notify protocol without libsystemd: datagrams to the unix socket named in
+/// NOTIFY_SOCKET ("@name" is an abstract socket). Does nothing when not run by systemd.
+public struct SystemdNotifier: Sendable {
+    public let socketPath: String?
+    /// Half of WATCHDOG_USEC: how often to send WATCHDOG=1; nil when no watchdog is set.
+    public let watchdogInterval: Duration?
+
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        socketPath = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
+        if let usec = environment["WATCHDOG_USEC"].flatMap(UInt64.init), usec > 0 {
+            // WATCHDOG_PID, when set, must name us; otherwise the watchdog is someone else's.
+            if let pid = environment["WATCHDOG_PID"].flatMap(Int32.init), pid != getpid() {
+                watchdogInterval = nil
+            } else {
+                watchdogInterval = .microseconds(Int64(usec / 2))
+            }
+        } else {
+            watchdogInterval = nil
+        }
+    }
+
+    /// Sends `state` (e.g. "READY=1\nSTATUS=..."); returns false when there is no socket or
+    /// the send failed (systemd then times the service out, which the log will explain).
+    @discardableResult
+    public func notify(_ state: String) -> Bool {
+        guard let path = socketPath else { return false }
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        var bytes = Array(path.utf8)
+        if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
+        let capacity = MemoryLayout.size(ofValue: addr.sun_path)
+        guard bytes.count < capacity else { return false }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes.first == 0 ? 0 : 1))
+        let payload = Array(state.utf8)
+        let sent = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sp in
+                payload.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), sp, len) }
+            }
+        }
+        return sent == payload.count
+    }
+}
