@@ -20,6 +20,7 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        .systemLibrary(name: "CNetlink", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
         .target(name: "TwillAddress"),
         .target(
             name: "TwillEtcd",
@@ -42,9 +43,18 @@ let package = Package(
             dependencies: ["TwillEtcd", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TwillTestSupport"
         ),
-        .target(name: "TwillDatapath", dependencies: ["TwillAddress"]),
+        .target(
+            name: "TwillNetlink",
+            dependencies: ["CNetlink", "TwillAddress", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "TwillDatapath",
+            dependencies: ["TwillAddress", "TwillNetlink", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(name: "TwillAddressTests", dependencies: ["TwillAddress"]),
         .testTarget(name: "TwillEtcdTests", dependencies: ["TwillEtcd", "TwillTestSupport"]),
+        .testTarget(name: "TwillNetlinkTests", dependencies: ["TwillNetlink", "TwillTestSupport"]),
+        .testTarget(name: "TwillDatapathTests", dependencies: ["TwillDatapath", "TwillNetlink", "TwillTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )
