@@ -77,3 +77,43 @@ enum KernelRoutes {
         }
     }
 }
+
+extension HostGWBackend {
+    /// Whether a kernel change seen on a ``NetlinkMonitor`` may have put the kernel out of
+    /// step with the leases, so the agent should call ``reconcile(peers:)`` (debounced).
+    /// True for route changes inside the overlay network, for changes of the external
+    /// interface and its addresses, and after a monitor overrun; false for everything else
+    /// (neighbour churn on the underlay, say), so the agent does not reconcile for nothing.
+    public func needsReconcile(after change: NetlinkChange) -> Bool {
+        KernelRoutes.affects(change, network: currentNetwork, externalIndex: externalIndex, deviceIndex: nil)
+    }
+}
+
+extension VXLANBackend {
+    /// As ``HostGWBackend/needsReconcile(after:)``, plus any change of the vxlan device, its
+    /// addresses, neighbours and FDB entries (a device deleted by hand, say).
+    public func needsReconcile(after change: NetlinkChange) -> Bool {
+        if case .linkRemoved(let l) = change, l.name == deviceName { return true }
+        if case .linkChanged(let l) = change, l.name == deviceName { return true }
+        return KernelRoutes.affects(change, network: currentNetwork, externalIndex: externalIndex, deviceIndex: currentDeviceIndex)
+    }
+}
+
+extension KernelRoutes {
+    static func affects(_ change: NetlinkChange, network: IPv4Network?, externalIndex: Int32, deviceIndex: Int32?) -> Bool {
+        func inNetwork(_ r: Route) -> Bool {
+            guard r.table == mainRoutingTable else { return false }
+            guard let network else { return true }
+            return network.contains(r.destination) || r.destination.contains(network)
+        }
+        let ours: Set<Int32> = deviceIndex.map { [externalIndex, $0] } ?? [externalIndex]
+        switch change {
+        case .overrun: return true
+        case .routeAdded(let r), .routeRemoved(let r): return inNetwork(r)
+        case .linkChanged(let l), .linkRemoved(let l): return ours.contains(l.index)
+        case .addressAdded(let a), .addressRemoved(let a): return ours.contains(a.interfaceIndex)
+        case .neighbourAdded(let n), .neighbourRemoved(let n): return n.interfaceIndex == deviceIndex
+        case .fdbAdded(let f), .fdbRemoved(let f): return f.interfaceIndex == deviceIndex
+        }
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TwillAddress
 import TwillDatapath
 import TwillNetlink
@@ -87,4 +88,33 @@ func allReachEachOther(_ hosts: [OverlayHost]) -> [String] {
         }
     }
     return failures
+}
+
+/// Collects a monitor's changes on one consuming task.
+final class MonitorLog: Sendable {
+    private final class Items: Sendable {
+        let list = Mutex<[NetlinkChange]>([])
+    }
+    private let items = Items()
+    private let task: Task<Void, Never>
+
+    init(_ monitor: NetlinkMonitor) {
+        let items = self.items
+        task = Task {
+            for await c in monitor.changes { items.list.withLock { $0.append(c) } }
+        }
+    }
+
+    var changes: [NetlinkChange] { items.list.withLock { $0 } }
+    func cancel() { task.cancel() }
+
+    /// Waits (bounded, polling every 20 ms) for a change matching `predicate`.
+    func waitFor(within limit: Duration, _ predicate: (NetlinkChange) -> Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if changes.contains(where: predicate) { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
 }

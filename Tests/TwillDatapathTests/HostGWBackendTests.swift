@@ -44,10 +44,20 @@ struct HostGWBackendTests {
             try h.ns.ip("route", "del", "198.18.2.128/25")
             #expect(h.canReach(hosts[1]))
 
-            // A second reconcile with nothing to do changes nothing (no churn for the monitor).
-            let before = try h.ns.ip("route", "show")
+            // A second reconcile with nothing to do writes nothing (no churn for the monitor),
+            // and a route deleted by hand is a change that asks for a reconcile.
+            let hg = try #require(h.backend as? HostGWBackend)
+            let monitor = try h.netlink.monitor()
+            defer { monitor.stop() }
+            let log = MonitorLog(monitor)
+            defer { log.cancel() }
             try await h.backend.reconcile(peers: hosts.map(\.lease))
-            #expect(try h.ns.ip("route", "show") == before)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(log.changes.filter { hg.needsReconcile(after: $0) } == [])
+            try h.ns.ip("route", "del", "198.18.2.0/24")
+            #expect(try await log.waitFor(within: .seconds(5)) { hg.needsReconcile(after: $0) })
+            try await h.backend.reconcile(peers: hosts.map(\.lease))
+            #expect(try h.route("198.18.2.0/24").contains("via 198.51.100.2 dev eth0 proto 84"))
 
             // A lease gone while "the agent was down": reconcile without it removes its route.
             try await h.backend.reconcile(peers: [hosts[1].lease])

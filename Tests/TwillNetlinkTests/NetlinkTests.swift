@@ -128,6 +128,14 @@ struct NetlinkTests {
             try nl.addRoute(on)
             #expect(try nl.routes().first { $0.destination == on.destination }?.onLink == true)
 
+            // Another table.
+            let t100 = Route(destination: net("198.18.5.0/24"), gateway: v4("198.51.100.11"), outputInterface: d.index, table: 100)
+            try nl.addRoute(t100)
+            #expect(try nl.routes(table: 100).map(\.gateway) == [v4("198.51.100.11")])
+            #expect(try ns.ip("route", "show", "table", "100").contains("198.18.5.0/24 via 198.51.100.11"))
+            try nl.deleteRoute(t100)
+            #expect(try nl.routes(table: 100).isEmpty)
+
             // A delete with another protocol does not match Twill's route.
             var foreign = r2
             foreign.routeProtocol = 4

@@ -34,6 +34,9 @@ public final class HostGWBackend: Backend {
         self.logger = l
     }
 
+    var currentNetwork: IPv4Network? { state.withLock { $0.local?.network } }
+    var externalIndex: Int32 { external.index }
+
     public func prepare() async throws -> BackendAdvert {
         let own = try KernelRoutes.ownAddresses(netlink, interfaceIndex: external.index)
         guard own.contains(external.publicIP) else {

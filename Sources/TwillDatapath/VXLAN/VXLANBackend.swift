@@ -87,6 +87,10 @@ public final class VXLANBackend: Backend {
     /// The overlay MTU: the external interface's less 50 (20 IPv4 + 8 UDP + 8 VXLAN + 14 Ethernet).
     public var mtu: Int { external.mtu - 50 }
 
+    var currentNetwork: IPv4Network? { state.withLock { $0.local?.network } }
+    var currentDeviceIndex: Int32? { state.withLock { $0.deviceIndex } }
+    var externalIndex: Int32 { external.index }
+
     public func prepare() async throws -> BackendAdvert {
         let link = try state.withLock { st in try ensureDevice(&st) }
         guard let mac = link.mac else { throw BackendError(backend: type, "device \(deviceName) has no MAC address") }
