@@ -67,6 +67,21 @@ struct HostGWBackendTests {
         }
     }
 
+    @Test("a restarted backend (after SIGKILL, a lease deleted meanwhile) leaves no stale route")
+    func restartAfterKill() async throws {
+        try await withOverlayHosts(makeBackend: make) { hosts in
+            try await connectAll(hosts)
+            let h = hosts[0]
+            let again = HostGWBackend(netlink: h.netlink, external: h.external)
+            _ = try await again.prepare()
+            try await again.start(local: h.local)
+            try await again.reconcile(peers: [hosts[0].lease, hosts[1].lease])
+            #expect(try h.route("198.18.3.0/24") == "")
+            #expect(try h.route("198.18.2.0/24").contains("via 198.51.100.2 dev eth0 proto 84"))
+            #expect(h.canReach(hosts[1]))
+        }
+    }
+
     @Test("refuses a peer that is not on-link and a node behind NAT; ignores other backend types")
     func refusals() async throws {
         try await withOverlayHosts(count: 1, makeBackend: make) { hosts in

@@ -117,6 +117,26 @@ struct VXLANBackendTests {
         }
     }
 
+    @Test("a restarted backend (after SIGKILL, a lease deleted meanwhile) keeps the VtepMAC and leaves nothing stale")
+    func restartAfterKill() async throws {
+        try await withOverlayHosts(makeBackend: make) { hosts in
+            try await connectAll(hosts)
+            let h = hosts[0]
+            let mac = try vtepMAC(h)
+            // The old backend is gone without stop(); hosts[2]'s lease was deleted meanwhile.
+            let again = VXLANBackend(netlink: h.netlink, external: h.external)
+            let advert = try await again.prepare()
+            #expect(advert.backendData == flannelJSON(mac))
+            try await again.start(local: h.local)
+            try await again.reconcile(peers: [hosts[0].lease, hosts[1].lease])
+            #expect(try h.route("198.18.3.0/24") == "")
+            #expect(!(try h.ns.ip("neigh", "show", "dev", "flannel.1").contains("198.18.3.0")))
+            #expect(!(try run("/usr/sbin/bridge", ["-n", h.ns.name, "fdb", "show", "dev", "flannel.1"]).contains("\(try vtepMAC(hosts[2]))")))
+            #expect(try h.route("198.18.2.0/24") == "198.18.2.0/24 via 198.18.2.0 dev flannel.1 proto 84 onlink")
+            #expect(h.canReach(hosts[1]))
+        }
+    }
+
     @Test("leases of other backend types are ignored and malformed BackendData is skipped")
     func ignoredAndMalformed() async throws {
         try await withOverlayHosts(count: 2, makeBackend: make) { hosts in
