@@ -68,8 +68,7 @@ public final class HostGWBackend: Backend {
         Route(destination: peer.subnet, gateway: peer.publicIP, outputInterface: external.index)
     }
 
-    private func checkOnLink(_ peer: PeerLease) throws {
-        let networks = try KernelRoutes.onLinkNetworks(netlink, interfaceIndex: external.index)
+    private func checkOnLink(_ peer: PeerLease, _ networks: [IPv4Network]) throws {
         guard networks.contains(where: { $0.contains(peer.publicIP) }) else {
             throw BackendError(backend: type, """
                 peer \(peer.subnet) at \(peer.publicIP) is not directly reachable on \(external.name) \
@@ -85,7 +84,7 @@ public final class HostGWBackend: Backend {
                 logger.debug("ignoring lease", metadata: ["peer": "\(peer.subnet)", "reason": "\(why)"])
                 return
             }
-            try checkOnLink(peer)
+            try checkOnLink(peer, KernelRoutes.onLinkNetworks(netlink, interfaceIndex: external.index))
             try netlink.replaceRoute(route(for: peer))
             st.peers[peer.subnet] = peer
             logger.info("route to peer added", metadata: ["peer": "\(peer.subnet)", "via": "\(peer.publicIP)"])
@@ -107,9 +106,10 @@ public final class HostGWBackend: Backend {
             var failures: [String] = []
             var desired: [Route] = []
             var kept: [IPv4Network: PeerLease] = [:]
+            let networks = try KernelRoutes.onLinkNetworks(netlink, interfaceIndex: external.index)
             for peer in peers where skipReason(peer, local: local) == nil {
                 do {
-                    try checkOnLink(peer)
+                    try checkOnLink(peer, networks)
                     desired.append(route(for: peer))
                     kept[peer.subnet] = peer
                 } catch {
