@@ -185,6 +185,34 @@ struct NetlinkTests {
         }
     }
 
+    @Test("dumps spanning many datagrams, and concurrent callers sharing one instance")
+    func bigDumpsAndConcurrency() async throws {
+        try await withNamespacedNetlink { _, nl in
+            let d = try nl.createLink(name: "twdummy0", kind: "bridge")
+            try nl.setLinkUp(index: d.index)
+            try nl.addAddress(InterfaceAddress(interfaceIndex: d.index, address: v4("198.51.100.1"), prefixLength: 24))
+            // 8 tasks x 128 routes, added concurrently through the one socket.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for t in 0..<8 {
+                    group.addTask {
+                        for i in 0..<128 {
+                            let dst = try IPv4Network(address: IPv4Address(198, 18, UInt8(t * 16 + i / 8), UInt8((i % 8) * 32)), prefixLength: 27)
+                            try nl.addRoute(Route(destination: dst, gateway: v4("198.51.100.9"), outputInterface: d.index))
+                            if i % 32 == 0 { _ = try nl.links() }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            // About 100 bytes each: the dump needs several datagrams.
+            let twill = try nl.routes().filter(\.isTwillOwned)
+            #expect(twill.count == 1024)
+            #expect(Set(twill.map(\.destination)).count == 1024)
+            for r in twill { try nl.deleteRoute(r) }
+            #expect(try nl.routes().filter(\.isTwillOwned).isEmpty)
+        }
+    }
+
     @Test("errors name the object and the errno")
     func errors() async throws {
         try await withNamespacedNetlink { _, nl in
