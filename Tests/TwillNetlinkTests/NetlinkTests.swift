@@ -33,6 +33,11 @@ struct NetlinkTests {
             #expect(inside)
             let outside = try String(contentsOfFile: "/proc/thread-self/net/dev", encoding: .utf8).contains("twdummy0")
             #expect(!outside)
+            // The body's error comes back as it was thrown.
+            struct Marker: Error, Equatable {}
+            #expect(throws: Marker()) { try NetworkNamespace.run(inNamespace: ns.path) { () throws -> Int in throw Marker() } }
+            let missing = #expect(throws: NetlinkError.self) { try NetworkNamespace.run(inNamespace: "/run/netns/twt-missing-ns") { 1 } }
+            #expect(missing?.description == "network namespace /run/netns/twt-missing-ns: No such file or directory (ENOENT)")
         }
     }
 
