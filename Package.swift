@@ -20,6 +20,7 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        .systemLibrary(name: "CNetlink", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
         .target(name: "TwillAddress"),
         .target(
             name: "TwillEtcd",
@@ -47,11 +48,18 @@ let package = Package(
             name: "TwillLease",
             dependencies: ["TwillAddress", "TwillEtcd", .product(name: "Logging", package: "swift-log")]
         ),
-        .target(name: "TwillDatapath", dependencies: ["TwillAddress"]),
+        .target(
+            name: "TwillNetlink",
+            dependencies: ["CNetlink", "TwillAddress", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "TwillDatapath",
+            dependencies: ["TwillAddress", "TwillNetlink", .product(name: "Logging", package: "swift-log")]
+        ),
         .target(
             name: "TwillAgent",
             dependencies: [
-                "TwillAddress", "TwillEtcd", "TwillLease", "TwillDatapath",
+                "TwillAddress", "TwillEtcd", "TwillLease", "TwillDatapath", "TwillNetlink",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -60,6 +68,8 @@ let package = Package(
         .testTarget(name: "TwillLeaseTests", dependencies: ["TwillLease", "TwillTestSupport"]),
         .testTarget(name: "TwillAgentTests", dependencies: ["TwillAgent", "TwillTestSupport", "twill"]),
         .testTarget(name: "TwillEtcdTests", dependencies: ["TwillEtcd", "TwillTestSupport"]),
+        .testTarget(name: "TwillNetlinkTests", dependencies: ["TwillNetlink", "TwillTestSupport"]),
+        .testTarget(name: "TwillDatapathTests", dependencies: ["TwillDatapath", "TwillNetlink", "TwillTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

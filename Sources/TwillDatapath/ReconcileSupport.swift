@@ -1,0 +1,119 @@
+import Logging
+import TwillAddress
+import TwillNetlink
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Kernel bookkeeping shared by the backends that program the kernel (host-gw, vxlan):
+/// on-link checks and the route diff that touches only Twill's own routes.
+enum KernelRoutes {
+    /// The IPv4 prefixes directly attached to interface `index` (from its addresses).
+    static func onLinkNetworks(_ netlink: Netlink, interfaceIndex index: Int32) throws -> [IPv4Network] {
+        try netlink.addresses(interfaceIndex: index, family: AF_INET).compactMap(\.ipv4Network)
+    }
+
+    /// The IPv4 addresses of interface `index`.
+    static func ownAddresses(_ netlink: Netlink, interfaceIndex index: Int32) throws -> [IPv4Address] {
+        try netlink.addresses(interfaceIndex: index, family: AF_INET).compactMap { $0.address.v4 }
+    }
+
+    /// Whether two routes send traffic the same way (what reconcile compares).
+    static func same(_ a: Route, _ b: Route) -> Bool {
+        a.destination == b.destination && a.gateway == b.gateway && a.outputInterface == b.outputInterface
+            && a.onLink == b.onLink && a.table == b.table
+    }
+
+    /// Makes the Twill-owned routes (protocol ``twillRouteProtocol``) of the main table that
+    /// lie inside `network` exactly `desired`: deletes the others, adds the missing ones,
+    /// replaces those that differ. Routes of any other protocol are never touched, and
+    /// nothing is written when the kernel already matches (so reconciling on the monitor's
+    /// events cannot feed itself). Returns one message per failure; never throws.
+    static func reconcile(_ netlink: Netlink, network: IPv4Network, desired: [Route], logger: Logger) -> [String] {
+        var failures: [String] = []
+        let existing: [Route]
+        do {
+            existing = try netlink.routes(table: mainRoutingTable).filter {
+                $0.isTwillOwned && network.contains($0.destination) && $0.type == 1
+            }
+        } catch {
+            return ["listing routes: \(error)"]
+        }
+        var wanted: [IPv4Network: Route] = [:]
+        for r in desired { wanted[r.destination] = r }
+        var satisfied: Set<IPv4Network> = []
+        for r in existing {
+            if let w = wanted[r.destination], same(r, w), !satisfied.contains(r.destination) {
+                satisfied.insert(r.destination)
+                continue
+            }
+            if wanted[r.destination] != nil, !satisfied.contains(r.destination) {
+                continue  // replaced below
+            }
+            do {
+                try netlink.deleteRoute(r)
+                logger.info("removed a stale Twill route", metadata: ["route": "\(r)"])
+            } catch let e as NetlinkError where e.isNotFound {
+            } catch {
+                failures.append("\(error)")
+            }
+        }
+        for r in desired where !satisfied.contains(r.destination) {
+            do {
+                try netlink.replaceRoute(r)
+                logger.info("restored a missing Twill route", metadata: ["route": "\(r)"])
+            } catch {
+                failures.append("\(error)")
+            }
+        }
+        return failures
+    }
+
+    /// Deletes the Twill route to `destination` (any gateway, any device); absent is fine.
+    static func deleteOwned(_ netlink: Netlink, destination: IPv4Network) throws {
+        do {
+            try netlink.deleteRoute(Route(destination: destination))
+        } catch let e as NetlinkError where e.isNotFound {
+        }
+    }
+}
+
+extension HostGWBackend {
+    /// Whether a kernel change seen on a ``NetlinkMonitor`` may have put the kernel out of
+    /// step with the leases, so the agent should call ``reconcile(peers:)`` (debounced).
+    /// True for route changes inside the overlay network, for changes of the external
+    /// interface and its addresses, and after a monitor overrun; false for everything else
+    /// (neighbour churn on the underlay, say), so the agent does not reconcile for nothing.
+    public func needsReconcile(after change: NetlinkChange) -> Bool {
+        KernelRoutes.affects(change, network: currentNetwork, externalIndex: externalIndex, deviceIndex: nil)
+    }
+}
+
+extension VXLANBackend {
+    /// As ``HostGWBackend/needsReconcile(after:)``, plus any change of the vxlan device, its
+    /// addresses, neighbours and FDB entries (a device deleted by hand, say).
+    public func needsReconcile(after change: NetlinkChange) -> Bool {
+        if case .linkRemoved(let l) = change, l.name == deviceName { return true }
+        if case .linkChanged(let l) = change, l.name == deviceName { return true }
+        return KernelRoutes.affects(change, network: currentNetwork, externalIndex: externalIndex, deviceIndex: currentDeviceIndex)
+    }
+}
+
+extension KernelRoutes {
+    static func affects(_ change: NetlinkChange, network: IPv4Network?, externalIndex: Int32, deviceIndex: Int32?) -> Bool {
+        func inNetwork(_ r: Route) -> Bool {
+            guard r.table == mainRoutingTable else { return false }
+            guard let network else { return true }
+            return network.contains(r.destination) || r.destination.contains(network)
+        }
+        let ours: Set<Int32> = deviceIndex.map { [externalIndex, $0] } ?? [externalIndex]
+        switch change {
+        case .overrun: return true
+        case .routeAdded(let r), .routeRemoved(let r): return inNetwork(r)
+        case .linkChanged(let l), .linkRemoved(let l): return ours.contains(l.index)
+        case .addressAdded(let a), .addressRemoved(let a): return ours.contains(a.interfaceIndex)
+        case .neighbourAdded(let n), .neighbourRemoved(let n): return n.interfaceIndex == deviceIndex
+        case .fdbAdded(let f), .fdbRemoved(let f): return f.interfaceIndex == deviceIndex
+        }
+    }
+}

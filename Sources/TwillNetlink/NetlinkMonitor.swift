@@ -1,0 +1,122 @@
+import CNetlink
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Kernel change notifications (links, IPv4 addresses, IPv4 routes, neighbours and FDB
+/// entries) as an `AsyncStream`, read on a dedicated thread.
+///
+/// Stop it with ``stop()`` (or by dropping every consumer of ``changes``); the stream then
+/// finishes. A `.overrun` element means the kernel dropped notifications: reconcile fully.
+public final class NetlinkMonitor: Sendable {
+    public let changes: AsyncStream<NetlinkChange>
+    private let wakeFD: Int32
+    private let stopped = Atomic<Bool>(false)
+    private let thread: Mutex<OSThread?>
+
+    init(namespacePath: String?, logger: Logger) throws {
+        let groups = UInt32(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH)
+        let socket = try Netlink.openSocket(namespacePath: namespacePath, groups: groups)
+        var size: Int32 = 4 << 20
+        _ = setsockopt(socket.fileDescriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        let wake = eventfd(0, Int32(EFD_CLOEXEC))
+        guard wake >= 0 else { throw NetlinkError(object: "monitor wake-up eventfd", errno: errno) }
+        wakeFD = wake
+        let (stream, continuation) = AsyncStream.makeStream(of: NetlinkChange.self, bufferingPolicy: .bufferingNewest(4096))
+        changes = stream
+        thread = Mutex(nil)
+        let t = try OSThread(name: "twill-nlmon") {
+            Self.loop(socket: socket, wakeFD: wake, continuation: continuation, logger: logger)
+        }
+        thread.withLock { $0 = t }
+        continuation.onTermination = { [weak self] _ in self?.signalStop() }
+    }
+
+    deinit {
+        stop()
+        close(wakeFD)
+    }
+
+    /// Stops the reader thread and finishes ``changes``. Safe to call more than once.
+    public func stop() {
+        signalStop()
+        let t = thread.withLock { t -> OSThread? in
+            let old = t
+            t = nil
+            return old
+        }
+        t?.join()
+    }
+
+    private func signalStop() {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    private static func loop(socket: NetlinkSocket, wakeFD: Int32, continuation: AsyncStream<NetlinkChange>.Continuation, logger: Logger) {
+        defer { continuation.finish() }
+        let capacity = NetlinkSocket.receiveCapacity
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
+        defer { buffer.deallocate() }
+        var fds = [pollfd(fd: socket.fileDescriptor, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+        while true {
+            fds[0].revents = 0
+            fds[1].revents = 0
+            let rc = poll(&fds, 2, -1)
+            if rc < 0 {
+                if errno == EINTR { continue }
+                logger.error("netlink monitor poll failed", metadata: ["errno": "\(errno)"])
+                return
+            }
+            if fds[1].revents != 0 { return }
+            guard fds[0].revents != 0 else { continue }
+            let n = recv(socket.fileDescriptor, buffer, capacity, Int32(MSG_DONTWAIT))
+            if n < 0 {
+                let e = errno
+                if e == EINTR || e == EAGAIN { continue }
+                if e == ENOBUFS {
+                    logger.warning("netlink monitor overrun: the kernel dropped notifications")
+                    continuation.yield(.overrun)
+                    continue
+                }
+                logger.error("netlink monitor receive failed", metadata: ["error": "\(NetlinkError(object: "monitor socket", errno: e))"])
+                return
+            }
+            var remaining = Int32(n)
+            var msg = UnsafePointer(buffer.assumingMemoryBound(to: nlmsghdr.self))
+            while mnl_nlmsg_ok(msg, remaining) {
+                if let change = decode(msg) { continuation.yield(change) }
+                msg = UnsafePointer(mnl_nlmsg_next(msg, &remaining)!)
+            }
+        }
+    }
+
+    private static func decode(_ msg: UnsafePointer<nlmsghdr>) -> NetlinkChange? {
+        switch Int(msg.pointee.nlmsg_type) {
+        case Int(RTM_NEWLINK): return parseLink(msg).map { .linkChanged($0) }
+        case Int(RTM_DELLINK): return parseLink(msg).map { .linkRemoved($0) }
+        case Int(RTM_NEWADDR): return parseAddress(msg).map { .addressAdded($0) }
+        case Int(RTM_DELADDR): return parseAddress(msg).map { .addressRemoved($0) }
+        case Int(RTM_NEWROUTE): return parseRoute(msg).map { .routeAdded($0) }
+        case Int(RTM_DELROUTE): return parseRoute(msg).map { .routeRemoved($0) }
+        case Int(RTM_NEWNEIGH):
+            if let f = parseFDB(msg) { return .fdbAdded(f) }
+            return parseNeighbour(msg).map { .neighbourAdded($0) }
+        case Int(RTM_DELNEIGH):
+            if let f = parseFDB(msg) { return .fdbRemoved(f) }
+            return parseNeighbour(msg).map { .neighbourRemoved($0) }
+        default: return nil
+        }
+    }
+}
+
+extension Netlink {
+    /// Starts a monitor in this instance's namespace (its own socket and thread).
+    public func monitor() throws -> NetlinkMonitor {
+        try NetlinkMonitor(namespacePath: namespacePath, logger: logger)
+    }
+}
