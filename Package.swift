@@ -32,7 +32,7 @@ let package = Package(
         .executableTarget(
             name: "twill",
             dependencies: [
-                "TwillAddress", "TwillEtcd", "TwillLease", "TwillDatapath", "TwillAgent",
+                "TwillAddress", "TwillEtcd", "TwillLease", "TwillDatapath", "TwillAgent", "TwillNetlink",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -69,6 +69,7 @@ let package = Package(
         .testTarget(name: "TwillAgentTests", dependencies: ["TwillAgent", "TwillTestSupport", "twill"]),
         .testTarget(name: "TwillEtcdTests", dependencies: ["TwillEtcd", "TwillTestSupport"]),
         .testTarget(name: "TwillNetlinkTests", dependencies: ["TwillNetlink", "TwillTestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["TwillTestSupport", "twill"]),
         .testTarget(name: "TwillDatapathTests", dependencies: ["TwillDatapath", "TwillNetlink", "TwillTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

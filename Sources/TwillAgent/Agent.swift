@@ -5,6 +5,7 @@ import TwillAddress
 import TwillDatapath
 import TwillEtcd
 import TwillLease
+import TwillNetlink
 
 /// One node's agent: lease -> subnet.env -> backend, then renew and watch until shutdown.
 public final class Agent: Service, Sendable {
@@ -19,6 +20,8 @@ public final class Agent: Service, Sendable {
     let onReady: @Sendable () -> Void
     /// Set when the watch sees this node's own key change: renew now rather than later.
     private let checkLeaseNow = Atomic<Bool>(false)
+    /// Set when the kernel changed in a way that may have disturbed the backend.
+    private let kernelDirty = Atomic<Bool>(false)
 
     public init(
         configuration: AgentConfiguration, logger: Logger = Logger(label: "twill.agent"),
@@ -80,6 +83,9 @@ public final class Agent: Service, Sendable {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self.renewLoop(acquired, registry: registry, network: network, backend: backend, mtu: advert.mtu) }
                 group.addTask { await self.watchLoop(registry, backend: backend, own: external.publicIP) }
+                if backend.type != "alloc" {
+                    group.addTask { await self.kernelLoop(backend: backend) }
+                }
                 await group.waitForAll()
             }
         }
@@ -219,7 +225,53 @@ public final class Agent: Service, Sendable {
             } catch {
                 logger.error("backend could not apply a lease change", metadata: ["event": "\(event)", "error": "\(error)"])
             }
-            state.setPeers(peers.count)
+            state.setPeers(Array(peers.values))
+        }
+    }
+
+    /// Makes the kernel match the leases again whenever something else changes it (a route
+    /// deleted by hand, the device removed), and every `resyncInterval` regardless.
+    func kernelLoop(backend: any Backend) async {
+        let monitor: NetlinkMonitor
+        do {
+            monitor = try Netlink().monitor()
+        } catch {
+            logger.error("cannot watch the kernel for changes; reconciling on a timer only", metadata: ["error": "\(error)"])
+            await periodicReconcile(backend: backend)
+            return
+        }
+        defer { monitor.stop() }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await change in monitor.changes where backend.needsReconcile(after: change) {
+                    self.kernelDirty.store(true, ordering: .relaxed)
+                }
+            }
+            group.addTask { await self.periodicReconcile(backend: backend) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Reconciles shortly after `dirty` is set (changes come in bursts), and once a minute.
+    private func periodicReconcile(backend: any Backend) async {
+        var sinceLast = Duration.zero
+        let tick = Duration.milliseconds(250)
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: tick) } catch { return }
+            sinceLast += tick
+            let changed = kernelDirty.exchange(false, ordering: .relaxed)
+            guard changed || sinceLast >= configuration.resyncInterval else { continue }
+            sinceLast = .zero
+            do {
+                try await backend.reconcile(peers: state.peers)
+                if changed {
+                    state.countKernelReconcile()
+                    logger.info("kernel state changed under the backend; reconciled")
+                }
+            } catch {
+                logger.error("reconcile failed", metadata: ["error": "\(error)"])
+            }
         }
     }
 

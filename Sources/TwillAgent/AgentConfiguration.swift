@@ -23,6 +23,8 @@ public struct AgentConfiguration: Sendable {
     public var ipMasq: Bool = false
     /// `--release-on-exit`: give the subnet back on a clean shutdown (flannel default: keep it).
     public var releaseOnExit: Bool = false
+    /// How often the backend is reconciled with the kernel even when nothing was noticed.
+    public var resyncInterval: Duration = .seconds(60)
     /// How often to look for the network config while it is missing or invalid.
     public var configRetryInterval: Duration = .seconds(1)
 

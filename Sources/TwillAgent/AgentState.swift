@@ -1,4 +1,5 @@
 import Synchronization
+import TwillDatapath
 import TwillLease
 
 /// What the agent has achieved so far, readable from any thread (health checks, metrics).
@@ -6,7 +7,8 @@ public final class AgentState: Sendable {
     struct Values {
         var lease: Lease?
         var ready = false
-        var peers = 0
+        var peers: [PeerLease] = []
+        var kernelReconciles = 0
         var resyncs = 0
     }
     private let values = Mutex(Values())
@@ -16,11 +18,16 @@ public final class AgentState: Sendable {
     /// True once subnet.env is written and the backend is up.
     public var isReady: Bool { values.withLock { $0.ready } }
     public var lease: Lease? { values.withLock { $0.lease } }
-    public var peerCount: Int { values.withLock { $0.peers } }
+    public var peerCount: Int { values.withLock { $0.peers.count } }
+    /// The other nodes' leases the backend was last given.
+    public var peers: [PeerLease] { values.withLock { $0.peers } }
+    /// Reconciles run because the kernel changed under the backend.
+    public var kernelReconcileCount: Int { values.withLock { $0.kernelReconciles } }
     public var resyncCount: Int { values.withLock { $0.resyncs } }
 
     func setReady(_ lease: Lease) { values.withLock { $0.lease = lease; $0.ready = true } }
     func setLease(_ lease: Lease) { values.withLock { $0.lease = lease } }
-    func setPeers(_ n: Int) { values.withLock { $0.peers = n } }
+    func setPeers(_ peers: [PeerLease]) { values.withLock { $0.peers = peers } }
+    func countKernelReconcile() { values.withLock { $0.kernelReconciles += 1 } }
     func countResync() { values.withLock { $0.resyncs += 1 } }
 }

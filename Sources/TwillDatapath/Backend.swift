@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import TwillAddress
+import TwillNetlink
 
 /// A data path for the overlay: how packets for other nodes' subnets reach them.
 ///
@@ -24,6 +25,14 @@ public protocol Backend: AnyObject, Sendable {
     func peerRemoved(_ peer: PeerLease) async throws
     func reconcile(peers: [PeerLease]) async throws
     func stop() async
+    /// Whether a kernel change (from a netlink monitor) may have disturbed this backend's
+    /// state, so that the agent should call `reconcile(peers:)`.
+    func needsReconcile(after change: NetlinkChange) -> Bool
+}
+
+extension Backend {
+    /// Backends without kernel state never need a kernel-triggered reconcile.
+    public func needsReconcile(after change: NetlinkChange) -> Bool { false }
 }
 
 /// What a backend publishes about this node before the lease is taken.

@@ -6,6 +6,7 @@ import TwillAddress
 import TwillAgent
 import TwillDatapath
 import TwillLease
+import TwillNetlink
 
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -100,8 +101,17 @@ enum BackendRegistry {
         switch network.backendType {
         case "alloc":
             return AllocBackend(mtu: external.mtu)
+        case "host-gw":
+            return HostGWBackend(netlink: try Netlink(), external: external)
+        case "vxlan":
+            let vni = network.backendInt("VNI") ?? 1
+            let port = network.backendInt("Port") ?? 8472
+            guard (1...16_777_215).contains(vni) else { throw AgentError("Backend.VNI \(vni) is outside 1..16777215") }
+            guard (1...65535).contains(port) else { throw AgentError("Backend.Port \(port) is outside 1..65535") }
+            return VXLANBackend(netlink: try Netlink(), external: external, vni: UInt32(vni), port: UInt16(port),
+                                directRouting: network.backendBool("DirectRouting") ?? false)
         default:
-            throw AgentError("Backend.Type \"\(network.backendType)\" is not available in this build (available: alloc)")
+            throw AgentError("Backend.Type \"\(network.backendType)\" is not known (available: udp, vxlan, host-gw, alloc)")
         }
     }
 }

@@ -1,0 +1,115 @@
+import Foundation
+
+/// etcd plus one `twill agent` per host namespace: a small cluster for end-to-end tests.
+///
+/// etcd runs inside the switch namespace, on the bridge at `<underlay>.254:2379`, where every
+/// host reaches it over the underlay; the test talks to it with `etcdctl` in that namespace.
+/// Nothing is added to the machine's own namespace.
+public final class TestCluster: @unchecked Sendable {
+    public let net: BridgedHosts
+    public let dir: String
+    public let etcdEndpoint: String
+    private var etcd: ChildProcess?
+    private var agents: [Int: ChildProcess] = [:]
+    private let lock = NSLock()
+
+    public init(_ net: BridgedHosts, underlay: String) throws {
+        self.net = net
+        dir = try makeTempDir(prefix: "twill-test-cluster-")
+        let address = "\(underlay).254"
+        etcdEndpoint = "http://\(address):2379"
+        try net.switchNamespace.ip("addr", "add", "\(address)/24", "dev", "br0")
+        etcd = try ChildProcess("/usr/sbin/ip", [
+            "netns", "exec", net.switchNamespace.name, "/usr/bin/etcd", "--name", "twill-e2e", "--data-dir", dir + "/etcd",
+            "--listen-client-urls", etcdEndpoint, "--advertise-client-urls", etcdEndpoint,
+            "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+            "--initial-cluster", "twill-e2e=http://127.0.0.1:2380", "--log-level", "error",
+        ], logPath: dir + "/etcd.log")
+        let deadline = ContinuousClock.now + .seconds(20)
+        while (try? etcdctl(["endpoint", "health"])) == nil {
+            guard ContinuousClock.now < deadline, etcd?.isRunning == true else {
+                throw HarnessError("etcd in \(net.switchNamespace) did not start: \(etcd?.log ?? "")")
+            }
+            usleep(100_000)
+        }
+    }
+
+    /// `etcdctl` (v3) against the cluster's etcd.
+    @discardableResult
+    public func etcdctl(_ arguments: [String]) throws -> String {
+        try net.switchNamespace.exec("/usr/bin/etcdctl", ["--endpoints", etcdEndpoint] + arguments)
+    }
+
+    /// The subnet.env path of host `i` (0-based).
+    public func subnetFile(_ i: Int) -> String { dir + "/h\(i + 1)/subnet.env" }
+
+    /// Starts `twill agent` in host `i`; `extra` are more flags.
+    public func startAgent(_ i: Int, extra: [String] = []) throws {
+        let binary = try twillBinary()
+        let host = net.hosts[i]
+        let p = try ChildProcess("/usr/sbin/ip", ["netns", "exec", host.name, binary, "agent", "--etcd-endpoints", etcdEndpoint,
+                                                  "--iface", net.interface, "--subnet-file", subnetFile(i), "--log-level", "debug"] + extra,
+                                 logPath: dir + "/agent-h\(i + 1).\(Int.random(in: 0..<1_000_000)).log")
+        lock.lock()
+        agents[i] = p
+        lock.unlock()
+    }
+
+    /// Stops host `i`'s agent with `signal`; returns its exit status.
+    @discardableResult
+    public func stopAgent(_ i: Int, signal: Int32 = SIGTERM) -> Int32 {
+        lock.lock()
+        let p = agents.removeValue(forKey: i)
+        lock.unlock()
+        return p?.stop(signal: signal) ?? -1
+    }
+
+    public func agentLog(_ i: Int) -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        return agents[i]?.log ?? ""
+    }
+
+    /// The subnet (CIDR text) host `i`'s agent wrote, once it has.
+    public func subnet(_ i: Int) -> String? {
+        guard let text = try? String(contentsOfFile: subnetFile(i), encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("FLANNEL_SUBNET=") {
+            // 198.18.7.1/24 -> 198.18.7.0/24 (the tests use /24 subnets)
+            let value = line.dropFirst("FLANNEL_SUBNET=".count)
+            let parts = value.split(separator: "/")
+            guard parts.count == 2 else { return nil }
+            let octets = parts[0].split(separator: ".")
+            guard octets.count == 4 else { return nil }
+            return "\(octets[0]).\(octets[1]).\(octets[2]).0/\(parts[1])"
+        }
+        return nil
+    }
+
+    /// The lease key of a subnet ("198.18.7.0/24" -> ".../198.18.7.0-24").
+    public func leaseKey(_ subnet: String) -> String {
+        "/coreos.com/network/subnets/" + subnet.replacingOccurrences(of: "/", with: "-")
+    }
+
+    /// Stops every agent and etcd and removes the files. Namespaces are the caller's.
+    public func shutdown() {
+        lock.lock()
+        let all = agents
+        agents = [:]
+        lock.unlock()
+        for (_, p) in all { p.stop(signal: SIGKILL) }
+        etcd?.stop(signal: SIGKILL)
+        etcd = nil
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    deinit { shutdown() }
+}
+
+/// Bridged hosts plus a cluster on them, torn down afterwards whatever happens.
+public func withCluster<T>(hosts: Int, underlay: String, _ body: (TestCluster) async throws -> T) async throws -> T {
+    try await withBridgedHosts(count: hosts, underlay: underlay) { net in
+        let cluster = try TestCluster(net, underlay: underlay)
+        defer { cluster.shutdown() }
+        return try await body(cluster)
+    }
+}
