@@ -22,6 +22,8 @@ public final class Agent: Service, Sendable {
     private let checkLeaseNow = Atomic<Bool>(false)
     /// Set when the kernel changed in a way that may have disturbed the backend.
     private let kernelDirty = Atomic<Bool>(false)
+    /// The running backend, for metrics scrapes.
+    private let backendBox = Mutex<(any Backend)?>(nil)
 
     public init(
         configuration: AgentConfiguration, logger: Logger = Logger(label: "twill.agent"),
@@ -51,6 +53,7 @@ public final class Agent: Service, Sendable {
             return
         }
         let backend = try makeBackend(network, external)
+        backendBox.withLock { $0 = backend }
         let advert = try await backend.prepare()
         let previous = (try? SubnetEnv.read(path: configuration.subnetFile))??.subnet
         let attributes = LeaseAttributes(publicIP: external.publicIP, publicIPv6: configuration.publicIPv6, backendType: advert.backendType, backendData: advert.backendData)
@@ -75,7 +78,7 @@ public final class Agent: Service, Sendable {
             await backend.stop()
             throw error
         }
-        state.setReady(acquired)
+        state.setReady(acquired, ttl: configuration.ttlSeconds)
         onReady()
 
         // Renew and watch until shutdown is asked for.
@@ -182,7 +185,7 @@ public final class Agent: Service, Sendable {
                     }
                     lease = l
                 }
-                state.setLease(lease)
+                state.setLease(lease, ttl: configuration.ttlSeconds)
                 failureDelay = .seconds(1)
             } catch {
                 if Task.isCancelled { return }
@@ -273,6 +276,11 @@ public final class Agent: Service, Sendable {
                 logger.error("reconcile failed", metadata: ["error": "\(error)"])
             }
         }
+    }
+
+    /// Brings pull-style figures up to date before a scrape: the backend's data path counters.
+    public func refreshMetrics() {
+        backendBox.withLock { $0 }.map { ($0 as? any DatapathMetricsSource)?.publishMetrics() }
     }
 
     static func peer(_ lease: Lease) -> PeerLease {

@@ -1,3 +1,5 @@
+import Foundation
+import Metrics
 import Synchronization
 import TwillDatapath
 import TwillLease
@@ -25,9 +27,31 @@ public final class AgentState: Sendable {
     public var kernelReconcileCount: Int { values.withLock { $0.kernelReconciles } }
     public var resyncCount: Int { values.withLock { $0.resyncs } }
 
-    func setReady(_ lease: Lease) { values.withLock { $0.lease = lease; $0.ready = true } }
-    func setLease(_ lease: Lease) { values.withLock { $0.lease = lease } }
-    func setPeers(_ peers: [PeerLease]) { values.withLock { $0.peers = peers } }
-    func countKernelReconcile() { values.withLock { $0.kernelReconciles += 1 } }
-    func countResync() { values.withLock { $0.resyncs += 1 } }
+    func setReady(_ lease: Lease, ttl: Int64) {
+        values.withLock { $0.lease = lease; $0.ready = true }
+        Gauge(label: "twill_ready").record(1)
+        recordExpiry(lease, ttl: ttl)
+    }
+    func setLease(_ lease: Lease, ttl: Int64) {
+        values.withLock { $0.lease = lease }
+        recordExpiry(lease, ttl: ttl)
+    }
+    func setPeers(_ peers: [PeerLease]) {
+        values.withLock { $0.peers = peers }
+        Gauge(label: "twill_peers").record(peers.count)
+    }
+    func countKernelReconcile() {
+        values.withLock { $0.kernelReconciles += 1 }
+        Counter(label: "twill_kernel_reconciles_total").increment()
+    }
+    func countResync() {
+        values.withLock { $0.resyncs += 1 }
+        Counter(label: "twill_watch_resyncs_total").increment()
+    }
+
+    /// When the lease runs out unless renewed (Unix time); 0 for a reservation, which never does.
+    private func recordExpiry(_ lease: Lease, ttl: Int64) {
+        let expiry = lease.isReservation ? 0 : Date().timeIntervalSince1970 + Double(ttl)
+        Gauge(label: "twill_lease_expiry_timestamp_seconds", dimensions: [("subnet", "\(lease.subnet.ipv4)")]).record(expiry)
+    }
 }

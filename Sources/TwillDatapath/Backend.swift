@@ -35,6 +35,12 @@ extension Backend {
     public func needsReconcile(after change: NetlinkChange) -> Bool { false }
 }
 
+/// A backend whose data path counts packets (the udp engine): it turns its counters into
+/// metrics when asked, just before a scrape.
+public protocol DatapathMetricsSource: Sendable {
+    func publishMetrics()
+}
+
 /// What a backend publishes about this node before the lease is taken.
 public struct BackendAdvert: Sendable, Equatable {
     /// MTU for the overlay (FLANNEL_MTU).

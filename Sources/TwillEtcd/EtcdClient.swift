@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Logging
+import Metrics
 import Synchronization
 
 /// A client for etcd's v3 HTTP/JSON gateway, calling libcurl directly.
@@ -80,6 +81,20 @@ public final class EtcdClient: EtcdAPI {
     }
 
     private func callOnce<Answer: Decodable>(_ path: String, _ body: [UInt8]) async throws(EtcdError) -> Answer {
+        // Latency and errors per gateway path, for /metrics (no-ops unless a metrics backend is set).
+        let started = ContinuousClock.now
+        do {
+            let answer: Answer = try await callEndpoints(path, body)
+            Timer(label: "twill_etcd_request_duration_seconds", dimensions: [("path", path)]).record(since: started)
+            return answer
+        } catch {
+            Timer(label: "twill_etcd_request_duration_seconds", dimensions: [("path", path)]).record(since: started)
+            Counter(label: "twill_etcd_request_errors_total", dimensions: [("path", path), ("kind", error.kind)]).increment()
+            throw error
+        }
+    }
+
+    private func callEndpoints<Answer: Decodable>(_ path: String, _ body: [UInt8]) async throws(EtcdError) -> Answer {
         var tried: [String] = []
         var lastFailure = ""
         for (index, endpoint) in endpointOrder() {
@@ -128,6 +143,11 @@ public final class EtcdClient: EtcdAPI {
         token.withLock { $0 = t }
     }
 
+    static func nanoseconds(_ d: Duration) -> Int64 {
+        let (s, a) = d.components
+        return s * 1_000_000_000 + a / 1_000_000_000
+    }
+
     static func snippet(_ body: [UInt8]) -> String {
         let text = String(decoding: body.prefix(200), as: UTF8.self)
         return text.isEmpty ? "(empty body)" : text
@@ -154,5 +174,12 @@ public final class EtcdClient: EtcdAPI {
             return .unavailable(endpoint: endpoint, message: message)
         }
         return .server(endpoint: endpoint, code: code, httpStatus: httpStatus, message: message)
+    }
+}
+
+extension Timer {
+    /// Records the time elapsed since `start`.
+    func record(since start: ContinuousClock.Instant) {
+        recordNanoseconds(EtcdClient.nanoseconds(ContinuousClock.now - start))
     }
 }

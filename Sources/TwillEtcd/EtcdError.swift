@@ -49,6 +49,22 @@ public enum EtcdError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// A short name of the case, for metric labels.
+    public var kind: String {
+        switch self {
+        case .compacted: "compacted"
+        case .leaseNotFound: "lease_not_found"
+        case .unauthenticated: "unauthenticated"
+        case .unavailable: "unavailable"
+        case .keyNotFound: "key_not_found"
+        case .transport: "transport"
+        case .malformedResponse: "malformed_response"
+        case .server: "server"
+        case .watchClosed: "watch_closed"
+        case .invalidConfiguration: "invalid_configuration"
+        }
+    }
+
     /// Whether retrying later (or on another endpoint) may succeed.
     public var isTransient: Bool {
         switch self {

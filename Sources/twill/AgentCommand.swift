@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import TwillAddress
 import TwillAgent
@@ -33,6 +35,14 @@ struct AgentCommand: AsyncParsableCommand {
     var leaseTTL: Int?
     @Flag(name: .customLong("ip-masq"), help: "Set up IP masquerade for traffic leaving the overlay (FLANNEL_IPMASQ).")
     var ipMasq = false
+    @Option(name: .customLong("healthz-ip"), help: "Address for /healthz, /readyz and /metrics (default 0.0.0.0).")
+    var healthzIP: String?
+    @Option(name: .customLong("healthz-port"), help: "Port for /healthz, /readyz and /metrics; 0 (the default) turns them off.")
+    var healthzPort: Int?
+    @Option(name: .customLong("iptables-resync"), help: "Seconds between checks that the masquerade/forward rules are still there (default 5).")
+    var iptablesResync: Int?
+    @Option(name: .customLong("iptables-forward-rules"), help: "Add FORWARD accept rules for the overlay (true/false, default true).")
+    var iptablesForwardRules: Bool?
     @Flag(name: .customLong("release-on-exit"), help: "Give the subnet back when stopped cleanly (default: keep it, as flannel).")
     var releaseOnExit = false
 
@@ -40,6 +50,10 @@ struct AgentCommand: AsyncParsableCommand {
         if let m = renewMargin ?? FlannelEnvironment.value("subnet-lease-renew-margin").flatMap({ Int($0) }), !(1...1439).contains(m) {
             throw ValidationError("--subnet-lease-renew-margin \(m) is outside 1..1439 minutes")
         }
+        if let p = healthzPort ?? FlannelEnvironment.value("healthz-port").flatMap({ Int($0) }), !(0...65535).contains(p) {
+            throw ValidationError("--healthz-port \(p) is outside 0..65535")
+        }
+        if let r = iptablesResync, r < 1 { throw ValidationError("--iptables-resync \(r) must be at least 1 second") }
         if let t = leaseTTL, t < 2 { throw ValidationError("--subnet-lease-ttl \(t) is too short (at least 2 seconds)") }
         if let ip = publicIP ?? FlannelEnvironment.value("public-ip"), IPv4Address(ip) == nil {
             throw ValidationError("--public-ip \(ip) is not an IPv4 address")
@@ -87,8 +101,18 @@ struct AgentCommand: AsyncParsableCommand {
             watchdog.cancel()
             notifier.notify("STOPPING=1")
         }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: agent, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+        ]
+        let port = healthzPort ?? FlannelEnvironment.value("healthz-port").flatMap({ Int($0) }) ?? 0
+        if port != 0 {
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            let host = healthzIP ?? FlannelEnvironment.value("healthz-ip") ?? "0.0.0.0"
+            services.append(.init(service: HealthServer(host: host, port: port, state: agent.state, registry: registry, refresh: { agent.refreshMetrics() })))
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: agent)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
