@@ -4,7 +4,7 @@ SWIFT ?= swift
 # Debian packages the build and the tests need.
 APT_PACKAGES := etcd-server etcd-client libcurl4-openssl-dev libmnl-dev iproute2 iputils-ping openssl iperf3 procps util-linux curl iptables containernetworking-plugins busybox-static
 
-.PHONY: deps build test run clean-test-leftovers
+.PHONY: deps build test run clean-test-leftovers demo demo-down release
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
@@ -30,3 +30,15 @@ clean-test-leftovers:
 
 run: build
 	$(SWIFT) run twill version
+
+# The main job: a 3-node cluster in network namespaces (BACKEND=udp|vxlan|host-gw).
+demo: build
+	deploy/demo.sh up $${BACKEND:-udp}
+
+demo-down:
+	deploy/demo.sh down
+
+# A binary with the Swift runtime linked in: a node needs only libcurl and libmnl.
+release: deps
+	$(SWIFT) build -c release --static-swift-stdlib --product twill
+	@echo "built $$($(SWIFT) build -c release --show-bin-path)/twill"

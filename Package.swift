@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .executable(name: "twill", targets: ["twill"]),
         .library(name: "TwillEtcd", targets: ["TwillEtcd"]),
+        .library(name: "TwillLease", targets: ["TwillLease"]),
+        .library(name: "TwillAddress", targets: ["TwillAddress"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
