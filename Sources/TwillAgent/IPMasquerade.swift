@@ -1,0 +1,348 @@
+import Dispatch
+import Logging
+import Synchronization
+import TwillAddress
+
+/// flannel's `--ip-masq` (and `--iptables-forward-rules`) rules, kept in place with iptables.
+///
+/// The rules are exactly flannel's, in flannel's chains, with flannel's comments, so that a
+/// node moved from flanneld to Twill (or back) ends up with one set of rules, not two:
+///
+/// ```
+/// *nat
+/// -A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
+/// -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
+/// -A FLANNEL-POSTRTG -s <subnet> -d <network> -m comment --comment "flanneld masq" -j RETURN
+/// -A FLANNEL-POSTRTG -s <network> -d <subnet> -m comment --comment "flanneld masq" -j RETURN
+/// -A FLANNEL-POSTRTG ! -s <network> -d <subnet> -m comment --comment "flanneld masq" -j RETURN
+/// -A FLANNEL-POSTRTG -s <network> ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+/// -A FLANNEL-POSTRTG ! -s <network> -d <network> -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+/// *filter (only with forwardRules)
+/// -A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
+/// -A FLANNEL-FWD -s <network> -m comment --comment "flanneld forward" -j ACCEPT
+/// -A FLANNEL-FWD -d <network> -m comment --comment "flanneld forward" -j ACCEPT
+/// ```
+///
+/// Twill owns the two chains outright: ``ensure()`` makes each chain hold exactly these rules
+/// (which also drops the rules of a previous subnet or network after a restart) and makes
+/// the parent chain jump to it exactly once. Nothing else in any table is touched.
+///
+/// The commands act on the network namespace the process runs in. Usage:
+/// `try ensure()` once the subnet is known, `await run(resync:)` in a task to restore rules
+/// that someone removes, and ``teardown()`` on shutdown (after cancelling that task).
+public struct IPMasquerade: Sendable {
+    /// The whole overlay network (flannel's `Network`).
+    public let network: IPv4Network
+    /// This node's leased subnet.
+    public let subnet: IPv4Network
+    /// Whether the FORWARD rules are managed too (flannel's `--iptables-forward-rules`).
+    public let forwardRules: Bool
+
+    let logger: Logger
+    let iptables: IPTables
+    /// The chains this instance manages: nat's FLANNEL-POSTRTG, and filter's FLANNEL-FWD when
+    /// `forwardRules` is set.
+    let chains: [ManagedChain]
+    private let shared: Shared
+
+    /// The mark kube-proxy sets on packets it will masquerade itself; flannel skips them so
+    /// that the kernel never NATs a packet twice (which some kernels got wrong).
+    static let kubeProxyMark = "0x4000/0x4000"
+    static let masqComment = "flanneld masq"
+    static let forwardComment = "flanneld forward"
+
+    /// Describes the rules for `network` and `subnet`; nothing is installed until ``ensure()``.
+    ///
+    /// - Parameters:
+    ///   - network: The overlay network, e.g. `10.244.0.0/16`.
+    ///   - subnet: This node's subnet inside it, e.g. `10.244.7.0/24`.
+    ///   - forwardRules: Also accept forwarded traffic from and to `network` in the filter
+    ///     table (for hosts whose FORWARD policy is DROP, as Docker sets it).
+    ///   - logger: Where changes and failures are reported.
+    ///   - commandPrefix: Prepended to every iptables command line. Tests pass
+    ///     `["/usr/sbin/ip", "netns", "exec", NAME]` to act on a throwaway namespace; the agent
+    ///     leaves it empty.
+    public init(network: IPv4Network, subnet: IPv4Network, forwardRules: Bool,
+                logger: Logger = Logger(label: "twill.ipmasq"), commandPrefix: [String] = []) {
+        self.network = network
+        self.subnet = subnet
+        self.forwardRules = forwardRules
+        self.logger = logger
+        self.iptables = IPTables(commandPrefix: commandPrefix)
+        var chains = [Self.masqueradeChain(network: network, subnet: subnet)]
+        if forwardRules { chains.append(Self.forwardChain(network: network)) }
+        self.chains = chains
+        self.shared = Shared()
+    }
+
+    /// Makes the rules exactly as described, in one pass, and reports whether anything had
+    /// to change.
+    ///
+    /// For each managed chain: when the chain is missing or holds anything but the expected
+    /// rules in the expected order, it is rebuilt in one `iptables-restore` transaction (so
+    /// traffic never sees a half-built chain); when the parent chain (POSTROUTING, FORWARD)
+    /// lacks the jump it is appended, and duplicate jumps are removed. Afterwards the table
+    /// is read back and compared again, so success means the kernel holds the rules.
+    ///
+    /// - Returns: true when rules were installed or repaired, false when all were in place.
+    /// - Throws: ``IPTablesError`` naming the failed command and its stderr, or
+    ///   ``IPMasqueradeError`` when iptables accepted the rules but shows something else.
+    @discardableResult
+    public func ensure() throws -> Bool {
+        try shared.lock.withLock { _ throws -> Bool in try ensureLocked() }
+    }
+
+    /// Calls ``ensure()`` every `resync` until the task is cancelled, restoring rules that
+    /// were removed or changed in between (flannel's `--iptables-resync`).
+    ///
+    /// Call ``ensure()`` first: this loop waits one period before its first pass. Periods
+    /// under 100 ms are raised to 100 ms so a misconfiguration cannot spin iptables. Failures
+    /// are logged, not thrown, because a passing problem (a held xtables lock, say) must not
+    /// stop the agent; repeats of the same failure are logged once a minute or so, not every
+    /// pass, and recovery is logged once. iptables runs on a dispatch queue of its own, so
+    /// the blocking waits never occupy Swift's cooperative threads.
+    public func run(resync: Duration) async {
+        let cancelled = CancelFlag()
+        let period = max(resync, .milliseconds(100))
+        await withTaskCancellationHandler {
+            var lastFailure: String?
+            var repeats = 0
+            while !Task.isCancelled {
+                do { try await Task.sleep(for: period) } catch { return }
+                let outcome = await ensureOffPool(unless: cancelled)
+                switch outcome {
+                case .skipped:
+                    return
+                case .success(let changed):
+                    if let last = lastFailure {
+                        logger.info("iptables rules in place again", metadata: [
+                            "failed_passes": "\(repeats + 1)", "last_error": "\(last)"])
+                    } else if changed {
+                        // ensure() already logged what it repaired; say why it ran.
+                        logger.debug("resync repaired iptables rules", metadata: ["period": "\(period)"])
+                    }
+                    lastFailure = nil
+                    repeats = 0
+                case .failure(let message):
+                    if message != lastFailure {
+                        logger.error("cannot ensure iptables rules", metadata: ["error": "\(message)"])
+                        lastFailure = message
+                        repeats = 0
+                    } else {
+                        repeats += 1
+                        // About once a minute at flannel's default 5 s period.
+                        if repeats % 12 == 0 {
+                            logger.error("still cannot ensure iptables rules", metadata: [
+                                "error": "\(message)", "failed_passes": "\(repeats + 1)"])
+                        }
+                    }
+                }
+            }
+        } onCancel: {
+            cancelled.set()
+        }
+    }
+
+    /// Removes the jumps and both chains (as far as they exist); never throws.
+    ///
+    /// Only rules that exactly match Twill's (flannel's) jumps are deleted from POSTROUTING
+    /// and FORWARD. Failures are logged and the remaining steps still run, because on
+    /// shutdown there is nothing better to do than remove as much as possible. If a
+    /// ``run(resync:)`` pass is under way, teardown waits for it to finish first.
+    public func teardown() {
+        shared.lock.withLock { _ in
+            for chain in chains {
+                do {
+                    let state = ChainState(listing: try iptables.listTable(chain.table), chain: chain)
+                    for _ in 0..<state.jumps {
+                        try iptables.run(["-t", chain.table, "-D", chain.parent] + chain.jump)
+                    }
+                    if state.exists {
+                        try iptables.run(["-t", chain.table, "-F", chain.name])
+                        try iptables.run(["-t", chain.table, "-X", chain.name])
+                    }
+                    if state.exists || state.jumps > 0 {
+                        logger.info("removed iptables rules", metadata: [
+                            "table": "\(chain.table)", "chain": "\(chain.name)", "jumps": "\(state.jumps)"])
+                    }
+                } catch {
+                    logger.error("cannot remove iptables rules", metadata: [
+                        "table": "\(chain.table)", "chain": "\(chain.name)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    // MARK: - Internals
+
+    /// Every rule, in iptables-save argument form, grouped by table in install order: for
+    /// each chain the jump from its parent, then the chain's rules.
+    var savedRules: [String: [String]] {
+        var out: [String: [String]] = [:]
+        for chain in chains { out[chain.table, default: []] += [chain.jumpLine] + chain.ruleLines }
+        return out
+    }
+
+    private func ensureLocked() throws -> Bool {
+        var changed = false
+        for chain in chains where try ensure(chain) { changed = true }
+        return changed
+    }
+
+    /// One chain and its jump; returns whether anything changed.
+    private func ensure(_ chain: ManagedChain) throws -> Bool {
+        let before = ChainState(listing: try iptables.listTable(chain.table), chain: chain)
+        guard !before.isCorrect else { return false }
+
+        var input = ["*\(chain.table)"]
+        if before.rules != chain.ruleLines {
+            // Declaring the chain in a --noflush restore creates it or empties it, inside the
+            // same transaction that appends the rules.
+            input.append(":\(chain.name) - [0:0]")
+            input += chain.ruleLines
+        }
+        if before.jumps > 1 {
+            input += Array(repeating: IPTables.render(["-D", chain.parent] + chain.jump), count: before.jumps - 1)
+        } else if before.jumps == 0 {
+            input.append(chain.jumpLine)
+        }
+        input.append("COMMIT")
+        try iptables.restore(input.joined(separator: "\n") + "\n")
+
+        let after = ChainState(listing: try iptables.listTable(chain.table), chain: chain)
+        guard after.isCorrect else {
+            throw IPMasqueradeError(
+                "after rebuilding \(chain.table) \(chain.name), iptables shows\n"
+                    + (after.rules + ["(\(after.jumps) jump(s) from \(chain.parent))"]).joined(separator: "\n")
+                    + "\ninstead of\n" + chain.ruleLines.joined(separator: "\n"))
+        }
+        var metadata: Logger.Metadata = [
+            "table": "\(chain.table)", "chain": "\(chain.name)",
+            "network": "\(network)", "subnet": "\(subnet)",
+        ]
+        if !before.exists {
+            logger.info("installed iptables rules", metadata: metadata)
+        } else {
+            // Stale rules (another subnet's, or anyone's additions) are what an operator
+            // will want to know about, so name them.
+            let stale = before.rules.filter { !chain.ruleLines.contains($0) }
+            let missing = chain.ruleLines.filter { !before.rules.contains($0) }
+            metadata["rules_removed"] = "\(stale.count)"
+            metadata["rules_added"] = "\(missing.count)"
+            metadata["jumps_found"] = "\(before.jumps)"
+            if let first = stale.first { metadata["first_removed"] = "\(first)" }
+            logger.notice("repaired iptables rules", metadata: metadata)
+        }
+        return true
+    }
+
+    private enum Outcome: Sendable {
+        case skipped
+        case success(Bool)
+        case failure(String)
+    }
+
+    /// Runs one ensure pass on the private queue, unless the loop was cancelled by the time
+    /// the lock is taken (so that a teardown that follows the cancellation is never undone
+    /// by a pass that was already waiting for the lock).
+    private func ensureOffPool(unless cancelled: CancelFlag) async -> Outcome {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
+            shared.queue.async {
+                let outcome: Outcome = shared.lock.withLock { _ in
+                    if cancelled.isSet { return .skipped }
+                    do { return .success(try ensureLocked()) } catch { return .failure("\(error)") }
+                }
+                continuation.resume(returning: outcome)
+            }
+        }
+    }
+
+    static func masqueradeChain(network: IPv4Network, subnet: IPv4Network) -> ManagedChain {
+        let n = "\(network)"
+        let s = "\(subnet)"
+        let tag = ["-m", "comment", "--comment", masqComment]
+        return ManagedChain(table: "nat", parent: "POSTROUTING", name: "FLANNEL-POSTRTG", comment: masqComment, rules: [
+            // Packets kube-proxy marked are masqueraded by kube-proxy's own rules.
+            ["-m", "mark", "--mark", kubeProxyMark] + tag + ["-j", "RETURN"],
+            // Pod to pod (here or on another node) keeps the pod's address.
+            ["-s", s, "-d", n] + tag + ["-j", "RETURN"],
+            ["-s", n, "-d", s] + tag + ["-j", "RETURN"],
+            // Traffic from outside to a local pod that arrives through another node keeps its
+            // source, so the pod can answer it directly.
+            ["!", "-s", n, "-d", s] + tag + ["-j", "RETURN"],
+            // Pods reaching beyond the overlay leave with the node's address (multicast is
+            // never NATed, as it is not routed anyway).
+            ["-s", n, "!", "-d", "224.0.0.0/4"] + tag + ["-j", "MASQUERADE", "--random-fully"],
+            // The host (or anything outside the overlay) reaching remote pods takes an
+            // address those pods can answer.
+            ["!", "-s", n, "-d", n] + tag + ["-j", "MASQUERADE", "--random-fully"],
+        ])
+    }
+
+    static func forwardChain(network: IPv4Network) -> ManagedChain {
+        let n = "\(network)"
+        let tag = ["-m", "comment", "--comment", forwardComment]
+        return ManagedChain(table: "filter", parent: "FORWARD", name: "FLANNEL-FWD", comment: forwardComment, rules: [
+            // Overlay traffic is forwarded even where the FORWARD policy is DROP (Docker).
+            ["-s", n] + tag + ["-j", "ACCEPT"],
+            ["-d", n] + tag + ["-j", "ACCEPT"],
+        ])
+    }
+}
+
+/// iptables accepted Twill's rules but does not show them as written (for example when a
+/// network is given in a form iptables prints differently).
+public struct IPMasqueradeError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One chain Twill owns, the rules it must hold, and the jump from its parent chain.
+struct ManagedChain: Sendable, Equatable {
+    let table: String
+    let parent: String
+    let name: String
+    let comment: String
+    /// Each rule's arguments after `-A NAME`.
+    let rules: [[String]]
+
+    /// The jump rule's arguments after `-A PARENT`.
+    var jump: [String] { ["-m", "comment", "--comment", comment, "-j", name] }
+    /// The jump as `iptables -S` prints it.
+    var jumpLine: String { IPTables.render(["-A", parent] + jump) }
+    /// The rules as `iptables -S` prints them.
+    var ruleLines: [String] { rules.map { IPTables.render(["-A", name] + $0) } }
+}
+
+/// What `iptables -t TABLE -S` shows of one managed chain.
+struct ChainState: Equatable {
+    let exists: Bool
+    /// The chain's rules, in order.
+    let rules: [String]
+    /// How many exact copies of the jump the parent holds.
+    let jumps: Int
+    let isCorrect: Bool
+
+    init(listing: [String], chain: ManagedChain) {
+        exists = listing.contains("-N \(chain.name)")
+        rules = listing.filter { $0.hasPrefix("-A \(chain.name) ") }
+        jumps = listing.filter { $0 == chain.jumpLine }.count
+        isCorrect = exists && rules == chain.ruleLines && jumps == 1
+    }
+}
+
+/// State shared by the copies of one ``IPMasquerade`` value.
+private final class Shared: Sendable {
+    /// Serialises ensure passes and teardown, which would otherwise interleave their reads
+    /// and writes of the same chains.
+    let lock = Mutex(())
+    /// Where ``IPMasquerade/run(resync:)`` runs iptables, off the cooperative pool.
+    let queue = DispatchQueue(label: "twill.ipmasq")
+}
+
+/// Set once by a cancellation handler, read by the queued pass.
+private final class CancelFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .sequentiallyConsistent) }
+    func set() { value.store(true, ordering: .sequentiallyConsistent) }
+}

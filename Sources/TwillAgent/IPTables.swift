@@ -1,0 +1,151 @@
+import Foundation
+import Synchronization
+
+/// A failed `iptables` or `iptables-restore` run: the command line, its exit status and
+/// what it wrote to stderr, so that an operator can rerun it by hand.
+public struct IPTablesError: Error, CustomStringConvertible, Sendable {
+    /// The whole command line, including any command prefix (e.g. `ip netns exec NAME`).
+    public let command: [String]
+    /// The exit status, or nil when the program could not be started at all.
+    public let status: Int32?
+    /// The program's stderr (trimmed), or why it could not be started.
+    public let stderr: String
+    /// The stdin fed to `iptables-restore`, when that is what failed; the line numbers in its
+    /// error messages refer to it.
+    public let input: String?
+
+    public init(command: [String], status: Int32?, stderr: String, input: String? = nil) {
+        self.command = command
+        self.status = status
+        self.stderr = stderr
+        self.input = input
+    }
+
+    public var description: String {
+        let line = IPTables.render(command)
+        let how = status.map { "failed (exit \($0))" } ?? "could not be run"
+        var text = "`\(line)` \(how): \(stderr.isEmpty ? "(no stderr)" : stderr)"
+        if let input { text += "\ninput was:\n\(input)" }
+        return text
+    }
+}
+
+/// A thin runner of the `iptables` and `iptables-restore` binaries (whichever backend, nft or
+/// legacy, the system's alternatives point at).
+///
+/// Running the binaries rather than talking nftables netlink keeps Twill's rules exactly what
+/// flannel and `iptables -S` show, whichever backend the node uses, and lets operators read
+/// every change back with the tools they already know.
+struct IPTables: Sendable {
+    /// Prepended to every command, e.g. `["/usr/sbin/ip", "netns", "exec", NAME]` in tests.
+    let commandPrefix: [String]
+
+    /// How long to wait for the xtables lock before giving up. Waiting (rather than failing at
+    /// once) matters on legacy-backend nodes where kube-proxy holds the lock for a while; the
+    /// bound keeps a stuck lock holder from hanging the resync loop forever.
+    static let lockWaitSeconds = 10
+
+    init(commandPrefix: [String] = []) {
+        self.commandPrefix = commandPrefix
+    }
+
+    /// `iptables --wait=N ARGS...`; returns stdout.
+    @discardableResult
+    func run(_ arguments: [String]) throws(IPTablesError) -> String {
+        let binary = try Self.locate("iptables", prefix: commandPrefix)
+        return try execute([binary, "--wait=\(Self.lockWaitSeconds)"] + arguments, input: nil)
+    }
+
+    /// `iptables-restore --wait=N --noflush` with `input` on stdin: all of `input` is applied
+    /// in one transaction, or nothing is (used so that rebuilding a chain never leaves a
+    /// moment in which packets pass half a rule set).
+    func restore(_ input: String) throws(IPTablesError) {
+        let binary = try Self.locate("iptables-restore", prefix: commandPrefix)
+        try execute([binary, "--wait=\(Self.lockWaitSeconds)", "--noflush"], input: input)
+    }
+
+    /// `iptables -t TABLE -S`: every chain declaration (`-N`, `-P`) and rule (`-A`) of the
+    /// table in iptables-save argument form, one per line.
+    func listTable(_ table: String) throws(IPTablesError) -> [String] {
+        try run(["-t", table, "-S"]).split(separator: "\n").map(String.init)
+    }
+
+    /// Runs `command` (after the prefix) to completion and returns its stdout.
+    @discardableResult
+    private func execute(_ command: [String], input: String?) throws(IPTablesError) -> String {
+        let full = commandPrefix + command
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: full[0])
+        process.arguments = Array(full.dropFirst())
+        // A fixed environment: iptables needs none, and a caller's XTABLES_LIBDIR or locale
+        // must not change what the agent installs or how errors read.
+        process.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"]
+        let stdout = Pipe()
+        let stderr = Pipe()
+        let stdin = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        process.standardInput = input == nil ? FileHandle.nullDevice : stdin
+        do {
+            try process.run()
+        } catch {
+            throw IPTablesError(command: full, status: nil, stderr: "\(error)", input: input)
+        }
+        if let input {
+            // iptables-restore reads all of stdin before writing anything, and our input is a
+            // few hundred bytes (far below a pipe's buffer), so writing first cannot deadlock.
+            stdin.fileHandleForWriting.write(Data(input.utf8))
+            try? stdin.fileHandleForWriting.close()
+        }
+        // Drain stderr on another thread while this one drains stdout: a large nat table
+        // (kube-proxy writes thousands of rules) would otherwise fill one pipe and block the
+        // child while we wait on the other.
+        let errorData = ErrorBuffer()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async {
+            errorData.set(stderr.fileHandleForReading.readDataToEndOfFile())
+            group.leave()
+        }
+        let outData = stdout.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        process.waitUntilExit()
+        let errorText = String(decoding: errorData.get(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        guard process.terminationReason == .exit, process.terminationStatus == 0 else {
+            throw IPTablesError(command: full, status: process.terminationStatus, stderr: errorText, input: input)
+        }
+        return String(decoding: outData, as: UTF8.self)
+    }
+
+    /// The path of `name` in /usr/sbin or /sbin (Debian and RHEL put it in one or the other,
+    /// and an agent run by systemd has no useful PATH to search).
+    static func locate(_ name: String, prefix: [String]) throws(IPTablesError) -> String {
+        for dir in ["/usr/sbin", "/sbin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+            return "\(dir)/\(name)"
+        }
+        throw IPTablesError(command: prefix + [name], status: nil,
+                            stderr: "\(name) not found in /usr/sbin or /sbin; install the iptables package")
+    }
+
+    /// One command line as a shell would take it, quoting arguments with spaces or quotes.
+    static func render(_ arguments: [String]) -> String {
+        arguments.map(quote).joined(separator: " ")
+    }
+
+    /// An argument as iptables-save and `iptables -S` print it: double-quoted when it
+    /// contains whitespace or quotes (comments such as `"flanneld masq"`), bare otherwise.
+    static func quote(_ argument: String) -> String {
+        let needsQuotes = argument.isEmpty || argument.contains { $0 == " " || $0 == "\t" || $0 == "\"" || $0 == "'" }
+        guard needsQuotes else { return argument }
+        return "\"" + argument.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+    }
+}
+
+/// Holds stderr read on another thread until the reader is done (the DispatchGroup wait
+/// orders the accesses; the mutex makes that visible to the concurrency checker too).
+private final class ErrorBuffer: Sendable {
+    private let data = Mutex(Data())
+    func set(_ value: Data) { data.withLock { $0 = value } }
+    func get() -> Data { data.withLock { $0 } }
+}
