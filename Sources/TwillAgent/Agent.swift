@@ -22,6 +22,8 @@ public final class Agent: Service, Sendable {
     private let checkLeaseNow = Atomic<Bool>(false)
     /// Set when the kernel changed in a way that may have disturbed the backend.
     private let kernelDirty = Atomic<Bool>(false)
+    /// The masquerade rules for the current subnet, when --ip-masq is on.
+    private let masquerade = Mutex<IPMasquerade?>(nil)
     /// The running backend, for metrics scrapes.
     private let backendBox = Mutex<(any Backend)?>(nil)
 
@@ -89,6 +91,9 @@ public final class Agent: Service, Sendable {
                 if backend.type != "alloc" {
                     group.addTask { await self.kernelLoop(backend: backend) }
                 }
+                if self.masquerade.withLock({ $0 }) != nil {
+                    group.addTask { await self.masqueradeLoop() }
+                }
                 await group.waitForAll()
             }
         }
@@ -98,7 +103,9 @@ public final class Agent: Service, Sendable {
         let final = state.lease ?? acquired
         let release = configuration.releaseOnExit
         let log = logger
+        let masq = masquerade.withLock { $0 }
         await Task {
+            masq?.teardown()
             await backend.stop()
             if release {
                 do {
@@ -152,6 +159,12 @@ public final class Agent: Service, Sendable {
         guard let overlay = network.network else { throw AgentError("the network config has no IPv4 Network") }
         try await backend.start(local: LocalLease(network: overlay, subnet: lease.subnet.ipv4))
         let env = SubnetEnv(network: overlay, subnet: lease.subnet.ipv4, mtu: mtu, ipMasq: configuration.ipMasq)
+        if configuration.ipMasq, backend.type != "alloc" {
+            // Rebuilding for a new subnet replaces the old subnet's rules.
+            let masq = IPMasquerade(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules, logger: logger)
+            try masq.ensure()
+            masquerade.withLock { $0 = masq }
+        }
         try env.write(path: configuration.subnetFile)
         logger.info("wrote subnet file", metadata: ["path": "\(configuration.subnetFile)", "subnet": "\(lease.subnet.ipv4)", "mtu": "\(mtu)"])
     }
@@ -274,6 +287,17 @@ public final class Agent: Service, Sendable {
                 }
             } catch {
                 logger.error("reconcile failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Puts the masquerade rules back whenever something removed them.
+    func masqueradeLoop() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: configuration.iptablesResync) } catch { return }
+            guard let masq = masquerade.withLock({ $0 }) else { return }
+            do { try masq.ensure() } catch {
+                logger.error("cannot restore the masquerade rules", metadata: ["error": "\(error)"])
             }
         }
     }

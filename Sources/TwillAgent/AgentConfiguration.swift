@@ -21,6 +21,10 @@ public struct AgentConfiguration: Sendable {
     public var renewMargin: Duration = .seconds(60 * 60)
     /// `--ip-masq`: written to subnet.env as FLANNEL_IPMASQ.
     public var ipMasq: Bool = false
+    /// `--iptables-resync`: how often the masquerade/forward rules are checked and restored.
+    public var iptablesResync: Duration = .seconds(5)
+    /// `--iptables-forward-rules`: with --ip-masq, also accept overlay traffic in FORWARD.
+    public var iptablesForwardRules: Bool = true
     /// `--release-on-exit`: give the subnet back on a clean shutdown (flannel default: keep it).
     public var releaseOnExit: Bool = false
     /// How often the backend is reconciled with the kernel even when nothing was noticed.

@@ -73,6 +73,8 @@ struct AgentCommand: AsyncParsableCommand {
         if let m = renewMargin ?? FlannelEnvironment.value("subnet-lease-renew-margin").flatMap({ Int($0) }) { c.renewMargin = .seconds(m * 60) }
         if let t = leaseTTL ?? FlannelEnvironment.value("subnet-lease-ttl").flatMap({ Int($0) }) { c.leaseTTL = .seconds(t) }
         c.ipMasq = ipMasq || (FlannelEnvironment.bool("ip-masq") ?? false)
+        if let r = iptablesResync ?? FlannelEnvironment.value("iptables-resync").flatMap({ Int($0) }) { c.iptablesResync = .seconds(r) }
+        if let f = iptablesForwardRules ?? FlannelEnvironment.bool("iptables-forward-rules") { c.iptablesForwardRules = f }
         c.releaseOnExit = releaseOnExit || (FlannelEnvironment.bool("release-on-exit") ?? false)
         return c
     }

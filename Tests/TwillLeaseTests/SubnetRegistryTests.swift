@@ -101,11 +101,11 @@ import TwillTestSupport
             try await Self.setConfig(c, #"{"Network":"198.18.0.0/16"}"#)
             let r = SubnetRegistry(etcd: c)
             let config = try await r.networkConfig()
-            var lease = try await r.acquire(config: config, attributes: Self.node(1), previous: nil, ttl: 2)
-            // Four TTLs, renewing every 600 ms.
-            for _ in 0..<13 {
-                try await Task.sleep(for: .milliseconds(600))
-                guard case .renewed(let l) = try await r.renew(lease, config: config, ttl: 2) else {
+            var lease = try await r.acquire(config: config, attributes: Self.node(1), previous: nil, ttl: 3)
+            // Four TTLs, renewing every second.
+            for _ in 0..<12 {
+                try await Task.sleep(for: .milliseconds(1000))
+                guard case .renewed(let l) = try await r.renew(lease, config: config, ttl: 3) else {
                     Issue.record("lease should have been renewed, not re-acquired")
                     return
                 }
