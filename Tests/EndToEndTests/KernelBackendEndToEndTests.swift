@@ -26,7 +26,7 @@ import TwillTestSupport
             // A route Twill does not own, inside the overlay, made before the agent starts.
             try hosts[0].ip("route", "add", "198.18.250.0/24", "via", "\(underlay).3", "dev", "eth0")
             try cluster.etcdctl(["put", "/coreos.com/network/config", #"{"Network":"198.18.0.0/16","Backend":{"Type":"\#(backend)"}}"#])
-            for i in 0..<3 { try cluster.startAgent(i) }
+            for i in 0..<3 { try cluster.startAgent(i, extra: ["--ip-masq", "--iptables-resync", "1"]) }
             for i in 0..<3 {
                 let ok = await eventually(timeout: .seconds(20)) { cluster.subnet(i) != nil }
                 #expect(ok, "agent \(i + 1) wrote no subnet.env: \(cluster.agentLog(i))")
@@ -48,6 +48,11 @@ import TwillTestSupport
                             "\(backend): h\(i + 1) cannot reach h\(j + 1)'s subnet \(subnets[j])")
                 }
             }
+            // --ip-masq: flannel's chain for this host's subnet, restored when flushed by hand.
+            let masq = { (try? hosts[0].exec("/usr/sbin/iptables", ["-w", "-t", "nat", "-S", "FLANNEL-POSTRTG"])) ?? "" }
+            #expect(masq().contains("-s \(subnets[0]) -d 198.18.0.0/16") && masq().contains("MASQUERADE --random-fully"))
+            try hosts[0].exec("/usr/sbin/iptables", ["-w", "-t", "nat", "-F", "FLANNEL-POSTRTG"])
+            #expect(await eventually(timeout: .seconds(10)) { masq().contains("MASQUERADE") })
             // A route deleted by hand comes back.
             try hosts[0].ip("route", "del", subnets[1])
             #expect(await eventually(timeout: .seconds(10)) { Self.ownedDestinations(cluster, 0).contains(subnets[1]) })
@@ -67,7 +72,7 @@ import TwillTestSupport
             // Host 1 dies hard too, its lease is deleted, and it comes back: no stale state anywhere.
             cluster.stopAgent(0, signal: SIGKILL)
             try cluster.etcdctl(["del", cluster.leaseKey(subnets[0])])
-            try cluster.startAgent(0)
+            try cluster.startAgent(0, extra: ["--ip-masq", "--iptables-resync", "1"])
             #expect(await eventually(timeout: .seconds(20)) {
                 guard let s = cluster.subnet(0) else { return false }
                 return (try? cluster.etcdctl(["get", cluster.leaseKey(s)]))?.contains("PublicIP") == true
@@ -78,8 +83,10 @@ import TwillTestSupport
             #expect(hosts[1].pingEventually(Self.gateway(again), from: Self.gateway(subnets[1])))
             // The foreign route survived every reconcile.
             #expect(try hosts[0].ip("route", "show", "198.18.250.0/24").contains("via \(underlay).3"))
-            // A clean stop takes the agent's own kernel state with it.
+            // A clean stop takes the agent's own kernel state with it, masquerade rules included.
             #expect(cluster.stopAgent(0) == 0)
+            #expect(!masq().contains("MASQUERADE"))
+            #expect(Self.ownedDestinations(cluster, 0).isEmpty)
         }
     }
 }
