@@ -24,6 +24,7 @@ extension EtcdClient {
         return answer.model
     }
 
+    /// Writes `value` at `key`, attached to the etcd lease `lease` when non-zero.
     @discardableResult
     public func put(_ key: String, value: Data, lease: Int64 = 0) async throws(EtcdError) -> ResponseHeader {
         let answer: WirePutResponse = try await call(
@@ -37,6 +38,7 @@ extension EtcdClient {
         try await put(key, value: Data(value.utf8), lease: lease)
     }
 
+    /// Deletes `key`; returns how many keys went (0 or 1).
     @discardableResult
     public func delete(_ key: String) async throws(EtcdError) -> Int64 {
         let answer: WireDeleteResponse = try await call("/v3/kv/deleterange", WireDeleteRequest(key: WireBytes(key)))
@@ -51,6 +53,7 @@ extension EtcdClient {
         return answer.deleted?.value ?? 0
     }
 
+    /// Runs `success` if every compare holds, else `failure`, atomically (`/v3/kv/txn`).
     public func txn(compare: [Compare], success: [RequestOp], failure: [RequestOp] = []) async throws(EtcdError) -> TxnResult {
         let answer: WireTxnResponse = try await call(
             "/v3/kv/txn",

@@ -1,4 +1,5 @@
 extension EtcdClient {
+    /// Grants an etcd lease of `ttl` seconds.
     public func grant(ttl: Int64) async throws(EtcdError) -> LeaseGrant {
         let answer: WireLeaseGrantResponse = try await call("/v3/lease/grant", WireLeaseGrantRequest(TTL: WireInt(ttl), ID: WireInt(0)))
         guard let id = answer.ID?.value, id != 0 else {
@@ -23,6 +24,7 @@ extension EtcdClient {
         return ttl
     }
 
+    /// Revokes a lease, deleting every key attached to it; `leaseNotFound` when it is gone.
     public func revoke(lease id: Int64) async throws(EtcdError) {
         do {
             let _: WireEmptyResponse = try await call("/v3/lease/revoke", WireLeaseIDRequest(ID: WireInt(id)))
@@ -31,6 +33,7 @@ extension EtcdClient {
         }
     }
 
+    /// The lease's remaining and granted TTL and its keys; nil when it does not exist.
     public func timeToLive(lease id: Int64) async throws(EtcdError) -> LeaseStatus? {
         let answer: WireTimeToLiveResponse = try await call("/v3/lease/timetolive", WireLeaseTTLRequest(ID: WireInt(id), keys: true))
         // An unknown lease answers TTL -1 rather than an error.
