@@ -42,9 +42,14 @@ let package = Package(
             dependencies: ["TwillEtcd", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TwillTestSupport"
         ),
-        .target(name: "TwillDatapath", dependencies: ["TwillAddress"]),
+        // Thin syscall helpers for the udp engine (mmsghdr, recvmmsg/sendmmsg, setns, CMSG_*).
+        .target(name: "CDatapath"),
+        .target(name: "TwillDatapath", dependencies: ["TwillAddress", "CDatapath"]),
+        // Runs a udp engine in the current network namespace for bench/datapath.
+        .executableTarget(name: "TwillDatapathBench", dependencies: ["TwillDatapath", "TwillAddress"]),
         .testTarget(name: "TwillAddressTests", dependencies: ["TwillAddress"]),
         .testTarget(name: "TwillEtcdTests", dependencies: ["TwillEtcd", "TwillTestSupport"]),
+        .testTarget(name: "TwillDatapathTests", dependencies: ["TwillDatapath", "TwillAddress", "TwillTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

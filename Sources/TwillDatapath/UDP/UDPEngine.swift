@@ -1,0 +1,387 @@
+import CDatapath
+import Synchronization
+import TwillAddress
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Settings of a ``UDPEngine``.
+public struct UDPEngineConfiguration: Sendable, Equatable {
+    /// This node's leased subnet: received packets must be addressed inside it.
+    public var localSubnet: IPv4Network
+    /// The TUN's address, the source of ICMP net unreachable messages (flannel: the
+    /// subnet's network address).
+    public var tunAddress: IPv4Address
+    /// The UDP port peers listen on (flannel: every node uses the same `Backend.Port`).
+    public var peerPort: UInt16
+    /// Check that a datagram's outer source is a peer's PublicIP and its inner source lies in
+    /// that peer's subnet. Turn off only for unusual routing (NAT between nodes); the engine
+    /// then accepts any sender, as flannel does.
+    public var checkSources: Bool
+    /// Datagrams per recvmmsg/sendmmsg call.
+    public var batchSize: Int
+    /// Bytes per packet buffer; larger datagrams are dropped as ``DropReason/oversize``.
+    public var maxPacketSize: Int
+
+    public init(localSubnet: IPv4Network, tunAddress: IPv4Address? = nil,
+                peerPort: UInt16 = UDPSocket.defaultPort, checkSources: Bool = true,
+                batchSize: Int = 64, maxPacketSize: Int = 9216) {
+        self.localSubnet = localSubnet
+        self.tunAddress = tunAddress ?? localSubnet.address
+        self.peerPort = peerPort
+        self.checkSources = checkSources
+        self.batchSize = max(1, batchSize)
+        self.maxPacketSize = max(576, maxPacketSize)
+    }
+}
+
+/// The routes and per-peer counters the packet threads see: immutable, replaced whole.
+final class EngineSnapshot: @unchecked Sendable {  // immutable after init; counters are atomics
+    let generation: UInt64
+    let table: RouteTable
+    /// Per peer index: its counters and its PublicIP in network order (ready for sockaddr).
+    let counters: [CounterBlock]
+    let destinations: [UInt32]
+
+    init(generation: UInt64, table: RouteTable, counters: [CounterBlock]) {
+        self.generation = generation
+        self.table = table
+        self.counters = counters
+        self.destinations = table.peers.map { $0.publicIP.rawValue.bigEndian }
+    }
+}
+
+/// The udp backend's packet engine: moves packets between a TUN device and a UDP socket,
+/// flannel wire-compatible (each datagram is one raw IPv4 packet), on two dedicated threads.
+///
+/// - TUN -> UDP: drains the TUN after every wakeup; validates each packet, finds the peer by
+///   longest-prefix match, decrements the TTL and queues it for one sendmmsg per batch. No
+///   peer: ICMP net unreachable back into the TUN, as flannel.
+/// - UDP -> TUN: recvmmsg in batches; drops (and counts) datagrams from non-peers, with an
+///   inner source outside the sender's subnet or an inner destination outside this node's
+///   subnet, malformed ones and expiring ones; writes the rest to the TUN.
+///
+/// Peers arrive through ``update(peers:)`` as an immutable snapshot swapped atomically; the
+/// threads read it once per batch, with no lock. Old snapshots are freed once both threads
+/// have moved past them (each publishes the generation it holds).
+///
+/// The engine owns the device and socket it is given: ``stop()`` closes both.
+public final class UDPEngine: Sendable {
+    public let configuration: UDPEngineConfiguration
+    private let tun: TUNDevice
+    private let socket: UDPSocket
+
+    /// Bits of an `Unmanaged<EngineSnapshot>` holding a +1 reference.
+    private let current: Atomic<UInt>
+    /// The snapshot generation each thread holds (QSBR-style reclamation).
+    private let seenByTx: Atomic<UInt64>
+    private let seenByRx: Atomic<UInt64>
+    private let txCounters = CounterBlock(count: ThreadCounter.size)
+    private let rxCounters = CounterBlock(count: ThreadCounter.size)
+    private let running = Atomic<Bool>(false)
+
+    private struct PeerKey: Hashable { var subnet: IPv4Network; var publicIP: IPv4Address }
+    private struct State {
+        var generation: UInt64 = 0
+        var peerCounters: [PeerKey: CounterBlock] = [:]
+        var retired: [EngineSnapshot] = []
+        var threads: [OSThread] = []
+        var wakeFD: Int32 = -1
+        var started = false
+        var stopped = false
+    }
+    private let state = Mutex(State())
+
+    /// Creates an engine over an open TUN device and a bound socket, with no peers yet.
+    public init(tun: TUNDevice, socket: UDPSocket, configuration: UDPEngineConfiguration) {
+        self.tun = tun
+        self.socket = socket
+        self.configuration = configuration
+        let initial = EngineSnapshot(generation: 0, table: RouteTable(peers: []), counters: [])
+        current = Atomic(UInt(bitPattern: Unmanaged.passRetained(initial).toOpaque()))
+        seenByTx = Atomic(0)
+        seenByRx = Atomic(0)
+    }
+
+    deinit {
+        stop()
+        Unmanaged<EngineSnapshot>.fromOpaque(UnsafeRawPointer(bitPattern: current.load(ordering: .sequentiallyConsistent))!).release()
+    }
+
+    /// Replaces the peer set. Safe from any thread, at any time; takes effect at the
+    /// threads' next batch. A peer's counters survive as long as its lease (subnet and
+    /// PublicIP) stays in the set.
+    public func update(peers: [PeerLease]) {
+        let table = RouteTable(peers: peers)
+        state.withLock { state in
+            state.generation += 1
+            var kept: [PeerKey: CounterBlock] = [:]
+            let counters = table.peers.map { peer in
+                let key = PeerKey(subnet: peer.subnet, publicIP: peer.publicIP)
+                let block = state.peerCounters[key] ?? CounterBlock(count: PeerCounter.size)
+                kept[key] = block
+                return block
+            }
+            state.peerCounters = kept
+            let snapshot = EngineSnapshot(generation: state.generation, table: table, counters: counters)
+            let bits = UInt(bitPattern: Unmanaged.passRetained(snapshot).toOpaque())
+            let old = current.exchange(bits, ordering: .sequentiallyConsistent)
+            state.retired.append(Unmanaged<EngineSnapshot>.fromOpaque(UnsafeRawPointer(bitPattern: old)!).takeRetainedValue())
+            reclaim(&state)
+        }
+    }
+
+    /// Frees retired snapshots no thread can still be reading.
+    private func reclaim(_ state: inout State) {
+        guard state.started, !state.stopped else {
+            state.retired.removeAll()
+            return
+        }
+        let oldestInUse = min(seenByTx.load(ordering: .sequentiallyConsistent),
+                              seenByRx.load(ordering: .sequentiallyConsistent))
+        state.retired.removeAll { $0.generation < oldestInUse }
+    }
+
+    /// The current snapshot, for a packet thread: publishes the generation it now holds
+    /// before the previous one is let go.
+    @inline(__always)
+    private func loadSnapshot(_ seen: borrowing Atomic<UInt64>) -> EngineSnapshot {
+        let bits = current.load(ordering: .sequentiallyConsistent)
+        let snapshot = Unmanaged<EngineSnapshot>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).takeUnretainedValue()
+        seen.store(snapshot.generation, ordering: .sequentiallyConsistent)
+        return snapshot
+    }
+
+    /// Starts the two packet threads.
+    ///
+    /// - Throws: ``SystemError`` if the engine was already started or stopped, or a thread
+    ///   or the wakeup descriptor cannot be created.
+    public func start() throws(SystemError) {
+        try state.withLock { (state) throws(SystemError) in
+            guard !state.started, !state.stopped else { throw SystemError("start: engine already started", errno: EINVAL) }
+            let wake = twill_eventfd()
+            guard wake >= 0 else { throw SystemError("eventfd") }
+            state.wakeFD = wake
+            // Both threads start past every snapshot retired so far.
+            seenByTx.store(state.generation, ordering: .sequentiallyConsistent)
+            seenByRx.store(state.generation, ordering: .sequentiallyConsistent)
+            running.store(true, ordering: .sequentiallyConsistent)
+            state.started = true
+            let tunFD = tun.fileDescriptor, socketFD = socket.fileDescriptor
+            do throws(SystemError) {
+                state.threads.append(try OSThread.spawn(name: "twill-tun2udp") { [self] in
+                    tunToUDP(tunFD: tunFD, socketFD: socketFD, wakeFD: wake)
+                })
+                state.threads.append(try OSThread.spawn(name: "twill-udp2tun") { [self] in
+                    udpToTUN(tunFD: tunFD, socketFD: socketFD, wakeFD: wake)
+                })
+            } catch {
+                running.store(false, ordering: .sequentiallyConsistent)
+                var one: UInt64 = 1
+                _ = Glibc.write(wake, &one, 8)
+                for thread in state.threads { thread.join() }
+                state.threads = []
+                throw error
+            }
+        }
+    }
+
+    /// Stops the threads (they wake at once through an eventfd), waits for them, and closes
+    /// the TUN device and the socket. Idempotent; the engine cannot be started again.
+    public func stop() {
+        let threads = state.withLock { state -> [OSThread] in
+            guard !state.stopped else { return [] }
+            state.stopped = true
+            running.store(false, ordering: .sequentiallyConsistent)
+            if state.wakeFD >= 0 {
+                var one: UInt64 = 1
+                _ = Glibc.write(state.wakeFD, &one, 8)
+            }
+            defer { state.threads = [] }
+            return state.threads
+        }
+        for thread in threads { thread.join() }
+        state.withLock { state in
+            if state.wakeFD >= 0 { Glibc.close(state.wakeFD) }
+            state.wakeFD = -1
+            state.retired.removeAll()
+        }
+        tun.close()
+        socket.close()
+    }
+
+    /// A value snapshot of all counters.
+    public func counters() -> UDPEngineCounters {
+        var drops: [DropReason: UInt64] = [:]
+        for reason in DropReason.allCases {
+            drops[reason] = txCounters.load(reason.rawValue) + rxCounters.load(reason.rawValue)
+        }
+        let peers: [UDPEngineCounters.Peer] = state.withLock { state in
+            // Under the lock no update can retire the current snapshot.
+            let snapshot = Unmanaged<EngineSnapshot>.fromOpaque(UnsafeRawPointer(bitPattern: current.load(ordering: .sequentiallyConsistent))!).takeUnretainedValue()
+            return zip(snapshot.table.peers, snapshot.counters).map { peer, block in
+                UDPEngineCounters.Peer(
+                    subnet: peer.subnet, publicIP: peer.publicIP,
+                    txPackets: block.load(PeerCounter.txPackets), txBytes: block.load(PeerCounter.txBytes),
+                    rxPackets: block.load(PeerCounter.rxPackets), rxBytes: block.load(PeerCounter.rxBytes))
+            }
+        }
+        return UDPEngineCounters(
+            drops: drops,
+            txPackets: txCounters.load(ThreadCounter.packets), txBytes: txCounters.load(ThreadCounter.bytes),
+            rxPackets: rxCounters.load(ThreadCounter.packets), rxBytes: rxCounters.load(ThreadCounter.bytes),
+            icmpUnreachableSent: txCounters.load(ThreadCounter.icmpSent), peers: peers)
+    }
+
+    // MARK: - TUN -> UDP
+
+    private func tunToUDP(tunFD: Int32, socketFD: Int32, wakeFD: Int32) {
+        let batch = DatagramBatch(capacity: configuration.batchSize, slotSize: configuration.maxPacketSize,
+                                  port: configuration.peerPort)
+        let icmp = UnsafeMutableRawBufferPointer.allocate(byteCount: ICMPUnreachable.maximumLength, alignment: 8)
+        defer { icmp.deallocate() }
+        let counters = txCounters
+        let tunAddress = configuration.tunAddress
+        let slotSize = batch.slotSize
+        let capacity = batch.capacity
+        var fds = [pollfd(fd: tunFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+
+        while running.load(ordering: .relaxed) {
+            let ready = poll(&fds, 2, 1000)
+            if ready < 0 && errno != EINTR { break }
+            if fds[1].revents != 0 || fds[0].revents & Int16(POLLERR | POLLNVAL | POLLHUP) != 0 { break }
+            var snapshot = loadSnapshot(seenByTx)
+            if ready <= 0 { continue }
+            var queued = 0
+            while true {
+                let slot = batch.slot(queued)
+                let length = read(tunFD, slot, slotSize)
+                if length < 0 {
+                    if errno == EINTR { continue }
+                    break  // EAGAIN: drained
+                }
+                let packet = UnsafeRawBufferPointer(start: slot, count: length)
+                let header: IPv4Header
+                do {
+                    header = try IPv4Header(parsing: packet)
+                } catch {
+                    let reason: DropReason = length > 0 && slot.load(as: UInt8.self) >> 4 != 4 ? .notIPv4 : .malformed
+                    counters.add(reason.rawValue)
+                    continue
+                }
+                guard let peer = snapshot.table.lookup(header.destination) else {
+                    counters.add(DropReason.noRoute.rawValue)
+                    let n = ICMPUnreachable.build(offending: packet, header: header, source: tunAddress, into: icmp)
+                    if n > 0, write(tunFD, icmp.baseAddress, n) == n { counters.add(ThreadCounter.icmpSent) }
+                    continue
+                }
+                guard IPv4Header.decrementTTL(slot) else {
+                    counters.add(DropReason.ttlExpired.rawValue)
+                    continue
+                }
+                batch.setOutgoing(queued, length: length, addressNetworkOrder: snapshot.destinations[peer])
+                let peerCounters = snapshot.counters[peer]
+                peerCounters.add(PeerCounter.txPackets)
+                peerCounters.add(PeerCounter.txBytes, UInt64(length))
+                counters.add(ThreadCounter.packets)
+                counters.add(ThreadCounter.bytes, UInt64(length))
+                queued += 1
+                if queued == capacity {
+                    flush(batch, socketFD, queued, counters)
+                    queued = 0
+                    snapshot = loadSnapshot(seenByTx)
+                }
+            }
+            if queued > 0 { flush(batch, socketFD, queued, counters) }
+        }
+    }
+
+    @inline(__always)
+    private func flush(_ batch: DatagramBatch, _ socketFD: Int32, _ count: Int, _ counters: CounterBlock) {
+        let failed = batch.send(socketFD, count: count)
+        if failed > 0 { counters.add(DropReason.sendFailed.rawValue, UInt64(failed)) }
+    }
+
+    // MARK: - UDP -> TUN
+
+    private func udpToTUN(tunFD: Int32, socketFD: Int32, wakeFD: Int32) {
+        let batch = DatagramBatch(capacity: configuration.batchSize, slotSize: configuration.maxPacketSize,
+                                  port: configuration.peerPort)
+        let counters = rxCounters
+        let localSubnet = configuration.localSubnet
+        let checkSources = configuration.checkSources
+        let capacity = batch.capacity
+        var fds = [pollfd(fd: socketFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+
+        while running.load(ordering: .relaxed) {
+            let ready = poll(&fds, 2, 1000)
+            if ready < 0 && errno != EINTR { break }
+            if fds[1].revents != 0 || fds[0].revents & Int16(POLLNVAL) != 0 { break }
+            var snapshot = loadSnapshot(seenByRx)
+            if ready <= 0 { continue }
+            while true {
+                let received = batch.receive(socketFD)
+                if received == 0 { break }
+                for i in 0..<received {
+                    let length = batch.receivedLength(i)
+                    if batch.wasTruncated(i) {
+                        counters.add(DropReason.oversize.rawValue)
+                        continue
+                    }
+                    let outer = IPv4Address(rawValue: batch.sourceAddress(i))
+                    if checkSources && snapshot.table.peer(publicIP: outer) == nil {
+                        counters.add(DropReason.unknownSender.rawValue)
+                        continue
+                    }
+                    let slot = batch.slot(i)
+                    let header: IPv4Header
+                    do {
+                        header = try IPv4Header(parsing: UnsafeRawBufferPointer(start: slot, count: length), verifyChecksum: true)
+                    } catch {
+                        counters.add(DropReason.malformed.rawValue)
+                        continue
+                    }
+                    let peer: Int
+                    if checkSources {
+                        switch snapshot.table.checkSender(outerSource: outer, innerSource: header.source) {
+                        case .peer(let index): peer = index
+                        case .unknownSender:
+                            counters.add(DropReason.unknownSender.rawValue)
+                            continue
+                        case .spoofedInnerSource:
+                            counters.add(DropReason.spoofedInnerSource.rawValue)
+                            continue
+                        }
+                    } else {
+                        peer = snapshot.table.peer(publicIP: outer) ?? -1
+                    }
+                    guard localSubnet.contains(header.destination) else {
+                        counters.add(DropReason.wrongInnerDestination.rawValue)
+                        continue
+                    }
+                    guard IPv4Header.decrementTTL(slot) else {
+                        counters.add(DropReason.ttlExpired.rawValue)
+                        continue
+                    }
+                    var written = write(tunFD, slot, length)
+                    while written < 0 && errno == EINTR { written = write(tunFD, slot, length) }
+                    guard written == length else {
+                        counters.add(DropReason.tunWriteFailed.rawValue)
+                        continue
+                    }
+                    counters.add(ThreadCounter.packets)
+                    counters.add(ThreadCounter.bytes, UInt64(length))
+                    if peer >= 0 {
+                        let peerCounters = snapshot.counters[peer]
+                        peerCounters.add(PeerCounter.rxPackets)
+                        peerCounters.add(PeerCounter.rxBytes, UInt64(length))
+                    }
+                }
+                if received < capacity { break }
+                snapshot = loadSnapshot(seenByRx)
+            }
+        }
+    }
+}
