@@ -53,10 +53,16 @@ struct ICMPUnreachableTests {
         #expect(Array(build(offender)[28...]) == offender)
     }
 
-    @Test("never for ICMP packets or non-first fragments")
+    @Test("never for ICMP errors or non-first fragments; ICMP queries are answered")
     func suppressed() {
-        #expect(build(Packets.ipv4(source: sender, destination: nowhere, protocolNumber: 1)).isEmpty)
+        func icmp(_ type: UInt8) -> [UInt8] {
+            Packets.ipv4(source: sender, destination: nowhere, protocolNumber: 1, payload: [type, 0, 0, 0, 0, 0, 0, 0])
+        }
+        for errorType: UInt8 in [3, 4, 5, 11, 12] { #expect(build(icmp(errorType)).isEmpty, "type \(errorType)") }
+        #expect(build(Packets.ipv4(source: sender, destination: nowhere, protocolNumber: 1, payload: [])).isEmpty)
+        for queryType: UInt8 in [8, 0, 13] { #expect(!build(icmp(queryType)).isEmpty, "type \(queryType)") }
         #expect(build(Packets.ipv4(source: sender, destination: nowhere, fragmentOffset: 3)).isEmpty)
+        #expect(build(Packets.ipv4(source: sender, destination: nowhere, protocolNumber: 1, payload: [8, 0, 0, 0, 0, 0, 0, 0], fragmentOffset: 3)).isEmpty)
         #expect(!build(Packets.ipv4(source: sender, destination: nowhere, moreFragments: true)).isEmpty)
     }
 }
