@@ -48,6 +48,16 @@ struct SplitMix64: RandomNumberGenerator {
 
 extension Array where Element == UInt8 {
     static func random(count: Int, using rng: inout SplitMix64) -> [UInt8] {
-        (0..<count).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        var bytes = [UInt8](repeating: 0, count: count)
+        var i = 0
+        while i < count {  // 8 bytes per draw: debug builds make per-byte draws slow
+            var word = rng.next()
+            for _ in 0..<8 where i < count {
+                bytes[i] = UInt8(truncatingIfNeeded: word)
+                word >>= 8
+                i += 1
+            }
+        }
+        return bytes
     }
 }
