@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 
 _Static_assert(sizeof(struct twill_mmsghdr) == sizeof(struct mmsghdr), "mmsghdr layout");
 
@@ -42,3 +43,5 @@ int twill_get_cmsg(const struct msghdr *msg, int level, int type, void *out, siz
 }
 
 int twill_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+int twill_ioctl_value(int fd, unsigned long request, unsigned long value) { return ioctl(fd, request, value); }

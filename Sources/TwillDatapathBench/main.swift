@@ -4,6 +4,7 @@
 //
 // usage: TwillDatapathBench --tun twill0 --local-subnet 198.18.1.0/24 --bind 198.51.100.1
 //          [--port 8285] [--peer 198.18.2.0/24=198.51.100.2]... [--no-source-checks] [--batch 64]
+//          [--offloads] [--txqueuelen N]
 import TwillAddress
 import TwillDatapath
 #if canImport(Glibc)
@@ -29,6 +30,8 @@ func runBench() {
     var peers: [PeerLease] = []
     var checkSources = true
     var batchSize = 64
+    var offloads = false
+    var txQueueLength: Int32 = 0
     var arguments = CommandLine.arguments.dropFirst()
     while let flag = arguments.popFirst() {
         switch flag {
@@ -38,6 +41,8 @@ func runBench() {
         case "--port": port = parse(arguments.popFirst(), flag) { UInt16($0) }
         case "--batch": batchSize = parse(arguments.popFirst(), flag) { Int($0) }
         case "--no-source-checks": checkSources = false
+        case "--offloads": offloads = true
+        case "--txqueuelen": txQueueLength = parse(arguments.popFirst(), flag) { Int32($0) }
         case "--peer":
             peers.append(parse(arguments.popFirst(), flag) { text -> PeerLease? in
                 let parts = text.split(separator: "=")
@@ -59,13 +64,14 @@ func runBench() {
     pthread_sigmask(SIG_BLOCK, &signals, nil)
 
     do {
-        let tun = try TUNDevice(name: tunName)
+        let tun = try TUNDevice(name: tunName, offloads: offloads)
+        if txQueueLength > 0 { try tun.setTransmitQueueLength(txQueueLength) }
         let socket = try UDPSocket(address: bindAddress, port: port)
         let engine = UDPEngine(tun: tun, socket: socket, configuration: UDPEngineConfiguration(
             localSubnet: localSubnet, peerPort: port, checkSources: checkSources, batchSize: batchSize))
         engine.update(peers: peers)
         try engine.start()
-        print("ready")
+        print("ready offloads=\(tun.hasVirtioHeader)")
         fflush(nil)
         var received: Int32 = 0
         sigwait(&signals, &received)

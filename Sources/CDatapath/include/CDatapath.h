@@ -22,6 +22,8 @@ int twill_recvmmsg(int fd, struct twill_mmsghdr *msgs, unsigned int count, int f
 int twill_sendmmsg(int fd, struct twill_mmsghdr *msgs, unsigned int count, int flags);
 /// setns(2) into a network namespace (CLONE_NEWNET).
 int twill_setns_net(int fd);
+/// ioctl(fd, request, value) for requests that take an integer, not a pointer (TUNSETOFFLOAD).
+int twill_ioctl_value(int fd, unsigned long request, unsigned long value);
 /// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): the engine's stop wakeup.
 int twill_eventfd(void);
 /// Names the calling thread (at most 15 bytes are kept), for ps/top.

@@ -11,20 +11,26 @@ import Glibc
 final class DatagramBatch {
     let capacity: Int
     let slotSize: Int
+    /// Bytes reserved before each slot's packet (room for a virtio header for TUN writes),
+    /// zeroed; keep it a multiple of 16 so packets stay aligned.
+    let headroom: Int
     private let buffers: UnsafeMutableRawPointer
     private let iovecs: UnsafeMutablePointer<iovec>
     private let addresses: UnsafeMutablePointer<sockaddr_in>
     let messages: UnsafeMutablePointer<twill_mmsghdr>
 
-    init(capacity: Int, slotSize: Int, port: UInt16) {
+    init(capacity: Int, slotSize: Int, port: UInt16, headroom: Int = 0) {
         self.capacity = capacity
-        self.slotSize = slotSize
-        buffers = .allocate(byteCount: capacity * slotSize, alignment: 64)
+        self.headroom = headroom
+        // Each slot: headroom, then the packet, rounded so packets stay 16-byte aligned.
+        self.slotSize = (slotSize + headroom + 15) & ~15
+        buffers = .allocate(byteCount: capacity * self.slotSize, alignment: 64)
+        buffers.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * self.slotSize)
         iovecs = .allocate(capacity: capacity)
         addresses = .allocate(capacity: capacity)
         messages = .allocate(capacity: capacity)
         for i in 0..<capacity {
-            iovecs[i] = iovec(iov_base: buffers + i * slotSize, iov_len: slotSize)
+            iovecs[i] = iovec(iov_base: buffers + i * self.slotSize + headroom, iov_len: packetCapacity)
             var sin = sockaddr_in()
             sin.sin_family = sa_family_t(AF_INET)
             sin.sin_port = port.bigEndian
@@ -45,9 +51,12 @@ final class DatagramBatch {
         messages.deallocate()
     }
 
-    /// The buffer of slot `i`.
+    /// The largest packet a slot holds.
+    var packetCapacity: Int { slotSize - headroom }
+
+    /// The packet buffer of slot `i` (after the headroom).
     @inline(__always)
-    func slot(_ i: Int) -> UnsafeMutableRawPointer { buffers + i * slotSize }
+    func slot(_ i: Int) -> UnsafeMutableRawPointer { buffers + i * slotSize + headroom }
 
     // MARK: receiving
 
@@ -59,7 +68,7 @@ final class DatagramBatch {
         for i in 0..<capacity {
             messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
             messages[i].msg_hdr.msg_flags = 0
-            iovecs[i].iov_len = slotSize
+            iovecs[i].iov_len = packetCapacity
         }
         while true {
             let n = twill_recvmmsg(fd, messages, UInt32(capacity), Int32(MSG_DONTWAIT))

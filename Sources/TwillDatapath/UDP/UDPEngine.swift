@@ -235,15 +235,53 @@ public final class UDPEngine: Sendable {
 
     // MARK: - TUN -> UDP
 
+    /// What the TUN -> UDP thread does with one packet read from the TUN.
+    private enum Verdict {
+        case drop(DropReason)
+        /// Answered with an ICMP message of this length, already in the ICMP buffer.
+        case answer(Int)
+        case forward(peer: Int)
+    }
+
+    /// Validates, routes and TTL-decrements one packet from the TUN (the part both read
+    /// modes share).
+    @inline(__always)
+    private func classifyOutgoing(_ packet: UnsafeMutableRawBufferPointer, _ snapshot: EngineSnapshot,
+                                  icmp: UnsafeMutableRawBufferPointer) -> Verdict {
+        let header: IPv4Header
+        do {
+            header = try IPv4Header(parsing: UnsafeRawBufferPointer(packet))
+        } catch {
+            return .drop(packet.count > 0 && packet[0] >> 4 != 4 ? .notIPv4 : .malformed)
+        }
+        guard let peer = snapshot.table.lookup(header.destination) else {
+            let n = ICMPUnreachable.build(offending: UnsafeRawBufferPointer(packet), header: header,
+                                          source: configuration.tunAddress, into: icmp)
+            return n > 0 ? .answer(n) : .drop(.noRoute)
+        }
+        guard IPv4Header.decrementTTL(packet.baseAddress!) else { return .drop(.ttlExpired) }
+        return .forward(peer: peer)
+    }
+
     private func tunToUDP(tunFD: Int32, socketFD: Int32, wakeFD: Int32) {
-        let batch = DatagramBatch(capacity: configuration.batchSize, slotSize: configuration.maxPacketSize,
-                                  port: configuration.peerPort)
-        let icmp = UnsafeMutableRawBufferPointer.allocate(byteCount: ICMPUnreachable.maximumLength, alignment: 8)
-        defer { icmp.deallocate() }
+        let virtio = tun.hasVirtioHeader
+        // With TSO one read can become ~45 datagrams (more with a small MSS): room for two.
+        let capacity = virtio ? max(configuration.batchSize, 128) : configuration.batchSize
+        let batch = DatagramBatch(capacity: capacity, slotSize: configuration.maxPacketSize, port: configuration.peerPort)
+        // ICMP answers go back into the TUN; with a virtio header they need one (all zero) first.
+        let icmpFrame = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 + ICMPUnreachable.maximumLength, alignment: 16)
+        icmpFrame.initializeMemory(as: UInt8.self, repeating: 0)
+        defer { icmpFrame.deallocate() }
+        let icmp = UnsafeMutableRawBufferPointer(rebasing: icmpFrame[16...])
+        let icmpPrefix = virtio ? VirtioNetHeader.size : 0
+        // A super-packet from a TSO read lands here (virtio header at 6, IP header at 16).
+        let superSize = 16 + 65536
+        let superFrame = UnsafeMutableRawPointer.allocate(byteCount: superSize, alignment: 64)
+        defer { superFrame.deallocate() }
+        let lengths = UnsafeMutablePointer<Int>.allocate(capacity: capacity)
+        defer { lengths.deallocate() }
         let counters = txCounters
-        let tunAddress = configuration.tunAddress
-        let slotSize = batch.slotSize
-        let capacity = batch.capacity
+        let packetCapacity = batch.packetCapacity
         var fds = [pollfd(fd: tunFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
 
@@ -254,47 +292,110 @@ public final class UDPEngine: Sendable {
             var snapshot = loadSnapshot(seenByTx)
             if ready <= 0 { continue }
             var queued = 0
-            while true {
-                let slot = batch.slot(queued)
-                let length = read(tunFD, slot, slotSize)
-                if length < 0 {
-                    if errno == EINTR { continue }
-                    break  // EAGAIN: drained
-                }
-                let packet = UnsafeRawBufferPointer(start: slot, count: length)
-                let header: IPv4Header
-                do {
-                    header = try IPv4Header(parsing: packet)
-                } catch {
-                    let reason: DropReason = length > 0 && slot.load(as: UInt8.self) >> 4 != 4 ? .notIPv4 : .malformed
-                    counters.add(reason.rawValue)
-                    continue
-                }
-                guard let peer = snapshot.table.lookup(header.destination) else {
-                    counters.add(DropReason.noRoute.rawValue)
-                    let n = ICMPUnreachable.build(offending: packet, header: header, source: tunAddress, into: icmp)
-                    if n > 0, write(tunFD, icmp.baseAddress, n) == n { counters.add(ThreadCounter.icmpSent) }
-                    continue
-                }
-                guard IPv4Header.decrementTTL(slot) else {
-                    counters.add(DropReason.ttlExpired.rawValue)
-                    continue
-                }
-                batch.setOutgoing(queued, length: length, addressNetworkOrder: snapshot.destinations[peer])
-                let peerCounters = snapshot.counters[peer]
-                peerCounters.add(PeerCounter.txPackets)
-                peerCounters.add(PeerCounter.txBytes, UInt64(length))
-                counters.add(ThreadCounter.packets)
-                counters.add(ThreadCounter.bytes, UInt64(length))
-                queued += 1
-                if queued == capacity {
+            drain: while true {
+                if queued == capacity || (virtio && queued > 0 && capacity - queued < 64) {
                     flush(batch, socketFD, queued, counters)
                     queued = 0
                     snapshot = loadSnapshot(seenByTx)
                 }
+                let packet: UnsafeMutableRawBufferPointer
+                var header = VirtioNetHeader.plain
+                if virtio {
+                    let n = read(tunFD, superFrame + 6, superSize - 6)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        break drain
+                    }
+                    guard n >= VirtioNetHeader.size else { counters.add(DropReason.malformed.rawValue); continue }
+                    header = VirtioNetHeader(reading: superFrame + 6)
+                    packet = UnsafeMutableRawBufferPointer(start: superFrame + 16, count: n - VirtioNetHeader.size)
+                } else {
+                    let n = read(tunFD, batch.slot(queued), packetCapacity)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        break drain
+                    }
+                    packet = UnsafeMutableRawBufferPointer(start: batch.slot(queued), count: n)
+                }
+                let peer: Int
+                switch classifyOutgoing(packet, snapshot, icmp: icmp) {
+                case .drop(let reason):
+                    counters.add(reason.rawValue)
+                    continue drain
+                case .answer(let n):
+                    counters.add(DropReason.noRoute.rawValue)
+                    if write(tunFD, icmp.baseAddress! - icmpPrefix, n + icmpPrefix) == n + icmpPrefix {
+                        counters.add(ThreadCounter.icmpSent)
+                    }
+                    continue drain
+                case .forward(let index):
+                    peer = index
+                }
+                let destination = snapshot.destinations[peer]
+                let peerCounters = snapshot.counters[peer]
+                if !virtio {
+                    batch.setOutgoing(queued, length: packet.count, addressNetworkOrder: destination)
+                    peerCounters.add(PeerCounter.txPackets)
+                    peerCounters.add(PeerCounter.txBytes, UInt64(packet.count))
+                    counters.add(ThreadCounter.packets)
+                    counters.add(ThreadCounter.bytes, UInt64(packet.count))
+                    queued += 1
+                    continue drain
+                }
+                let gso = header.gsoType & ~VirtioNetHeader.gsoECN
+                if gso == VirtioNetHeader.gsoNone {
+                    if header.flags & VirtioNetHeader.needsChecksum != 0,
+                       !TCPSegmenter.finishChecksum(packet, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) {
+                        counters.add(DropReason.malformed.rawValue)
+                        continue drain
+                    }
+                    guard packet.count <= packetCapacity else {
+                        counters.add(DropReason.oversize.rawValue)
+                        continue drain
+                    }
+                    batch.slot(queued).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
+                    lengths[0] = packet.count
+                    finishQueued(batch, queued, 1, lengths, destination, peerCounters, counters)
+                    queued += 1
+                    continue drain
+                }
+                guard gso == VirtioNetHeader.gsoTCPv4,
+                      let needed = TCPSegmenter.segmentCount(UnsafeRawBufferPointer(packet), segmentSize: Int(header.gsoSize)),
+                      needed <= capacity else {
+                    counters.add(DropReason.malformed.rawValue)
+                    continue drain
+                }
+                if needed > capacity - queued {
+                    flush(batch, socketFD, queued, counters)
+                    queued = 0
+                }
+                let made = TCPSegmenter.split(
+                    UnsafeRawBufferPointer(packet), segmentSize: Int(header.gsoSize), output: batch.slot(queued),
+                    stride: batch.slotSize, maxSegments: capacity - queued, lengths: lengths)
+                guard made > 0 else {
+                    counters.add(DropReason.malformed.rawValue)
+                    continue drain
+                }
+                finishQueued(batch, queued, made, lengths, destination, peerCounters, counters)
+                queued += made
             }
             if queued > 0 { flush(batch, socketFD, queued, counters) }
         }
+    }
+
+    /// Addresses `count` packets already in slots `first...` to one peer and counts them.
+    @inline(__always)
+    private func finishQueued(_ batch: DatagramBatch, _ first: Int, _ count: Int, _ lengths: UnsafeMutablePointer<Int>,
+                              _ destination: UInt32, _ peerCounters: CounterBlock, _ counters: CounterBlock) {
+        var bytes = 0
+        for i in 0..<count {
+            batch.setOutgoing(first + i, length: lengths[i], addressNetworkOrder: destination)
+            bytes += lengths[i]
+        }
+        peerCounters.add(PeerCounter.txPackets, UInt64(count))
+        peerCounters.add(PeerCounter.txBytes, UInt64(bytes))
+        counters.add(ThreadCounter.packets, UInt64(count))
+        counters.add(ThreadCounter.bytes, UInt64(bytes))
     }
 
     @inline(__always)
@@ -306,8 +407,11 @@ public final class UDPEngine: Sendable {
     // MARK: - UDP -> TUN
 
     private func udpToTUN(tunFD: Int32, socketFD: Int32, wakeFD: Int32) {
+        let virtio = tun.hasVirtioHeader
+        // 16 bytes before each packet: room for the (all-zero) virtio header of a TUN write.
         let batch = DatagramBatch(capacity: configuration.batchSize, slotSize: configuration.maxPacketSize,
-                                  port: configuration.peerPort)
+                                  port: configuration.peerPort, headroom: 16)
+        let prefix = virtio ? VirtioNetHeader.size : 0
         let counters = rxCounters
         let localSubnet = configuration.localSubnet
         let checkSources = configuration.checkSources
@@ -365,9 +469,9 @@ public final class UDPEngine: Sendable {
                         counters.add(DropReason.ttlExpired.rawValue)
                         continue
                     }
-                    var written = write(tunFD, slot, length)
-                    while written < 0 && errno == EINTR { written = write(tunFD, slot, length) }
-                    guard written == length else {
+                    var written = write(tunFD, slot - prefix, length + prefix)
+                    while written < 0 && errno == EINTR { written = write(tunFD, slot - prefix, length + prefix) }
+                    guard written == length + prefix else {
                         counters.add(DropReason.tunWriteFailed.rawValue)
                         continue
                     }

@@ -30,7 +30,7 @@ public final class UDPSocket: Sendable {
     ///     capped by those limits.
     public init(address: IPv4Address = .any, port: UInt16 = UDPSocket.defaultPort,
                 bufferBytes: Int = 4 << 20) throws(SystemError) {
-        let s = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let s = socket(AF_INET, Int32(Glibc.SOCK_DGRAM.rawValue) | Int32(Glibc.SOCK_NONBLOCK.rawValue) | Int32(Glibc.SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { throw SystemError("socket") }
         func fail(_ what: String) -> SystemError {
             let error = SystemError(what)
