@@ -31,18 +31,20 @@ public enum TCPSegmenter {
     }
 
     /// Splits `packet` (one TCP/IPv4 super-packet, its IPv4 total length equal to its size)
-    /// into segments of at most `segmentSize` payload bytes, written at `output`,
-    /// `output + stride`, ...; segment i's length goes to `lengths[i]`.
+    /// into segments of at most `segmentSize` payload bytes: segments `first ..< first + n`
+    /// (n at most `maxSegments`) are written at `output`, `output + stride`, ... and their
+    /// lengths to `lengths[0 ..< n]`. With `stride` equal to the full segment length the
+    /// segments lie back to back, ready for one UDP_SEGMENT send.
     ///
-    /// - Returns: the number of segments, or 0 if the packet is not splittable or needs more
-    ///   than `maxSegments`.
+    /// - Returns: n, the number of segments written; 0 if the packet is not splittable.
     public static func split(
-        _ packet: UnsafeRawBufferPointer, segmentSize: Int,
+        _ packet: UnsafeRawBufferPointer, segmentSize: Int, first: Int = 0,
         output: UnsafeMutableRawPointer, stride: Int, maxSegments: Int, lengths: UnsafeMutablePointer<Int>
     ) -> Int {
         guard let (ipLength, tcpLength) = headerLengths(packet), let source = packet.baseAddress,
-              let count = segmentCount(packet, segmentSize: segmentSize), count <= maxSegments,
+              let total = segmentCount(packet, segmentSize: segmentSize), first >= 0, first < total,
               ipLength + tcpLength + segmentSize <= stride else { return 0 }
+        let count = min(total, first + maxSegments)
         let headers = ipLength + tcpLength
         let payload = packet.count - headers
         let firstID = UInt16(bigEndian: source.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
@@ -52,16 +54,16 @@ public enum TCPSegmenter {
         // is added per segment.
         let pseudo = InternetChecksum.add(
             InternetChecksum.sum(UnsafeRawBufferPointer(start: source + 12, count: 8)), UInt16(protocolTCP))
-        for i in 0..<count {
-            let segment = output + i * stride
+        for i in first..<count {
+            let segment = output + (i - first) * stride
             let offset = i * segmentSize
             let chunk = min(segmentSize, payload - offset)
             segment.copyMemory(from: source, byteCount: headers)
             (segment + headers).copyMemory(from: source + headers + offset, byteCount: chunk)
-            let total = headers + chunk
-            lengths[i] = total
+            let segmentLength = headers + chunk
+            lengths[i - first] = segmentLength
             // IPv4: length, ID, checksum.
-            segment.storeBytes(of: UInt16(total).bigEndian, toByteOffset: 2, as: UInt16.self)
+            segment.storeBytes(of: UInt16(segmentLength).bigEndian, toByteOffset: 2, as: UInt16.self)
             segment.storeBytes(of: (firstID &+ UInt16(truncatingIfNeeded: i)).bigEndian, toByteOffset: 4, as: UInt16.self)
             segment.storeBytes(of: 0, toByteOffset: 10, as: UInt16.self)
             let ipSum = InternetChecksum.checksum(UnsafeRawBufferPointer(start: segment, count: ipLength))
@@ -70,7 +72,7 @@ public enum TCPSegmenter {
             let tcp = segment + ipLength
             tcp.storeBytes(of: (firstSeq &+ UInt32(truncatingIfNeeded: offset)).bigEndian, toByteOffset: 4, as: UInt32.self)
             var segmentFlags = flags
-            if i != count - 1 { segmentFlags &= ~0x09 }  // FIN, PSH: last segment only
+            if i != total - 1 { segmentFlags &= ~0x09 }  // FIN, PSH: last segment only
             if i != 0 { segmentFlags &= ~0x80 }  // CWR: first segment only
             tcp.storeBytes(of: segmentFlags, toByteOffset: 13, as: UInt8.self)
             tcp.storeBytes(of: 0, toByteOffset: 16, as: UInt16.self)
@@ -79,7 +81,7 @@ public enum TCPSegmenter {
                 InternetChecksum.sum(UnsafeRawBufferPointer(start: tcp, count: tcpLength + chunk)))
             tcp.storeBytes(of: (~tcpSum).bigEndian, toByteOffset: 16, as: UInt16.self)
         }
-        return count
+        return count - first
     }
 
     /// Finishes a partial transport checksum (virtio `NEEDS_CSUM`): the field at

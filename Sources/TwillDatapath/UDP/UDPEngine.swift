@@ -22,16 +22,20 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     public var batchSize: Int
     /// Bytes per packet buffer; larger datagrams are dropped as ``DropReason/oversize``.
     public var maxPacketSize: Int
+    /// Use UDP segmentation offload for sending (UDP_SEGMENT) and receive coalescing
+    /// (UDP_GRO) where the kernel has them. The wire carries the same datagrams either way.
+    public var udpOffloads: Bool
 
     public init(localSubnet: IPv4Network, tunAddress: IPv4Address? = nil,
                 peerPort: UInt16 = UDPSocket.defaultPort, checkSources: Bool = true,
-                batchSize: Int = 64, maxPacketSize: Int = 9216) {
+                batchSize: Int = 64, maxPacketSize: Int = 9216, udpOffloads: Bool = true) {
         self.localSubnet = localSubnet
         self.tunAddress = tunAddress ?? localSubnet.address
         self.peerPort = peerPort
         self.checkSources = checkSources
         self.batchSize = max(1, batchSize)
         self.maxPacketSize = max(576, maxPacketSize)
+        self.udpOffloads = udpOffloads
     }
 }
 
@@ -265,9 +269,12 @@ public final class UDPEngine: Sendable {
 
     private func tunToUDP(tunFD: Int32, socketFD: Int32, wakeFD: Int32) {
         let virtio = tun.hasVirtioHeader
-        // With TSO one read can become ~45 datagrams (more with a small MSS): room for two.
-        let capacity = virtio ? max(configuration.batchSize, 128) : configuration.batchSize
-        let batch = DatagramBatch(capacity: capacity, slotSize: configuration.maxPacketSize, port: configuration.peerPort)
+        // UDP_SEGMENT: one message per TSO super-packet, its segments back to back.
+        var gso = virtio && configuration.udpOffloads && socket.supportsSegmentationOffload
+        // Without GSO a TSO read becomes ~45 messages (more with a small MSS): room for two.
+        let capacity = virtio && !gso ? max(configuration.batchSize, 128) : configuration.batchSize
+        let batch = DatagramBatch(capacity: capacity, slotSize: gso ? 65536 : configuration.maxPacketSize,
+                                  port: configuration.peerPort)
         // ICMP answers go back into the TUN; with a virtio header they need one (all zero) first.
         let icmpFrame = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 + ICMPUnreachable.maximumLength, alignment: 16)
         icmpFrame.initializeMemory(as: UInt8.self, repeating: 0)
@@ -278,7 +285,7 @@ public final class UDPEngine: Sendable {
         let superSize = 16 + 65536
         let superFrame = UnsafeMutableRawPointer.allocate(byteCount: superSize, alignment: 64)
         defer { superFrame.deallocate() }
-        let lengths = UnsafeMutablePointer<Int>.allocate(capacity: capacity)
+        let lengths = UnsafeMutablePointer<Int>.allocate(capacity: max(capacity, 128))
         defer { lengths.deallocate() }
         let counters = txCounters
         let packetCapacity = batch.packetCapacity
@@ -292,12 +299,15 @@ public final class UDPEngine: Sendable {
             var snapshot = loadSnapshot(seenByTx)
             if ready <= 0 { continue }
             var queued = 0
+            func flushQueued() {
+                flush(batch, socketFD, queued, counters)
+                queued = 0
+                snapshot = loadSnapshot(seenByTx)
+                // The device refused segmentation offload: segment in userspace from now on.
+                if gso && batch.sawSegmentationFailure { gso = false }
+            }
             drain: while true {
-                if queued == capacity || (virtio && queued > 0 && capacity - queued < 64) {
-                    flush(batch, socketFD, queued, counters)
-                    queued = 0
-                    snapshot = loadSnapshot(seenByTx)
-                }
+                if queued == capacity || (virtio && !gso && queued > 0 && capacity - queued < 64) { flushQueued() }
                 let packet: UnsafeMutableRawBufferPointer
                 var header = VirtioNetHeader.plain
                 if virtio {
@@ -334,16 +344,13 @@ public final class UDPEngine: Sendable {
                 let destination = snapshot.destinations[peer]
                 let peerCounters = snapshot.counters[peer]
                 if !virtio {
-                    batch.setOutgoing(queued, length: packet.count, addressNetworkOrder: destination)
-                    peerCounters.add(PeerCounter.txPackets)
-                    peerCounters.add(PeerCounter.txBytes, UInt64(packet.count))
-                    counters.add(ThreadCounter.packets)
-                    counters.add(ThreadCounter.bytes, UInt64(packet.count))
+                    lengths[0] = packet.count
+                    finishQueued(batch, queued, 1, lengths, destination, peerCounters, counters)
                     queued += 1
                     continue drain
                 }
-                let gso = header.gsoType & ~VirtioNetHeader.gsoECN
-                if gso == VirtioNetHeader.gsoNone {
+                let gsoType = header.gsoType & ~VirtioNetHeader.gsoECN
+                if gsoType == VirtioNetHeader.gsoNone {
                     if header.flags & VirtioNetHeader.needsChecksum != 0,
                        !TCPSegmenter.finishChecksum(packet, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) {
                         counters.add(DropReason.malformed.rawValue)
@@ -359,31 +366,57 @@ public final class UDPEngine: Sendable {
                     queued += 1
                     continue drain
                 }
-                guard gso == VirtioNetHeader.gsoTCPv4,
-                      let needed = TCPSegmenter.segmentCount(UnsafeRawBufferPointer(packet), segmentSize: Int(header.gsoSize)),
-                      needed <= capacity else {
+                let segmentSize = Int(header.gsoSize)
+                guard gsoType == VirtioNetHeader.gsoTCPv4,
+                      let needed = TCPSegmenter.segmentCount(UnsafeRawBufferPointer(packet), segmentSize: segmentSize),
+                      let headers = TCPSegmenter.headerLengths(UnsafeRawBufferPointer(packet)),
+                      needed <= 128 else {
                     counters.add(DropReason.malformed.rawValue)
                     continue drain
                 }
-                if needed > capacity - queued {
-                    flush(batch, socketFD, queued, counters)
-                    queued = 0
+                if gso {
+                    // Back-to-back segments, at most 64 and 65507 bytes per message.
+                    let segmentLength = headers.ip + headers.tcp + segmentSize
+                    let perMessage = max(1, min(64, 65507 / segmentLength))
+                    var first = 0
+                    while first < needed {
+                        if queued == capacity { flushQueued() }
+                        let made = TCPSegmenter.split(
+                            UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first, output: batch.slot(queued),
+                            stride: segmentLength, maxSegments: perMessage, lengths: lengths)
+                        guard made > 0 else {
+                            counters.add(DropReason.malformed.rawValue)
+                            continue drain
+                        }
+                        var bytes = 0
+                        for k in 0..<made { bytes += lengths[k] }
+                        batch.setOutgoing(queued, length: bytes, addressNetworkOrder: destination, segmentSize: segmentLength)
+                        peerCounters.add(PeerCounter.txPackets, UInt64(made))
+                        peerCounters.add(PeerCounter.txBytes, UInt64(bytes))
+                        counters.add(ThreadCounter.packets, UInt64(made))
+                        counters.add(ThreadCounter.bytes, UInt64(bytes))
+                        queued += 1
+                        first += made
+                    }
+                    continue drain
                 }
+                if needed > capacity - queued { flushQueued() }
                 let made = TCPSegmenter.split(
-                    UnsafeRawBufferPointer(packet), segmentSize: Int(header.gsoSize), output: batch.slot(queued),
+                    UnsafeRawBufferPointer(packet), segmentSize: segmentSize, output: batch.slot(queued),
                     stride: batch.slotSize, maxSegments: capacity - queued, lengths: lengths)
-                guard made > 0 else {
+                guard made == needed else {
                     counters.add(DropReason.malformed.rawValue)
                     continue drain
                 }
                 finishQueued(batch, queued, made, lengths, destination, peerCounters, counters)
                 queued += made
             }
-            if queued > 0 { flush(batch, socketFD, queued, counters) }
+            if queued > 0 { flushQueued() }
         }
     }
 
-    /// Addresses `count` packets already in slots `first...` to one peer and counts them.
+    /// Addresses `count` single-datagram messages already in slots `first...` to one peer
+    /// and counts them.
     @inline(__always)
     private func finishQueued(_ batch: DatagramBatch, _ first: Int, _ count: Int, _ lengths: UnsafeMutablePointer<Int>,
                               _ destination: UInt32, _ peerCounters: CounterBlock, _ counters: CounterBlock) {
@@ -408,16 +441,42 @@ public final class UDPEngine: Sendable {
 
     private func udpToTUN(tunFD: Int32, socketFD: Int32, wakeFD: Int32) {
         let virtio = tun.hasVirtioHeader
-        // 16 bytes before each packet: room for the (all-zero) virtio header of a TUN write.
-        let batch = DatagramBatch(capacity: configuration.batchSize, slotSize: configuration.maxPacketSize,
-                                  port: configuration.peerPort, headroom: 16)
-        let prefix = virtio ? VirtioNetHeader.size : 0
+        let gro = configuration.udpOffloads && socket.enableReceiveOffload()
+        // With GRO one message can hold ~45 datagrams: 64 KiB slots.
+        let batch = DatagramBatch(capacity: configuration.batchSize, slotSize: gro ? 65536 : configuration.maxPacketSize,
+                                  port: configuration.peerPort)
+        let coalescer = TCPCoalescer()
+        // A plain TUN write with a virtio header: [10 zero bytes][packet] through writev.
+        let zeroHeader = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)
+        zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
+        defer { zeroHeader.deallocate() }
+        var plainIO = [iovec(iov_base: zeroHeader, iov_len: VirtioNetHeader.size), iovec()]
         let counters = rxCounters
         let localSubnet = configuration.localSubnet
         let checkSources = configuration.checkSources
+        let maxPacketSize = configuration.maxPacketSize
         let capacity = batch.capacity
         var fds = [pollfd(fd: socketFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+
+        @inline(__always) func writeFrame(_ frame: UnsafeRawPointer, _ length: Int) {
+            var written = write(tunFD, frame, length)
+            while written < 0 && errno == EINTR { written = write(tunFD, frame, length) }
+            if written != length { counters.add(DropReason.tunWriteFailed.rawValue) }
+        }
+        @inline(__always) func writePlain(_ packet: UnsafeMutableRawPointer, _ length: Int) {
+            guard virtio else { return writeFrame(packet, length) }
+            plainIO[1] = iovec(iov_base: packet, iov_len: length)
+            var written = writev(tunFD, &plainIO, 2)
+            while written < 0 && errno == EINTR { written = writev(tunFD, &plainIO, 2) }
+            if written != length + VirtioNetHeader.size { counters.add(DropReason.tunWriteFailed.rawValue) }
+        }
+        @inline(__always) func flushCoalesced() {
+            if coalescer.count > 0 {
+                let (frame, length) = coalescer.take(virtio: true)
+                writeFrame(frame, length)
+            }
+        }
 
         while running.load(ordering: .relaxed) {
             let ready = poll(&fds, 2, 1000)
@@ -425,64 +484,84 @@ public final class UDPEngine: Sendable {
             if fds[1].revents != 0 || fds[0].revents & Int16(POLLNVAL) != 0 { break }
             var snapshot = loadSnapshot(seenByRx)
             if ready <= 0 { continue }
+
+            /// Checks one datagram and passes it on (merged or as it is).
+            @inline(__always) func deliver(_ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: IPv4Address) {
+                if length > maxPacketSize {
+                    counters.add(DropReason.oversize.rawValue)
+                    return
+                }
+                if checkSources && snapshot.table.peer(publicIP: outer) == nil {
+                    counters.add(DropReason.unknownSender.rawValue)
+                    return
+                }
+                let header: IPv4Header
+                do {
+                    header = try IPv4Header(parsing: UnsafeRawBufferPointer(start: slot, count: length), verifyChecksum: true)
+                } catch {
+                    counters.add(DropReason.malformed.rawValue)
+                    return
+                }
+                let peer: Int
+                if checkSources {
+                    switch snapshot.table.checkSender(outerSource: outer, innerSource: header.source) {
+                    case .peer(let index): peer = index
+                    case .unknownSender:
+                        counters.add(DropReason.unknownSender.rawValue)
+                        return
+                    case .spoofedInnerSource:
+                        counters.add(DropReason.spoofedInnerSource.rawValue)
+                        return
+                    }
+                } else {
+                    peer = snapshot.table.peer(publicIP: outer) ?? -1
+                }
+                guard localSubnet.contains(header.destination) else {
+                    counters.add(DropReason.wrongInnerDestination.rawValue)
+                    return
+                }
+                guard IPv4Header.decrementTTL(slot) else {
+                    counters.add(DropReason.ttlExpired.rawValue)
+                    return
+                }
+                counters.add(ThreadCounter.packets)
+                counters.add(ThreadCounter.bytes, UInt64(length))
+                if peer >= 0 {
+                    let peerCounters = snapshot.counters[peer]
+                    peerCounters.add(PeerCounter.rxPackets)
+                    peerCounters.add(PeerCounter.rxBytes, UInt64(length))
+                }
+                if virtio {
+                    if coalescer.offer(slot, length) { return }
+                    flushCoalesced()
+                    if coalescer.offer(slot, length) { return }
+                }
+                writePlain(slot, length)
+            }
+
             while true {
-                let received = batch.receive(socketFD)
+                let received = batch.receive(socketFD, control: gro)
                 if received == 0 { break }
                 for i in 0..<received {
-                    let length = batch.receivedLength(i)
                     if batch.wasTruncated(i) {
                         counters.add(DropReason.oversize.rawValue)
                         continue
                     }
+                    let length = batch.receivedLength(i)
                     let outer = IPv4Address(rawValue: batch.sourceAddress(i))
-                    if checkSources && snapshot.table.peer(publicIP: outer) == nil {
-                        counters.add(DropReason.unknownSender.rawValue)
-                        continue
-                    }
                     let slot = batch.slot(i)
-                    let header: IPv4Header
-                    do {
-                        header = try IPv4Header(parsing: UnsafeRawBufferPointer(start: slot, count: length), verifyChecksum: true)
-                    } catch {
-                        counters.add(DropReason.malformed.rawValue)
+                    let segment = gro ? batch.groSegmentSize(i) : 0
+                    if segment <= 0 || segment >= length {
+                        deliver(slot, length, outer)
                         continue
                     }
-                    let peer: Int
-                    if checkSources {
-                        switch snapshot.table.checkSender(outerSource: outer, innerSource: header.source) {
-                        case .peer(let index): peer = index
-                        case .unknownSender:
-                            counters.add(DropReason.unknownSender.rawValue)
-                            continue
-                        case .spoofedInnerSource:
-                            counters.add(DropReason.spoofedInnerSource.rawValue)
-                            continue
-                        }
-                    } else {
-                        peer = snapshot.table.peer(publicIP: outer) ?? -1
-                    }
-                    guard localSubnet.contains(header.destination) else {
-                        counters.add(DropReason.wrongInnerDestination.rawValue)
-                        continue
-                    }
-                    guard IPv4Header.decrementTTL(slot) else {
-                        counters.add(DropReason.ttlExpired.rawValue)
-                        continue
-                    }
-                    var written = write(tunFD, slot - prefix, length + prefix)
-                    while written < 0 && errno == EINTR { written = write(tunFD, slot - prefix, length + prefix) }
-                    guard written == length + prefix else {
-                        counters.add(DropReason.tunWriteFailed.rawValue)
-                        continue
-                    }
-                    counters.add(ThreadCounter.packets)
-                    counters.add(ThreadCounter.bytes, UInt64(length))
-                    if peer >= 0 {
-                        let peerCounters = snapshot.counters[peer]
-                        peerCounters.add(PeerCounter.rxPackets)
-                        peerCounters.add(PeerCounter.rxBytes, UInt64(length))
+                    var offset = 0
+                    while offset < length {
+                        deliver(slot + offset, min(segment, length - offset), outer)
+                        offset += segment
                     }
                 }
+                flushCoalesced()
                 if received < capacity { break }
                 snapshot = loadSnapshot(seenByRx)
             }

@@ -82,6 +82,23 @@ public final class UDPSocket: Sendable {
         }
     }
 
+    /// Asks the kernel to coalesce arriving datagrams of one flow into super-datagrams
+    /// (UDP_GRO, Linux 5.0+); each recvmsg then reports the segment size in a cmsg.
+    ///
+    /// - Returns: whether the kernel accepted.
+    public func enableReceiveOffload() -> Bool {
+        var on: Int32 = 1
+        return setsockopt(fileDescriptor, 17 /* SOL_UDP */, 104 /* UDP_GRO */, &on, socklen_t(MemoryLayout<Int32>.size)) == 0
+    }
+
+    /// Whether the kernel knows UDP_SEGMENT (send one buffer as many equal datagrams, Linux
+    /// 4.18+). Whether the outgoing device can checksum them shows only at send time (EIO).
+    public var supportsSegmentationOffload: Bool {
+        var value: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fileDescriptor, 17 /* SOL_UDP */, 103 /* UDP_SEGMENT */, &value, &len) == 0
+    }
+
     /// The effective receive buffer size the kernel reports (twice what was set, by its accounting).
     public var receiveBufferBytes: Int {
         var value: Int32 = 0
