@@ -83,6 +83,8 @@ public final class TUNDevice: Sendable {
     /// The kernel queues packets for the reader in a ring of this size and drops when it is
     /// full; the default 500 overflows in the bursts a TCP sender makes while the engine
     /// thread waits for a CPU, and every drop costs TCP a retransmission and a window cut.
+    /// Works by name through an ioctl socket, so call it from a thread in the device's
+    /// network namespace.
     public func setTransmitQueueLength(_ length: Int32) throws(SystemError) {
         let s = socket(AF_INET, Int32(Glibc.SOCK_DGRAM.rawValue) | Int32(Glibc.SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { throw SystemError("socket") }

@@ -72,11 +72,14 @@ struct TestNode {
     var lease: PeerLease { PeerLease(subnet: subnet, publicIP: underlay, backendType: nil, backendData: nil) }
 
     /// Opens the TUN and socket inside `namespace`, configures them with `ip`, starts an engine.
-    static func make(namespace: String, underlay: IPv4Address, subnet: IPv4Network,
+    static func make(namespace: String, underlay: IPv4Address, subnet: IPv4Network, offloads: Bool = false,
                      configure: (inout UDPEngineConfiguration) -> Void = { _ in }) throws -> TestNode {
         let (tun, socket) = try NamespaceThread.run(inNamespace: namespace) {
-            (try TUNDevice(name: "twill0"), try UDPSocket(address: underlay, port: UDPSocket.defaultPort))
+            let tun = try TUNDevice(name: "twill0", offloads: offloads)
+            try tun.setTransmitQueueLength(5000)
+            return (tun, try UDPSocket(address: underlay, port: UDPSocket.defaultPort))
         }
+        if offloads && !tun.hasVirtioHeader { throw SystemError("TUN offloads refused", errno: 0) }
         // No IPv6 on the TUN: the kernel's router solicitations and MLD reports would show up
         // as notIPv4 drops and blur exact counts.
         _ = inNamespace(namespace, "sysctl", "-qw", "net.ipv6.conf.twill0.disable_ipv6=1")

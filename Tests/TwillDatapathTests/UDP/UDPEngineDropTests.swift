@@ -7,8 +7,8 @@ import TwillAddress
 /// peer and a stranger: every drop reason the kernel lets us provoke, each counted once.
 @Suite("UDPEngine drops", .serialized)
 struct UDPEngineDropTests {
-    @Test("every drop reason is counted, valid traffic passes both ways", .timeLimit(.minutes(1)))
-    func everyDropReason() throws {
+    @Test("every drop reason is counted, valid traffic passes both ways", .timeLimit(.minutes(1)), arguments: [false, true])
+    func everyDropReason(offloads: Bool) throws {
         let namespaces = TestNamespaces()
         defer { namespaces.cleanup() }
         let ns = try namespaces.add("n")
@@ -17,7 +17,7 @@ struct UDPEngineDropTests {
         try ip("-n", ns, "link", "set", "und0", "up")
 
         let node = try TestNode.make(namespace: ns, underlay: IPv4Address(198, 51, 100, 1),
-                                     subnet: IPv4Network("198.18.1.0/24")!) { $0.maxPacketSize = 2048 }
+                                     subnet: IPv4Network("198.18.1.0/24")!, offloads: offloads) { $0.maxPacketSize = 2048 }
         defer { node.engine.stop() }
         let peer = PeerLease(subnet: IPv4Network("198.18.2.0/24")!, publicIP: IPv4Address(198, 51, 100, 2), backendType: nil, backendData: nil)
         // A peer whose underlay address has no route here: sends to it fail.
