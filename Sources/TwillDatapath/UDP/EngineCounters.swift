@@ -50,7 +50,7 @@ public struct UDPEngineCounters: Sendable, Equatable {
         /// Datagrams (and their bytes) queued for sending to the peer.
         public var txPackets: UInt64
         public var txBytes: UInt64
-        /// Packets (and bytes) received from the peer and written to the TUN.
+        /// Packets (and bytes) received from the peer and passed to the TUN.
         public var rxPackets: UInt64
         public var rxBytes: UInt64
     }
@@ -60,7 +60,9 @@ public struct UDPEngineCounters: Sendable, Equatable {
     /// Packets read from the TUN and queued for a peer, and their bytes.
     public var txPackets: UInt64
     public var txBytes: UInt64
-    /// Packets received from peers and written to the TUN, and their bytes.
+    /// Packets received from peers and passed to the TUN, and their bytes (a failed TUN
+    /// write is counted as ``DropReason/tunWriteFailed`` once per write, which may carry
+    /// several merged packets).
     public var rxPackets: UInt64
     public var rxBytes: UInt64
     /// ICMP net unreachable messages written back into the TUN.

@@ -69,6 +69,15 @@ final class EngineSnapshot: @unchecked Sendable {  // immutable after init; coun
 /// threads read it once per batch, with no lock. Old snapshots are freed once both threads
 /// have moved past them (each publishes the generation it holds).
 ///
+/// Offloads, used when available (the wire format never changes, each datagram is still
+/// one inner packet of at most the TUN MTU):
+/// - a TUN opened with `offloads: true` hands over TCP super-packets (TSO); they are split
+///   in userspace (``TCPSegmenter``) and sent as one UDP_SEGMENT message per peer and 64 KiB;
+/// - the socket coalesces arriving datagrams (UDP_GRO); consecutive segments of one TCP flow
+///   are merged again (``TCPCoalescer``) into one TUN write with a GSO virtio header.
+/// Without them the engine still batches: recvmmsg/sendmmsg, and the TUN drained per wakeup.
+/// Either way the per-packet path neither allocates nor locks.
+///
 /// The engine owns the device and socket it is given: ``stop()`` closes both.
 public final class UDPEngine: Sendable {
     public let configuration: UDPEngineConfiguration
@@ -292,13 +301,17 @@ public final class UDPEngine: Sendable {
         var fds = [pollfd(fd: tunFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
 
+        // Declared outside the loop: `flushQueued` captures them, and a capture of
+        // loop-local variables could cost a heap box per wakeup.
+        var snapshot = loadSnapshot(seenByTx)
+        var queued = 0
         while running.load(ordering: .relaxed) {
             let ready = poll(&fds, 2, 1000)
             if ready < 0 && errno != EINTR { break }
             if fds[1].revents != 0 || fds[0].revents & Int16(POLLERR | POLLNVAL | POLLHUP) != 0 { break }
-            var snapshot = loadSnapshot(seenByTx)
+            snapshot = loadSnapshot(seenByTx)
             if ready <= 0 { continue }
-            var queued = 0
+            queued = 0
             func flushQueued() {
                 flush(batch, socketFD, queued, counters)
                 queued = 0
@@ -478,11 +491,14 @@ public final class UDPEngine: Sendable {
             }
         }
 
+        // Declared once, outside the loop: `deliver` captures it, and a capture of a
+        // loop-local variable would cost a heap box per wakeup.
+        var snapshot = loadSnapshot(seenByRx)
         while running.load(ordering: .relaxed) {
             let ready = poll(&fds, 2, 1000)
             if ready < 0 && errno != EINTR { break }
             if fds[1].revents != 0 || fds[0].revents & Int16(POLLNVAL) != 0 { break }
-            var snapshot = loadSnapshot(seenByRx)
+            snapshot = loadSnapshot(seenByRx)
             if ready <= 0 { continue }
 
             /// Checks one datagram and passes it on (merged or as it is).
