@@ -115,6 +115,46 @@ struct UDPEngineDropTests {
         #expect(counters.totalDrops - counters[drop: .noRoute] == 1)
     }
 
+    @Test("peer snapshots swap under traffic without loss of counters or crashes", .timeLimit(.minutes(1)))
+    func swapsUnderTraffic() throws {
+        let namespaces = TestNamespaces()
+        defer { namespaces.cleanup() }
+        let ns = try namespaces.add("n")
+        try ip("-n", ns, "link", "add", "und0", "type", "bridge")
+        for last in [1, 2] { try ip("-n", ns, "addr", "add", "198.51.100.\(last)/24", "dev", "und0") }
+        try ip("-n", ns, "link", "set", "und0", "up")
+        let node = try TestNode.make(namespace: ns, underlay: IPv4Address(198, 51, 100, 1), subnet: IPv4Network("198.18.1.0/24")!)
+        defer { node.engine.stop() }
+        let peer = PeerLease(subnet: IPv4Network("198.18.2.0/24")!, publicIP: IPv4Address(198, 51, 100, 2), backendType: nil, backendData: nil)
+        let others = (3..<40).map { PeerLease(subnet: IPv4Network("198.18.\($0).0/24")!, publicIP: IPv4Address(198, 51, 100, UInt8($0)), backendType: nil, backendData: nil) }
+        node.engine.update(peers: [peer])
+        let sender = try senderSocket(in: ns, address: peer.publicIP)
+        let packet = Packets.ipv4(source: IPv4Address(198, 18, 2, 5), destination: IPv4Address(198, 18, 1, 200), payload: Packets.udp(data: [7]))
+        let total = 20_000
+        let flood = Thread {
+            for i in 0..<total {
+                try? sender.send(packet, to: node.underlay)
+                if i % 200 == 199 { usleep(1000) }
+            }
+        }
+        flood.start()
+        // The peer stays in every snapshot; the rest churn, for as long as the flood lasts.
+        var rounds = 0
+        let deadline = Date().addingTimeInterval(15)
+        while Date() < deadline {
+            node.engine.update(peers: [peer] + others.prefix(rounds % others.count))
+            rounds += 1
+            if rounds % 100 == 0 {
+                let c = node.engine.counters()
+                if c.rxPackets + c.totalDrops - c[drop: .noRoute] >= UInt64(total) { break }
+            }
+        }
+        #expect(rounds > 1000, "\(rounds) swaps")
+        let c = node.engine.counters()
+        #expect(c.rxPackets == UInt64(total), "drops: \(c.drops.filter { $0.value > 0 })")
+        #expect(c.peer(peer.subnet)?.rxPackets == UInt64(total), "the peer's counters survive every swap")
+    }
+
     @Test("stop ends the threads promptly and removes the TUN", .timeLimit(.minutes(1)))
     func stopIsPrompt() throws {
         let namespaces = TestNamespaces()
