@@ -277,6 +277,8 @@ public final class UDPEngine: Sendable {
     }
 
     private func tunToUDP(tunFD: Int32, socketFD: Int32, wakeFD: Int32) {
+        // A thread that is gone holds no snapshot: let reclamation ignore it.
+        defer { seenByTx.store(.max, ordering: .sequentiallyConsistent) }
         let virtio = tun.hasVirtioHeader
         // UDP_SEGMENT: one message per TSO super-packet, its segments back to back.
         var gso = virtio && configuration.udpOffloads && socket.supportsSegmentationOffload
@@ -453,6 +455,7 @@ public final class UDPEngine: Sendable {
     // MARK: - UDP -> TUN
 
     private func udpToTUN(tunFD: Int32, socketFD: Int32, wakeFD: Int32) {
+        defer { seenByRx.store(.max, ordering: .sequentiallyConsistent) }
         let virtio = tun.hasVirtioHeader
         let gro = configuration.udpOffloads && socket.enableReceiveOffload()
         // With GRO one message can hold ~45 datagrams: 64 KiB slots.
