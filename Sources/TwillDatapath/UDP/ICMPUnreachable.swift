@@ -17,18 +17,20 @@ public enum ICMPUnreachable {
     /// The largest message: 20 + 8 + a 60-byte offending header + 8.
     public static let maximumLength = 20 + 8 + 60 + 8
 
-    /// Whether an offending packet may be answered: never a non-first fragment (it has no
-    /// transport header to quote) and never an ICMP error message or an ICMP packet too short
-    /// to tell (no errors about errors, RFC 1122 3.2.2 / RFC 1812 4.3.2.7).
+    /// Whether an offending packet may be answered.
     ///
-    /// ICMP queries (echo, timestamp, information, address mask) are answered, so `ping`
-    /// to an address no peer holds reports "Destination Net Unreachable" rather than
-    /// silence; flannel's C loop answers those too.
+    /// Never a non-first fragment (it has no transport header to quote) and never an ICMP
+    /// error message or an ICMP packet too short to tell (no errors about errors, RFC 1122
+    /// 3.2.2 / RFC 1812 4.3.2.7). flannel goes further and answers no ICMP packet at all, so
+    /// a `ping` to a subnet nobody leases just times out; with `answeringQueries` (Twill's
+    /// default) ICMP queries (echo, timestamp, information, address mask) are answered, so
+    /// `ping` reports "Destination Net Unreachable". Pass false for flannel's exact rule.
     @inlinable
-    public static func shouldAnswer(_ header: IPv4Header, packet: UnsafeRawBufferPointer) -> Bool {
+    public static func shouldAnswer(_ header: IPv4Header, packet: UnsafeRawBufferPointer,
+                                    answeringQueries: Bool = true) -> Bool {
         guard header.isFirstFragment else { return false }
         guard header.protocolNumber == IPv4Header.protocolICMP else { return true }
-        guard packet.count > header.headerLength else { return false }
+        guard answeringQueries, packet.count > header.headerLength else { return false }
         switch packet[header.headerLength] {
         case 0, 8, 13, 14, 15, 16, 17, 18: return true  // echo reply/request, timestamp, info, mask
         default: return false
@@ -37,14 +39,14 @@ public enum ICMPUnreachable {
 
     /// Writes the message about `offending` (already validated as `header`) into `output`.
     ///
-    /// - Returns: the message length, or 0 when ``shouldAnswer(_:packet:)`` says no or `output` is
+    /// - Returns: the message length, or 0 when ``shouldAnswer(_:packet:answeringQueries:)`` says no or `output` is
     ///   shorter than the message.
     @inlinable
     public static func build(
         offending: UnsafeRawBufferPointer, header: IPv4Header, source: IPv4Address,
-        into output: UnsafeMutableRawBufferPointer
+        into output: UnsafeMutableRawBufferPointer, answeringQueries: Bool = true
     ) -> Int {
-        guard shouldAnswer(header, packet: offending), let out = output.baseAddress, let inPtr = offending.baseAddress else { return 0 }
+        guard shouldAnswer(header, packet: offending, answeringQueries: answeringQueries), let out = output.baseAddress, let inPtr = offending.baseAddress else { return 0 }
         let quoted = min(header.headerLength + 8, offending.count)
         let length = 28 + quoted
         guard output.count >= length else { return 0 }

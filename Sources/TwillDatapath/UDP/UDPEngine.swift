@@ -25,10 +25,14 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     /// Use UDP segmentation offload for sending (UDP_SEGMENT) and receive coalescing
     /// (UDP_GRO) where the kernel has them. The wire carries the same datagrams either way.
     public var udpOffloads: Bool
+    /// Answer ICMP queries (ping) for unrouted destinations with net unreachable. flannel
+    /// answers no ICMP packet at all; see ``ICMPUnreachable/shouldAnswer(_:packet:answeringQueries:)``.
+    public var answerICMPQueries: Bool
 
     public init(localSubnet: IPv4Network, tunAddress: IPv4Address? = nil,
                 peerPort: UInt16 = UDPSocket.defaultPort, checkSources: Bool = true,
-                batchSize: Int = 64, maxPacketSize: Int = 9216, udpOffloads: Bool = true) {
+                batchSize: Int = 64, maxPacketSize: Int = 9216, udpOffloads: Bool = true,
+                answerICMPQueries: Bool = true) {
         self.localSubnet = localSubnet
         self.tunAddress = tunAddress ?? localSubnet.address
         self.peerPort = peerPort
@@ -36,6 +40,7 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
         self.batchSize = max(1, batchSize)
         self.maxPacketSize = max(576, maxPacketSize)
         self.udpOffloads = udpOffloads
+        self.answerICMPQueries = answerICMPQueries
     }
 }
 
@@ -269,7 +274,8 @@ public final class UDPEngine: Sendable {
         }
         guard let peer = snapshot.table.lookup(header.destination) else {
             let n = ICMPUnreachable.build(offending: UnsafeRawBufferPointer(packet), header: header,
-                                          source: configuration.tunAddress, into: icmp)
+                                          source: configuration.tunAddress, into: icmp,
+                                          answeringQueries: configuration.answerICMPQueries)
             return n > 0 ? .answer(n) : .drop(.noRoute)
         }
         guard IPv4Header.decrementTTL(packet.baseAddress!) else { return .drop(.ttlExpired) }

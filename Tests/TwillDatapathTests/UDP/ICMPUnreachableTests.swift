@@ -8,11 +8,13 @@ struct ICMPUnreachableTests {
     let sender = IPv4Address(198, 18, 1, 1)
     let nowhere = IPv4Address(198, 18, 9, 9)
 
-    func build(_ offender: [UInt8]) -> [UInt8] {
+    func build(_ offender: [UInt8], answeringQueries: Bool = true) -> [UInt8] {
         var out = [UInt8](repeating: 0xEE, count: ICMPUnreachable.maximumLength)
         let n = offender.withUnsafeBytes { raw in
             let header = try! IPv4Header(parsing: raw)
-            return out.withUnsafeMutableBytes { ICMPUnreachable.build(offending: raw, header: header, source: tunAddress, into: $0) }
+            return out.withUnsafeMutableBytes {
+                ICMPUnreachable.build(offending: raw, header: header, source: tunAddress, into: $0, answeringQueries: answeringQueries)
+            }
         }
         return Array(out[0..<n])
     }
@@ -64,5 +66,12 @@ struct ICMPUnreachableTests {
         #expect(build(Packets.ipv4(source: sender, destination: nowhere, fragmentOffset: 3)).isEmpty)
         #expect(build(Packets.ipv4(source: sender, destination: nowhere, protocolNumber: 1, payload: [8, 0, 0, 0, 0, 0, 0, 0], fragmentOffset: 3)).isEmpty)
         #expect(!build(Packets.ipv4(source: sender, destination: nowhere, moreFragments: true)).isEmpty)
+    }
+
+    @Test("flannel's exact rule: no ICMP packet is ever answered")
+    func flannelRule() {
+        let echo = Packets.ipv4(source: sender, destination: nowhere, protocolNumber: 1, payload: [8, 0, 0, 0, 0, 0, 0, 0])
+        #expect(build(echo, answeringQueries: false).isEmpty)
+        #expect(!build(Packets.ipv4(source: sender, destination: nowhere), answeringQueries: false).isEmpty)
     }
 }

@@ -72,6 +72,12 @@ struct UDPEngineDropTests {
             #expect(ping.output.contains("Destination Net Unreachable"), "\(ping.output)")
         }
         #expect(engine.counters().icmpUnreachableSent == icmpBefore + 1)
+        // A UDP probe is answered too (as flannel would).
+        try expectDrop(.noRoute) {
+            let probe = try senderSocket(in: ns, address: node.host)
+            try probe.send([1, 2, 3], to: IPv4Address(198, 18, 9, 9), port: 9)
+        }
+        #expect(eventually { engine.counters().icmpUnreachableSent == icmpBefore + 2 })
         try expectDrop(.ttlExpired) { _ = inNamespace(ns, "ping", "-c", "1", "-W", "1", "-t", "1", "198.18.2.1") }
         try expectDrop(.sendFailed) { _ = inNamespace(ns, "ping", "-c", "1", "-W", "1", "198.18.3.1") }
         let txBefore = engine.counters().peer(peer.subnet)?.txPackets ?? 0
