@@ -328,7 +328,7 @@ public final class UDPEngine: Sendable {
                 if gso && batch.sawSegmentationFailure { gso = false }
             }
             drain: while true {
-                if queued == capacity || (virtio && !gso && queued > 0 && capacity - queued < 64) { flushQueued() }
+                if queued == capacity { flushQueued() }
                 let packet: UnsafeMutableRawBufferPointer
                 var header = VirtioNetHeader.plain
                 if virtio {
@@ -390,8 +390,7 @@ public final class UDPEngine: Sendable {
                 let segmentSize = Int(header.gsoSize)
                 guard gsoType == VirtioNetHeader.gsoTCPv4,
                       let needed = TCPSegmenter.segmentCount(UnsafeRawBufferPointer(packet), segmentSize: segmentSize),
-                      let headers = TCPSegmenter.headerLengths(UnsafeRawBufferPointer(packet)),
-                      needed <= 128 else {
+                      let headers = TCPSegmenter.headerLengths(UnsafeRawBufferPointer(packet)) else {
                     counters.add(DropReason.malformed.rawValue)
                     continue drain
                 }
@@ -421,16 +420,21 @@ public final class UDPEngine: Sendable {
                     }
                     continue drain
                 }
-                if needed > capacity - queued { flushQueued() }
-                let made = TCPSegmenter.split(
-                    UnsafeRawBufferPointer(packet), segmentSize: segmentSize, output: batch.slot(queued),
-                    stride: batch.slotSize, maxSegments: capacity - queued, lengths: lengths)
-                guard made == needed else {
-                    counters.add(DropReason.malformed.rawValue)
-                    continue drain
+                // One datagram per slot, in as many batches as it takes.
+                var first = 0
+                while first < needed {
+                    if queued == capacity { flushQueued() }
+                    let made = TCPSegmenter.split(
+                        UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first, output: batch.slot(queued),
+                        stride: batch.slotSize, maxSegments: capacity - queued, lengths: lengths)
+                    guard made > 0 else {
+                        counters.add(DropReason.malformed.rawValue)
+                        continue drain
+                    }
+                    finishQueued(batch, queued, made, lengths, destination, peerCounters, counters)
+                    queued += made
+                    first += made
                 }
-                finishQueued(batch, queued, made, lengths, destination, peerCounters, counters)
-                queued += made
             }
             if queued > 0 { flushQueued() }
         }

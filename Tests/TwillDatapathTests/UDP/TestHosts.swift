@@ -73,6 +73,7 @@ struct TestNode {
 
     /// Opens the TUN and socket inside `namespace`, configures them with `ip`, starts an engine.
     static func make(namespace: String, underlay: IPv4Address, subnet: IPv4Network, offloads: Bool = false,
+                     udpOffloads: Bool = true,
                      configure: (inout UDPEngineConfiguration) -> Void = { _ in }) throws -> TestNode {
         let (tun, socket) = try NamespaceThread.run(inNamespace: namespace) {
             let tun = try TUNDevice(name: "twill0", offloads: offloads)
@@ -92,7 +93,7 @@ struct TestNode {
         try ip("-n", namespace, "link", "add", "twd0", "type", "bridge")
         try ip("-n", namespace, "addr", "add", "\(subnet.host(1)!)/\(subnet.prefixLength)", "dev", "twd0")
         try ip("-n", namespace, "link", "set", "twd0", "up")
-        var configuration = UDPEngineConfiguration(localSubnet: subnet)
+        var configuration = UDPEngineConfiguration(localSubnet: subnet, udpOffloads: udpOffloads)
         configure(&configuration)
         let engine = UDPEngine(tun: tun, socket: socket, configuration: configuration)
         try engine.start()

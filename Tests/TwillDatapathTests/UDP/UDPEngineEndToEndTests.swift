@@ -35,8 +35,8 @@ struct UDPEngineEndToEndTests {
     """
 
     @Test("ping, a 50 MB TCP transfer, hostile datagrams dropped by reason, lease removal -> net unreachable",
-          .timeLimit(.minutes(2)), arguments: [false, true])
-    func twoHosts(offloads: Bool) throws {
+          .timeLimit(.minutes(2)), arguments: [(false, false), (false, true), (true, false), (true, true)])
+    func twoHosts(offloads: Bool, udpOffloads: Bool) throws {
         let namespaces = TestNamespaces()
         defer { namespaces.cleanup() }
         let nsA = try namespaces.add("a")
@@ -48,9 +48,9 @@ struct UDPEngineEndToEndTests {
         try ip("-n", nsA, "link", "set", "eth0", "up")
         try ip("-n", nsB, "link", "set", "eth0", "up")
 
-        let a = try TestNode.make(namespace: nsA, underlay: IPv4Address(198, 51, 100, 1), subnet: IPv4Network("198.18.1.0/24")!, offloads: offloads)
+        let a = try TestNode.make(namespace: nsA, underlay: IPv4Address(198, 51, 100, 1), subnet: IPv4Network("198.18.1.0/24")!, offloads: offloads, udpOffloads: udpOffloads)
         defer { a.engine.stop() }
-        let b = try TestNode.make(namespace: nsB, underlay: IPv4Address(198, 51, 100, 2), subnet: IPv4Network("198.18.2.0/24")!, offloads: offloads)
+        let b = try TestNode.make(namespace: nsB, underlay: IPv4Address(198, 51, 100, 2), subnet: IPv4Network("198.18.2.0/24")!, offloads: offloads, udpOffloads: udpOffloads)
         defer { b.engine.stop() }
         a.engine.update(peers: [b.lease])
         b.engine.update(peers: [a.lease])
@@ -97,7 +97,7 @@ struct UDPEngineEndToEndTests {
         #expect(sentLine.hasPrefix("\(size) "), "\(sent.output)")
         #expect(receivedLine == sentLine, "received \(received) sent \(sent.output)")
         let seconds = Date().timeIntervalSince(started)
-        print("50 MB TCP (offloads \(offloads)): \(String(format: "%.2f", seconds)) s (\(String(format: "%.0f", Double(size) * 8 / seconds / 1e6)) Mbit/s incl. python)")
+        print("50 MB TCP (TUN offloads \(offloads), UDP offloads \(udpOffloads)): \(String(format: "%.2f", seconds)) s (\(String(format: "%.0f", Double(size) * 8 / seconds / 1e6)) Mbit/s incl. python)")
         #expect(a.engine.counters()[drop: .sendFailed] == 0)
 
         // Hostile datagrams to A's port, from B's namespace.
