@@ -58,10 +58,14 @@ let package = Package(
             name: "TwillNetlink",
             dependencies: ["CNetlink", "TwillAddress", .product(name: "Logging", package: "swift-log")]
         ),
+        // Thin syscall helpers for the udp engine (mmsghdr, recvmmsg/sendmmsg, setns, CMSG_*).
+        .target(name: "CDatapath"),
         .target(
             name: "TwillDatapath",
-            dependencies: ["TwillAddress", "TwillNetlink", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["TwillAddress", "TwillNetlink", "CDatapath", .product(name: "Logging", package: "swift-log")]
         ),
+        // Runs a udp engine in the current network namespace for bench/datapath.
+        .executableTarget(name: "TwillDatapathBench", dependencies: ["TwillDatapath", "TwillAddress"]),
         .target(
             name: "TwillAgent",
             dependencies: [
@@ -79,7 +83,7 @@ let package = Package(
         .testTarget(name: "TwillEtcdTests", dependencies: ["TwillEtcd", "TwillTestSupport"]),
         .testTarget(name: "TwillNetlinkTests", dependencies: ["TwillNetlink", "TwillTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TwillTestSupport", "twill"]),
-        .testTarget(name: "TwillDatapathTests", dependencies: ["TwillDatapath", "TwillNetlink", "TwillTestSupport"]),
+        .testTarget(name: "TwillDatapathTests", dependencies: ["TwillDatapath", "TwillNetlink", "TwillAddress", "TwillTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

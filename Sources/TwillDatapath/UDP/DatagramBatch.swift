@@ -1,0 +1,173 @@
+import CDatapath
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One thread's preallocated state for recvmmsg/sendmmsg: `capacity` packet buffers, their
+/// iovecs, peer addresses, message headers and (for UDP GSO/GRO) control buffers, all
+/// allocated once so the per-packet path never allocates.
+///
+/// Not thread-safe: each engine thread owns one.
+final class DatagramBatch {
+    static let solUDP: Int32 = 17
+    static let udpSegment: Int32 = 103
+    static let udpGRO: Int32 = 104
+    /// Room for one cmsg carrying an int (CMSG_SPACE(4) is 24 on 64-bit Linux).
+    static let controlSpace = 32
+
+    let capacity: Int
+    /// Bytes from one slot to the next.
+    let slotSize: Int
+    /// Bytes reserved before each slot's packet (room for a virtio header), zeroed; a
+    /// multiple of 16 so packets stay aligned.
+    let headroom: Int
+    private let buffers: UnsafeMutableRawPointer
+    private let iovecs: UnsafeMutablePointer<iovec>
+    private let addresses: UnsafeMutablePointer<sockaddr_in>
+    private let controls: UnsafeMutableRawPointer
+    let messages: UnsafeMutablePointer<twill_mmsghdr>
+    /// Set when sendmmsg failed with EIO: the route's device cannot do UDP segmentation.
+    private(set) var sawSegmentationFailure = false
+
+    init(capacity: Int, slotSize: Int, port: UInt16, headroom: Int = 0) {
+        self.capacity = capacity
+        self.headroom = headroom
+        self.slotSize = (slotSize + headroom + 15) & ~15
+        buffers = .allocate(byteCount: capacity * self.slotSize, alignment: 64)
+        buffers.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * self.slotSize)
+        iovecs = .allocate(capacity: capacity)
+        addresses = .allocate(capacity: capacity)
+        messages = .allocate(capacity: capacity)
+        controls = .allocate(byteCount: capacity * Self.controlSpace, alignment: 16)
+        controls.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * Self.controlSpace)
+        for i in 0..<capacity {
+            iovecs[i] = iovec(iov_base: buffers + i * self.slotSize + headroom, iov_len: self.slotSize - headroom)
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = port.bigEndian
+            addresses[i] = sin
+            var header = msghdr()
+            header.msg_name = UnsafeMutableRawPointer(addresses + i)
+            header.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
+            header.msg_iov = iovecs + i
+            header.msg_iovlen = 1
+            messages[i] = twill_mmsghdr(msg_hdr: header, msg_len: 0)
+        }
+    }
+
+    deinit {
+        buffers.deallocate()
+        iovecs.deallocate()
+        addresses.deallocate()
+        messages.deallocate()
+        controls.deallocate()
+    }
+
+    /// The largest packet a slot holds.
+    var packetCapacity: Int { slotSize - headroom }
+
+    /// The packet buffer of slot `i` (after the headroom).
+    @inline(__always)
+    func slot(_ i: Int) -> UnsafeMutableRawPointer { buffers + i * slotSize + headroom }
+
+    // MARK: receiving
+
+    /// recvmmsg into all slots without blocking.
+    ///
+    /// - Parameter control: receive control messages (the UDP_GRO segment size).
+    /// - Returns: the number of messages received; 0 when none is waiting or on error.
+    @inline(__always)
+    func receive(_ fd: Int32, control: Bool) -> Int {
+        for i in 0..<capacity {
+            messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
+            messages[i].msg_hdr.msg_flags = 0
+            if control {
+                messages[i].msg_hdr.msg_control = controls + i * Self.controlSpace
+                messages[i].msg_hdr.msg_controllen = Self.controlSpace
+            }
+            iovecs[i].iov_len = packetCapacity
+        }
+        while true {
+            let n = twill_recvmmsg(fd, messages, UInt32(capacity), Int32(MSG_DONTWAIT))
+            if n >= 0 { return Int(n) }
+            if errno == EINTR { continue }
+            return 0
+        }
+    }
+
+    /// The length of received message `i`.
+    @inline(__always)
+    func receivedLength(_ i: Int) -> Int { Int(messages[i].msg_len) }
+
+    /// Whether message `i` was longer than its slot (and so cut).
+    @inline(__always)
+    func wasTruncated(_ i: Int) -> Bool { messages[i].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 }
+
+    /// The outer source address of received message `i`, host order.
+    @inline(__always)
+    func sourceAddress(_ i: Int) -> UInt32 { UInt32(bigEndian: addresses[i].sin_addr.s_addr) }
+
+    /// The UDP_GRO segment size of message `i`: the size of each coalesced datagram (the
+    /// last may be shorter), or 0 for a single datagram.
+    @inline(__always)
+    func groSegmentSize(_ i: Int) -> Int {
+        guard messages[i].msg_hdr.msg_controllen > 0 else { return 0 }
+        var value: Int32 = 0
+        guard twill_get_cmsg(&messages[i].msg_hdr, Self.solUDP, Self.udpGRO, &value, 4) == 1 else { return 0 }
+        return Int(value)
+    }
+
+    // MARK: sending
+
+    /// Prepares slot `i` (whose buffer already holds the payload) for sending `length`
+    /// bytes to `address` (network order) at the batch's port; with `segmentSize` > 0 the
+    /// kernel cuts the payload into datagrams of that size (UDP_SEGMENT).
+    @inline(__always)
+    func setOutgoing(_ i: Int, length: Int, addressNetworkOrder: UInt32, segmentSize: Int = 0) {
+        iovecs[i].iov_len = length
+        addresses[i].sin_addr.s_addr = addressNetworkOrder
+        messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
+        if segmentSize > 0 && segmentSize < length {
+            messages[i].msg_hdr.msg_control = controls + i * Self.controlSpace
+            var size = UInt16(segmentSize)
+            twill_put_cmsg(&messages[i].msg_hdr, Self.solUDP, Self.udpSegment, &size, 2)
+        } else {
+            messages[i].msg_hdr.msg_control = nil
+            messages[i].msg_hdr.msg_controllen = 0
+        }
+    }
+
+    /// Sends slots `0..<count` with as few sendmmsg calls as the kernel allows.
+    ///
+    /// A full socket buffer (EAGAIN) waits for POLLOUT up to `stallMilliseconds` in total
+    /// before giving up on the rest; a message the kernel refuses outright (no route, say)
+    /// is skipped.
+    ///
+    /// - Returns: how many messages were not sent.
+    @inline(__always)
+    func send(_ fd: Int32, count: Int, stallMilliseconds: Int32 = 200) -> Int {
+        var offset = 0
+        var failed = 0
+        var stalled: Int32 = 0
+        while offset < count {
+            let n = twill_sendmmsg(fd, messages + offset, UInt32(count - offset), 0)
+            if n > 0 {
+                offset += Int(n)
+                continue
+            }
+            let error = errno
+            if error == EINTR { continue }
+            if error == EAGAIN || error == ENOBUFS {
+                if stalled >= stallMilliseconds { break }
+                var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                _ = poll(&p, 1, 10)
+                stalled += 10
+                continue
+            }
+            if error == EIO && messages[offset].msg_hdr.msg_controllen > 0 { sawSegmentationFailure = true }
+            failed += 1
+            offset += 1
+        }
+        return failed + (count - offset)
+    }
+}

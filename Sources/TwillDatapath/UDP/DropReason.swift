@@ -1,0 +1,39 @@
+/// Why the udp engine dropped a packet; each has its own counter.
+public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
+    /// Not a well-formed IPv4 packet (see ``IPv4Header/Rejection``); from either side.
+    case malformed = 0
+    /// An IPv6 (or other non-IPv4) packet read from the TUN: the udp backend carries IPv4 only.
+    case notIPv4
+    /// A datagram whose outer source is no current peer's PublicIP.
+    case unknownSender
+    /// A datagram from a peer whose inner source lies outside that peer's leased subnet.
+    case spoofedInnerSource
+    /// A datagram whose inner destination lies outside this node's subnet.
+    case wrongInnerDestination
+    /// The TTL would reach 0 (either direction).
+    case ttlExpired
+    /// A packet from the TUN for a destination no peer's subnet covers (answered with ICMP
+    /// net unreachable where allowed).
+    case noRoute
+    /// A datagram larger than the receive buffer (truncated by the kernel).
+    case oversize
+    /// sendmmsg failed for the datagram (e.g. no route on the underlay, buffer full too long).
+    case sendFailed
+    /// The write into the TUN failed.
+    case tunWriteFailed
+
+    public var description: String {
+        switch self {
+        case .malformed: "malformed"
+        case .notIPv4: "not_ipv4"
+        case .unknownSender: "unknown_sender"
+        case .spoofedInnerSource: "spoofed_inner_source"
+        case .wrongInnerDestination: "wrong_inner_destination"
+        case .ttlExpired: "ttl_expired"
+        case .noRoute: "no_route"
+        case .oversize: "oversize"
+        case .sendFailed: "send_failed"
+        case .tunWriteFailed: "tun_write_failed"
+        }
+    }
+}

@@ -1,0 +1,137 @@
+import CDatapath
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A layer-3 TUN device from `/dev/net/tun`, opened with `IFF_TUN | IFF_NO_PI` as flannel's
+/// udp backend does: each read returns one IPv4/IPv6 packet, each write injects one.
+///
+/// The device lives as long as the file descriptor: ``close()`` (or deinit) removes it. It
+/// belongs to the network namespace of the thread that opened it (see ``NamespaceThread``).
+/// Addresses, MTU, link state and routes are set from outside (netlink or `ip`).
+public final class TUNDevice: Sendable {
+    // From <linux/if_tun.h>; Swift cannot import the _IOW macros.
+    static let TUNSETIFF: UInt = 0x4004_54CA
+    static let IFF_TUN: Int16 = 0x0001
+    static let IFF_NO_PI: Int16 = 0x1000
+    static let IFF_VNET_HDR: Int16 = 0x4000
+    static let TUNSETOFFLOAD: UInt = 0x4004_54D0
+    static let TUN_F_CSUM: UInt = 0x01
+    static let TUN_F_TSO4: UInt = 0x02
+    static let SIOCSIFTXQLEN: UInt = 0x8943
+
+    /// The interface name, e.g. `twill0`.
+    public let name: String
+    /// Whether every read and write carries a 10-byte `virtio_net_hdr` and the kernel may
+    /// hand over TCP super-packets (TSO) and packets with a partial checksum.
+    public let hasVirtioHeader: Bool
+    private let fd: Atomic<Int32>
+
+    /// The descriptor, or -1 after ``close()``.
+    public var fileDescriptor: Int32 { fd.load(ordering: .relaxed) }
+
+    /// Opens (creating if needed) the TUN interface `name`, non-blocking and close-on-exec.
+    ///
+    /// With `offloads`, asks for `IFF_VNET_HDR` and TCP segmentation offload (TSO4 with
+    /// checksum offload), so the kernel's TCP stack hands one super-packet of up to 64 KiB
+    /// to userspace instead of ~45 MTU-sized ones; falls back to plain packets if the kernel
+    /// refuses. ``hasVirtioHeader`` tells which was granted.
+    ///
+    /// - Throws: ``SystemError`` if /dev/net/tun cannot be opened (no CAP_NET_ADMIN, no tun
+    ///   module), the name is invalid or longer than 15 bytes, or the name is taken by an
+    ///   interface of another kind.
+    public init(name: String = "twill0", offloads: Bool = false) throws(SystemError) {
+        guard !name.isEmpty, name.utf8.count < Int(IFNAMSIZ) else {
+            throw SystemError("TUN name \"\(name)\" must be 1...15 bytes", errno: EINVAL)
+        }
+        if offloads {
+            let descriptor = try Self.open(name, flags: Self.IFF_TUN | Self.IFF_NO_PI | Self.IFF_VNET_HDR)
+            if twill_ioctl_value(descriptor, Self.TUNSETOFFLOAD, Self.TUN_F_CSUM | Self.TUN_F_TSO4) == 0 {
+                self.name = name
+                self.hasVirtioHeader = true
+                self.fd = Atomic(descriptor)
+                return
+            }
+            // The vnet header flag is fixed at TUNSETIFF time: start over without it.
+            Glibc.close(descriptor)
+        }
+        let descriptor = try Self.open(name, flags: Self.IFF_TUN | Self.IFF_NO_PI)
+        self.name = name
+        self.hasVirtioHeader = false
+        self.fd = Atomic(descriptor)
+    }
+
+    private static func open(_ name: String, flags: Int16) throws(SystemError) -> Int32 {
+        let descriptor = Glibc.open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)
+        guard descriptor >= 0 else { throw SystemError("open /dev/net/tun") }
+        var request = ifreq()
+        withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { raw in
+            for (i, byte) in name.utf8.enumerated() { raw[i] = byte }
+        }
+        request.ifr_ifru.ifru_flags = flags
+        guard ioctl(descriptor, TUNSETIFF, &request) == 0 else {
+            let error = SystemError("TUNSETIFF \(name)")
+            Glibc.close(descriptor)
+            throw error
+        }
+        return descriptor
+    }
+
+    /// Sets the device's transmit queue length (`ip link set NAME txqueuelen N`).
+    ///
+    /// The kernel queues packets for the reader in a ring of this size and drops when it is
+    /// full; the default 500 overflows in the bursts a TCP sender makes while the engine
+    /// thread waits for a CPU, and every drop costs TCP a retransmission and a window cut.
+    /// Works by name through an ioctl socket, so call it from a thread in the device's
+    /// network namespace.
+    public func setTransmitQueueLength(_ length: Int32) throws(SystemError) {
+        let s = socket(AF_INET, Int32(Glibc.SOCK_DGRAM.rawValue) | Int32(Glibc.SOCK_CLOEXEC.rawValue), 0)
+        guard s >= 0 else { throw SystemError("socket") }
+        defer { Glibc.close(s) }
+        var request = ifreq()
+        withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { raw in
+            for (i, byte) in name.utf8.enumerated() { raw[i] = byte }
+        }
+        request.ifr_ifru.ifru_ivalue = length
+        guard ioctl(s, Self.SIOCSIFTXQLEN, &request) == 0 else { throw SystemError("SIOCSIFTXQLEN \(name)") }
+    }
+
+    /// Reads one packet into `buffer`.
+    ///
+    /// - Returns: the packet's length, or nil when no packet is waiting (EAGAIN).
+    /// - Throws: ``SystemError`` on any other failure (EBADFD once closed, say).
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int? {
+        while true {
+            let n = Glibc.read(fileDescriptor, buffer.baseAddress, buffer.count)
+            if n >= 0 { return n }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN: return nil
+            default: throw SystemError("read \(name)")
+            }
+        }
+    }
+
+    /// Writes one packet.
+    ///
+    /// - Throws: ``SystemError`` if the kernel refuses it (EINVAL for a packet it cannot
+    ///   parse, EIO while the link is down...).
+    public func write(_ packet: UnsafeRawBufferPointer) throws(SystemError) {
+        while true {
+            let n = Glibc.write(fileDescriptor, packet.baseAddress, packet.count)
+            if n >= 0 { return }
+            if errno == EINTR { continue }
+            throw SystemError("write \(name)")
+        }
+    }
+
+    /// Closes the descriptor, which removes the interface (and its addresses and routes).
+    /// Safe to call more than once.
+    public func close() {
+        let old = fd.exchange(-1, ordering: .acquiringAndReleasing)
+        if old >= 0 { Glibc.close(old) }
+    }
+
+    deinit { close() }
+}

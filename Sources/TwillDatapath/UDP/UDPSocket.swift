@@ -1,0 +1,126 @@
+import Synchronization
+import TwillAddress
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The udp backend's IPv4 UDP socket: bound to the external address and `Backend.Port`
+/// (8285 by default, as flannel), non-blocking, with large kernel buffers so bursts between
+/// two batched system calls are not dropped.
+public final class UDPSocket: Sendable {
+    /// flannel's default udp backend port.
+    public static let defaultPort: UInt16 = 8285
+
+    private let fd: Atomic<Int32>
+    /// The address the socket is bound to (0.0.0.0 for all).
+    public let address: IPv4Address
+    /// The bound port (the kernel's choice when 0 was asked for).
+    public let port: UInt16
+
+    /// The descriptor, or -1 after ``close()``.
+    public var fileDescriptor: Int32 { fd.load(ordering: .relaxed) }
+
+    /// Opens and binds the socket.
+    ///
+    /// - Parameters:
+    ///   - address: local address to bind; `.any` for all.
+    ///   - port: local port; 0 lets the kernel pick (tests).
+    ///   - bufferBytes: SO_RCVBUF/SO_SNDBUF size. Forced past `net.core.{r,w}mem_max` with
+    ///     SO_RCVBUFFORCE/SO_SNDBUFFORCE when the process may (CAP_NET_ADMIN), otherwise
+    ///     capped by those limits.
+    public init(address: IPv4Address = .any, port: UInt16 = UDPSocket.defaultPort,
+                bufferBytes: Int = 4 << 20) throws(SystemError) {
+        let s = socket(AF_INET, Int32(Glibc.SOCK_DGRAM.rawValue) | Int32(Glibc.SOCK_NONBLOCK.rawValue) | Int32(Glibc.SOCK_CLOEXEC.rawValue), 0)
+        guard s >= 0 else { throw SystemError("socket") }
+        func fail(_ what: String) -> SystemError {
+            let error = SystemError(what)
+            Glibc.close(s)
+            return error
+        }
+        var size = Int32(clamping: bufferBytes)
+        let len = socklen_t(MemoryLayout<Int32>.size)
+        if setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &size, len) != 0 {
+            _ = setsockopt(s, SOL_SOCKET, SO_RCVBUF, &size, len)
+        }
+        if setsockopt(s, SOL_SOCKET, SO_SNDBUFFORCE, &size, len) != 0 {
+            _ = setsockopt(s, SOL_SOCKET, SO_SNDBUF, &size, len)
+        }
+        var sin = UDPSocket.makeAddress(address, port)
+        let rc = withUnsafePointer(to: &sin) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard rc == 0 else { throw fail("bind \(address):\(port)") }
+        var bound = sockaddr_in()
+        var boundLength = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let got = withUnsafeMutablePointer(to: &bound) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &boundLength) }
+        }
+        guard got == 0 else { throw fail("getsockname") }
+        self.address = address
+        self.port = UInt16(bigEndian: bound.sin_port)
+        self.fd = Atomic(s)
+    }
+
+    /// Sends one datagram (for control paths and tests; the engine batches with sendmmsg).
+    ///
+    /// - Returns: false if the socket buffer is full (EAGAIN).
+    @discardableResult
+    public func send(_ payload: UnsafeRawBufferPointer, to address: IPv4Address, port: UInt16) throws(SystemError) -> Bool {
+        var sin = UDPSocket.makeAddress(address, port)
+        while true {
+            let n = withUnsafePointer(to: &sin) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fileDescriptor, payload.baseAddress, payload.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            if n >= 0 { return true }
+            if errno == EINTR { continue }
+            if errno == EAGAIN { return false }
+            throw SystemError("sendto \(address):\(port)")
+        }
+    }
+
+    /// Asks the kernel to coalesce arriving datagrams of one flow into super-datagrams
+    /// (UDP_GRO, Linux 5.0+); each recvmsg then reports the segment size in a cmsg.
+    ///
+    /// - Returns: whether the kernel accepted.
+    public func enableReceiveOffload() -> Bool {
+        var on: Int32 = 1
+        return setsockopt(fileDescriptor, 17 /* SOL_UDP */, 104 /* UDP_GRO */, &on, socklen_t(MemoryLayout<Int32>.size)) == 0
+    }
+
+    /// Whether the kernel knows UDP_SEGMENT (send one buffer as many equal datagrams, Linux
+    /// 4.18+). Whether the outgoing device can checksum them shows only at send time (EIO).
+    public var supportsSegmentationOffload: Bool {
+        var value: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fileDescriptor, 17 /* SOL_UDP */, 103 /* UDP_SEGMENT */, &value, &len) == 0
+    }
+
+    /// The effective receive buffer size the kernel reports (twice what was set, by its accounting).
+    public var receiveBufferBytes: Int {
+        var value: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        _ = getsockopt(fileDescriptor, SOL_SOCKET, SO_RCVBUF, &value, &len)
+        return Int(value)
+    }
+
+    /// Closes the socket. Safe to call more than once.
+    public func close() {
+        let old = fd.exchange(-1, ordering: .acquiringAndReleasing)
+        if old >= 0 { Glibc.close(old) }
+    }
+
+    deinit { close() }
+
+    /// A `sockaddr_in` for an address and port.
+    static func makeAddress(_ address: IPv4Address, _ port: UInt16) -> sockaddr_in {
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_port = port.bigEndian
+        sin.sin_addr = in_addr(s_addr: address.rawValue.bigEndian)
+        return sin
+    }
+}

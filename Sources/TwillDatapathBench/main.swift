@@ -1,0 +1,92 @@
+// A udp engine in the current network namespace, for bench/datapath (run it under
+// `ip netns exec`). Opens the TUN and the socket, prints "ready", runs until SIGINT/SIGTERM,
+// then prints one line of counters and the process's CPU seconds.
+//
+// usage: TwillDatapathBench --tun twill0 --local-subnet 198.18.1.0/24 --bind 198.51.100.1
+//          [--port 8285] [--peer 198.18.2.0/24=198.51.100.2]... [--no-source-checks] [--batch 64]
+//          [--offloads] [--txqueuelen N]
+import TwillAddress
+import TwillDatapath
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func fail(_ message: String) -> Never {
+    let text = "TwillDatapathBench: \(message)\n"
+    _ = text.withCString { write(2, $0, strlen($0)) }
+    exit(2)
+}
+
+func parse<T>(_ text: String?, _ flag: String, _ make: (String) -> T?) -> T {
+    guard let text, let value = make(text) else { fail("\(flag): missing or invalid value") }
+    return value
+}
+
+func runBench() {
+    var tunName = "twill0"
+    var localSubnet: IPv4Network?
+    var bindAddress = IPv4Address.any
+    var port = UDPSocket.defaultPort
+    var peers: [PeerLease] = []
+    var checkSources = true
+    var batchSize = 64
+    var offloads = false
+    var txQueueLength: Int32 = 0
+    var arguments = CommandLine.arguments.dropFirst()
+    while let flag = arguments.popFirst() {
+        switch flag {
+        case "--tun": tunName = parse(arguments.popFirst(), flag) { $0 }
+        case "--local-subnet": localSubnet = parse(arguments.popFirst(), flag) { IPv4Network($0) }
+        case "--bind": bindAddress = parse(arguments.popFirst(), flag) { IPv4Address($0) }
+        case "--port": port = parse(arguments.popFirst(), flag) { UInt16($0) }
+        case "--batch": batchSize = parse(arguments.popFirst(), flag) { Int($0) }
+        case "--no-source-checks": checkSources = false
+        case "--offloads": offloads = true
+        case "--txqueuelen": txQueueLength = parse(arguments.popFirst(), flag) { Int32($0) }
+        case "--peer":
+            peers.append(parse(arguments.popFirst(), flag) { text -> PeerLease? in
+                let parts = text.split(separator: "=")
+                guard parts.count == 2, let subnet = IPv4Network(String(parts[0])),
+                      let ip = IPv4Address(String(parts[1])) else { return nil }
+                return PeerLease(subnet: subnet, publicIP: ip, backendType: nil, backendData: nil)
+            })
+        default: fail("unknown argument \(flag)")
+        }
+    }
+    guard let localSubnet else { fail("--local-subnet is required") }
+
+    // Block the stop signals before the engine's threads exist so they inherit the mask and
+    // only sigwait below sees them.
+    var signals = sigset_t()
+    sigemptyset(&signals)
+    sigaddset(&signals, SIGINT)
+    sigaddset(&signals, SIGTERM)
+    pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+    do {
+        let tun = try TUNDevice(name: tunName, offloads: offloads)
+        if txQueueLength > 0 { try tun.setTransmitQueueLength(txQueueLength) }
+        let socket = try UDPSocket(address: bindAddress, port: port)
+        let engine = UDPEngine(tun: tun, socket: socket, configuration: UDPEngineConfiguration(
+            localSubnet: localSubnet, peerPort: port, checkSources: checkSources, batchSize: batchSize))
+        engine.update(peers: peers)
+        try engine.start()
+        print("ready offloads=\(tun.hasVirtioHeader)")
+        fflush(nil)
+        var received: Int32 = 0
+        sigwait(&signals, &received)
+        engine.stop()
+        let c = engine.counters()
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+            + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        let drops = DropReason.allCases.filter { c[drop: $0] > 0 }.map { "\($0)=\(c[drop: $0])" }
+        print("cpu_seconds=\(cpu) tx_packets=\(c.txPackets) tx_bytes=\(c.txBytes) rx_packets=\(c.rxPackets) rx_bytes=\(c.rxBytes) drops=\(drops.isEmpty ? "none" : drops.joined(separator: ","))")
+        fflush(nil)
+    } catch {
+        fail("\(error)")
+    }
+}
+
+runBench()
