@@ -62,7 +62,11 @@ let package = Package(
         .target(name: "CDatapath"),
         .target(
             name: "TwillDatapath",
-            dependencies: ["TwillAddress", "TwillNetlink", "CDatapath", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "TwillAddress", "TwillNetlink", "CDatapath",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
         ),
         // Runs a udp engine in the current network namespace for bench/datapath.
         .executableTarget(name: "TwillDatapathBench", dependencies: ["TwillDatapath", "TwillAddress"]),

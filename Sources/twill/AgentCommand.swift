@@ -43,6 +43,10 @@ struct AgentCommand: AsyncParsableCommand {
     var iptablesResync: Int?
     @Option(name: .customLong("iptables-forward-rules"), help: "Add FORWARD accept rules for the overlay (true/false, default true).")
     var iptablesForwardRules: Bool?
+    @Option(name: .customLong("tun-name"), help: "udp backend: name of the TUN device (default twill0).")
+    var tunName: String?
+    @Flag(name: .customLong("udp-accept-any-source"), help: "udp backend: forward datagrams from any sender (no PublicIP/subnet checks). Only for NAT between nodes.")
+    var udpAcceptAnySource = false
     @Flag(name: .customLong("release-on-exit"), help: "Give the subnet back when stopped cleanly (default: keep it, as flannel).")
     var releaseOnExit = false
 
@@ -88,8 +92,10 @@ struct AgentCommand: AsyncParsableCommand {
         let agent = Agent(configuration: configuration, logger: logger, onReady: {
             // systemd (Type=notify) starts dependent units, Docker among them, only now.
             notifier.notify("READY=1\nSTATUS=subnet.env written to \(subnetFile)")
-        }) { network, external in
-            try BackendRegistry.make(network, external)
+        }) { [tunName, udpAcceptAnySource] network, external in
+            try BackendRegistry.make(network, external,
+                                     tunName: tunName ?? FlannelEnvironment.value("tun-name") ?? "twill0",
+                                     acceptAnySource: udpAcceptAnySource || (FlannelEnvironment.bool("udp-accept-any-source") ?? false))
         }
         // WATCHDOG=1 at half the unit's WatchdogSec while the agent runs.
         let watchdog = Task {
@@ -123,8 +129,13 @@ struct AgentCommand: AsyncParsableCommand {
 
 /// Maps `Backend.Type` to a backend.
 enum BackendRegistry {
-    static func make(_ network: NetworkConfig, _ external: ExternalInterface) throws -> any Backend {
+    static func make(_ network: NetworkConfig, _ external: ExternalInterface, tunName: String, acceptAnySource: Bool) throws -> any Backend {
         switch network.backendType {
+        case "udp":
+            let port = network.backendInt("Port") ?? 8285
+            guard (1...65535).contains(port) else { throw AgentError("Backend.Port \(port) is outside 1..65535") }
+            guard !tunName.isEmpty, tunName.utf8.count < 16 else { throw AgentError("--tun-name \(tunName) must be 1 to 15 characters") }
+            return UDPBackend(netlink: try Netlink(), external: external, tunName: tunName, port: UInt16(port), checkSources: !acceptAnySource)
         case "alloc":
             return AllocBackend(mtu: external.mtu)
         case "host-gw":

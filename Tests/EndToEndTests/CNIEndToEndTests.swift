@@ -21,7 +21,7 @@ import TwillTestSupport
         return out.split(separator: " ").first { $0.contains("/") }.map { String($0.split(separator: "/")[0]) }
     }
 
-    @Test(arguments: [("vxlan", "203.0.113")])
+    @Test(arguments: [("udp", "198.51.100"), ("vxlan", "203.0.113")])
     func podsOnTwoNodesReachEachOther(backend: String, underlay: String) async throws {
         guard FileManager.default.isExecutableFile(atPath: "\(Self.cniPath)/bridge") else {
             Issue.record("containernetworking-plugins is not installed (make deps installs it)")

@@ -1,0 +1,199 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Logging
+import Metrics
+import Synchronization
+import TwillAddress
+import TwillNetlink
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// flannel's udp backend: a TUN device and userspace encapsulation, each inner IPv4 packet
+/// one UDP datagram to the peer's PublicIP (wire-compatible with flannel udp nodes).
+///
+/// The device (`--tun-name`, default `twill0`) gets the subnet's network address as /32, the
+/// MTU of the external interface less 28 (IPv4 + UDP headers), and one Twill-owned route: the
+/// whole overlay network through it. The ``UDPEngine`` moves the packets; this type wires it
+/// to the kernel and to the leases.
+public final class UDPBackend: Backend, DatapathMetricsSource {
+    /// flannel's udp backend writes no BackendType.
+    public let type = "udp"
+    public let tunName: String
+    public let port: UInt16
+    /// Off only for unusual routing (NAT between nodes): then any sender is accepted.
+    public let checkSources: Bool
+    /// Try TUN and UDP offloads (falls back by itself when the kernel refuses).
+    public let offloads: Bool
+    let netlink: Netlink
+    let external: ExternalInterface
+    let logger: Logger
+
+    struct Running {
+        var engine: UDPEngine
+        var tunIndex: Int32
+        var local: LocalLease
+        var peers: [IPv4Network: PeerLease]
+    }
+    private let state = Mutex<Running?>(nil)
+    /// Totals already passed to the metrics system, to turn absolute counters into increments.
+    private let published = Mutex<[String: UInt64]>([:])
+
+    public init(netlink: Netlink, external: ExternalInterface, tunName: String = "twill0", port: UInt16 = 8285,
+                checkSources: Bool = true, offloads: Bool = true, logger: Logger = Logger(label: "twill.backend.udp")) {
+        self.netlink = netlink
+        self.external = external
+        self.tunName = tunName
+        self.port = port
+        self.checkSources = checkSources
+        self.offloads = offloads
+        self.logger = logger
+    }
+
+    /// MTU = interface MTU - 28; the lease gets no BackendType (as flannel's udp backend).
+    public var mtu: Int { external.mtu - 28 }
+
+    public func prepare() async throws -> BackendAdvert {
+        if !checkSources {
+            logger.warning("udp backend: sender checks are OFF; datagrams from any address are forwarded into the overlay")
+        }
+        return BackendAdvert(mtu: mtu, backendType: nil)
+    }
+
+    public func start(local: LocalLease) async throws {
+        if state.withLock({ $0 }) != nil { await stop() }
+        let tun: TUNDevice
+        do { tun = try TUNDevice(name: tunName, offloads: offloads) } catch {
+            throw BackendError(backend: type, "cannot create TUN device \(tunName): \(error)")
+        }
+        let socket: UDPSocket
+        do { socket = try UDPSocket(address: external.localIP, port: port) } catch {
+            tun.close()
+            throw BackendError(backend: type, "cannot bind UDP \(external.localIP):\(port): \(error)")
+        }
+        let index: Int32
+        do {
+            // Queue room for bursts of TSO-split segments; the default 500 overflows.
+            try? tun.setTransmitQueueLength(5000)
+            index = try netlink.link(named: tun.name).index
+            try netlink.setMTU(mtu, index: index)
+            try netlink.addAddress(InterfaceAddress(interfaceIndex: index, address: local.subnet.address, prefixLength: 32))
+            // ICMP net unreachable comes from the TUN's own address; without accept_local the
+            // kernel would drop it as a martian.
+            Self.setSysctl("net/ipv4/conf/\(tun.name)/accept_local", "1")
+            try netlink.setLinkUp(index: index)
+            try netlink.replaceRoute(Self.networkRoute(local.network, index: index))
+        } catch {
+            tun.close()
+            socket.close()
+            throw BackendError(backend: type, "cannot configure \(tunName): \(error)")
+        }
+        let engine = UDPEngine(tun: tun, socket: socket, configuration: UDPEngineConfiguration(
+            localSubnet: local.subnet, peerPort: port, checkSources: checkSources, udpOffloads: offloads))
+        do { try engine.start() } catch {
+            engine.stop()
+            throw BackendError(backend: type, "cannot start the packet engine: \(error)")
+        }
+        state.withLock { $0 = Running(engine: engine, tunIndex: index, local: local, peers: [:]) }
+        logger.info("udp backend up", metadata: ["tun": "\(tunName)", "mtu": "\(mtu)", "listen": "\(external.localIP):\(port)", "tun_offloads": "\(tun.hasVirtioHeader)"])
+    }
+
+    /// Peers of type udp (or of no type: flannel's udp leases carry none).
+    static func isUDPPeer(_ p: PeerLease) -> Bool { p.backendType == nil || p.backendType == "udp" || p.backendType == "" }
+
+    static func networkRoute(_ network: IPv4Network, index: Int32) -> Route {
+        Route(destination: network, outputInterface: index, scope: 253 /* RT_SCOPE_LINK */)
+    }
+
+    public func peerAdded(_ peer: PeerLease) async throws {
+        guard Self.isUDPPeer(peer) else {
+            logger.debug("ignoring a peer of another backend", metadata: ["subnet": "\(peer.subnet)", "backend": "\(peer.backendType ?? "")"])
+            return
+        }
+        apply { $0[peer.subnet] = peer }
+    }
+
+    public func peerRemoved(_ peer: PeerLease) async throws {
+        apply { $0[peer.subnet] = nil }
+    }
+
+    public func reconcile(peers: [PeerLease]) async throws {
+        apply { current in
+            current = Dictionary(peers.filter(Self.isUDPPeer).map { ($0.subnet, $0) }, uniquingKeysWith: { a, _ in a })
+        }
+        guard let (index, local) = state.withLock({ s in s.map { ($0.tunIndex, $0.local) } }) else { return }
+        // The only kernel state: the network route through the TUN.
+        let failures = KernelRoutes.reconcile(netlink, network: local.network, desired: [Self.networkRoute(local.network, index: index)], logger: logger)
+        if !failures.isEmpty { throw BackendError(backend: type, "reconcile: \(failures.joined(separator: "; "))") }
+    }
+
+    private func apply(_ change: (inout [IPv4Network: PeerLease]) -> Void) {
+        state.withLock { s in
+            guard var running = s else { return }
+            change(&running.peers)
+            running.engine.update(peers: Array(running.peers.values))
+            s = running
+        }
+    }
+
+    public func needsReconcile(after change: NetlinkChange) -> Bool {
+        guard let (index, network) = state.withLock({ s in s.map { ($0.tunIndex, $0.local.network) } }) else { return false }
+        switch change {
+        case .routeRemoved(let r), .routeAdded(let r):
+            return r.destination == network || r.outputInterface == index
+        case .overrun:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// Stops the threads and closes the TUN: the device and its route go with it.
+    public func stop() async {
+        guard let running = state.withLock({ s -> Running? in
+            defer { s = nil }
+            return s
+        }) else { return }
+        running.engine.stop()
+        logger.info("udp backend stopped", metadata: ["tun": "\(tunName)"])
+    }
+
+    /// The engine's counters for the agent's metrics.
+    public func counters() -> UDPEngineCounters? {
+        state.withLock { $0?.engine.counters() }
+    }
+
+    public func publishMetrics() {
+        guard let c = counters() else { return }
+        func add(_ label: String, _ dims: [(String, String)], _ total: UInt64) {
+            let key = label + dims.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
+            let delta = published.withLock { seen -> UInt64 in
+                let before = seen[key] ?? 0
+                seen[key] = total
+                return total >= before ? total - before : total
+            }
+            if delta > 0 { Counter(label: label, dimensions: dims).increment(by: Int64(clamping: delta)) }
+        }
+        for reason in DropReason.allCases {
+            add("twill_udp_drops_total", [("reason", "\(reason)")], c[drop: reason])
+        }
+        for p in c.peers {
+            let dims = [("subnet", "\(p.subnet)"), ("public_ip", "\(p.publicIP)")]
+            add("twill_udp_peer_tx_packets_total", dims, p.txPackets)
+            add("twill_udp_peer_tx_bytes_total", dims, p.txBytes)
+            add("twill_udp_peer_rx_packets_total", dims, p.rxPackets)
+            add("twill_udp_peer_rx_bytes_total", dims, p.rxBytes)
+        }
+        add("twill_udp_icmp_unreachable_sent_total", [], c.icmpUnreachableSent)
+    }
+
+    static func setSysctl(_ path: String, _ value: String) {
+        let fd = open("/proc/sys/" + path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = value.utf8CString.withUnsafeBufferPointer { Glibc.write(fd, $0.baseAddress, $0.count - 1) }
+        close(fd)
+    }
+}
