@@ -257,8 +257,11 @@ public final class ChildProcess: @unchecked Sendable {
     /// Starts `path` with `arguments`; output goes to `logPath`.
     public init(_ path: String, _ arguments: [String], environment: [String: String]? = nil, logPath: String) throws {
         process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
+        // Test threads run with most signals blocked (dispatch's workers do), and a spawned
+        // child inherits that mask, and its children after it: a dockerd started so hands it
+        // to every container, where busybox's ping then dies. Start from an empty mask.
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])", path] + arguments
         if let environment { process.environment = environment }
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         self.logPath = logPath
