@@ -102,11 +102,15 @@ up() {
       fi
     done
   done
+  local s1 s2
+  s1=$(. "$STATE/h1/subnet.env"; echo "${FLANNEL_SUBNET%/*}")
+  s2=$(. "$STATE/h2/subnet.env"; echo "${FLANNEL_SUBNET%/*}")
   cat <<MSG
 
 The demo is running ($backend backend). Try:
-  sudo ip netns exec ${HOSTS[0]} ping -I <h1 subnet .1> <h2 subnet .1>
-  sudo ip netns exec $NS_SW $TWILL leases --etcd-endpoints $ETCD
+  ip netns exec ${HOSTS[0]} ping -I $s1 $s2                 # h1's subnet to h2's
+  ip netns exec $NS_SW $TWILL leases --etcd-endpoints $ETCD   # the lease table
+  ip netns exec ${HOSTS[0]} ip route show proto 84             # Twill's routes on h1
   tail -f $STATE/h1/agent.log
 Remove everything with: make demo-down
 MSG
