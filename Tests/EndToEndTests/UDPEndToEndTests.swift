@@ -152,4 +152,52 @@ import TwillTestSupport
             return "\(error)".contains("Destination Net Unreachable")
         }
     }
+
+    /// flannel's udp data path as its proxy.c has it: a TUN without packet info, each packet read
+    /// from it sent as one UDP datagram to the peer's port (no header), each datagram received
+    /// written to the TUN as it is. Run with: TUN name, local address, port, peer address.
+    static let flannelUDPNode = #"""
+    import fcntl, os, select, socket, struct, sys
+    name, local, port, peer = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH", name.encode(), 0x0001 | 0x1000))  # TUNSETIFF, IFF_TUN|IFF_NO_PI
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((local, port))
+    print("ready", flush=True)
+    while True:
+        ready, _, _ = select.select([fd, s], [], [])
+        if fd in ready:
+            s.sendto(os.read(fd, 65535), (peer, port))
+        if s in ready:
+            os.write(fd, s.recvfrom(65535)[0])
+    """#
+
+    /// A node speaking flannel's udp wire format (and lease JSON) and a Twill udp node carry
+    /// each other's traffic.
+    @Test func interoperatesWithFlannelsUDPWireFormat() async throws {
+        try await withCluster(hosts: 2, underlay: "198.51.100") { cluster in
+            let (twill, flannel) = (cluster.net.hosts[0], cluster.net.hosts[1])
+            try cluster.etcdctl(["put", "/coreos.com/network/config", #"{"Network":"198.18.0.0/16","Backend":{"Type":"udp"}}"#])
+            // The flannel node's lease, exactly as flanneld's udp backend writes it.
+            try cluster.etcdctl(["put", "/coreos.com/network/subnets/198.18.200.0-24", #"{"PublicIP":"198.51.100.2","PublicIPv6":null}"#])
+            let node = try ChildProcess("/usr/sbin/ip", ["netns", "exec", flannel.name, "/usr/bin/python3", "-c", Self.flannelUDPNode,
+                                                         "flannel0", "198.51.100.2", "8285", "198.51.100.1"], logPath: cluster.dir + "/flannel-node.log")
+            defer { node.stop(signal: SIGKILL) }
+            #expect(await eventually { node.log.contains("ready") }, "\(node.log)")
+            try flannel.ip("addr", "add", "198.18.200.0/32", "dev", "flannel0")
+            try flannel.ip("link", "set", "flannel0", "mtu", "1472", "up")
+            try flannel.ip("route", "add", "198.18.0.0/16", "dev", "flannel0")
+            try flannel.ip("link", "add", "twb0", "type", "bridge")
+            try flannel.ip("addr", "add", "198.18.200.1/24", "dev", "twb0")
+            try flannel.ip("link", "set", "twb0", "up")
+            try cluster.startAgent(0)
+            #expect(await eventually(timeout: .seconds(20)) { cluster.subnet(0) != nil }, "\(cluster.agentLog(0))")
+            let subnet = cluster.subnet(0) ?? ""
+            try twill.ip("link", "add", "twb0", "type", "bridge")
+            try twill.ip("addr", "add", "\(Self.gateway(subnet))/24", "dev", "twb0")
+            try twill.ip("link", "set", "twb0", "up")
+            #expect(twill.pingEventually("198.18.200.1", from: Self.gateway(subnet), attempts: 10), "twill -> flannel: \(cluster.agentLog(0))")
+            #expect(flannel.pingEventually(Self.gateway(subnet), from: "198.18.200.1", attempts: 10), "flannel -> twill")
+        }
+    }
 }
