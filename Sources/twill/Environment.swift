@@ -13,7 +13,7 @@ enum FlannelEnvironment {
     }
 
     /// Boolean flags that Go lets one write as `--flag=true|false`.
-    static let booleanFlags: Set<String> = ["ip-masq", "release-on-exit", "iptables-forward-rules", "version", "help"]
+    static let booleanFlags: Set<String> = ["ip-masq", "release-on-exit", "udp-accept-any-source", "version", "help"]
 
     /// Rewrites Go-style arguments into what the parser takes: `-name=value` -> `--name=value`
     /// (only for multi-letter names), `--bool=true` -> `--bool`, `--bool=false` -> dropped.
