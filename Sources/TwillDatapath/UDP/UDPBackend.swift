@@ -19,6 +19,12 @@ import Glibc
 /// MTU of the external interface less 28 (IPv4 + UDP headers), and one Twill-owned route: the
 /// whole overlay network through it. The ``UDPEngine`` moves the packets; this type wires it
 /// to the kernel and to the leases.
+///
+/// With several queues (`--udp-queues`, default one per CPU) datagrams leave from ephemeral
+/// source ports chosen per inner flow, not from `Backend.Port` (see ``FlowHash``): they
+/// still go to the peer's `Backend.Port`, which is all flannel peers look at, but a firewall
+/// between nodes must admit UDP to that port from any source port. One queue sends from
+/// `Backend.Port` itself, as flannel does.
 public final class UDPBackend: Backend, DatapathMetricsSource {
     /// flannel's udp backend writes no BackendType.
     public let type = "udp"

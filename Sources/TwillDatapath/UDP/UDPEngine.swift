@@ -185,6 +185,8 @@ public final class UDPEngine: Sendable {
         precondition(!queues.isEmpty, "an engine needs at least one queue")
         self.queues = queues.enumerated().map { EngineQueue(index: $0.offset, tun: $0.element.tun, socket: $0.element.socket) }
         self.sendSockets = sendSockets.isEmpty ? [queues[0].socket] : sendSockets
+        var configuration = configuration
+        configuration.queues = queues.count  // what runs, not what was asked for
         self.configuration = configuration
         let initial = EngineSnapshot(generation: 0, table: RouteTable(peers: []), counters: [])
         current = Atomic(UInt(bitPattern: Unmanaged.passRetained(initial).toOpaque()))
@@ -222,10 +224,8 @@ public final class UDPEngine: Sendable {
             for s in sockets + senders { s.close() }
             throw error
         }
-        var engineConfiguration = configuration
-        engineConfiguration.queues = tuns.count
         return UDPEngine(queues: zip(tuns, sockets).map { UDPEngineQueue(tun: $0, socket: $1) },
-                         sendSockets: senders, configuration: engineConfiguration)
+                         sendSockets: senders, configuration: configuration)
     }
 
     deinit {
