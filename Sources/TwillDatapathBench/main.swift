@@ -4,7 +4,7 @@
 //
 // usage: TwillDatapathBench --tun twill0 --local-subnet 198.18.1.0/24 --bind 198.51.100.1
 //          [--port 8285] [--peer 198.18.2.0/24=198.51.100.2]... [--no-source-checks] [--batch 64]
-//          [--offloads] [--txqueuelen N]
+//          [--offloads] [--no-udp-offloads] [--queues N] [--txqueuelen N]
 import TwillAddress
 import TwillDatapath
 #if canImport(Glibc)
@@ -31,6 +31,8 @@ func runBench() {
     var checkSources = true
     var batchSize = 64
     var offloads = false
+    var udpOffloads = true
+    var queues = 1
     var txQueueLength: Int32 = 0
     var arguments = CommandLine.arguments.dropFirst()
     while let flag = arguments.popFirst() {
@@ -42,6 +44,8 @@ func runBench() {
         case "--batch": batchSize = parse(arguments.popFirst(), flag) { Int($0) }
         case "--no-source-checks": checkSources = false
         case "--offloads": offloads = true
+        case "--no-udp-offloads": udpOffloads = false
+        case "--queues": queues = parse(arguments.popFirst(), flag) { Int($0) }
         case "--txqueuelen": txQueueLength = parse(arguments.popFirst(), flag) { Int32($0) }
         case "--peer":
             peers.append(parse(arguments.popFirst(), flag) { text -> PeerLease? in
@@ -64,14 +68,13 @@ func runBench() {
     pthread_sigmask(SIG_BLOCK, &signals, nil)
 
     do {
-        let tun = try TUNDevice(name: tunName, offloads: offloads)
-        if txQueueLength > 0 { try tun.setTransmitQueueLength(txQueueLength) }
-        let socket = try UDPSocket(address: bindAddress, port: port)
-        let engine = UDPEngine(tun: tun, socket: socket, configuration: UDPEngineConfiguration(
-            localSubnet: localSubnet, peerPort: port, checkSources: checkSources, batchSize: batchSize))
+        let engine = try UDPEngine.open(tunName: tunName, tunOffloads: offloads, address: bindAddress, configuration: UDPEngineConfiguration(
+            localSubnet: localSubnet, peerPort: port, checkSources: checkSources, batchSize: batchSize,
+            udpOffloads: udpOffloads, queues: queues))
+        if txQueueLength > 0 { try engine.setTransmitQueueLength(txQueueLength) }
         engine.update(peers: peers)
         try engine.start()
-        print("ready offloads=\(tun.hasVirtioHeader)")
+        print("ready offloads=\(engine.hasTUNOffloads) queues=\(engine.queueCount) source_ports=\(engine.sourcePorts.count)")
         fflush(nil)
         var received: Int32 = 0
         sigwait(&signals, &received)

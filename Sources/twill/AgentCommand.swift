@@ -45,6 +45,10 @@ struct AgentCommand: AsyncParsableCommand {
     var iptablesForwardRules: Bool?
     @Option(name: .customLong("tun-name"), help: "udp backend: name of the TUN device (default twill0).")
     var tunName: String?
+    @Option(name: .customLong("udp-queues"), help: "udp backend: packet queues (thread pairs, multi-queue TUN, SO_REUSEPORT sockets); default the number of online CPUs.")
+    var udpQueues: Int?
+    @Option(name: .customLong("udp-offloads"), help: "udp backend: use TUN and UDP offloads (TSO, UDP GSO/GRO) where the kernel has them (true/false, default true).")
+    var udpOffloads: Bool?
     @Flag(name: .customLong("udp-accept-any-source"), help: "udp backend: forward datagrams from any sender (no PublicIP/subnet checks). Only for NAT between nodes.")
     var udpAcceptAnySource = false
     @Flag(name: .customLong("release-on-exit"), help: "Give the subnet back when stopped cleanly (default: keep it, as flannel).")
@@ -56,6 +60,9 @@ struct AgentCommand: AsyncParsableCommand {
         }
         if let p = healthzPort ?? FlannelEnvironment.value("healthz-port").flatMap({ Int($0) }), !(0...65535).contains(p) {
             throw ValidationError("--healthz-port \(p) is outside 0..65535")
+        }
+        if let q = udpQueues ?? FlannelEnvironment.value("udp-queues").flatMap({ Int($0) }), !(1...256).contains(q) {
+            throw ValidationError("--udp-queues \(q) is outside 1..256")
         }
         if let r = iptablesResync, r < 1 { throw ValidationError("--iptables-resync \(r) must be at least 1 second") }
         if let t = leaseTTL, t < 2 { throw ValidationError("--subnet-lease-ttl \(t) is too short (at least 2 seconds)") }
@@ -92,10 +99,12 @@ struct AgentCommand: AsyncParsableCommand {
         let agent = Agent(configuration: configuration, logger: logger, onReady: {
             // systemd (Type=notify) starts dependent units, Docker among them, only now.
             notifier.notify("READY=1\nSTATUS=subnet.env written to \(subnetFile)")
-        }) { [tunName, udpAcceptAnySource] network, external in
+        }) { [tunName, udpAcceptAnySource, udpQueues, udpOffloads] network, external in
             try BackendRegistry.make(network, external,
                                      tunName: tunName ?? FlannelEnvironment.value("tun-name") ?? "twill0",
-                                     acceptAnySource: udpAcceptAnySource || (FlannelEnvironment.bool("udp-accept-any-source") ?? false))
+                                     acceptAnySource: udpAcceptAnySource || (FlannelEnvironment.bool("udp-accept-any-source") ?? false),
+                                     udpQueues: udpQueues ?? FlannelEnvironment.value("udp-queues").flatMap({ Int($0) }),
+                                     udpOffloads: udpOffloads ?? FlannelEnvironment.bool("udp-offloads") ?? true)
         }
         // WATCHDOG=1 at half the unit's WatchdogSec while the agent runs.
         let watchdog = Task {
@@ -129,13 +138,15 @@ struct AgentCommand: AsyncParsableCommand {
 
 /// Maps `Backend.Type` to a backend.
 enum BackendRegistry {
-    static func make(_ network: NetworkConfig, _ external: ExternalInterface, tunName: String, acceptAnySource: Bool) throws -> any Backend {
+    static func make(_ network: NetworkConfig, _ external: ExternalInterface, tunName: String, acceptAnySource: Bool,
+                     udpQueues: Int? = nil, udpOffloads: Bool = true) throws -> any Backend {
         switch network.backendType {
         case "udp":
             let port = network.backendInt("Port") ?? 8285
             guard (1...65535).contains(port) else { throw AgentError("Backend.Port \(port) is outside 1..65535") }
             guard !tunName.isEmpty, tunName.utf8.count < 16 else { throw AgentError("--tun-name \(tunName) must be 1 to 15 characters") }
-            return UDPBackend(netlink: try Netlink(), external: external, tunName: tunName, port: UInt16(port), checkSources: !acceptAnySource)
+            return UDPBackend(netlink: try Netlink(), external: external, tunName: tunName, port: UInt16(port),
+                              checkSources: !acceptAnySource, offloads: udpOffloads, queues: udpQueues)
         case "alloc":
             return AllocBackend(mtu: external.mtu)
         case "host-gw":

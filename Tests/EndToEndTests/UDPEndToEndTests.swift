@@ -143,6 +143,46 @@ import TwillTestSupport
         }
     }
 
+    /// `--udp-queues` and `--udp-offloads=false` reach the engine: a node with two queues and
+    /// offloads and a node with one queue and none carry 100 MB byte for byte, both ways round.
+    @Test func agentFlagsQueuesAndOffloadsOff() async throws {
+        try await withCluster(hosts: 2, underlay: "198.51.100") { cluster in
+            let hosts = cluster.net.hosts
+            try cluster.etcdctl(["put", "/coreos.com/network/config", #"{"Network":"198.18.0.0/16","Backend":{"Type":"udp"}}"#])
+            try cluster.startAgent(0, extra: ["--udp-queues", "2"])
+            try cluster.startAgent(1, extra: ["--udp-queues", "1", "--udp-offloads=false"])
+            for i in 0..<2 {
+                let ok = await eventually(timeout: .seconds(20)) { cluster.subnet(i) != nil }
+                #expect(ok, "agent \(i + 1): \(cluster.agentLog(i))")
+                if !ok { return }
+            }
+            let subnets = (0..<2).map { cluster.subnet($0) ?? "" }
+            // A multi-queue TUN shows one tx queue per engine queue.
+            for (i, expected) in [(0, 2), (1, 1)] {
+                let queues = try hosts[i].exec("/bin/ls", ["/sys/class/net/twill0/queues"])
+                #expect(queues.split(separator: "\n").filter { $0.hasPrefix("tx-") }.count == expected, "h\(i + 1): \(queues)")
+            }
+            for (i, h) in hosts.enumerated() {
+                try h.ip("link", "add", "twb0", "type", "bridge")
+                try h.ip("addr", "add", "\(Self.gateway(subnets[i]))/24", "dev", "twb0")
+                try h.ip("link", "set", "twb0", "up")
+            }
+            #expect(hosts[0].pingEventually(Self.gateway(subnets[1]), from: Self.gateway(subnets[0]), attempts: 10), "\(cluster.agentLog(0))")
+            for (from, to) in [(0, 1), (1, 0)] {
+                let server = try ChildProcess("/usr/sbin/ip", ["netns", "exec", hosts[to].name, "/usr/bin/python3", "-c", Self.sinkServer, Self.gateway(subnets[to]), "5001"],
+                                              logPath: cluster.dir + "/sink-\(from)-\(to).log")
+                defer { server.stop(signal: SIGKILL) }
+                let sent = try Self.python(hosts[from], Self.sourceClient, [Self.gateway(subnets[from]), Self.gateway(subnets[to]), "5001", "\(100 << 20)"])
+                #expect(await eventually(timeout: .seconds(30)) { !server.isRunning })
+                #expect(server.log.trimmingCharacters(in: .whitespacesAndNewlines) == sent.trimmingCharacters(in: .whitespacesAndNewlines),
+                        "h\(from + 1) -> h\(to + 1): sent \(sent) received \(server.log)")
+                #expect(sent.hasPrefix("\(100 << 20) "))
+            }
+            #expect(cluster.stopAgent(0) == 0)
+            #expect(cluster.stopAgent(1) == 0)
+        }
+    }
+
     /// ping exits non-zero when unanswered; its output still says why.
     static func pingSaysUnreachable(_ host: TestNamespace, from: String, to: String) -> Bool {
         do {

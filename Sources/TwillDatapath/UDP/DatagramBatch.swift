@@ -137,7 +137,7 @@ final class DatagramBatch {
         }
     }
 
-    /// Sends slots `0..<count` with as few sendmmsg calls as the kernel allows.
+    /// Sends slots `start..<start + count` with as few sendmmsg calls as the kernel allows.
     ///
     /// A full socket buffer (EAGAIN) waits for POLLOUT up to `stallMilliseconds` in total
     /// before giving up on the rest; a message the kernel refuses outright (no route, say)
@@ -145,7 +145,8 @@ final class DatagramBatch {
     ///
     /// - Returns: how many messages were not sent.
     @inline(__always)
-    func send(_ fd: Int32, count: Int, stallMilliseconds: Int32 = 200) -> Int {
+    func send(_ fd: Int32, from start: Int = 0, count: Int, stallMilliseconds: Int32 = 200) -> Int {
+        let messages = self.messages + start
         var offset = 0
         var failed = 0
         var stalled: Int32 = 0

@@ -16,6 +16,7 @@ public final class TUNDevice: Sendable {
     static let IFF_TUN: Int16 = 0x0001
     static let IFF_NO_PI: Int16 = 0x1000
     static let IFF_VNET_HDR: Int16 = 0x4000
+    static let IFF_MULTI_QUEUE: Int16 = 0x0100
     static let TUNSETOFFLOAD: UInt = 0x4004_54D0
     static let TUN_F_CSUM: UInt = 0x01
     static let TUN_F_TSO4: UInt = 0x02
@@ -26,6 +27,8 @@ public final class TUNDevice: Sendable {
     /// Whether every read and write carries a 10-byte `virtio_net_hdr` and the kernel may
     /// hand over TCP super-packets (TSO) and packets with a partial checksum.
     public let hasVirtioHeader: Bool
+    /// Whether this descriptor is one queue of a multi-queue device (`IFF_MULTI_QUEUE`).
+    public let isMultiQueue: Bool
     private let fd: Atomic<Int32>
 
     /// The descriptor, or -1 after ``close()``.
@@ -41,14 +44,20 @@ public final class TUNDevice: Sendable {
     /// - Throws: ``SystemError`` if /dev/net/tun cannot be opened (no CAP_NET_ADMIN, no tun
     ///   module), the name is invalid or longer than 15 bytes, or the name is taken by an
     ///   interface of another kind.
-    public init(name: String = "twill0", offloads: Bool = false) throws(SystemError) {
+    ///
+    /// With `multiQueue`, the descriptor is one queue of an `IFF_MULTI_QUEUE` device: open the
+    /// same name again (with the same `offloads` as granted) for each further queue; the
+    /// kernel spreads outgoing flows over the queues by flow hash. Use ``openQueues(name:count:offloads:)``.
+    public init(name: String = "twill0", offloads: Bool = false, multiQueue: Bool = false) throws(SystemError) {
         guard !name.isEmpty, name.utf8.count < Int(IFNAMSIZ) else {
             throw SystemError("TUN name \"\(name)\" must be 1...15 bytes", errno: EINVAL)
         }
+        let base = Self.IFF_TUN | Self.IFF_NO_PI | (multiQueue ? Self.IFF_MULTI_QUEUE : 0)
+        self.name = name
+        self.isMultiQueue = multiQueue
         if offloads {
-            let descriptor = try Self.open(name, flags: Self.IFF_TUN | Self.IFF_NO_PI | Self.IFF_VNET_HDR)
+            let descriptor = try Self.open(name, flags: base | Self.IFF_VNET_HDR)
             if twill_ioctl_value(descriptor, Self.TUNSETOFFLOAD, Self.TUN_F_CSUM | Self.TUN_F_TSO4) == 0 {
-                self.name = name
                 self.hasVirtioHeader = true
                 self.fd = Atomic(descriptor)
                 return
@@ -56,10 +65,35 @@ public final class TUNDevice: Sendable {
             // The vnet header flag is fixed at TUNSETIFF time: start over without it.
             Glibc.close(descriptor)
         }
-        let descriptor = try Self.open(name, flags: Self.IFF_TUN | Self.IFF_NO_PI)
-        self.name = name
+        let descriptor = try Self.open(name, flags: base)
         self.hasVirtioHeader = false
         self.fd = Atomic(descriptor)
+    }
+
+    /// Opens `count` queues of the TUN interface `name`: one plain device when `count` is 1,
+    /// otherwise an `IFF_MULTI_QUEUE` device opened `count` times.
+    ///
+    /// Falls back rather than fails: to a single-queue device when the kernel refuses
+    /// `IFF_MULTI_QUEUE` (or the name is held by a single-queue device), and to fewer queues
+    /// when a further open fails (the kernel caps a device's queues). Every queue gets the
+    /// offloads the first one was granted (the flags of all queues must match).
+    ///
+    /// - Throws: ``SystemError`` when not even one queue opens.
+    public static func openQueues(name: String, count: Int, offloads: Bool) throws(SystemError) -> [TUNDevice] {
+        guard count > 1 else { return [try TUNDevice(name: name, offloads: offloads)] }
+        let first: TUNDevice
+        do {
+            first = try TUNDevice(name: name, offloads: offloads, multiQueue: true)
+        } catch {
+            return [try TUNDevice(name: name, offloads: offloads)]
+        }
+        var queues = [first]
+        for _ in 1..<count {
+            guard let next = try? TUNDevice(name: name, offloads: first.hasVirtioHeader, multiQueue: true),
+                  next.hasVirtioHeader == first.hasVirtioHeader else { break }
+            queues.append(next)
+        }
+        return queues
     }
 
     private static func open(_ name: String, flags: Int16) throws(SystemError) -> Int32 {

@@ -19,6 +19,12 @@ import Glibc
 /// MTU of the external interface less 28 (IPv4 + UDP headers), and one Twill-owned route: the
 /// whole overlay network through it. The ``UDPEngine`` moves the packets; this type wires it
 /// to the kernel and to the leases.
+///
+/// With several queues (`--udp-queues`, default one per CPU) datagrams leave from ephemeral
+/// source ports chosen per inner flow, not from `Backend.Port` (see ``FlowHash``): they
+/// still go to the peer's `Backend.Port`, which is all flannel peers look at, but a firewall
+/// between nodes must admit UDP to that port from any source port. One queue sends from
+/// `Backend.Port` itself, as flannel does.
 public final class UDPBackend: Backend, DatapathMetricsSource {
     /// flannel's udp backend writes no BackendType.
     public let type = "udp"
@@ -28,6 +34,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     public let checkSources: Bool
     /// Try TUN and UDP offloads (falls back by itself when the kernel refuses).
     public let offloads: Bool
+    /// Packet queues to ask for (nil: one per online CPU); see ``UDPEngineConfiguration/queues``.
+    public let queues: Int?
     let netlink: Netlink
     let external: ExternalInterface
     let logger: Logger
@@ -43,7 +51,9 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     private let published = Mutex<[String: UInt64]>([:])
 
     public init(netlink: Netlink, external: ExternalInterface, tunName: String = "twill0", port: UInt16 = 8285,
-                checkSources: Bool = true, offloads: Bool = true, logger: Logger = Logger(label: "twill.backend.udp")) {
+                checkSources: Bool = true, offloads: Bool = true, queues: Int? = nil,
+                logger: Logger = Logger(label: "twill.backend.udp")) {
+        self.queues = queues
         self.netlink = netlink
         self.external = external
         self.tunName = tunName
@@ -65,40 +75,40 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     public func start(local: LocalLease) async throws {
         if state.withLock({ $0 }) != nil { await stop() }
-        let tun: TUNDevice
-        do { tun = try TUNDevice(name: tunName, offloads: offloads) } catch {
-            throw BackendError(backend: type, "cannot create TUN device \(tunName): \(error)")
-        }
-        let socket: UDPSocket
-        do { socket = try UDPSocket(address: external.localIP, port: port) } catch {
-            tun.close()
-            throw BackendError(backend: type, "cannot bind UDP \(external.localIP):\(port): \(error)")
+        let engine: UDPEngine
+        do {
+            engine = try UDPEngine.open(tunName: tunName, tunOffloads: offloads, address: external.localIP, configuration: UDPEngineConfiguration(
+                localSubnet: local.subnet, peerPort: port, checkSources: checkSources, udpOffloads: offloads, queues: queues))
+        } catch {
+            throw BackendError(backend: type, "cannot open TUN device \(tunName) or bind UDP \(external.localIP):\(port): \(error)")
         }
         let index: Int32
         do {
             // Queue room for bursts of TSO-split segments; the default 500 overflows.
-            try? tun.setTransmitQueueLength(5000)
-            index = try netlink.link(named: tun.name).index
+            try? engine.setTransmitQueueLength(5000)
+            index = try netlink.link(named: tunName).index
             try netlink.setMTU(mtu, index: index)
             try netlink.addAddress(InterfaceAddress(interfaceIndex: index, address: local.subnet.address, prefixLength: 32))
             // ICMP net unreachable comes from the TUN's own address; without accept_local the
             // kernel would drop it as a martian.
-            Self.setSysctl("net/ipv4/conf/\(tun.name)/accept_local", "1")
+            Self.setSysctl("net/ipv4/conf/\(tunName)/accept_local", "1")
             try netlink.setLinkUp(index: index)
             try netlink.replaceRoute(Self.networkRoute(local.network, index: index))
         } catch {
-            tun.close()
-            socket.close()
+            engine.stop()
             throw BackendError(backend: type, "cannot configure \(tunName): \(error)")
         }
-        let engine = UDPEngine(tun: tun, socket: socket, configuration: UDPEngineConfiguration(
-            localSubnet: local.subnet, peerPort: port, checkSources: checkSources, udpOffloads: offloads))
+        if let queues, engine.queueCount < queues {
+            logger.warning("udp backend: fewer queues than asked (the kernel refused a multi-queue TUN or more queues)",
+                           metadata: ["asked": "\(queues)", "got": "\(engine.queueCount)"])
+        }
         do { try engine.start() } catch {
             engine.stop()
             throw BackendError(backend: type, "cannot start the packet engine: \(error)")
         }
         state.withLock { $0 = Running(engine: engine, tunIndex: index, local: local, peers: [:]) }
-        logger.info("udp backend up", metadata: ["tun": "\(tunName)", "mtu": "\(mtu)", "listen": "\(external.localIP):\(port)", "tun_offloads": "\(tun.hasVirtioHeader)"])
+        logger.info("udp backend up", metadata: ["tun": "\(tunName)", "mtu": "\(mtu)", "listen": "\(external.localIP):\(port)", "tun_offloads": "\(engine.hasTUNOffloads)", "queues": "\(engine.queueCount)",
+                                           "udp_offloads": "\(offloads)"])
     }
 
     /// Peers of type udp (or of no type: flannel's udp leases carry none).

@@ -28,11 +28,19 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     /// Answer ICMP queries (ping) for unrouted destinations with net unreachable. flannel
     /// answers no ICMP packet at all; see ``ICMPUnreachable/shouldAnswer(_:packet:answeringQueries:)``.
     public var answerICMPQueries: Bool
+    /// Queues (worker thread pairs) ``UDPEngine/open(tunName:tunOffloads:address:configuration:)``
+    /// asks for; fewer are used when the kernel refuses a multi-queue TUN. Default: the
+    /// number of online CPUs.
+    public var queues: Int
+
+    /// The number of online CPUs (at least 1).
+    public static var onlineCPUs: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
     public init(localSubnet: IPv4Network, tunAddress: IPv4Address? = nil,
                 peerPort: UInt16 = UDPSocket.defaultPort, checkSources: Bool = true,
                 batchSize: Int = 64, maxPacketSize: Int = 9216, udpOffloads: Bool = true,
-                answerICMPQueries: Bool = true) {
+                answerICMPQueries: Bool = true, queues: Int? = nil) {
+        self.queues = max(1, queues ?? Self.onlineCPUs)
         self.localSubnet = localSubnet
         self.tunAddress = tunAddress ?? localSubnet.address
         self.peerPort = peerPort
@@ -60,8 +68,41 @@ final class EngineSnapshot: @unchecked Sendable {  // immutable after init; coun
     }
 }
 
-/// The udp backend's packet engine: moves packets between a TUN device and a UDP socket,
-/// flannel wire-compatible (each datagram is one raw IPv4 packet), on two dedicated threads.
+/// One queue of a ``UDPEngine``: a TUN queue and the socket that receives for it (with
+/// several queues, a member of the `SO_REUSEPORT` group on the service port).
+public struct UDPEngineQueue: Sendable {
+    public var tun: TUNDevice
+    public var socket: UDPSocket
+
+    public init(tun: TUNDevice, socket: UDPSocket) {
+        self.tun = tun
+        self.socket = socket
+    }
+}
+
+/// A queue's descriptors and what its two threads publish.
+final class EngineQueue: Sendable {
+    let index: Int
+    let tun: TUNDevice
+    let socket: UDPSocket
+    /// The snapshot generation each thread holds (QSBR-style reclamation).
+    let seenByTx = Atomic<UInt64>(0)
+    let seenByRx = Atomic<UInt64>(0)
+    let txCounters = CounterBlock(count: ThreadCounter.size)
+    let rxCounters = CounterBlock(count: ThreadCounter.size)
+    /// This queue's slice of every peer's ``CounterBlock`` (one writer per slot).
+    var peerOffset: Int { index * PeerCounter.size }
+
+    init(index: Int, tun: TUNDevice, socket: UDPSocket) {
+        self.index = index
+        self.tun = tun
+        self.socket = socket
+    }
+}
+
+/// The udp backend's packet engine: moves packets between a TUN device and UDP sockets,
+/// flannel wire-compatible (each datagram is one raw IPv4 packet), on two dedicated threads
+/// per queue.
 ///
 /// - TUN -> UDP: drains the TUN after every wakeup; validates each packet, finds the peer by
 ///   longest-prefix match, decrements the TTL and queues it for one sendmmsg per batch. No
@@ -70,9 +111,17 @@ final class EngineSnapshot: @unchecked Sendable {  // immutable after init; coun
 ///   inner source outside the sender's subnet or an inner destination outside this node's
 ///   subnet, malformed ones and expiring ones; writes the rest to the TUN.
 ///
+/// Queues: with more than one, the TUN is an `IFF_MULTI_QUEUE` device (the kernel steers
+/// each flow to one queue), each queue has its own `SO_REUSEPORT` socket on the service port
+/// (the kernel spreads arriving datagrams by 4-tuple hash), and datagrams leave from a set
+/// of sockets on ephemeral ports chosen per inner flow (``FlowHash``), so that one peer's
+/// flows spread over the receiver's queues. Every datagram still goes to the peer's
+/// `Backend.Port`, one inner packet each: flannel peers accept any source port. With one
+/// queue the engine sends from the service socket itself, exactly as flannel.
+///
 /// Peers arrive through ``update(peers:)`` as an immutable snapshot swapped atomically; the
-/// threads read it once per batch, with no lock. Old snapshots are freed once both threads
-/// have moved past them (each publishes the generation it holds).
+/// threads read it once per batch, with no lock. Old snapshots are freed once every thread
+/// has moved past them (each publishes the generation it holds).
 ///
 /// Offloads, used when available (the wire format never changes, each datagram is still
 /// one inner packet of at most the TUN MTU):
@@ -83,19 +132,15 @@ final class EngineSnapshot: @unchecked Sendable {  // immutable after init; coun
 /// Without them the engine still batches: recvmmsg/sendmmsg, and the TUN drained per wakeup.
 /// Either way the per-packet path neither allocates nor locks.
 ///
-/// The engine owns the device and socket it is given: ``stop()`` closes both.
+/// The engine owns the devices and sockets it is given: ``stop()`` closes them all.
 public final class UDPEngine: Sendable {
     public let configuration: UDPEngineConfiguration
-    private let tun: TUNDevice
-    private let socket: UDPSocket
+    private let queues: [EngineQueue]
+    /// The sockets datagrams leave by, chosen per inner flow (``FlowHash``).
+    private let sendSockets: [UDPSocket]
 
     /// Bits of an `Unmanaged<EngineSnapshot>` holding a +1 reference.
     private let current: Atomic<UInt>
-    /// The snapshot generation each thread holds (QSBR-style reclamation).
-    private let seenByTx: Atomic<UInt64>
-    private let seenByRx: Atomic<UInt64>
-    private let txCounters = CounterBlock(count: ThreadCounter.size)
-    private let rxCounters = CounterBlock(count: ThreadCounter.size)
     private let running = Atomic<Bool>(false)
 
     private struct PeerKey: Hashable { var subnet: IPv4Network; var publicIP: IPv4Address }
@@ -110,15 +155,77 @@ public final class UDPEngine: Sendable {
     }
     private let state = Mutex(State())
 
-    /// Creates an engine over an open TUN device and a bound socket, with no peers yet.
-    public init(tun: TUNDevice, socket: UDPSocket, configuration: UDPEngineConfiguration) {
-        self.tun = tun
-        self.socket = socket
+    /// The number of queues (thread pairs) the engine runs.
+    public var queueCount: Int { queues.count }
+    /// Whether the TUN hands over super-packets with a virtio header (TUN offloads granted).
+    public var hasTUNOffloads: Bool { queues[0].tun.hasVirtioHeader }
+    /// The TUN interface's name.
+    public var tunName: String { queues[0].tun.name }
+    /// The local ports datagrams leave from (the service port alone with one queue).
+    public var sourcePorts: [UInt16] { sendSockets.map(\.port) }
+
+    /// Sets the TUN's transmit queue length (see ``TUNDevice/setTransmitQueueLength(_:)``);
+    /// call it from a thread in the device's network namespace.
+    public func setTransmitQueueLength(_ length: Int32) throws(SystemError) {
+        try queues[0].tun.setTransmitQueueLength(length)
+    }
+
+    /// Creates a one-queue engine over an open TUN device and a bound socket, with no peers
+    /// yet. Datagrams leave from `socket` (flannel's behaviour).
+    public convenience init(tun: TUNDevice, socket: UDPSocket, configuration: UDPEngineConfiguration) {
+        self.init(queues: [UDPEngineQueue(tun: tun, socket: socket)], sendSockets: [], configuration: configuration)
+    }
+
+    /// Creates an engine over queues of one TUN device (all opened with the same flags) and
+    /// their receiving sockets, with no peers yet.
+    ///
+    /// - Parameter sendSockets: the sockets to send from, one chosen per inner flow; empty
+    ///   to send everything from the first queue's socket.
+    public init(queues: [UDPEngineQueue], sendSockets: [UDPSocket], configuration: UDPEngineConfiguration) {
+        precondition(!queues.isEmpty, "an engine needs at least one queue")
+        self.queues = queues.enumerated().map { EngineQueue(index: $0.offset, tun: $0.element.tun, socket: $0.element.socket) }
+        self.sendSockets = sendSockets.isEmpty ? [queues[0].socket] : sendSockets
+        var configuration = configuration
+        configuration.queues = queues.count  // what runs, not what was asked for
         self.configuration = configuration
         let initial = EngineSnapshot(generation: 0, table: RouteTable(peers: []), counters: [])
         current = Atomic(UInt(bitPattern: Unmanaged.passRetained(initial).toOpaque()))
-        seenByTx = Atomic(0)
-        seenByRx = Atomic(0)
+    }
+
+    /// Opens everything an engine needs, in the calling thread's network namespace: the TUN
+    /// `tunName` with `configuration.queues` queues (fewer if the kernel refuses, see
+    /// ``TUNDevice/openQueues(name:count:offloads:)``), one socket per queue bound to
+    /// `address`:`configuration.peerPort` (`SO_REUSEPORT` when more than one), and with
+    /// several queues the sending sockets on ephemeral ports of `address`
+    /// (``FlowHash/sourcePortCount(queues:)``). The engine is not started.
+    ///
+    /// - Throws: ``SystemError`` when the TUN or a socket cannot be opened; whatever was
+    ///   opened is closed.
+    public static func open(tunName: String, tunOffloads: Bool, address: IPv4Address,
+                            configuration: UDPEngineConfiguration) throws(SystemError) -> UDPEngine {
+        let tuns = try TUNDevice.openQueues(name: tunName, count: configuration.queues, offloads: tunOffloads)
+        var sockets: [UDPSocket] = []
+        var senders: [UDPSocket] = []
+        do throws(SystemError) {
+            let shared = tuns.count > 1
+            var port = configuration.peerPort
+            for _ in tuns {
+                let socket = try UDPSocket(address: address, port: port, reusePort: shared)
+                port = socket.port  // port 0 (tests): the others join the port the first got
+                sockets.append(socket)
+            }
+            if shared {
+                for _ in 0..<FlowHash.sourcePortCount(queues: tuns.count) {
+                    senders.append(try UDPSocket(address: address, port: 0))
+                }
+            }
+        } catch {
+            for t in tuns { t.close() }
+            for s in sockets + senders { s.close() }
+            throw error
+        }
+        return UDPEngine(queues: zip(tuns, sockets).map { UDPEngineQueue(tun: $0, socket: $1) },
+                         sendSockets: senders, configuration: configuration)
     }
 
     deinit {
@@ -126,17 +233,18 @@ public final class UDPEngine: Sendable {
         Unmanaged<EngineSnapshot>.fromOpaque(UnsafeRawPointer(bitPattern: current.load(ordering: .sequentiallyConsistent))!).release()
     }
 
-    /// Replaces the peer set. Safe from any thread, at any time; takes effect at the
-    /// threads' next batch. A peer's counters survive as long as its lease (subnet and
-    /// PublicIP) stays in the set.
+    /// Replaces the peer set. Safe from any thread, at any time; takes effect at every
+    /// queue's threads' next batch. A peer's counters survive as long as its lease (subnet
+    /// and PublicIP) stays in the set.
     public func update(peers: [PeerLease]) {
         let table = RouteTable(peers: peers)
+        let slots = PeerCounter.size * queues.count
         state.withLock { state in
             state.generation += 1
             var kept: [PeerKey: CounterBlock] = [:]
             let counters = table.peers.map { peer in
                 let key = PeerKey(subnet: peer.subnet, publicIP: peer.publicIP)
-                let block = state.peerCounters[key] ?? CounterBlock(count: PeerCounter.size)
+                let block = state.peerCounters[key] ?? CounterBlock(count: slots)
                 kept[key] = block
                 return block
             }
@@ -155,8 +263,11 @@ public final class UDPEngine: Sendable {
             state.retired.removeAll()
             return
         }
-        let oldestInUse = min(seenByTx.load(ordering: .sequentiallyConsistent),
-                              seenByRx.load(ordering: .sequentiallyConsistent))
+        var oldestInUse = UInt64.max
+        for queue in queues {
+            oldestInUse = min(oldestInUse, queue.seenByTx.load(ordering: .sequentiallyConsistent),
+                              queue.seenByRx.load(ordering: .sequentiallyConsistent))
+        }
         state.retired.removeAll { $0.generation < oldestInUse }
     }
 
@@ -170,7 +281,7 @@ public final class UDPEngine: Sendable {
         return snapshot
     }
 
-    /// Starts the two packet threads.
+    /// Starts the packet threads, two per queue.
     ///
     /// - Throws: ``SystemError`` if the engine was already started or stopped, or a thread
     ///   or the wakeup descriptor cannot be created.
@@ -180,19 +291,22 @@ public final class UDPEngine: Sendable {
             let wake = twill_eventfd()
             guard wake >= 0 else { throw SystemError("eventfd") }
             state.wakeFD = wake
-            // Both threads start past every snapshot retired so far.
-            seenByTx.store(state.generation, ordering: .sequentiallyConsistent)
-            seenByRx.store(state.generation, ordering: .sequentiallyConsistent)
+            // Every thread starts past every snapshot retired so far.
+            for queue in queues {
+                queue.seenByTx.store(state.generation, ordering: .sequentiallyConsistent)
+                queue.seenByRx.store(state.generation, ordering: .sequentiallyConsistent)
+            }
             running.store(true, ordering: .sequentiallyConsistent)
             state.started = true
-            let tunFD = tun.fileDescriptor, socketFD = socket.fileDescriptor
             do throws(SystemError) {
-                state.threads.append(try OSThread.spawn(name: "twill-tun2udp") { [self] in
-                    tunToUDP(tunFD: tunFD, socketFD: socketFD, wakeFD: wake)
-                })
-                state.threads.append(try OSThread.spawn(name: "twill-udp2tun") { [self] in
-                    udpToTUN(tunFD: tunFD, socketFD: socketFD, wakeFD: wake)
-                })
+                for queue in queues {
+                    state.threads.append(try OSThread.spawn(name: "twill-tx\(queue.index)") { [self] in
+                        tunToUDP(queue, wakeFD: wake)
+                    })
+                    state.threads.append(try OSThread.spawn(name: "twill-rx\(queue.index)") { [self] in
+                        udpToTUN(queue, wakeFD: wake)
+                    })
+                }
             } catch {
                 running.store(false, ordering: .sequentiallyConsistent)
                 var one: UInt64 = 1
@@ -204,8 +318,8 @@ public final class UDPEngine: Sendable {
         }
     }
 
-    /// Stops the threads (they wake at once through an eventfd), waits for them, and closes
-    /// the TUN device and the socket. Idempotent; the engine cannot be started again.
+    /// Stops the threads (they wake at once through an eventfd), waits for all of them, and
+    /// closes the TUN queues and the sockets. Idempotent; the engine cannot be started again.
     public func stop() {
         let threads = state.withLock { state -> [OSThread] in
             guard !state.stopped else { return [] }
@@ -224,31 +338,41 @@ public final class UDPEngine: Sendable {
             state.wakeFD = -1
             state.retired.removeAll()
         }
-        tun.close()
-        socket.close()
+        for queue in queues {
+            queue.tun.close()
+            queue.socket.close()
+        }
+        for socket in sendSockets { socket.close() }
     }
 
-    /// A value snapshot of all counters.
+    /// A value snapshot of all counters, summed over the queues.
     public func counters() -> UDPEngineCounters {
+        func total(_ i: Int, _ blocks: KeyPath<EngineQueue, CounterBlock>) -> UInt64 {
+            queues.reduce(0) { $0 + $1[keyPath: blocks].load(i) }
+        }
         var drops: [DropReason: UInt64] = [:]
         for reason in DropReason.allCases {
-            drops[reason] = txCounters.load(reason.rawValue) + rxCounters.load(reason.rawValue)
+            drops[reason] = total(reason.rawValue, \.txCounters) + total(reason.rawValue, \.rxCounters)
         }
+        let queueCount = queues.count
         let peers: [UDPEngineCounters.Peer] = state.withLock { state in
             // Under the lock no update can retire the current snapshot.
             let snapshot = Unmanaged<EngineSnapshot>.fromOpaque(UnsafeRawPointer(bitPattern: current.load(ordering: .sequentiallyConsistent))!).takeUnretainedValue()
             return zip(snapshot.table.peers, snapshot.counters).map { peer, block in
-                UDPEngineCounters.Peer(
+                func sum(_ slot: Int) -> UInt64 {
+                    (0..<queueCount).reduce(0) { $0 + block.load($1 * PeerCounter.size + slot) }
+                }
+                return UDPEngineCounters.Peer(
                     subnet: peer.subnet, publicIP: peer.publicIP,
-                    txPackets: block.load(PeerCounter.txPackets), txBytes: block.load(PeerCounter.txBytes),
-                    rxPackets: block.load(PeerCounter.rxPackets), rxBytes: block.load(PeerCounter.rxBytes))
+                    txPackets: sum(PeerCounter.txPackets), txBytes: sum(PeerCounter.txBytes),
+                    rxPackets: sum(PeerCounter.rxPackets), rxBytes: sum(PeerCounter.rxBytes))
             }
         }
         return UDPEngineCounters(
             drops: drops,
-            txPackets: txCounters.load(ThreadCounter.packets), txBytes: txCounters.load(ThreadCounter.bytes),
-            rxPackets: rxCounters.load(ThreadCounter.packets), rxBytes: rxCounters.load(ThreadCounter.bytes),
-            icmpUnreachableSent: txCounters.load(ThreadCounter.icmpSent), peers: peers)
+            txPackets: total(ThreadCounter.packets, \.txCounters), txBytes: total(ThreadCounter.bytes, \.txCounters),
+            rxPackets: total(ThreadCounter.packets, \.rxCounters), rxBytes: total(ThreadCounter.bytes, \.rxCounters),
+            icmpUnreachableSent: total(ThreadCounter.icmpSent, \.txCounters), peers: peers)
     }
 
     // MARK: - TUN -> UDP
@@ -282,12 +406,18 @@ public final class UDPEngine: Sendable {
         return .forward(peer: peer)
     }
 
-    private func tunToUDP(tunFD: Int32, socketFD: Int32, wakeFD: Int32) {
+    private func tunToUDP(_ queue: EngineQueue, wakeFD: Int32) {
         // A thread that is gone holds no snapshot: let reclamation ignore it.
-        defer { seenByTx.store(.max, ordering: .sequentiallyConsistent) }
-        let virtio = tun.hasVirtioHeader
+        defer { queue.seenByTx.store(.max, ordering: .sequentiallyConsistent) }
+        let tunFD = queue.tun.fileDescriptor
+        let virtio = queue.tun.hasVirtioHeader
+        // The sending sockets' descriptors, and which one each queued message leaves by.
+        let senderCount = sendSockets.count
+        let senders = UnsafeMutablePointer<Int32>.allocate(capacity: senderCount)
+        defer { senders.deallocate() }
+        for (i, socket) in sendSockets.enumerated() { senders[i] = socket.fileDescriptor }
         // UDP_SEGMENT: one message per TSO super-packet, its segments back to back.
-        var gso = virtio && configuration.udpOffloads && socket.supportsSegmentationOffload
+        var gso = virtio && configuration.udpOffloads && sendSockets[0].supportsSegmentationOffload
         // Without GSO a TSO read becomes ~45 messages (more with a small MSS): room for two.
         let capacity = virtio && !gso ? max(configuration.batchSize, 128) : configuration.batchSize
         let batch = DatagramBatch(capacity: capacity, slotSize: gso ? 65536 : configuration.maxPacketSize,
@@ -304,26 +434,30 @@ public final class UDPEngine: Sendable {
         defer { superFrame.deallocate() }
         let lengths = UnsafeMutablePointer<Int>.allocate(capacity: max(capacity, 128))
         defer { lengths.deallocate() }
-        let counters = txCounters
+        let slotSender = UnsafeMutablePointer<Int32>.allocate(capacity: capacity)
+        defer { slotSender.deallocate() }
+        slotSender.initialize(repeating: senders[0], count: capacity)
+        let counters = queue.txCounters
+        let peerOffset = queue.peerOffset
         let packetCapacity = batch.packetCapacity
         var fds = [pollfd(fd: tunFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
 
         // Declared outside the loop: `flushQueued` captures them, and a capture of
         // loop-local variables could cost a heap box per wakeup.
-        var snapshot = loadSnapshot(seenByTx)
+        var snapshot = loadSnapshot(queue.seenByTx)
         var queued = 0
         while running.load(ordering: .relaxed) {
             let ready = poll(&fds, 2, 1000)
             if ready < 0 && errno != EINTR { break }
             if fds[1].revents != 0 || fds[0].revents & Int16(POLLERR | POLLNVAL | POLLHUP) != 0 { break }
-            snapshot = loadSnapshot(seenByTx)
+            snapshot = loadSnapshot(queue.seenByTx)
             if ready <= 0 { continue }
             queued = 0
             func flushQueued() {
-                flush(batch, socketFD, queued, counters)
+                flush(batch, slotSender, queued, counters)
                 queued = 0
-                snapshot = loadSnapshot(seenByTx)
+                snapshot = loadSnapshot(queue.seenByTx)
                 // The device refused segmentation offload: segment in userspace from now on.
                 if gso && batch.sawSegmentationFailure { gso = false }
             }
@@ -364,9 +498,13 @@ public final class UDPEngine: Sendable {
                 }
                 let destination = snapshot.destinations[peer]
                 let peerCounters = snapshot.counters[peer]
+                // All datagrams of this packet (or super-packet) leave by its flow's socket.
+                let sender = senderCount == 1 ? senders[0]
+                    : senders[FlowHash.index(of: UnsafeRawBufferPointer(packet), count: senderCount)]
                 if !virtio {
                     lengths[0] = packet.count
-                    finishQueued(batch, queued, 1, lengths, destination, peerCounters, counters)
+                    slotSender[queued] = sender
+                    finishQueued(batch, queued, 1, lengths, destination, peerCounters, peerOffset, counters)
                     queued += 1
                     continue drain
                 }
@@ -383,7 +521,8 @@ public final class UDPEngine: Sendable {
                     }
                     batch.slot(queued).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
                     lengths[0] = packet.count
-                    finishQueued(batch, queued, 1, lengths, destination, peerCounters, counters)
+                    slotSender[queued] = sender
+                    finishQueued(batch, queued, 1, lengths, destination, peerCounters, peerOffset, counters)
                     queued += 1
                     continue drain
                 }
@@ -411,8 +550,9 @@ public final class UDPEngine: Sendable {
                         var bytes = 0
                         for k in 0..<made { bytes += lengths[k] }
                         batch.setOutgoing(queued, length: bytes, addressNetworkOrder: destination, segmentSize: segmentLength)
-                        peerCounters.add(PeerCounter.txPackets, UInt64(made))
-                        peerCounters.add(PeerCounter.txBytes, UInt64(bytes))
+                        slotSender[queued] = sender
+                        peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(made))
+                        peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(bytes))
                         counters.add(ThreadCounter.packets, UInt64(made))
                         counters.add(ThreadCounter.bytes, UInt64(bytes))
                         queued += 1
@@ -431,7 +571,8 @@ public final class UDPEngine: Sendable {
                         counters.add(DropReason.malformed.rawValue)
                         continue drain
                     }
-                    finishQueued(batch, queued, made, lengths, destination, peerCounters, counters)
+                    for k in 0..<made { slotSender[queued + k] = sender }
+                    finishQueued(batch, queued, made, lengths, destination, peerCounters, peerOffset, counters)
                     queued += made
                     first += made
                 }
@@ -444,30 +585,42 @@ public final class UDPEngine: Sendable {
     /// and counts them.
     @inline(__always)
     private func finishQueued(_ batch: DatagramBatch, _ first: Int, _ count: Int, _ lengths: UnsafeMutablePointer<Int>,
-                              _ destination: UInt32, _ peerCounters: CounterBlock, _ counters: CounterBlock) {
+                              _ destination: UInt32, _ peerCounters: CounterBlock, _ peerOffset: Int,
+                              _ counters: CounterBlock) {
         var bytes = 0
         for i in 0..<count {
             batch.setOutgoing(first + i, length: lengths[i], addressNetworkOrder: destination)
             bytes += lengths[i]
         }
-        peerCounters.add(PeerCounter.txPackets, UInt64(count))
-        peerCounters.add(PeerCounter.txBytes, UInt64(bytes))
+        peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(count))
+        peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(bytes))
         counters.add(ThreadCounter.packets, UInt64(count))
         counters.add(ThreadCounter.bytes, UInt64(bytes))
     }
 
+    /// Sends slots `0..<count`, each run of slots with the same sending socket in one
+    /// batch (a flow's datagrams keep their order: they share a socket).
     @inline(__always)
-    private func flush(_ batch: DatagramBatch, _ socketFD: Int32, _ count: Int, _ counters: CounterBlock) {
-        let failed = batch.send(socketFD, count: count)
-        if failed > 0 { counters.add(DropReason.sendFailed.rawValue, UInt64(failed)) }
+    private func flush(_ batch: DatagramBatch, _ slotSender: UnsafeMutablePointer<Int32>, _ count: Int,
+                       _ counters: CounterBlock) {
+        var start = 0
+        while start < count {
+            let fd = slotSender[start]
+            var end = start + 1
+            while end < count && slotSender[end] == fd { end += 1 }
+            let failed = batch.send(fd, from: start, count: end - start)
+            if failed > 0 { counters.add(DropReason.sendFailed.rawValue, UInt64(failed)) }
+            start = end
+        }
     }
 
     // MARK: - UDP -> TUN
 
-    private func udpToTUN(tunFD: Int32, socketFD: Int32, wakeFD: Int32) {
-        defer { seenByRx.store(.max, ordering: .sequentiallyConsistent) }
-        let virtio = tun.hasVirtioHeader
-        let gro = configuration.udpOffloads && socket.enableReceiveOffload()
+    private func udpToTUN(_ queue: EngineQueue, wakeFD: Int32) {
+        defer { queue.seenByRx.store(.max, ordering: .sequentiallyConsistent) }
+        let tunFD = queue.tun.fileDescriptor, socketFD = queue.socket.fileDescriptor
+        let virtio = queue.tun.hasVirtioHeader
+        let gro = configuration.udpOffloads && queue.socket.enableReceiveOffload()
         // With GRO one message can hold ~45 datagrams: 64 KiB slots.
         let batch = DatagramBatch(capacity: configuration.batchSize, slotSize: gro ? 65536 : configuration.maxPacketSize,
                                   port: configuration.peerPort)
@@ -477,7 +630,8 @@ public final class UDPEngine: Sendable {
         zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
         defer { zeroHeader.deallocate() }
         var plainIO = [iovec(iov_base: zeroHeader, iov_len: VirtioNetHeader.size), iovec()]
-        let counters = rxCounters
+        let counters = queue.rxCounters
+        let peerOffset = queue.peerOffset
         let localSubnet = configuration.localSubnet
         let checkSources = configuration.checkSources
         let maxPacketSize = configuration.maxPacketSize
@@ -506,12 +660,12 @@ public final class UDPEngine: Sendable {
 
         // Declared once, outside the loop: `deliver` captures it, and a capture of a
         // loop-local variable would cost a heap box per wakeup.
-        var snapshot = loadSnapshot(seenByRx)
+        var snapshot = loadSnapshot(queue.seenByRx)
         while running.load(ordering: .relaxed) {
             let ready = poll(&fds, 2, 1000)
             if ready < 0 && errno != EINTR { break }
             if fds[1].revents != 0 || fds[0].revents & Int16(POLLNVAL) != 0 { break }
-            snapshot = loadSnapshot(seenByRx)
+            snapshot = loadSnapshot(queue.seenByRx)
             if ready <= 0 { continue }
 
             /// Checks one datagram and passes it on (merged or as it is).
@@ -557,8 +711,8 @@ public final class UDPEngine: Sendable {
                 counters.add(ThreadCounter.bytes, UInt64(length))
                 if peer >= 0 {
                     let peerCounters = snapshot.counters[peer]
-                    peerCounters.add(PeerCounter.rxPackets)
-                    peerCounters.add(PeerCounter.rxBytes, UInt64(length))
+                    peerCounters.add(peerOffset + PeerCounter.rxPackets)
+                    peerCounters.add(peerOffset + PeerCounter.rxBytes, UInt64(length))
                 }
                 if virtio {
                     if coalescer.offer(slot, length) { return }
@@ -592,7 +746,7 @@ public final class UDPEngine: Sendable {
                 }
                 flushCoalesced()
                 if received < capacity { break }
-                snapshot = loadSnapshot(seenByRx)
+                snapshot = loadSnapshot(queue.seenByRx)
             }
         }
     }

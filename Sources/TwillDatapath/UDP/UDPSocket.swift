@@ -28,8 +28,11 @@ public final class UDPSocket: Sendable {
     ///   - bufferBytes: SO_RCVBUF/SO_SNDBUF size. Forced past `net.core.{r,w}mem_max` with
     ///     SO_RCVBUFFORCE/SO_SNDBUFFORCE when the process may (CAP_NET_ADMIN), otherwise
     ///     capped by those limits.
+    ///   - reusePort: set SO_REUSEPORT before binding, so several sockets (one per engine
+    ///     queue) share the port and the kernel spreads arriving datagrams over them by
+    ///     4-tuple hash. Only sockets of the same effective user may join the group.
     public init(address: IPv4Address = .any, port: UInt16 = UDPSocket.defaultPort,
-                bufferBytes: Int = 4 << 20) throws(SystemError) {
+                bufferBytes: Int = 4 << 20, reusePort: Bool = false) throws(SystemError) {
         let s = socket(AF_INET, Int32(Glibc.SOCK_DGRAM.rawValue) | Int32(Glibc.SOCK_NONBLOCK.rawValue) | Int32(Glibc.SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { throw SystemError("socket") }
         func fail(_ what: String) -> SystemError {
@@ -44,6 +47,10 @@ public final class UDPSocket: Sendable {
         }
         if setsockopt(s, SOL_SOCKET, SO_SNDBUFFORCE, &size, len) != 0 {
             _ = setsockopt(s, SOL_SOCKET, SO_SNDBUF, &size, len)
+        }
+        if reusePort {
+            var on: Int32 = 1
+            guard setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &on, len) == 0 else { throw fail("SO_REUSEPORT") }
         }
         var sin = UDPSocket.makeAddress(address, port)
         let rc = withUnsafePointer(to: &sin) {

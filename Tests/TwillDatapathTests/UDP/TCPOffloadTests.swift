@@ -5,13 +5,14 @@ import TwillAddress
 /// A TCP/IPv4 packet for the offload tests: IP ID 0x0100, DF, TTL 64; TCP with a 12-byte
 /// timestamp option block, ACK plus `flags`.
 func tcpPacket(payload: [UInt8], seq: UInt32 = 1_000_000, flags: UInt8 = 0x10, sourcePort: UInt16 = 40000,
-               window: UInt16 = 512, ttl: UInt8 = 64) -> [UInt8] {
+               window: UInt16 = 512, ttl: UInt8 = 64, destinationPort: UInt16 = 5201,
+               source: IPv4Address = IPv4Address(198, 18, 1, 1), destination: IPv4Address = IPv4Address(198, 18, 2, 1)) -> [UInt8] {
     let options: [UInt8] = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]
-    var tcp: [UInt8] = [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xFF), 0x14, 0x51]
+    var tcp: [UInt8] = [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xFF), UInt8(destinationPort >> 8), UInt8(destinationPort & 0xFF)]
     tcp += [UInt8(seq >> 24), UInt8(seq >> 16 & 0xFF), UInt8(seq >> 8 & 0xFF), UInt8(seq & 0xFF)]
     tcp += [0, 0, 0x30, 0x39, UInt8((20 + options.count) / 4) << 4, flags, UInt8(window >> 8), UInt8(window & 0xFF), 0, 0, 0, 0]
     tcp += options
-    var ip = Packets.ipv4(source: IPv4Address(198, 18, 1, 1), destination: IPv4Address(198, 18, 2, 1), ttl: ttl,
+    var ip = Packets.ipv4(source: source, destination: destination, ttl: ttl,
                           protocolNumber: 6, payload: tcp + payload, identification: 0x0100)
     ip[6] = 0x40  // DF
     ip[10] = 0; ip[11] = 0

@@ -73,14 +73,19 @@ struct TestNode {
 
     /// Opens the TUN and socket inside `namespace`, configures them with `ip`, starts an engine.
     static func make(namespace: String, underlay: IPv4Address, subnet: IPv4Network, offloads: Bool = false,
-                     udpOffloads: Bool = true,
+                     udpOffloads: Bool = true, queues: Int = 1,
                      configure: (inout UDPEngineConfiguration) -> Void = { _ in }) throws -> TestNode {
-        let (tun, socket) = try NamespaceThread.run(inNamespace: namespace) {
-            let tun = try TUNDevice(name: "twill0", offloads: offloads)
-            try tun.setTransmitQueueLength(5000)
-            return (tun, try UDPSocket(address: underlay, port: UDPSocket.defaultPort))
+        var configuration = UDPEngineConfiguration(localSubnet: subnet, udpOffloads: udpOffloads, queues: queues)
+        configure(&configuration)
+        let engine = try NamespaceThread.run(inNamespace: namespace) { [configuration] in
+            let engine = try UDPEngine.open(tunName: "twill0", tunOffloads: offloads, address: underlay, configuration: configuration)
+            try engine.setTransmitQueueLength(5000)
+            return engine
         }
-        if offloads && !tun.hasVirtioHeader { throw SystemError("TUN offloads refused", errno: 0) }
+        if offloads && !engine.hasTUNOffloads {
+            engine.stop()
+            throw SystemError("TUN offloads refused", errno: 0)
+        }
         // No IPv6 on the TUN: the kernel's router solicitations and MLD reports would show up
         // as notIPv4 drops and blur exact counts.
         _ = inNamespace(namespace, "sysctl", "-qw", "net.ipv6.conf.twill0.disable_ipv6=1")
@@ -93,9 +98,6 @@ struct TestNode {
         try ip("-n", namespace, "link", "add", "twd0", "type", "bridge")
         try ip("-n", namespace, "addr", "add", "\(subnet.host(1)!)/\(subnet.prefixLength)", "dev", "twd0")
         try ip("-n", namespace, "link", "set", "twd0", "up")
-        var configuration = UDPEngineConfiguration(localSubnet: subnet, udpOffloads: udpOffloads)
-        configure(&configuration)
-        let engine = UDPEngine(tun: tun, socket: socket, configuration: configuration)
         try engine.start()
         return TestNode(namespace: namespace, underlay: underlay, subnet: subnet, engine: engine)
     }

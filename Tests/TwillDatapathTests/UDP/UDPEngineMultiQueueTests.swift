@@ -1,0 +1,155 @@
+import Foundation
+import Testing
+import TwillAddress
+@testable import TwillDatapath
+
+/// 500 MB TCP transfers through two in-process engines (namespaces over a veth pair): with
+/// several queues and offloads, with offloads forced off, and between a node with offloads
+/// and several queues and a plain single-queue one.
+@Suite("UDPEngine queues and offloads, 500 MB", .serialized)
+struct UDPEngineMultiQueueTests {
+    /// Receives one TCP connection, prints the byte count and sha256 of what arrived.
+    static let server = """
+    import hashlib, socket, sys
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1); s.settimeout(30)
+    c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
+    while True:
+        b = c.recv(1 << 20)
+        if not b: break
+        h.update(b); n += len(b)
+    print(n, h.hexdigest(), flush=True)
+    """
+    /// Sends `size` bytes: a 1 MiB pseudo-random block (fixed seed), rotated by a different
+    /// amount for each MiB so no two chunks are alike; prints the count and sha256.
+    static let client = """
+    import hashlib, random, socket, sys, time
+    size = int(sys.argv[4]); block = random.Random(11).randbytes(1 << 20); h = hashlib.sha256()
+    for attempt in range(50):
+        try:
+            s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30, source_address=(sys.argv[3], 0)); break
+        except OSError:
+            time.sleep(0.1)
+    sent = 0; i = 0
+    while sent < size:
+        k = (i * 7919) % len(block); chunk = (block[k:] + block[:k])[: size - sent]
+        s.sendall(chunk); h.update(chunk); sent += len(chunk); i += 1
+    s.close()
+    print(sent, h.hexdigest(), flush=True)
+    """
+
+    struct Side: CustomStringConvertible, Sendable {
+        var offloads: Bool
+        var queues: Int
+        var description: String { "offloads \(offloads ? "on" : "off"), \(queues) queue\(queues == 1 ? "" : "s")" }
+    }
+
+    @Test("500 MB TCP arrives byte-identical", .timeLimit(.minutes(2)), arguments: [
+        (Side(offloads: true, queues: 2), Side(offloads: true, queues: 2)),
+        (Side(offloads: false, queues: 2), Side(offloads: false, queues: 2)),
+        (Side(offloads: true, queues: 2), Side(offloads: false, queues: 1)),
+    ])
+    func transfer(a sideA: Side, b sideB: Side) throws {
+        let namespaces = TestNamespaces()
+        defer { namespaces.cleanup() }
+        let nsA = try namespaces.add("a")
+        let nsB = try namespaces.add("b")
+        try ip("-n", nsA, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", nsB)
+        try ip("-n", nsA, "addr", "add", "198.51.100.1/24", "dev", "eth0")
+        try ip("-n", nsB, "addr", "add", "198.51.100.2/24", "dev", "eth0")
+        try ip("-n", nsA, "link", "set", "eth0", "up")
+        try ip("-n", nsB, "link", "set", "eth0", "up")
+
+        let a = try TestNode.make(namespace: nsA, underlay: IPv4Address(198, 51, 100, 1), subnet: IPv4Network("198.18.1.0/24")!,
+                                  offloads: sideA.offloads, udpOffloads: sideA.offloads, queues: sideA.queues)
+        defer { a.engine.stop() }
+        let b = try TestNode.make(namespace: nsB, underlay: IPv4Address(198, 51, 100, 2), subnet: IPv4Network("198.18.2.0/24")!,
+                                  offloads: sideB.offloads, udpOffloads: sideB.offloads, queues: sideB.queues)
+        defer { b.engine.stop() }
+        #expect(a.engine.queueCount == sideA.queues)
+        #expect(b.engine.queueCount == sideB.queues)
+        #expect(a.engine.sourcePorts.count == FlowHash.sourcePortCount(queues: sideA.queues))
+        if sideB.queues == 1 { #expect(b.engine.sourcePorts == [UDPSocket.defaultPort]) }
+        // The peers reach every queue's threads: both directions work at once.
+        a.engine.update(peers: [b.lease])
+        b.engine.update(peers: [a.lease])
+        let ping = inNamespace(nsA, "ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", "\(a.host)", "\(b.host)")
+        #expect(ping.status == 0, "\(ping.output)")
+
+        let started = Date()
+        let size = 500 * 1024 * 1024
+        let dir = NSTemporaryDirectory() + namespaces.prefix + "tcp"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.server.write(toFile: dir + "/server.py", atomically: true, encoding: .utf8)
+        try Self.client.write(toFile: dir + "/client.py", atomically: true, encoding: .utf8)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        server.arguments = ["netns", "exec", nsB, "/usr/bin/python3", dir + "/server.py", "\(b.host)", "5201"]
+        let serverOut = Pipe()
+        server.standardOutput = serverOut
+        server.standardError = serverOut
+        try server.run()
+        defer { if server.isRunning { server.terminate(); server.waitUntilExit() } }
+        let sent = inNamespace(nsA, "/usr/bin/python3", dir + "/client.py", "\(b.host)", "5201", "\(a.host)", "\(size)")
+        let received = String(decoding: serverOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        server.waitUntilExit()
+        let sentLine = sent.output.split(separator: "\n").last.map(String.init) ?? sent.output
+        let receivedLine = received.split(separator: "\n").last.map(String.init) ?? received
+        #expect(sent.status == 0, "\(sent.output)")
+        #expect(sentLine.hasPrefix("\(size) "), "\(sent.output)")
+        #expect(receivedLine == sentLine, "received \(received) sent \(sent.output)")
+        let seconds = Date().timeIntervalSince(started)
+        print("500 MB TCP, A \(sideA), B \(sideB): \(String(format: "%.2f", seconds)) s (\(String(format: "%.0f", Double(size) * 8 / seconds / 1e6)) Mbit/s incl. python)")
+
+        // Counters add up over the queues: every byte A sent to B was counted once.
+        let ca = a.engine.counters(), cb = b.engine.counters()
+        #expect(ca.peer(b.subnet)!.txBytes >= UInt64(size))
+        #expect(cb.peer(a.subnet)!.rxBytes >= UInt64(size))
+        #expect(ca.txBytes == ca.peer(b.subnet)!.txBytes)
+        #expect(cb.rxBytes == cb.peer(a.subnet)!.rxBytes)
+        #expect(ca[drop: .sendFailed] == 0)
+    }
+
+    @Test("stop() joins every queue's threads and removes the device; a refused multi-queue TUN falls back to one queue")
+    func stopAndFallback() throws {
+        let namespaces = TestNamespaces()
+        defer { namespaces.cleanup() }
+        let ns = try namespaces.add("q")
+        try ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+        try ip("-n", ns, "addr", "add", "198.51.100.1/24", "dev", "eth0")
+        try ip("-n", ns, "link", "set", "eth0", "up")
+        let engine = try NamespaceThread.run(inNamespace: ns) {
+            try UDPEngine.open(tunName: "twill0", tunOffloads: true, address: IPv4Address(198, 51, 100, 1),
+                               configuration: UDPEngineConfiguration(localSubnet: IPv4Network("198.18.1.0/24")!, queues: 3))
+        }
+        #expect(engine.queueCount == 3)
+        #expect(Set(engine.sourcePorts).count == FlowHash.sourcePortCount(queues: 3))
+        let queues = inNamespace(ns, "ls", "/sys/class/net/twill0/queues")
+        #expect(queues.output.split(separator: "\n").filter { $0.hasPrefix("tx-") }.count == 3, "\(queues.output)")
+        try engine.start()
+        engine.update(peers: [PeerLease(subnet: IPv4Network("198.18.2.0/24")!, publicIP: IPv4Address(198, 51, 100, 2), backendType: nil, backendData: nil)])
+        engine.stop()
+        #expect(inNamespace(ns, "ip", "link", "show", "twill0").status != 0)
+        // The same port and name are free again: a second engine opens at once.
+        let again = try NamespaceThread.run(inNamespace: ns) {
+            try UDPEngine.open(tunName: "twill0", tunOffloads: false, address: IPv4Address(198, 51, 100, 1),
+                               configuration: UDPEngineConfiguration(localSubnet: IPv4Network("198.18.1.0/24")!, queues: 1))
+        }
+        #expect(again.queueCount == 1)
+        #expect(again.sourcePorts == [UDPSocket.defaultPort])
+        again.stop()
+
+        // A persistent single-queue device of that name: the kernel refuses IFF_MULTI_QUEUE
+        // on it (EINVAL), and the engine runs with one queue instead of failing.
+        try ip("-n", ns, "tuntap", "add", "dev", "twill0", "mode", "tun")
+        let single = try NamespaceThread.run(inNamespace: ns) {
+            try UDPEngine.open(tunName: "twill0", tunOffloads: true, address: IPv4Address(198, 51, 100, 1),
+                               configuration: UDPEngineConfiguration(localSubnet: IPv4Network("198.18.1.0/24")!, queues: 2))
+        }
+        #expect(single.queueCount == 1)
+        #expect(single.sourcePorts == [UDPSocket.defaultPort])
+        try single.start()
+        single.stop()
+    }
+}
