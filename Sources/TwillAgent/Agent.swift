@@ -159,11 +159,18 @@ public final class Agent: Service, Sendable {
         guard let overlay = network.network else { throw AgentError("the network config has no IPv4 Network") }
         try await backend.start(local: LocalLease(network: overlay, subnet: lease.subnet.ipv4))
         let env = SubnetEnv(network: overlay, subnet: lease.subnet.ipv4, mtu: mtu, ipMasq: configuration.ipMasq)
-        if configuration.ipMasq, backend.type != "alloc" {
-            // Rebuilding for a new subnet replaces the old subnet's rules.
-            let masq = IPMasquerade(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules, logger: logger)
-            try masq.ensure()
-            masquerade.withLock { $0 = masq }
+        if configuration.ipMasq || configuration.iptablesForwardRules, backend.type != "alloc" {
+            // Rebuilding for a new subnet replaces the old subnet's rules. FORWARD rules are on
+            // by default (as in flannel) so overlay traffic passes hosts whose FORWARD policy is
+            // DROP (Docker sets it); only --ip-masq makes failing to install them fatal.
+            let rules = IPMasquerade(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
+                                     masquerade: configuration.ipMasq, logger: logger)
+            do {
+                try rules.ensure()
+                masquerade.withLock { $0 = rules }
+            } catch where !configuration.ipMasq {
+                logger.error("cannot install the FORWARD rules (--iptables-forward-rules); overlay traffic may be dropped on hosts whose FORWARD policy is DROP", metadata: ["error": "\(error)"])
+            }
         }
         try env.write(path: configuration.subnetFile)
         logger.info("wrote subnet file", metadata: ["path": "\(configuration.subnetFile)", "subnet": "\(lease.subnet.ipv4)", "mtu": "\(mtu)"])

@@ -23,7 +23,7 @@ public struct AgentConfiguration: Sendable {
     public var ipMasq: Bool = false
     /// `--iptables-resync`: how often the masquerade/forward rules are checked and restored.
     public var iptablesResync: Duration = .seconds(5)
-    /// `--iptables-forward-rules`: with --ip-masq, also accept overlay traffic in FORWARD.
+    /// `--iptables-forward-rules`: accept overlay traffic in FORWARD (flannel's default).
     public var iptablesForwardRules: Bool = true
     /// `--release-on-exit`: give the subnet back on a clean shutdown (flannel default: keep it).
     public var releaseOnExit: Bool = false

@@ -62,14 +62,16 @@ public struct IPMasquerade: Sendable {
     ///   - commandPrefix: Prepended to every iptables command line. Tests pass
     ///     `["/usr/sbin/ip", "netns", "exec", NAME]` to act on a throwaway namespace; the agent
     ///     leaves it empty.
-    public init(network: IPv4Network, subnet: IPv4Network, forwardRules: Bool,
+    ///   - masquerade: Manage the nat rules (flannel's `--ip-masq`); false leaves only the
+    ///     FORWARD rules, which flannel installs by default even without masquerading.
+    public init(network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true,
                 logger: Logger = Logger(label: "twill.ipmasq"), commandPrefix: [String] = []) {
         self.network = network
         self.subnet = subnet
         self.forwardRules = forwardRules
         self.logger = logger
         self.iptables = IPTables(commandPrefix: commandPrefix)
-        var chains = [Self.masqueradeChain(network: network, subnet: subnet)]
+        var chains: [ManagedChain] = masquerade ? [Self.masqueradeChain(network: network, subnet: subnet)] : []
         if forwardRules { chains.append(Self.forwardChain(network: network)) }
         self.chains = chains
         self.shared = Shared()

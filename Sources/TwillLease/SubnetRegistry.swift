@@ -222,12 +222,8 @@ public final class SubnetRegistry: Sendable {
             let r = try await etcd.txn(compare: [.absent(key)], success: [.put(key: key, value: attrs.json(), lease: 0)], failure: [])
             guard r.succeeded else { throw LeaseError.refused("\(subnet) was taken while reserving; try again") }
             return Lease(subnet: SubnetKey(ipv4: subnet), attributes: attrs, etcdLease: 0, modRevision: r.header.revision)
-        } catch let e as LeaseError {
-            throw e
-        } catch let e as EtcdError {
-            throw .etcd(e)
         } catch {
-            throw .refused("\(error)")
+            throw Self.leaseError(error)
         }
     }
 
@@ -239,12 +235,17 @@ public final class SubnetRegistry: Sendable {
             let r = try await etcd.txn(compare: [.unchanged(key, modRevision: kv.modRevision)], success: [.delete(key: key)], failure: [])
             guard r.succeeded else { throw LeaseError.refused("\(key) changed while releasing; try again") }
             return parse(kv)
-        } catch let e as LeaseError {
-            throw e
-        } catch let e as EtcdError {
-            throw .etcd(e)
         } catch {
-            throw .refused("\(error)")
+            throw Self.leaseError(error)
+        }
+    }
+
+    /// Operator commands mix their own refusals with etcd's failures; both become LeaseError.
+    static func leaseError(_ error: any Error) -> LeaseError {
+        switch error {
+        case let e as LeaseError: e
+        case let e as EtcdError: .etcd(e)
+        default: .refused("\(error)")
         }
     }
 }

@@ -26,7 +26,7 @@ import TwillTestSupport
             // A route Twill does not own, inside the overlay, made before the agent starts.
             try hosts[0].ip("route", "add", "198.18.250.0/24", "via", "\(underlay).3", "dev", "eth0")
             try cluster.etcdctl(["put", "/coreos.com/network/config", #"{"Network":"198.18.0.0/16","Backend":{"Type":"\#(backend)"}}"#])
-            for i in 0..<3 { try cluster.startAgent(i, extra: ["--ip-masq", "--iptables-resync", "1"]) }
+            for i in 0..<3 { try cluster.startAgent(i, extra: i == 1 ? [] : ["--ip-masq", "--iptables-resync", "1"]) }
             for i in 0..<3 {
                 let ok = await eventually(timeout: .seconds(20)) { cluster.subnet(i) != nil }
                 #expect(ok, "agent \(i + 1) wrote no subnet.env: \(cluster.agentLog(i))")
@@ -86,6 +86,10 @@ import TwillTestSupport
             // A clean stop takes the agent's own kernel state with it, masquerade rules included.
             #expect(cluster.stopAgent(0) == 0)
             #expect(!masq().contains("MASQUERADE"))
+            #expect(!((try? hosts[0].exec("/usr/sbin/iptables", ["-w", "-S"])) ?? "").contains("FLANNEL-FWD"))
+            // Without --ip-masq the FORWARD rules are still there (flannel's default), no nat rules.
+            let fwd = (try? hosts[1].exec("/usr/sbin/iptables", ["-w", "-S", "FLANNEL-FWD"])) ?? ""
+            #expect(fwd.contains("-d 198.18.0.0/16") && fwd.contains("-j ACCEPT"), "\(fwd)")
             #expect(Self.ownedDestinations(cluster, 0).isEmpty)
         }
     }

@@ -75,6 +75,9 @@ import TwillTestSupport
         #expect(masq.savedRules == ["nat": Self.masqRules, "filter": Self.forwardRules])
         let noForward = IPMasquerade(network: Self.network, subnet: Self.subnet, forwardRules: false)
         #expect(noForward.savedRules == ["nat": Self.masqRules])
+        // Forward rules alone: what the agent installs by default without --ip-masq.
+        let forwardOnly = IPMasquerade(network: Self.network, subnet: Self.subnet, forwardRules: true, masquerade: false)
+        #expect(forwardOnly.savedRules == ["filter": Self.forwardRules])
     }
 
     // MARK: - In a namespace

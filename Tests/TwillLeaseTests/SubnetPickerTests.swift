@@ -1,26 +1,15 @@
 import Foundation
 import Testing
 import TwillAddress
+import TwillTestSupport
 @testable import TwillLease
-
-/// A deterministic generator so every seed gives a repeatable case.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite struct SubnetPickerTests {
     @Test func picksOnlyFreeAlignedInRangeSubnets() throws {
         let config = try NetworkConfig(json: Data(#"{"Network":"10.10.0.0/20","SubnetLen":26,"SubnetMin":"10.10.1.0","SubnetMax":"10.10.14.192"}"#.utf8))
         let all = Array(try IPv4Network("10.10.0.0/20")!.subnets(length: 26))
         for seed in 0..<300 {
-            var rng = SplitMix64(state: UInt64(seed))
+            var rng = SplitMix64(seed: UInt64(seed))
             let taken = Set(all.filter { _ in Bool.random(using: &rng) })
             guard let pick = SubnetPicker.pick(config, taken: taken, using: &rng) else {
                 #expect(all.filter { config.fits($0) }.allSatisfy { taken.contains($0) })
@@ -44,7 +33,7 @@ struct SplitMix64: RandomNumberGenerator {
     @Test func noneFreeGivesNilAndUsage() throws {
         let config = try NetworkConfig(json: Data(#"{"Network":"10.0.0.0/28","SubnetLen":30}"#.utf8))
         let taken = Set(try IPv4Network("10.0.0.0/28")!.subnets(length: 30))
-        var rng = SplitMix64(state: 1)
+        var rng = SplitMix64(seed: 1)
         #expect(SubnetPicker.pick(config, taken: taken, using: &rng) == nil)
         let usage = SubnetPicker.usage(config, taken: taken)
         #expect(usage.total == 3 && usage.taken == 3)
