@@ -57,7 +57,15 @@ public final class Agent: Service, Sendable {
         let backend = try makeBackend(network, external)
         backendBox.withLock { $0 = backend }
         let advert = try await backend.prepare()
-        let previous = (try? SubnetEnv.read(path: configuration.subnetFile))??.subnet
+        // The last subnet.env names the subnet to ask for again; an unreadable one is not fatal
+        // (a fresh subnet is chosen) but is said, since it means losing the node's old subnet.
+        let previous: IPv4Network?
+        do {
+            previous = try SubnetEnv.read(path: configuration.subnetFile)?.subnet
+        } catch {
+            logger.warning("cannot reuse the previous subnet", metadata: ["error": "\(error)"])
+            previous = nil
+        }
         let attributes = LeaseAttributes(publicIP: external.publicIP, publicIPv6: configuration.publicIPv6, backendType: advert.backendType, backendData: advert.backendData)
 
         let acquired: Lease
@@ -311,7 +319,7 @@ public final class Agent: Service, Sendable {
 
     /// Brings pull-style figures up to date before a scrape: the backend's data path counters.
     public func refreshMetrics() {
-        backendBox.withLock { $0 }.map { ($0 as? any DatapathMetricsSource)?.publishMetrics() }
+        if let source = backendBox.withLock({ $0 }) as? any DatapathMetricsSource { source.publishMetrics() }
     }
 
     static func peer(_ lease: Lease) -> PeerLease {

@@ -36,7 +36,7 @@ public enum ExternalInterfaceResolver {
         for pattern in ifaceRegex where chosen == nil {
             guard let re = try? Regex(pattern) else { throw Failure(description: "--iface-regex \(pattern) is not a valid regular expression") }
             for c in all where chosen == nil {
-                if c.name.wholeMatch(of: re) != nil || c.name.firstMatch(of: re) != nil, let ip = c.addresses.first { chosen = (c, ip) }
+                if c.name.firstMatch(of: re) != nil, let ip = c.addresses.first { chosen = (c, ip) }
                 else if let ip = c.addresses.first(where: { "\($0)".firstMatch(of: re) != nil }) { chosen = (c, ip) }
             }
         }

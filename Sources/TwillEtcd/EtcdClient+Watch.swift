@@ -97,10 +97,6 @@ extension EtcdClient {
             return
         }
     }
-
-    func authenticateIfNeeded() async throws(EtcdError) {
-        if request(url: "", body: [], streaming: false).authorization == nil { try await authenticate() }
-    }
 }
 
 /// Turns the watch's newline-delimited JSON into `WatchResponse`s as bytes arrive.

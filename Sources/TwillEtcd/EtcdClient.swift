@@ -70,7 +70,7 @@ public final class EtcdClient: EtcdAPI {
         do { bytes = Array(try JSONEncoder().encode(body)) } catch {
             throw .invalidConfiguration("cannot encode request for \(path): \(error)")
         }
-        if hasCredentials, token.withLock({ $0 }) == nil { try await authenticate() }
+        if hasCredentials { try await authenticateIfNeeded() }
         do {
             return try await callOnce(path, bytes)
         } catch .unauthenticated(let endpoint, let message) where hasCredentials {
@@ -121,6 +121,11 @@ public final class EtcdClient: EtcdAPI {
             }
         }
         throw .transport(endpoints: tried, message: lastFailure)
+    }
+
+    /// Authenticates unless a token is already held.
+    func authenticateIfNeeded() async throws(EtcdError) {
+        if token.withLock({ $0 }) == nil { try await authenticate() }
     }
 
     /// Exchanges the username and password for a token (`/v3/auth/authenticate`).
