@@ -4,7 +4,7 @@
 //
 // usage: TwillDatapathBench --tun twill0 --local-subnet 198.18.1.0/24 --bind 198.51.100.1
 //          [--port 8285] [--peer 198.18.2.0/24=198.51.100.2]... [--no-source-checks] [--batch 64]
-//          [--offloads] [--no-udp-offloads] [--queues N] [--txqueuelen N]
+//          [--offloads] [--no-udp-offloads] [--queues N] [--threads-per-queue 1|2] [--txqueuelen N]
 import TwillAddress
 import TwillDatapath
 #if canImport(Glibc)
@@ -33,6 +33,7 @@ func runBench() {
     var offloads = false
     var udpOffloads = true
     var queues = 1
+    var threadsPerQueue = 1
     var txQueueLength: Int32 = 0
     var arguments = CommandLine.arguments.dropFirst()
     while let flag = arguments.popFirst() {
@@ -46,6 +47,7 @@ func runBench() {
         case "--offloads": offloads = true
         case "--no-udp-offloads": udpOffloads = false
         case "--queues": queues = parse(arguments.popFirst(), flag) { Int($0) }
+        case "--threads-per-queue": threadsPerQueue = parse(arguments.popFirst(), flag) { Int($0) }
         case "--txqueuelen": txQueueLength = parse(arguments.popFirst(), flag) { Int32($0) }
         case "--peer":
             peers.append(parse(arguments.popFirst(), flag) { text -> PeerLease? in
@@ -70,7 +72,7 @@ func runBench() {
     do {
         let engine = try UDPEngine.open(tunName: tunName, tunOffloads: offloads, address: bindAddress, configuration: UDPEngineConfiguration(
             localSubnet: localSubnet, peerPort: port, checkSources: checkSources, batchSize: batchSize,
-            udpOffloads: udpOffloads, queues: queues))
+            udpOffloads: udpOffloads, queues: queues, threadsPerQueue: threadsPerQueue))
         if txQueueLength > 0 { try engine.setTransmitQueueLength(txQueueLength) }
         engine.update(peers: peers)
         try engine.start()

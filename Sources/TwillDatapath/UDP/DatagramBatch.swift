@@ -137,19 +137,32 @@ final class DatagramBatch {
         }
     }
 
-    /// Sends slots `start..<start + count` with as few sendmmsg calls as the kernel allows.
+    /// Sends slots `start..<start + count` with as few sendmmsg calls as the kernel allows
+    /// (see ``sendMessages(_:_:count:stallMilliseconds:)``).
+    ///
+    /// - Returns: how many messages were not sent.
+    @inline(__always)
+    func send(_ fd: Int32, from start: Int = 0, count: Int, stallMilliseconds: Int32 = 200) -> Int {
+        let (failed, refused) = Self.sendMessages(fd, messages + start, count: count, stallMilliseconds: stallMilliseconds)
+        if refused { sawSegmentationFailure = true }
+        return failed
+    }
+
+    /// Sends `count` prepared messages with as few sendmmsg calls as the kernel allows.
     ///
     /// A full socket buffer (EAGAIN) waits for POLLOUT up to `stallMilliseconds` in total
     /// before giving up on the rest; a message the kernel refuses outright (no route, say)
     /// is skipped.
     ///
-    /// - Returns: how many messages were not sent.
+    /// - Returns: how many messages were not sent, and whether a UDP_SEGMENT message was
+    ///   refused with EIO (the route's device cannot segment).
     @inline(__always)
-    func send(_ fd: Int32, from start: Int = 0, count: Int, stallMilliseconds: Int32 = 200) -> Int {
-        let messages = self.messages + start
+    static func sendMessages(_ fd: Int32, _ messages: UnsafeMutablePointer<twill_mmsghdr>, count: Int,
+                             stallMilliseconds: Int32) -> (failed: Int, segmentationRefused: Bool) {
         var offset = 0
         var failed = 0
         var stalled: Int32 = 0
+        var refused = false
         while offset < count {
             let n = twill_sendmmsg(fd, messages + offset, UInt32(count - offset), 0)
             if n > 0 {
@@ -165,10 +178,10 @@ final class DatagramBatch {
                 stalled += 10
                 continue
             }
-            if error == EIO && messages[offset].msg_hdr.msg_controllen > 0 { sawSegmentationFailure = true }
+            if error == EIO && messages[offset].msg_hdr.msg_controllen > 0 { refused = true }
             failed += 1
             offset += 1
         }
-        return failed + (count - offset)
+        return (failed + (count - offset), refused)
     }
 }

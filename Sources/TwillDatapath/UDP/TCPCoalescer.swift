@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Merges consecutive TCP/IPv4 segments of one flow into one super-packet for a single TUN
 /// write with a virtio GSO header (userspace GRO), so the receiving TCP stack handles one
 /// 64 KiB skb instead of ~45 small ones (and sends far fewer ACKs back through the tunnel).
@@ -7,28 +11,54 @@
 /// flags ACK or ACK|PSH; equal payload sizes, with only the last one shorter (a shorter or
 /// PSH segment closes the packet). Packets with IP options or fragments are never merged.
 ///
-/// Not thread-safe: one per engine thread. The buffer is allocated once.
+/// Nothing is copied but the first segment's headers: the merged packet is a list of
+/// pieces (iovecs) for one writev, [virtio header + headers][payload][payload]..., pointing
+/// into the buffers the segments were offered from. Those must stay untouched until
+/// ``take()``.
+///
+/// Not thread-safe: one per engine thread. The buffers are allocated once.
 final class TCPCoalescer {
-    /// The merged packet starts here; the virtio header goes in the 10 bytes before it.
+    /// The virtio header at 6..<16, the first segment's IP and TCP headers from 16 on.
     private let frame: UnsafeMutableRawPointer
     private var packet: UnsafeMutableRawPointer { frame + 16 }
     static let maximumLength = 65535
+    /// Segments per merged packet.
+    static let maximumSegments = 64
+    /// The writev pieces: headers, then one per segment's payload.
+    private let pieces: UnsafeMutablePointer<iovec>
+
+    /// The pending packet. Kept behind a pointer, not in stored properties: this is touched
+    /// for every received segment, and class properties would cost a dynamic exclusivity
+    /// check per access.
+    private struct Pending {
+        /// Segments (0: none pending).
+        var count = 0
+        var length = 0
+        var headerLength = 0
+        var segmentSize = 0
+        var nextSequence: UInt32 = 0
+        var closed = false
+        var sawPSH = false
+    }
+    private let state: UnsafeMutablePointer<Pending>
 
     /// Segments in the pending packet (0: none pending).
-    private(set) var count = 0
-    private var length = 0
-    private var headerLength = 0
-    private var segmentSize = 0
-    private var nextSequence: UInt32 = 0
-    private var closed = false
-    private var sawPSH = false
+    var count: Int { state.pointee.count }
 
     init() {
-        frame = .allocate(byteCount: 16 + Self.maximumLength, alignment: 64)
-        frame.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
+        frame = .allocate(byteCount: 16 + 128, alignment: 64)
+        frame.initializeMemory(as: UInt8.self, repeating: 0, count: 16 + 128)
+        pieces = .allocate(capacity: 1 + Self.maximumSegments)
+        pieces.initialize(repeating: iovec(), count: 1 + Self.maximumSegments)
+        state = .allocate(capacity: 1)
+        state.initialize(to: Pending())
     }
 
-    deinit { frame.deallocate() }
+    deinit {
+        frame.deallocate()
+        pieces.deallocate()
+        state.deallocate()
+    }
 
     /// Whether a TCP/IPv4 packet may start or join a merge: no IP options, not a fragment,
     /// a payload, and only ACK (optionally PSH) among the flags.
@@ -45,7 +75,8 @@ final class TCPCoalescer {
     }
 
     /// Tries to append `p` (a validated IPv4 packet of `length` bytes) to the pending packet,
-    /// or to start one when none is pending.
+    /// or to start one when none is pending. `p` must stay valid and unchanged until
+    /// ``take()``.
     ///
     /// - Returns: false when the packet neither joins nor starts a merge: the caller flushes
     ///   (``take(_:)``) and either offers it again or writes it as it is.
@@ -54,26 +85,28 @@ final class TCPCoalescer {
         guard let (tcpHeader, payload) = Self.isCandidate(p, length) else { return false }
         let flags = p.load(fromByteOffset: 33, as: UInt8.self)
         let sequence = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
-        if count == 0 {
-            packet.copyMemory(from: p, byteCount: length)
-            count = 1
-            self.length = length
-            headerLength = 20 + tcpHeader
-            segmentSize = payload
-            nextSequence = sequence &+ UInt32(payload)
-            sawPSH = flags & 0x08 != 0
-            closed = sawPSH
+        if state.pointee.count == 0 {
+            packet.copyMemory(from: p, byteCount: 20 + tcpHeader)
+            pieces[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: p + 20 + tcpHeader), iov_len: payload)
+            state.pointee.count = 1
+            state.pointee.length = length
+            state.pointee.headerLength = 20 + tcpHeader
+            state.pointee.segmentSize = payload
+            state.pointee.nextSequence = sequence &+ UInt32(payload)
+            state.pointee.sawPSH = flags & 0x08 != 0
+            state.pointee.closed = state.pointee.sawPSH
             return true
         }
-        guard !closed, 20 + tcpHeader == headerLength, payload <= segmentSize, sequence == nextSequence,
-              self.length + payload <= Self.maximumLength, count < 64,
-              sameFlow(p) else { return false }
-        (packet + self.length).copyMemory(from: p + headerLength, byteCount: payload)
-        self.length += payload
-        count += 1
-        nextSequence = sequence &+ UInt32(payload)
-        if flags & 0x08 != 0 { sawPSH = true; closed = true }
-        if payload < segmentSize { closed = true }
+        let pending = state.pointee
+        guard !pending.closed, 20 + tcpHeader == pending.headerLength, payload <= pending.segmentSize,
+              sequence == pending.nextSequence, pending.length + payload <= Self.maximumLength,
+              pending.count < Self.maximumSegments, sameFlow(p) else { return false }
+        pieces[1 + count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: p + state.pointee.headerLength), iov_len: payload)
+        state.pointee.length += payload
+        state.pointee.count += 1
+        state.pointee.nextSequence = sequence &+ UInt32(payload)
+        if flags & 0x08 != 0 { state.pointee.sawPSH = true; state.pointee.closed = true }
+        if payload < state.pointee.segmentSize { state.pointee.closed = true }
         return true
     }
 
@@ -94,6 +127,7 @@ final class TCPCoalescer {
         else { return false }
         // Options (40..<headerLength) byte for byte (timestamps included, as Linux GRO).
         var offset = 40
+        let headerLength = state.pointee.headerLength
         while offset < headerLength {
             if p.loadUnaligned(fromByteOffset: offset, as: UInt32.self) != q.loadUnaligned(fromByteOffset: offset, as: UInt32.self) { return false }
             offset += 4
@@ -101,39 +135,39 @@ final class TCPCoalescer {
         return true
     }
 
-    /// Finishes the pending packet and returns its frame (virtio header + packet) for one
-    /// TUN write, then forgets it. Call only when ``count`` > 0.
-    ///
-    /// - Parameter virtio: write a virtio header before the packet (a TUN without one
-    ///   cannot take a merged packet: then only single segments are ever pending).
+    /// Finishes the pending packet and returns its pieces for one writev to the TUN: a
+    /// virtio header (GSO for a merged packet, all zero for a lone segment, which goes out
+    /// byte for byte as it came), the headers, the payloads. Then forgets it. Call only when
+    /// ``count`` > 0.
     @inline(__always)
-    func take(virtio: Bool) -> (frame: UnsafeRawPointer, length: Int) {
-        defer { count = 0 }
-        let prefix = virtio ? VirtioNetHeader.size : 0
-        let start = packet - prefix
-        if count == 1 {
-            if virtio { VirtioNetHeader.plain.write(to: start) }
-            return (UnsafeRawPointer(start), length + prefix)
+    func take() -> (pieces: UnsafeMutablePointer<iovec>, count: Int, bytes: Int) {
+        defer { state.pointee.count = 0 }
+        let start = packet - VirtioNetHeader.size
+        pieces[0] = iovec(iov_base: start, iov_len: VirtioNetHeader.size + state.pointee.headerLength)
+        let result = (pieces, 1 + state.pointee.count, VirtioNetHeader.size + state.pointee.length)
+        if state.pointee.count == 1 {
+            VirtioNetHeader.plain.write(to: start)
+            return result
         }
         // IPv4 total length and header checksum.
-        packet.storeBytes(of: UInt16(length).bigEndian, toByteOffset: 2, as: UInt16.self)
+        packet.storeBytes(of: UInt16(state.pointee.length).bigEndian, toByteOffset: 2, as: UInt16.self)
         packet.storeBytes(of: 0, toByteOffset: 10, as: UInt16.self)
         let ipSum = InternetChecksum.checksum(UnsafeRawBufferPointer(start: packet, count: 20))
         packet.storeBytes(of: ipSum.bigEndian, toByteOffset: 10, as: UInt16.self)
         // PSH if any merged segment had it.
-        if sawPSH {
+        if state.pointee.sawPSH {
             packet.storeBytes(of: packet.load(fromByteOffset: 33, as: UInt8.self) | 0x08, toByteOffset: 33, as: UInt8.self)
         }
         // The TCP checksum field holds the pseudo-header sum (not inverted); the kernel
         // finishes it per segment or verifies nothing (NEEDS_CSUM = checksum is ours to trust).
-        let tcpLength = length - 20
+        let tcpLength = state.pointee.length - 20
         let pseudo = InternetChecksum.add(
             InternetChecksum.add(InternetChecksum.sum(UnsafeRawBufferPointer(start: packet + 12, count: 8)), 6),
             UInt16(tcpLength))
         packet.storeBytes(of: pseudo.bigEndian, toByteOffset: 36, as: UInt16.self)
         VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoTCPv4,
-                        headerLength: UInt16(headerLength), gsoSize: UInt16(segmentSize),
+                        headerLength: UInt16(state.pointee.headerLength), gsoSize: UInt16(state.pointee.segmentSize),
                         checksumStart: 20, checksumOffset: 16).write(to: start)
-        return (UnsafeRawPointer(start), length + prefix)
+        return result
     }
 }

@@ -41,36 +41,102 @@ public enum TCPSegmenter {
         _ packet: UnsafeRawBufferPointer, segmentSize: Int, first: Int = 0,
         output: UnsafeMutableRawPointer, stride: Int, maxSegments: Int, lengths: UnsafeMutablePointer<Int>
     ) -> Int {
-        guard let (ipLength, tcpLength) = headerLengths(packet), let source = packet.baseAddress,
-              let total = segmentCount(packet, segmentSize: segmentSize), first >= 0, first < total,
-              ipLength + tcpLength + segmentSize <= stride else { return 0 }
-        let count = min(total, first + maxSegments)
-        let headers = ipLength + tcpLength
-        let payload = packet.count - headers
-        let firstID = UInt16(bigEndian: source.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
-        let firstSeq = UInt32(bigEndian: source.loadUnaligned(fromByteOffset: ipLength + 4, as: UInt32.self))
-        let flags = source.load(fromByteOffset: ipLength + 13, as: UInt8.self)
-        // Pseudo-header: source and destination addresses and the protocol; the TCP length
-        // is added per segment.
-        let pseudo = InternetChecksum.add(
-            InternetChecksum.sum(UnsafeRawBufferPointer(start: source + 12, count: 8)), UInt16(protocolTCP))
+        guard let plan = Plan(packet, segmentSize: segmentSize, first: first, room: stride) else { return 0 }
+        let count = min(plan.total, first + maxSegments)
         for i in first..<count {
             let segment = output + (i - first) * stride
+            let (payload, chunk) = plan.payload(i)
+            plan.writeHeader(i, chunk: chunk, payloadSum: InternetChecksum.sum(UnsafeRawBufferPointer(start: payload, count: chunk)),
+                             into: segment)
+            (segment + plan.headers).copyMemory(from: payload, byteCount: chunk)
+            lengths[i - first] = plan.headers + chunk
+        }
+        return count - first
+    }
+
+    /// Like ``split(_:segmentSize:first:output:stride:maxSegments:lengths:)`` without copying
+    /// the payload: only each segment's IP and TCP headers are written (at `headers`,
+    /// `headers + headerStride`, ...), their checksums computed over the payload where it
+    /// lies in `packet`. Segment `first + k` is its header (h = IP + TCP header length,
+    /// ``headerLengths(_:)``) followed by `lengths[k] - h` bytes of `packet` from offset
+    /// `h + (first + k) * segmentSize`: the pieces of one gathered (iovec) send.
+    ///
+    /// - Returns: the number of segments whose headers were written; 0 if the packet is not
+    ///   splittable or a header does not fit `headerStride`.
+    public static func segmentHeaders(
+        _ packet: UnsafeRawBufferPointer, segmentSize: Int, first: Int = 0,
+        headers: UnsafeMutableRawPointer, headerStride: Int, maxSegments: Int, lengths: UnsafeMutablePointer<Int>
+    ) -> Int {
+        guard let plan = Plan(packet, segmentSize: segmentSize, first: first, room: headerStride + segmentSize),
+              plan.headers <= headerStride else { return 0 }
+        let count = min(plan.total, first + maxSegments)
+        for i in first..<count {
+            let (payload, chunk) = plan.payload(i)
+            plan.writeHeader(i, chunk: chunk, payloadSum: InternetChecksum.sum(UnsafeRawBufferPointer(start: payload, count: chunk)),
+                             into: headers + (i - first) * headerStride)
+            lengths[i - first] = plan.headers + chunk
+        }
+        return count - first
+    }
+
+    /// What every segment of one super-packet shares: header lengths, the first IP ID and
+    /// sequence number, flags and the pseudo-header sum.
+    private struct Plan {
+        let source: UnsafeRawPointer
+        let ipLength: Int
+        let tcpLength: Int
+        var headers: Int { ipLength + tcpLength }
+        let segmentSize: Int
+        let payloadLength: Int
+        let total: Int
+        let firstID: UInt16
+        let firstSequence: UInt32
+        let flags: UInt8
+        /// Source and destination addresses and the protocol; the TCP length is per segment.
+        let pseudo: UInt16
+
+        /// Nil unless `packet` is splittable from segment `first` and a segment fits `room`.
+        @inline(__always)
+        init?(_ packet: UnsafeRawBufferPointer, segmentSize: Int, first: Int, room: Int) {
+            guard let (ipLength, tcpLength) = headerLengths(packet), let source = packet.baseAddress,
+                  let total = segmentCount(packet, segmentSize: segmentSize), first >= 0, first < total,
+                  ipLength + tcpLength + segmentSize <= room else { return nil }
+            self.source = source
+            self.ipLength = ipLength
+            self.tcpLength = tcpLength
+            self.segmentSize = segmentSize
+            payloadLength = packet.count - ipLength - tcpLength
+            self.total = total
+            firstID = UInt16(bigEndian: source.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+            firstSequence = UInt32(bigEndian: source.loadUnaligned(fromByteOffset: ipLength + 4, as: UInt32.self))
+            flags = source.load(fromByteOffset: ipLength + 13, as: UInt8.self)
+            pseudo = InternetChecksum.add(
+                InternetChecksum.sum(UnsafeRawBufferPointer(start: source + 12, count: 8)), UInt16(protocolTCP))
+        }
+
+        /// Segment `i`'s payload in the super-packet and its length.
+        @inline(__always)
+        func payload(_ i: Int) -> (UnsafeRawPointer, Int) {
             let offset = i * segmentSize
-            let chunk = min(segmentSize, payload - offset)
+            return (source + headers + offset, min(segmentSize, payloadLength - offset))
+        }
+
+        /// Writes segment `i`'s IP and TCP headers at `segment`, given the one's complement
+        /// sum of its `chunk` payload bytes (the payload itself is not touched: the TCP
+        /// header starts at an even offset, so the sums simply add).
+        @inline(__always)
+        func writeHeader(_ i: Int, chunk: Int, payloadSum: UInt16, into segment: UnsafeMutableRawPointer) {
             segment.copyMemory(from: source, byteCount: headers)
-            (segment + headers).copyMemory(from: source + headers + offset, byteCount: chunk)
-            let segmentLength = headers + chunk
-            lengths[i - first] = segmentLength
             // IPv4: length, ID, checksum.
-            segment.storeBytes(of: UInt16(segmentLength).bigEndian, toByteOffset: 2, as: UInt16.self)
+            segment.storeBytes(of: UInt16(headers + chunk).bigEndian, toByteOffset: 2, as: UInt16.self)
             segment.storeBytes(of: (firstID &+ UInt16(truncatingIfNeeded: i)).bigEndian, toByteOffset: 4, as: UInt16.self)
             segment.storeBytes(of: 0, toByteOffset: 10, as: UInt16.self)
             let ipSum = InternetChecksum.checksum(UnsafeRawBufferPointer(start: segment, count: ipLength))
             segment.storeBytes(of: ipSum.bigEndian, toByteOffset: 10, as: UInt16.self)
             // TCP: sequence, flags, checksum.
             let tcp = segment + ipLength
-            tcp.storeBytes(of: (firstSeq &+ UInt32(truncatingIfNeeded: offset)).bigEndian, toByteOffset: 4, as: UInt32.self)
+            tcp.storeBytes(of: (firstSequence &+ UInt32(truncatingIfNeeded: i * segmentSize)).bigEndian,
+                           toByteOffset: 4, as: UInt32.self)
             var segmentFlags = flags
             if i != total - 1 { segmentFlags &= ~0x09 }  // FIN, PSH: last segment only
             if i != 0 { segmentFlags &= ~0x80 }  // CWR: first segment only
@@ -78,10 +144,9 @@ public enum TCPSegmenter {
             tcp.storeBytes(of: 0, toByteOffset: 16, as: UInt16.self)
             let tcpSum = InternetChecksum.add(
                 InternetChecksum.add(pseudo, UInt16(tcpLength + chunk)),
-                InternetChecksum.sum(UnsafeRawBufferPointer(start: tcp, count: tcpLength + chunk)))
+                InternetChecksum.add(InternetChecksum.sum(UnsafeRawBufferPointer(start: tcp, count: tcpLength)), payloadSum))
             tcp.storeBytes(of: (~tcpSum).bigEndian, toByteOffset: 16, as: UInt16.self)
         }
-        return count - first
     }
 
     /// Finishes a partial transport checksum (virtio `NEEDS_CSUM`): the field at

@@ -28,10 +28,13 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     /// Answer ICMP queries (ping) for unrouted destinations with net unreachable. flannel
     /// answers no ICMP packet at all; see ``ICMPUnreachable/shouldAnswer(_:packet:answeringQueries:)``.
     public var answerICMPQueries: Bool
-    /// Queues (worker thread pairs) ``UDPEngine/open(tunName:tunOffloads:address:configuration:)``
+    /// Queues (TUN queue, socket and worker thread) ``UDPEngine/open(tunName:tunOffloads:address:configuration:)``
     /// asks for; fewer are used when the kernel refuses a multi-queue TUN. Default: the
     /// number of online CPUs.
     public var queues: Int
+    /// Threads per queue: 1 (default) serves both directions in one poll loop; 2 gives each
+    /// direction its own thread, which pays only with more idle cores than queues.
+    public var threadsPerQueue: Int
 
     /// The number of online CPUs (at least 1).
     public static var onlineCPUs: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
@@ -39,8 +42,9 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     public init(localSubnet: IPv4Network, tunAddress: IPv4Address? = nil,
                 peerPort: UInt16 = UDPSocket.defaultPort, checkSources: Bool = true,
                 batchSize: Int = 64, maxPacketSize: Int = 9216, udpOffloads: Bool = true,
-                answerICMPQueries: Bool = true, queues: Int? = nil) {
+                answerICMPQueries: Bool = true, queues: Int? = nil, threadsPerQueue: Int = 1) {
         self.queues = max(1, queues ?? Self.onlineCPUs)
+        self.threadsPerQueue = min(2, max(1, threadsPerQueue))
         self.localSubnet = localSubnet
         self.tunAddress = tunAddress ?? localSubnet.address
         self.peerPort = peerPort
@@ -101,15 +105,16 @@ final class EngineQueue: Sendable {
 }
 
 /// The udp backend's packet engine: moves packets between a TUN device and UDP sockets,
-/// flannel wire-compatible (each datagram is one raw IPv4 packet), on two dedicated threads
-/// per queue.
+/// flannel wire-compatible (each datagram is one raw IPv4 packet), on one dedicated thread
+/// per queue serving both directions (``QueueWorker``; two with
+/// ``UDPEngineConfiguration/threadsPerQueue``).
 ///
-/// - TUN -> UDP: drains the TUN after every wakeup; validates each packet, finds the peer by
+/// - TUN -> UDP (``OutboundPump``): drains the TUN; validates each packet, finds the peer by
 ///   longest-prefix match, decrements the TTL and queues it for one sendmmsg per batch. No
 ///   peer: ICMP net unreachable back into the TUN, as flannel.
-/// - UDP -> TUN: recvmmsg in batches; drops (and counts) datagrams from non-peers, with an
-///   inner source outside the sender's subnet or an inner destination outside this node's
-///   subnet, malformed ones and expiring ones; writes the rest to the TUN.
+/// - UDP -> TUN (``InboundPump``): recvmmsg in batches; drops (and counts) datagrams from
+///   non-peers, with an inner source outside the sender's subnet or an inner destination
+///   outside this node's subnet, malformed ones and expiring ones; writes the rest to the TUN.
 ///
 /// Queues: with more than one, the TUN is an `IFF_MULTI_QUEUE` device (the kernel steers
 /// each flow to one queue), each queue has its own `SO_REUSEPORT` socket on the service port
@@ -137,11 +142,13 @@ public final class UDPEngine: Sendable {
     public let configuration: UDPEngineConfiguration
     private let queues: [EngineQueue]
     /// The sockets datagrams leave by, chosen per inner flow (``FlowHash``).
-    private let sendSockets: [UDPSocket]
+    let sendSockets: [UDPSocket]
 
     /// Bits of an `Unmanaged<EngineSnapshot>` holding a +1 reference.
     private let current: Atomic<UInt>
     private let running = Atomic<Bool>(false)
+    /// Whether the packet threads should keep going.
+    var isRunning: Bool { running.load(ordering: .relaxed) }
 
     private struct PeerKey: Hashable { var subnet: IPv4Network; var publicIP: IPv4Address }
     private struct State {
@@ -155,7 +162,7 @@ public final class UDPEngine: Sendable {
     }
     private let state = Mutex(State())
 
-    /// The number of queues (thread pairs) the engine runs.
+    /// The number of queues the engine runs.
     public var queueCount: Int { queues.count }
     /// Whether the TUN hands over super-packets with a virtio header (TUN offloads granted).
     public var hasTUNOffloads: Bool { queues[0].tun.hasVirtioHeader }
@@ -274,14 +281,14 @@ public final class UDPEngine: Sendable {
     /// The current snapshot, for a packet thread: publishes the generation it now holds
     /// before the previous one is let go.
     @inline(__always)
-    private func loadSnapshot(_ seen: borrowing Atomic<UInt64>) -> EngineSnapshot {
+    func loadSnapshot(_ seen: borrowing Atomic<UInt64>) -> EngineSnapshot {
         let bits = current.load(ordering: .sequentiallyConsistent)
         let snapshot = Unmanaged<EngineSnapshot>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).takeUnretainedValue()
         seen.store(snapshot.generation, ordering: .sequentiallyConsistent)
         return snapshot
     }
 
-    /// Starts the packet threads, two per queue.
+    /// Starts the packet threads, ``UDPEngineConfiguration/threadsPerQueue`` per queue.
     ///
     /// - Throws: ``SystemError`` if the engine was already started or stopped, or a thread
     ///   or the wakeup descriptor cannot be created.
@@ -299,13 +306,29 @@ public final class UDPEngine: Sendable {
             running.store(true, ordering: .sequentiallyConsistent)
             state.started = true
             do throws(SystemError) {
+                let split = configuration.threadsPerQueue > 1
+                // Each pump is made on the thread that runs it: it is that thread's alone.
                 for queue in queues {
-                    state.threads.append(try OSThread.spawn(name: "twill-tx\(queue.index)") { [self] in
-                        tunToUDP(queue, wakeFD: wake)
-                    })
-                    state.threads.append(try OSThread.spawn(name: "twill-rx\(queue.index)") { [self] in
-                        udpToTUN(queue, wakeFD: wake)
-                    })
+                    if split {
+                        state.threads.append(try OSThread.spawn(name: "twill-tx\(queue.index)") { [self] in
+                            defer { queue.seenByTx.store(.max, ordering: .sequentiallyConsistent) }
+                            QueueWorker.serve(outbound: OutboundPump(engine: self, queue: queue), inbound: nil, wakeFD: wake) { isRunning }
+                        })
+                        state.threads.append(try OSThread.spawn(name: "twill-rx\(queue.index)") { [self] in
+                            defer { queue.seenByRx.store(.max, ordering: .sequentiallyConsistent) }
+                            QueueWorker.serve(outbound: nil, inbound: InboundPump(engine: self, queue: queue), wakeFD: wake) { isRunning }
+                        })
+                    } else {
+                        state.threads.append(try OSThread.spawn(name: "twill-q\(queue.index)") { [self] in
+                            // A thread that is gone holds no snapshot: let reclamation ignore it.
+                            defer {
+                                queue.seenByTx.store(.max, ordering: .sequentiallyConsistent)
+                                queue.seenByRx.store(.max, ordering: .sequentiallyConsistent)
+                            }
+                            QueueWorker.serve(outbound: OutboundPump(engine: self, queue: queue),
+                                              inbound: InboundPump(engine: self, queue: queue), wakeFD: wake) { isRunning }
+                        })
+                    }
                 }
             } catch {
                 running.store(false, ordering: .sequentiallyConsistent)
@@ -373,381 +396,5 @@ public final class UDPEngine: Sendable {
             txPackets: total(ThreadCounter.packets, \.txCounters), txBytes: total(ThreadCounter.bytes, \.txCounters),
             rxPackets: total(ThreadCounter.packets, \.rxCounters), rxBytes: total(ThreadCounter.bytes, \.rxCounters),
             icmpUnreachableSent: total(ThreadCounter.icmpSent, \.txCounters), peers: peers)
-    }
-
-    // MARK: - TUN -> UDP
-
-    /// What the TUN -> UDP thread does with one packet read from the TUN.
-    private enum Verdict {
-        case drop(DropReason)
-        /// Answered with an ICMP message of this length, already in the ICMP buffer.
-        case answer(Int)
-        case forward(peer: Int)
-    }
-
-    /// Validates, routes and TTL-decrements one packet from the TUN (the part both read
-    /// modes share).
-    @inline(__always)
-    private func classifyOutgoing(_ packet: UnsafeMutableRawBufferPointer, _ snapshot: EngineSnapshot,
-                                  icmp: UnsafeMutableRawBufferPointer) -> Verdict {
-        let header: IPv4Header
-        do {
-            header = try IPv4Header(parsing: UnsafeRawBufferPointer(packet))
-        } catch {
-            return .drop(packet.count > 0 && packet[0] >> 4 != 4 ? .notIPv4 : .malformed)
-        }
-        guard let peer = snapshot.table.lookup(header.destination) else {
-            let n = ICMPUnreachable.build(offending: UnsafeRawBufferPointer(packet), header: header,
-                                          source: configuration.tunAddress, into: icmp,
-                                          answeringQueries: configuration.answerICMPQueries)
-            return n > 0 ? .answer(n) : .drop(.noRoute)
-        }
-        guard IPv4Header.decrementTTL(packet.baseAddress!) else { return .drop(.ttlExpired) }
-        return .forward(peer: peer)
-    }
-
-    private func tunToUDP(_ queue: EngineQueue, wakeFD: Int32) {
-        // A thread that is gone holds no snapshot: let reclamation ignore it.
-        defer { queue.seenByTx.store(.max, ordering: .sequentiallyConsistent) }
-        let tunFD = queue.tun.fileDescriptor
-        let virtio = queue.tun.hasVirtioHeader
-        // The sending sockets' descriptors, and which one each queued message leaves by.
-        let senderCount = sendSockets.count
-        let senders = UnsafeMutablePointer<Int32>.allocate(capacity: senderCount)
-        defer { senders.deallocate() }
-        for (i, socket) in sendSockets.enumerated() { senders[i] = socket.fileDescriptor }
-        // UDP_SEGMENT: one message per TSO super-packet, its segments back to back.
-        var gso = virtio && configuration.udpOffloads && sendSockets[0].supportsSegmentationOffload
-        // Without GSO a TSO read becomes ~45 messages (more with a small MSS): room for two.
-        let capacity = virtio && !gso ? max(configuration.batchSize, 128) : configuration.batchSize
-        let batch = DatagramBatch(capacity: capacity, slotSize: gso ? 65536 : configuration.maxPacketSize,
-                                  port: configuration.peerPort)
-        // ICMP answers go back into the TUN; with a virtio header they need one (all zero) first.
-        let icmpFrame = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 + ICMPUnreachable.maximumLength, alignment: 16)
-        icmpFrame.initializeMemory(as: UInt8.self, repeating: 0)
-        defer { icmpFrame.deallocate() }
-        let icmp = UnsafeMutableRawBufferPointer(rebasing: icmpFrame[16...])
-        let icmpPrefix = virtio ? VirtioNetHeader.size : 0
-        // A super-packet from a TSO read lands here (virtio header at 6, IP header at 16).
-        let superSize = 16 + 65536
-        let superFrame = UnsafeMutableRawPointer.allocate(byteCount: superSize, alignment: 64)
-        defer { superFrame.deallocate() }
-        let lengths = UnsafeMutablePointer<Int>.allocate(capacity: max(capacity, 128))
-        defer { lengths.deallocate() }
-        let slotSender = UnsafeMutablePointer<Int32>.allocate(capacity: capacity)
-        defer { slotSender.deallocate() }
-        slotSender.initialize(repeating: senders[0], count: capacity)
-        let counters = queue.txCounters
-        let peerOffset = queue.peerOffset
-        let packetCapacity = batch.packetCapacity
-        var fds = [pollfd(fd: tunFD, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
-
-        // Declared outside the loop: `flushQueued` captures them, and a capture of
-        // loop-local variables could cost a heap box per wakeup.
-        var snapshot = loadSnapshot(queue.seenByTx)
-        var queued = 0
-        while running.load(ordering: .relaxed) {
-            let ready = poll(&fds, 2, 1000)
-            if ready < 0 && errno != EINTR { break }
-            if fds[1].revents != 0 || fds[0].revents & Int16(POLLERR | POLLNVAL | POLLHUP) != 0 { break }
-            snapshot = loadSnapshot(queue.seenByTx)
-            if ready <= 0 { continue }
-            queued = 0
-            func flushQueued() {
-                flush(batch, slotSender, queued, counters)
-                queued = 0
-                snapshot = loadSnapshot(queue.seenByTx)
-                // The device refused segmentation offload: segment in userspace from now on.
-                if gso && batch.sawSegmentationFailure { gso = false }
-            }
-            drain: while true {
-                if queued == capacity { flushQueued() }
-                let packet: UnsafeMutableRawBufferPointer
-                var header = VirtioNetHeader.plain
-                if virtio {
-                    let n = read(tunFD, superFrame + 6, superSize - 6)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        break drain
-                    }
-                    guard n >= VirtioNetHeader.size else { counters.add(DropReason.malformed.rawValue); continue }
-                    header = VirtioNetHeader(reading: superFrame + 6)
-                    packet = UnsafeMutableRawBufferPointer(start: superFrame + 16, count: n - VirtioNetHeader.size)
-                } else {
-                    let n = read(tunFD, batch.slot(queued), packetCapacity)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        break drain
-                    }
-                    packet = UnsafeMutableRawBufferPointer(start: batch.slot(queued), count: n)
-                }
-                let peer: Int
-                switch classifyOutgoing(packet, snapshot, icmp: icmp) {
-                case .drop(let reason):
-                    counters.add(reason.rawValue)
-                    continue drain
-                case .answer(let n):
-                    counters.add(DropReason.noRoute.rawValue)
-                    if write(tunFD, icmp.baseAddress! - icmpPrefix, n + icmpPrefix) == n + icmpPrefix {
-                        counters.add(ThreadCounter.icmpSent)
-                    }
-                    continue drain
-                case .forward(let index):
-                    peer = index
-                }
-                let destination = snapshot.destinations[peer]
-                let peerCounters = snapshot.counters[peer]
-                // All datagrams of this packet (or super-packet) leave by its flow's socket.
-                let sender = senderCount == 1 ? senders[0]
-                    : senders[FlowHash.index(of: UnsafeRawBufferPointer(packet), count: senderCount)]
-                if !virtio {
-                    lengths[0] = packet.count
-                    slotSender[queued] = sender
-                    finishQueued(batch, queued, 1, lengths, destination, peerCounters, peerOffset, counters)
-                    queued += 1
-                    continue drain
-                }
-                let gsoType = header.gsoType & ~VirtioNetHeader.gsoECN
-                if gsoType == VirtioNetHeader.gsoNone {
-                    if header.flags & VirtioNetHeader.needsChecksum != 0,
-                       !TCPSegmenter.finishChecksum(packet, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) {
-                        counters.add(DropReason.malformed.rawValue)
-                        continue drain
-                    }
-                    guard packet.count <= packetCapacity else {
-                        counters.add(DropReason.oversize.rawValue)
-                        continue drain
-                    }
-                    batch.slot(queued).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
-                    lengths[0] = packet.count
-                    slotSender[queued] = sender
-                    finishQueued(batch, queued, 1, lengths, destination, peerCounters, peerOffset, counters)
-                    queued += 1
-                    continue drain
-                }
-                let segmentSize = Int(header.gsoSize)
-                guard gsoType == VirtioNetHeader.gsoTCPv4,
-                      let needed = TCPSegmenter.segmentCount(UnsafeRawBufferPointer(packet), segmentSize: segmentSize),
-                      let headers = TCPSegmenter.headerLengths(UnsafeRawBufferPointer(packet)) else {
-                    counters.add(DropReason.malformed.rawValue)
-                    continue drain
-                }
-                if gso {
-                    // Back-to-back segments, at most 64 and 65507 bytes per message.
-                    let segmentLength = headers.ip + headers.tcp + segmentSize
-                    let perMessage = max(1, min(64, 65507 / segmentLength))
-                    var first = 0
-                    while first < needed {
-                        if queued == capacity { flushQueued() }
-                        let made = TCPSegmenter.split(
-                            UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first, output: batch.slot(queued),
-                            stride: segmentLength, maxSegments: perMessage, lengths: lengths)
-                        guard made > 0 else {
-                            counters.add(DropReason.malformed.rawValue)
-                            continue drain
-                        }
-                        var bytes = 0
-                        for k in 0..<made { bytes += lengths[k] }
-                        batch.setOutgoing(queued, length: bytes, addressNetworkOrder: destination, segmentSize: segmentLength)
-                        slotSender[queued] = sender
-                        peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(made))
-                        peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(bytes))
-                        counters.add(ThreadCounter.packets, UInt64(made))
-                        counters.add(ThreadCounter.bytes, UInt64(bytes))
-                        queued += 1
-                        first += made
-                    }
-                    continue drain
-                }
-                // One datagram per slot, in as many batches as it takes.
-                var first = 0
-                while first < needed {
-                    if queued == capacity { flushQueued() }
-                    let made = TCPSegmenter.split(
-                        UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first, output: batch.slot(queued),
-                        stride: batch.slotSize, maxSegments: capacity - queued, lengths: lengths)
-                    guard made > 0 else {
-                        counters.add(DropReason.malformed.rawValue)
-                        continue drain
-                    }
-                    for k in 0..<made { slotSender[queued + k] = sender }
-                    finishQueued(batch, queued, made, lengths, destination, peerCounters, peerOffset, counters)
-                    queued += made
-                    first += made
-                }
-            }
-            if queued > 0 { flushQueued() }
-        }
-    }
-
-    /// Addresses `count` single-datagram messages already in slots `first...` to one peer
-    /// and counts them.
-    @inline(__always)
-    private func finishQueued(_ batch: DatagramBatch, _ first: Int, _ count: Int, _ lengths: UnsafeMutablePointer<Int>,
-                              _ destination: UInt32, _ peerCounters: CounterBlock, _ peerOffset: Int,
-                              _ counters: CounterBlock) {
-        var bytes = 0
-        for i in 0..<count {
-            batch.setOutgoing(first + i, length: lengths[i], addressNetworkOrder: destination)
-            bytes += lengths[i]
-        }
-        peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(count))
-        peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(bytes))
-        counters.add(ThreadCounter.packets, UInt64(count))
-        counters.add(ThreadCounter.bytes, UInt64(bytes))
-    }
-
-    /// Sends slots `0..<count`, each run of slots with the same sending socket in one
-    /// batch (a flow's datagrams keep their order: they share a socket).
-    @inline(__always)
-    private func flush(_ batch: DatagramBatch, _ slotSender: UnsafeMutablePointer<Int32>, _ count: Int,
-                       _ counters: CounterBlock) {
-        var start = 0
-        while start < count {
-            let fd = slotSender[start]
-            var end = start + 1
-            while end < count && slotSender[end] == fd { end += 1 }
-            let failed = batch.send(fd, from: start, count: end - start)
-            if failed > 0 { counters.add(DropReason.sendFailed.rawValue, UInt64(failed)) }
-            start = end
-        }
-    }
-
-    // MARK: - UDP -> TUN
-
-    private func udpToTUN(_ queue: EngineQueue, wakeFD: Int32) {
-        defer { queue.seenByRx.store(.max, ordering: .sequentiallyConsistent) }
-        let tunFD = queue.tun.fileDescriptor, socketFD = queue.socket.fileDescriptor
-        let virtio = queue.tun.hasVirtioHeader
-        let gro = configuration.udpOffloads && queue.socket.enableReceiveOffload()
-        // With GRO one message can hold ~45 datagrams: 64 KiB slots.
-        let batch = DatagramBatch(capacity: configuration.batchSize, slotSize: gro ? 65536 : configuration.maxPacketSize,
-                                  port: configuration.peerPort)
-        let coalescer = TCPCoalescer()
-        // A plain TUN write with a virtio header: [10 zero bytes][packet] through writev.
-        let zeroHeader = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)
-        zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
-        defer { zeroHeader.deallocate() }
-        var plainIO = [iovec(iov_base: zeroHeader, iov_len: VirtioNetHeader.size), iovec()]
-        let counters = queue.rxCounters
-        let peerOffset = queue.peerOffset
-        let localSubnet = configuration.localSubnet
-        let checkSources = configuration.checkSources
-        let maxPacketSize = configuration.maxPacketSize
-        let capacity = batch.capacity
-        var fds = [pollfd(fd: socketFD, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
-
-        @inline(__always) func writeFrame(_ frame: UnsafeRawPointer, _ length: Int) {
-            var written = write(tunFD, frame, length)
-            while written < 0 && errno == EINTR { written = write(tunFD, frame, length) }
-            if written != length { counters.add(DropReason.tunWriteFailed.rawValue) }
-        }
-        @inline(__always) func writePlain(_ packet: UnsafeMutableRawPointer, _ length: Int) {
-            guard virtio else { return writeFrame(packet, length) }
-            plainIO[1] = iovec(iov_base: packet, iov_len: length)
-            var written = writev(tunFD, &plainIO, 2)
-            while written < 0 && errno == EINTR { written = writev(tunFD, &plainIO, 2) }
-            if written != length + VirtioNetHeader.size { counters.add(DropReason.tunWriteFailed.rawValue) }
-        }
-        @inline(__always) func flushCoalesced() {
-            if coalescer.count > 0 {
-                let (frame, length) = coalescer.take(virtio: true)
-                writeFrame(frame, length)
-            }
-        }
-
-        // Declared once, outside the loop: `deliver` captures it, and a capture of a
-        // loop-local variable would cost a heap box per wakeup.
-        var snapshot = loadSnapshot(queue.seenByRx)
-        while running.load(ordering: .relaxed) {
-            let ready = poll(&fds, 2, 1000)
-            if ready < 0 && errno != EINTR { break }
-            if fds[1].revents != 0 || fds[0].revents & Int16(POLLNVAL) != 0 { break }
-            snapshot = loadSnapshot(queue.seenByRx)
-            if ready <= 0 { continue }
-
-            /// Checks one datagram and passes it on (merged or as it is).
-            @inline(__always) func deliver(_ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: IPv4Address) {
-                if length > maxPacketSize {
-                    counters.add(DropReason.oversize.rawValue)
-                    return
-                }
-                if checkSources && snapshot.table.peer(publicIP: outer) == nil {
-                    counters.add(DropReason.unknownSender.rawValue)
-                    return
-                }
-                let header: IPv4Header
-                do {
-                    header = try IPv4Header(parsing: UnsafeRawBufferPointer(start: slot, count: length), verifyChecksum: true)
-                } catch {
-                    counters.add(DropReason.malformed.rawValue)
-                    return
-                }
-                let peer: Int
-                if checkSources {
-                    switch snapshot.table.checkSender(outerSource: outer, innerSource: header.source) {
-                    case .peer(let index): peer = index
-                    case .unknownSender:
-                        counters.add(DropReason.unknownSender.rawValue)
-                        return
-                    case .spoofedInnerSource:
-                        counters.add(DropReason.spoofedInnerSource.rawValue)
-                        return
-                    }
-                } else {
-                    peer = snapshot.table.peer(publicIP: outer) ?? -1
-                }
-                guard localSubnet.contains(header.destination) else {
-                    counters.add(DropReason.wrongInnerDestination.rawValue)
-                    return
-                }
-                guard IPv4Header.decrementTTL(slot) else {
-                    counters.add(DropReason.ttlExpired.rawValue)
-                    return
-                }
-                counters.add(ThreadCounter.packets)
-                counters.add(ThreadCounter.bytes, UInt64(length))
-                if peer >= 0 {
-                    let peerCounters = snapshot.counters[peer]
-                    peerCounters.add(peerOffset + PeerCounter.rxPackets)
-                    peerCounters.add(peerOffset + PeerCounter.rxBytes, UInt64(length))
-                }
-                if virtio {
-                    if coalescer.offer(slot, length) { return }
-                    flushCoalesced()
-                    if coalescer.offer(slot, length) { return }
-                }
-                writePlain(slot, length)
-            }
-
-            while true {
-                let received = batch.receive(socketFD, control: gro)
-                if received == 0 { break }
-                for i in 0..<received {
-                    if batch.wasTruncated(i) {
-                        counters.add(DropReason.oversize.rawValue)
-                        continue
-                    }
-                    let length = batch.receivedLength(i)
-                    let outer = IPv4Address(rawValue: batch.sourceAddress(i))
-                    let slot = batch.slot(i)
-                    let segment = gro ? batch.groSegmentSize(i) : 0
-                    if segment <= 0 || segment >= length {
-                        deliver(slot, length, outer)
-                        continue
-                    }
-                    var offset = 0
-                    while offset < length {
-                        deliver(slot + offset, min(segment, length - offset), outer)
-                        offset += segment
-                    }
-                }
-                flushCoalesced()
-                if received < capacity { break }
-                snapshot = loadSnapshot(queue.seenByRx)
-            }
-        }
     }
 }

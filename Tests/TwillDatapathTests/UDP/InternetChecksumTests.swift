@@ -31,7 +31,7 @@ struct InternetChecksumTests {
         #expect([UInt8]().withUnsafeBytes { InternetChecksum.checksum($0) } == 0xFFFF)
     }
 
-    @Test("the unrolled 64-bit sum equals the reference on random inputs, lengths and alignments")
+    @Test("the SIMD and 64-bit sums equal the reference on random inputs, lengths and alignments")
     func randomAgainstReference() {
         var rng = SplitMix64(seed: 0x7157_1071)
         for round in 0..<3000 {
@@ -44,6 +44,19 @@ struct InternetChecksumTests {
                 #expect(InternetChecksum.checksum(slice) == InternetChecksum.referenceChecksum(slice),
                         "length \(length) offset \(offset)")
             }
+        }
+    }
+
+    @Test("SIMD lanes are folded before they can overflow: long all-ones and random buffers")
+    func longBuffers() {
+        // All 0xFF grows every 32-bit lane fastest; past simdBlockLimit steps a lane would wrap.
+        let limitBytes = InternetChecksum.simdBlockLimit * 64
+        var rng = SplitMix64(seed: 0x5EED_0064)
+        for length in [limitBytes - 1, limitBytes, limitBytes + 1, 2 * limitBytes + 64 * 3 + 5] {
+            let ones = [UInt8](repeating: 0xFF, count: length)
+            ones.withUnsafeBytes { #expect(InternetChecksum.checksum($0) == InternetChecksum.referenceChecksum($0), "ones \(length)") }
+            let random = [UInt8].random(count: length, using: &rng)
+            random.withUnsafeBytes { #expect(InternetChecksum.checksum($0) == InternetChecksum.referenceChecksum($0), "random \(length)") }
         }
     }
 

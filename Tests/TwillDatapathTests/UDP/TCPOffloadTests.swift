@@ -1,6 +1,9 @@
 import Testing
 import TwillAddress
 @testable import TwillDatapath
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A TCP/IPv4 packet for the offload tests: IP ID 0x0100, DF, TTL 64; TCP with a 12-byte
 /// timestamp option block, ACK plus `flags`.
@@ -30,6 +33,16 @@ func tcpChecksum(_ packet: [UInt8]) -> UInt16 {
     segment[16] = 0; segment[17] = 0
     let pseudo = Array(packet[12..<20]) + [0, 6, UInt8(segment.count >> 8), UInt8(segment.count & 0xFF)]
     return (pseudo + segment).withUnsafeBytes { InternetChecksum.referenceChecksum($0) }
+}
+
+/// The bytes a writev of `pieces` would write, checked against the byte count given with them.
+func gathered(_ take: (pieces: UnsafeMutablePointer<iovec>, count: Int, bytes: Int)) -> [UInt8] {
+    var bytes: [UInt8] = []
+    for i in 0..<take.count {
+        bytes += UnsafeRawBufferPointer(start: take.pieces[i].iov_base, count: take.pieces[i].iov_len)
+    }
+    #expect(bytes.count == take.bytes)
+    return bytes
 }
 
 @Suite("TCP offloads (segmenter, coalescer)")
@@ -86,6 +99,43 @@ struct TCPOffloadTests {
         #expect(split(superPacket, mss: 1420, first: 15).isEmpty)
     }
 
+    @Test("gathered segments (headers written, payload in place) equal the copied split, for many sizes")
+    func gatheredSegments() {
+        var rng = SplitMix64(seed: 10)
+        let headerStride = 128
+        let headers = UnsafeMutableRawPointer.allocate(byteCount: headerStride * 64, alignment: 16)
+        defer { headers.deallocate() }
+        let lengths = UnsafeMutablePointer<Int>.allocate(capacity: 64)
+        defer { lengths.deallocate() }
+        for (payloadLength, mss) in [(1, 1400), (1399, 1400), (1400, 1400), (1401, 1400), (5000, 1400), (20_000, 1420),
+                                     (9_999, 537), (64_000, 1448), (777, 1)] {
+            let superPacket = tcpPacket(payload: [UInt8].random(count: payloadLength, using: &rng), flags: 0x10 | 0x08 | 0x80)
+            let copied = split(superPacket, mss: mss)
+            var gathered: [[UInt8]] = []
+            var first = 0
+            while first < copied.count {
+                let made = superPacket.withUnsafeBytes {
+                    TCPSegmenter.segmentHeaders($0, segmentSize: mss, first: first, headers: headers,
+                                                headerStride: headerStride, maxSegments: 64, lengths: lengths)
+                }
+                #expect(made > 0)
+                if made == 0 { break }
+                for k in 0..<made {
+                    let header = Array(UnsafeRawBufferPointer(start: headers + k * headerStride, count: 52))
+                    let offset = 52 + (first + k) * mss
+                    gathered.append(header + superPacket[offset..<(offset + lengths[k] - 52)])
+                }
+                first += made
+            }
+            #expect(gathered == copied, "payload \(payloadLength), MSS \(mss)")
+        }
+        // A header longer than the stride is refused, not overrun.
+        let packet = tcpPacket(payload: [UInt8](repeating: 1, count: 3000))
+        #expect(packet.withUnsafeBytes {
+            TCPSegmenter.segmentHeaders($0, segmentSize: 1400, headers: headers, headerStride: 40, maxSegments: 64, lengths: lengths)
+        } == 0)
+    }
+
     @Test("non-TCP or empty packets do not split")
     func notSplittable() {
         let udp = Packets.ipv4(source: IPv4Address(198, 18, 1, 1), destination: IPv4Address(198, 18, 2, 1), payload: Array(repeating: 0, count: 3000))
@@ -132,8 +182,7 @@ struct TCPOffloadTests {
             #expect(segment.withUnsafeBytes { coalescer.offer($0.baseAddress!, $0.count) })
         }
         #expect(coalescer.count == 5)
-        let (frame, length) = coalescer.take(virtio: true)
-        let bytes = Array(UnsafeRawBufferPointer(start: frame, count: length))
+        let bytes = gathered(coalescer.take())
         let virtio = bytes.withUnsafeBytes { VirtioNetHeader(reading: $0.baseAddress!) }
         #expect(virtio == VirtioNetHeader(flags: 1, gsoType: 1, headerLength: 52, gsoSize: 1400, checksumStart: 20, checksumOffset: 16))
         let merged = Array(bytes[10...])
@@ -155,8 +204,7 @@ struct TCPOffloadTests {
         let packet = tcpPacket(payload: Array(repeating: 3, count: 100))
         let coalescer = TCPCoalescer()
         #expect(packet.withUnsafeBytes { coalescer.offer($0.baseAddress!, $0.count) })
-        let (frame, length) = coalescer.take(virtio: true)
-        let bytes = Array(UnsafeRawBufferPointer(start: frame, count: length))
+        let bytes = gathered(coalescer.take())
         #expect(Array(bytes[0..<10]) == Array(repeating: 0, count: 10))
         #expect(Array(bytes[10...]) == packet)
     }

@@ -59,7 +59,7 @@ final class TestNamespaces: @unchecked Sendable {  // used from one test at a ti
 }
 
 /// One overlay node: a namespace with an underlay address, a TUN `twill0` (198.18.x.0/32,
-/// MTU 1472, route for 198.18.0.0/16), a bridge `twd0` (as docker0; this kernel has no dummy
+/// MTU 1472 unless asked otherwise, route for 198.18.0.0/16), a bridge `twd0` (as docker0; this kernel has no dummy
 /// driver) holding the subnet's first host
 /// address, and a running engine.
 struct TestNode {
@@ -73,7 +73,7 @@ struct TestNode {
 
     /// Opens the TUN and socket inside `namespace`, configures them with `ip`, starts an engine.
     static func make(namespace: String, underlay: IPv4Address, subnet: IPv4Network, offloads: Bool = false,
-                     udpOffloads: Bool = true, queues: Int = 1,
+                     udpOffloads: Bool = true, queues: Int = 1, mtu: Int = 1472,
                      configure: (inout UDPEngineConfiguration) -> Void = { _ in }) throws -> TestNode {
         var configuration = UDPEngineConfiguration(localSubnet: subnet, udpOffloads: udpOffloads, queues: queues)
         configure(&configuration)
@@ -93,7 +93,7 @@ struct TestNode {
         // without accept_local the kernel drops it as a martian source.
         _ = inNamespace(namespace, "sysctl", "-qw", "net.ipv4.conf.twill0.accept_local=1")
         try ip("-n", namespace, "addr", "add", "\(subnet.address)/32", "dev", "twill0")
-        try ip("-n", namespace, "link", "set", "twill0", "mtu", "1472", "up")
+        try ip("-n", namespace, "link", "set", "twill0", "mtu", "\(mtu)", "up")
         try ip("-n", namespace, "route", "add", "198.18.0.0/16", "dev", "twill0")
         try ip("-n", namespace, "link", "add", "twd0", "type", "bridge")
         try ip("-n", namespace, "addr", "add", "\(subnet.host(1)!)/\(subnet.prefixLength)", "dev", "twd0")

@@ -4,8 +4,9 @@ import TwillAddress
 @testable import TwillDatapath
 
 /// 500 MB TCP transfers through two in-process engines (namespaces over a veth pair): with
-/// several queues and offloads, with offloads forced off, and between a node with offloads
-/// and several queues and a plain single-queue one.
+/// several queues and offloads, with offloads forced off, between a node with offloads and
+/// several queues and a plain single-queue one, and with tiny batches at a small MTU (many
+/// messages per super-packet) and a thread per direction.
 @Suite("UDPEngine queues and offloads, 500 MB", .serialized)
 struct UDPEngineMultiQueueTests {
     /// Receives one TCP connection, prints the byte count and sha256 of what arrived.
@@ -41,13 +42,24 @@ struct UDPEngineMultiQueueTests {
     struct Side: CustomStringConvertible, Sendable {
         var offloads: Bool
         var queues: Int
-        var description: String { "offloads \(offloads ? "on" : "off"), \(queues) queue\(queues == 1 ? "" : "s")" }
+        var threadsPerQueue = 1
+        /// Messages per send/receive batch: 2 forces the gathered send path to flush in the
+        /// middle of a super-packet (its frame still being split) and to reuse frames.
+        var batchSize = 64
+        var mtu = 1472
+        var description: String {
+            "offloads \(offloads ? "on" : "off"), \(queues) queue\(queues == 1 ? "" : "s")"
+                + (threadsPerQueue > 1 ? ", \(threadsPerQueue) threads per queue" : "")
+                + (batchSize != 64 ? ", batch \(batchSize)" : "") + (mtu != 1472 ? ", MTU \(mtu)" : "")
+        }
     }
 
     @Test("500 MB TCP arrives byte-identical", .timeLimit(.minutes(2)), arguments: [
         (Side(offloads: true, queues: 2), Side(offloads: true, queues: 2)),
         (Side(offloads: false, queues: 2), Side(offloads: false, queues: 2)),
         (Side(offloads: true, queues: 2), Side(offloads: false, queues: 1)),
+        (Side(offloads: true, queues: 1, threadsPerQueue: 2, batchSize: 2, mtu: 576),
+         Side(offloads: true, queues: 1, batchSize: 2, mtu: 576)),
     ])
     func transfer(a sideA: Side, b sideB: Side) throws {
         let namespaces = TestNamespaces()
@@ -61,10 +73,16 @@ struct UDPEngineMultiQueueTests {
         try ip("-n", nsB, "link", "set", "eth0", "up")
 
         let a = try TestNode.make(namespace: nsA, underlay: IPv4Address(198, 51, 100, 1), subnet: IPv4Network("198.18.1.0/24")!,
-                                  offloads: sideA.offloads, udpOffloads: sideA.offloads, queues: sideA.queues)
+                                  offloads: sideA.offloads, udpOffloads: sideA.offloads, queues: sideA.queues, mtu: sideA.mtu) {
+            $0.threadsPerQueue = sideA.threadsPerQueue
+            $0.batchSize = sideA.batchSize
+        }
         defer { a.engine.stop() }
         let b = try TestNode.make(namespace: nsB, underlay: IPv4Address(198, 51, 100, 2), subnet: IPv4Network("198.18.2.0/24")!,
-                                  offloads: sideB.offloads, udpOffloads: sideB.offloads, queues: sideB.queues)
+                                  offloads: sideB.offloads, udpOffloads: sideB.offloads, queues: sideB.queues, mtu: sideB.mtu) {
+            $0.threadsPerQueue = sideB.threadsPerQueue
+            $0.batchSize = sideB.batchSize
+        }
         defer { b.engine.stop() }
         #expect(a.engine.queueCount == sideA.queues)
         #expect(b.engine.queueCount == sideB.queues)

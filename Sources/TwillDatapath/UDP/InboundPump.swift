@@ -1,0 +1,181 @@
+import CDatapath
+import TwillAddress
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// UDP -> TUN for one queue: receives datagrams in batches (recvmmsg, with UDP GRO when the
+/// socket allows), drops and counts those from non-peers, with an inner source outside the
+/// sender's subnet or an inner destination outside this node's subnet, malformed and
+/// expiring ones, and writes the rest to the TUN. With a virtio TUN, consecutive segments of
+/// one TCP flow are merged (``TCPCoalescer``) into one GSO write, gathered from the receive
+/// buffers without a copy: the coalescer is flushed before the next receive reuses them.
+///
+/// Owned by the one thread that calls ``run(budget:)``; every buffer is allocated here, once.
+final class InboundPump {
+    private let engine: UDPEngine
+    private let queue: EngineQueue
+    /// The receiving socket's descriptor: poll it for POLLIN.
+    let fileDescriptor: Int32
+    private let tunFD: Int32
+    private let virtio: Bool
+    private let gro: Bool
+    private let batch: DatagramBatch
+    private let coalescer = TCPCoalescer()
+    /// A plain TUN write with a virtio header: [10 zero bytes][packet] through writev.
+    private let zeroHeader: UnsafeMutableRawPointer
+    private let plainIO: UnsafeMutablePointer<iovec>
+
+    init(engine: UDPEngine, queue: EngineQueue) {
+        self.engine = engine
+        self.queue = queue
+        let configuration = engine.configuration
+        fileDescriptor = queue.socket.fileDescriptor
+        tunFD = queue.tun.fileDescriptor
+        virtio = queue.tun.hasVirtioHeader
+        gro = configuration.udpOffloads && queue.socket.enableReceiveOffload()
+        // With GRO one message can hold ~45 datagrams: 64 KiB slots.
+        batch = DatagramBatch(capacity: configuration.batchSize, slotSize: gro ? 65536 : configuration.maxPacketSize,
+                              port: configuration.peerPort)
+        zeroHeader = .allocate(byteCount: 16, alignment: 16)
+        zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
+        plainIO = .allocate(capacity: 2)
+        plainIO.initialize(repeating: iovec(iov_base: zeroHeader, iov_len: VirtioNetHeader.size), count: 2)
+    }
+
+    deinit {
+        zeroHeader.deallocate()
+        plainIO.deallocate()
+    }
+
+    /// Publishes the snapshot generation this pump holds (see ``UDPEngine``): call when idle.
+    func refreshSnapshot() { _ = engine.loadSnapshot(queue.seenByRx) }
+
+    @inline(__always)
+    private func writeFrame(_ frame: UnsafeRawPointer, _ length: Int, _ counters: CounterBlock) {
+        var written = write(tunFD, frame, length)
+        while written < 0 && errno == EINTR { written = write(tunFD, frame, length) }
+        if written != length { counters.add(DropReason.tunWriteFailed.rawValue) }
+    }
+
+    @inline(__always)
+    private func writePlain(_ packet: UnsafeMutableRawPointer, _ length: Int, _ counters: CounterBlock) {
+        guard virtio else { return writeFrame(packet, length, counters) }
+        plainIO[1] = iovec(iov_base: packet, iov_len: length)
+        var written = writev(tunFD, plainIO, 2)
+        while written < 0 && errno == EINTR { written = writev(tunFD, plainIO, 2) }
+        if written != length + VirtioNetHeader.size { counters.add(DropReason.tunWriteFailed.rawValue) }
+    }
+
+    @inline(__always)
+    private func flushCoalesced(_ counters: CounterBlock) {
+        if coalescer.count > 0 {
+            let (pieces, count, bytes) = coalescer.take()
+            var written = writev(tunFD, pieces, Int32(count))
+            while written < 0 && errno == EINTR { written = writev(tunFD, pieces, Int32(count)) }
+            if written != bytes { counters.add(DropReason.tunWriteFailed.rawValue) }
+        }
+    }
+
+    /// Receives up to `budget` batches and delivers them; nothing is left pending.
+    ///
+    /// - Returns: true if the budget ran out with the last batch full (more may be
+    ///   waiting), false once a batch came back short or empty.
+    func run(budget: Int) -> Bool {
+        let socketFD = fileDescriptor, gro = self.gro, virtio = self.virtio
+        let batch = self.batch, coalescer = self.coalescer
+        let counters = queue.rxCounters
+        let peerOffset = queue.peerOffset
+        let configuration = engine.configuration
+        let localSubnet = configuration.localSubnet
+        let checkSources = configuration.checkSources
+        let maxPacketSize = configuration.maxPacketSize
+        let capacity = batch.capacity
+        var snapshot = engine.loadSnapshot(queue.seenByRx)
+
+        /// Checks one datagram and passes it on (merged or as it is).
+        // The snapshot is a parameter, not a capture: a captured variable that the loop
+        // reassigns would be boxed, with an exclusivity check on every access.
+        @inline(__always) func deliver(_ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: IPv4Address,
+                                       _ snapshot: EngineSnapshot) {
+            if length > maxPacketSize {
+                counters.add(DropReason.oversize.rawValue)
+                return
+            }
+            if checkSources && snapshot.table.peer(publicIP: outer) == nil {
+                counters.add(DropReason.unknownSender.rawValue)
+                return
+            }
+            let header: IPv4Header
+            do {
+                header = try IPv4Header(parsing: UnsafeRawBufferPointer(start: slot, count: length), verifyChecksum: true)
+            } catch {
+                counters.add(DropReason.malformed.rawValue)
+                return
+            }
+            let peer: Int
+            if checkSources {
+                switch snapshot.table.checkSender(outerSource: outer, innerSource: header.source) {
+                case .peer(let index): peer = index
+                case .unknownSender:
+                    counters.add(DropReason.unknownSender.rawValue)
+                    return
+                case .spoofedInnerSource:
+                    counters.add(DropReason.spoofedInnerSource.rawValue)
+                    return
+                }
+            } else {
+                peer = snapshot.table.peer(publicIP: outer) ?? -1
+            }
+            guard localSubnet.contains(header.destination) else {
+                counters.add(DropReason.wrongInnerDestination.rawValue)
+                return
+            }
+            guard IPv4Header.decrementTTL(slot) else {
+                counters.add(DropReason.ttlExpired.rawValue)
+                return
+            }
+            counters.add(ThreadCounter.packets)
+            counters.add(ThreadCounter.bytes, UInt64(length))
+            if peer >= 0 {
+                let peerCounters = snapshot.counters[peer]
+                peerCounters.add(peerOffset + PeerCounter.rxPackets)
+                peerCounters.add(peerOffset + PeerCounter.rxBytes, UInt64(length))
+            }
+            if virtio {
+                if coalescer.offer(slot, length) { return }
+                flushCoalesced(counters)
+                if coalescer.offer(slot, length) { return }
+            }
+            writePlain(slot, length, counters)
+        }
+
+        for _ in 0..<budget {
+            let received = batch.receive(socketFD, control: gro)
+            if received == 0 { return false }
+            for i in 0..<received {
+                if batch.wasTruncated(i) {
+                    counters.add(DropReason.oversize.rawValue)
+                    continue
+                }
+                let length = batch.receivedLength(i)
+                let outer = IPv4Address(rawValue: batch.sourceAddress(i))
+                let slot = batch.slot(i)
+                let segment = gro ? batch.groSegmentSize(i) : 0
+                if segment <= 0 || segment >= length {
+                    deliver(slot, length, outer, snapshot)
+                    continue
+                }
+                var offset = 0
+                while offset < length {
+                    deliver(slot + offset, min(segment, length - offset), outer, snapshot)
+                    offset += segment
+                }
+            }
+            flushCoalesced(counters)
+            if received < capacity { return false }
+            snapshot = engine.loadSnapshot(queue.seenByRx)
+        }
+        return true
+    }
+}

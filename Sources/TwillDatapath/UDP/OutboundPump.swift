@@ -1,0 +1,407 @@
+import CDatapath
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// TUN -> UDP for one queue: reads packets (or TSO super-packets) from the TUN, validates and
+/// routes each, decrements its TTL and sends it to the peer's PublicIP, one inner packet per
+/// datagram. No peer: ICMP net unreachable back into the TUN, as flannel.
+///
+/// A super-packet is split in userspace (``TCPSegmenter``). With UDP GSO the payload is never
+/// copied: the TUN is read into one of ``frameCount`` frames, each segment's headers are
+/// written beside it, and one UDP_SEGMENT message gathers header and payload pieces
+/// (``ScatterBatch``); without GSO each segment is copied into a datagram of its own.
+/// Messages go out in one sendmmsg per sending socket and batch.
+///
+/// Owned by the one thread that calls ``run(budget:)``; every buffer is allocated here, once.
+final class OutboundPump {
+    private let engine: UDPEngine
+    private let queue: EngineQueue
+    /// The TUN queue's descriptor (non-blocking): poll it for POLLIN.
+    let fileDescriptor: Int32
+    private let virtio: Bool
+    private let senderCount: Int
+    /// The sending sockets' descriptors, and which one each queued message leaves by.
+    private let senders: UnsafeMutablePointer<Int32>
+    private let slotSender: UnsafeMutablePointer<Int32>
+    /// UDP_SEGMENT in use; cleared for good once the device refuses it.
+    private var gso: Bool
+    private let capacity: Int
+    /// Plain TUN, or virtio without GSO: one datagram per slot.
+    private let batch: DatagramBatch
+    /// Virtio with GSO: gathered messages over the TUN read frames.
+    private let scatter: ScatterBatch?
+    private let frames: UnsafeMutableRawPointer?
+    /// TUN reads (frames) between two sends in the gathered mode.
+    static let frameCount = 16
+    /// ICMP answers go back into the TUN; with a virtio header they need one (all zero) first.
+    private let icmpFrame: UnsafeMutableRawBufferPointer
+    /// A super-packet from a TSO read lands here (virtio header at 6, IP header at 16).
+    private let superFrame: UnsafeMutableRawPointer
+    private static let superSize = 16 + 65536
+    private let lengths: UnsafeMutablePointer<Int>
+
+    init(engine: UDPEngine, queue: EngineQueue) {
+        self.engine = engine
+        self.queue = queue
+        let configuration = engine.configuration
+        let sockets = engine.sendSockets
+        fileDescriptor = queue.tun.fileDescriptor
+        virtio = queue.tun.hasVirtioHeader
+        senderCount = sockets.count
+        senders = .allocate(capacity: senderCount)
+        for (i, socket) in sockets.enumerated() { senders[i] = socket.fileDescriptor }
+        gso = virtio && configuration.udpOffloads && sockets[0].supportsSegmentationOffload
+        // Without GSO a TSO read becomes ~45 messages (more with a small MSS): room for two.
+        capacity = virtio ? max(configuration.batchSize, 128) : configuration.batchSize
+        batch = DatagramBatch(capacity: capacity, slotSize: configuration.maxPacketSize, port: configuration.peerPort)
+        if gso {
+            scatter = ScatterBatch(capacity: configuration.batchSize, port: configuration.peerPort)
+            frames = .allocate(byteCount: Self.frameCount * Self.superSize, alignment: 64)
+        } else {
+            scatter = nil
+            frames = nil
+        }
+        icmpFrame = .allocate(byteCount: 16 + ICMPUnreachable.maximumLength, alignment: 16)
+        icmpFrame.initializeMemory(as: UInt8.self, repeating: 0)
+        superFrame = .allocate(byteCount: Self.superSize, alignment: 64)
+        lengths = .allocate(capacity: max(capacity, 128))
+        slotSender = .allocate(capacity: capacity)
+        slotSender.initialize(repeating: senders[0], count: capacity)
+    }
+
+    deinit {
+        senders.deallocate()
+        slotSender.deallocate()
+        icmpFrame.deallocate()
+        superFrame.deallocate()
+        lengths.deallocate()
+        frames?.deallocate()
+    }
+
+    /// What happens to one packet read from the TUN.
+    private enum Verdict {
+        case drop(DropReason)
+        /// Answered with an ICMP message of this length, already in the ICMP buffer.
+        case answer(Int)
+        case forward(peer: Int)
+    }
+
+    /// Validates, routes and TTL-decrements one packet from the TUN.
+    @inline(__always)
+    private func classify(_ packet: UnsafeMutableRawBufferPointer, _ snapshot: EngineSnapshot,
+                          icmp: UnsafeMutableRawBufferPointer) -> Verdict {
+        let header: IPv4Header
+        do {
+            header = try IPv4Header(parsing: UnsafeRawBufferPointer(packet))
+        } catch {
+            return .drop(packet.count > 0 && packet[0] >> 4 != 4 ? .notIPv4 : .malformed)
+        }
+        guard let peer = snapshot.table.lookup(header.destination) else {
+            let configuration = engine.configuration
+            let n = ICMPUnreachable.build(offending: UnsafeRawBufferPointer(packet), header: header,
+                                          source: configuration.tunAddress, into: icmp,
+                                          answeringQueries: configuration.answerICMPQueries)
+            return n > 0 ? .answer(n) : .drop(.noRoute)
+        }
+        guard IPv4Header.decrementTTL(packet.baseAddress!) else { return .drop(.ttlExpired) }
+        return .forward(peer: peer)
+    }
+
+    /// Publishes the snapshot generation this pump holds (see ``UDPEngine``): call when idle.
+    func refreshSnapshot() { _ = engine.loadSnapshot(queue.seenByTx) }
+
+    /// Reads up to `budget` packets from the TUN and sends them; nothing is left queued.
+    ///
+    /// - Returns: true if the budget ran out (the TUN may hold more), false once a read
+    ///   found it empty.
+    func run(budget: Int) -> Bool {
+        if gso, let scatter, let frames { return runGathered(budget: budget, scatter, frames) }
+        let tunFD = fileDescriptor, virtio = self.virtio, capacity = self.capacity
+        let batch = self.batch, lengths = self.lengths, slotSender = self.slotSender
+        let superFrame = self.superFrame, superSize = Self.superSize
+        let senders = self.senders, senderCount = self.senderCount
+        let counters = queue.txCounters
+        let peerOffset = queue.peerOffset
+        let packetCapacity = batch.packetCapacity
+        let icmp = UnsafeMutableRawBufferPointer(rebasing: icmpFrame[16...])
+        let icmpPrefix = virtio ? VirtioNetHeader.size : 0
+        var snapshot = engine.loadSnapshot(queue.seenByTx)
+        var queued = 0
+        var reads = 0
+
+        func flushQueued() {
+            flush(queued, counters)
+            queued = 0
+            snapshot = engine.loadSnapshot(queue.seenByTx)
+        }
+        defer { if queued > 0 { flushQueued() } }
+
+        drain: while reads < budget {
+            if queued == capacity { flushQueued() }
+            let packet: UnsafeMutableRawBufferPointer
+            var header = VirtioNetHeader.plain
+            if virtio {
+                let n = read(tunFD, superFrame + 6, superSize - 6)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                reads += 1
+                guard n >= VirtioNetHeader.size else { counters.add(DropReason.malformed.rawValue); continue }
+                header = VirtioNetHeader(reading: superFrame + 6)
+                packet = UnsafeMutableRawBufferPointer(start: superFrame + 16, count: n - VirtioNetHeader.size)
+            } else {
+                let n = read(tunFD, batch.slot(queued), packetCapacity)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                reads += 1
+                packet = UnsafeMutableRawBufferPointer(start: batch.slot(queued), count: n)
+            }
+            let peer: Int
+            switch classify(packet, snapshot, icmp: icmp) {
+            case .drop(let reason):
+                counters.add(reason.rawValue)
+                continue drain
+            case .answer(let n):
+                counters.add(DropReason.noRoute.rawValue)
+                if write(tunFD, icmp.baseAddress! - icmpPrefix, n + icmpPrefix) == n + icmpPrefix {
+                    counters.add(ThreadCounter.icmpSent)
+                }
+                continue drain
+            case .forward(let index):
+                peer = index
+            }
+            let destination = snapshot.destinations[peer]
+            let peerCounters = snapshot.counters[peer]
+            // All datagrams of this packet (or super-packet) leave by its flow's socket.
+            let sender = senderCount == 1 ? senders[0]
+                : senders[FlowHash.index(of: UnsafeRawBufferPointer(packet), count: senderCount)]
+            if !virtio {
+                lengths[0] = packet.count
+                slotSender[queued] = sender
+                finishQueued(queued, 1, destination, peerCounters, peerOffset, counters)
+                queued += 1
+                continue drain
+            }
+            let gsoType = header.gsoType & ~VirtioNetHeader.gsoECN
+            if gsoType == VirtioNetHeader.gsoNone {
+                if header.flags & VirtioNetHeader.needsChecksum != 0,
+                   !TCPSegmenter.finishChecksum(packet, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) {
+                    counters.add(DropReason.malformed.rawValue)
+                    continue drain
+                }
+                guard packet.count <= packetCapacity else {
+                    counters.add(DropReason.oversize.rawValue)
+                    continue drain
+                }
+                batch.slot(queued).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
+                lengths[0] = packet.count
+                slotSender[queued] = sender
+                finishQueued(queued, 1, destination, peerCounters, peerOffset, counters)
+                queued += 1
+                continue drain
+            }
+            let segmentSize = Int(header.gsoSize)
+            guard gsoType == VirtioNetHeader.gsoTCPv4,
+                  let needed = TCPSegmenter.segmentCount(UnsafeRawBufferPointer(packet), segmentSize: segmentSize) else {
+                counters.add(DropReason.malformed.rawValue)
+                continue drain
+            }
+            // One datagram per slot, in as many batches as it takes.
+            var first = 0
+            while first < needed {
+                if queued == capacity { flushQueued() }
+                let made = TCPSegmenter.split(
+                    UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first, output: batch.slot(queued),
+                    stride: batch.slotSize, maxSegments: capacity - queued, lengths: lengths)
+                guard made > 0 else {
+                    counters.add(DropReason.malformed.rawValue)
+                    continue drain
+                }
+                for k in 0..<made { slotSender[queued + k] = sender }
+                finishQueued(queued, made, destination, peerCounters, peerOffset, counters)
+                queued += made
+                first += made
+            }
+        }
+        return true
+    }
+
+    /// ``run(budget:)`` with UDP GSO over a virtio TUN: no payload byte is copied in
+    /// userspace. Each read lands in a frame of its own; a frame is reused only after the
+    /// messages pointing into it have been sent.
+    private func runGathered(budget: Int, _ scatter: ScatterBatch, _ frames: UnsafeMutableRawPointer) -> Bool {
+        let tunFD = fileDescriptor, frameSize = Self.superSize, frameCount = Self.frameCount
+        let capacity = scatter.capacity, lengths = self.lengths, slotSender = self.slotSender
+        let senders = self.senders, senderCount = self.senderCount
+        let counters = queue.txCounters
+        let peerOffset = queue.peerOffset
+        let maxPacketSize = engine.configuration.maxPacketSize
+        let icmp = UnsafeMutableRawBufferPointer(rebasing: icmpFrame[16...])
+        let headerRoom = ScatterBatch.headerRoom
+        var snapshot = engine.loadSnapshot(queue.seenByTx)
+        var queued = 0
+        var framesUsed = 0
+        var reads = 0
+        var refused = false
+        defer { if refused { gso = false } }
+
+        /// Sends what is queued. Between packets every frame is free again; in the middle of
+        /// one (`live` frame still being split) the frames up to it stay taken.
+        func flushQueued(live: Int?) {
+            flushGathered(scatter, queued, counters)
+            queued = 0
+            framesUsed = live.map { $0 + 1 } ?? 0
+            snapshot = engine.loadSnapshot(queue.seenByTx)
+            // The device refused segmentation offload: segment into copies from now on.
+            if scatter.sawSegmentationFailure { refused = true }
+        }
+        defer { if queued > 0 { flushQueued(live: nil) } }
+
+        drain: while reads < budget && !refused {
+            if framesUsed == frameCount || queued == capacity { flushQueued(live: nil) }
+            let frameIndex = framesUsed
+            let frame = frames + frameIndex * frameSize
+            let n = read(tunFD, frame + 6, frameSize - 6)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            reads += 1
+            guard n >= VirtioNetHeader.size else { counters.add(DropReason.malformed.rawValue); continue }
+            let header = VirtioNetHeader(reading: frame + 6)
+            let packet = UnsafeMutableRawBufferPointer(start: frame + 16, count: n - VirtioNetHeader.size)
+            let peer: Int
+            switch classify(packet, snapshot, icmp: icmp) {
+            case .drop(let reason):
+                counters.add(reason.rawValue)
+                continue drain
+            case .answer(let n):
+                counters.add(DropReason.noRoute.rawValue)
+                if write(tunFD, icmp.baseAddress! - VirtioNetHeader.size, n + VirtioNetHeader.size) == n + VirtioNetHeader.size {
+                    counters.add(ThreadCounter.icmpSent)
+                }
+                continue drain
+            case .forward(let index):
+                peer = index
+            }
+            let destination = snapshot.destinations[peer]
+            let peerCounters = snapshot.counters[peer]
+            let sender = senderCount == 1 ? senders[0]
+                : senders[FlowHash.index(of: UnsafeRawBufferPointer(packet), count: senderCount)]
+            let gsoType = header.gsoType & ~VirtioNetHeader.gsoECN
+            if gsoType == VirtioNetHeader.gsoNone {
+                if header.flags & VirtioNetHeader.needsChecksum != 0,
+                   !TCPSegmenter.finishChecksum(packet, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) {
+                    counters.add(DropReason.malformed.rawValue)
+                    continue drain
+                }
+                guard packet.count <= maxPacketSize else {
+                    counters.add(DropReason.oversize.rawValue)
+                    continue drain
+                }
+                scatter.setPiece(queued, 0, packet.baseAddress!, packet.count)
+                scatter.finish(queued, pieces: 1, length: packet.count, addressNetworkOrder: destination, segmentSize: 0)
+                slotSender[queued] = sender
+                peerCounters.add(peerOffset + PeerCounter.txPackets)
+                peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(packet.count))
+                counters.add(ThreadCounter.packets)
+                counters.add(ThreadCounter.bytes, UInt64(packet.count))
+                queued += 1
+                framesUsed = frameIndex + 1
+                continue drain
+            }
+            let segmentSize = Int(header.gsoSize)
+            guard gsoType == VirtioNetHeader.gsoTCPv4,
+                  let needed = TCPSegmenter.segmentCount(UnsafeRawBufferPointer(packet), segmentSize: segmentSize),
+                  let headerLengths = TCPSegmenter.headerLengths(UnsafeRawBufferPointer(packet)) else {
+                counters.add(DropReason.malformed.rawValue)
+                continue drain
+            }
+            let headers = headerLengths.ip + headerLengths.tcp
+            // At most 64 datagrams and 65507 bytes per message.
+            let segmentLength = headers + segmentSize
+            let perMessage = max(1, min(ScatterBatch.maximumSegments, 65507 / segmentLength))
+            framesUsed = frameIndex + 1
+            var first = 0
+            while first < needed {
+                if queued == capacity { flushQueued(live: frameIndex) }
+                let area = scatter.headerArea(queued)
+                let made = TCPSegmenter.segmentHeaders(
+                    UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first, headers: area,
+                    headerStride: headerRoom, maxSegments: perMessage, lengths: lengths)
+                guard made > 0 else {
+                    counters.add(DropReason.malformed.rawValue)
+                    continue drain
+                }
+                var bytes = 0
+                var payload = UnsafeRawPointer(packet.baseAddress!) + headers + first * segmentSize
+                for k in 0..<made {
+                    scatter.setPiece(queued, 2 * k, area + k * headerRoom, headers)
+                    scatter.setPiece(queued, 2 * k + 1, payload, lengths[k] - headers)
+                    payload += segmentSize
+                    bytes += lengths[k]
+                }
+                scatter.finish(queued, pieces: 2 * made, length: bytes, addressNetworkOrder: destination,
+                               segmentSize: segmentLength)
+                slotSender[queued] = sender
+                peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(made))
+                peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(bytes))
+                counters.add(ThreadCounter.packets, UInt64(made))
+                counters.add(ThreadCounter.bytes, UInt64(bytes))
+                queued += 1
+                first += made
+            }
+        }
+        return true
+    }
+
+    /// Sends gathered messages `0..<count`, each run with the same sending socket in one
+    /// batch.
+    @inline(__always)
+    private func flushGathered(_ scatter: ScatterBatch, _ count: Int, _ counters: CounterBlock) {
+        var start = 0
+        while start < count {
+            let fd = slotSender[start]
+            var end = start + 1
+            while end < count && slotSender[end] == fd { end += 1 }
+            let failed = scatter.send(fd, from: start, count: end - start)
+            if failed > 0 { counters.add(DropReason.sendFailed.rawValue, UInt64(failed)) }
+            start = end
+        }
+    }
+
+    /// Addresses `count` single-datagram messages already in slots `first...` (lengths in
+    /// ``lengths``) to one peer and counts them.
+    @inline(__always)
+    private func finishQueued(_ first: Int, _ count: Int, _ destination: UInt32, _ peerCounters: CounterBlock,
+                              _ peerOffset: Int, _ counters: CounterBlock) {
+        var bytes = 0
+        for i in 0..<count {
+            batch.setOutgoing(first + i, length: lengths[i], addressNetworkOrder: destination)
+            bytes += lengths[i]
+        }
+        peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(count))
+        peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(bytes))
+        counters.add(ThreadCounter.packets, UInt64(count))
+        counters.add(ThreadCounter.bytes, UInt64(bytes))
+    }
+
+    /// Sends slots `0..<count`, each run of slots with the same sending socket in one
+    /// batch (a flow's datagrams keep their order: they share a socket).
+    @inline(__always)
+    private func flush(_ count: Int, _ counters: CounterBlock) {
+        var start = 0
+        while start < count {
+            let fd = slotSender[start]
+            var end = start + 1
+            while end < count && slotSender[end] == fd { end += 1 }
+            let failed = batch.send(fd, from: start, count: end - start)
+            if failed > 0 { counters.add(DropReason.sendFailed.rawValue, UInt64(failed)) }
+            start = end
+        }
+    }
+}

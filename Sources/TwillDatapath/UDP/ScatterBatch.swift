@@ -1,0 +1,100 @@
+import CDatapath
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Outgoing messages gathered from pieces (iovecs) rather than copied into one buffer: the
+/// zero-copy send of the TCP segments of a TSO super-packet. Each message is one UDP_SEGMENT
+/// send of up to ``maximumSegments`` datagrams, every datagram a header written in this
+/// batch's header area followed by its payload where it lies in the super-packet.
+///
+/// Not thread-safe: each engine thread owns one. Everything is allocated once.
+final class ScatterBatch {
+    /// Datagrams per message (the kernel's UDP_SEGMENT limit is 64).
+    static let maximumSegments = 64
+    /// Bytes reserved for one segment's IP and TCP headers (at most 60 + 60).
+    static let headerRoom = 128
+    static let piecesPerMessage = 2 * maximumSegments
+
+    let capacity: Int
+    private let iovecs: UnsafeMutablePointer<iovec>
+    private let headers: UnsafeMutableRawPointer
+    private let addresses: UnsafeMutablePointer<sockaddr_in>
+    private let controls: UnsafeMutableRawPointer
+    private let messages: UnsafeMutablePointer<twill_mmsghdr>
+    /// Set when sendmmsg failed with EIO: the route's device cannot do UDP segmentation.
+    private(set) var sawSegmentationFailure = false
+
+    init(capacity: Int, port: UInt16) {
+        self.capacity = capacity
+        iovecs = .allocate(capacity: capacity * Self.piecesPerMessage)
+        iovecs.initialize(repeating: iovec(), count: capacity * Self.piecesPerMessage)
+        headers = .allocate(byteCount: capacity * Self.maximumSegments * Self.headerRoom, alignment: 64)
+        headers.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * Self.maximumSegments * Self.headerRoom)
+        addresses = .allocate(capacity: capacity)
+        controls = .allocate(byteCount: capacity * DatagramBatch.controlSpace, alignment: 16)
+        controls.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * DatagramBatch.controlSpace)
+        messages = .allocate(capacity: capacity)
+        for i in 0..<capacity {
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = port.bigEndian
+            addresses[i] = sin
+            var header = msghdr()
+            header.msg_name = UnsafeMutableRawPointer(addresses + i)
+            header.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
+            header.msg_iov = iovecs + i * Self.piecesPerMessage
+            header.msg_iovlen = 0
+            messages[i] = twill_mmsghdr(msg_hdr: header, msg_len: 0)
+        }
+    }
+
+    deinit {
+        iovecs.deallocate()
+        headers.deallocate()
+        addresses.deallocate()
+        controls.deallocate()
+        messages.deallocate()
+    }
+
+    /// Message `i`'s header area: segment k's headers go at `+ k * headerRoom`.
+    @inline(__always)
+    func headerArea(_ i: Int) -> UnsafeMutableRawPointer {
+        headers + i * Self.maximumSegments * Self.headerRoom
+    }
+
+    /// Sets piece `k` of message `i` (at most ``piecesPerMessage``).
+    @inline(__always)
+    func setPiece(_ i: Int, _ k: Int, _ base: UnsafeRawPointer, _ length: Int) {
+        iovecs[i * Self.piecesPerMessage + k] = iovec(iov_base: UnsafeMutableRawPointer(mutating: base), iov_len: length)
+    }
+
+    /// Completes message `i`: `pieces` pieces set, `length` bytes in all, to `address`
+    /// (network order) at the batch's port; with `segmentSize` > 0 and below `length` the
+    /// kernel cuts it into datagrams of that size (UDP_SEGMENT).
+    @inline(__always)
+    func finish(_ i: Int, pieces: Int, length: Int, addressNetworkOrder: UInt32, segmentSize: Int) {
+        addresses[i].sin_addr.s_addr = addressNetworkOrder
+        messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
+        messages[i].msg_hdr.msg_iovlen = pieces
+        if segmentSize > 0 && segmentSize < length {
+            messages[i].msg_hdr.msg_control = controls + i * DatagramBatch.controlSpace
+            var size = UInt16(segmentSize)
+            twill_put_cmsg(&messages[i].msg_hdr, DatagramBatch.solUDP, DatagramBatch.udpSegment, &size, 2)
+        } else {
+            messages[i].msg_hdr.msg_control = nil
+            messages[i].msg_hdr.msg_controllen = 0
+        }
+    }
+
+    /// Sends messages `start..<start + count` (see
+    /// ``DatagramBatch/sendMessages(_:_:count:stallMilliseconds:)``).
+    ///
+    /// - Returns: how many messages were not sent.
+    @inline(__always)
+    func send(_ fd: Int32, from start: Int, count: Int, stallMilliseconds: Int32 = 200) -> Int {
+        let (failed, refused) = DatagramBatch.sendMessages(fd, messages + start, count: count, stallMilliseconds: stallMilliseconds)
+        if refused { sawSegmentationFailure = true }
+        return failed
+    }
+}
