@@ -45,7 +45,7 @@ struct AgentCommand: AsyncParsableCommand {
     var iptablesForwardRules: Bool?
     @Option(name: .customLong("tun-name"), help: "udp backend: name of the TUN device (default twill0).")
     var tunName: String?
-    @Option(name: .customLong("udp-queues"), help: "udp backend: packet queues (thread pairs, multi-queue TUN, SO_REUSEPORT sockets); default the number of online CPUs.")
+    @Option(name: .customLong("udp-queues"), help: "udp backend: packet queues (a thread each, multi-queue TUN, SO_REUSEPORT sockets); default half the online CPUs, at least 1.")
     var udpQueues: Int?
     @Option(name: .customLong("udp-offloads"), help: "udp backend: use TUN and UDP offloads (TSO, UDP GSO/GRO) where the kernel has them (true/false, default true).")
     var udpOffloads: Bool?

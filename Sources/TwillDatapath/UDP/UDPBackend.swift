@@ -20,7 +20,7 @@ import Glibc
 /// whole overlay network through it. The ``UDPEngine`` moves the packets; this type wires it
 /// to the kernel and to the leases.
 ///
-/// With several queues (`--udp-queues`, default one per CPU) datagrams leave from ephemeral
+/// With several queues (`--udp-queues`, default one per two CPUs) datagrams leave from ephemeral
 /// source ports chosen per inner flow, not from `Backend.Port` (see ``FlowHash``): they
 /// still go to the peer's `Backend.Port`, which is all flannel peers look at, but a firewall
 /// between nodes must admit UDP to that port from any source port. One queue sends from

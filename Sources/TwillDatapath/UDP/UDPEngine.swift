@@ -29,8 +29,8 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     /// answers no ICMP packet at all; see ``ICMPUnreachable/shouldAnswer(_:packet:answeringQueries:)``.
     public var answerICMPQueries: Bool
     /// Queues (TUN queue, socket and worker thread) ``UDPEngine/open(tunName:tunOffloads:address:configuration:)``
-    /// asks for; fewer are used when the kernel refuses a multi-queue TUN. Default: the
-    /// number of online CPUs.
+    /// asks for; fewer are used when the kernel refuses a multi-queue TUN. Default:
+    /// ``defaultQueues``.
     public var queues: Int
     /// Threads per queue: 1 (default) serves both directions in one poll loop; 2 gives each
     /// direction its own thread, which pays only with more idle cores than queues.
@@ -39,11 +39,16 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     /// The number of online CPUs (at least 1).
     public static var onlineCPUs: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
+    /// Half the online CPUs, at least 1. A queue's thread at full rate keeps one CPU busy,
+    /// and the kernel's TCP stacks and the workloads on both ends need at least as much
+    /// again: on a 2-CPU node one queue carried as much as two or more (docs/performance.md).
+    public static var defaultQueues: Int { max(1, onlineCPUs / 2) }
+
     public init(localSubnet: IPv4Network, tunAddress: IPv4Address? = nil,
                 peerPort: UInt16 = UDPSocket.defaultPort, checkSources: Bool = true,
                 batchSize: Int = 64, maxPacketSize: Int = 9216, udpOffloads: Bool = true,
                 answerICMPQueries: Bool = true, queues: Int? = nil, threadsPerQueue: Int = 1) {
-        self.queues = max(1, queues ?? Self.onlineCPUs)
+        self.queues = max(1, queues ?? Self.defaultQueues)
         self.threadsPerQueue = min(2, max(1, threadsPerQueue))
         self.localSubnet = localSubnet
         self.tunAddress = tunAddress ?? localSubnet.address
