@@ -42,17 +42,24 @@ final class DatagramBatch {
         controls.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * Self.controlSpace)
         for i in 0..<capacity {
             iovecs[i] = iovec(iov_base: buffers + i * self.slotSize + headroom, iov_len: self.slotSize - headroom)
-            var sin = sockaddr_in()
-            sin.sin_family = sa_family_t(AF_INET)
-            sin.sin_port = port.bigEndian
-            addresses[i] = sin
-            var header = msghdr()
-            header.msg_name = UnsafeMutableRawPointer(addresses + i)
-            header.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
-            header.msg_iov = iovecs + i
-            header.msg_iovlen = 1
-            messages[i] = twill_mmsghdr(msg_hdr: header, msg_len: 0)
+            Self.initializeMessage(messages + i, address: addresses + i, port: port, pieces: iovecs + i, count: 1)
         }
+    }
+
+    /// Initializes a message addressed through `address` (IPv4, `port`, the host set per
+    /// send) over `count` iovecs at `pieces`.
+    static func initializeMessage(_ message: UnsafeMutablePointer<twill_mmsghdr>, address: UnsafeMutablePointer<sockaddr_in>,
+                                  port: UInt16, pieces: UnsafeMutablePointer<iovec>, count: Int) {
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_port = port.bigEndian
+        address.initialize(to: sin)
+        var header = msghdr()
+        header.msg_name = UnsafeMutableRawPointer(address)
+        header.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
+        header.msg_iov = pieces
+        header.msg_iovlen = count
+        message.initialize(to: twill_mmsghdr(msg_hdr: header, msg_len: 0))
     }
 
     deinit {
@@ -125,15 +132,25 @@ final class DatagramBatch {
     @inline(__always)
     func setOutgoing(_ i: Int, length: Int, addressNetworkOrder: UInt32, segmentSize: Int = 0) {
         iovecs[i].iov_len = length
-        addresses[i].sin_addr.s_addr = addressNetworkOrder
-        messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
+        Self.address(messages + i, addresses + i, control: controls + i * Self.controlSpace,
+                     networkOrder: addressNetworkOrder, length: length, segmentSize: segmentSize)
+    }
+
+    /// Addresses a message of `length` bytes to a host (network order); with `segmentSize`
+    /// > 0 and below `length` the kernel cuts it into datagrams of that size (UDP_SEGMENT,
+    /// written into `control`, which has room for ``controlSpace`` bytes).
+    @inline(__always)
+    static func address(_ message: UnsafeMutablePointer<twill_mmsghdr>, _ address: UnsafeMutablePointer<sockaddr_in>,
+                        control: UnsafeMutableRawPointer, networkOrder: UInt32, length: Int, segmentSize: Int) {
+        address.pointee.sin_addr.s_addr = networkOrder
+        message.pointee.msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
         if segmentSize > 0 && segmentSize < length {
-            messages[i].msg_hdr.msg_control = controls + i * Self.controlSpace
+            message.pointee.msg_hdr.msg_control = control
             var size = UInt16(segmentSize)
-            twill_put_cmsg(&messages[i].msg_hdr, Self.solUDP, Self.udpSegment, &size, 2)
+            twill_put_cmsg(&message.pointee.msg_hdr, solUDP, udpSegment, &size, 2)
         } else {
-            messages[i].msg_hdr.msg_control = nil
-            messages[i].msg_hdr.msg_controllen = 0
+            message.pointee.msg_hdr.msg_control = nil
+            message.pointee.msg_hdr.msg_controllen = 0
         }
     }
 

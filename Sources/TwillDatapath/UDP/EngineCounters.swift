@@ -26,13 +26,13 @@ final class CounterBlock: @unchecked Sendable {  // every access goes through th
 /// Slots of an engine thread's ``CounterBlock``: drop reasons first, then these.
 enum ThreadCounter {
     static let dropCount = DropReason.allCases.count
-    static let packets = dropCount  // tx thread: datagrams queued; rx thread: packets written to the TUN
+    static let packets = dropCount  // outbound: datagrams queued; inbound: packets written to the TUN
     static let bytes = dropCount + 1
     static let icmpSent = dropCount + 2
     static let size = dropCount + 3
 }
 
-/// Slots of a peer's ``CounterBlock``. tx is written by the TUN->UDP thread, rx by UDP->TUN.
+/// Slots of a peer's ``CounterBlock``. tx is written by the queue's OutboundPump, rx by its InboundPump.
 enum PeerCounter {
     static let txPackets = 0
     static let txBytes = 1

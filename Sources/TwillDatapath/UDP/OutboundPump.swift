@@ -108,6 +108,50 @@ final class OutboundPump {
         return .forward(peer: peer)
     }
 
+    /// The peer index for one packet read from the TUN, or nil once it has been dropped
+    /// (and counted) or answered with ICMP net unreachable.
+    @inline(__always)
+    private func route(_ packet: UnsafeMutableRawBufferPointer, _ snapshot: EngineSnapshot, _ counters: CounterBlock) -> Int? {
+        let icmp = UnsafeMutableRawBufferPointer(rebasing: icmpFrame[16...])
+        switch classify(packet, snapshot, icmp: icmp) {
+        case .drop(let reason):
+            counters.add(reason.rawValue)
+            return nil
+        case .answer(let n):
+            counters.add(DropReason.noRoute.rawValue)
+            let prefix = virtio ? VirtioNetHeader.size : 0
+            if write(fileDescriptor, icmp.baseAddress! - prefix, n + prefix) == n + prefix {
+                counters.add(ThreadCounter.icmpSent)
+            }
+            return nil
+        case .forward(let peer):
+            return peer
+        }
+    }
+
+    /// The socket all datagrams of this packet (or super-packet) leave by: its flow's.
+    @inline(__always)
+    private func sendingSocket(_ packet: UnsafeMutableRawBufferPointer) -> Int32 {
+        senderCount == 1 ? senders[0] : senders[FlowHash.index(of: UnsafeRawBufferPointer(packet), count: senderCount)]
+    }
+
+    /// Readies a packet the TUN handed over whole (no GSO): finishes a partial checksum and
+    /// checks its size. False once it has been dropped and counted.
+    @inline(__always)
+    private func finishSingle(_ packet: UnsafeMutableRawBufferPointer, _ header: VirtioNetHeader, limit: Int,
+                              _ counters: CounterBlock) -> Bool {
+        if header.flags & VirtioNetHeader.needsChecksum != 0,
+           !TCPSegmenter.finishChecksum(packet, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) {
+            counters.add(DropReason.malformed.rawValue)
+            return false
+        }
+        guard packet.count <= limit else {
+            counters.add(DropReason.oversize.rawValue)
+            return false
+        }
+        return true
+    }
+
     /// Publishes the snapshot generation this pump holds (see ``UDPEngine``): call when idle.
     func refreshSnapshot() { _ = engine.loadSnapshot(queue.seenByTx) }
 
@@ -120,18 +164,15 @@ final class OutboundPump {
         let tunFD = fileDescriptor, virtio = self.virtio, capacity = self.capacity
         let batch = self.batch, lengths = self.lengths, slotSender = self.slotSender
         let superFrame = self.superFrame, superSize = Self.superSize
-        let senders = self.senders, senderCount = self.senderCount
         let counters = queue.txCounters
         let peerOffset = queue.peerOffset
         let packetCapacity = batch.packetCapacity
-        let icmp = UnsafeMutableRawBufferPointer(rebasing: icmpFrame[16...])
-        let icmpPrefix = virtio ? VirtioNetHeader.size : 0
         var snapshot = engine.loadSnapshot(queue.seenByTx)
         var queued = 0
         var reads = 0
 
         func flushQueued() {
-            flush(queued, counters)
+            flushRuns(queued, counters) { batch.send($0, from: $1, count: $2) }
             queued = 0
             snapshot = engine.loadSnapshot(queue.seenByTx)
         }
@@ -160,25 +201,10 @@ final class OutboundPump {
                 reads += 1
                 packet = UnsafeMutableRawBufferPointer(start: batch.slot(queued), count: n)
             }
-            let peer: Int
-            switch classify(packet, snapshot, icmp: icmp) {
-            case .drop(let reason):
-                counters.add(reason.rawValue)
-                continue drain
-            case .answer(let n):
-                counters.add(DropReason.noRoute.rawValue)
-                if write(tunFD, icmp.baseAddress! - icmpPrefix, n + icmpPrefix) == n + icmpPrefix {
-                    counters.add(ThreadCounter.icmpSent)
-                }
-                continue drain
-            case .forward(let index):
-                peer = index
-            }
+            guard let peer = route(packet, snapshot, counters) else { continue drain }
             let destination = snapshot.destinations[peer]
             let peerCounters = snapshot.counters[peer]
-            // All datagrams of this packet (or super-packet) leave by its flow's socket.
-            let sender = senderCount == 1 ? senders[0]
-                : senders[FlowHash.index(of: UnsafeRawBufferPointer(packet), count: senderCount)]
+            let sender = sendingSocket(packet)
             if !virtio {
                 lengths[0] = packet.count
                 slotSender[queued] = sender
@@ -188,15 +214,7 @@ final class OutboundPump {
             }
             let gsoType = header.gsoType & ~VirtioNetHeader.gsoECN
             if gsoType == VirtioNetHeader.gsoNone {
-                if header.flags & VirtioNetHeader.needsChecksum != 0,
-                   !TCPSegmenter.finishChecksum(packet, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) {
-                    counters.add(DropReason.malformed.rawValue)
-                    continue drain
-                }
-                guard packet.count <= packetCapacity else {
-                    counters.add(DropReason.oversize.rawValue)
-                    continue drain
-                }
+                guard finishSingle(packet, header, limit: packetCapacity, counters) else { continue drain }
                 batch.slot(queued).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
                 lengths[0] = packet.count
                 slotSender[queued] = sender
@@ -236,11 +254,9 @@ final class OutboundPump {
     private func runGathered(budget: Int, _ scatter: ScatterBatch, _ frames: UnsafeMutableRawPointer) -> Bool {
         let tunFD = fileDescriptor, frameSize = Self.superSize, frameCount = Self.frameCount
         let capacity = scatter.capacity, lengths = self.lengths, slotSender = self.slotSender
-        let senders = self.senders, senderCount = self.senderCount
         let counters = queue.txCounters
         let peerOffset = queue.peerOffset
         let maxPacketSize = engine.configuration.maxPacketSize
-        let icmp = UnsafeMutableRawBufferPointer(rebasing: icmpFrame[16...])
         let headerRoom = ScatterBatch.headerRoom
         var snapshot = engine.loadSnapshot(queue.seenByTx)
         var queued = 0
@@ -252,7 +268,7 @@ final class OutboundPump {
         /// Sends what is queued. Between packets every frame is free again; in the middle of
         /// one (`live` frame still being split) the frames up to it stay taken.
         func flushQueued(live: Int?) {
-            flushGathered(scatter, queued, counters)
+            flushRuns(queued, counters) { scatter.send($0, from: $1, count: $2) }
             queued = 0
             framesUsed = live.map { $0 + 1 } ?? 0
             snapshot = engine.loadSnapshot(queue.seenByTx)
@@ -274,35 +290,13 @@ final class OutboundPump {
             guard n >= VirtioNetHeader.size else { counters.add(DropReason.malformed.rawValue); continue }
             let header = VirtioNetHeader(reading: frame + 6)
             let packet = UnsafeMutableRawBufferPointer(start: frame + 16, count: n - VirtioNetHeader.size)
-            let peer: Int
-            switch classify(packet, snapshot, icmp: icmp) {
-            case .drop(let reason):
-                counters.add(reason.rawValue)
-                continue drain
-            case .answer(let n):
-                counters.add(DropReason.noRoute.rawValue)
-                if write(tunFD, icmp.baseAddress! - VirtioNetHeader.size, n + VirtioNetHeader.size) == n + VirtioNetHeader.size {
-                    counters.add(ThreadCounter.icmpSent)
-                }
-                continue drain
-            case .forward(let index):
-                peer = index
-            }
+            guard let peer = route(packet, snapshot, counters) else { continue drain }
             let destination = snapshot.destinations[peer]
             let peerCounters = snapshot.counters[peer]
-            let sender = senderCount == 1 ? senders[0]
-                : senders[FlowHash.index(of: UnsafeRawBufferPointer(packet), count: senderCount)]
+            let sender = sendingSocket(packet)
             let gsoType = header.gsoType & ~VirtioNetHeader.gsoECN
             if gsoType == VirtioNetHeader.gsoNone {
-                if header.flags & VirtioNetHeader.needsChecksum != 0,
-                   !TCPSegmenter.finishChecksum(packet, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) {
-                    counters.add(DropReason.malformed.rawValue)
-                    continue drain
-                }
-                guard packet.count <= maxPacketSize else {
-                    counters.add(DropReason.oversize.rawValue)
-                    continue drain
-                }
+                guard finishSingle(packet, header, limit: maxPacketSize, counters) else { continue drain }
                 scatter.setPiece(queued, 0, packet.baseAddress!, packet.count)
                 scatter.finish(queued, pieces: 1, length: packet.count, addressNetworkOrder: destination, segmentSize: 0)
                 slotSender[queued] = sender
@@ -359,21 +353,6 @@ final class OutboundPump {
         return true
     }
 
-    /// Sends gathered messages `0..<count`, each run with the same sending socket in one
-    /// batch.
-    @inline(__always)
-    private func flushGathered(_ scatter: ScatterBatch, _ count: Int, _ counters: CounterBlock) {
-        var start = 0
-        while start < count {
-            let fd = slotSender[start]
-            var end = start + 1
-            while end < count && slotSender[end] == fd { end += 1 }
-            let failed = scatter.send(fd, from: start, count: end - start)
-            if failed > 0 { counters.add(DropReason.sendFailed.rawValue, UInt64(failed)) }
-            start = end
-        }
-    }
-
     /// Addresses `count` single-datagram messages already in slots `first...` (lengths in
     /// ``lengths``) to one peer and counts them.
     @inline(__always)
@@ -390,16 +369,17 @@ final class OutboundPump {
         counters.add(ThreadCounter.bytes, UInt64(bytes))
     }
 
-    /// Sends slots `0..<count`, each run of slots with the same sending socket in one
-    /// batch (a flow's datagrams keep their order: they share a socket).
+    /// Sends messages `0..<count` with `send(fd, start, n)` (returning how many failed),
+    /// each run of messages with the same sending socket in one call (a flow's datagrams keep
+    /// their order: they share a socket).
     @inline(__always)
-    private func flush(_ count: Int, _ counters: CounterBlock) {
+    private func flushRuns(_ count: Int, _ counters: CounterBlock, _ send: (Int32, Int, Int) -> Int) {
         var start = 0
         while start < count {
             let fd = slotSender[start]
             var end = start + 1
             while end < count && slotSender[end] == fd { end += 1 }
-            let failed = batch.send(fd, from: start, count: end - start)
+            let failed = send(fd, start, end - start)
             if failed > 0 { counters.add(DropReason.sendFailed.rawValue, UInt64(failed)) }
             start = end
         }

@@ -36,16 +36,8 @@ final class ScatterBatch {
         controls.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * DatagramBatch.controlSpace)
         messages = .allocate(capacity: capacity)
         for i in 0..<capacity {
-            var sin = sockaddr_in()
-            sin.sin_family = sa_family_t(AF_INET)
-            sin.sin_port = port.bigEndian
-            addresses[i] = sin
-            var header = msghdr()
-            header.msg_name = UnsafeMutableRawPointer(addresses + i)
-            header.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
-            header.msg_iov = iovecs + i * Self.piecesPerMessage
-            header.msg_iovlen = 0
-            messages[i] = twill_mmsghdr(msg_hdr: header, msg_len: 0)
+            DatagramBatch.initializeMessage(messages + i, address: addresses + i, port: port,
+                                            pieces: iovecs + i * Self.piecesPerMessage, count: 0)
         }
     }
 
@@ -74,17 +66,9 @@ final class ScatterBatch {
     /// kernel cuts it into datagrams of that size (UDP_SEGMENT).
     @inline(__always)
     func finish(_ i: Int, pieces: Int, length: Int, addressNetworkOrder: UInt32, segmentSize: Int) {
-        addresses[i].sin_addr.s_addr = addressNetworkOrder
-        messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
         messages[i].msg_hdr.msg_iovlen = pieces
-        if segmentSize > 0 && segmentSize < length {
-            messages[i].msg_hdr.msg_control = controls + i * DatagramBatch.controlSpace
-            var size = UInt16(segmentSize)
-            twill_put_cmsg(&messages[i].msg_hdr, DatagramBatch.solUDP, DatagramBatch.udpSegment, &size, 2)
-        } else {
-            messages[i].msg_hdr.msg_control = nil
-            messages[i].msg_hdr.msg_controllen = 0
-        }
+        DatagramBatch.address(messages + i, addresses + i, control: controls + i * DatagramBatch.controlSpace,
+                              networkOrder: addressNetworkOrder, length: length, segmentSize: segmentSize)
     }
 
     /// Sends messages `start..<start + count` (see

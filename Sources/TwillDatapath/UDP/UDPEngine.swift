@@ -89,7 +89,7 @@ public struct UDPEngineQueue: Sendable {
     }
 }
 
-/// A queue's descriptors and what its two threads publish.
+/// A queue's descriptors and what its pumps publish (outbound: the tx slots, inbound: rx).
 final class EngineQueue: Sendable {
     let index: Int
     let tun: TUNDevice
