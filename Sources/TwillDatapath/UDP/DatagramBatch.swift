@@ -26,8 +26,6 @@ final class DatagramBatch {
     private let addresses: UnsafeMutablePointer<sockaddr_in>
     private let controls: UnsafeMutableRawPointer
     let messages: UnsafeMutablePointer<twill_mmsghdr>
-    /// Set when sendmmsg failed with EIO: the route's device cannot do UDP segmentation.
-    private(set) var sawSegmentationFailure = false
 
     init(capacity: Int, slotSize: Int, port: UInt16, headroom: Int = 0) {
         self.capacity = capacity
@@ -126,14 +124,13 @@ final class DatagramBatch {
 
     // MARK: sending
 
-    /// Prepares slot `i` (whose buffer already holds the payload) for sending `length`
-    /// bytes to `address` (network order) at the batch's port; with `segmentSize` > 0 the
-    /// kernel cuts the payload into datagrams of that size (UDP_SEGMENT).
+    /// Prepares slot `i` (whose buffer already holds one datagram) for sending `length`
+    /// bytes to `address` (network order) at the batch's port.
     @inline(__always)
-    func setOutgoing(_ i: Int, length: Int, addressNetworkOrder: UInt32, segmentSize: Int = 0) {
+    func setOutgoing(_ i: Int, length: Int, addressNetworkOrder: UInt32) {
         iovecs[i].iov_len = length
         Self.address(messages + i, addresses + i, control: controls + i * Self.controlSpace,
-                     networkOrder: addressNetworkOrder, length: length, segmentSize: segmentSize)
+                     networkOrder: addressNetworkOrder, length: length, segmentSize: 0)
     }
 
     /// Addresses a message of `length` bytes to a host (network order); with `segmentSize`
@@ -155,30 +152,27 @@ final class DatagramBatch {
     }
 
     /// Sends slots `start..<start + count` with as few sendmmsg calls as the kernel allows
-    /// (see ``sendMessages(_:_:count:stallMilliseconds:)``).
+    /// (see ``sendMessages(_:_:count:stallBudget:)``).
     ///
     /// - Returns: how many messages were not sent.
     @inline(__always)
-    func send(_ fd: Int32, from start: Int = 0, count: Int, stallMilliseconds: Int32 = 200) -> Int {
-        let (failed, refused) = Self.sendMessages(fd, messages + start, count: count, stallMilliseconds: stallMilliseconds)
-        if refused { sawSegmentationFailure = true }
-        return failed
+    func send(_ fd: Int32, from start: Int = 0, count: Int, stallBudget: inout Int32) -> Int {
+        Self.sendMessages(fd, messages + start, count: count, stallBudget: &stallBudget).failed
     }
 
     /// Sends `count` prepared messages with as few sendmmsg calls as the kernel allows.
     ///
-    /// A full socket buffer (EAGAIN) waits for POLLOUT up to `stallMilliseconds` in total
-    /// before giving up on the rest; a message the kernel refuses outright (no route, say)
-    /// is skipped.
+    /// A full socket buffer (EAGAIN) waits for POLLOUT, 10 ms at a time, while
+    /// `stallBudget` (milliseconds, shared by the caller's sends) lasts, then gives up on
+    /// the rest; a message the kernel refuses outright (no route, say) is skipped.
     ///
     /// - Returns: how many messages were not sent, and whether a UDP_SEGMENT message was
     ///   refused with EIO (the route's device cannot segment).
     @inline(__always)
     static func sendMessages(_ fd: Int32, _ messages: UnsafeMutablePointer<twill_mmsghdr>, count: Int,
-                             stallMilliseconds: Int32) -> (failed: Int, segmentationRefused: Bool) {
+                             stallBudget: inout Int32) -> (failed: Int, segmentationRefused: Bool) {
         var offset = 0
         var failed = 0
-        var stalled: Int32 = 0
         var refused = false
         while offset < count {
             let n = twill_sendmmsg(fd, messages + offset, UInt32(count - offset), 0)
@@ -189,10 +183,10 @@ final class DatagramBatch {
             let error = errno
             if error == EINTR { continue }
             if error == EAGAIN || error == ENOBUFS {
-                if stalled >= stallMilliseconds { break }
+                if stallBudget <= 0 { break }
                 var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
                 _ = poll(&p, 1, 10)
-                stalled += 10
+                stallBudget -= 10
                 continue
             }
             if error == EIO && messages[offset].msg_hdr.msg_controllen > 0 { refused = true }

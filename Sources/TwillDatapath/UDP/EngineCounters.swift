@@ -69,6 +69,9 @@ public struct UDPEngineCounters: Sendable, Equatable {
     public var icmpUnreachableSent: UInt64
     /// Current peers, in the engine's table order. Counters of a removed lease go with it.
     public var peers: [Peer]
+    /// Packet threads that ended on an error while the engine ran (poll failed, the TUN
+    /// queue or socket closed under it): their queue carries no traffic. Should stay 0.
+    public var failedThreads: UInt64
 
     /// Drops for one reason.
     public subscript(drop reason: DropReason) -> UInt64 { drops[reason] ?? 0 }

@@ -24,7 +24,8 @@ final class OutboundPump {
     /// The sending sockets' descriptors, and which one each queued message leaves by.
     private let senders: UnsafeMutablePointer<Int32>
     private let slotSender: UnsafeMutablePointer<Int32>
-    /// UDP_SEGMENT in use; cleared for good once the device refuses it.
+    /// UDP_SEGMENT in use; cleared for good (on this queue) once a send is refused with
+    /// EIO, the sign of a route whose device cannot segment UDP.
     private var gso: Bool
     private let capacity: Int
     /// Plain TUN, or virtio without GSO: one datagram per slot.
@@ -39,6 +40,9 @@ final class OutboundPump {
     /// A super-packet from a TSO read lands here (virtio header at 6, IP header at 16).
     private let superFrame: UnsafeMutableRawPointer
     private static let superSize = 16 + 65536
+    /// How long one ``run(budget:)`` may wait in all for room in a full socket buffer before
+    /// it drops what is left: the same thread may be needed for the other direction.
+    static let stallMilliseconds: Int32 = 50
     private let lengths: UnsafeMutablePointer<Int>
 
     init(engine: UDPEngine, queue: EngineQueue) {
@@ -170,9 +174,10 @@ final class OutboundPump {
         var snapshot = engine.loadSnapshot(queue.seenByTx)
         var queued = 0
         var reads = 0
+        var stallBudget = Self.stallMilliseconds
 
         func flushQueued() {
-            flushRuns(queued, counters) { batch.send($0, from: $1, count: $2) }
+            flushRuns(queued, counters, &stallBudget) { batch.send($0, from: $1, count: $2, stallBudget: &$3) }
             queued = 0
             snapshot = engine.loadSnapshot(queue.seenByTx)
         }
@@ -263,12 +268,13 @@ final class OutboundPump {
         var framesUsed = 0
         var reads = 0
         var refused = false
+        var stallBudget = Self.stallMilliseconds
         defer { if refused { gso = false } }
 
         /// Sends what is queued. Between packets every frame is free again; in the middle of
         /// one (`live` frame still being split) the frames up to it stay taken.
         func flushQueued(live: Int?) {
-            flushRuns(queued, counters) { scatter.send($0, from: $1, count: $2) }
+            flushRuns(queued, counters, &stallBudget) { scatter.send($0, from: $1, count: $2, stallBudget: &$3) }
             queued = 0
             framesUsed = live.map { $0 + 1 } ?? 0
             snapshot = engine.loadSnapshot(queue.seenByTx)
@@ -278,7 +284,10 @@ final class OutboundPump {
         defer { if queued > 0 { flushQueued(live: nil) } }
 
         drain: while reads < budget && !refused {
-            if framesUsed == frameCount || queued == capacity { flushQueued(live: nil) }
+            if framesUsed == frameCount || queued == capacity {
+                flushQueued(live: nil)
+                if refused { break }  // read nothing more for this mode: the copy path takes over
+            }
             let frameIndex = framesUsed
             let frame = frames + frameIndex * frameSize
             let n = read(tunFD, frame + 6, frameSize - 6)
@@ -318,11 +327,22 @@ final class OutboundPump {
             let headers = headerLengths.ip + headerLengths.tcp
             // At most 64 datagrams and 65507 bytes per message.
             let segmentLength = headers + segmentSize
+            guard segmentLength <= maxPacketSize else {
+                counters.add(DropReason.oversize.rawValue)
+                continue drain
+            }
             let perMessage = max(1, min(ScatterBatch.maximumSegments, 65507 / segmentLength))
             framesUsed = frameIndex + 1
             var first = 0
             while first < needed {
-                if queued == capacity { flushQueued(live: frameIndex) }
+                if queued == capacity {
+                    flushQueued(live: frameIndex)
+                    if refused {
+                        // The rest would be refused too; TCP resends it through the copy path.
+                        counters.add(DropReason.sendFailed.rawValue, UInt64(needed - first))
+                        continue drain
+                    }
+                }
                 let area = scatter.headerArea(queued)
                 let made = TCPSegmenter.segmentHeaders(
                     UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first, headers: area,
@@ -369,17 +389,18 @@ final class OutboundPump {
         counters.add(ThreadCounter.bytes, UInt64(bytes))
     }
 
-    /// Sends messages `0..<count` with `send(fd, start, n)` (returning how many failed),
-    /// each run of messages with the same sending socket in one call (a flow's datagrams keep
-    /// their order: they share a socket).
+    /// Sends messages `0..<count` with `send(fd, start, n, stallBudget)` (returning how many
+    /// failed), each run of messages with the same sending socket in one call (a flow's
+    /// datagrams keep their order: they share a socket).
     @inline(__always)
-    private func flushRuns(_ count: Int, _ counters: CounterBlock, _ send: (Int32, Int, Int) -> Int) {
+    private func flushRuns(_ count: Int, _ counters: CounterBlock, _ stallBudget: inout Int32,
+                           _ send: (Int32, Int, Int, inout Int32) -> Int) {
         var start = 0
         while start < count {
             let fd = slotSender[start]
             var end = start + 1
             while end < count && slotSender[end] == fd { end += 1 }
-            let failed = send(fd, start, end - start)
+            let failed = send(fd, start, end - start, &stallBudget)
             if failed > 0 { counters.add(DropReason.sendFailed.rawValue, UInt64(failed)) }
             start = end
         }

@@ -72,12 +72,12 @@ final class ScatterBatch {
     }
 
     /// Sends messages `start..<start + count` (see
-    /// ``DatagramBatch/sendMessages(_:_:count:stallMilliseconds:)``).
+    /// ``DatagramBatch/sendMessages(_:_:count:stallBudget:)``).
     ///
     /// - Returns: how many messages were not sent.
     @inline(__always)
-    func send(_ fd: Int32, from start: Int, count: Int, stallMilliseconds: Int32 = 200) -> Int {
-        let (failed, refused) = DatagramBatch.sendMessages(fd, messages + start, count: count, stallMilliseconds: stallMilliseconds)
+    func send(_ fd: Int32, from start: Int, count: Int, stallBudget: inout Int32) -> Int {
+        let (failed, refused) = DatagramBatch.sendMessages(fd, messages + start, count: count, stallBudget: &stallBudget)
         if refused { sawSegmentationFailure = true }
         return failed
     }

@@ -79,7 +79,7 @@ final class TCPCoalescer {
     /// ``take()``.
     ///
     /// - Returns: false when the packet neither joins nor starts a merge: the caller flushes
-    ///   (``take(_:)``) and either offers it again or writes it as it is.
+    ///   (``take()``) and either offers it again or writes it as it is.
     @inline(__always)
     func offer(_ p: UnsafeRawPointer, _ length: Int) -> Bool {
         guard let (tcpHeader, payload) = Self.isCandidate(p, length) else { return false }

@@ -198,6 +198,15 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             add("twill_udp_peer_rx_bytes_total", dims, p.rxBytes)
         }
         add("twill_udp_icmp_unreachable_sent_total", [], c.icmpUnreachableSent)
+        add("twill_udp_failed_threads_total", [], c.failedThreads)
+        let reported = published.withLock { seen in
+            defer { seen["failed-threads-logged"] = c.failedThreads }
+            return seen["failed-threads-logged"] ?? 0
+        }
+        if c.failedThreads > reported {
+            logger.error("udp packet threads ended on an error; their queues carry no traffic until the agent restarts",
+                         metadata: ["tun": "\(tunName)", "failed_threads": "\(c.failedThreads)"])
+        }
     }
 
     static func setSysctl(_ path: String, _ value: String) {

@@ -154,6 +154,13 @@ public final class UDPEngine: Sendable {
     private let running = Atomic<Bool>(false)
     /// Whether the packet threads should keep going.
     var isRunning: Bool { running.load(ordering: .relaxed) }
+    /// Packet threads that ended while the engine was running (see ``QueueWorker``).
+    private let failedThreads = Atomic<Int>(0)
+
+    /// Counts a packet thread that ended on its own: its queue carries nothing any more.
+    private func noteExit(_ stoppedCleanly: Bool) {
+        if !stoppedCleanly && isRunning { failedThreads.add(1, ordering: .relaxed) }
+    }
 
     private struct PeerKey: Hashable { var subnet: IPv4Network; var publicIP: IPv4Address }
     private struct State {
@@ -317,11 +324,13 @@ public final class UDPEngine: Sendable {
                     if split {
                         state.threads.append(try OSThread.spawn(name: "twill-tx\(queue.index)") { [self] in
                             defer { queue.seenByTx.store(.max, ordering: .sequentiallyConsistent) }
-                            QueueWorker.serve(outbound: OutboundPump(engine: self, queue: queue), inbound: nil, wakeFD: wake) { isRunning }
+                            noteExit(QueueWorker.serve(outbound: OutboundPump(engine: self, queue: queue), inbound: InboundPump?.none,
+                                                       wakeFD: wake) { isRunning })
                         })
                         state.threads.append(try OSThread.spawn(name: "twill-rx\(queue.index)") { [self] in
                             defer { queue.seenByRx.store(.max, ordering: .sequentiallyConsistent) }
-                            QueueWorker.serve(outbound: nil, inbound: InboundPump(engine: self, queue: queue), wakeFD: wake) { isRunning }
+                            noteExit(QueueWorker.serve(outbound: OutboundPump?.none, inbound: InboundPump(engine: self, queue: queue),
+                                                       wakeFD: wake) { isRunning })
                         })
                     } else {
                         state.threads.append(try OSThread.spawn(name: "twill-q\(queue.index)") { [self] in
@@ -330,8 +339,8 @@ public final class UDPEngine: Sendable {
                                 queue.seenByTx.store(.max, ordering: .sequentiallyConsistent)
                                 queue.seenByRx.store(.max, ordering: .sequentiallyConsistent)
                             }
-                            QueueWorker.serve(outbound: OutboundPump(engine: self, queue: queue),
-                                              inbound: InboundPump(engine: self, queue: queue), wakeFD: wake) { isRunning }
+                            noteExit(QueueWorker.serve(outbound: OutboundPump(engine: self, queue: queue),
+                                                       inbound: InboundPump(engine: self, queue: queue), wakeFD: wake) { isRunning })
                         })
                     }
                 }
@@ -400,6 +409,7 @@ public final class UDPEngine: Sendable {
             drops: drops,
             txPackets: total(ThreadCounter.packets, \.txCounters), txBytes: total(ThreadCounter.bytes, \.txCounters),
             rxPackets: total(ThreadCounter.packets, \.rxCounters), rxBytes: total(ThreadCounter.bytes, \.rxCounters),
-            icmpUnreachableSent: total(ThreadCounter.icmpSent, \.txCounters), peers: peers)
+            icmpUnreachableSent: total(ThreadCounter.icmpSent, \.txCounters), peers: peers,
+            failedThreads: UInt64(failedThreads.load(ordering: .relaxed)))
     }
 }

@@ -97,6 +97,8 @@ struct UDPEngineDropTests {
         try expectDrop(.tunWriteFailed) {
             try fromPeer.send(Packets.ipv4(source: peerHost, destination: node.host, payload: udp), to: node.underlay)
         }
+        // Hostile input and a downed TUN cost packets, never a packet thread.
+        #expect(engine.counters().failedThreads == 0)
     }
 
     @Test("source checks off: strangers and foreign inner sources pass, as in flannel", .timeLimit(.minutes(1)))
