@@ -34,38 +34,6 @@ import TwillTestSupport
     print("sent", count)
     """#
 
-    /// Receives one TCP connection on addr:port and prints the sha256 of what arrived.
-    static let sinkServer = #"""
-    import hashlib, socket, sys
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1); s.settimeout(60)
-    c, _ = s.accept(); c.settimeout(60); h = hashlib.sha256(); n = 0
-    while True:
-        b = c.recv(1 << 16)
-        if not b: break
-        h.update(b); n += len(b)
-    print(n, h.hexdigest(), flush=True)
-    """#
-
-    /// Sends `size` deterministic pseudo-random bytes from src to dst:port; prints their sha256.
-    static let sourceClient = #"""
-    import hashlib, random, socket, sys, time
-    src, dst, port, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    rng = random.Random(7); h = hashlib.sha256()
-    for attempt in range(50):
-        try:
-            c = socket.create_connection((dst, port), timeout=10, source_address=(src, 0)); break
-        except OSError:
-            time.sleep(0.2)
-    chunk = bytes(rng.getrandbits(8) for _ in range(1 << 16)); sent = 0
-    while sent < size:
-        b = chunk[: min(len(chunk), size - sent)]
-        c.sendall(b); h.update(b); sent += len(b)
-        chunk = chunk[1:] + chunk[:1]
-    c.shutdown(socket.SHUT_WR); c.recv(1); c.close()
-    print(sent, h.hexdigest())
-    """#
-
     /// The sum of a metric's samples whose line starts with `name` and contains `label`.
     static func metric(_ host: TestNamespace, port: Int, _ name: String, label: String = "") -> Double {
         guard let text = try? host.exec("/usr/bin/curl", ["-s", "-m", "3", "http://127.0.0.1:\(port)/metrics"]) else { return -1 }
@@ -105,10 +73,10 @@ import TwillTestSupport
                 }
             }
             // 50 MB over TCP arrives byte for byte.
-            let server = try ChildProcess("/usr/sbin/ip", ["netns", "exec", hosts[1].name, "/usr/bin/python3", "-c", Self.sinkServer, Self.gateway(subnets[1]), "5001"],
+            let server = try ChildProcess("/usr/sbin/ip", ["netns", "exec", hosts[1].name, "/usr/bin/python3", "-c", TCPTransferScripts.sink, Self.gateway(subnets[1]), "5001"],
                                           logPath: cluster.dir + "/sink.log")
             defer { server.stop(signal: SIGKILL) }
-            let sent = try Self.python(hosts[0], Self.sourceClient, [Self.gateway(subnets[0]), Self.gateway(subnets[1]), "5001", "\(50 << 20)"])
+            let sent = try Self.python(hosts[0], TCPTransferScripts.source, [Self.gateway(subnets[0]), Self.gateway(subnets[1]), "5001", "\(50 << 20)"])
             #expect(await eventually(timeout: .seconds(30)) { !server.isRunning })
             #expect(server.log.trimmingCharacters(in: .whitespacesAndNewlines) == sent.trimmingCharacters(in: .whitespacesAndNewlines),
                     "sent \(sent) received \(server.log)")
@@ -169,10 +137,10 @@ import TwillTestSupport
             }
             #expect(hosts[0].pingEventually(Self.gateway(subnets[1]), from: Self.gateway(subnets[0]), attempts: 10), "\(cluster.agentLog(0))")
             for (from, to) in [(0, 1), (1, 0)] {
-                let server = try ChildProcess("/usr/sbin/ip", ["netns", "exec", hosts[to].name, "/usr/bin/python3", "-c", Self.sinkServer, Self.gateway(subnets[to]), "5001"],
+                let server = try ChildProcess("/usr/sbin/ip", ["netns", "exec", hosts[to].name, "/usr/bin/python3", "-c", TCPTransferScripts.sink, Self.gateway(subnets[to]), "5001"],
                                               logPath: cluster.dir + "/sink-\(from)-\(to).log")
                 defer { server.stop(signal: SIGKILL) }
-                let sent = try Self.python(hosts[from], Self.sourceClient, [Self.gateway(subnets[from]), Self.gateway(subnets[to]), "5001", "\(100 << 20)"])
+                let sent = try Self.python(hosts[from], TCPTransferScripts.source, [Self.gateway(subnets[from]), Self.gateway(subnets[to]), "5001", "\(100 << 20)"])
                 #expect(await eventually(timeout: .seconds(30)) { !server.isRunning })
                 #expect(server.log.trimmingCharacters(in: .whitespacesAndNewlines) == sent.trimmingCharacters(in: .whitespacesAndNewlines),
                         "h\(from + 1) -> h\(to + 1): sent \(sent) received \(server.log)")

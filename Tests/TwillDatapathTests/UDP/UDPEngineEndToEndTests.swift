@@ -2,38 +2,13 @@ import Foundation
 import Testing
 import TwillAddress
 @testable import TwillDatapath
+import TwillTestSupport
 
 /// Two hosts (namespaces over a veth pair on 198.51.100.0/24), each with a TUN, a bridge
 /// holding an address of its subnet, and an engine in this process with the other as peer.
 @Suite("UDPEngine end to end", .serialized)
 struct UDPEngineEndToEndTests {
     static let python = "/usr/bin/python3"
-    /// Receives one TCP connection and prints the byte count and sha256 of what arrived.
-    static let server = """
-    import hashlib, socket, sys
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1); s.settimeout(30)
-    print("listening", flush=True)
-    c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
-    while True:
-        b = c.recv(1 << 20)
-        if not b: break
-        h.update(b); n += len(b)
-    print(n, h.hexdigest(), flush=True)
-    """
-    /// Sends `size` pseudo-random bytes (fixed seed) and prints their count and sha256.
-    static let client = """
-    import hashlib, random, socket, sys, time
-    data = random.Random(5).randbytes(int(sys.argv[4]))
-    for attempt in range(50):
-        try:
-            s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30, source_address=(sys.argv[3], 0)); break
-        except OSError:
-            time.sleep(0.1)
-    s.sendall(data); s.close()
-    print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
-    """
-
     @Test("ping, a 50 MB TCP transfer, hostile datagrams dropped by reason, lease removal -> net unreachable",
           .timeLimit(.minutes(2)), arguments: [(false, false), (false, true), (true, false), (true, true)])
     func twoHosts(offloads: Bool, udpOffloads: Bool) throws {
@@ -78,8 +53,8 @@ struct UDPEngineEndToEndTests {
         let dir = NSTemporaryDirectory() + namespaces.prefix + "tcp"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try Self.server.write(toFile: dir + "/server.py", atomically: true, encoding: .utf8)
-        try Self.client.write(toFile: dir + "/client.py", atomically: true, encoding: .utf8)
+        try TCPTransferScripts.sink.write(toFile: dir + "/server.py", atomically: true, encoding: .utf8)
+        try TCPTransferScripts.source.write(toFile: dir + "/client.py", atomically: true, encoding: .utf8)
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         server.arguments = ["netns", "exec", nsB, Self.python, dir + "/server.py", "\(b.host)", "5201"]
@@ -88,7 +63,7 @@ struct UDPEngineEndToEndTests {
         server.standardError = serverOut
         try server.run()
         defer { if server.isRunning { server.terminate() } }
-        let sent = inNamespace(nsA, Self.python, dir + "/client.py", "\(b.host)", "5201", "\(a.host)", "\(size)")
+        let sent = inNamespace(nsA, Self.python, dir + "/client.py", "\(a.host)", "\(b.host)", "5201", "\(size)")
         server.waitUntilExit()
         let received = String(decoding: serverOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         let sentLine = sent.output.split(separator: "\n").last.map(String.init) ?? sent.output

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TwillAddress
 @testable import TwillDatapath
+import TwillTestSupport
 
 /// 500 MB TCP transfers through two in-process engines (namespaces over a veth pair): with
 /// several queues and offloads, with offloads forced off, between a node with offloads and
@@ -9,36 +10,6 @@ import TwillAddress
 /// messages per super-packet) and a thread per direction.
 @Suite("UDPEngine queues and offloads, 500 MB", .serialized)
 struct UDPEngineMultiQueueTests {
-    /// Receives one TCP connection, prints the byte count and sha256 of what arrived.
-    static let server = """
-    import hashlib, socket, sys
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1); s.settimeout(30)
-    c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
-    while True:
-        b = c.recv(1 << 20)
-        if not b: break
-        h.update(b); n += len(b)
-    print(n, h.hexdigest(), flush=True)
-    """
-    /// Sends `size` bytes: a 1 MiB pseudo-random block (fixed seed), rotated by a different
-    /// amount for each MiB so no two chunks are alike; prints the count and sha256.
-    static let client = """
-    import hashlib, random, socket, sys, time
-    size = int(sys.argv[4]); block = random.Random(11).randbytes(1 << 20); h = hashlib.sha256()
-    for attempt in range(50):
-        try:
-            s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30, source_address=(sys.argv[3], 0)); break
-        except OSError:
-            time.sleep(0.1)
-    sent = 0; i = 0
-    while sent < size:
-        k = (i * 7919) % len(block); chunk = (block[k:] + block[:k])[: size - sent]
-        s.sendall(chunk); h.update(chunk); sent += len(chunk); i += 1
-    s.close()
-    print(sent, h.hexdigest(), flush=True)
-    """
-
     struct Side: CustomStringConvertible, Sendable {
         var offloads: Bool
         var queues: Int
@@ -99,8 +70,8 @@ struct UDPEngineMultiQueueTests {
         let dir = NSTemporaryDirectory() + namespaces.prefix + "tcp"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try Self.server.write(toFile: dir + "/server.py", atomically: true, encoding: .utf8)
-        try Self.client.write(toFile: dir + "/client.py", atomically: true, encoding: .utf8)
+        try TCPTransferScripts.sink.write(toFile: dir + "/server.py", atomically: true, encoding: .utf8)
+        try TCPTransferScripts.source.write(toFile: dir + "/client.py", atomically: true, encoding: .utf8)
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         server.arguments = ["netns", "exec", nsB, "/usr/bin/python3", dir + "/server.py", "\(b.host)", "5201"]
@@ -109,7 +80,7 @@ struct UDPEngineMultiQueueTests {
         server.standardError = serverOut
         try server.run()
         defer { if server.isRunning { server.terminate(); server.waitUntilExit() } }
-        let sent = inNamespace(nsA, "/usr/bin/python3", dir + "/client.py", "\(b.host)", "5201", "\(a.host)", "\(size)")
+        let sent = inNamespace(nsA, "/usr/bin/python3", dir + "/client.py", "\(a.host)", "\(b.host)", "5201", "\(size)")
         let received = String(decoding: serverOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         server.waitUntilExit()
         let sentLine = sent.output.split(separator: "\n").last.map(String.init) ?? sent.output
