@@ -16,21 +16,18 @@ final class DatagramBatch {
     static let controlSpace = 32
 
     let capacity: Int
-    /// Bytes from one slot to the next.
+    /// Bytes from one slot to the next, and the largest datagram a slot holds (a multiple
+    /// of 16, so packets stay aligned).
     let slotSize: Int
-    /// Bytes reserved before each slot's packet (room for a virtio header), zeroed; a
-    /// multiple of 16 so packets stay aligned.
-    let headroom: Int
     private let buffers: UnsafeMutableRawPointer
     private let iovecs: UnsafeMutablePointer<iovec>
     private let addresses: UnsafeMutablePointer<sockaddr_in>
     private let controls: UnsafeMutableRawPointer
     let messages: UnsafeMutablePointer<twill_mmsghdr>
 
-    init(capacity: Int, slotSize: Int, port: UInt16, headroom: Int = 0) {
+    init(capacity: Int, slotSize: Int, port: UInt16) {
         self.capacity = capacity
-        self.headroom = headroom
-        self.slotSize = (slotSize + headroom + 15) & ~15
+        self.slotSize = (slotSize + 15) & ~15
         buffers = .allocate(byteCount: capacity * self.slotSize, alignment: 64)
         buffers.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * self.slotSize)
         iovecs = .allocate(capacity: capacity)
@@ -39,7 +36,7 @@ final class DatagramBatch {
         controls = .allocate(byteCount: capacity * Self.controlSpace, alignment: 16)
         controls.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * Self.controlSpace)
         for i in 0..<capacity {
-            iovecs[i] = iovec(iov_base: buffers + i * self.slotSize + headroom, iov_len: self.slotSize - headroom)
+            iovecs[i] = iovec(iov_base: buffers + i * self.slotSize, iov_len: self.slotSize)
             Self.initializeMessage(messages + i, address: addresses + i, port: port, pieces: iovecs + i, count: 1)
         }
     }
@@ -68,12 +65,9 @@ final class DatagramBatch {
         controls.deallocate()
     }
 
-    /// The largest packet a slot holds.
-    var packetCapacity: Int { slotSize - headroom }
-
-    /// The packet buffer of slot `i` (after the headroom).
+    /// The packet buffer of slot `i`.
     @inline(__always)
-    func slot(_ i: Int) -> UnsafeMutableRawPointer { buffers + i * slotSize + headroom }
+    func slot(_ i: Int) -> UnsafeMutableRawPointer { buffers + i * slotSize }
 
     // MARK: receiving
 
@@ -90,7 +84,7 @@ final class DatagramBatch {
                 messages[i].msg_hdr.msg_control = controls + i * Self.controlSpace
                 messages[i].msg_hdr.msg_controllen = Self.controlSpace
             }
-            iovecs[i].iov_len = packetCapacity
+            iovecs[i].iov_len = slotSize
         }
         while true {
             let n = twill_recvmmsg(fd, messages, UInt32(capacity), Int32(MSG_DONTWAIT))

@@ -170,7 +170,7 @@ final class OutboundPump {
         let superFrame = self.superFrame, superSize = Self.superSize
         let counters = queue.txCounters
         let peerOffset = queue.peerOffset
-        let packetCapacity = batch.packetCapacity
+        let packetCapacity = batch.slotSize
         var snapshot = engine.loadSnapshot(queue.seenByTx)
         var queued = 0
         var reads = 0

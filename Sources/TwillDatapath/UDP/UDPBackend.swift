@@ -49,6 +49,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     private let state = Mutex<Running?>(nil)
     /// Totals already passed to the metrics system, to turn absolute counters into increments.
     private let published = Mutex<[String: UInt64]>([:])
+    /// Failed packet threads already logged (each is logged once).
+    private let loggedFailedThreads = Mutex<UInt64>(0)
 
     public init(netlink: Netlink, external: ExternalInterface, tunName: String = "twill0", port: UInt16 = 8285,
                 checkSources: Bool = true, offloads: Bool = true, queues: Int? = nil,
@@ -199,11 +201,11 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         }
         add("twill_udp_icmp_unreachable_sent_total", [], c.icmpUnreachableSent)
         add("twill_udp_failed_threads_total", [], c.failedThreads)
-        let reported = published.withLock { seen in
-            defer { seen["failed-threads-logged"] = c.failedThreads }
-            return seen["failed-threads-logged"] ?? 0
+        let newlyFailed = loggedFailedThreads.withLock { logged in
+            defer { logged = max(logged, c.failedThreads) }
+            return c.failedThreads > logged
         }
-        if c.failedThreads > reported {
+        if newlyFailed {
             logger.error("udp packet threads ended on an error; their queues carry no traffic until the agent restarts",
                          metadata: ["tun": "\(tunName)", "failed_threads": "\(c.failedThreads)"])
         }

@@ -118,3 +118,40 @@ extension UDPSocket {
         throw SystemError("send stalled", errno: EAGAIN)
     }
 }
+
+/// One TCP transfer through the overlay (``TCPTransferScripts``): a sink on `to`'s subnet
+/// address, `size` bytes sent from `from`'s.
+struct TCPTransfer {
+    /// The source's exit status and output, and the sink's output.
+    var sourceStatus: Int32
+    var sourceOutput: String
+    var sinkOutput: String
+    var seconds: Double
+    /// The "<bytes> <sha256>" lines each side printed last.
+    var sentLine: String { Self.lastLine(sourceOutput) }
+    var receivedLine: String { Self.lastLine(sinkOutput) }
+    /// Throughput including python's own overhead, for the log.
+    var megabitsPerSecond: Double { seconds > 0 ? Double(sentLine.split(separator: " ").first.flatMap { Int($0) } ?? 0) * 8 / seconds / 1e6 : 0 }
+
+    static func lastLine(_ text: String) -> String {
+        text.split(separator: "\n").last.map(String.init) ?? text
+    }
+
+    static func run(from: TestNode, to: TestNode, size: Int, port: Int = 5201) throws -> TCPTransfer {
+        let started = Date()
+        let sink = Process()
+        sink.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        sink.arguments = ["netns", "exec", to.namespace, "/usr/bin/python3", "-c", TCPTransferScripts.sink, "\(to.host)", "\(port)"]
+        let sinkOut = Pipe()
+        sink.standardOutput = sinkOut
+        sink.standardError = sinkOut
+        try sink.run()
+        defer { if sink.isRunning { sink.terminate(); sink.waitUntilExit() } }
+        let sent = inNamespace(from.namespace, "/usr/bin/python3", "-c", TCPTransferScripts.source,
+                               "\(from.host)", "\(to.host)", "\(port)", "\(size)")
+        let received = String(decoding: sinkOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        sink.waitUntilExit()
+        return TCPTransfer(sourceStatus: sent.status, sourceOutput: sent.output, sinkOutput: received,
+                           seconds: Date().timeIntervalSince(started))
+    }
+}

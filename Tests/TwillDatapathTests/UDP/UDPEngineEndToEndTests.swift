@@ -8,7 +8,6 @@ import TwillTestSupport
 /// holding an address of its subnet, and an engine in this process with the other as peer.
 @Suite("UDPEngine end to end", .serialized)
 struct UDPEngineEndToEndTests {
-    static let python = "/usr/bin/python3"
     @Test("ping, a 50 MB TCP transfer, hostile datagrams dropped by reason, lease removal -> net unreachable",
           .timeLimit(.minutes(2)), arguments: [(false, false), (false, true), (true, false), (true, true)])
     func twoHosts(offloads: Bool, udpOffloads: Bool) throws {
@@ -48,31 +47,12 @@ struct UDPEngineEndToEndTests {
         print("ping: \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
 
         // 50 MB over TCP, byte-identical.
-        started = Date()
         let size = 50 * 1024 * 1024
-        let dir = NSTemporaryDirectory() + namespaces.prefix + "tcp"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try TCPTransferScripts.sink.write(toFile: dir + "/server.py", atomically: true, encoding: .utf8)
-        try TCPTransferScripts.source.write(toFile: dir + "/client.py", atomically: true, encoding: .utf8)
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        server.arguments = ["netns", "exec", nsB, Self.python, dir + "/server.py", "\(b.host)", "5201"]
-        let serverOut = Pipe()
-        server.standardOutput = serverOut
-        server.standardError = serverOut
-        try server.run()
-        defer { if server.isRunning { server.terminate() } }
-        let sent = inNamespace(nsA, Self.python, dir + "/client.py", "\(a.host)", "\(b.host)", "5201", "\(size)")
-        server.waitUntilExit()
-        let received = String(decoding: serverOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let sentLine = sent.output.split(separator: "\n").last.map(String.init) ?? sent.output
-        let receivedLine = received.split(separator: "\n").last.map(String.init) ?? received
-        #expect(sent.status == 0, "\(sent.output)")
-        #expect(sentLine.hasPrefix("\(size) "), "\(sent.output)")
-        #expect(receivedLine == sentLine, "received \(received) sent \(sent.output)")
-        let seconds = Date().timeIntervalSince(started)
-        print("50 MB TCP (TUN offloads \(offloads), UDP offloads \(udpOffloads)): \(String(format: "%.2f", seconds)) s (\(String(format: "%.0f", Double(size) * 8 / seconds / 1e6)) Mbit/s incl. python)")
+        let transfer = try TCPTransfer.run(from: a, to: b, size: size)
+        #expect(transfer.sourceStatus == 0, "\(transfer.sourceOutput)")
+        #expect(transfer.sentLine.hasPrefix("\(size) "), "\(transfer.sourceOutput)")
+        #expect(transfer.receivedLine == transfer.sentLine, "received \(transfer.sinkOutput) sent \(transfer.sourceOutput)")
+        print("50 MB TCP (TUN offloads \(offloads), UDP offloads \(udpOffloads)): \(String(format: "%.2f", transfer.seconds)) s (\(String(format: "%.0f", transfer.megabitsPerSecond)) Mbit/s incl. python)")
         #expect(a.engine.counters()[drop: .sendFailed] == 0)
 
         // Hostile datagrams to A's port, from B's namespace.

@@ -2,7 +2,6 @@ import Foundation
 import Testing
 import TwillAddress
 @testable import TwillDatapath
-import TwillTestSupport
 
 /// 500 MB TCP transfers through two in-process engines (namespaces over a veth pair): with
 /// several queues and offloads, with offloads forced off, between a node with offloads and
@@ -65,31 +64,12 @@ struct UDPEngineMultiQueueTests {
         let ping = inNamespace(nsA, "ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", "\(a.host)", "\(b.host)")
         #expect(ping.status == 0, "\(ping.output)")
 
-        let started = Date()
         let size = 500 * 1024 * 1024
-        let dir = NSTemporaryDirectory() + namespaces.prefix + "tcp"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try TCPTransferScripts.sink.write(toFile: dir + "/server.py", atomically: true, encoding: .utf8)
-        try TCPTransferScripts.source.write(toFile: dir + "/client.py", atomically: true, encoding: .utf8)
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        server.arguments = ["netns", "exec", nsB, "/usr/bin/python3", dir + "/server.py", "\(b.host)", "5201"]
-        let serverOut = Pipe()
-        server.standardOutput = serverOut
-        server.standardError = serverOut
-        try server.run()
-        defer { if server.isRunning { server.terminate(); server.waitUntilExit() } }
-        let sent = inNamespace(nsA, "/usr/bin/python3", dir + "/client.py", "\(a.host)", "\(b.host)", "5201", "\(size)")
-        let received = String(decoding: serverOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        server.waitUntilExit()
-        let sentLine = sent.output.split(separator: "\n").last.map(String.init) ?? sent.output
-        let receivedLine = received.split(separator: "\n").last.map(String.init) ?? received
-        #expect(sent.status == 0, "\(sent.output)")
-        #expect(sentLine.hasPrefix("\(size) "), "\(sent.output)")
-        #expect(receivedLine == sentLine, "received \(received) sent \(sent.output)")
-        let seconds = Date().timeIntervalSince(started)
-        print("500 MB TCP, A \(sideA), B \(sideB): \(String(format: "%.2f", seconds)) s (\(String(format: "%.0f", Double(size) * 8 / seconds / 1e6)) Mbit/s incl. python)")
+        let transfer = try TCPTransfer.run(from: a, to: b, size: size)
+        #expect(transfer.sourceStatus == 0, "\(transfer.sourceOutput)")
+        #expect(transfer.sentLine.hasPrefix("\(size) "), "\(transfer.sourceOutput)")
+        #expect(transfer.receivedLine == transfer.sentLine, "received \(transfer.sinkOutput) sent \(transfer.sourceOutput)")
+        print("500 MB TCP, A \(sideA), B \(sideB): \(String(format: "%.2f", transfer.seconds)) s (\(String(format: "%.0f", transfer.megabitsPerSecond)) Mbit/s incl. python)")
 
         // Counters add up over the queues: every byte A sent to B was counted once.
         let ca = a.engine.counters(), cb = b.engine.counters()
