@@ -27,6 +27,10 @@ let package = Package(
         ),
         .systemLibrary(name: "CNetlink", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
         .target(name: "TwillAddress"),
+        // The system layer: errno, threads, namespaces, atomic files, subprocesses, and the C
+        // shims Swift cannot do without (mmsghdr, CMSG_*, variadic prctl/ioctl).
+        .target(name: "CTwillSystem"),
+        .target(name: "TwillSystem", dependencies: ["CTwillSystem"]),
         .target(
             name: "TwillEtcd",
             dependencies: [
@@ -38,7 +42,7 @@ let package = Package(
         .executableTarget(
             name: "twill",
             dependencies: [
-                "TwillAddress", "TwillEtcd", "TwillLease", "TwillDatapath", "TwillAgent", "TwillNetlink",
+                "TwillAddress", "TwillEtcd", "TwillLease", "TwillDatapath", "TwillAgent", "TwillNetlink", "TwillSystem",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -52,18 +56,16 @@ let package = Package(
         ),
         .target(
             name: "TwillLease",
-            dependencies: ["TwillAddress", "TwillEtcd", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["TwillAddress", "TwillEtcd", "TwillSystem", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
             name: "TwillNetlink",
-            dependencies: ["CNetlink", "TwillAddress", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CNetlink", "TwillAddress", "TwillSystem", .product(name: "Logging", package: "swift-log")]
         ),
-        // Thin syscall helpers for the udp engine (mmsghdr, recvmmsg/sendmmsg, setns, CMSG_*).
-        .target(name: "CDatapath"),
         .target(
             name: "TwillDatapath",
             dependencies: [
-                "TwillAddress", "TwillNetlink", "CDatapath",
+                "TwillAddress", "TwillNetlink", "TwillSystem", "CTwillSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
@@ -73,7 +75,7 @@ let package = Package(
         .target(
             name: "TwillAgent",
             dependencies: [
-                "TwillAddress", "TwillEtcd", "TwillLease", "TwillDatapath", "TwillNetlink",
+                "TwillAddress", "TwillEtcd", "TwillLease", "TwillDatapath", "TwillNetlink", "TwillSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -82,12 +84,13 @@ let package = Package(
             ]
         ),
         .testTarget(name: "TwillAddressTests", dependencies: ["TwillAddress"]),
+        .testTarget(name: "TwillSystemTests", dependencies: ["TwillSystem", "TwillTestSupport"]),
         .testTarget(name: "TwillLeaseTests", dependencies: ["TwillLease", "TwillTestSupport"]),
         .testTarget(name: "TwillAgentTests", dependencies: ["TwillAgent", "TwillTestSupport", "twill"]),
         .testTarget(name: "TwillEtcdTests", dependencies: ["TwillEtcd", "TwillTestSupport"]),
-        .testTarget(name: "TwillNetlinkTests", dependencies: ["TwillNetlink", "TwillTestSupport"]),
+        .testTarget(name: "TwillNetlinkTests", dependencies: ["TwillNetlink", "TwillSystem", "TwillTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TwillTestSupport", "twill"]),
-        .testTarget(name: "TwillDatapathTests", dependencies: ["TwillDatapath", "TwillNetlink", "TwillAddress", "TwillTestSupport"]),
+        .testTarget(name: "TwillDatapathTests", dependencies: ["TwillDatapath", "TwillNetlink", "TwillAddress", "TwillSystem", "TwillTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

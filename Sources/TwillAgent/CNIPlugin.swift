@@ -1,6 +1,7 @@
 import Foundation
 import TwillAddress
 import TwillLease
+import TwillSystem
 
 /// A CNI plugin that does what flannel's does: reads subnet.env, builds a delegate config
 /// (bridge + host-local by default), saves it for DEL, and runs the delegate plugin.
@@ -138,14 +139,8 @@ public struct CNIPlugin: Sendable {
 
     func save(_ bytes: Data, to path: String, dir: String) throws(Failure) {
         do {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            let tmp = path + ".tmp"
-            guard FileManager.default.createFile(atPath: tmp, contents: bytes, attributes: [.posixPermissions: 0o600]) else {
-                throw Failure(code: 11, "cannot write \(tmp)")
-            }
-            if rename(tmp, path) != 0 { throw Failure(code: 11, "cannot rename \(tmp): \(String(cString: strerror(errno)))") }
-        } catch let f as Failure {
-            throw f
+            try AtomicFile.makeDirectories(dir, mode: 0o700)
+            try AtomicFile.write(bytes, to: path, mode: 0o600, directoryMode: nil)
         } catch {
             throw Failure(code: 11, "cannot save delegate config in \(dir)", details: "\(error)")
         }
@@ -160,24 +155,19 @@ public struct CNIPlugin: Sendable {
         guard let path = dirs.map({ $0 + "/" + type }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw Failure(code: 11, "delegate plugin \(type) not found in CNI_PATH \(environment["CNI_PATH"] ?? "(unset)")")
         }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.environment = environment
-        let input = Pipe(), output = Pipe()
-        p.standardInput = input
-        p.standardOutput = output
-        p.standardError = FileHandle.standardError
-        do { try p.run() } catch { throw Failure(code: 11, "cannot run \(path)", details: "\(error)") }
-        input.fileHandleForWriting.write(bytes)
-        try? input.fileHandleForWriting.close()
-        let out = output.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
+        let outcome: Subprocess.Outcome
+        do { outcome = try Subprocess.run(path, [], environment: environment, input: Array(bytes)) } catch {
+            throw Failure(code: 11, "cannot run \(path)", details: "\(error)")
+        }
+        // The delegate's diagnostics belong to the runtime's log, as if it had been run directly.
+        if !outcome.standardError.isEmpty { try? Syscall.writeAll(2, outcome.standardError, operation: "write stderr") }
+        let out = Data(outcome.standardOutput)
+        guard outcome.succeeded else {
             // Pass the delegate's own CNI error through when it gave one.
             if let v = try? JSONValue.parse(out), let msg = v[caseInsensitive: "msg"]?.stringValue {
                 throw Failure(code: v[caseInsensitive: "code"]?.intValue ?? 999, "delegate \(type): \(msg)", details: v[caseInsensitive: "details"]?.stringValue ?? "")
             }
-            throw Failure(code: 999, "delegate \(type) failed with status \(p.terminationStatus)", details: String(decoding: out.prefix(500), as: UTF8.self))
+            throw Failure(code: 999, "delegate \(type) failed (\(outcome.summary))", details: String(decoding: out.prefix(500), as: UTF8.self))
         }
         return out
     }

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import TwillSystem
 
 /// A failed `iptables` or `iptables-restore` run: the command line, its exit status and
 /// what it wrote to stderr, so that an operator can rerun it by hand.
@@ -74,48 +74,21 @@ struct IPTables: Sendable {
     @discardableResult
     private func execute(_ command: [String], input: String?) throws(IPTablesError) -> String {
         let full = commandPrefix + command
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: full[0])
-        process.arguments = Array(full.dropFirst())
-        // A fixed environment: iptables needs none, and a caller's XTABLES_LIBDIR or locale
-        // must not change what the agent installs or how errors read.
-        process.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"]
-        let stdout = Pipe()
-        let stderr = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        process.standardInput = input == nil ? FileHandle.nullDevice : stdin
+        let outcome: Subprocess.Outcome
         do {
-            try process.run()
+            // A fixed environment: iptables needs none, and a caller's XTABLES_LIBDIR or locale
+            // must not change what the agent installs or how errors read.
+            outcome = try Subprocess.run(full[0], Array(full.dropFirst()),
+                                         environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"],
+                                         input: input.map { Array($0.utf8) })
         } catch {
             throw IPTablesError(command: full, status: nil, stderr: "\(error)", input: input)
         }
-        if let input {
-            // iptables-restore reads all of stdin before writing anything, and our input is a
-            // few hundred bytes (far below a pipe's buffer), so writing first cannot deadlock.
-            stdin.fileHandleForWriting.write(Data(input.utf8))
-            try? stdin.fileHandleForWriting.close()
+        guard outcome.succeeded else {
+            let stderr = String(decoding: outcome.standardError, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw IPTablesError(command: full, status: outcome.signal.map { 128 + $0 } ?? outcome.status, stderr: stderr, input: input)
         }
-        // Drain stderr on another thread while this one drains stdout: a large nat table
-        // (kube-proxy writes thousands of rules) would otherwise fill one pipe and block the
-        // child while we wait on the other.
-        let errorData = ErrorBuffer()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async {
-            errorData.set(stderr.fileHandleForReading.readDataToEndOfFile())
-            group.leave()
-        }
-        let outData = stdout.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        process.waitUntilExit()
-        let errorText = String(decoding: errorData.get(), as: UTF8.self)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        guard process.terminationReason == .exit, process.terminationStatus == 0 else {
-            throw IPTablesError(command: full, status: process.terminationStatus, stderr: errorText, input: input)
-        }
-        return String(decoding: outData, as: UTF8.self)
+        return String(decoding: outcome.standardOutput, as: UTF8.self)
     }
 
     /// The path of `name` in /usr/sbin or /sbin (Debian and RHEL put it in one or the other,
@@ -140,12 +113,4 @@ struct IPTables: Sendable {
         guard needsQuotes else { return argument }
         return "\"" + argument.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
     }
-}
-
-/// Holds stderr read on another thread until the reader is done (the DispatchGroup wait
-/// orders the accesses; the mutex makes that visible to the concurrency checker too).
-private final class ErrorBuffer: Sendable {
-    private let data = Mutex(Data())
-    func set(_ value: Data) { data.withLock { $0 = value } }
-    func get() -> Data { data.withLock { $0 } }
 }

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 #endif
 import TwillAddress
+import TwillSystem
 
 /// flannel's `subnet.env`: what Docker's `--bip`/`--mtu` and CNI bridge configs are made from.
 ///
@@ -89,31 +90,13 @@ public struct SubnetEnv: Sendable, Equatable {
         return try SubnetEnv(text: text, path: path, requireComplete: requireComplete)
     }
 
-    /// Writes atomically: a temp file in the same directory, fsync, rename. Readers see the old
-    /// file or the new one, never half of one. The directory is created (0755); the file is 0644.
+    /// Writes atomically (``AtomicFile``): readers see the old file or the new one, never
+    /// half of one, and a failed write (a full disk) leaves the old file as it was. The
+    /// directory is created (0755); the file is 0644.
     public func write(path: String) throws(LeaseError) {
-        let dir = (path as NSString).deletingLastPathComponent
-        do {
-            if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755]) }
-        } catch {
-            throw .subnetFile(path: path, reason: "cannot create directory \(dir): \(error.localizedDescription)")
+        do { try AtomicFile.write(Array(text.utf8), to: path, mode: 0o644) } catch {
+            throw .subnetFile(path: path, reason: "cannot write: \(error)")
         }
-        let tmp = path + ".tmp.\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .subnetFile(path: path, reason: "cannot create \(tmp): \(String(cString: strerror(errno)))") }
-        let bytes = Array(text.utf8)
-        var ok = bytes.withUnsafeBytes { p in Glibc.write(fd, p.baseAddress, p.count) == p.count }
-        ok = ok && fchmod(fd, 0o644) == 0 && fsync(fd) == 0
-        let err = errno
-        close(fd)
-        guard ok, rename(tmp, path) == 0 else {
-            let e = ok ? errno : err
-            unlink(tmp)
-            throw .subnetFile(path: path, reason: "cannot write: \(String(cString: strerror(e)))")
-        }
-        // Make the rename itself durable.
-        let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 { fsync(dfd); close(dfd) }
     }
 }
 

@@ -1,6 +1,7 @@
 import CNetlink
 import Logging
 import Synchronization
+import TwillSystem
 import TwillAddress
 #if canImport(Glibc)
 import Glibc
@@ -37,7 +38,13 @@ public final class Netlink: Sendable {
                                    errno: error.errno, kernelMessage: error.kernelMessage)
             }
         }
-        if let path = namespacePath { return try NetworkNamespace.run(inNamespace: path, open) }
+        if let path = namespacePath {
+            do {
+                return try NetworkNamespace.run(inNamespace: path, open)
+            } catch let e as SystemError {
+                throw NetlinkError(object: "network namespace \(path)", errno: e.errno.rawValue)
+            }
+        }
         return try open()
     }
 

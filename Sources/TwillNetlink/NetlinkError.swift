@@ -1,3 +1,4 @@
+import TwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,11 +22,10 @@ public struct NetlinkError: Error, Sendable, Equatable, CustomStringConvertible 
     }
 
     /// The errno's symbolic name, e.g. `ENODEV`.
-    public var errnoName: String { errnoNames[errno] ?? "errno \(errno)" }
+    public var errnoName: String { Errno(errno).name }
 
     public var description: String {
-        let text = String(cString: strerror(errno))
-        var s = "\(object): \(text) (\(errnoName))"
+        var s = "\(object): \(Errno(errno))"
         if let m = kernelMessage, !m.isEmpty { s += ": kernel says \"\(m)\"" }
         return s
     }
@@ -36,17 +36,3 @@ public struct NetlinkError: Error, Sendable, Equatable, CustomStringConvertible 
     /// The object exists already (EEXIST).
     public var isExists: Bool { errno == EEXIST }
 }
-
-private let errnoNames: [Int32: String] = [
-    EPERM: "EPERM", ENOENT: "ENOENT", ESRCH: "ESRCH", EINTR: "EINTR", EIO: "EIO",
-    ENXIO: "ENXIO", E2BIG: "E2BIG", EBADF: "EBADF", EAGAIN: "EAGAIN", ENOMEM: "ENOMEM",
-    EACCES: "EACCES", EFAULT: "EFAULT", EBUSY: "EBUSY", EEXIST: "EEXIST", ENODEV: "ENODEV",
-    ENOTDIR: "ENOTDIR", EINVAL: "EINVAL", ENFILE: "ENFILE", EMFILE: "EMFILE", ENOSPC: "ENOSPC",
-    ERANGE: "ERANGE", EOPNOTSUPP: "EOPNOTSUPP", EAFNOSUPPORT: "EAFNOSUPPORT",
-    EADDRINUSE: "EADDRINUSE", EADDRNOTAVAIL: "EADDRNOTAVAIL", ENETDOWN: "ENETDOWN",
-    ENETUNREACH: "ENETUNREACH", ENOBUFS: "ENOBUFS", ETIMEDOUT: "ETIMEDOUT",
-    ECONNREFUSED: "ECONNREFUSED", EHOSTUNREACH: "EHOSTUNREACH", EPROTONOSUPPORT: "EPROTONOSUPPORT",
-    EMSGSIZE: "EMSGSIZE", ENOTCONN: "ENOTCONN", ENOSYS: "ENOSYS",
-    ENOTEMPTY: "ENOTEMPTY", ELOOP: "ELOOP", ENAMETOOLONG: "ENAMETOOLONG", EPROTO: "EPROTO",
-    EBADMSG: "EBADMSG", EOVERFLOW: "EOVERFLOW",
-]

@@ -1,6 +1,7 @@
 import CNetlink
 import Logging
 import Synchronization
+import TwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -27,7 +28,7 @@ public final class NetlinkMonitor: Sendable {
         let (stream, continuation) = AsyncStream.makeStream(of: NetlinkChange.self, bufferingPolicy: .bufferingNewest(4096))
         changes = stream
         thread = Mutex(nil)
-        let t = try OSThread(name: "twill-nlmon") {
+        let t = try OSThread.spawn(name: "twill-nlmon") {
             Self.loop(socket: socket, wakeFD: wake, continuation: continuation, logger: logger)
         }
         thread.withLock { $0 = t }

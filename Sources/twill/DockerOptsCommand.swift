@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TwillAgent
 import TwillLease
+import TwillSystem
 
 struct DockerOptsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,12 +32,8 @@ struct DockerOptsCommand: ParsableCommand {
             return
         }
         let text = opts.environmentFile(individual: individual, combined: combined, combinedKey: combinedKey, includeIPMasq: !noIPMasq)
-        let tmp = dockerEnvFile + ".tmp"
-        let dir = (dockerEnvFile as NSString).deletingLastPathComponent
-        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
-        guard FileManager.default.createFile(atPath: tmp, contents: Data(text.utf8), attributes: [.posixPermissions: 0o644]),
-              rename(tmp, dockerEnvFile) == 0 else {
-            throw CLIError("cannot write \(dockerEnvFile): \(String(cString: strerror(errno)))")
+        do { try AtomicFile.write(Array(text.utf8), to: dockerEnvFile, mode: 0o644) } catch {
+            throw CLIError("cannot write \(dockerEnvFile): \(error)")
         }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+import TwillSystem
 import TwillAddress
 import TwillNetlink
 import TwillTestSupport
@@ -36,8 +37,8 @@ struct NetlinkTests {
             // The body's error comes back as it was thrown.
             struct Marker: Error, Equatable {}
             #expect(throws: Marker()) { try NetworkNamespace.run(inNamespace: ns.path) { () throws -> Int in throw Marker() } }
-            let missing = #expect(throws: NetlinkError.self) { try NetworkNamespace.run(inNamespace: "/run/netns/twt-missing-ns") { 1 } }
-            #expect(missing?.description == "network namespace /run/netns/twt-missing-ns: No such file or directory (ENOENT)")
+            let missing = #expect(throws: SystemError.self) { try NetworkNamespace.run(inNamespace: "/run/netns/twt-missing-ns") { 1 } }
+            #expect(missing?.description == "open network namespace /run/netns/twt-missing-ns: No such file or directory (ENOENT)")
         }
     }
 

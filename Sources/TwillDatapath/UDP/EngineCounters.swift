@@ -1,4 +1,4 @@
-import CDatapath
+import CTwillSystem
 import TwillAddress
 
 /// A block of UInt64 counters each written by a single thread and read by any, without

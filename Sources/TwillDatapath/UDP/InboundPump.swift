@@ -1,4 +1,4 @@
-import CDatapath
+import CTwillSystem
 import TwillAddress
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,4 @@
-import CDatapath
+import CTwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif

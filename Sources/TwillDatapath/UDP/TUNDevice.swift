@@ -1,4 +1,5 @@
-import CDatapath
+import TwillSystem
+import CTwillSystem
 import Synchronization
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
-import CDatapath
+import TwillSystem
+import CTwillSystem
 import Synchronization
 import TwillAddress
 #if canImport(Glibc)

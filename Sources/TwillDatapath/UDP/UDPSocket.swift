@@ -1,3 +1,4 @@
+import TwillSystem
 import Synchronization
 import TwillAddress
 #if canImport(Glibc)

@@ -1,5 +1,5 @@
 import Testing
-import CDatapath
+import CTwillSystem
 @testable import TwillDatapath
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 import Foundation
 import TwillAddress
 import TwillDatapath
+import TwillSystem
 import TwillTestSupport
 
 /// `ip` with arguments; throws with the output on failure.
@@ -77,7 +78,7 @@ struct TestNode {
                      configure: (inout UDPEngineConfiguration) -> Void = { _ in }) throws -> TestNode {
         var configuration = UDPEngineConfiguration(localSubnet: subnet, udpOffloads: udpOffloads, queues: queues)
         configure(&configuration)
-        let engine = try NamespaceThread.run(inNamespace: namespace) { [configuration] in
+        let engine = try NetworkNamespace.run(inNamespace: NetworkNamespace.path(named: namespace)) { [configuration] in
             let engine = try UDPEngine.open(tunName: "twill0", tunOffloads: offloads, address: underlay, configuration: configuration)
             try engine.setTransmitQueueLength(5000)
             return engine
@@ -105,7 +106,7 @@ struct TestNode {
 
 /// A UDP socket opened inside a namespace, for sending crafted datagrams to an engine.
 func senderSocket(in namespace: String, address: IPv4Address) throws -> UDPSocket {
-    try NamespaceThread.run(inNamespace: namespace) { try UDPSocket(address: address, port: 0) }
+    try NetworkNamespace.run(inNamespace: NetworkNamespace.path(named: namespace)) { try UDPSocket(address: address, port: 0) }
 }
 
 extension UDPSocket {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TwillAddress
 @testable import TwillDatapath
+import TwillSystem
 
 /// One node in a namespace, fed crafted datagrams from local addresses standing in for a
 /// peer and a stranger: every drop reason the kernel lets us provoke, each counted once.

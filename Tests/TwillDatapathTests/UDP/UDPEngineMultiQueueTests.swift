@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TwillSystem
 import TwillAddress
 @testable import TwillDatapath
 
@@ -88,7 +89,7 @@ struct UDPEngineMultiQueueTests {
         try ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
         try ip("-n", ns, "addr", "add", "198.51.100.1/24", "dev", "eth0")
         try ip("-n", ns, "link", "set", "eth0", "up")
-        let engine = try NamespaceThread.run(inNamespace: ns) {
+        let engine = try NetworkNamespace.run(inNamespace: NetworkNamespace.path(named: ns)) {
             try UDPEngine.open(tunName: "twill0", tunOffloads: true, address: IPv4Address(198, 51, 100, 1),
                                configuration: UDPEngineConfiguration(localSubnet: IPv4Network("198.18.1.0/24")!, queues: 3))
         }
@@ -101,7 +102,7 @@ struct UDPEngineMultiQueueTests {
         engine.stop()
         #expect(inNamespace(ns, "ip", "link", "show", "twill0").status != 0)
         // The same port and name are free again: a second engine opens at once.
-        let again = try NamespaceThread.run(inNamespace: ns) {
+        let again = try NetworkNamespace.run(inNamespace: NetworkNamespace.path(named: ns)) {
             try UDPEngine.open(tunName: "twill0", tunOffloads: false, address: IPv4Address(198, 51, 100, 1),
                                configuration: UDPEngineConfiguration(localSubnet: IPv4Network("198.18.1.0/24")!, queues: 1))
         }
@@ -112,7 +113,7 @@ struct UDPEngineMultiQueueTests {
         // A persistent single-queue device of that name: the kernel refuses IFF_MULTI_QUEUE
         // on it (EINVAL), and the engine runs with one queue instead of failing.
         try ip("-n", ns, "tuntap", "add", "dev", "twill0", "mode", "tun")
-        let single = try NamespaceThread.run(inNamespace: ns) {
+        let single = try NetworkNamespace.run(inNamespace: NetworkNamespace.path(named: ns)) {
             try UDPEngine.open(tunName: "twill0", tunOffloads: true, address: IPv4Address(198, 51, 100, 1),
                                configuration: UDPEngineConfiguration(localSubnet: IPv4Network("198.18.1.0/24")!, queues: 2))
         }

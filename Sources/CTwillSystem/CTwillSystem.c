@@ -1,10 +1,13 @@
 #define _GNU_SOURCE
-#include "CDatapath.h"
+#include "CTwillSystem.h"
 #include <sched.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 _Static_assert(sizeof(struct twill_mmsghdr) == sizeof(struct mmsghdr), "mmsghdr layout");
 
@@ -41,6 +44,12 @@ int twill_get_cmsg(const struct msghdr *msg, int level, int type, void *out, siz
     }
     return 0;
 }
+
+const char *twill_errno_name(int value) { return strerrorname_np(value); }
+
+int twill_errno(void) { return errno; }
+
+int twill_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int twill_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 

@@ -1,8 +1,8 @@
-// Thin syscall helpers for TwillDatapath's udp engine: things Swift cannot import from Glibc
-// (struct mmsghdr and recvmmsg/sendmmsg need _GNU_SOURCE; CMSG_* are macros) and relaxed
-// single-writer counters. No logic lives here.
-#ifndef TWILL_CDATAPATH_H
-#define TWILL_CDATAPATH_H
+// The C side of TwillSystem: what Swift cannot import from Glibc (struct mmsghdr and
+// recvmmsg/sendmmsg need _GNU_SOURCE; CMSG_* are macros; prctl and ioctl are variadic;
+// strerrorname_np is a GNU extension) and relaxed single-writer counters. No logic lives here.
+#ifndef TWILL_CTWILLSYSTEM_H
+#define TWILL_CTWILLSYSTEM_H
 
 #include <stdint.h>
 #include <stddef.h>
@@ -28,6 +28,14 @@ int twill_ioctl_value(int fd, unsigned long request, unsigned long value);
 int twill_eventfd(void);
 /// Names the calling thread (at most 15 bytes are kept), for ps/top.
 void twill_set_thread_name(const char *name);
+
+/// The errno's symbolic name ("ENOSPC"), or NULL when glibc does not know it.
+const char *twill_errno_name(int value);
+/// The calling thread's errno, and setting it (Swift's Glibc.errno is a computed property).
+int twill_errno(void);
+
+/// pipe2(fds, O_CLOEXEC) (a GNU extension in glibc's headers).
+int twill_pipe_cloexec(int fds[2]);
 
 /// CMSG_SPACE(len).
 size_t twill_cmsg_space(size_t len);
