@@ -21,22 +21,57 @@ struct HTTPResult: Sendable {
     var body: [UInt8]
 }
 
-/// Why a transfer did not produce an answer.
+/// Why a transfer did not produce an answer. Every case but ``cancelled`` and
+/// ``aborted`` is the member's fault (or the network's): another endpoint may do better.
 enum TransferError: Error, Sendable {
-    /// No connection could be made: another endpoint may do better.
+    /// No connection could be made (refused, unresolvable, connect timeout).
     case couldNotConnect(String)
-    /// Connected (or TLS set-up failed) but the exchange broke off.
+    /// Connected, but no (complete) answer within the time allowed.
+    case timedOut(String)
+    /// The TLS handshake or certificate check failed.
+    case tls(String)
+    /// Connected but the exchange broke off (reset, empty reply).
     case failed(String)
-    /// Our own cancellation.
+    /// Our own cancellation (the caller went away).
     case cancelled
+    /// Stopped by the client on purpose (a watch that went silent), for the given reason.
+    case aborted(String)
+
+    var message: String {
+        switch self {
+        case .couldNotConnect(let m), .timedOut(let m), .tls(let m), .failed(let m), .aborted(let m): m
+        case .cancelled: "request cancelled"
+        }
+    }
+
+    /// A short label for metrics.
+    var kind: String {
+        switch self {
+        case .couldNotConnect: "connect"
+        case .timedOut: "timeout"
+        case .tls: "tls"
+        case .failed: "transport"
+        case .cancelled: "cancelled"
+        case .aborted: "stalled"
+        }
+    }
 }
 
-/// Set from any thread to abort a transfer; libcurl's progress callback polls it (at least
-/// once a second, even on an idle stream), so cancellation is prompt without signals.
+/// Set from any thread to stop a transfer; libcurl's progress callback polls it (at least
+/// once a second, even on an idle stream), so stopping is prompt without signals.
 final class CancelFlag: Sendable {
-    private let flag = Atomic<Bool>(false)
-    func cancel() { flag.store(true, ordering: .relaxed) }
-    var isCancelled: Bool { flag.load(ordering: .relaxed) }
+    private let flag = Atomic<Int>(0)
+    private let why = Mutex<String>("")
+    /// The caller went away.
+    func cancel() { flag.store(1, ordering: .relaxed) }
+    /// The client gave up on this transfer (see ``TransferError/aborted(_:)``).
+    func abort(_ reason: String) {
+        why.withLock { $0 = reason }
+        flag.store(2, ordering: .relaxed)
+    }
+    var isStopped: Bool { flag.load(ordering: .relaxed) != 0 }
+    var isCancelled: Bool { flag.load(ordering: .relaxed) == 1 }
+    var abortReason: String? { flag.load(ordering: .relaxed) == 2 ? why.withLock { $0 } : nil }
 }
 
 /// Receives the body of one transfer on the thread running it.
@@ -71,7 +106,7 @@ private let writeCallback: curl_write_callback = { ptr, size, count, userdata in
 private let progressCallback: curl_xferinfo_callback = { userdata, _, _, _, _ in
     guard let userdata else { return 0 }
     let sink = Unmanaged<TransferSink>.fromOpaque(userdata).takeUnretainedValue()
-    return sink.cancel.isCancelled ? 1 : 0
+    return sink.cancel.isStopped ? 1 : 0
 }
 
 /// A libcurl easy handle. It is reused request after request so that its connection cache
@@ -139,9 +174,8 @@ final class CurlEasyHandle: @unchecked Sendable {  // owned by one thread at a t
         if code == CURLE_OK {
             return .success(twill_curl_response_code(h))
         }
-        if code == CURLE_ABORTED_BY_CALLBACK, sink.cancel.isCancelled {
-            return .failure(.cancelled)
-        }
+        if sink.cancel.isCancelled { return .failure(.cancelled) }
+        if let reason = sink.cancel.abortReason { return .failure(.aborted(reason)) }
         let detail = String(cString: errorBuffer)
         let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
         switch code {
@@ -149,6 +183,12 @@ final class CurlEasyHandle: @unchecked Sendable {  // owned by one thread at a t
             return .failure(.couldNotConnect(message))
         case CURLE_OPERATION_TIMEDOUT where twill_curl_connect_time_us(h) == 0:
             return .failure(.couldNotConnect(message))
+        case CURLE_OPERATION_TIMEDOUT:
+            return .failure(.timedOut(message))
+        case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER,
+             CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_ENGINE_NOTFOUND, CURLE_SSL_ENGINE_SETFAILED,
+             CURLE_SSL_SHUTDOWN_FAILED, CURLE_SSL_CRL_BADFILE, CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS:
+            return .failure(.tls(message))
         default:
             return .failure(.failed(message))
         }

@@ -17,9 +17,6 @@ extension EtcdClient {
         } catch .leaseNotFound {
             throw .leaseNotFound(id: id)
         }
-        if let error = answer.error {
-            throw Self.classify(endpoint: endpoints[0], code: error.grpc_code ?? 0, httpStatus: error.http_code ?? 0, message: error.message ?? "")
-        }
         guard let ttl = answer.result?.TTL?.value, ttl > 0 else { throw .leaseNotFound(id: id) }
         return ttl
     }

@@ -3,116 +3,279 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import Synchronization
 
 extension EtcdClient {
-    /// Watches every key starting with `prefix`.
-    ///
-    /// The stream yields one `WatchResponse` per gateway message: first a `created` one, then
-    /// events, and (with progress notifications) empty ones that advance the revision. It ends
-    /// by throwing: `EtcdError.compacted(revision:)` when `fromRevision` is compacted (list
-    /// again and watch from that list's revision + 1), `.watchClosed` when the server drops
-    /// the stream, `.transport` when no endpoint answers. Cancelling the consuming task, or
-    /// dropping the stream, closes the transfer.
+    /// Watches every key starting with `prefix`; see ``watch(key:rangeEnd:fromRevision:prevKV:progressNotify:)``.
     public func watch(prefix: String, fromRevision: Int64?) -> AsyncThrowingStream<WatchResponse, any Error> {
         watch(key: prefix, rangeEnd: prefixRangeEnd(prefix), fromRevision: fromRevision)
     }
 
-    /// Watches one key, or the range [key, rangeEnd) when `rangeEnd` is given.
+    /// Watches one key, or the range [key, rangeEnd) when `rangeEnd` is given, from
+    /// `fromRevision` (or from now when nil).
+    ///
+    /// The stream survives the loss of a member: when the watch's endpoint fails (the stream
+    /// breaks, the member does not answer the watch request within
+    /// ``EtcdConfiguration/endpointTimeout``, or it stays silent past
+    /// ``EtcdConfiguration/watchProgressTimeout`` and then fails a liveness probe), the watch
+    /// is set up again on the next endpoint from the last delivered event's mod_revision + 1
+    /// (or a progress notification's revision + 1), so nothing is lost or repeated. Each
+    /// message says where to resume (``WatchResponse/resumeRevision``).
+    ///
+    /// It ends by throwing: ``EtcdError/compacted(revision:)`` when the revision needed is
+    /// compacted, ``EtcdError/revisionWentBackwards(endpoint:known:current:)`` or
+    /// ``EtcdError/clusterChanged(endpoint:known:current:)`` when etcd was restored (list
+    /// again in these three cases), ``EtcdError/transport(endpoints:message:)`` when every
+    /// endpoint failed in a row, `.watchClosed` when etcd cancelled it for another reason.
+    /// Cancelling the consuming task, or dropping the stream, closes the transfer.
     public func watch(
         key: String, rangeEnd: [UInt8]? = nil, fromRevision: Int64? = nil,
         prevKV: Bool = false, progressNotify: Bool = true
     ) -> AsyncThrowingStream<WatchResponse, any Error> {
         let (stream, continuation) = AsyncThrowingStream<WatchResponse, any Error>.makeStream()
-        let cancel = CancelFlag()
-        let create = WireWatchCreate(create_request: .init(
-            key: WireBytes(key), range_end: rangeEnd.map(WireBytes.init),
-            start_revision: fromRevision.map(WireInt.init), progress_notify: progressNotify, prev_kv: prevKV))
-        let task = Task { await self.runWatch(create, continuation: continuation, cancel: cancel) }
-        continuation.onTermination = { _ in
-            cancel.cancel()
-            task.cancel()
-        }
+        let session = WatchSession(client: self, key: key, rangeEnd: rangeEnd, prevKV: prevKV, progressNotify: progressNotify,
+                                   fromRevision: fromRevision, continuation: continuation)
+        let task = Task { await session.run() }
+        continuation.onTermination = { _ in task.cancel() }
         return stream
     }
+}
 
-    private func runWatch(
-        _ create: WireWatchCreate,
-        continuation: AsyncThrowingStream<WatchResponse, any Error>.Continuation,
-        cancel: CancelFlag
-    ) async {
-        let body: [UInt8]
-        do {
-            body = Array(try JSONEncoder().encode(create))
-            if hasCredentials { try await authenticateIfNeeded() }
-        } catch {
-            continuation.finish(throwing: error)
-            return
-        }
+/// One logical watch, moved from endpoint to endpoint as members fail.
+final class WatchSession: Sendable {
+    let client: EtcdClient
+    let key: String
+    let rangeEnd: [UInt8]?
+    let prevKV: Bool
+    let progressNotify: Bool
+    let continuation: AsyncThrowingStream<WatchResponse, any Error>.Continuation
+    /// Shared with the transfer thread that parses the stream.
+    let state: Mutex<WatchProgress>
+
+    init(client: EtcdClient, key: String, rangeEnd: [UInt8]?, prevKV: Bool, progressNotify: Bool, fromRevision: Int64?,
+         continuation: AsyncThrowingStream<WatchResponse, any Error>.Continuation) {
+        self.client = client
+        self.key = key
+        self.rangeEnd = rangeEnd
+        self.prevKV = prevKV
+        self.progressNotify = progressNotify
+        self.continuation = continuation
+        state = Mutex(WatchProgress(resume: fromRevision, highWater: fromRevision.map { $0 - 1 } ?? 0))
+    }
+
+    /// How an attempt on one endpoint ended.
+    enum Ending: Sendable {
+        case cancelled
+        /// The stream must end with this error.
+        case terminal(EtcdError)
+        /// etcd refused the token before anything was delivered.
+        case unauthenticated(String)
+        /// The member failed; `created` tells whether the watch had been set up on it.
+        case memberFailed(kind: String, message: String, created: Bool)
+    }
+
+    func run() async {
+        let logger = client.logger
+        var failedInRow: [Int] = []
+        var messages: [String] = []
         var reauthenticated = false
-        attempt: while true {
-            var tried: [String] = []
-            var lastFailure = ""
-            for (index, endpoint) in endpointOrder() {
-                tried.append(endpoint)
-                let parser = WatchStreamParser(endpoint: endpoint, continuation: continuation)
-                let result = await transport.perform(
-                    request(url: endpoint + "/v3/watch", body: body, streaming: true),
-                    cancel: cancel, onChunk: { parser.feed($0) })
-                if cancel.isCancelled {
-                    continuation.finish()
-                    return
-                }
-                switch result {
-                case .failure(.couldNotConnect(let message)):
-                    lastFailure = message
-                    logger.warning("etcd endpoint unreachable for watch, trying the next", metadata: ["endpoint": "\(endpoint)", "error": "\(message)"])
-                    continue
-                case .failure(.cancelled):
-                    continuation.finish()
-                    return
-                case .failure(.failed(let message)) where parser.outcome == nil:
-                    continuation.finish(throwing: EtcdError.watchClosed(endpoint: endpoint, reason: message))
-                    return
-                default:
-                    break
-                }
-                markPreferred(index)
-                switch parser.outcome {
-                case .unauthenticated(_, let message)? where hasCredentials && !reauthenticated && !parser.delivered:
-                    reauthenticated = true
-                    logger.info("etcd token refused for watch, authenticating again", metadata: ["reason": "\(message)"])
-                    do { try await authenticate() } catch {
-                        continuation.finish(throwing: error)
-                        return
-                    }
-                    continue attempt
-                case let error?:
-                    continuation.finish(throwing: error)
-                case nil:
-                    continuation.finish(throwing: EtcdError.watchClosed(endpoint: endpoint, reason: "the server closed the stream"))
-                }
+        if client.hasCredentials {
+            do { try await client.authenticateIfNeeded() } catch {
+                continuation.finish(throwing: error)
                 return
             }
-            continuation.finish(throwing: EtcdError.transport(endpoints: tried, message: lastFailure))
-            return
+        }
+        while true {
+            if Task.isCancelled { return continuation.finish() }
+            guard let index = client.pool.order().first(where: { !failedInRow.contains($0) }) else {
+                let endpoints = failedInRow.map { client.endpoints[$0] }
+                continuation.finish(throwing: EtcdError.transport(endpoints: endpoints, message: messages.joined(separator: "; ")))
+                return
+            }
+            let endpoint = client.endpoints[index]
+            switch await attempt(index) {
+            case .cancelled:
+                return continuation.finish()
+            case .terminal(let error):
+                return continuation.finish(throwing: error)
+            case .unauthenticated(let message):
+                guard client.hasCredentials, !reauthenticated else {
+                    return continuation.finish(throwing: EtcdError.unauthenticated(endpoint: endpoint, message: message))
+                }
+                reauthenticated = true
+                logger.info("etcd token refused for watch, authenticating again", metadata: ["reason": "\(message)"])
+                do { try await client.authenticate() } catch {
+                    return continuation.finish(throwing: error)
+                }
+            case .memberFailed(let kind, let message, let created):
+                client.pool.failed(index, reason: message, kind: kind)
+                if created {
+                    // It worked on this member until now: every endpoint gets a new chance.
+                    failedInRow = [index]
+                    messages = ["\(endpoint): \(message)"]
+                } else {
+                    failedInRow.append(index)
+                    messages.append("\(endpoint): \(message)")
+                }
+                let resume = state.withLock { $0.resume }
+                logger.warning("etcd watch lost its endpoint; resuming on the next", metadata: [
+                    "endpoint": "\(endpoint)", "reason": "\(kind)", "error": "\(message)",
+                    "key": "\(key)", "from_revision": "\(resume.map { "\($0)" } ?? "now")"])
+            }
         }
     }
+
+    /// Runs the watch on one endpoint until it fails, is cancelled or must end.
+    private func attempt(_ index: Int) async -> Ending {
+        let endpoint = client.endpoints[index]
+        let resume = state.withLock { s in
+            s.created = false
+            s.suspectBackwards = false
+            s.lastActivity = .now
+            return s.resume
+        }
+        let body: [UInt8]
+        do {
+            body = try EtcdClient.encode(WireWatchCreate(create_request: .init(
+                key: WireBytes(key), range_end: rangeEnd.map(WireBytes.init),
+                start_revision: resume.map(WireInt.init), progress_notify: progressNotify, prev_kv: prevKV)), for: "/v3/watch")
+        } catch {
+            return .terminal(error)
+        }
+        let parser = WatchStreamParser(session: self, endpoint: endpoint)
+        let cancel = CancelFlag()
+        let started = ContinuousClock.now
+        let request = client.request(url: endpoint + "/v3/watch", body: body, timeout: nil)
+
+        enum Child: Sendable {
+            case transfer(Result<HTTPResult, TransferError>)
+            case monitor(Ending?)
+        }
+        var transferResult: Result<HTTPResult, TransferError>?
+        var verdict: Ending?
+        await withTaskGroup(of: Child.self) { group in
+            group.addTask {
+                let r = await self.client.transport.perform(request, cancel: cancel, onChunk: { parser.feed($0) })
+                self.state.withLock { $0.finished = true }
+                return .transfer(r)
+            }
+            group.addTask { .monitor(await self.monitor(index, started: started, cancel: cancel)) }
+            for await child in group {
+                switch child {
+                case .transfer(let r): transferResult = r
+                case .monitor(let v): verdict = v
+                }
+            }
+        }
+        state.withLock { $0.finished = false }
+        if let verdict { return verdict }
+        if let outcome = parser.outcome {
+            switch outcome {
+            case .unauthenticated(_, let message) where !parser.delivered:
+                return .unauthenticated(message)
+            case .unavailable(_, let message):
+                return .memberFailed(kind: "unavailable", message: message, created: parser.delivered)
+            default:
+                return .terminal(outcome)
+            }
+        }
+        let created = state.withLock { $0.created }
+        switch transferResult {
+        case .failure(.cancelled)?, nil:
+            return .cancelled
+        case .failure(let failure)?:
+            return .memberFailed(kind: failure.kind, message: failure.message, created: created)
+        case .success?:
+            return .memberFailed(kind: "transport", message: "the server closed the watch stream", created: created)
+        }
+    }
+
+    /// Watches over the transfer: the watch must be created within the endpoint timeout, a
+    /// silent watch's member must pass a liveness probe, a suspected backwards revision is
+    /// checked. Returns why it stopped the transfer, or nil once the transfer ended by itself.
+    private func monitor(_ index: Int, started: ContinuousClock.Instant, cancel: CancelFlag) async -> Ending? {
+        let configuration = client.configuration
+        while true {
+            do { try await Task.sleep(for: .milliseconds(200)) } catch { return nil }
+            let (finished, created, lastActivity, suspect) = state.withLock { ($0.finished, $0.created, $0.lastActivity, $0.suspectBackwards) }
+            if finished { return nil }
+            let now = ContinuousClock.now
+            if !created {
+                guard now - started > configuration.endpointTimeout + configuration.connectTimeout else { continue }
+                let message = "no answer to the watch request within \(configuration.endpointTimeout + configuration.connectTimeout)"
+                cancel.abort(message)
+                return .memberFailed(kind: "timeout", message: message, created: false)
+            }
+            guard suspect || now - lastActivity > configuration.watchProgressTimeout else { continue }
+            if let ending = await probe(index) {
+                cancel.abort("\(ending)")
+                return ending
+            }
+        }
+    }
+
+    /// A linearizable read of the watched key on the watch's own member: it needs the quorum,
+    /// so a hung member, or one cut off from the others, fails it. Returns why the watch must
+    /// leave the member, or nil when it is healthy (and says so on the stream).
+    private func probe(_ index: Int) async -> Ending? {
+        let endpoint = client.endpoints[index]
+        let body: [UInt8]
+        do { body = try EtcdClient.encode(WireRangeRequest(key: WireBytes(key), count_only: true), for: "/v3/kv/range") } catch {
+            return .terminal(error)
+        }
+        let answer: EtcdClient.Attempt<WireRangeResponse> = await client.attempt(index, "/v3/kv/range", body, timeout: client.configuration.endpointTimeout)
+        switch answer {
+        case .answer(let range):
+            let revision = range.header?.revision?.value ?? 0
+            return state.withLock { s -> Ending? in
+                if revision < s.highWater {
+                    return .terminal(.revisionWentBackwards(endpoint: endpoint, known: s.highWater, current: revision))
+                }
+                s.suspectBackwards = false
+                s.highWater = max(s.highWater, revision)
+                s.lastActivity = .now
+                continuation.yield(WatchResponse(kind: .idle, revision: revision, events: [], resumeRevision: s.resume ?? revision + 1, endpoint: endpoint))
+                return nil
+            }
+        case .memberFailed(let kind, let message):
+            return .memberFailed(kind: kind, message: "liveness probe failed (\(kind)): \(message)", created: true)
+        case .refused(let error):
+            // The member answered; the probe itself was refused (an expired token, say).
+            client.logger.debug("watch liveness probe refused", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
+            state.withLock { $0.lastActivity = .now }
+            return nil
+        }
+    }
+}
+
+/// What a watch has delivered, shared between its transfer thread and its monitor.
+struct WatchProgress: Sendable {
+    /// Where a new watch must start to miss nothing (nil: from now, until the first message).
+    var resume: Int64?
+    /// The highest store revision any header has shown: the store can never be below it
+    /// unless it was restored.
+    var highWater: Int64
+    var created = false
+    var finished = false
+    var lastActivity = ContinuousClock.now
+    /// A `created` header below ``highWater``: a lagging member, or a restore; a probe decides.
+    var suspectBackwards = false
 }
 
 /// Turns the watch's newline-delimited JSON into `WatchResponse`s as bytes arrive.
 /// Used only by the thread running the transfer; read by the owner after the transfer ends.
 final class WatchStreamParser: @unchecked Sendable {
+    let session: WatchSession
     let endpoint: String
-    let continuation: AsyncThrowingStream<WatchResponse, any Error>.Continuation
     private var splitter = LineSplitter()
     /// Why the stream must end, once known.
     private(set) var outcome: EtcdError?
     /// Whether anything was passed to the consumer.
     private(set) var delivered = false
 
-    init(endpoint: String, continuation: AsyncThrowingStream<WatchResponse, any Error>.Continuation) {
+    init(session: WatchSession, endpoint: String) {
+        self.session = session
         self.endpoint = endpoint
-        self.continuation = continuation
     }
 
     /// Returns false to stop the transfer.
@@ -154,13 +317,33 @@ final class WatchStreamParser: @unchecked Sendable {
             }
             return
         }
-        let events = (result.events ?? []).map { e in
-            WatchEvent(
-                kind: e.type == "DELETE" ? .delete : .put,
-                kv: e.kv?.model ?? KeyValue(key: "", value: Data()),
-                previous: e.prev_kv?.model)
+        let revision = result.header?.revision?.value ?? 0
+        if result.created == true, let change = session.client.noteCluster(result.header, endpoint: endpoint) {
+            outcome = .clusterChanged(endpoint: endpoint, known: change.known, current: change.current)
+            return
         }
-        delivered = true
-        continuation.yield(WatchResponse(revision: result.header?.revision?.value ?? 0, events: events, created: result.created ?? false))
+        let events = (result.events ?? []).map { e in
+            WatchEvent(kind: e.type == "DELETE" ? .delete : .put, kv: e.kv?.model ?? KeyValue(key: "", value: Data()), previous: e.prev_kv?.model)
+        }
+        session.state.withLock { s in
+            s.lastActivity = .now
+            let kind: WatchResponse.Kind
+            if result.created == true {
+                kind = .created
+                s.created = true
+                if revision < s.highWater { s.suspectBackwards = true }
+                if s.resume == nil { s.resume = revision + 1 }
+            } else if let last = events.last {
+                kind = .events
+                s.resume = max(s.resume ?? 0, last.kv.modRevision + 1)
+            } else {
+                kind = .progress
+                s.resume = max(s.resume ?? 0, revision + 1)
+            }
+            if !s.suspectBackwards { s.highWater = max(s.highWater, revision) }
+            delivered = true
+            session.continuation.yield(WatchResponse(kind: kind, revision: revision, events: events,
+                                                     resumeRevision: s.resume ?? revision + 1, endpoint: endpoint))
+        }
     }
 }

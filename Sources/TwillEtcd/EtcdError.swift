@@ -9,11 +9,13 @@ public enum EtcdError: Error, Sendable, Equatable, CustomStringConvertible {
     case leaseNotFound(id: Int64)
     /// Authentication failed or the token was refused.
     case unauthenticated(endpoint: String, message: String)
-    /// etcd answered but cannot serve now (no leader, timeout inside etcd, shutting down).
+    /// The member answered but cannot serve now (no leader, not capable, too many requests,
+    /// a timeout inside etcd, HTTP 5xx): another member may.
     case unavailable(endpoint: String, message: String)
     /// A key that had to exist does not.
     case keyNotFound(key: String)
-    /// No endpoint could be reached, or the transfer failed; `message` is libcurl's.
+    /// Every endpoint failed (could not connect, did not answer in time, TLS, unavailable);
+    /// `message` says what each one did.
     case transport(endpoints: [String], message: String)
     /// The answer was not what the gateway sends; `snippet` is the start of the body.
     case malformedResponse(endpoint: String, path: String, reason: String, snippet: String)
@@ -23,6 +25,12 @@ public enum EtcdError: Error, Sendable, Equatable, CustomStringConvertible {
     case watchClosed(endpoint: String, reason: String)
     /// The client was configured with something unusable (bad endpoint URL, unreadable file).
     case invalidConfiguration(String)
+    /// The store's revision is below one already seen: etcd was restored from a snapshot or
+    /// started on a new data directory. Everything must be listed again.
+    case revisionWentBackwards(endpoint: String, known: Int64, current: Int64)
+    /// The endpoints now belong to another cluster (a restore or a new cluster at the same
+    /// address): everything must be listed again.
+    case clusterChanged(endpoint: String, known: UInt64, current: UInt64)
 
     public var description: String {
         switch self {
@@ -46,6 +54,10 @@ public enum EtcdError: Error, Sendable, Equatable, CustomStringConvertible {
             return "etcd watch on \(endpoint) ended: \(reason)"
         case .invalidConfiguration(let message):
             return "etcd client configuration: \(message)"
+        case .revisionWentBackwards(let endpoint, let known, let current):
+            return "etcd at \(endpoint) is at revision \(current), below the \(known) already seen: it was restored from a snapshot or started afresh"
+        case .clusterChanged(let endpoint, let known, let current):
+            return "etcd at \(endpoint) belongs to cluster \(String(current, radix: 16)), not \(String(known, radix: 16)) as before: it was restored or replaced"
         }
     }
 
@@ -62,13 +74,15 @@ public enum EtcdError: Error, Sendable, Equatable, CustomStringConvertible {
         case .server: "server"
         case .watchClosed: "watch_closed"
         case .invalidConfiguration: "invalid_configuration"
+        case .revisionWentBackwards: "revision_went_backwards"
+        case .clusterChanged: "cluster_changed"
         }
     }
 
     /// Whether retrying later (or on another endpoint) may succeed.
     public var isTransient: Bool {
         switch self {
-        case .transport, .unavailable, .watchClosed: return true
+        case .transport, .unavailable, .watchClosed, .revisionWentBackwards, .clusterChanged: return true
         default: return false
         }
     }

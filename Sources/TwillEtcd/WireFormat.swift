@@ -85,6 +85,7 @@ struct WireRangeRequest: Encodable {
     var key: WireBytes
     var range_end: WireBytes?
     var limit: WireInt?
+    var count_only: Bool?
 }
 
 struct WireRangeResponse: Decodable {
@@ -253,6 +254,30 @@ struct WireStreamError: Decodable {
     var http_code: Int?
     var message: String?
     var http_status: String?
+}
+
+/// What the client reads from every answer, whatever its type: the header (for the cluster
+/// ID) and, for streamed answers, an error object sent with HTTP 200.
+protocol WireAnswer: Decodable, Sendable {
+    var wireHeader: WireHeader? { get }
+    var wireError: WireStreamError? { get }
+}
+
+extension WireAnswer {
+    var wireError: WireStreamError? { nil }
+}
+
+extension WireRangeResponse: WireAnswer { var wireHeader: WireHeader? { header } }
+extension WireDeleteResponse: WireAnswer { var wireHeader: WireHeader? { header } }
+extension WirePutResponse: WireAnswer { var wireHeader: WireHeader? { header } }
+extension WireTxnResponse: WireAnswer { var wireHeader: WireHeader? { header } }
+extension WireLeaseGrantResponse: WireAnswer { var wireHeader: WireHeader? { header } }
+extension WireTimeToLiveResponse: WireAnswer { var wireHeader: WireHeader? { header } }
+extension WireEmptyResponse: WireAnswer { var wireHeader: WireHeader? { header } }
+extension WireAuthResponse: WireAnswer { var wireHeader: WireHeader? { header } }
+extension WireKeepAliveResponse: WireAnswer {
+    var wireHeader: WireHeader? { result?.header }
+    var wireError: WireStreamError? { error }
 }
 
 /// The error body of a unary answer.
