@@ -6,10 +6,18 @@ import TwillDatapath
 import TwillEtcd
 import TwillLease
 import TwillNetlink
+import TwillSystem
 
-/// One node's agent: lease -> subnet.env -> backend, then renew and watch until shutdown.
+/// One node's agent: a supervisor over node sessions.
+///
+/// A session is config -> backend -> lease -> data path and subnet.env -> loops (watch,
+/// lease, kernel, iptables). A valid change of the network config ends the session and
+/// starts the next from the right step: the backend is rebuilt only when its type or settings
+/// changed, the subnet re-leased only when it no longer fits. A lost or taken lease is
+/// followed within the session. The process lives on through all of it.
 public final class Agent: Service, Sendable {
-    /// Builds the backend named by the network config, for the chosen interface.
+    /// Builds the backend named by the network config, for the chosen interface. It must not
+    /// touch the kernel yet (that is `prepare()`): it is also used to check a new config.
     public typealias BackendFactory = @Sendable (NetworkConfig, ExternalInterface) throws -> any Backend
 
     public let configuration: AgentConfiguration
@@ -18,14 +26,11 @@ public final class Agent: Service, Sendable {
     let logger: Logger
     /// Called once subnet.env is written and the backend is up (sd_notify READY=1 hooks here).
     let onReady: @Sendable () -> Void
-    /// Set when the watch sees this node's own key change: renew now rather than later.
-    private let checkLeaseNow = Atomic<Bool>(false)
-    /// Set when the kernel changed in a way that may have disturbed the backend.
-    private let kernelDirty = Atomic<Bool>(false)
-    /// The masquerade rules for the current subnet, when --ip-masq is on.
-    private let masquerade = Mutex<IPMasquerade?>(nil)
+    private let readyNotified = Atomic<Bool>(false)
     /// The running backend, for metrics scrapes.
     private let backendBox = Mutex<(any Backend)?>(nil)
+    /// The etcd client, for the node status.
+    private let etcdBox = Mutex<EtcdClient?>(nil)
 
     public init(
         configuration: AgentConfiguration, logger: Logger = Logger(label: "twill.agent"),
@@ -37,8 +42,20 @@ public final class Agent: Service, Sendable {
         self.makeBackend = makeBackend
     }
 
+    /// The etcd endpoints' health as the agent's client sees it.
+    public var etcdHealth: [EndpointHealth] { etcdBox.withLock { $0?.endpointHealth ?? [] } }
+
+    /// A backend running for one network config.
+    struct RunningBackend {
+        var backend: any Backend
+        /// The Backend object it was built from: a change of it rebuilds the backend.
+        var spec: JSONValue
+        var advert: BackendAdvert
+    }
+
     public func run() async throws {
         let etcd = try EtcdClient(configuration.etcd)
+        etcdBox.withLock { $0 = etcd }
         let registry = SubnetRegistry(etcd: etcd, layout: configuration.layout, logger: logger)
         let external: ExternalInterface
         do {
@@ -47,84 +64,135 @@ public final class Agent: Service, Sendable {
             throw AgentError(error.description)
         }
         logger.info("using interface", metadata: ["iface": "\(external.name)", "local_ip": "\(external.localIP)", "public_ip": "\(external.publicIP)", "mtu": "\(external.mtu)"])
+        let keeper = LeaseKeeper(registry: registry, ttl: configuration.ttlSeconds, schedule: RenewSchedule(interval: configuration.renewInterval),
+                                 requestTimeout: configuration.etcd.requestTimeout, logger: logger, state: state)
+        let masquerade = RulesSlot()
 
-        let network: NetworkConfig
-        do {
-            network = try await cancelWhenGracefulShutdown { try await self.waitForConfig(registry) }
-        } catch is CancellationError {
-            return
-        }
-        let backend = try makeBackend(network, external)
-        backendBox.withLock { $0 = backend }
-        let advert = try await backend.prepare()
+        guard var config = try await cancellable({ try await self.waitForConfig(registry) }) else { return }
         // The last subnet.env names the subnet to ask for again; an unreadable one is not fatal
         // (a fresh subnet is chosen) but is said, since it means losing the node's old subnet.
-        let previous: IPv4Network?
+        var previous: IPv4Network?
         do {
             previous = try SubnetEnv.read(path: configuration.subnetFile)?.subnet
         } catch {
             logger.warning("cannot reuse the previous subnet", metadata: ["error": "\(error)"])
-            previous = nil
         }
-        let attributes = LeaseAttributes(publicIP: external.publicIP, publicIPv6: configuration.publicIPv6, backendType: advert.backendType, backendData: advert.backendData)
 
-        let acquired: Lease
-        do {
-            acquired = try await cancelWhenGracefulShutdown {
-                try await self.retrying("acquire a subnet lease") { () async throws(LeaseError) -> Lease in
-                    try await registry.acquire(config: network, attributes: attributes, previous: previous, ttl: self.configuration.ttlSeconds)
+        var running: RunningBackend?
+        sessions: while true {
+            // 1. The backend the config asks for.
+            if running?.spec != config.backend {
+                if let old = running {
+                    state.setBackend(type: old.backend.type, up: false)
+                    await old.backend.stop()
+                    logger.notice("stopped the \(old.backend.type) backend for the new network config")
+                    running = nil
+                    backendBox.withLock { $0 = nil }
+                }
+                do {
+                    let backend = try makeBackend(config, external)
+                    backendBox.withLock { $0 = backend }
+                    state.setBackend(type: backend.type, up: false)
+                    running = RunningBackend(backend: backend, spec: config.backend, advert: try await backend.prepare())
+                } catch {
+                    logger.error("cannot set up the backend; retrying", metadata: ["backend": "\(config.backendType)", "error": "\(error)"])
+                    if let b = backendBox.withLock({ $0 }) { await b.stop() }
+                    backendBox.withLock { $0 = nil }
+                    switch await waitForChange(registry, from: config, upTo: .seconds(10)) {
+                    case .shutdown: break sessions
+                    case .changed(let new): config = new
+                    case .unchanged: break
+                    }
+                    continue sessions
                 }
             }
-        } catch {
-            await backend.stop()
-            if error is CancellationError { return }
-            throw error
-        }
-        logger.info("acquired subnet lease", metadata: ["subnet": "\(acquired.subnet.ipv4)", "reservation": "\(acquired.isReservation)", "etcd_lease": "\(acquired.etcdLease)"])
+            guard let current = running else { continue }
+            let attributes = LeaseAttributes(publicIP: external.publicIP, publicIPv6: configuration.publicIPv6,
+                                             backendType: current.advert.backendType, backendData: current.advert.backendData)
 
-        do {
-            try await configureNode(acquired, network: network, backend: backend, mtu: advert.mtu)
-        } catch {
-            await backend.stop()
-            throw error
-        }
-        state.setReady(acquired, ttl: configuration.ttlSeconds)
-        onReady()
+            // 2. The lease.
+            let lease: Lease
+            let (wanted, reuse) = (config, previous)
+            do {
+                guard let l = try await cancellable({
+                    try await self.retrying("acquire a subnet lease") { () async throws(LeaseError) -> Lease in
+                        try await keeper.establish(config: wanted, attributes: attributes, previous: reuse)
+                    }
+                }) else { break sessions }
+                lease = l
+            } catch {
+                await current.backend.stop()
+                throw error
+            }
+            previous = nil
+            logger.info("holding subnet lease", metadata: ["subnet": "\(lease.subnet.ipv4)", "reservation": "\(lease.isReservation)", "etcd_lease": "\(lease.etcdLease)"])
 
-        // Renew and watch until shutdown is asked for.
-        await cancelWhenGracefulShutdown {
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { await self.renewLoop(acquired, registry: registry, network: network, backend: backend, mtu: advert.mtu) }
-                group.addTask { await self.watchLoop(registry, backend: backend, own: external.publicIP) }
-                if backend.type != "alloc" {
-                    group.addTask { await self.kernelLoop(backend: backend) }
+            // 3. The node: data path, iptables rules, subnet.env; then the session's loops.
+            let session = NodeSession(agent: self, etcd: etcd, registry: registry, keeper: keeper, config: config,
+                                      backend: current.backend, mtu: current.advert.mtu, external: external, masquerade: masquerade)
+            do {
+                try await session.configureNode(lease)
+            } catch {
+                logger.error("cannot start the data path; retrying", metadata: ["backend": "\(current.backend.type)", "error": "\(error)"])
+                state.setBackend(type: current.backend.type, up: false)
+                await current.backend.stop()
+                running = nil
+                switch await waitForChange(registry, from: config, upTo: .seconds(10)) {
+                case .shutdown: break sessions
+                case .changed(let new): config = new
+                case .unchanged: break
                 }
-                if self.masquerade.withLock({ $0 }) != nil {
-                    group.addTask { await self.masqueradeLoop() }
-                }
-                await group.waitForAll()
+                continue
+            }
+            state.setChangingOver(nil)
+            let ending = await cancelWhenGracefulShutdown { await session.run() }
+            if stopping { break sessions }
+            switch ending {
+            case .shutdown:
+                break sessions
+            case .configChanged(let new):
+                state.setChangingOver("applying a new network config")
+                logger.notice("applying the new network config", metadata: [
+                    "network": "\(new.network.map { "\($0)" } ?? "-")", "subnet_len": "\(new.subnetLength)", "backend": "\(new.backendType)",
+                    "backend_changed": "\(new.backend != config.backend)"])
+                config = new
             }
         }
 
         // Clean-up runs in a task of its own: the current one is cancelled, and etcd calls
         // made from a cancelled task would be cut short.
-        let final = state.lease ?? acquired
         let release = configuration.releaseOnExit
         let log = logger
-        let masq = masquerade.withLock { $0 }
+        let backend = running?.backend
+        let masq = masquerade.get()
         await Task {
             masq?.teardown()
-            await backend.stop()
-            if release {
+            await backend?.stop()
+            if release, let lease = keeper.lease {
                 do {
-                    try await registry.release(final)
-                    log.info("released subnet lease", metadata: ["subnet": "\(final.subnet.ipv4)"])
+                    try await keeper.release()
+                    log.info("released subnet lease", metadata: ["subnet": "\(lease.subnet.ipv4)"])
                 } catch {
-                    log.error("could not release subnet lease", metadata: ["subnet": "\(final.subnet.ipv4)", "error": "\(error)"])
+                    log.error("could not release subnet lease", metadata: ["subnet": "\(lease.subnet.ipv4)", "error": "\(error)"])
                 }
             }
         }.value
         logger.info("agent stopped")
+    }
+
+    /// Whether the agent is asked to stop (its task cancelled, or a graceful shutdown).
+    var stopping: Bool { Task.isCancelled || Task.isShuttingDownGracefully }
+
+    /// Runs `body` until it finishes or graceful shutdown is asked for (then nil).
+    func cancellable<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T? {
+        do {
+            let value = try await cancelWhenGracefulShutdown { try await body() }
+            return stopping ? nil : value
+        } catch is CancellationError {
+            return nil
+        } catch where stopping {
+            return nil
+        }
     }
 
     /// Waits for a valid network config, saying once a second why it cannot go on.
@@ -133,10 +201,11 @@ public final class Agent: Service, Sendable {
         while true {
             do {
                 let config = try await registry.networkConfig()
+                try validate(config)
                 logger.info("network config", metadata: ["network": "\(config.network.map { "\($0)" } ?? "-")", "subnet_len": "\(config.subnetLength)", "backend": "\(config.backendType)"])
                 return config
             } catch {
-                let message = error.description
+                let message = "\(error)"
                 if message != lastMessage {
                     logger.error("waiting for a usable network config", metadata: ["error": "\(message)"])
                     lastMessage = message
@@ -144,6 +213,25 @@ public final class Agent: Service, Sendable {
             }
             try await Task.sleep(for: configuration.configRetryInterval)
         }
+    }
+
+    /// Checks what the config asks of the backend (type, Port, VNI...) without touching the kernel.
+    func validate(_ config: NetworkConfig) throws {
+        guard config.network != nil else { throw AgentError("the network config has no IPv4 Network (IPv6-only networks are not supported yet)") }
+        guard let external = try? ExternalInterfaceResolver.resolve(ifaces: configuration.ifaces, ifaceRegex: configuration.ifaceRegex, publicIP: configuration.publicIP) else { return }
+        _ = try makeBackend(config, external)
+    }
+
+    enum ConfigWait { case changed(NetworkConfig), unchanged, shutdown }
+
+    /// After a failure: waits up to `limit` for a different valid config.
+    func waitForChange(_ registry: SubnetRegistry, from config: NetworkConfig, upTo limit: Duration) async -> ConfigWait {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) } } catch { return .shutdown }
+            if let new = try? await registry.networkConfig(), new != config, (try? validate(new)) != nil { return .changed(new) }
+        }
+        return .unchanged
     }
 
     /// Retries transient etcd failures with backoff (1 s doubling to 30 s); other errors throw.
@@ -162,159 +250,10 @@ public final class Agent: Service, Sendable {
         }
     }
 
-    /// Starts the data path for `lease` and writes subnet.env (atomically).
-    func configureNode(_ lease: Lease, network: NetworkConfig, backend: any Backend, mtu: Int) async throws {
-        guard let overlay = network.network else { throw AgentError("the network config has no IPv4 Network") }
-        try await backend.start(local: LocalLease(network: overlay, subnet: lease.subnet.ipv4))
-        let env = SubnetEnv(network: overlay, subnet: lease.subnet.ipv4, mtu: mtu, ipMasq: configuration.ipMasq)
-        if configuration.ipMasq || configuration.iptablesForwardRules, backend.type != "alloc" {
-            // Rebuilding for a new subnet replaces the old subnet's rules. FORWARD rules are on
-            // by default (as in flannel) so overlay traffic passes hosts whose FORWARD policy is
-            // DROP (Docker sets it); only --ip-masq makes failing to install them fatal.
-            let rules = IPMasquerade(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
-                                     masquerade: configuration.ipMasq, logger: logger)
-            do {
-                try rules.ensure()
-                masquerade.withLock { $0 = rules }
-            } catch where !configuration.ipMasq {
-                logger.error("cannot install the FORWARD rules (--iptables-forward-rules); overlay traffic may be dropped on hosts whose FORWARD policy is DROP", metadata: ["error": "\(error)"])
-            }
-        }
-        try env.write(path: configuration.subnetFile)
-        logger.info("wrote subnet file", metadata: ["path": "\(configuration.subnetFile)", "subnet": "\(lease.subnet.ipv4)", "mtu": "\(mtu)"])
-    }
-
-    /// Keeps the lease alive; re-acquires it when it was lost, reconfiguring if the subnet changed.
-    func renewLoop(_ initial: Lease, registry: SubnetRegistry, network: NetworkConfig, backend: any Backend, mtu: Int) async {
-        var lease = initial
-        var failureDelay = Duration.seconds(1)
-        let interval = configuration.renewInterval
-        let tick = min(interval, .seconds(1))
-        while !Task.isCancelled {
-            // Sleep until the next renewal, waking early when the watch saw our key change.
-            var waited = Duration.zero
-            while waited < interval, !checkLeaseNow.exchange(false, ordering: .relaxed) {
-                do { try await Task.sleep(for: tick) } catch { return }
-                waited += tick
-            }
-            do {
-                switch try await registry.renew(lease, config: network, ttl: configuration.ttlSeconds) {
-                case .renewed(let l):
-                    lease = l
-                    logger.debug("renewed subnet lease", metadata: ["subnet": "\(l.subnet.ipv4)"])
-                case .reacquired(let l):
-                    if l.subnet != lease.subnet {
-                        logger.error("lost this node's subnet to another node; moved to a new one (restart workloads on this node)", metadata: ["old": "\(lease.subnet.ipv4)", "new": "\(l.subnet.ipv4)"])
-                        do { try await configureNode(l, network: network, backend: backend, mtu: mtu) } catch {
-                            logger.error("could not reconfigure for the new subnet", metadata: ["error": "\(error)"])
-                        }
-                    } else {
-                        logger.notice("re-acquired this node's subnet lease", metadata: ["subnet": "\(l.subnet.ipv4)"])
-                    }
-                    lease = l
-                }
-                state.setLease(lease, ttl: configuration.ttlSeconds)
-                failureDelay = .seconds(1)
-            } catch {
-                if Task.isCancelled { return }
-                logger.warning("could not renew subnet lease; retrying", metadata: ["error": "\(error)", "retry_in": "\(failureDelay)"])
-                do { try await Task.sleep(for: failureDelay) } catch { return }
-                failureDelay = min(failureDelay * 2, .seconds(60))
-                checkLeaseNow.store(true, ordering: .relaxed)
-            }
-        }
-    }
-
-    /// Feeds other nodes' leases to the backend.
-    func watchLoop(_ registry: SubnetRegistry, backend: any Backend, own: IPv4Address) async {
-        var watcher = LeaseWatcher(registry: registry, ownPublicIP: own)
-        let state = self.state
-        watcher.onResync = { state.countResync() }
-        var peers: [SubnetKey: PeerLease] = [:]
-        for await event in watcher.events() {
-            do {
-                switch event {
-                case .snapshot(let leases):
-                    peers = Dictionary(leases.map { ($0.subnet, Self.peer($0)) }, uniquingKeysWith: { a, _ in a })
-                    try await backend.reconcile(peers: Array(peers.values))
-                    logger.info("peers", metadata: ["count": "\(peers.count)"])
-                case .added(let lease):
-                    let p = Self.peer(lease)
-                    peers[lease.subnet] = p
-                    try await backend.peerAdded(p)
-                    logger.info("peer added", metadata: ["subnet": "\(lease.subnet.ipv4)", "public_ip": "\(lease.attributes.publicIP)", "backend": "\(lease.attributes.backendType ?? "udp")"])
-                case .removed(let lease):
-                    peers[lease.subnet] = nil
-                    try await backend.peerRemoved(Self.peer(lease))
-                    logger.info("peer removed", metadata: ["subnet": "\(lease.subnet.ipv4)", "public_ip": "\(lease.attributes.publicIP)"])
-                case .ownChanged(let subnet, let lease):
-                    if lease == nil || lease?.attributes.publicIP == own {
-                        logger.debug("own lease key changed; checking it", metadata: ["subnet": "\(subnet)"])
-                        checkLeaseNow.store(true, ordering: .relaxed)
-                    }
-                }
-            } catch {
-                logger.error("backend could not apply a lease change", metadata: ["event": "\(event)", "error": "\(error)"])
-            }
-            state.setPeers(Array(peers.values))
-        }
-    }
-
-    /// Makes the kernel match the leases again whenever something else changes it (a route
-    /// deleted by hand, the device removed), and every `resyncInterval` regardless.
-    func kernelLoop(backend: any Backend) async {
-        let monitor: NetlinkMonitor
-        do {
-            monitor = try Netlink().monitor()
-        } catch {
-            logger.error("cannot watch the kernel for changes; reconciling on a timer only", metadata: ["error": "\(error)"])
-            await periodicReconcile(backend: backend)
-            return
-        }
-        defer { monitor.stop() }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                for await change in monitor.changes where backend.needsReconcile(after: change) {
-                    self.kernelDirty.store(true, ordering: .relaxed)
-                }
-            }
-            group.addTask { await self.periodicReconcile(backend: backend) }
-            await group.next()
-            group.cancelAll()
-        }
-    }
-
-    /// Reconciles shortly after `dirty` is set (changes come in bursts), and once a minute.
-    private func periodicReconcile(backend: any Backend) async {
-        var sinceLast = Duration.zero
-        let tick = Duration.milliseconds(250)
-        while !Task.isCancelled {
-            do { try await Task.sleep(for: tick) } catch { return }
-            sinceLast += tick
-            let changed = kernelDirty.exchange(false, ordering: .relaxed)
-            guard changed || sinceLast >= configuration.resyncInterval else { continue }
-            sinceLast = .zero
-            do {
-                try await backend.reconcile(peers: state.peers)
-                if changed {
-                    state.countKernelReconcile()
-                    logger.info("kernel state changed under the backend; reconciled")
-                }
-            } catch {
-                logger.error("reconcile failed", metadata: ["error": "\(error)"])
-            }
-        }
-    }
-
-    /// Puts the masquerade rules back whenever something removed them.
-    func masqueradeLoop() async {
-        while !Task.isCancelled {
-            do { try await Task.sleep(for: configuration.iptablesResync) } catch { return }
-            guard let masq = masquerade.withLock({ $0 }) else { return }
-            do { try masq.ensure() } catch {
-                logger.error("cannot restore the masquerade rules", metadata: ["error": "\(error)"])
-            }
-        }
+    /// Tells systemd (once) that the node is ready.
+    func notifyReadyOnce() {
+        guard state.isReady, !readyNotified.exchange(true, ordering: .relaxed) else { return }
+        onReady()
     }
 
     /// Brings pull-style figures up to date before a scrape: the backend's data path counters.

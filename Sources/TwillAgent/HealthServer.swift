@@ -3,8 +3,12 @@ import Logging
 import Prometheus
 import ServiceLifecycle
 
-/// `/healthz` (the process is alive), `/readyz` (subnet.env written and the backend up) and
-/// `/metrics` (Prometheus text) on `--healthz-ip:--healthz-port`.
+/// `/healthz`, `/readyz` and `/metrics` (Prometheus text) on `--healthz-ip:--healthz-port`,
+/// all read from the agent's one health model (``AgentState``):
+/// - `/healthz`: 200 while every loop makes progress and the data path is not broken beyond
+///   self-repair; 503 with the reasons otherwise (restarting the agent may help).
+/// - `/readyz`: 200 while the node holds its lease, subnet.env matches it and the backend is
+///   up; 503 with the reasons otherwise.
 public struct HealthServer: Service {
     let app: Application<RouterResponder<BasicRequestContext>>
 
@@ -13,13 +17,13 @@ public struct HealthServer: Service {
     public init(host: String, port: Int, state: AgentState, registry: PrometheusCollectorRegistry,
                 refresh: @escaping @Sendable () -> Void = {}, logger: Logger = Logger(label: "twill.health")) {
         let router = Router()
-        router.get("healthz") { _, _ in "ok\n" }
+        router.get("healthz") { _, _ -> Response in
+            let (alive, reasons) = state.liveness
+            return Self.answer(alive, ok: "ok\n", failing: "unhealthy", reasons)
+        }
         router.get("readyz") { _, _ -> Response in
-            let ready = state.isReady
-            return Response(
-                status: ready ? .ok : .serviceUnavailable,
-                headers: [.contentType: "text/plain; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(string: ready ? "ready\n" : "not ready: no subnet.env or backend yet\n")))
+            let (ready, reasons) = state.readiness
+            return Self.answer(ready, ok: "ready\n", failing: "not ready", reasons)
         }
         router.get("metrics") { _, _ -> Response in
             refresh()
@@ -31,6 +35,13 @@ public struct HealthServer: Service {
                 body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
         }
         app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "twill"), logger: logger)
+    }
+
+    static func answer(_ good: Bool, ok: String, failing: String, _ reasons: [String]) -> Response {
+        Response(
+            status: good ? .ok : .serviceUnavailable,
+            headers: [.contentType: "text/plain; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: good ? ok : "\(failing):\n" + reasons.map { "- \($0)\n" }.joined())))
     }
 
     public func run() async throws {

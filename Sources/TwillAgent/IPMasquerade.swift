@@ -77,6 +77,20 @@ public struct IPMasquerade: Sendable {
         self.shared = Shared()
     }
 
+    /// Whether two values manage the same rules.
+    public func sameRules(as other: IPMasquerade) -> Bool { chains == other.chains }
+
+    /// ``ensure()`` on a thread of its own (iptables blocks), for async callers.
+    @discardableResult
+    public func ensureOffPool() async throws -> Bool {
+        let cancelled = CancelFlag()
+        switch await ensureOffPool(unless: cancelled) {
+        case .success(let changed): return changed
+        case .failure(let message): throw IPMasqueradeError(message)
+        case .skipped: return false
+        }
+    }
+
     /// Makes the rules exactly as described, in one pass, and reports whether anything had
     /// to change.
     ///
@@ -103,15 +117,29 @@ public struct IPMasquerade: Sendable {
     /// stop the agent; repeats of the same failure are logged once a minute or so, not every
     /// pass, and recovery is logged once. iptables runs on a dispatch queue of its own, so
     /// the blocking waits never occupy Swift's cooperative threads.
-    public func run(resync: Duration) async {
+    ///
+    /// - Parameters:
+    ///   - firstPassNow: run the first pass at once instead of after one period (when the
+    ///     caller's own ``ensure()`` failed, say).
+    ///   - onPass: told after every pass whether the rules are in place (nil) or why not.
+    public func run(resync: Duration, firstPassNow: Bool = false, onPass: (@Sendable (String?) -> Void)? = nil) async {
         let cancelled = CancelFlag()
         let period = max(resync, .milliseconds(100))
         await withTaskCancellationHandler {
             var lastFailure: String?
             var repeats = 0
+            var first = firstPassNow
             while !Task.isCancelled {
-                do { try await Task.sleep(for: period) } catch { return }
+                if !first {
+                    do { try await Task.sleep(for: period) } catch { return }
+                }
+                first = false
                 let outcome = await ensureOffPool(unless: cancelled)
+                switch outcome {
+                case .success: onPass?(nil)
+                case .failure(let message): onPass?(message)
+                case .skipped: break
+                }
                 switch outcome {
                 case .skipped:
                     return

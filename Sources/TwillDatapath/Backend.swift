@@ -28,11 +28,16 @@ public protocol Backend: AnyObject, Sendable {
     /// Whether a kernel change (from a netlink monitor) may have disturbed this backend's
     /// state, so that the agent should call `reconcile(peers:)`.
     func needsReconcile(after change: NetlinkChange) -> Bool
+    /// Why the data path is broken right now (a packet thread ended, say), or nil. Cheap: the
+    /// agent asks every second and calls `reconcile(peers:)` to repair when it is not nil.
+    func damage() -> String?
 }
 
 extension Backend {
     /// Backends without kernel state never need a kernel-triggered reconcile.
     public func needsReconcile(after change: NetlinkChange) -> Bool { false }
+    /// Backends whose data path is the kernel's own report damage through netlink events.
+    public func damage() -> String? { nil }
 }
 
 /// A backend whose data path counts packets (the udp engine): it turns its counters into

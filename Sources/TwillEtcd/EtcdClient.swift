@@ -30,6 +30,11 @@ public final class EtcdClient: EtcdAPI {
     /// The cluster ID the endpoints answered with first (0 until then).
     let clusterID = Atomic<UInt64>(0)
 
+    /// A deadline for every request the current task (and its child tasks) makes, when it is
+    /// sooner than ``EtcdConfiguration/requestTimeout`` from the start of the request: a
+    /// lease renewal must not wait past the lease's expiry, say.
+    @TaskLocal public static var deadline: ContinuousClock.Instant?
+
     /// Checks the configuration (endpoint URLs, credential pairs, timeouts); connects lazily.
     public init(_ configuration: EtcdConfiguration) throws(EtcdError) {
         self.endpoints = try configuration.validatedEndpoints()
@@ -112,7 +117,7 @@ public final class EtcdClient: EtcdAPI {
     /// serve (no leader during an election, a timeout), further rounds follow after a short
     /// pause until the deadline; when every member refused the connection, it gives up at once.
     private func callEndpoints<Answer: WireAnswer>(_ path: String, _ body: [UInt8]) async throws(EtcdError) -> Answer {
-        let deadline = ContinuousClock.now + configuration.requestTimeout
+        let deadline = min(ContinuousClock.now + configuration.requestTimeout, Self.deadline ?? .now + configuration.requestTimeout)
         var failures: [(endpoint: String, message: String)] = []
         var outOfTime = false
         var round = 0
@@ -158,7 +163,7 @@ public final class EtcdClient: EtcdAPI {
             try? await Task.sleep(for: pause)
         }
         var message = failures.map { "\($0.endpoint): \($0.message)" }.joined(separator: "; ")
-        if outOfTime { message += (message.isEmpty ? "" : "; ") + "request deadline of \(configuration.requestTimeout) reached" }
+        if outOfTime { message += (message.isEmpty ? "" : "; ") + "request deadline reached" }
         throw .transport(endpoints: failures.map(\.endpoint), message: message)
     }
 

@@ -112,12 +112,15 @@ public struct Lease: Sendable, Equatable {
     public var etcdLease: Int64
     /// etcd's mod_revision of the key: used to change it only if nobody else has.
     public var modRevision: Int64
+    /// etcd's create_revision of the key: of two overlapping leases the older one wins.
+    public var createRevision: Int64
 
-    public init(subnet: SubnetKey, attributes: LeaseAttributes, etcdLease: Int64, modRevision: Int64) {
+    public init(subnet: SubnetKey, attributes: LeaseAttributes, etcdLease: Int64, modRevision: Int64, createRevision: Int64 = 0) {
         self.subnet = subnet
         self.attributes = attributes
         self.etcdLease = etcdLease
         self.modRevision = modRevision
+        self.createRevision = createRevision
     }
 
     /// A reservation is a lease key with no etcd lease: permanent, set by an operator.

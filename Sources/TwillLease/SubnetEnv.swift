@@ -90,6 +90,14 @@ public struct SubnetEnv: Sendable, Equatable {
         return try SubnetEnv(text: text, path: path, requireComplete: requireComplete)
     }
 
+    /// The file's raw text; nil when it does not exist.
+    public static func readText(path: String) throws(LeaseError) -> String? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        do { return try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw .subnetFile(path: path, reason: "cannot read: \(error.localizedDescription)")
+        }
+    }
+
     /// Writes atomically (``AtomicFile``): readers see the old file or the new one, never
     /// half of one, and a failed write (a full disk) leaves the old file as it was. The
     /// directory is created (0755); the file is 0644.

@@ -57,7 +57,7 @@ public final class SubnetRegistry: Sendable {
         do {
             guard let subnet = try layout.subnet(fromKey: kv.key) else { return nil }
             let attrs = try LeaseAttributes(json: kv.value, key: kv.key)
-            return Lease(subnet: subnet, attributes: attrs, etcdLease: kv.lease, modRevision: kv.modRevision)
+            return Lease(subnet: subnet, attributes: attrs, etcdLease: kv.lease, modRevision: kv.modRevision, createRevision: kv.createRevision)
         } catch {
             logger.warning("skipping a lease that cannot be read", metadata: ["key": "\(kv.key)", "error": "\(error)"])
             return nil
@@ -72,13 +72,20 @@ public final class SubnetRegistry: Sendable {
     /// 2. `previous` (from the last subnet.env) when free and fitting;
     /// 3. a random free subnet.
     /// Creation is atomic (create-if-absent); a lost race retries, at most `maxAttempts` times.
+    ///
+    /// - Parameters:
+    ///   - avoid: subnets never to take, even when their lease names this node (one another
+    ///     node has just taken from us, say).
+    ///   - etcdLease: an etcd lease to attach the new key to, when still alive (a node moving
+    ///     to another subnet keeps its lease ID); 0 grants a fresh one.
     public func acquire(
-        config: NetworkConfig, attributes: LeaseAttributes, previous: IPv4Network?, ttl: Int64
+        config: NetworkConfig, attributes: LeaseAttributes, previous: IPv4Network?, ttl: Int64,
+        avoid: Set<IPv4Network> = [], etcdLease: Int64 = 0
     ) async throws(LeaseError) -> Lease {
         var rng = SystemRandomNumberGenerator()
         for attempt in 1...maxAttempts {
             let (_, all, occupied) = try await snapshot()
-            for lease in all where lease.attributes.publicIP == attributes.publicIP {
+            for lease in all where lease.attributes.publicIP == attributes.publicIP && !avoid.contains(lease.subnet.ipv4) {
                 if config.fits(lease.subnet.ipv4) {
                     if let taken = try await takeOver(lease, attributes: attributes, ttl: ttl) { return taken }
                     continue
@@ -93,9 +100,9 @@ public final class SubnetRegistry: Sendable {
             }
             // Our own unfitting leases were just deleted; everything else is taken.
             let ownStale = Set(all.filter { $0.attributes.publicIP == attributes.publicIP && !config.fits($0.subnet.ipv4) && !$0.isReservation }.map(\.subnet.ipv4))
-            let taken = occupied.subtracting(ownStale)
+            let taken = occupied.subtracting(ownStale).union(avoid)
             if let prev = previous, config.fits(prev), !taken.contains(prev) {
-                if let lease = try await create(SubnetKey(ipv4: prev), attributes: attributes, ttl: ttl) {
+                if let lease = try await create(SubnetKey(ipv4: prev), attributes: attributes, ttl: ttl, etcdLease: etcdLease) {
                     logger.info("reusing the subnet from the previous subnet.env", metadata: ["subnet": "\(prev)"])
                     return lease
                 }
@@ -105,23 +112,37 @@ public final class SubnetRegistry: Sendable {
                 let usage = SubnetPicker.usage(config, taken: taken)
                 throw .outOfSubnets(network: config.network.map { "\($0)" } ?? "?", subnetLength: config.subnetLength, total: usage.total, taken: usage.taken)
             }
-            if let lease = try await create(SubnetKey(ipv4: choice), attributes: attributes, ttl: ttl) { return lease }
+            if let lease = try await create(SubnetKey(ipv4: choice), attributes: attributes, ttl: ttl, etcdLease: etcdLease) { return lease }
             logger.debug("lost the race for a subnet, trying another", metadata: ["subnet": "\(choice)", "attempt": "\(attempt)"])
         }
         throw .contention(attempts: maxAttempts)
     }
 
-    /// Creates the lease key only if absent, attached to a fresh etcd lease. nil when taken.
-    func create(_ subnet: SubnetKey, attributes: LeaseAttributes, ttl: Int64) async throws(LeaseError) -> Lease? {
+    /// Creates the lease key only if absent, attached to `etcdLease` when it is still alive,
+    /// else to a fresh etcd lease. nil when the key is taken.
+    ///
+    /// A create that etcd applied but whose answer was lost (the member hung after the commit)
+    /// is retried on another member and then finds the key holding exactly our value on our
+    /// etcd lease: that is ours, not a lost race.
+    func create(_ subnet: SubnetKey, attributes: LeaseAttributes, ttl: Int64, etcdLease: Int64 = 0) async throws(LeaseError) -> Lease? {
         let key = layout.key(for: subnet)
+        let value = attributes.json()
         do {
-            let grant = try await etcd.grant(ttl: ttl)
-            let r = try await etcd.txn(compare: [.absent(key)], success: [.put(key: key, value: attributes.json(), lease: grant.id)], failure: [])
-            guard r.succeeded else {
-                try? await etcd.revoke(lease: grant.id)
-                return nil
+            var id = etcdLease
+            if id != 0 {
+                do { _ = try await etcd.keepAlive(lease: id) } catch .leaseNotFound { id = 0 }
             }
-            return Lease(subnet: subnet, attributes: attributes, etcdLease: grant.id, modRevision: r.header.revision)
+            let granted = id == 0
+            if granted { id = try await etcd.grant(ttl: ttl).id }
+            let r = try await etcd.txn(compare: [.absent(key)], success: [.put(key: key, value: value, lease: id)], failure: [.get(key: key)])
+            if r.succeeded {
+                return Lease(subnet: subnet, attributes: attributes, etcdLease: id, modRevision: r.header.revision, createRevision: r.header.revision)
+            }
+            if case .range(let existing)? = r.responses.first, let kv = existing.kvs.first, kv.value == value, kv.lease == id {
+                return Lease(subnet: subnet, attributes: attributes, etcdLease: id, modRevision: kv.modRevision, createRevision: kv.createRevision)
+            }
+            if granted { try? await etcd.revoke(lease: id) }
+            return nil
         } catch {
             throw .etcd(error)
         }
@@ -131,7 +152,6 @@ public final class SubnetRegistry: Sendable {
     /// refreshed, never re-granted needlessly), keeps a reservation permanent, and updates the
     /// value only if nobody changed it meanwhile. nil when it changed under us.
     func takeOver(_ lease: Lease, attributes: LeaseAttributes, ttl: Int64) async throws(LeaseError) -> Lease? {
-        let key = layout.key(for: lease.subnet)
         do {
             var etcdLease = lease.etcdLease
             if !lease.isReservation {
@@ -141,11 +161,81 @@ public final class SubnetRegistry: Sendable {
                 logger.info("taking over this node's existing lease", metadata: ["subnet": "\(lease.subnet.ipv4)", "reservation": "\(lease.isReservation)"])
                 return lease
             }
-            let r = try await etcd.txn(compare: [.unchanged(key, modRevision: lease.modRevision)],
-                                       success: [.put(key: key, value: attributes.json(), lease: etcdLease)], failure: [])
-            guard r.succeeded else { return nil }
+            var moved = lease
+            moved.etcdLease = etcdLease
+            guard let updated = try await write(moved, attributes: attributes) else { return nil }
             logger.info("taking over this node's existing lease", metadata: ["subnet": "\(lease.subnet.ipv4)", "reservation": "\(lease.isReservation)"])
-            return Lease(subnet: lease.subnet, attributes: attributes, etcdLease: etcdLease, modRevision: r.header.revision)
+            return updated
+        } catch {
+            throw .etcd(error)
+        }
+    }
+
+    /// Writes `attributes` into this node's key on `lease.etcdLease`, only if the key is
+    /// unchanged since `lease.modRevision`. nil when someone changed it.
+    func write(_ lease: Lease, attributes: LeaseAttributes) async throws(EtcdError) -> Lease? {
+        let key = layout.key(for: lease.subnet)
+        let r = try await etcd.txn(compare: [.unchanged(key, modRevision: lease.modRevision)],
+                                   success: [.put(key: key, value: attributes.json(), lease: lease.etcdLease)], failure: [.get(key: key)])
+        if r.succeeded {
+            return Lease(subnet: lease.subnet, attributes: attributes, etcdLease: lease.etcdLease, modRevision: r.header.revision,
+                         createRevision: lease.createRevision)
+        }
+        // Our own earlier attempt, applied but unanswered.
+        if case .range(let existing)? = r.responses.first, let kv = existing.kvs.first, kv.value == attributes.json(), kv.lease == lease.etcdLease {
+            return Lease(subnet: lease.subnet, attributes: attributes, etcdLease: kv.lease, modRevision: kv.modRevision, createRevision: kv.createRevision)
+        }
+        return nil
+    }
+
+    // MARK: Keeping a lease
+
+    /// Refreshes the etcd lease behind `lease` (one keepalive). Returns its TTL in seconds,
+    /// nil when etcd no longer has it (expired or revoked). A reservation needs no refresh:
+    /// its TTL is reported as 0.
+    public func keepAlive(_ lease: Lease) async throws(LeaseError) -> Int64? {
+        guard !lease.isReservation else { return 0 }
+        do {
+            return try await etcd.keepAlive(lease: lease.etcdLease)
+        } catch .leaseNotFound {
+            return nil
+        } catch {
+            throw .etcd(error)
+        }
+    }
+
+    /// What etcd holds at this node's key now (nil when deleted).
+    public func current(_ lease: Lease) async throws(LeaseError) -> KeyValue? {
+        do { return try await etcd.get(layout.key(for: lease.subnet)).kvs.first } catch { throw .etcd(error) }
+    }
+
+    /// Puts this node's key back after it was deleted or expired: on the same etcd lease while
+    /// that lives (the lease ID stays), else on a fresh one. nil when another node created the
+    /// key meanwhile.
+    public func restore(_ lease: Lease, ttl: Int64) async throws(LeaseError) -> Lease? {
+        guard !lease.isReservation else {
+            // A reservation deleted by an operator is theirs to put back; keep the subnet as
+            // an ordinary lease meanwhile.
+            return try await create(lease.subnet, attributes: lease.attributes, ttl: ttl)
+        }
+        return try await create(lease.subnet, attributes: lease.attributes, ttl: ttl, etcdLease: lease.etcdLease)
+    }
+
+    /// Rewrites this node's lease value (the backend changed, so BackendType and BackendData
+    /// did), only if nobody changed the key since we last wrote it. nil when someone did.
+    /// With `force`, writes even when the attributes are the same (to repair a value someone
+    /// replaced with something unreadable; `lease.modRevision` must be that write's).
+    public func update(_ lease: Lease, attributes: LeaseAttributes, force: Bool = false) async throws(LeaseError) -> Lease? {
+        guard force || attributes != lease.attributes else { return lease }
+        do { return try await write(lease, attributes: attributes) } catch { throw .etcd(error) }
+    }
+
+    /// Deletes this node's old key after moving to another subnet, only if it still holds what
+    /// this node last wrote: a key another node has taken is never touched.
+    public func retire(_ lease: Lease) async throws(LeaseError) {
+        let key = layout.key(for: lease.subnet)
+        do {
+            _ = try await etcd.txn(compare: [.unchanged(key, modRevision: lease.modRevision)], success: [.delete(key: key)], failure: [])
         } catch {
             throw .etcd(error)
         }
@@ -163,36 +253,27 @@ public final class SubnetRegistry: Sendable {
     }
 
     /// Refreshes `lease` (one keepalive) and checks its key is still there and ours. An
-    /// expired or deleted lease is re-acquired: the same subnet when still free.
+    /// expired or deleted lease is re-acquired: the same subnet when still free. A key another
+    /// node has taken is left to it: a new subnet is acquired.
     public func renew(_ lease: Lease, config: NetworkConfig, ttl: Int64) async throws(LeaseError) -> RenewOutcome {
-        let key = layout.key(for: lease.subnet)
-        do {
-            var alive = true
-            if !lease.isReservation {
-                do { _ = try await etcd.keepAlive(lease: lease.etcdLease) } catch .leaseNotFound { alive = false }
+        if try await keepAlive(lease) != nil {
+            let current = try await current(lease)
+            if let kv = current, let l = parse(kv), l.attributes == lease.attributes {
+                return .renewed(Lease(subnet: lease.subnet, attributes: l.attributes, etcdLease: kv.lease, modRevision: kv.modRevision,
+                                      createRevision: kv.createRevision))
             }
-            if alive {
-                let current = try await etcd.get(key).kvs.first
-                if let kv = current, let l = parse(kv), l.attributes.publicIP == lease.attributes.publicIP {
-                    return .renewed(Lease(subnet: lease.subnet, attributes: l.attributes, etcdLease: kv.lease, modRevision: kv.modRevision))
-                }
-                if current == nil, !lease.isReservation {
-                    // Deleted by hand while the etcd lease lives: put it back on the same lease.
-                    let r = try await etcd.txn(compare: [.absent(key)], success: [.put(key: key, value: lease.attributes.json(), lease: lease.etcdLease)], failure: [])
-                    if r.succeeded {
-                        logger.warning("this node's lease key was deleted; restored it", metadata: ["subnet": "\(lease.subnet.ipv4)"])
-                        return .reacquired(Lease(subnet: lease.subnet, attributes: lease.attributes, etcdLease: lease.etcdLease, modRevision: r.header.revision))
-                    }
-                }
+            if current != nil {
+                logger.error("this node's lease key holds another node's value; leaving it to that node and acquiring a new subnet",
+                             metadata: ["subnet": "\(lease.subnet.ipv4)"])
+                return .reacquired(try await acquire(config: config, attributes: lease.attributes, previous: nil, ttl: ttl,
+                                                     avoid: [lease.subnet.ipv4], etcdLease: lease.etcdLease))
             }
-        } catch {
-            throw .etcd(error)
         }
         logger.warning("this node's lease is gone (expired or deleted); acquiring again", metadata: ["subnet": "\(lease.subnet.ipv4)"])
-        if config.fits(lease.subnet.ipv4), let same = try await create(lease.subnet, attributes: lease.attributes, ttl: ttl) {
+        if config.fits(lease.subnet.ipv4), let same = try await restore(lease, ttl: ttl) {
             return .reacquired(same)
         }
-        return .reacquired(try await acquire(config: config, attributes: lease.attributes, previous: nil, ttl: ttl))
+        return .reacquired(try await acquire(config: config, attributes: lease.attributes, previous: nil, ttl: ttl, avoid: [lease.subnet.ipv4]))
     }
 
     /// Gives the subnet back: revokes the etcd lease (deleting the key). Reservations stay.

@@ -55,6 +55,7 @@ struct AgentCommand: AsyncParsableCommand {
     var releaseOnExit = false
 
     func validate() throws {
+        try etcd.validate()
         if let m = renewMargin ?? FlannelEnvironment.value("subnet-lease-renew-margin").flatMap({ Int($0) }), !(1...1439).contains(m) {
             throw ValidationError("--subnet-lease-renew-margin \(m) is outside 1..1439 minutes")
         }
@@ -64,7 +65,11 @@ struct AgentCommand: AsyncParsableCommand {
         if let q = udpQueues ?? FlannelEnvironment.value("udp-queues").flatMap({ Int($0) }), !(1...256).contains(q) {
             throw ValidationError("--udp-queues \(q) is outside 1..256")
         }
-        if let r = iptablesResync, r < 1 { throw ValidationError("--iptables-resync \(r) must be at least 1 second") }
+        if let raw = iptablesResync.map({ "\($0)" }) ?? FlannelEnvironment.value("iptables-resync") {
+            guard let r = Int(raw), (1...86400).contains(r) else {
+                throw ValidationError("--iptables-resync \(raw) must be a whole number of seconds from 1 to 86400")
+            }
+        }
         if let t = leaseTTL, t < 2 { throw ValidationError("--subnet-lease-ttl \(t) is too short (at least 2 seconds)") }
         if let ip = publicIP ?? FlannelEnvironment.value("public-ip"), IPv4Address(ip) == nil {
             throw ValidationError("--public-ip \(ip) is not an IPv4 address")
@@ -106,11 +111,20 @@ struct AgentCommand: AsyncParsableCommand {
                                      udpQueues: udpQueues ?? FlannelEnvironment.value("udp-queues").flatMap({ Int($0) }),
                                      udpOffloads: udpOffloads ?? FlannelEnvironment.bool("udp-offloads") ?? true)
         }
-        // WATCHDOG=1 at half the unit's WatchdogSec while the agent runs.
-        let watchdog = Task {
+        // WATCHDOG=1 at half the unit's WatchdogSec, only while the agent's loops make progress
+        // (systemd restarts a wedged agent); the reasons go to the log and to STATUS=.
+        let watchdog = Task { [state = agent.state] in
             guard let interval = notifier.watchdogInterval else { return }
+            var wasAlive = true
             while !Task.isCancelled {
-                notifier.notify("WATCHDOG=1")
+                let (alive, reasons) = state.liveness
+                if alive {
+                    notifier.notify("WATCHDOG=1")
+                } else if wasAlive {
+                    logger.critical("not pinging the systemd watchdog: the agent is stuck", metadata: ["reasons": "\(reasons.joined(separator: "; "))"])
+                    notifier.notify("STATUS=stuck: \(reasons.joined(separator: "; "))")
+                }
+                wasAlive = alive
                 try? await Task.sleep(for: interval)
             }
         }

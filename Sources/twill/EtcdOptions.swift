@@ -19,8 +19,30 @@ struct EtcdOptions: ParsableArguments {
     var username: String?
     @Option(name: .customLong("etcd-password"), help: "etcd password.")
     var password: String?
+    @Option(name: .customLong("etcd-endpoint-timeout"), help: "Twill: seconds one etcd member may take to answer before the next is tried (default 3).")
+    var endpointTimeout: Double?
+    @Option(name: .customLong("etcd-request-timeout"), help: "Twill: seconds one etcd request may take in all, failover included (default 10).")
+    var requestTimeout: Double?
+    @Option(name: .customLong("etcd-watch-timeout"), help: "Twill: seconds of silence after which the watch's member is probed, and left if it fails (default 5).")
+    var watchTimeout: Double?
 
     static let defaultEndpoints = "http://127.0.0.1:4001,http://127.0.0.1:2379"
+
+    /// A timeout flag (or its FLANNELD_ variable) in seconds.
+    func seconds(_ flag: String, _ value: Double?) throws -> Duration? {
+        let raw = value.map { "\($0)" } ?? FlannelEnvironment.value(flag)
+        guard let raw else { return nil }
+        guard let v = Double(raw), v > 0, v <= 3600 else {
+            throw ValidationError("--\(flag) \(raw) must be a number of seconds between 0 and 3600")
+        }
+        return .milliseconds(Int64(v * 1000))
+    }
+
+    func validate() throws {
+        _ = try seconds("etcd-endpoint-timeout", endpointTimeout)
+        _ = try seconds("etcd-request-timeout", requestTimeout)
+        _ = try seconds("etcd-watch-timeout", watchTimeout)
+    }
 
     var layout: EtcdLayout {
         EtcdLayout(prefix: prefix ?? FlannelEnvironment.value("etcd-prefix") ?? "/coreos.com/network")
@@ -28,7 +50,7 @@ struct EtcdOptions: ParsableArguments {
 
     func configuration(logger: Logger) -> EtcdConfiguration {
         let list = endpoints ?? FlannelEnvironment.value("etcd-endpoints") ?? Self.defaultEndpoints
-        return EtcdConfiguration(
+        var c = EtcdConfiguration(
             endpoints: list.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
             username: username ?? FlannelEnvironment.value("etcd-username"),
             password: password ?? FlannelEnvironment.value("etcd-password"),
@@ -36,6 +58,11 @@ struct EtcdOptions: ParsableArguments {
             certFile: certFile ?? FlannelEnvironment.value("etcd-certfile"),
             keyFile: keyFile ?? FlannelEnvironment.value("etcd-keyfile"),
             logger: logger)
+        // Checked in validate(); a bad value cannot get here.
+        if let t = try? seconds("etcd-endpoint-timeout", endpointTimeout) { c.endpointTimeout = t }
+        if let t = try? seconds("etcd-request-timeout", requestTimeout) { c.requestTimeout = t }
+        if let t = try? seconds("etcd-watch-timeout", watchTimeout) { c.watchProgressTimeout = t }
+        return c
     }
 
     func client(logger: Logger = Logger(label: "twill.etcd")) throws -> EtcdClient {

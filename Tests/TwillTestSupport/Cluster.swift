@@ -2,19 +2,46 @@ import Foundation
 
 /// etcd plus one `twill agent` per host namespace: a small cluster for end-to-end tests.
 ///
-/// etcd runs inside the switch namespace, on the bridge at `<underlay>.254:2379`, where every
-/// host reaches it over the underlay; the test talks to it with `etcdctl` in that namespace.
-/// Nothing is added to the machine's own namespace.
+/// With one etcd member, etcd runs inside the switch namespace, on the bridge at
+/// `<underlay>.254:2379`, where every host reaches it over the underlay; the test talks to it
+/// with `etcdctl` in that namespace. With several, each member runs in a namespace of its own
+/// on the bridge (``etcdCluster``: freeze, kill, partition, restore). Nothing is added to the
+/// machine's own namespace.
 public final class TestCluster: @unchecked Sendable {
     public let net: BridgedHosts
     public let dir: String
+    /// Every etcd client URL, comma-separated, as `--etcd-endpoints` takes them.
     public let etcdEndpoint: String
+    /// The agents' hosts (the first hosts of ``net``; the rest hold etcd members).
+    public let hosts: [TestNamespace]
+    /// The multi-member cluster, when there is one.
+    public let etcdCluster: EtcdCluster?
     private var etcd: ChildProcess?
     private var agents: [Int: ChildProcess] = [:]
     private let lock = NSLock()
 
+    /// A cluster on `net` whose first `nodes` hosts run agents and whose last `etcdMembers`
+    /// hosts (when more than one) run an etcd member each.
+    public static func start(_ net: BridgedHosts, underlay: String, nodes: Int, etcdMembers: Int) async throws -> TestCluster {
+        guard etcdMembers > 1 else { return try TestCluster(net, underlay: underlay) }
+        let members = Array(net.hosts.suffix(etcdMembers))
+        let addresses = Array(net.underlayAddresses.suffix(etcdMembers))
+        let etcd = try await EtcdCluster.start(size: etcdMembers, placement: .namespaces(members, addresses: addresses))
+        return try TestCluster(net, hosts: Array(net.hosts.prefix(nodes)), etcdCluster: etcd)
+    }
+
+    private init(_ net: BridgedHosts, hosts: [TestNamespace], etcdCluster: EtcdCluster) throws {
+        self.net = net
+        self.hosts = hosts
+        self.etcdCluster = etcdCluster
+        dir = try makeTempDir(prefix: "twill-test-cluster-")
+        etcdEndpoint = etcdCluster.endpoints.joined(separator: ",")
+    }
+
     public init(_ net: BridgedHosts, underlay: String) throws {
         self.net = net
+        hosts = net.hosts
+        etcdCluster = nil
         dir = try makeTempDir(prefix: "twill-test-cluster-")
         let address = "\(underlay).254"
         etcdEndpoint = "http://\(address):2379"
@@ -34,10 +61,11 @@ public final class TestCluster: @unchecked Sendable {
         }
     }
 
-    /// `etcdctl` (v3) against the cluster's etcd.
+    /// `etcdctl` (v3) against the cluster's etcd (the members not frozen).
     @discardableResult
     public func etcdctl(_ arguments: [String]) throws -> String {
-        try net.switchNamespace.exec("/usr/bin/etcdctl", ["--endpoints", etcdEndpoint] + arguments)
+        if let etcdCluster { return try etcdCluster.etcdctl(arguments) }
+        return try net.switchNamespace.exec("/usr/bin/etcdctl", ["--endpoints", etcdEndpoint] + arguments)
     }
 
     /// The subnet.env path of host `i` (0-based).
@@ -46,7 +74,7 @@ public final class TestCluster: @unchecked Sendable {
     /// Starts `twill agent` in host `i`; `extra` are more flags.
     public func startAgent(_ i: Int, extra: [String] = []) throws {
         let binary = try twillBinary()
-        let host = net.hosts[i]
+        let host = hosts[i]
         let p = try ChildProcess("/usr/sbin/ip", ["netns", "exec", host.name, binary, "agent", "--etcd-endpoints", etcdEndpoint,
                                                   "--iface", net.interface, "--subnet-file", subnetFile(i), "--log-level", "debug"] + extra,
                                  logPath: dir + "/agent-h\(i + 1).\(Int.random(in: 0..<1_000_000)).log")
@@ -99,16 +127,19 @@ public final class TestCluster: @unchecked Sendable {
         for (_, p) in all { p.stop(signal: SIGKILL) }
         etcd?.stop(signal: SIGKILL)
         etcd = nil
+        etcdCluster?.stop()
         try? FileManager.default.removeItem(atPath: dir)
     }
 
     deinit { shutdown() }
 }
 
-/// Bridged hosts plus a cluster on them, torn down afterwards whatever happens.
-public func withCluster<T>(hosts: Int, underlay: String, _ body: (TestCluster) async throws -> T) async throws -> T {
-    try await withBridgedHosts(count: hosts, underlay: underlay) { net in
-        let cluster = try TestCluster(net, underlay: underlay)
+/// Bridged hosts plus a cluster on them, torn down afterwards whatever happens. With
+/// `etcdMembers` above one, etcd is a real cluster of that many members, each on a host of
+/// its own after the agents' hosts.
+public func withCluster<T>(hosts: Int, underlay: String, etcdMembers: Int = 1, _ body: (TestCluster) async throws -> T) async throws -> T {
+    try await withBridgedHosts(count: hosts + (etcdMembers > 1 ? etcdMembers : 0), underlay: underlay) { net in
+        let cluster = try await TestCluster.start(net, underlay: underlay, nodes: hosts, etcdMembers: etcdMembers)
         defer { cluster.shutdown() }
         return try await body(cluster)
     }

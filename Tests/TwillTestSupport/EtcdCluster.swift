@@ -103,11 +103,17 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
         lock.unlock()
     }
 
-    /// `etcdctl` (v3) against `endpoints` (default: all), run where member 0 runs.
+    /// The members running and not frozen.
+    public var liveMembers: [Int] { lock.withLock { members.indices.filter { processes[$0] != nil && !frozen.contains($0) } } }
+
+    /// `etcdctl` (v3) against `endpoints` (default: the live members), run where a live member
+    /// runs (or member 0).
     @discardableResult
     public func etcdctl(_ arguments: [String], endpoints: [String]? = nil) throws -> String {
-        let args = ["--endpoints", (endpoints ?? self.endpoints).joined(separator: ","), "--command-timeout", "5s"] + arguments
-        if let ns = members[0].namespace {
+        let live = liveMembers
+        let targets = endpoints ?? live.map { members[$0].clientURL }
+        let args = ["--endpoints", targets.joined(separator: ","), "--command-timeout", "5s"] + arguments
+        if let ns = members[live.first ?? 0].namespace {
             return try run("/usr/sbin/ip", ["netns", "exec", ns.name, "/usr/bin/etcdctl"] + args, environment: ["ETCDCTL_API": "3"])
         }
         return try run("/usr/bin/etcdctl", args, environment: ["ETCDCTL_API": "3"])
@@ -178,6 +184,24 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
     /// Starts a killed member again on its data directory.
     public func restart(_ i: Int) throws {
         try launch(i, state: "existing")
+    }
+
+    /// Cuts member i off from the other members (peer traffic dropped both ways, in its own
+    /// namespace) while its clients still reach it: up, but without the quorum.
+    public func partition(_ i: Int) throws {
+        guard let ns = members[i].namespace else { throw HarnessError("partition needs members in namespaces") }
+        for chain in ["INPUT", "OUTPUT"] {
+            for dir in ["--dport", "--sport"] {
+                try ns.exec("/usr/sbin/iptables", ["-w", "-A", chain, "-p", "tcp", dir, "2380", "-j", "DROP"])
+            }
+        }
+    }
+
+    /// Undoes ``partition(_:)``.
+    public func heal(_ i: Int) throws {
+        guard let ns = members[i].namespace else { return }
+        try ns.exec("/usr/sbin/iptables", ["-w", "-F", "INPUT"])
+        try ns.exec("/usr/sbin/iptables", ["-w", "-F", "OUTPUT"])
     }
 
     /// Whether member i's process runs.

@@ -8,6 +8,7 @@ import Metrics
 import Synchronization
 import TwillAddress
 import TwillNetlink
+import TwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -75,8 +76,23 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         return BackendAdvert(mtu: mtu, backendType: nil)
     }
 
+    /// Opens the TUN and the sockets, configures the device and starts the packet threads.
+    /// Called again on a running backend (a new subnet, a repair), it replaces the engine and
+    /// keeps the peers.
     public func start(local: LocalLease) async throws {
-        if state.withLock({ $0 }) != nil { await stop() }
+        let peers = state.withLock { s -> [IPv4Network: PeerLease] in
+            defer { s?.engine.stop(); s = nil }
+            return s?.peers ?? [:]
+        }
+        let (engine, index) = try openEngine(local)
+        engine.update(peers: Array(peers.values))
+        state.withLock { $0 = Running(engine: engine, tunIndex: index, local: local, peers: peers) }
+        logger.info("udp backend up", metadata: ["tun": "\(tunName)", "mtu": "\(mtu)", "listen": "\(external.localIP):\(port)", "tun_offloads": "\(engine.hasTUNOffloads)", "queues": "\(engine.queueCount)",
+                                           "udp_offloads": "\(offloads)"])
+    }
+
+    /// A started engine on a configured TUN for `local`.
+    private func openEngine(_ local: LocalLease) throws -> (UDPEngine, Int32) {
         let engine: UDPEngine
         do {
             engine = try UDPEngine.open(tunName: tunName, tunOffloads: offloads, address: external.localIP, configuration: UDPEngineConfiguration(
@@ -93,7 +109,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             try netlink.addAddress(InterfaceAddress(interfaceIndex: index, address: local.subnet.address, prefixLength: 32))
             // ICMP net unreachable comes from the TUN's own address; without accept_local the
             // kernel would drop it as a martian.
-            Self.setSysctl("net/ipv4/conf/\(tunName)/accept_local", "1")
+            try? Syscall.setSysctl("net/ipv4/conf/\(tunName)/accept_local", "1")
             try netlink.setLinkUp(index: index)
             try netlink.replaceRoute(Self.networkRoute(local.network, index: index))
         } catch {
@@ -108,9 +124,13 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             engine.stop()
             throw BackendError(backend: type, "cannot start the packet engine: \(error)")
         }
-        state.withLock { $0 = Running(engine: engine, tunIndex: index, local: local, peers: [:]) }
-        logger.info("udp backend up", metadata: ["tun": "\(tunName)", "mtu": "\(mtu)", "listen": "\(external.localIP):\(port)", "tun_offloads": "\(engine.hasTUNOffloads)", "queues": "\(engine.queueCount)",
-                                           "udp_offloads": "\(offloads)"])
+        return (engine, index)
+    }
+
+    /// Why the data path is broken now: a packet thread ended (the TUN deleted under it, say).
+    public func damage() -> String? {
+        guard let failed = state.withLock({ $0?.engine.counters().failedThreads }), failed > 0 else { return nil }
+        return "\(failed) udp packet thread(s) ended"
     }
 
     /// Peers of type udp (or of no type: flannel's udp leases carry none).
@@ -132,12 +152,28 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         apply { $0[peer.subnet] = nil }
     }
 
+    /// Makes the kernel match again, repairing what was broken: a TUN deleted or a packet
+    /// thread ended (the engine is rebuilt with the same peers), a TUN set down (set up
+    /// again), the network route gone.
     public func reconcile(peers: [PeerLease]) async throws {
         apply { current in
             current = Dictionary(peers.filter(Self.isUDPPeer).map { ($0.subnet, $0) }, uniquingKeysWith: { a, _ in a })
         }
         guard let (index, local) = state.withLock({ s in s.map { ($0.tunIndex, $0.local) } }) else { return }
-        // The only kernel state: the network route through the TUN.
+        let link = try? netlink.link(index: index)
+        if let damage = damage() ?? (link?.name == tunName ? nil : "TUN device \(tunName) is gone") {
+            logger.warning("udp data path broken; rebuilding it", metadata: ["reason": "\(damage)", "tun": "\(tunName)"])
+            try await start(local: local)
+            Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "udp_engine")]).increment()
+            logger.notice("udp data path rebuilt", metadata: ["tun": "\(tunName)"])
+            return
+        }
+        if let link, !link.isUp {
+            logger.warning("TUN device was set down; setting it up again", metadata: ["tun": "\(tunName)"])
+            try netlink.setLinkUp(index: index)
+            Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "link_up")]).increment()
+        }
+        // The only other kernel state: the network route through the TUN.
         let failures = KernelRoutes.reconcile(netlink, network: local.network, desired: [Self.networkRoute(local.network, index: index)], logger: logger)
         if !failures.isEmpty { throw BackendError(backend: type, "reconcile: \(failures.joined(separator: "; "))") }
     }
@@ -156,6 +192,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         switch change {
         case .routeRemoved(let r), .routeAdded(let r):
             return r.destination == network || r.outputInterface == index
+        case .linkRemoved(let l), .linkChanged(let l):
+            return l.index == index || l.name == tunName
         case .overrun:
             return true
         default:
@@ -206,15 +244,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             return c.failedThreads > logged
         }
         if newlyFailed {
-            logger.error("udp packet threads ended on an error; their queues carry no traffic until the agent restarts",
+            logger.error("udp packet threads ended on an error; the engine is rebuilt at the next reconcile",
                          metadata: ["tun": "\(tunName)", "failed_threads": "\(c.failedThreads)"])
         }
-    }
-
-    static func setSysctl(_ path: String, _ value: String) {
-        let fd = open("/proc/sys/" + path, O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        _ = value.utf8CString.withUnsafeBufferPointer { Glibc.write(fd, $0.baseAddress, $0.count - 1) }
-        close(fd)
     }
 }

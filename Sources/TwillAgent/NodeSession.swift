@@ -1,0 +1,409 @@
+import Logging
+import Synchronization
+import TwillAddress
+import TwillDatapath
+import TwillEtcd
+import TwillLease
+import TwillNetlink
+import TwillSystem
+
+/// Why a node session ended.
+enum SessionEnding: Sendable, Equatable {
+    /// The agent is stopping.
+    case shutdown
+    /// A valid new network config: the supervisor applies it and starts the next session.
+    case configChanged(NetworkConfig)
+}
+
+/// One node session: the data path, iptables rules and subnet.env for one network config
+/// and lease, and the loops that keep them true until the config changes or the agent stops.
+///
+/// - watch: one etcd watch over the prefix; every lease passes ``PeerSet`` validation before
+///   the backend sees it; changes of the own key go to the ``LeaseKeeper``; a config change
+///   ends the session (an invalid one is logged and refused).
+/// - lease: renewals and the own key's defence; a move to another subnet reconfigures the node.
+/// - kernel: netlink events and a timer reconcile the backend, which repairs what broke;
+///   subnet.env is rewritten when it differs from the lease.
+/// - iptables: the rules' resync loop (``IPMasquerade/run(resync:firstPassNow:onPass:)``).
+///
+/// Every loop reports progress to ``AgentState``.
+final class NodeSession: Sendable {
+    let agent: Agent
+    let etcd: EtcdClient
+    let registry: SubnetRegistry
+    let keeper: LeaseKeeper
+    let config: NetworkConfig
+    let backend: any Backend
+    let mtu: Int
+    let external: ExternalInterface
+    let masquerade: RulesSlot
+
+    private enum Input: Sendable {
+        case cluster(ClusterEvent)
+        case moved(Lease)
+    }
+    private let inbox: AsyncStream<Input>
+    private let inboxContinuation: AsyncStream<Input>.Continuation
+    private let kernelDirty = Atomic<Bool>(false)
+    /// What subnet.env must say.
+    private let expectedEnv = Mutex<SubnetEnv?>(nil)
+    /// The last subnet.env failure logged, so that a full disk is not logged every second.
+    private let lastEnvError = Mutex<(message: String, at: ContinuousClock.Instant)?>(nil)
+
+    /// How long each loop may go without progress before /healthz says so.
+    static let deadlines: [AgentState.Loop: Duration] = [.watch: .seconds(90), .lease: .seconds(120), .kernel: .seconds(60)]
+
+    var state: AgentState { agent.state }
+    var configuration: AgentConfiguration { agent.configuration }
+    var logger: Logger { agent.logger }
+    var overlay: IPv4Network { config.network ?? .all }
+
+    init(agent: Agent, etcd: EtcdClient, registry: SubnetRegistry, keeper: LeaseKeeper, config: NetworkConfig,
+         backend: any Backend, mtu: Int, external: ExternalInterface, masquerade: RulesSlot) {
+        self.agent = agent
+        self.etcd = etcd
+        self.registry = registry
+        self.keeper = keeper
+        self.config = config
+        self.backend = backend
+        self.mtu = mtu
+        self.external = external
+        self.masquerade = masquerade
+        (inbox, inboxContinuation) = AsyncStream<Input>.makeStream()
+    }
+
+    // MARK: The node
+
+    /// Starts the data path for `lease`, installs the iptables rules and writes subnet.env.
+    func configureNode(_ lease: Lease) async throws {
+        try await backend.start(local: LocalLease(network: overlay, subnet: lease.subnet.ipv4))
+        state.setBackend(type: backend.type, up: true)
+        if configuration.ipMasq || configuration.iptablesForwardRules, backend.type != "alloc" {
+            // FORWARD rules are on by default (as in flannel) so overlay traffic passes hosts whose
+            // FORWARD policy is DROP (Docker sets it). A failure is retried by the resync loop.
+            let rules = IPMasquerade(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
+                                     masquerade: configuration.ipMasq, logger: logger)
+            do { try await rules.ensureOffPool() } catch {
+                logger.error("cannot install the iptables rules yet; retrying every \(configuration.iptablesResync)", metadata: [
+                    "masquerade": "\(configuration.ipMasq)", "forward_rules": "\(configuration.iptablesForwardRules)", "error": "\(error)"])
+            }
+            masquerade.set(rules)
+        }
+        let env = SubnetEnv(network: overlay, subnet: lease.subnet.ipv4, mtu: mtu, ipMasq: configuration.ipMasq)
+        expectedEnv.withLock { $0 = env }
+        await writeSubnetEnv(env, reason: "wrote subnet file")
+        agent.notifyReadyOnce()
+    }
+
+    /// Writes subnet.env off the cooperative pool; a failure (a full disk) is logged, named
+    /// and shown in readiness, and the old file stays as it was.
+    private func writeSubnetEnv(_ env: SubnetEnv, reason: String) async {
+        let path = configuration.subnetFile
+        do {
+            try await Blocking.run { () throws(LeaseError) in try env.write(path: path) }
+            state.setSubnetEnvProblem(nil)
+            lastEnvError.withLock { $0 = nil }
+            logger.info("\(reason)", metadata: ["path": "\(path)", "subnet": "\(env.subnet.map { "\($0)" } ?? "-")", "mtu": "\(env.mtu)"])
+        } catch {
+            let message = "\(error)"
+            state.setSubnetEnvProblem("cannot write subnet.env: \(message)")
+            let now = ContinuousClock.now
+            let logIt = lastEnvError.withLock { last -> Bool in
+                guard last == nil || last!.message != message || now - last!.at > .seconds(60) else { return false }
+                last = (message, now)
+                return true
+            }
+            if logIt { logger.error("cannot write subnet.env; the old file is left as it was", metadata: ["path": "\(path)", "error": "\(message)"]) }
+        }
+    }
+
+    /// Rewrites subnet.env when the file differs from what the lease says (deleted, edited, or
+    /// an earlier write failed).
+    private func checkSubnetEnv() async {
+        guard let env = expectedEnv.withLock({ $0 }) else { return }
+        let path = configuration.subnetFile
+        let onDisk = try? await Blocking.run { () throws(LeaseError) in try SubnetEnv.readText(path: path) }
+        if onDisk == env.text { return state.setSubnetEnvProblem(nil) }
+        await writeSubnetEnv(env, reason: onDisk == nil ? "subnet.env was missing; wrote it again" : "subnet.env did not match the lease; wrote it again")
+    }
+
+    // MARK: The loops
+
+    func run() async -> SessionEnding {
+        let ending = await withTaskGroup(of: SessionEnding?.self) { group -> SessionEnding in
+            group.addTask { await self.forwardWatch(); return nil }
+            group.addTask { await self.peerLoop() }
+            group.addTask { await self.leaseLoop(); return nil }
+            group.addTask { await self.kernelLoop(); return nil }
+            group.addTask { await self.iptablesLoop(); return nil }
+            var ending = SessionEnding.shutdown
+            for await result in group {
+                if let result {
+                    ending = result
+                    group.cancelAll()
+                }
+            }
+            return ending
+        }
+        inboxContinuation.finish()
+        for loop in AgentState.Loop.allCases { state.retire(loop) }
+        return ending
+    }
+
+    private func forwardWatch() async {
+        let watcher = ClusterWatcher(etcd: etcd, layout: registry.layout, logger: logger)
+        for await event in watcher.events() { inboxContinuation.yield(.cluster(event)) }
+    }
+
+    private func context() -> PeerSet.Context {
+        let lease = keeper.lease
+        return PeerSet.Context(network: overlay, subnetLength: config.subnetLength, ownKey: keeper.ownKey,
+                               ownSubnet: lease?.subnet.ipv4, ownPublicIP: external.publicIP, ownAttributes: lease?.attributes)
+    }
+
+    /// Leases and config from the watch: validated, then to the backend or the keeper.
+    private func peerLoop() async -> SessionEnding? {
+        var peers = PeerSet(layout: registry.layout, context: context())
+        let deadline = Self.deadlines[.watch]!
+        state.beat(.watch, deadline: deadline)
+        for await input in inbox {
+            state.beat(.watch, deadline: deadline)
+            switch input {
+            case .cluster(.reset(let configKV, let leases, let revision, let reason)):
+                if let next = judge(configKV) { return .configChanged(next) }
+                if reason != .initial {
+                    state.countResync(reason)
+                    logger.notice("re-listed every lease", metadata: ["reason": "\(reason.rawValue)", "revision": "\(revision)", "leases": "\(leases.count)"])
+                }
+                _ = peers.update(context: context())
+                let change = peers.reset(leases)
+                log(change, quietly: true)
+                await reconcilePeers(peers)
+                if let key = keeper.ownKey {
+                    if let kv = leases.first(where: { $0.key == key }) {
+                        if kv.value != keeper.lease?.attributes.json() { keeper.noteOwnKey(.changed(kv)) }
+                    } else {
+                        keeper.noteOwnKey(.deleted)
+                    }
+                }
+            case .cluster(.config(let kv)):
+                if let next = judge(kv) { return .configChanged(next) }
+            case .cluster(.leasePut(let kv)):
+                if kv.key == keeper.ownKey { keeper.noteOwnKey(.changed(kv)) }
+                await apply(peers.put(kv))
+            case .cluster(.leaseDeleted(let key)):
+                if key == keeper.ownKey { keeper.noteOwnKey(.deleted) }
+                await apply(peers.delete(key: key))
+            case .cluster(.connectivity(let reachable)):
+                state.setEtcdReachable(reachable)
+            case .moved:
+                log(peers.update(context: context()), quietly: false)
+                // The backend was restarted for the new subnet: give it every peer again.
+                await reconcilePeers(peers)
+            }
+            // The keeper may have moved before its message arrived: keep the rules in step.
+            if peers.context != context() { await apply(peers.update(context: context())) }
+            state.setPeers(peers.peers.map(Agent.peer))
+            state.setRejections(peers.rejectionCounts)
+        }
+        return nil
+    }
+
+    /// A new value of the config key: the next config when it is valid and different; nil
+    /// (with the reason logged and exported) when it is invalid, deleted or the same.
+    private func judge(_ kv: KeyValue?) -> NetworkConfig? {
+        let key = registry.layout.configKey
+        guard let kv else {
+            let problem = "the network config at \(key) was deleted; the running one stays in force"
+            if state.configProblem != problem { logger.error("\(problem)") }
+            state.setConfigProblem(problem)
+            return nil
+        }
+        do {
+            let new: NetworkConfig
+            do { new = try NetworkConfig(json: kv.value) } catch { throw AgentError(error.reason) }
+            try agent.validate(new)
+            state.setConfigProblem(nil)
+            if new == config { return nil }
+            logger.notice("the network config changed", metadata: ["key": "\(key)", "revision": "\(kv.modRevision)"])
+            return new
+        } catch {
+            let problem = "the network config at \(key) is invalid and was not applied (the running one stays in force): \(error)"
+            logger.error("refusing an invalid network config; the running one stays in force", metadata: [
+                "key": "\(key)", "revision": "\(kv.modRevision)", "error": "\(error)"])
+            state.setConfigProblem(problem)
+            return nil
+        }
+    }
+
+    private func log(_ change: PeerSet.Change, quietly: Bool) {
+        for r in change.rejected {
+            logger.warning("ignoring a lease", metadata: ["key": "\(r.key)", "reason": "\(r.reason.rawValue)", "detail": "\(r.detail)"])
+        }
+        guard !quietly else { return }
+        for l in change.removed { logger.info("peer removed", metadata: ["subnet": "\(l.subnet.ipv4)", "public_ip": "\(l.attributes.publicIP)"]) }
+        for l in change.added { logger.info("peer added", metadata: ["subnet": "\(l.subnet.ipv4)", "public_ip": "\(l.attributes.publicIP)", "backend": "\(l.attributes.backendType ?? "udp")"]) }
+        for l in change.changed { logger.info("peer changed", metadata: ["subnet": "\(l.subnet.ipv4)", "public_ip": "\(l.attributes.publicIP)", "backend": "\(l.attributes.backendType ?? "udp")"]) }
+    }
+
+    private func apply(_ change: PeerSet.Change) async {
+        guard !change.isEmpty else { return }
+        log(change, quietly: false)
+        do {
+            for l in change.removed { try await backend.peerRemoved(Agent.peer(l)) }
+            for l in change.added + change.changed { try await backend.peerAdded(Agent.peer(l)) }
+        } catch {
+            logger.error("backend could not apply a lease change; the next reconcile retries", metadata: ["error": "\(error)"])
+            kernelDirty.store(true, ordering: .relaxed)
+        }
+    }
+
+    private func reconcilePeers(_ peers: PeerSet) async {
+        let list = peers.peers.map(Agent.peer)
+        state.setPeers(list)
+        do {
+            try await backend.reconcile(peers: list)
+            logger.info("peers", metadata: ["count": "\(list.count)", "ignored": "\(peers.rejections.count)"])
+        } catch {
+            logger.error("reconcile failed; retrying", metadata: ["error": "\(error)"])
+            kernelDirty.store(true, ordering: .relaxed)
+        }
+    }
+
+    /// Renewals and the own key's defence; follows a move to another subnet.
+    private func leaseLoop() async {
+        let deadline = Self.deadlines[.lease]!
+        var pending: Lease?
+        while !Task.isCancelled {
+            state.beat(.lease, deadline: deadline)
+            if let move = await keeper.step() { pending = move.to }
+            if let lease = pending {
+                do {
+                    try await configureNode(lease)
+                    pending = nil
+                    inboxContinuation.yield(.moved(lease))
+                } catch {
+                    state.setBackend(type: backend.type, up: false)
+                    logger.error("cannot reconfigure the node for its new subnet; retrying", metadata: ["subnet": "\(lease.subnet.ipv4)", "error": "\(error)"])
+                }
+            }
+            do { try await Task.sleep(for: .milliseconds(250)) } catch { return }
+        }
+    }
+
+    /// Makes the kernel match the leases again whenever something else changes it (a route
+    /// deleted by hand, the device removed or set down, a packet thread that ended), and
+    /// every `resyncInterval` regardless; keeps subnet.env true.
+    private func kernelLoop() async {
+        guard backend.type != "alloc" else { return await filesLoop() }
+        let monitor: NetlinkMonitor?
+        do {
+            monitor = try Netlink().monitor()
+        } catch {
+            logger.error("cannot watch the kernel for changes; reconciling on a timer only", metadata: ["error": "\(error)"])
+            monitor = nil
+        }
+        defer { monitor?.stop() }
+        await withTaskGroup(of: Void.self) { group in
+            if let monitor {
+                group.addTask {
+                    for await change in monitor.changes where self.backend.needsReconcile(after: change) {
+                        self.kernelDirty.store(true, ordering: .relaxed)
+                    }
+                }
+            }
+            group.addTask { await self.reconcileLoop() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Reconciles shortly after a change (changes come in bursts), when the backend reports
+    /// damage, and once per `resyncInterval`; repairs that keep failing for 30 s mark the data
+    /// path broken beyond self-repair (/healthz).
+    private func reconcileLoop() async {
+        let deadline = Self.deadlines[.kernel]!
+        let tick = Duration.milliseconds(250)
+        var sinceLast = Duration.zero
+        var sinceFiles = Duration.zero
+        var failingSince: ContinuousClock.Instant?
+        while !Task.isCancelled {
+            state.beat(.kernel, deadline: deadline)
+            do { try await Task.sleep(for: tick) } catch { return }
+            sinceLast += tick
+            sinceFiles += tick
+            if sinceFiles >= .seconds(1) {
+                sinceFiles = .zero
+                await checkSubnetEnv()
+                agent.notifyReadyOnce()
+            }
+            let damage = backend.damage()
+            let changed = kernelDirty.exchange(false, ordering: .relaxed)
+            guard changed || damage != nil || sinceLast >= configuration.resyncInterval else { continue }
+            sinceLast = .zero
+            do {
+                try await backend.reconcile(peers: state.peers)
+                if failingSince != nil {
+                    logger.notice("the data path is repaired")
+                    state.setDatapathFailure(nil)
+                }
+                failingSince = nil
+                state.setBackend(type: backend.type, up: true)
+                if changed || damage != nil {
+                    state.countKernelReconcile()
+                    if let damage { state.countRepair(damage) }
+                    logger.info("kernel state changed under the backend; reconciled", metadata: damage.map { ["repaired": "\($0)"] } ?? [:])
+                }
+            } catch {
+                let now = ContinuousClock.now
+                if failingSince == nil { failingSince = now }
+                state.setBackend(type: backend.type, up: false)
+                logger.error("reconcile failed; retrying", metadata: ["error": "\(error)"])
+                if let since = failingSince, now - since >= .seconds(30) { state.setDatapathFailure("\(error)") }
+                kernelDirty.store(true, ordering: .relaxed)
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    /// For backends without kernel state: only subnet.env.
+    private func filesLoop() async {
+        while !Task.isCancelled {
+            state.beat(.kernel, deadline: Self.deadlines[.kernel]!)
+            await checkSubnetEnv()
+            agent.notifyReadyOnce()
+            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+        }
+    }
+
+    /// Keeps the iptables rules in place with their resync loop, restarted for new rules
+    /// (a new subnet), started even when the first installation failed.
+    private func iptablesLoop() async {
+        var running: (rules: IPMasquerade, task: Task<Void, Never>)?
+        let period = configuration.iptablesResync
+        let deadline = period + .seconds(60)
+        while !Task.isCancelled {
+            if let rules = masquerade.get(), running.map({ !$0.rules.sameRules(as: rules) }) ?? true {
+                if let old = running {
+                    old.task.cancel()
+                    await old.task.value
+                }
+                let state = self.state
+                state.beat(.iptables, deadline: deadline)
+                running = (rules, Task {
+                    await rules.run(resync: period, firstPassNow: true) { _ in state.beat(.iptables, deadline: deadline) }
+                })
+            }
+            do { try await Task.sleep(for: .seconds(1)) } catch { break }
+        }
+        running?.task.cancel()
+        await running?.task.value
+    }
+}
+
+/// The iptables rules the node runs now, shared by its sessions and the final teardown.
+final class RulesSlot: Sendable {
+    private let rules = Mutex<IPMasquerade?>(nil)
+    func get() -> IPMasquerade? { rules.withLock { $0 } }
+    func set(_ value: IPMasquerade?) { rules.withLock { $0 = value } }
+}

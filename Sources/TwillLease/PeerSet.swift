@@ -1,0 +1,224 @@
+import TwillAddress
+import TwillEtcd
+
+/// Why a key under `<prefix>/subnets/` is not used as a peer.
+public enum LeaseRejection: String, Sendable, CaseIterable, Comparable {
+    /// The key or the value cannot be read.
+    case malformed
+    /// The key is not the canonical form of its subnet (host bits set, leading zeros...).
+    case keyMismatch = "key_mismatch"
+    /// The subnet lies (partly) outside the network.
+    case outsideNetwork = "outside_network"
+    /// The subnet is not exactly SubnetLen long.
+    case wrongLength = "wrong_length"
+    /// PublicIP is not a unicast address another node could have (0.0.0.0, loopback,
+    /// multicast, broadcast, reserved).
+    case badPublicIP = "bad_public_ip"
+    /// PublicIP is this node's, but the key is not this node's lease.
+    case ownPublicIP = "own_public_ip"
+    /// The subnet overlaps this node's own subnet.
+    case overlapsOwnSubnet = "overlaps_own_subnet"
+    /// The subnet overlaps an older peer lease (the one created first wins).
+    case conflict
+
+    public static func < (a: LeaseRejection, b: LeaseRejection) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// Every lease key etcd holds, and the peers among them that the data path may use.
+///
+/// This is the one validation step between etcd and any backend: a lease is a peer only when
+/// its key parses and is canonical, its value parses, its subnet lies inside the network and
+/// is exactly SubnetLen long, its PublicIP is a unicast address that is not this node's, and
+/// it does not overlap this node's subnet. Among peers that overlap each other the lease
+/// created first (lowest create revision) wins. This node's own key is never a peer.
+///
+/// A value type: feed it the watch's events and apply the returned ``Change`` to the backend.
+public struct PeerSet: Sendable {
+    /// What the validation needs to know about this node and the network.
+    public struct Context: Sendable, Equatable {
+        public var network: IPv4Network
+        public var subnetLength: Int
+        /// The etcd key of this node's lease, when it holds one.
+        public var ownKey: String?
+        public var ownSubnet: IPv4Network?
+        public var ownPublicIP: IPv4Address
+        /// This node's lease value: another key holding exactly it is this node's too (an old
+        /// lease, or a new one the node is moving to), left out without complaint.
+        public var ownAttributes: LeaseAttributes?
+
+        public init(network: IPv4Network, subnetLength: Int, ownKey: String?, ownSubnet: IPv4Network?, ownPublicIP: IPv4Address,
+                    ownAttributes: LeaseAttributes? = nil) {
+            self.network = network
+            self.subnetLength = subnetLength
+            self.ownKey = ownKey
+            self.ownSubnet = ownSubnet
+            self.ownPublicIP = ownPublicIP
+            self.ownAttributes = ownAttributes
+        }
+    }
+
+    /// A key newly rejected (or rejected for another reason than before): log it once.
+    public struct Rejected: Error, Sendable, Equatable {
+        public var key: String
+        public var reason: LeaseRejection
+        /// What exactly is wrong, for the log line.
+        public var detail: String
+    }
+
+    /// What one update did to the set of peers.
+    public struct Change: Sendable, Equatable {
+        public var added: [Lease] = []
+        public var removed: [Lease] = []
+        /// Peers whose value changed (PublicIP, BackendData...): the new lease.
+        public var changed: [Lease] = []
+        public var rejected: [Rejected] = []
+        public var isEmpty: Bool { added.isEmpty && removed.isEmpty && changed.isEmpty && rejected.isEmpty }
+    }
+
+    public let layout: EtcdLayout
+    public private(set) var context: Context
+    /// Every key under subnets/, as etcd holds it.
+    private var raw: [String: KeyValue] = [:]
+    /// The peers, by key.
+    public private(set) var accepted: [String: Lease] = [:]
+    /// Every rejected key with its reason.
+    public private(set) var rejections: [String: LeaseRejection] = [:]
+
+    public init(layout: EtcdLayout, context: Context) {
+        self.layout = layout
+        self.context = context
+    }
+
+    /// The peers, ordered by subnet.
+    public var peers: [Lease] { accepted.values.sorted { $0.subnet.ipv4.address < $1.subnet.ipv4.address } }
+
+    /// Rejected keys per reason (every reason present, zero included), for a gauge.
+    public var rejectionCounts: [LeaseRejection: Int] {
+        var counts = Dictionary(uniqueKeysWithValues: LeaseRejection.allCases.map { ($0, 0) })
+        for r in rejections.values { counts[r, default: 0] += 1 }
+        return counts
+    }
+
+    /// The raw key-value of `key`, if etcd holds one.
+    public func value(of key: String) -> KeyValue? { raw[key] }
+
+    /// Replaces everything (a list after a start, a compaction or a restore).
+    public mutating func reset(_ kvs: [KeyValue]) -> Change {
+        raw = [:]
+        for kv in kvs where kv.key.hasPrefix(layout.subnetsPrefix) { raw[kv.key] = kv }
+        return recompute()
+    }
+
+    public mutating func put(_ kv: KeyValue) -> Change {
+        guard kv.key.hasPrefix(layout.subnetsPrefix) else { return Change() }
+        raw[kv.key] = kv
+        return recompute()
+    }
+
+    public mutating func delete(key: String) -> Change {
+        guard raw.removeValue(forKey: key) != nil else { return Change() }
+        return recompute()
+    }
+
+    /// This node's lease or the network changed: peers are judged again.
+    public mutating func update(context: Context) -> Change {
+        guard context != self.context else { return Change() }
+        self.context = context
+        return recompute()
+    }
+
+    /// A lease, or why it is not a peer (before overlaps between peers are considered).
+    public func judge(_ kv: KeyValue) -> Result<Lease, Rejected> {
+        func reject(_ reason: LeaseRejection, _ detail: String) -> Result<Lease, Rejected> {
+            .failure(Rejected(key: kv.key, reason: reason, detail: detail))
+        }
+        let subnet: SubnetKey
+        do {
+            guard let s = try layout.subnet(fromKey: kv.key) else { return reject(.malformed, "not a lease key") }
+            subnet = s
+        } catch {
+            return reject(.malformed, "\(error)")
+        }
+        guard layout.key(for: subnet) == kv.key else {
+            return reject(.keyMismatch, "the key does not name its subnet \(subnet.ipv4) canonically (expected \(layout.key(for: subnet)))")
+        }
+        let attributes: LeaseAttributes
+        do { attributes = try LeaseAttributes(json: kv.value, key: kv.key) } catch {
+            return reject(.malformed, "\(error)")
+        }
+        let net = subnet.ipv4
+        guard net.prefixLength == context.subnetLength else {
+            return reject(.wrongLength, "\(net) is a /\(net.prefixLength); the network's subnets are /\(context.subnetLength)")
+        }
+        guard context.network.contains(net) else {
+            return reject(.outsideNetwork, "\(net) is not inside the network \(context.network)")
+        }
+        let ip = attributes.publicIP
+        guard Self.isUnicast(ip) else { return reject(.badPublicIP, "PublicIP \(ip) is not a unicast address of a node") }
+        guard ip != context.ownPublicIP else {
+            return reject(.ownPublicIP, "it names this node's PublicIP \(ip) but is not this node's lease")
+        }
+        if let own = context.ownSubnet, own.overlaps(net) {
+            return reject(.overlapsOwnSubnet, "\(net) overlaps this node's subnet \(own)")
+        }
+        return .success(Lease(subnet: subnet, attributes: attributes, etcdLease: kv.lease, modRevision: kv.modRevision,
+                              createRevision: kv.createRevision))
+    }
+
+    /// Whether `ip` can be another node's address: not 0/8, loopback, link-local broadcast,
+    /// multicast or 240/4 (which holds the limited broadcast address).
+    public static func isUnicast(_ ip: IPv4Address) -> Bool {
+        let first = ip.rawValue >> 24
+        return first != 0 && first != 127 && first < 224
+    }
+
+    private mutating func recompute() -> Change {
+        var candidates: [Lease] = []
+        var newRejections: [String: LeaseRejection] = [:]
+        var details: [String: String] = [:]
+        for (key, kv) in raw where key != context.ownKey {
+            if let own = context.ownAttributes, kv.value == own.json() { continue }
+            switch judge(kv) {
+            case .success(let lease): candidates.append(lease)
+            case .failure(let r):
+                newRejections[key] = r.reason
+                details[key] = r.detail
+            }
+        }
+        // The oldest lease keeps its subnet; a later one overlapping it is refused. Valid
+        // peers all have SubnetLen, so overlapping means the same IPv4 subnet (two keys for
+        // it, e.g. with and without an IPv6 part).
+        candidates.sort { ($0.createRevision, layout.key(for: $0.subnet)) < ($1.createRevision, layout.key(for: $1.subnet)) }
+        var holder: [IPv4Network: String] = [:]
+        var next: [String: Lease] = [:]
+        for lease in candidates {
+            let key = layout.key(for: lease.subnet)
+            if let older = holder[lease.subnet.ipv4] {
+                newRejections[key] = .conflict
+                details[key] = "\(lease.subnet.ipv4) is already leased by the older \(older)"
+                continue
+            }
+            holder[lease.subnet.ipv4] = key
+            next[key] = lease
+        }
+        var change = Change()
+        for (key, old) in accepted where next[key] == nil { change.removed.append(old) }
+        for (key, new) in next {
+            if let old = accepted[key] {
+                if old.attributes != new.attributes { change.changed.append(new) }
+            } else {
+                change.added.append(new)
+            }
+        }
+        for (key, reason) in newRejections where rejections[key] != reason {
+            change.rejected.append(Rejected(key: key, reason: reason, detail: details[key] ?? ""))
+        }
+        change.added.sort { $0.subnet.ipv4.address < $1.subnet.ipv4.address }
+        change.removed.sort { $0.subnet.ipv4.address < $1.subnet.ipv4.address }
+        change.changed.sort { $0.subnet.ipv4.address < $1.subnet.ipv4.address }
+        change.rejected.sort { $0.key < $1.key }
+        accepted = next
+        rejections = newRejections
+        return change
+    }
+}
