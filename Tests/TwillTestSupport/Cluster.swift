@@ -92,6 +92,13 @@ public final class TestCluster: @unchecked Sendable {
         return p?.stop(signal: signal) ?? -1
     }
 
+    /// The process ID of host `i`'s agent (ip netns exec execs it: the same process).
+    public func agentPID(_ i: Int) -> Int32? {
+        lock.lock()
+        defer { lock.unlock() }
+        return agents[i]?.pid
+    }
+
     public func agentLog(_ i: Int) -> String {
         lock.lock()
         defer { lock.unlock() }

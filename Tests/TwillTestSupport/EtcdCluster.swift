@@ -35,6 +35,7 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
     /// Data directory per member (a restore moves them).
     private var dataDirs: [String]
     private var frozen: Set<Int> = []
+    private var partitioned: Set<Int> = []
     private let lock = NSLock()
     private let extraArguments: [String]
 
@@ -103,8 +104,10 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
         lock.unlock()
     }
 
-    /// The members running and not frozen.
-    public var liveMembers: [Int] { lock.withLock { members.indices.filter { processes[$0] != nil && !frozen.contains($0) } } }
+    /// The members running, not frozen and not cut off.
+    public var liveMembers: [Int] {
+        lock.withLock { members.indices.filter { processes[$0] != nil && !frozen.contains($0) && !partitioned.contains($0) } }
+    }
 
     /// `etcdctl` (v3) against `endpoints` (default: the live members), run where a live member
     /// runs (or member 0).
@@ -124,9 +127,10 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
         let deadline = ContinuousClock.now + timeout
         var last = ""
         while ContinuousClock.now < deadline {
-            let live = lock.withLock { members.indices.filter { processes[$0] != nil && !frozen.contains($0) } }
-            for i in live where processes[i]?.isRunning == false {
-                throw HarnessError("etcd member \(members[i].name) exited: \(processes[i]?.log.suffix(2000) ?? "")")
+            let live = liveMembers
+            for i in live where lock.withLock({ processes[i]?.isRunning == false }) {
+                let log = lock.withLock { processes[i]?.log.suffix(2000) ?? "" }
+                throw HarnessError("etcd member \(members[i].name) exited: \(log)")
             }
             do {
                 try etcdctl(["endpoint", "health"], endpoints: live.map { members[$0].clientURL })
@@ -141,8 +145,7 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
 
     /// The index of the member that is leader now, if one is.
     public func leader() throws -> Int? {
-        let live = lock.withLock { members.indices.filter { processes[$0] != nil && !frozen.contains($0) } }
-        let out = try etcdctl(["endpoint", "status", "-w", "json"], endpoints: live.map { members[$0].clientURL })
+        let out = try etcdctl(["endpoint", "status", "-w", "json"], endpoints: liveMembers.map { members[$0].clientURL })
         guard let data = out.data(using: .utf8),
               let list = try JSONSerialization.jsonObject(with: data) as? [[String: Any]] else { return nil }
         for entry in list {
@@ -195,6 +198,7 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
                 try ns.exec("/usr/sbin/iptables", ["-w", "-A", chain, "-p", "tcp", dir, "2380", "-j", "DROP"])
             }
         }
+        lock.withLock { _ = partitioned.insert(i) }
     }
 
     /// Undoes ``partition(_:)``.
@@ -202,6 +206,7 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
         guard let ns = members[i].namespace else { return }
         try ns.exec("/usr/sbin/iptables", ["-w", "-F", "INPUT"])
         try ns.exec("/usr/sbin/iptables", ["-w", "-F", "OUTPUT"])
+        lock.withLock { _ = partitioned.remove(i) }
     }
 
     /// Whether member i's process runs.
