@@ -166,7 +166,7 @@ public final class Agent: Service, Sendable {
         let backend = running?.backend
         let masq = masquerade.get()
         await Task {
-            masq?.teardown()
+            if let masq { await Blocking.run { masq.teardown() } }
             await backend?.stop()
             if release, let lease = keeper.lease {
                 do {

@@ -10,7 +10,9 @@ import Glibc
 /// entries) as an `AsyncStream`, read on a dedicated thread.
 ///
 /// Stop it with ``stop()`` (or by dropping every consumer of ``changes``); the stream then
-/// finishes. A `.overrun` element means the kernel dropped notifications: reconcile fully.
+/// finishes. A `.overrun` element means notifications were lost, by the kernel (its socket
+/// buffer overflowed) or here (the consumer fell more than ``bufferSize`` behind): reconcile
+/// fully. Either way the loss is never silent.
 public final class NetlinkMonitor: Sendable {
     public let changes: AsyncStream<NetlinkChange>
     private let wakeFD: Int32
@@ -25,7 +27,7 @@ public final class NetlinkMonitor: Sendable {
         let wake = eventfd(0, Int32(EFD_CLOEXEC))
         guard wake >= 0 else { throw NetlinkError(object: "monitor wake-up eventfd", errno: errno) }
         wakeFD = wake
-        let (stream, continuation) = AsyncStream.makeStream(of: NetlinkChange.self, bufferingPolicy: .bufferingNewest(4096))
+        let (stream, continuation) = AsyncStream.makeStream(of: NetlinkChange.self, bufferingPolicy: .bufferingNewest(Self.bufferSize))
         changes = stream
         thread = Mutex(nil)
         let t = try OSThread.spawn(name: "twill-nlmon") {
@@ -34,6 +36,9 @@ public final class NetlinkMonitor: Sendable {
         thread.withLock { $0 = t }
         continuation.onTermination = { [weak self] _ in self?.signalStop() }
     }
+
+    /// Changes buffered for a slow consumer before the oldest are dropped (and an overrun said).
+    public static let bufferSize = 4096
 
     deinit {
         stop()
@@ -81,7 +86,7 @@ public final class NetlinkMonitor: Sendable {
                 if e == EINTR || e == EAGAIN { continue }
                 if e == ENOBUFS {
                     logger.warning("netlink monitor overrun: the kernel dropped notifications")
-                    continuation.yield(.overrun)
+                    Self.deliver(.overrun, continuation)
                     continue
                 }
                 logger.error("netlink monitor receive failed", metadata: ["error": "\(NetlinkError(object: "monitor socket", errno: e))"])
@@ -90,9 +95,17 @@ public final class NetlinkMonitor: Sendable {
             var remaining = Int32(n)
             var msg = UnsafePointer(buffer.assumingMemoryBound(to: nlmsghdr.self))
             while mnl_nlmsg_ok(msg, remaining) {
-                if let change = decode(msg) { continuation.yield(change) }
+                if let change = decode(msg) { deliver(change, continuation) }
                 msg = UnsafePointer(mnl_nlmsg_next(msg, &remaining)!)
             }
+        }
+    }
+
+    /// Yields `change`; when that pushes an older change out of a full buffer, an overrun
+    /// goes in after it, so the consumer learns that something was lost.
+    static func deliver(_ change: NetlinkChange, _ continuation: AsyncStream<NetlinkChange>.Continuation) {
+        if case .dropped = continuation.yield(change) {
+            _ = continuation.yield(.overrun)
         }
     }
 

@@ -321,6 +321,24 @@ import TwillTestSupport
             #expect(await eventually(timeout: .seconds(10)) { tunOK() && cluster.reaches(1, 0, attempts: 1) }, "\(cluster.agentLog(0))")
             print("TUN set down: up and forwarding in \(ContinuousClock.now - start)")
 
+            // A bridge takes the TUN's name: the data path cannot be rebuilt. After 30 s
+            // of failed repairs /healthz says so (and /readyz); once the name is free again the
+            // agent repairs it by itself.
+            var blocked = false
+            for _ in 0..<5 where !blocked {
+                _ = try? h.exec("/bin/sh", ["-c", "ip link del twill0 && ip link add twill0 type bridge"])
+                blocked = ((try? h.ip("-d", "link", "show", "twill0")) ?? "").contains("bridge forward_delay")
+                if !blocked { try await Task.sleep(for: .milliseconds(300)) }
+            }
+            #expect(blocked)
+            #expect(await eventually(timeout: .seconds(45)) { Self.status(cluster, 0, "/healthz") == 503 }, "\(cluster.agentLog(0))")
+            let health = AgentProbe.get(h, port: 9100, "/healthz")
+            #expect(health.body.contains("beyond self-repair") && health.body.contains("twill0"), "\(health.body)")
+            #expect(Self.status(cluster, 0, "/readyz") == 503)
+            try h.ip("link", "del", "twill0")
+            #expect(await eventually(timeout: .seconds(10)) { tunOK() && cluster.reaches(1, 0, attempts: 1) }, "\(cluster.agentLog(0))")
+            #expect(await eventually(timeout: .seconds(5)) { Self.status(cluster, 0, "/healthz") == 200 })
+
             try cluster.etcdctl(["put", "/coreos.com/network/config", #"{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}"#])
             func mac() -> String? {
                 guard let out = try? h.ip("link", "show", "flannel.1"), let r = out.range(of: "link/ether ") else { return nil }

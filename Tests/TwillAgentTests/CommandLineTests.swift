@@ -79,5 +79,24 @@ import TwillTestSupport
         } catch {
             #expect("\(error)".contains("must start with http:// or https://"))
         }
+        // The environment is checked like the flag: a zero resync period would spin iptables.
+        for (env, message) in [
+            (["FLANNELD_IPTABLES_RESYNC": "0"], "--iptables-resync 0 must be a whole number of seconds from 1 to 86400"),
+            (["FLANNELD_IPTABLES_RESYNC": "soon"], "--iptables-resync soon must be"),
+            (["FLANNELD_ETCD_REQUEST_TIMEOUT": "-1"], "--etcd-request-timeout -1 must be a number of seconds"),
+        ] {
+            do {
+                try run(t, ["agent"], environment: env)
+                Issue.record("expected failure for \(env)")
+            } catch {
+                #expect("\(error)".contains(message), "\(error)")
+            }
+        }
+        do {
+            try run(t, ["agent", "--etcd-endpoint-timeout", "0"])
+            Issue.record("expected failure")
+        } catch {
+            #expect("\(error)".contains("--etcd-endpoint-timeout 0.0 must be a number of seconds"))
+        }
     }
 }

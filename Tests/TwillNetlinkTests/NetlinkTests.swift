@@ -3,7 +3,7 @@ import Synchronization
 import Testing
 import TwillSystem
 import TwillAddress
-import TwillNetlink
+@testable import TwillNetlink
 import TwillTestSupport
 
 /// Runs `body` with a Netlink opened inside a fresh namespace (deleted afterwards).
@@ -314,5 +314,22 @@ extension IPAddress {
     var isLinkLocalV6: Bool {
         if case .v6(let a) = self { return a.isLinkLocal }
         return false
+    }
+}
+
+/// A consumer that falls behind the monitor's buffer is told (an overrun), not left to miss
+/// changes silently.
+@Suite struct NetlinkMonitorOverflowTests {
+    @Test func aFullBufferEndsInAnOverrun() async {
+        let (stream, continuation) = AsyncStream.makeStream(of: NetlinkChange.self, bufferingPolicy: .bufferingNewest(3))
+        for _ in 0..<10 { NetlinkMonitor.deliver(.routeRemoved(Route(destination: .all)), continuation) }
+        continuation.finish()
+        var seen: [NetlinkChange] = []
+        for await c in stream { seen.append(c) }
+        #expect(seen.count == 3)
+        guard case .overrun? = seen.last else {
+            Issue.record("the last change must be an overrun, got \(seen)")
+            return
+        }
     }
 }

@@ -41,13 +41,15 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     let external: ExternalInterface
     let logger: Logger
 
-    struct Running {
-        var engine: UDPEngine
-        var tunIndex: Int32
-        var local: LocalLease
-        var peers: [IPv4Network: PeerLease]
+    /// What the backend is asked to run (`local`, the peers) and what runs now. `engine` is
+    /// nil after a rebuild failed: the next reconcile tries again.
+    struct State {
+        var local: LocalLease?
+        var peers: [IPv4Network: PeerLease] = [:]
+        var engine: UDPEngine?
+        var tunIndex: Int32 = 0
     }
-    private let state = Mutex<Running?>(nil)
+    private let state = Mutex(State())
     /// Totals already passed to the metrics system, to turn absolute counters into increments.
     private let published = Mutex<[String: UInt64]>([:])
     /// Failed packet threads already logged (each is logged once).
@@ -80,13 +82,24 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// Called again on a running backend (a new subnet, a repair), it replaces the engine and
     /// keeps the peers.
     public func start(local: LocalLease) async throws {
-        let peers = state.withLock { s -> [IPv4Network: PeerLease] in
-            defer { s?.engine.stop(); s = nil }
-            return s?.peers ?? [:]
+        let old = state.withLock { s -> UDPEngine? in
+            defer { s.engine = nil; s.local = local }
+            return s.engine
         }
+        old?.stop()
         let (engine, index) = try openEngine(local)
-        engine.update(peers: Array(peers.values))
-        state.withLock { $0 = Running(engine: engine, tunIndex: index, local: local, peers: peers) }
+        let superseded = state.withLock { s -> Bool in
+            // stop() or another start() came in meanwhile: this engine is not wanted.
+            guard s.local == local, s.engine == nil else { return true }
+            engine.update(peers: Array(s.peers.values))
+            s.engine = engine
+            s.tunIndex = index
+            return false
+        }
+        if superseded {
+            engine.stop()
+            return
+        }
         logger.info("udp backend up", metadata: ["tun": "\(tunName)", "mtu": "\(mtu)", "listen": "\(external.localIP):\(port)", "tun_offloads": "\(engine.hasTUNOffloads)", "queues": "\(engine.queueCount)",
                                            "udp_offloads": "\(offloads)"])
     }
@@ -129,8 +142,11 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     /// Why the data path is broken now: a packet thread ended (the TUN deleted under it, say).
     public func damage() -> String? {
-        guard let failed = state.withLock({ $0?.engine.counters().failedThreads }), failed > 0 else { return nil }
-        return "\(failed) udp packet thread(s) ended"
+        let (wanted, engine) = state.withLock { ($0.local != nil, $0.engine) }
+        guard wanted else { return nil }
+        guard let engine else { return "the udp packet engine is not running (an earlier rebuild failed)" }
+        let failed = engine.counters().failedThreads
+        return failed > 0 ? "\(failed) udp packet thread(s) ended" : nil
     }
 
     /// Peers of type udp (or of no type: flannel's udp leases carry none).
@@ -159,7 +175,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         apply { current in
             current = Dictionary(peers.filter(Self.isUDPPeer).map { ($0.subnet, $0) }, uniquingKeysWith: { a, _ in a })
         }
-        guard let (index, local) = state.withLock({ s in s.map { ($0.tunIndex, $0.local) } }) else { return }
+        guard let (index, local) = state.withLock({ s in s.local.map { (s.tunIndex, $0) } }) else { return }
         let link = try? netlink.link(index: index)
         if let damage = damage() ?? (link?.name == tunName ? nil : "TUN device \(tunName) is gone") {
             logger.warning("udp data path broken; rebuilding it", metadata: ["reason": "\(damage)", "tun": "\(tunName)"])
@@ -180,15 +196,13 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     private func apply(_ change: (inout [IPv4Network: PeerLease]) -> Void) {
         state.withLock { s in
-            guard var running = s else { return }
-            change(&running.peers)
-            running.engine.update(peers: Array(running.peers.values))
-            s = running
+            change(&s.peers)
+            s.engine?.update(peers: Array(s.peers.values))
         }
     }
 
     public func needsReconcile(after change: NetlinkChange) -> Bool {
-        guard let (index, network) = state.withLock({ s in s.map { ($0.tunIndex, $0.local.network) } }) else { return false }
+        guard let (index, network) = state.withLock({ s in s.local.map { (s.tunIndex, $0.network) } }) else { return false }
         switch change {
         case .routeRemoved(let r), .routeAdded(let r):
             return r.destination == network || r.outputInterface == index
@@ -203,17 +217,18 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     /// Stops the threads and closes the TUN: the device and its route go with it.
     public func stop() async {
-        guard let running = state.withLock({ s -> Running? in
-            defer { s = nil }
-            return s
-        }) else { return }
-        running.engine.stop()
+        let engine = state.withLock { s -> UDPEngine? in
+            defer { s = State() }
+            return s.engine
+        }
+        guard let engine else { return }
+        engine.stop()
         logger.info("udp backend stopped", metadata: ["tun": "\(tunName)"])
     }
 
     /// The engine's counters for the agent's metrics.
     public func counters() -> UDPEngineCounters? {
-        state.withLock { $0?.engine.counters() }
+        state.withLock { $0.engine?.counters() }
     }
 
     public func publishMetrics() {
