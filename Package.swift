@@ -90,7 +90,10 @@ let package = Package(
         .testTarget(name: "TwillEtcdTests", dependencies: ["TwillEtcd", "TwillTestSupport"]),
         .testTarget(name: "TwillNetlinkTests", dependencies: ["TwillNetlink", "TwillSystem", "TwillTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TwillTestSupport", "twill"]),
-        .testTarget(name: "TwillDatapathTests", dependencies: ["TwillDatapath", "TwillNetlink", "TwillAddress", "TwillSystem", "TwillTestSupport"]),
+        // Test-only: saves the input a fuzz test was trying when the process crashed.
+        .target(name: "CFuzzSupport", path: "Tests/CFuzzSupport"),
+        .testTarget(name: "TwillDatapathTests", dependencies: ["TwillDatapath", "TwillNetlink", "TwillAddress", "TwillSystem", "TwillTestSupport", "CFuzzSupport"],
+                    exclude: ["UDP/FuzzCorpus"]),
     ],
     swiftLanguageModes: [.v6]
 )

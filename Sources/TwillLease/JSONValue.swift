@@ -69,7 +69,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
     public var isNull: Bool { if case .null = self { return true } else { return false } }
 
     /// A short description of the kind, for error messages.
-    var kindName: String {
+    public var kindName: String {
         switch self {
         case .null: "null"
         case .bool: "a boolean"

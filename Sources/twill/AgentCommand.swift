@@ -14,7 +14,7 @@ struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent",
         abstract: "Run the node agent: lease a subnet, write subnet.env, program the data path.",
-        discussion: "Flags take flanneld's names; each can also come from FLANNELD_<NAME> (e.g. FLANNELD_ETCD_ENDPOINTS) when not given.")
+        discussion: "Flags take flanneld's names; each can also come from FLANNELD_<NAME> (e.g. FLANNELD_ETCD_ENDPOINTS) when not given, checked like the flag.")
 
     @OptionGroup var etcd: EtcdOptions
     @OptionGroup var logging: LoggingOptions
@@ -54,45 +54,59 @@ struct AgentCommand: AsyncParsableCommand {
     @Flag(name: .customLong("release-on-exit"), help: "Give the subnet back when stopped cleanly (default: keep it, as flannel).")
     var releaseOnExit = false
 
+    /// Every flag here and in the option groups, for FLANNELD_ values (a test keeps the list
+    /// complete against the help text).
+    static let environmentFlags: [EnvironmentFlag] = EtcdOptions.environmentFlags + LoggingOptions.environmentFlags + [
+        .repeatable("iface"), .repeatable("iface-regex"), .value("public-ip"), .value("public-ipv6"), .value("subnet-file"),
+        .value("subnet-lease-renew-margin"), .value("subnet-lease-ttl"), .flag("ip-masq"), .value("healthz-ip"), .value("healthz-port"),
+        .value("iptables-resync"), .value("iptables-forward-rules"), .value("tun-name"), .value("udp-queues"), .value("udp-offloads"),
+        .flag("udp-accept-any-source"), .flag("release-on-exit"),
+    ]
+
     func validate() throws {
         try etcd.validate()
-        if let m = renewMargin ?? FlannelEnvironment.value("subnet-lease-renew-margin").flatMap({ Int($0) }), !(1...1439).contains(m) {
+        if let m = renewMargin, !(1...1439).contains(m) {
             throw ValidationError("--subnet-lease-renew-margin \(m) is outside 1..1439 minutes")
         }
-        if let p = healthzPort ?? FlannelEnvironment.value("healthz-port").flatMap({ Int($0) }), !(0...65535).contains(p) {
+        if let p = healthzPort, !(0...65535).contains(p) {
             throw ValidationError("--healthz-port \(p) is outside 0..65535")
         }
-        if let q = udpQueues ?? FlannelEnvironment.value("udp-queues").flatMap({ Int($0) }), !(1...256).contains(q) {
+        if let q = udpQueues, !(1...256).contains(q) {
             throw ValidationError("--udp-queues \(q) is outside 1..256")
         }
-        if let raw = iptablesResync.map({ "\($0)" }) ?? FlannelEnvironment.value("iptables-resync") {
-            guard let r = Int(raw), (1...86400).contains(r) else {
-                throw ValidationError("--iptables-resync \(raw) must be a whole number of seconds from 1 to 86400")
-            }
+        if let r = iptablesResync, !(1...86400).contains(r) {
+            throw ValidationError("--iptables-resync \(r) must be a whole number of seconds from 1 to 86400")
         }
         if let t = leaseTTL, t < 2 { throw ValidationError("--subnet-lease-ttl \(t) is too short (at least 2 seconds)") }
-        if let ip = publicIP ?? FlannelEnvironment.value("public-ip"), IPv4Address(ip) == nil {
+        if let ip = publicIP, IPv4Address(ip) == nil {
             throw ValidationError("--public-ip \(ip) is not an IPv4 address")
         }
-        if let ip = publicIPv6 ?? FlannelEnvironment.value("public-ipv6"), IPv6Address(ip) == nil {
+        if let ip = publicIPv6, IPv6Address(ip) == nil {
             throw ValidationError("--public-ipv6 \(ip) is not an IPv6 address")
+        }
+        if let name = tunName, name.isEmpty || name.utf8.count > 15 {
+            throw ValidationError("--tun-name \(name) must be 1 to 15 characters")
         }
     }
 
     func resolvedConfiguration(logger: Logger) -> AgentConfiguration {
         var c = AgentConfiguration(etcd: etcd.configuration(logger: logger), layout: etcd.layout)
-        c.ifaces = !iface.isEmpty ? iface : (FlannelEnvironment.value("iface").map { $0.split(separator: ",").map(String.init) } ?? [])
-        c.ifaceRegex = !ifaceRegex.isEmpty ? ifaceRegex : (FlannelEnvironment.value("iface-regex").map { $0.split(separator: ",").map(String.init) } ?? [])
-        c.publicIP = (publicIP ?? FlannelEnvironment.value("public-ip")).flatMap(IPv4Address.init)
-        c.publicIPv6 = (publicIPv6 ?? FlannelEnvironment.value("public-ipv6")).flatMap(IPv6Address.init)
-        c.subnetFile = subnetFile ?? FlannelEnvironment.value("subnet-file") ?? SubnetEnv.defaultPath
-        if let m = renewMargin ?? FlannelEnvironment.value("subnet-lease-renew-margin").flatMap({ Int($0) }) { c.renewMargin = .seconds(m * 60) }
-        if let t = leaseTTL ?? FlannelEnvironment.value("subnet-lease-ttl").flatMap({ Int($0) }) { c.leaseTTL = .seconds(t) }
-        c.ipMasq = ipMasq || (FlannelEnvironment.bool("ip-masq") ?? false)
-        if let r = iptablesResync ?? FlannelEnvironment.value("iptables-resync").flatMap({ Int($0) }) { c.iptablesResync = .seconds(r) }
-        if let f = iptablesForwardRules ?? FlannelEnvironment.bool("iptables-forward-rules") { c.iptablesForwardRules = f }
-        c.releaseOnExit = releaseOnExit || (FlannelEnvironment.bool("release-on-exit") ?? false)
+        c.ifaces = iface.flatMap { $0.split(separator: ",").map(String.init) }
+        c.ifaceRegex = ifaceRegex
+        c.publicIP = publicIP.flatMap(IPv4Address.init)
+        c.publicIPv6 = publicIPv6.flatMap(IPv6Address.init)
+        c.subnetFile = subnetFile ?? SubnetEnv.defaultPath
+        if let m = renewMargin { c.renewMargin = .seconds(m * 60) }
+        if let t = leaseTTL { c.leaseTTL = .seconds(t) }
+        c.ipMasq = ipMasq
+        if let r = iptablesResync { c.iptablesResync = .seconds(r) }
+        if let f = iptablesForwardRules { c.iptablesForwardRules = f }
+        c.releaseOnExit = releaseOnExit
         return c
+    }
+
+    var backendOptions: BackendRegistry.Options {
+        BackendRegistry.Options(tunName: tunName ?? "twill0", acceptAnySource: udpAcceptAnySource, udpQueues: udpQueues, udpOffloads: udpOffloads ?? true)
     }
 
     func run() async throws {
@@ -104,12 +118,8 @@ struct AgentCommand: AsyncParsableCommand {
         let agent = Agent(configuration: configuration, logger: logger, onReady: {
             // systemd (Type=notify) starts dependent units, Docker among them, only now.
             notifier.notify("READY=1\nSTATUS=subnet.env written to \(subnetFile)")
-        }) { [tunName, udpAcceptAnySource, udpQueues, udpOffloads] network, external in
-            try BackendRegistry.make(network, external,
-                                     tunName: tunName ?? FlannelEnvironment.value("tun-name") ?? "twill0",
-                                     acceptAnySource: udpAcceptAnySource || (FlannelEnvironment.bool("udp-accept-any-source") ?? false),
-                                     udpQueues: udpQueues ?? FlannelEnvironment.value("udp-queues").flatMap({ Int($0) }),
-                                     udpOffloads: udpOffloads ?? FlannelEnvironment.bool("udp-offloads") ?? true)
+        }) { [backendOptions] network, external in
+            try BackendRegistry.make(BackendSpec(network), external: external, options: backendOptions)
         }
         // WATCHDOG=1 at half the unit's WatchdogSec, only while the agent's loops make progress
         // (systemd restarts a wedged agent); the reasons go to the log and to STATUS=.
@@ -135,11 +145,11 @@ struct AgentCommand: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: agent, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
         ]
-        let port = healthzPort ?? FlannelEnvironment.value("healthz-port").flatMap({ Int($0) }) ?? 0
+        let port = healthzPort ?? 0
         if port != 0 {
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-            let host = healthzIP ?? FlannelEnvironment.value("healthz-ip") ?? "0.0.0.0"
+            let host = healthzIP ?? "0.0.0.0"
             services.append(.init(service: HealthServer(host: host, port: port, state: agent.state, registry: registry, refresh: { agent.refreshMetrics() })))
         }
         let group = ServiceGroup(configuration: .init(
@@ -147,33 +157,5 @@ struct AgentCommand: AsyncParsableCommand {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
-    }
-}
-
-/// Maps `Backend.Type` to a backend.
-enum BackendRegistry {
-    static func make(_ network: NetworkConfig, _ external: ExternalInterface, tunName: String, acceptAnySource: Bool,
-                     udpQueues: Int? = nil, udpOffloads: Bool = true) throws -> any Backend {
-        switch network.backendType {
-        case "udp":
-            let port = network.backendInt("Port") ?? 8285
-            guard (1...65535).contains(port) else { throw AgentError("Backend.Port \(port) is outside 1..65535") }
-            guard !tunName.isEmpty, tunName.utf8.count < 16 else { throw AgentError("--tun-name \(tunName) must be 1 to 15 characters") }
-            return UDPBackend(netlink: try Netlink(), external: external, tunName: tunName, port: UInt16(port),
-                              checkSources: !acceptAnySource, offloads: udpOffloads, queues: udpQueues)
-        case "alloc":
-            return AllocBackend(mtu: external.mtu)
-        case "host-gw":
-            return HostGWBackend(netlink: try Netlink(), external: external)
-        case "vxlan":
-            let vni = network.backendInt("VNI") ?? 1
-            let port = network.backendInt("Port") ?? 8472
-            guard (1...16_777_215).contains(vni) else { throw AgentError("Backend.VNI \(vni) is outside 1..16777215") }
-            guard (1...65535).contains(port) else { throw AgentError("Backend.Port \(port) is outside 1..65535") }
-            return VXLANBackend(netlink: try Netlink(), external: external, vni: UInt32(vni), port: UInt16(port),
-                                directRouting: network.backendBool("DirectRouting") ?? false)
-        default:
-            throw AgentError("Backend.Type \"\(network.backendType)\" is not known (available: udp, vxlan, host-gw, alloc)")
-        }
     }
 }

@@ -3,7 +3,8 @@ import Logging
 import TwillEtcd
 import TwillLease
 
-/// The etcd flags every command takes (flanneld's names), each with a FLANNELD_ fallback.
+/// The etcd flags every command takes (flanneld's names); FLANNELD_ values are merged into
+/// the arguments before parsing (``FlannelEnvironment/merge(_:flags:environment:)``).
 struct EtcdOptions: ParsableArguments {
     @Option(name: .customLong("etcd-endpoints"), help: "Comma-separated etcd client URLs (default http://127.0.0.1:4001,http://127.0.0.1:2379).")
     var endpoints: String?
@@ -28,12 +29,17 @@ struct EtcdOptions: ParsableArguments {
 
     static let defaultEndpoints = "http://127.0.0.1:4001,http://127.0.0.1:2379"
 
-    /// A timeout flag (or its FLANNELD_ variable) in seconds.
+    static let environmentFlags: [EnvironmentFlag] = [
+        .value("etcd-endpoints"), .value("etcd-prefix"), .value("etcd-keyfile"), .value("etcd-certfile"), .value("etcd-cafile"),
+        .value("etcd-username"), .value("etcd-password"), .value("etcd-endpoint-timeout"), .value("etcd-request-timeout"),
+        .value("etcd-watch-timeout"),
+    ]
+
+    /// A timeout flag in seconds.
     func seconds(_ flag: String, _ value: Double?) throws -> Duration? {
-        let raw = value.map { "\($0)" } ?? FlannelEnvironment.value(flag)
-        guard let raw else { return nil }
-        guard let v = Double(raw), v > 0, v <= 3600 else {
-            throw ValidationError("--\(flag) \(raw) must be a number of seconds between 0 and 3600")
+        guard let v = value else { return nil }
+        guard v > 0, v <= 3600 else {
+            throw ValidationError("--\(flag) \(v) must be a number of seconds between 0 and 3600")
         }
         return .milliseconds(Int64(v * 1000))
     }
@@ -45,18 +51,18 @@ struct EtcdOptions: ParsableArguments {
     }
 
     var layout: EtcdLayout {
-        EtcdLayout(prefix: prefix ?? FlannelEnvironment.value("etcd-prefix") ?? "/coreos.com/network")
+        EtcdLayout(prefix: prefix ?? "/coreos.com/network")
     }
 
     func configuration(logger: Logger) -> EtcdConfiguration {
-        let list = endpoints ?? FlannelEnvironment.value("etcd-endpoints") ?? Self.defaultEndpoints
+        let list = endpoints ?? Self.defaultEndpoints
         var c = EtcdConfiguration(
             endpoints: list.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
-            username: username ?? FlannelEnvironment.value("etcd-username"),
-            password: password ?? FlannelEnvironment.value("etcd-password"),
-            caFile: caFile ?? FlannelEnvironment.value("etcd-cafile"),
-            certFile: certFile ?? FlannelEnvironment.value("etcd-certfile"),
-            keyFile: keyFile ?? FlannelEnvironment.value("etcd-keyfile"),
+            username: username,
+            password: password,
+            caFile: caFile,
+            certFile: certFile,
+            keyFile: keyFile,
             logger: logger)
         // Checked in validate(); a bad value cannot get here.
         if let t = try? seconds("etcd-endpoint-timeout", endpointTimeout) { c.endpointTimeout = t }
@@ -79,8 +85,10 @@ struct LoggingOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).")
     var level: String?
 
+    static let environmentFlags: [EnvironmentFlag] = [.value("log-level")]
+
     func bootstrap() throws {
-        let text = level ?? FlannelEnvironment.value("log-level") ?? "info"
+        let text = level ?? "info"
         guard let lvl = Logger.Level(rawValue: text.lowercased()) else {
             throw ValidationError("--log-level \(text) is not one of trace, debug, info, notice, warning, error, critical")
         }

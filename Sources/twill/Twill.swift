@@ -17,7 +17,10 @@ struct Twill: AsyncParsableCommand {
         if CommandLine.arguments.count == 1, ProcessInfo.processInfo.environment["CNI_COMMAND"] != nil || name == "flannel" {
             CNICommand.runPlugin()
         }
-        let arguments = FlannelEnvironment.normalise(Array(CommandLine.arguments.dropFirst()))
+        // Go-style spellings first, then FLANNELD_ values for flags not given: one parse
+        // (and one validation) for both.
+        let normalised = FlannelEnvironment.normalise(Array(CommandLine.arguments.dropFirst()))
+        let arguments = FlannelEnvironment.merge(normalised, flags: FlannelEnvironment.flags(forSubcommandIn: normalised))
         do {
             var command = try parseAsRoot(arguments)
             if var async = command as? AsyncParsableCommand {

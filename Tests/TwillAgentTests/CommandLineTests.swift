@@ -82,8 +82,8 @@ import TwillTestSupport
         // The environment is checked like the flag: a zero resync period would spin iptables.
         for (env, message) in [
             (["FLANNELD_IPTABLES_RESYNC": "0"], "--iptables-resync 0 must be a whole number of seconds from 1 to 86400"),
-            (["FLANNELD_IPTABLES_RESYNC": "soon"], "--iptables-resync soon must be"),
-            (["FLANNELD_ETCD_REQUEST_TIMEOUT": "-1"], "--etcd-request-timeout -1 must be a number of seconds"),
+            (["FLANNELD_IPTABLES_RESYNC": "soon"], "The value 'soon' is invalid for '--iptables-resync"),
+            (["FLANNELD_ETCD_REQUEST_TIMEOUT": "-1"], "--etcd-request-timeout -1.0 must be a number of seconds"),
         ] {
             do {
                 try run(t, ["agent"], environment: env)

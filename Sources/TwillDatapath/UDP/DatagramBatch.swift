@@ -76,7 +76,7 @@ final class DatagramBatch {
     /// - Parameter control: receive control messages (the UDP_GRO segment size).
     /// - Returns: the number of messages received; 0 when none is waiting or on error.
     @inline(__always)
-    func receive(_ fd: Int32, control: Bool) -> Int {
+    func receive(_ socket: any DatagramSocket, control: Bool) -> Int {
         for i in 0..<capacity {
             messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
             messages[i].msg_hdr.msg_flags = 0
@@ -86,12 +86,7 @@ final class DatagramBatch {
             }
             iovecs[i].iov_len = slotSize
         }
-        while true {
-            let n = twill_recvmmsg(fd, messages, UInt32(capacity), Int32(MSG_DONTWAIT))
-            if n >= 0 { return Int(n) }
-            if errno == EINTR { continue }
-            return 0
-        }
+        return max(0, socket.receiveMessages(messages, count: capacity))
     }
 
     /// The length of received message `i`.
@@ -150,8 +145,8 @@ final class DatagramBatch {
     ///
     /// - Returns: how many messages were not sent.
     @inline(__always)
-    func send(_ fd: Int32, from start: Int = 0, count: Int, stallBudget: inout Int32) -> Int {
-        Self.sendMessages(fd, messages + start, count: count, stallBudget: &stallBudget).failed
+    func send(_ socket: any DatagramSocket, from start: Int = 0, count: Int, stallBudget: inout Int32) -> Int {
+        Self.sendMessages(socket, messages + start, count: count, stallBudget: &stallBudget).failed
     }
 
     /// Sends `count` prepared messages with as few sendmmsg calls as the kernel allows.
@@ -163,23 +158,21 @@ final class DatagramBatch {
     /// - Returns: how many messages were not sent, and whether a UDP_SEGMENT message was
     ///   refused with EIO (the route's device cannot segment).
     @inline(__always)
-    static func sendMessages(_ fd: Int32, _ messages: UnsafeMutablePointer<twill_mmsghdr>, count: Int,
+    static func sendMessages(_ socket: any DatagramSocket, _ messages: UnsafeMutablePointer<twill_mmsghdr>, count: Int,
                              stallBudget: inout Int32) -> (failed: Int, segmentationRefused: Bool) {
         var offset = 0
         var failed = 0
         var refused = false
         while offset < count {
-            let n = twill_sendmmsg(fd, messages + offset, UInt32(count - offset), 0)
+            let n = socket.sendMessages(messages + offset, count: count - offset)
             if n > 0 {
-                offset += Int(n)
+                offset += n
                 continue
             }
-            let error = errno
-            if error == EINTR { continue }
+            let error = Int32(-n)
             if error == EAGAIN || error == ENOBUFS {
                 if stallBudget <= 0 { break }
-                var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                _ = poll(&p, 1, 10)
+                socket.waitWritable(milliseconds: 10)
                 stallBudget -= 10
                 continue
             }

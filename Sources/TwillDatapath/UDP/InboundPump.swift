@@ -17,7 +17,8 @@ final class InboundPump {
     private let queue: EngineQueue
     /// The receiving socket's descriptor: poll it for POLLIN.
     let fileDescriptor: Int32
-    private let tunFD: Int32
+    private let socket: any DatagramSocket
+    private let tun: any PacketDevice
     private let virtio: Bool
     private let gro: Bool
     private let batch: DatagramBatch
@@ -31,7 +32,8 @@ final class InboundPump {
         self.queue = queue
         let configuration = engine.configuration
         fileDescriptor = queue.socket.fileDescriptor
-        tunFD = queue.tun.fileDescriptor
+        socket = queue.socket
+        tun = queue.tun
         virtio = queue.tun.hasVirtioHeader
         gro = configuration.udpOffloads && queue.socket.enableReceiveOffload()
         // With GRO one message can hold ~45 datagrams: 64 KiB slots.
@@ -53,27 +55,21 @@ final class InboundPump {
 
     @inline(__always)
     private func writeFrame(_ frame: UnsafeRawPointer, _ length: Int, _ counters: CounterBlock) {
-        var written = write(tunFD, frame, length)
-        while written < 0 && errno == EINTR { written = write(tunFD, frame, length) }
-        if written != length { counters.add(DropReason.tunWriteFailed.rawValue) }
+        if tun.writePacket(frame, length: length) != length { counters.add(DropReason.tunWriteFailed.rawValue) }
     }
 
     @inline(__always)
     private func writePlain(_ packet: UnsafeMutableRawPointer, _ length: Int, _ counters: CounterBlock) {
         guard virtio else { return writeFrame(packet, length, counters) }
         plainIO[1] = iovec(iov_base: packet, iov_len: length)
-        var written = writev(tunFD, plainIO, 2)
-        while written < 0 && errno == EINTR { written = writev(tunFD, plainIO, 2) }
-        if written != length + VirtioNetHeader.size { counters.add(DropReason.tunWriteFailed.rawValue) }
+        if tun.writePacket(pieces: plainIO, count: 2) != length + VirtioNetHeader.size { counters.add(DropReason.tunWriteFailed.rawValue) }
     }
 
     @inline(__always)
     private func flushCoalesced(_ counters: CounterBlock) {
         if coalescer.count > 0 {
             let (pieces, count, bytes) = coalescer.take()
-            var written = writev(tunFD, pieces, Int32(count))
-            while written < 0 && errno == EINTR { written = writev(tunFD, pieces, Int32(count)) }
-            if written != bytes { counters.add(DropReason.tunWriteFailed.rawValue) }
+            if tun.writePacket(pieces: pieces, count: count) != bytes { counters.add(DropReason.tunWriteFailed.rawValue) }
         }
     }
 
@@ -82,7 +78,7 @@ final class InboundPump {
     /// - Returns: true if the budget ran out with the last batch full (more may be
     ///   waiting), false once a batch came back short or empty.
     func run(budget: Int) -> Bool {
-        let socketFD = fileDescriptor, gro = self.gro, virtio = self.virtio
+        let socket = self.socket, gro = self.gro, virtio = self.virtio
         let batch = self.batch, coalescer = self.coalescer
         let counters = queue.rxCounters
         let peerOffset = queue.peerOffset
@@ -151,7 +147,7 @@ final class InboundPump {
         }
 
         for _ in 0..<budget {
-            let received = batch.receive(socketFD, control: gro)
+            let received = batch.receive(socket, control: gro)
             if received == 0 { return false }
             for i in 0..<received {
                 if batch.wasTruncated(i) {

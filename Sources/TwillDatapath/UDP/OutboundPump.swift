@@ -19,10 +19,11 @@ final class OutboundPump {
     private let queue: EngineQueue
     /// The TUN queue's descriptor (non-blocking): poll it for POLLIN.
     let fileDescriptor: Int32
+    private let tun: any PacketDevice
     private let virtio: Bool
     private let senderCount: Int
-    /// The sending sockets' descriptors, and which one each queued message leaves by.
-    private let senders: UnsafeMutablePointer<Int32>
+    /// The sending sockets, and which one (an index) each queued message leaves by.
+    private let senders: [any DatagramSocket]
     private let slotSender: UnsafeMutablePointer<Int32>
     /// UDP_SEGMENT in use; cleared for good (on this queue) once a send is refused with
     /// EIO, the sign of a route whose device cannot segment UDP.
@@ -51,10 +52,10 @@ final class OutboundPump {
         let configuration = engine.configuration
         let sockets = engine.sendSockets
         fileDescriptor = queue.tun.fileDescriptor
+        tun = queue.tun
         virtio = queue.tun.hasVirtioHeader
         senderCount = sockets.count
-        senders = .allocate(capacity: senderCount)
-        for (i, socket) in sockets.enumerated() { senders[i] = socket.fileDescriptor }
+        senders = sockets
         gso = virtio && configuration.udpOffloads && sockets[0].supportsSegmentationOffload
         // Without GSO a TSO read becomes ~45 messages (more with a small MSS): room for two.
         capacity = virtio ? max(configuration.batchSize, 128) : configuration.batchSize
@@ -71,11 +72,10 @@ final class OutboundPump {
         superFrame = .allocate(byteCount: Self.superSize, alignment: 64)
         lengths = .allocate(capacity: max(capacity, 128))
         slotSender = .allocate(capacity: capacity)
-        slotSender.initialize(repeating: senders[0], count: capacity)
+        slotSender.initialize(repeating: 0, count: capacity)
     }
 
     deinit {
-        senders.deallocate()
         slotSender.deallocate()
         icmpFrame.deallocate()
         superFrame.deallocate()
@@ -124,7 +124,7 @@ final class OutboundPump {
         case .answer(let n):
             counters.add(DropReason.noRoute.rawValue)
             let prefix = virtio ? VirtioNetHeader.size : 0
-            if write(fileDescriptor, icmp.baseAddress! - prefix, n + prefix) == n + prefix {
+            if tun.writePacket(icmp.baseAddress! - prefix, length: n + prefix) == n + prefix {
                 counters.add(ThreadCounter.icmpSent)
             }
             return nil
@@ -133,10 +133,11 @@ final class OutboundPump {
         }
     }
 
-    /// The socket all datagrams of this packet (or super-packet) leave by: its flow's.
+    /// The socket (an index into ``senders``) all datagrams of this packet (or super-packet)
+    /// leave by: its flow's.
     @inline(__always)
     private func sendingSocket(_ packet: UnsafeMutableRawBufferPointer) -> Int32 {
-        senderCount == 1 ? senders[0] : senders[FlowHash.index(of: UnsafeRawBufferPointer(packet), count: senderCount)]
+        senderCount == 1 ? 0 : Int32(FlowHash.index(of: UnsafeRawBufferPointer(packet), count: senderCount))
     }
 
     /// Readies a packet the TUN handed over whole (no GSO): finishes a partial checksum and
@@ -165,7 +166,7 @@ final class OutboundPump {
     ///   found it empty.
     func run(budget: Int) -> Bool {
         if gso, let scatter, let frames { return runGathered(budget: budget, scatter, frames) }
-        let tunFD = fileDescriptor, virtio = self.virtio, capacity = self.capacity
+        let tun = self.tun, virtio = self.virtio, capacity = self.capacity
         let batch = self.batch, lengths = self.lengths, slotSender = self.slotSender
         let superFrame = self.superFrame, superSize = Self.superSize
         let counters = queue.txCounters
@@ -188,21 +189,15 @@ final class OutboundPump {
             let packet: UnsafeMutableRawBufferPointer
             var header = VirtioNetHeader.plain
             if virtio {
-                let n = read(tunFD, superFrame + 6, superSize - 6)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return false
-                }
+                let n = tun.readPacket(into: superFrame + 6, capacity: superSize - 6)
+                if n < 0 { return false }
                 reads += 1
                 guard n >= VirtioNetHeader.size else { counters.add(DropReason.malformed.rawValue); continue }
                 header = VirtioNetHeader(reading: superFrame + 6)
                 packet = UnsafeMutableRawBufferPointer(start: superFrame + 16, count: n - VirtioNetHeader.size)
             } else {
-                let n = read(tunFD, batch.slot(queued), packetCapacity)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return false
-                }
+                let n = tun.readPacket(into: batch.slot(queued), capacity: packetCapacity)
+                if n < 0 { return false }
                 reads += 1
                 packet = UnsafeMutableRawBufferPointer(start: batch.slot(queued), count: n)
             }
@@ -257,7 +252,7 @@ final class OutboundPump {
     /// userspace. Each read lands in a frame of its own; a frame is reused only after the
     /// messages pointing into it have been sent.
     private func runGathered(budget: Int, _ scatter: ScatterBatch, _ frames: UnsafeMutableRawPointer) -> Bool {
-        let tunFD = fileDescriptor, frameSize = Self.superSize, frameCount = Self.frameCount
+        let tun = self.tun, frameSize = Self.superSize, frameCount = Self.frameCount
         let capacity = scatter.capacity, lengths = self.lengths, slotSender = self.slotSender
         let counters = queue.txCounters
         let peerOffset = queue.peerOffset
@@ -290,11 +285,8 @@ final class OutboundPump {
             }
             let frameIndex = framesUsed
             let frame = frames + frameIndex * frameSize
-            let n = read(tunFD, frame + 6, frameSize - 6)
-            if n < 0 {
-                if errno == EINTR { continue }
-                return false
-            }
+            let n = tun.readPacket(into: frame + 6, capacity: frameSize - 6)
+            if n < 0 { return false }
             reads += 1
             guard n >= VirtioNetHeader.size else { counters.add(DropReason.malformed.rawValue); continue }
             let header = VirtioNetHeader(reading: frame + 6)
@@ -394,13 +386,13 @@ final class OutboundPump {
     /// datagrams keep their order: they share a socket).
     @inline(__always)
     private func flushRuns(_ count: Int, _ counters: CounterBlock, _ stallBudget: inout Int32,
-                           _ send: (Int32, Int, Int, inout Int32) -> Int) {
+                           _ send: (any DatagramSocket, Int, Int, inout Int32) -> Int) {
         var start = 0
         while start < count {
-            let fd = slotSender[start]
+            let index = slotSender[start]
             var end = start + 1
-            while end < count && slotSender[end] == fd { end += 1 }
-            let failed = send(fd, start, end - start, &stallBudget)
+            while end < count && slotSender[end] == index { end += 1 }
+            let failed = send(senders[Int(index)], start, end - start, &stallBudget)
             if failed > 0 { counters.add(DropReason.sendFailed.rawValue, UInt64(failed)) }
             start = end
         }

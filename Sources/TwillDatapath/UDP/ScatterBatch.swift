@@ -76,8 +76,8 @@ final class ScatterBatch {
     ///
     /// - Returns: how many messages were not sent.
     @inline(__always)
-    func send(_ fd: Int32, from start: Int, count: Int, stallBudget: inout Int32) -> Int {
-        let (failed, refused) = DatagramBatch.sendMessages(fd, messages + start, count: count, stallBudget: &stallBudget)
+    func send(_ socket: any DatagramSocket, from start: Int, count: Int, stallBudget: inout Int32) -> Int {
+        let (failed, refused) = DatagramBatch.sendMessages(socket, messages + start, count: count, stallBudget: &stallBudget)
         if refused { sawSegmentationFailure = true }
         return failed
     }

@@ -6,6 +6,7 @@ import Glibc
 /// write with a virtio GSO header (userspace GRO), so the receiving TCP stack handles one
 /// 64 KiB skb instead of ~45 small ones (and sends far fewer ACKs back through the tunnel).
 ///
+/// Only segments whose TCP checksum verifies are merged (see ``checksumIsValid(_:_:)``).
 /// Segments merge when they continue the pending packet exactly: same addresses, ports,
 /// ToS, TTL, DF, ACK number, window, TCP header and options; contiguous sequence numbers;
 /// flags ACK or ACK|PSH; equal payload sizes, with only the last one shorter (a shorter or
@@ -74,6 +75,20 @@ final class TCPCoalescer {
         return (tcpHeader, length - 20 - tcpHeader)
     }
 
+    /// Whether the TCP checksum of a candidate (20-byte IPv4 header, then TCP) is right. The
+    /// merged packet goes to the kernel marked NEEDS_CSUM (its checksum is ours to vouch for),
+    /// so a segment corrupted on the way must never be merged: it is written alone, as it
+    /// came, and the kernel's own check drops and counts it.
+    @inline(__always)
+    static func checksumIsValid(_ p: UnsafeRawPointer, _ length: Int) -> Bool {
+        let tcpLength = length - 20
+        var sum = InternetChecksum.sum(UnsafeRawBufferPointer(start: p + 12, count: 8))
+        sum = InternetChecksum.add(sum, 6)
+        sum = InternetChecksum.add(sum, UInt16(truncatingIfNeeded: tcpLength))
+        sum = InternetChecksum.add(sum, InternetChecksum.sum(UnsafeRawBufferPointer(start: p + 20, count: tcpLength)))
+        return sum == 0xFFFF
+    }
+
     /// Tries to append `p` (a validated IPv4 packet of `length` bytes) to the pending packet,
     /// or to start one when none is pending. `p` must stay valid and unchanged until
     /// ``take()``.
@@ -82,7 +97,7 @@ final class TCPCoalescer {
     ///   (``take()``) and either offers it again or writes it as it is.
     @inline(__always)
     func offer(_ p: UnsafeRawPointer, _ length: Int) -> Bool {
-        guard let (tcpHeader, payload) = Self.isCandidate(p, length) else { return false }
+        guard let (tcpHeader, payload) = Self.isCandidate(p, length), Self.checksumIsValid(p, length) else { return false }
         let flags = p.load(fromByteOffset: 33, as: UInt8.self)
         let sequence = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
         if state.pointee.count == 0 {

@@ -11,7 +11,7 @@ import Glibc
 /// The device lives as long as the file descriptor: ``close()`` (or deinit) removes it. It
 /// belongs to the network namespace of the thread that opened it (see ``NamespaceThread``).
 /// Addresses, MTU, link state and routes are set from outside (netlink or `ip`).
-public final class TUNDevice: Sendable {
+public final class TUNDevice: PacketDevice {
     // From <linux/if_tun.h>; Swift cannot import the _IOW macros.
     static let TUNSETIFF: UInt = 0x4004_54CA
     static let IFF_TUN: Int16 = 0x0001
@@ -132,20 +132,30 @@ public final class TUNDevice: Sendable {
         guard ioctl(s, Self.SIOCSIFTXQLEN, &request) == 0 else { throw SystemError("SIOCSIFTXQLEN \(name)") }
     }
 
+    public func readPacket(into buffer: UnsafeMutableRawPointer, capacity: Int) -> Int {
+        let n = Syscall.retryOnInterrupt { Glibc.read(fileDescriptor, buffer, capacity) }
+        return n >= 0 ? n : -Int(Errno.current.rawValue)
+    }
+
+    public func writePacket(_ packet: UnsafeRawPointer, length: Int) -> Int {
+        let n = Syscall.retryOnInterrupt { Glibc.write(fileDescriptor, packet, length) }
+        return n >= 0 ? n : -Int(Errno.current.rawValue)
+    }
+
+    public func writePacket(pieces: UnsafePointer<iovec>, count: Int) -> Int {
+        let n = Syscall.retryOnInterrupt { Glibc.writev(fileDescriptor, pieces, Int32(count)) }
+        return n >= 0 ? n : -Int(Errno.current.rawValue)
+    }
+
     /// Reads one packet into `buffer`.
     ///
     /// - Returns: the packet's length, or nil when no packet is waiting (EAGAIN).
     /// - Throws: ``SystemError`` on any other failure (EBADFD once closed, say).
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int? {
-        while true {
-            let n = Glibc.read(fileDescriptor, buffer.baseAddress, buffer.count)
-            if n >= 0 { return n }
-            switch errno {
-            case EINTR: continue
-            case EAGAIN: return nil
-            default: throw SystemError("read \(name)")
-            }
-        }
+        let n = readPacket(into: buffer.baseAddress!, capacity: buffer.count)
+        if n >= 0 { return n }
+        if n == -Int(EAGAIN) { return nil }
+        throw SystemError("read \(name)", errno: Int32(-n))
     }
 
     /// Writes one packet.
@@ -153,12 +163,8 @@ public final class TUNDevice: Sendable {
     /// - Throws: ``SystemError`` if the kernel refuses it (EINVAL for a packet it cannot
     ///   parse, EIO while the link is down...).
     public func write(_ packet: UnsafeRawBufferPointer) throws(SystemError) {
-        while true {
-            let n = Glibc.write(fileDescriptor, packet.baseAddress, packet.count)
-            if n >= 0 { return }
-            if errno == EINTR { continue }
-            throw SystemError("write \(name)")
-        }
+        let n = writePacket(packet.baseAddress!, length: packet.count)
+        if n < 0 { throw SystemError("write \(name)", errno: Int32(-n)) }
     }
 
     /// Closes the descriptor, which removes the interface (and its addresses and routes).

@@ -81,10 +81,10 @@ final class EngineSnapshot: @unchecked Sendable {  // immutable after init; coun
 /// One queue of a ``UDPEngine``: a TUN queue and the socket that receives for it (with
 /// several queues, a member of the `SO_REUSEPORT` group on the service port).
 public struct UDPEngineQueue: Sendable {
-    public var tun: TUNDevice
-    public var socket: UDPSocket
+    public var tun: any PacketDevice
+    public var socket: any DatagramSocket
 
-    public init(tun: TUNDevice, socket: UDPSocket) {
+    public init(tun: any PacketDevice, socket: any DatagramSocket) {
         self.tun = tun
         self.socket = socket
     }
@@ -93,8 +93,8 @@ public struct UDPEngineQueue: Sendable {
 /// A queue's descriptors and what its pumps publish (outbound: the tx slots, inbound: rx).
 final class EngineQueue: Sendable {
     let index: Int
-    let tun: TUNDevice
-    let socket: UDPSocket
+    let tun: any PacketDevice
+    let socket: any DatagramSocket
     /// The snapshot generation each thread holds (QSBR-style reclamation).
     let seenByTx = Atomic<UInt64>(0)
     let seenByRx = Atomic<UInt64>(0)
@@ -103,7 +103,7 @@ final class EngineQueue: Sendable {
     /// This queue's slice of every peer's ``CounterBlock`` (one writer per slot).
     var peerOffset: Int { index * PeerCounter.size }
 
-    init(index: Int, tun: TUNDevice, socket: UDPSocket) {
+    init(index: Int, tun: any PacketDevice, socket: any DatagramSocket) {
         self.index = index
         self.tun = tun
         self.socket = socket
@@ -148,7 +148,7 @@ public final class UDPEngine: Sendable {
     public let configuration: UDPEngineConfiguration
     private let queues: [EngineQueue]
     /// The sockets datagrams leave by, chosen per inner flow (``FlowHash``).
-    let sendSockets: [UDPSocket]
+    let sendSockets: [any DatagramSocket]
 
     /// Bits of an `Unmanaged<EngineSnapshot>` holding a +1 reference.
     private let current: Atomic<UInt>
@@ -192,7 +192,7 @@ public final class UDPEngine: Sendable {
 
     /// Creates a one-queue engine over an open TUN device and a bound socket, with no peers
     /// yet. Datagrams leave from `socket` (flannel's behaviour).
-    public convenience init(tun: TUNDevice, socket: UDPSocket, configuration: UDPEngineConfiguration) {
+    public convenience init(tun: any PacketDevice, socket: any DatagramSocket, configuration: UDPEngineConfiguration) {
         self.init(queues: [UDPEngineQueue(tun: tun, socket: socket)], sendSockets: [], configuration: configuration)
     }
 
@@ -201,7 +201,7 @@ public final class UDPEngine: Sendable {
     ///
     /// - Parameter sendSockets: the sockets to send from, one chosen per inner flow; empty
     ///   to send everything from the first queue's socket.
-    public init(queues: [UDPEngineQueue], sendSockets: [UDPSocket], configuration: UDPEngineConfiguration) {
+    public init(queues: [UDPEngineQueue], sendSockets: [any DatagramSocket], configuration: UDPEngineConfiguration) {
         precondition(!queues.isEmpty, "an engine needs at least one queue")
         self.queues = queues.enumerated().map { EngineQueue(index: $0.offset, tun: $0.element.tun, socket: $0.element.socket) }
         self.sendSockets = sendSockets.isEmpty ? [queues[0].socket] : sendSockets
@@ -224,8 +224,8 @@ public final class UDPEngine: Sendable {
     public static func open(tunName: String, tunOffloads: Bool, address: IPv4Address,
                             configuration: UDPEngineConfiguration) throws(SystemError) -> UDPEngine {
         let tuns = try TUNDevice.openQueues(name: tunName, count: configuration.queues, offloads: tunOffloads)
-        var sockets: [UDPSocket] = []
-        var senders: [UDPSocket] = []
+        var sockets: [any DatagramSocket] = []
+        var senders: [any DatagramSocket] = []
         do throws(SystemError) {
             let shared = tuns.count > 1
             var port = configuration.peerPort

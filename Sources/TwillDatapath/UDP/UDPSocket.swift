@@ -1,4 +1,5 @@
 import TwillSystem
+import CTwillSystem
 import Synchronization
 import TwillAddress
 #if canImport(Glibc)
@@ -8,7 +9,7 @@ import Glibc
 /// The udp backend's IPv4 UDP socket: bound to the external address and `Backend.Port`
 /// (8285 by default, as flannel), non-blocking, with large kernel buffers so bursts between
 /// two batched system calls are not dropped.
-public final class UDPSocket: Sendable {
+public final class UDPSocket: DatagramSocket {
     /// flannel's default udp backend port.
     public static let defaultPort: UInt16 = 8285
 
@@ -113,6 +114,21 @@ public final class UDPSocket: Sendable {
         var len = socklen_t(MemoryLayout<Int32>.size)
         _ = getsockopt(fileDescriptor, SOL_SOCKET, SO_RCVBUF, &value, &len)
         return Int(value)
+    }
+
+    public func receiveMessages(_ messages: UnsafeMutablePointer<twill_mmsghdr>, count: Int) -> Int {
+        let n = Syscall.retryOnInterrupt { twill_recvmmsg(fileDescriptor, messages, UInt32(count), Int32(MSG_DONTWAIT)) }
+        return n >= 0 ? Int(n) : -Int(Errno.current.rawValue)
+    }
+
+    public func sendMessages(_ messages: UnsafeMutablePointer<twill_mmsghdr>, count: Int) -> Int {
+        let n = Syscall.retryOnInterrupt { twill_sendmmsg(fileDescriptor, messages, UInt32(count), 0) }
+        return n >= 0 ? Int(n) : -Int(Errno.current.rawValue)
+    }
+
+    public func waitWritable(milliseconds: Int32) {
+        var p = pollfd(fd: fileDescriptor, events: Int16(POLLOUT), revents: 0)
+        _ = Syscall.retryOnInterrupt { poll(&p, 1, milliseconds) }
     }
 
     /// Closes the socket. Safe to call more than once.

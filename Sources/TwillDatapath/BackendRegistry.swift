@@ -1,0 +1,127 @@
+import TwillAddress
+import TwillNetlink
+
+/// A network config's `Backend` object as the backends need it: the type and its settings
+/// (keys lower-cased, as flannel matches them case-insensitively).
+public struct BackendSpec: Sendable, Equatable {
+    /// One setting's value, with its JSON kind kept so that a wrong kind is an error.
+    public enum Setting: Sendable, Equatable {
+        case number(Double)
+        case bool(Bool)
+        case string(String)
+        /// An array, an object or null: no backend setting takes one.
+        case other(kind: String)
+    }
+
+    /// `Backend.Type`, lower-cased.
+    public var type: String
+    public var settings: [String: Setting]
+
+    public init(type: String, settings: [String: Setting] = [:]) {
+        self.type = type.lowercased()
+        self.settings = Dictionary(settings.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// `Backend.<key>` as a whole number within `range`; nil when absent.
+    public func int(_ key: String, in range: ClosedRange<Int>) throws(BackendError) -> Int? {
+        guard let value = settings[key.lowercased()] else { return nil }
+        guard case .number(let n) = value, n.rounded() == n, abs(n) < 1e15 else {
+            throw BackendError(backend: type, "Backend.\(key) must be a whole number, not \(Self.describe(value))")
+        }
+        let i = Int(n)
+        guard range.contains(i) else { throw BackendError(backend: type, "Backend.\(key) \(i) is outside \(range.lowerBound)..\(range.upperBound)") }
+        return i
+    }
+
+    /// `Backend.<key>` as true or false; nil when absent.
+    public func bool(_ key: String) throws(BackendError) -> Bool? {
+        guard let value = settings[key.lowercased()] else { return nil }
+        guard case .bool(let b) = value else { throw BackendError(backend: type, "Backend.\(key) must be true or false, not \(Self.describe(value))") }
+        return b
+    }
+
+    static func describe(_ v: Setting) -> String {
+        switch v {
+        case .number(let n): "the number \(n)"
+        case .bool(let b): "\(b)"
+        case .string(let s): "the string \"\(s)\""
+        case .other(let kind): kind
+        }
+    }
+}
+
+/// Maps `Backend.Type` to a backend, checking the backend's settings first (flannel's backend
+/// manager). Building a backend touches no kernel state (that is `prepare()`), so
+/// ``make(_:external:options:)`` also checks a config before it is applied.
+public enum BackendRegistry {
+    /// The backend types Twill runs.
+    public static let types = ["udp", "vxlan", "host-gw", "alloc"]
+
+    /// What the agent's own flags set for the backends.
+    public struct Options: Sendable, Equatable {
+        /// udp: the TUN device's name (`--tun-name`).
+        public var tunName: String
+        /// udp: accept datagrams from any sender (`--udp-accept-any-source`).
+        public var acceptAnySource: Bool
+        /// udp: packet queues (`--udp-queues`; nil for the default).
+        public var udpQueues: Int?
+        /// udp: TUN and UDP offloads (`--udp-offloads`).
+        public var udpOffloads: Bool
+
+        public init(tunName: String = "twill0", acceptAnySource: Bool = false, udpQueues: Int? = nil, udpOffloads: Bool = true) {
+            self.tunName = tunName
+            self.acceptAnySource = acceptAnySource
+            self.udpQueues = udpQueues
+            self.udpOffloads = udpOffloads
+        }
+    }
+
+    /// The settings a backend of `spec.type` would run with, checked; throws naming the
+    /// setting and what is wrong with it.
+    public static func validate(_ spec: BackendSpec, options: Options = Options()) throws(BackendError) {
+        _ = try settings(spec, options: options)
+    }
+
+    enum Checked {
+        case udp(port: UInt16)
+        case vxlan(vni: UInt32, port: UInt16, directRouting: Bool)
+        case hostGW
+        case alloc
+    }
+
+    static func settings(_ spec: BackendSpec, options: Options) throws(BackendError) -> Checked {
+        switch spec.type {
+        case "udp":
+            let port = try spec.int("Port", in: 1...65535) ?? 8285
+            guard !options.tunName.isEmpty, options.tunName.utf8.count < 16 else {
+                throw BackendError(backend: "udp", "--tun-name \(options.tunName) must be 1 to 15 characters")
+            }
+            return .udp(port: UInt16(port))
+        case "vxlan":
+            let vni = try spec.int("VNI", in: 1...16_777_215) ?? 1
+            let port = try spec.int("Port", in: 1...65535) ?? 8472
+            return .vxlan(vni: UInt32(vni), port: UInt16(port), directRouting: try spec.bool("DirectRouting") ?? false)
+        case "host-gw":
+            return .hostGW
+        case "alloc":
+            return .alloc
+        default:
+            throw BackendError(backend: spec.type, "Backend.Type \"\(spec.type)\" is not known (available: \(types.joined(separator: ", ")))")
+        }
+    }
+
+    /// The backend for `spec` on `external`.
+    public static func make(_ spec: BackendSpec, external: ExternalInterface, options: Options = Options()) throws -> any Backend {
+        switch try settings(spec, options: options) {
+        case .udp(let port):
+            return UDPBackend(netlink: try Netlink(), external: external, tunName: options.tunName, port: port,
+                              checkSources: !options.acceptAnySource, offloads: options.udpOffloads, queues: options.udpQueues)
+        case .vxlan(let vni, let port, let directRouting):
+            return VXLANBackend(netlink: try Netlink(), external: external, vni: vni, port: port, directRouting: directRouting)
+        case .hostGW:
+            return HostGWBackend(netlink: try Netlink(), external: external)
+        case .alloc:
+            return AllocBackend(mtu: external.mtu)
+        }
+    }
+}
