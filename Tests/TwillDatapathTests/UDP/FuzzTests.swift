@@ -34,7 +34,9 @@ enum Fuzz {
         _ = installed
         // Each target its own stream, the same from run to run (FNV-1a of its name).
         var rng = SplitMix64(seed: seed ^ target.utf8.reduce(0xCBF2_9CE4_8422_2325) { ($0 ^ UInt64($1)) &* 0x100_0000_01B3 })
-        for input in corpus(target) { try_(target, input, body) }
+        let saved = corpus(target)
+        #expect(!saved.isEmpty, "no regression corpus found for \(target) (FuzzCorpus/\(target))")
+        for input in saved { try_(target, input, body) }
         for _ in 0..<iterations { try_(target, generate(&rng), body) }
     }
 
