@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 let package = Package(
@@ -16,15 +16,15 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
-        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
+        // Without its default traits Hummingbird needs only FoundationEssentials (no ICU data)
+        // and not swift-configuration: a much smaller binary.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0", traits: []),
     ],
     targets: [
         // System libraries: module maps plus a few C helpers for what Swift cannot import.
-        .systemLibrary(
-            name: "CCurl",
-            pkgConfig: "libcurl",
-            providers: [.apt(["libcurl4-openssl-dev"])]
-        ),
+        // libcurl, loaded at first use (see Sources/CCurl/include/CCurl.h); its headers come
+        // from libcurl4-openssl-dev (make deps).
+        .target(name: "CCurl", linkerSettings: [.linkedLibrary("dl")]),
         .systemLibrary(name: "CNetlink", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
         .target(name: "TwillAddress"),
         // The system layer: errno, threads, namespaces, atomic files, subprocesses, and the C
@@ -34,7 +34,7 @@ let package = Package(
         .target(
             name: "TwillEtcd",
             dependencies: [
-                "CCurl",
+                "CCurl", "TwillSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
@@ -71,7 +71,9 @@ let package = Package(
             ]
         ),
         // Runs a udp engine in the current network namespace for bench/datapath.
-        .executableTarget(name: "TwillDatapathBench", dependencies: ["TwillDatapath", "TwillAddress"]),
+        .executableTarget(name: "TwillDatapathBench", dependencies: ["TwillDatapath", "TwillAddress", "CAllocationCounter"]),
+        // Counts the bench's heap allocations (it replaces malloc in that executable only).
+        .target(name: "CAllocationCounter"),
         .target(
             name: "TwillAgent",
             dependencies: [

@@ -1,4 +1,9 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+import TwillSystem
 import TwillAddress
 import TwillDatapath
 #if canImport(Glibc)
@@ -86,7 +91,7 @@ public enum ExternalInterfaceResolver {
 
     static func mtu(of name: String) -> Int {
         let text = (try? String(contentsOfFile: "/sys/class/net/\(name)/mtu", encoding: .utf8)) ?? ""
-        return Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 1500
+        return Int(text.trimmingWhitespace()) ?? 1500
     }
 
     /// The interface of the IPv4 default route (lowest metric), from /proc/net/route.

@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import TwillSystem
 
 /// A failed `iptables` or `iptables-restore` run: the command line, its exit status and
@@ -85,7 +89,7 @@ struct IPTables: Sendable {
             throw IPTablesError(command: full, status: nil, stderr: "\(error)", input: input)
         }
         guard outcome.succeeded else {
-            let stderr = String(decoding: outcome.standardError, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let stderr = String(decoding: outcome.standardError, as: UTF8.self).trimmingWhitespace()
             throw IPTablesError(command: full, status: outcome.signal.map { 128 + $0 } ?? outcome.status, stderr: stderr, input: input)
         }
         return String(decoding: outcome.standardOutput, as: UTF8.self)
@@ -111,6 +115,6 @@ struct IPTables: Sendable {
     static func quote(_ argument: String) -> String {
         let needsQuotes = argument.isEmpty || argument.contains { $0 == " " || $0 == "\t" || $0 == "\"" || $0 == "'" }
         guard needsQuotes else { return argument }
-        return "\"" + argument.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        return "\"" + argument.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"") + "\""
     }
 }

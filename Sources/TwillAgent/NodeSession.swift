@@ -49,6 +49,9 @@ final class NodeSession: Sendable {
     private let expectedEnv = Mutex<SubnetEnv?>(nil)
     /// The last subnet.env failure logged, so that a full disk is not logged every second.
     private let lastEnvError = Mutex<(message: String, at: ContinuousClock.Instant)?>(nil)
+    /// The file as this agent last wrote it (device, inode, size, mtime): while stat shows the
+    /// same, it is not read again.
+    private let writtenEnv = Mutex<FileIdentity?>(nil)
 
     /// How long each loop may go without progress before /healthz says so.
     static let deadlines: [AgentState.Loop: Duration] = [.watch: .seconds(90), .lease: .seconds(120), .kernel: .seconds(60)]
@@ -101,6 +104,7 @@ final class NodeSession: Sendable {
         let path = configuration.subnetFile
         do {
             try await Blocking.run { () throws(LeaseError) in try env.write(path: path) }
+            writtenEnv.withLock { $0 = FileIdentity(path: path) }
             state.setSubnetEnvProblem(nil)
             lastEnvError.withLock { $0 = nil }
             logger.info("\(reason)", metadata: ["path": "\(path)", "subnet": "\(env.subnet.map { "\($0)" } ?? "-")", "mtu": "\(env.mtu)"])
@@ -122,8 +126,13 @@ final class NodeSession: Sendable {
     private func checkSubnetEnv() async {
         guard let env = expectedEnv.withLock({ $0 }) else { return }
         let path = configuration.subnetFile
+        // One stat a second; the file is read only when it changed since it was written.
+        if let written = writtenEnv.withLock({ $0 }), FileIdentity(path: path) == written { return }
         let onDisk = try? await Blocking.run { () throws(LeaseError) in try SubnetEnv.readText(path: path) }
-        if onDisk == env.text { return state.setSubnetEnvProblem(nil) }
+        if onDisk == env.text {
+            writtenEnv.withLock { $0 = FileIdentity(path: path) }
+            return state.setSubnetEnvProblem(nil)
+        }
         await writeSubnetEnv(env, reason: onDisk == nil ? "subnet.env was missing; wrote it again" : "subnet.env did not match the lease; wrote it again")
     }
 

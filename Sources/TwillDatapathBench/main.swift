@@ -5,6 +5,7 @@
 // usage: TwillDatapathBench --tun twill0 --local-subnet 198.18.1.0/24 --bind 198.51.100.1
 //          [--port 8285] [--peer 198.18.2.0/24=198.51.100.2]... [--no-source-checks] [--batch 64]
 //          [--offloads] [--no-udp-offloads] [--queues N] [--threads-per-queue 1|2] [--txqueuelen N]
+import CAllocationCounter
 import TwillAddress
 import TwillDatapath
 #if canImport(Glibc)
@@ -78,8 +79,12 @@ func runBench() {
         try engine.start()
         print("ready offloads=\(engine.hasTUNOffloads) queues=\(engine.queueCount) source_ports=\(engine.sourcePorts.count)")
         fflush(nil)
+        // Allocations from here until the stop signal are the packet threads' own: the main
+        // thread waits in sigwait and nothing else runs.
+        let allocationsAtReady = twill_allocation_count()
         var received: Int32 = 0
         sigwait(&signals, &received)
+        let allocationsWhileRunning = twill_allocation_count() - allocationsAtReady
         engine.stop()
         let c = engine.counters()
         var usage = rusage()
@@ -87,7 +92,7 @@ func runBench() {
         let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
             + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
         let drops = DropReason.allCases.filter { c[drop: $0] > 0 }.map { "\($0)=\(c[drop: $0])" }
-        print("cpu_seconds=\(cpu) tx_packets=\(c.txPackets) tx_bytes=\(c.txBytes) rx_packets=\(c.rxPackets) rx_bytes=\(c.rxBytes) drops=\(drops.isEmpty ? "none" : drops.joined(separator: ","))")
+        print("cpu_seconds=\(cpu) tx_packets=\(c.txPackets) tx_bytes=\(c.txBytes) rx_packets=\(c.rxPackets) rx_bytes=\(c.rxBytes) drops=\(drops.isEmpty ? "none" : drops.joined(separator: ",")) allocations=\(allocationsWhileRunning)")
         fflush(nil)
     } catch {
         fail("\(error)")

@@ -116,30 +116,29 @@ final class CurlEasyHandle: @unchecked Sendable {  // owned by one thread at a t
     private let errorBuffer: UnsafeMutablePointer<CChar>
 
     init?() {
-        _ = CurlTransport.globalInit
-        guard let h = curl_easy_init() else { return nil }
+        guard CurlTransport.loaded == nil, let h = twill_curl_easy_init() else { return nil }
         raw = h
         errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE))
         errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE))
     }
 
     deinit {
-        curl_easy_cleanup(raw)
+        twill_curl_easy_cleanup(raw)
         errorBuffer.deallocate()
     }
 
     /// Runs one transfer to completion on the calling thread (which blocks).
     func perform(_ request: HTTPRequest, sink: TransferSink) -> Result<Int, TransferError> {
         // reset clears options but keeps the connection cache, which is the point of reuse.
-        curl_easy_reset(raw)
+        twill_curl_easy_reset(raw)
         errorBuffer[0] = 0
         var headers: UnsafeMutablePointer<curl_slist>? = nil
-        headers = curl_slist_append(headers, "Content-Type: application/json")
-        headers = curl_slist_append(headers, "Expect:")
+        headers = twill_curl_slist_append(headers, "Content-Type: application/json")
+        headers = twill_curl_slist_append(headers, "Expect:")
         if let auth = request.authorization {
-            headers = curl_slist_append(headers, "Authorization: \(auth)")
+            headers = twill_curl_slist_append(headers, "Authorization: \(auth)")
         }
-        defer { curl_slist_free_all(headers) }
+        defer { twill_curl_slist_free_all(headers) }
 
         let h = raw
         _ = twill_curl_setopt_pointer(h, CURLOPT_ERRORBUFFER, errorBuffer)
@@ -166,7 +165,7 @@ final class CurlEasyHandle: @unchecked Sendable {  // owned by one thread at a t
         let code: CURLcode = request.body.withUnsafeBytes { body in
             _ = twill_curl_setopt_long(h, CURLOPT_POSTFIELDSIZE, body.count)
             _ = twill_curl_setopt_pointer(h, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: body.baseAddress))
-            return withExtendedLifetime(sink) { curl_easy_perform(h) }
+            return withExtendedLifetime(sink) { twill_curl_easy_perform(h) }
         }
         // The body pointer must not outlive this call.
         _ = twill_curl_setopt_pointer(h, CURLOPT_POSTFIELDS, nil)
@@ -177,7 +176,7 @@ final class CurlEasyHandle: @unchecked Sendable {  // owned by one thread at a t
         if sink.cancel.isCancelled { return .failure(.cancelled) }
         if let reason = sink.cancel.abortReason { return .failure(.aborted(reason)) }
         let detail = String(cString: errorBuffer)
-        let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+        let message = detail.isEmpty ? String(cString: twill_curl_easy_strerror(code)) : detail
         switch code {
         case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY:
             return .failure(.couldNotConnect(message))
@@ -198,7 +197,11 @@ final class CurlEasyHandle: @unchecked Sendable {  // owned by one thread at a t
 /// Runs libcurl transfers on threads of their own, never on Swift's cooperative pool, and
 /// keeps a few idle easy handles (and so their open connections) for the next request.
 final class CurlTransport: Sendable {
-    static let globalInit: Bool = curl_global_init(3 /* CURL_GLOBAL_DEFAULT */) == CURLE_OK
+    /// Loads libcurl once; the error says what is missing when it cannot be.
+    static let loaded: String? = {
+        var buffer = [CChar](repeating: 0, count: 256)
+        return twill_curl_load(&buffer, buffer.count) == 0 ? nil : String(cString: buffer)
+    }()
 
     private let idle = Mutex<[CurlEasyHandle]>([])
     /// New TCP connections opened so far (reused ones do not count): shows reuse working.

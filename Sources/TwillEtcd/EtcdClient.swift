@@ -1,7 +1,11 @@
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 #endif
 import Logging
 import Metrics
@@ -38,6 +42,7 @@ public final class EtcdClient: EtcdAPI {
     /// Checks the configuration (endpoint URLs, credential pairs, timeouts); connects lazily.
     public init(_ configuration: EtcdConfiguration) throws(EtcdError) {
         self.endpoints = try configuration.validatedEndpoints()
+        if let problem = CurlTransport.loaded { throw .invalidConfiguration(problem) }
         self.configuration = configuration
         self.logger = configuration.logger
         self.pool = EndpointPool(endpoints: endpoints, cooldown: configuration.endpointCooldown)

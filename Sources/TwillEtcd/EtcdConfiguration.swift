@@ -1,4 +1,5 @@
 import Logging
+import TwillSystem
 
 /// How to reach an etcd cluster.
 public struct EtcdConfiguration: Sendable {
@@ -96,14 +97,5 @@ extension Duration {
     var milliseconds: Int {
         let (s, attos) = components
         return Int(s) * 1000 + Int(attos / 1_000_000_000_000_000)
-    }
-}
-
-extension String {
-    func trimmingWhitespace() -> String {
-        var s = Substring(self)
-        while let f = s.first, f.isWhitespace { s.removeFirst() }
-        while let l = s.last, l.isWhitespace { s.removeLast() }
-        return String(s)
     }
 }

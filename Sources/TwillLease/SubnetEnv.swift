@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -51,7 +55,7 @@ public struct SubnetEnv: Sendable, Equatable {
     public init(text: String, path: String = "subnet.env", requireComplete: Bool = false) throws(LeaseError) {
         var values: [String: String] = [:]
         for (n, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = rawLine.trimmingCharacters(in: .whitespaces)
+            let line = rawLine.trimmingWhitespace()
             if line.isEmpty || line.hasPrefix("#") { continue }
             guard let eq = line.firstIndex(of: "=") else {
                 throw .subnetFile(path: path, reason: "line \(n + 1) \"\(line)\" is not NAME=VALUE")
@@ -82,19 +86,14 @@ public struct SubnetEnv: Sendable, Equatable {
 
     /// Reads a subnet.env; nil when the file does not exist.
     public static func read(path: String, requireComplete: Bool = false) throws(LeaseError) -> SubnetEnv? {
-        guard FileManager.default.fileExists(atPath: path) else { return nil }
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw .subnetFile(path: path, reason: "cannot read: \(error.localizedDescription)")
-        }
+        guard let text = try readText(path: path) else { return nil }
         return try SubnetEnv(text: text, path: path, requireComplete: requireComplete)
     }
 
     /// The file's raw text; nil when it does not exist.
     public static func readText(path: String) throws(LeaseError) -> String? {
-        guard FileManager.default.fileExists(atPath: path) else { return nil }
-        do { return try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw .subnetFile(path: path, reason: "cannot read: \(error.localizedDescription)")
+        do { return try Files.readText(path) } catch {
+            throw .subnetFile(path: path, reason: "cannot read: \(error)")
         }
     }
 

@@ -1,5 +1,9 @@
 import ArgumentParser
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Logging
 import Metrics
 import Prometheus
@@ -9,6 +13,7 @@ import TwillAgent
 import TwillDatapath
 import TwillLease
 import TwillNetlink
+import TwillSystem
 
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -118,6 +123,13 @@ struct AgentCommand: AsyncParsableCommand {
         let agent = Agent(configuration: configuration, logger: logger, onReady: {
             // systemd (Type=notify) starts dependent units, Docker among them, only now.
             notifier.notify("READY=1\nSTATUS=subnet.env written to \(subnetFile)")
+            // Start-up ran code from all over the binary and its libraries; an idle agent needs
+            // a small part of it. Let what is not used again leave the RSS (see CodeMappings).
+            Task.detached {
+                try? await Task.sleep(for: .seconds(3))
+                CodeMappings.adviseRandomAccess()
+                CodeMappings.dropMappedPages()
+            }
         }) { [backendOptions] network, external in
             try BackendRegistry.make(BackendSpec(network), external: external, options: backendOptions)
         }

@@ -1,6 +1,14 @@
 import ArgumentParser
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import TwillAgent
+import TwillSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct CNICommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -14,16 +22,16 @@ struct CNICommand: ParsableCommand {
 
     /// Runs the plugin protocol and exits: result or CNI error JSON on stdout.
     static func runPlugin() -> Never {
-        let input = FileHandle.standardInput.readDataToEndOfFile()
+        let input = Data(StandardIO.readInput())
         let plugin = CNIPlugin()
         do {
             let out = try plugin.run(stdin: input)
-            FileHandle.standardOutput.write(out)
-            Foundation.exit(0)
+            StandardIO.write(Array(out))
+            Glibc.exit(0)
         } catch {
             let version = (try? CNIPlugin.Config(json: input))?.cniVersion ?? "1.0.0"
-            FileHandle.standardOutput.write(Data(error.json(cniVersion: version).utf8))
-            Foundation.exit(1)
+            StandardIO.write(error.json(cniVersion: version))
+            Glibc.exit(1)
         }
     }
 }

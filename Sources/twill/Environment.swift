@@ -1,4 +1,9 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+import TwillSystem
 
 /// One flag that can also come from flanneld's environment (`FLANNELD_<NAME>`).
 struct EnvironmentFlag: Sendable, Hashable {
@@ -12,7 +17,7 @@ struct EnvironmentFlag: Sendable, Hashable {
     static func repeatable(_ name: String) -> EnvironmentFlag { EnvironmentFlag(name: name, kind: .repeatable) }
 
     /// `FLANNELD_` + the name upper-cased with `-` turned to `_`, as flanneld reads it.
-    var variable: String { "FLANNELD_" + name.uppercased().replacingOccurrences(of: "-", with: "_") }
+    var variable: String { "FLANNELD_" + name.uppercased().replacing("-", with: "_") }
 }
 
 /// flanneld's conventions for flags, so existing unit files and scripts keep working:

@@ -1,3 +1,4 @@
+import TwillSystem
 import ArgumentParser
 import Logging
 import TwillEtcd
@@ -57,7 +58,7 @@ struct EtcdOptions: ParsableArguments {
     func configuration(logger: Logger) -> EtcdConfiguration {
         let list = endpoints ?? Self.defaultEndpoints
         var c = EtcdConfiguration(
-            endpoints: list.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
+            endpoints: list.split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty },
             username: username,
             password: password,
             caFile: caFile,

@@ -1,5 +1,10 @@
+import TwillSystem
 import ArgumentParser
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import TwillAddress
 import TwillEtcd
 import TwillLease
@@ -46,7 +51,7 @@ struct LeasesCommand: AsyncParsableCommand {
             }
             let widths = (0..<4).map { c in table.map { $0[c].count }.max() ?? 0 }
             for row in table {
-                print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+                print(row.enumerated().map { $1 + String(repeating: " ", count: max(0, widths[$0] - $1.count)) }.joined(separator: "  ").trimmingWhitespace())
             }
         }
 

@@ -1,7 +1,12 @@
 import ArgumentParser
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import TwillEtcd
 import TwillLease
+import TwillSystem
 
 struct NetworkCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -48,9 +53,13 @@ struct NetworkCommand: AsyncParsableCommand {
 
         func json() throws -> Data {
             if let file {
-                if file == "-" { return FileHandle.standardInput.readDataToEndOfFile() }
-                guard let d = FileManager.default.contents(atPath: file) else { throw CLIError("cannot read \(file)") }
-                return d
+                if file == "-" { return Data(StandardIO.readInput()) }
+                do {
+                    guard let d = try Files.read(file) else { throw CLIError("cannot read \(file): no such file") }
+                    return Data(d)
+                } catch let e as SystemError {
+                    throw CLIError("cannot read \(file): \(e.errno)")
+                }
             }
             var object: [String: JSONValue] = ["Network": .string(network ?? "")]
             if let subnetLen { object["SubnetLen"] = .number(Double(subnetLen)) }

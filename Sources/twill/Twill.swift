@@ -1,5 +1,10 @@
 import ArgumentParser
+import TwillSystem
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 @main
 struct Twill: AsyncParsableCommand {
@@ -11,9 +16,16 @@ struct Twill: AsyncParsableCommand {
     )
 
     static func main() async {
+        // `twill version` answers before anything else is set up: it is what scripts and
+        // health checks run most.
+        switch Array(CommandLine.arguments.dropFirst()) {
+        case ["version"]: return StandardIO.write("twill \(TwillVersion.string)\n")
+        case ["--version"]: return StandardIO.write(TwillVersion.string + "\n")
+        default: break
+        }
         // Installed in the CNI bin dir as `flannel` or `twill`, the runtime calls us with
         // CNI_COMMAND set and no arguments: be the plugin.
-        let name = (CommandLine.arguments.first.map { ($0 as NSString).lastPathComponent }) ?? ""
+        let name = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
         if CommandLine.arguments.count == 1, ProcessInfo.processInfo.environment["CNI_COMMAND"] != nil || name == "flannel" {
             CNICommand.runPlugin()
         }

@@ -1,4 +1,5 @@
 import CTwillSystem
+import TwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,13 +29,11 @@ final class DatagramBatch {
     init(capacity: Int, slotSize: Int, port: UInt16) {
         self.capacity = capacity
         self.slotSize = (slotSize + 15) & ~15
-        buffers = .allocate(byteCount: capacity * self.slotSize, alignment: 64)
-        buffers.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * self.slotSize)
+        buffers = ZeroedMemory.allocate(byteCount: capacity * self.slotSize)
         iovecs = .allocate(capacity: capacity)
         addresses = .allocate(capacity: capacity)
         messages = .allocate(capacity: capacity)
-        controls = .allocate(byteCount: capacity * Self.controlSpace, alignment: 16)
-        controls.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * Self.controlSpace)
+        controls = ZeroedMemory.allocate(byteCount: capacity * Self.controlSpace)
         for i in 0..<capacity {
             iovecs[i] = iovec(iov_base: buffers + i * self.slotSize, iov_len: self.slotSize)
             Self.initializeMessage(messages + i, address: addresses + i, port: port, pieces: iovecs + i, count: 1)
@@ -58,11 +57,11 @@ final class DatagramBatch {
     }
 
     deinit {
-        buffers.deallocate()
+        ZeroedMemory.deallocate(buffers)
         iovecs.deallocate()
         addresses.deallocate()
         messages.deallocate()
-        controls.deallocate()
+        ZeroedMemory.deallocate(controls)
     }
 
     /// The packet buffer of slot `i`.

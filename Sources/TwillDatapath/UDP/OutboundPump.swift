@@ -1,4 +1,5 @@
 import CTwillSystem
+import TwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -62,14 +63,14 @@ final class OutboundPump {
         batch = DatagramBatch(capacity: capacity, slotSize: configuration.maxPacketSize, port: configuration.peerPort)
         if gso {
             scatter = ScatterBatch(capacity: configuration.batchSize, port: configuration.peerPort)
-            frames = .allocate(byteCount: Self.frameCount * Self.superSize, alignment: 64)
+            frames = ZeroedMemory.allocate(byteCount: Self.frameCount * Self.superSize)
         } else {
             scatter = nil
             frames = nil
         }
         icmpFrame = .allocate(byteCount: 16 + ICMPUnreachable.maximumLength, alignment: 16)
         icmpFrame.initializeMemory(as: UInt8.self, repeating: 0)
-        superFrame = .allocate(byteCount: Self.superSize, alignment: 64)
+        superFrame = ZeroedMemory.allocate(byteCount: Self.superSize)
         lengths = .allocate(capacity: max(capacity, 128))
         slotSender = .allocate(capacity: capacity)
         slotSender.initialize(repeating: 0, count: capacity)
@@ -78,9 +79,9 @@ final class OutboundPump {
     deinit {
         slotSender.deallocate()
         icmpFrame.deallocate()
-        superFrame.deallocate()
+        ZeroedMemory.deallocate(superFrame)
         lengths.deallocate()
-        frames?.deallocate()
+        if let frames { ZeroedMemory.deallocate(frames) }
     }
 
     /// What happens to one packet read from the TUN.

@@ -1,4 +1,5 @@
 import CTwillSystem
+import TwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -29,11 +30,9 @@ final class ScatterBatch {
         self.capacity = capacity
         iovecs = .allocate(capacity: capacity * Self.piecesPerMessage)
         iovecs.initialize(repeating: iovec(), count: capacity * Self.piecesPerMessage)
-        headers = .allocate(byteCount: capacity * Self.maximumSegments * Self.headerRoom, alignment: 64)
-        headers.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * Self.maximumSegments * Self.headerRoom)
+        headers = ZeroedMemory.allocate(byteCount: capacity * Self.maximumSegments * Self.headerRoom)
         addresses = .allocate(capacity: capacity)
-        controls = .allocate(byteCount: capacity * DatagramBatch.controlSpace, alignment: 16)
-        controls.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * DatagramBatch.controlSpace)
+        controls = ZeroedMemory.allocate(byteCount: capacity * DatagramBatch.controlSpace)
         messages = .allocate(capacity: capacity)
         for i in 0..<capacity {
             DatagramBatch.initializeMessage(messages + i, address: addresses + i, port: port,
@@ -43,9 +42,9 @@ final class ScatterBatch {
 
     deinit {
         iovecs.deallocate()
-        headers.deallocate()
+        ZeroedMemory.deallocate(headers)
         addresses.deallocate()
-        controls.deallocate()
+        ZeroedMemory.deallocate(controls)
         messages.deallocate()
     }
 

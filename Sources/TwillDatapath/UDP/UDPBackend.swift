@@ -1,7 +1,11 @@
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 #endif
 import Logging
 import Metrics
@@ -145,7 +149,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         let (wanted, engine) = state.withLock { ($0.local != nil, $0.engine) }
         guard wanted else { return nil }
         guard let engine else { return "the udp packet engine is not running (an earlier rebuild failed)" }
-        let failed = engine.counters().failedThreads
+        let failed = engine.failedThreadCount
         return failed > 0 ? "\(failed) udp packet thread(s) ended" : nil
     }
 

@@ -158,6 +158,10 @@ public final class UDPEngine: Sendable {
     /// Packet threads that ended while the engine was running (see ``QueueWorker``).
     private let failedThreads = Atomic<Int>(0)
 
+    /// Packet threads that ended while the engine was running (one atomic load: cheap enough
+    /// to ask every second).
+    public var failedThreadCount: Int { failedThreads.load(ordering: .relaxed) }
+
     /// Counts a packet thread that ended on its own: its queue carries nothing any more.
     private func noteExit(_ stoppedCleanly: Bool) {
         if !stoppedCleanly && isRunning { failedThreads.add(1, ordering: .relaxed) }
