@@ -88,7 +88,7 @@ let package = Package(
         .testTarget(name: "TwillAddressTests", dependencies: ["TwillAddress"]),
         .testTarget(name: "TwillSystemTests", dependencies: ["TwillSystem", "TwillTestSupport"]),
         .testTarget(name: "TwillLeaseTests", dependencies: ["TwillLease", "TwillTestSupport"]),
-        .testTarget(name: "TwillAgentTests", dependencies: ["TwillAgent", "TwillTestSupport", "twill"]),
+        .testTarget(name: "TwillAgentTests", dependencies: ["TwillAgent", "TwillTestSupport", "TwillNetlink", "twill"]),
         .testTarget(name: "TwillEtcdTests", dependencies: ["TwillEtcd", "TwillTestSupport"]),
         .testTarget(name: "TwillNetlinkTests", dependencies: ["TwillNetlink", "TwillSystem", "TwillTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TwillTestSupport", "twill"]),

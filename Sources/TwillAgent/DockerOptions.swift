@@ -5,6 +5,7 @@ import Foundation
 #endif
 import TwillAddress
 import TwillLease
+import TwillNetlink
 
 /// Docker daemon options from subnet.env, as flannel's mk-docker-opts.sh makes them.
 public struct DockerOptions: Sendable, Equatable {
@@ -42,20 +43,12 @@ public struct DockerOptions: Sendable, Equatable {
     }
 
     /// mk-docker-opts.sh refuses a subnet that the host already reaches through a gateway:
-    /// a bridge there would shadow a real network. `routes` is /proc/net/route's text.
-    public static func conflictingRoute(for subnet: IPv4Network, routes: String) -> String? {
-        for line in routes.split(separator: "\n").dropFirst() {
-            let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            guard f.count >= 8, let dst = UInt32(f[1], radix: 16), let gw = UInt32(f[2], radix: 16),
-                  let flags = UInt16(f[3], radix: 16), let mask = UInt32(f[7], radix: 16) else { continue }
-            // /proc/net/route prints addresses in network byte order as a native-endian number.
-            let d = IPv4Address(rawValue: UInt32(bigEndian: dst))
-            let m = UInt32(bigEndian: mask)
-            let len = m.nonzeroBitCount
-            guard flags & 0x2 != 0, gw != 0, len > 0, let net = try? IPv4Network(address: d, prefixLength: len) else { continue }
-            if net.overlaps(subnet) {
-                return "\(net) via \(IPv4Address(rawValue: UInt32(bigEndian: gw))) dev \(f[0])"
-            }
+    /// a bridge there would shadow a real network. `routes` are the main table's routes
+    /// (`Netlink.routes()`); `name` gives a device's name for the message.
+    public static func conflictingRoute(for subnet: IPv4Network, routes: [Route], name: (Int32) -> String) -> String? {
+        for r in routes where r.type == 1 && r.destination.prefixLength > 0 {
+            guard let gateway = r.gateway, r.destination.overlaps(subnet) else { continue }
+            return "\(r.destination) via \(gateway) dev \(r.outputInterface.map(name) ?? "?")"
         }
         return nil
     }

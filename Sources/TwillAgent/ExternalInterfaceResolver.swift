@@ -6,6 +6,7 @@ import Foundation
 import TwillSystem
 import TwillAddress
 import TwillDatapath
+import TwillNetlink
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -49,7 +50,7 @@ public enum ExternalInterfaceResolver {
             throw Failure(description: "no interface matches --iface-regex \(ifaceRegex.joined(separator: ",")) (have: \(describe(all)))")
         }
         if chosen == nil {
-            if let name = defaultRouteInterface(), let c = all.first(where: { $0.name == name }), let ip = c.addresses.first {
+            if let index = defaultRouteInterfaceIndex(), let c = all.first(where: { $0.index == index }), let ip = c.addresses.first {
                 chosen = (c, ip)
             } else if let ip = publicIP, let c = all.first(where: { $0.addresses.contains(ip) }) {
                 chosen = (c, ip)
@@ -94,16 +95,10 @@ public enum ExternalInterfaceResolver {
         return Int(text.trimmingWhitespace()) ?? 1500
     }
 
-    /// The interface of the IPv4 default route (lowest metric), from /proc/net/route.
-    static func defaultRouteInterface() -> String? {
-        guard let text = try? String(contentsOfFile: "/proc/net/route", encoding: .utf8) else { return nil }
-        var best: (String, Int)?
-        for line in text.split(separator: "\n").dropFirst() {
-            let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            guard f.count >= 8, f[1] == "00000000", f[7] == "00000000", let metric = Int(f[6]) else { continue }
-            if let b = best, b.1 <= metric { continue }
-            best = (String(f[0]), metric)
-        }
-        return best?.0
+    /// The interface index of the IPv4 default route (lowest metric), read with netlink.
+    static func defaultRouteInterfaceIndex() -> Int32? {
+        guard let routes = try? Netlink().routes() else { return nil }
+        return routes.filter { $0.destination.prefixLength == 0 && $0.type == 1 && $0.outputInterface != nil }
+            .min { ($0.metric ?? 0) < ($1.metric ?? 0) }?.outputInterface
     }
 }

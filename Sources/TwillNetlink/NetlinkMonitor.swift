@@ -72,18 +72,17 @@ public final class NetlinkMonitor: Sendable {
         while true {
             fds[0].revents = 0
             fds[1].revents = 0
-            let rc = poll(&fds, 2, -1)
+            let rc = Syscall.retryOnInterrupt { poll(&fds, 2, -1) }
             if rc < 0 {
-                if errno == EINTR { continue }
-                logger.error("netlink monitor poll failed", metadata: ["errno": "\(errno)"])
+                logger.error("netlink monitor poll failed", metadata: ["error": "\(Errno.current)"])
                 return
             }
             if fds[1].revents != 0 { return }
             guard fds[0].revents != 0 else { continue }
-            let n = recv(socket.fileDescriptor, buffer, capacity, Int32(MSG_DONTWAIT))
+            let n = Syscall.retryOnInterrupt { recv(socket.fileDescriptor, buffer, capacity, Int32(MSG_DONTWAIT)) }
             if n < 0 {
                 let e = errno
-                if e == EINTR || e == EAGAIN { continue }
+                if e == EAGAIN { continue }
                 if e == ENOBUFS {
                     logger.warning("netlink monitor overrun: the kernel dropped notifications")
                     Self.deliver(.overrun, continuation)

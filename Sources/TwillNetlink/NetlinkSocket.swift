@@ -1,5 +1,6 @@
 import CNetlink
 import TwillAddress
+import TwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -77,11 +78,8 @@ final class NetlinkSocket: @unchecked Sendable {
 
         var interrupted = false
         while true {
-            let n = mnl_socket_recvfrom(handle, receiveBuffer, Self.receiveCapacity)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw RawFailure(errno: errno)
-            }
+            let n = Syscall.retryOnInterrupt { mnl_socket_recvfrom(handle, receiveBuffer, Self.receiveCapacity) }
+            if n < 0 { throw RawFailure(errno: errno) }
             var remaining = Int32(n)
             var msg = UnsafePointer(receiveBuffer.assumingMemoryBound(to: nlmsghdr.self))
             while mnl_nlmsg_ok(msg, remaining) {

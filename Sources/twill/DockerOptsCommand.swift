@@ -6,6 +6,7 @@ import Foundation
 #endif
 import TwillAgent
 import TwillLease
+import TwillNetlink
 import TwillSystem
 
 struct DockerOptsCommand: ParsableCommand {
@@ -27,8 +28,8 @@ struct DockerOptsCommand: ParsableCommand {
             throw CLIError("subnet file \(subnetFile) does not exist (is the Twill agent running?)")
         }
         let opts = try DockerOptions(env: env)
-        if let subnet = env.subnet, let routes = try? String(contentsOfFile: "/proc/net/route", encoding: .utf8),
-           let conflict = DockerOptions.conflictingRoute(for: subnet, routes: routes) {
+        if let subnet = env.subnet, let netlink = try? Netlink(), let routes = try? netlink.routes(),
+           let conflict = DockerOptions.conflictingRoute(for: subnet, routes: routes, name: { (try? netlink.link(index: $0).name) ?? "index \($0)" }) {
             throw CLIError("subnet \(subnet) from \(subnetFile) is already routed via a gateway (\(conflict)); refusing to give it to Docker's bridge")
         }
         if daemonJSON {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TwillNetlink
 import TwillAddress
 @testable import TwillAgent
 import TwillLease
@@ -23,14 +24,15 @@ import Glibc
     }
 
     @Test func subnetRoutedViaGatewayIsDetected() {
-        // /proc/net/route text: 198.18.0.0/16 via 203.0.113.1 on eth9, and a link route.
-        let routes = """
-        Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
-        eth9\t000012C6\t017100CB\t0003\t0\t0\t0\t0000FFFF\t0\t0\t0
-        eth8\t006433C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
-        """
-        #expect(DockerOptions.conflictingRoute(for: IPv4Network("198.18.7.0/24")!, routes: routes) == "198.18.0.0/16 via 203.0.113.1 dev eth9")
-        #expect(DockerOptions.conflictingRoute(for: IPv4Network("198.51.100.0/24")!, routes: routes) == nil)
+        // 198.18.0.0/16 via 203.0.113.1 on eth9, a link route, and a default route.
+        let routes = [
+            Route(destination: IPv4Network("198.18.0.0/16")!, gateway: IPv4Address("203.0.113.1"), outputInterface: 9, routeProtocol: 3),
+            Route(destination: IPv4Network("198.51.100.0/24")!, outputInterface: 8, scope: 253, routeProtocol: 2),
+            Route(destination: .all, gateway: IPv4Address("203.0.113.254"), outputInterface: 9, routeProtocol: 3),
+        ]
+        let name = { (i: Int32) in "eth\(i)" }
+        #expect(DockerOptions.conflictingRoute(for: IPv4Network("198.18.7.0/24")!, routes: routes, name: name) == "198.18.0.0/16 via 203.0.113.1 dev eth9")
+        #expect(DockerOptions.conflictingRoute(for: IPv4Network("198.51.100.0/24")!, routes: routes, name: name) == nil)
     }
 
     @Test func dockerOptsCommandWritesAndRefusesBadInput() throws {

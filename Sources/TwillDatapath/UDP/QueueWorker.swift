@@ -1,3 +1,4 @@
+import TwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -50,8 +51,8 @@ enum QueueWorker {
         let closed = Int16(POLLNVAL)
         let tunGone = Int16(POLLERR | POLLNVAL | POLLHUP)
         while running() {
-            let ready = poll(&fds, count, 1000)
-            if ready < 0 && errno != EINTR { return false }
+            let ready = Syscall.retryOnInterrupt { poll(&fds, count, 1000) }
+            if ready < 0 { return false }
             if fds[0].revents != 0 { return true }
             if ready <= 0 {
                 // Idle: publish the current snapshot so retired ones can be freed.

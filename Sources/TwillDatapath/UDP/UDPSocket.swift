@@ -78,17 +78,14 @@ public final class UDPSocket: DatagramSocket {
     @discardableResult
     public func send(_ payload: UnsafeRawBufferPointer, to address: IPv4Address, port: UInt16) throws(SystemError) -> Bool {
         var sin = UDPSocket.makeAddress(address, port)
-        while true {
-            let n = withUnsafePointer(to: &sin) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fileDescriptor, payload.baseAddress, payload.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
+        let n = withUnsafePointer(to: &sin) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { addr in
+                Syscall.retryOnInterrupt { sendto(fileDescriptor, payload.baseAddress, payload.count, 0, addr, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
-            if n >= 0 { return true }
-            if errno == EINTR { continue }
-            if errno == EAGAIN { return false }
-            throw SystemError("sendto \(address):\(port)")
         }
+        if n >= 0 { return true }
+        if errno == EAGAIN { return false }
+        throw SystemError("sendto \(address):\(port)")
     }
 
     /// Asks the kernel to coalesce arriving datagrams of one flow into super-datagrams
