@@ -31,6 +31,10 @@ public final class Agent: Service, Sendable {
     private let backendBox = Mutex<(any Backend)?>(nil)
     /// The etcd client, for the node status.
     private let etcdBox = Mutex<EtcdClient?>(nil)
+    /// What the status shows about the node: interface, config, backend MTU.
+    private let statusFacts = Mutex<(external: ExternalInterface?, config: NetworkConfig?, mtu: Int?)>((nil, nil, nil))
+    /// The etcd layout, for lease keys in the status.
+    private var layout: EtcdLayout { configuration.layout }
 
     public init(
         configuration: AgentConfiguration, logger: Logger = Logger(label: "twill.agent"),
@@ -59,11 +63,13 @@ public final class Agent: Service, Sendable {
         let registry = SubnetRegistry(etcd: etcd, layout: configuration.layout, logger: logger)
         let external: ExternalInterface
         do {
-            external = try ExternalInterfaceResolver.resolve(ifaces: configuration.ifaces, ifaceRegex: configuration.ifaceRegex, publicIP: configuration.publicIP)
+            external = try ExternalInterfaceResolver.resolve(ifaces: configuration.ifaces, ifaceRegex: configuration.ifaceRegex,
+                                                         canReach: configuration.ifaceCanReach, publicIP: configuration.publicIP)
         } catch {
             throw AgentError(error.description)
         }
         logger.info("using interface", metadata: ["iface": "\(external.name)", "local_ip": "\(external.localIP)", "public_ip": "\(external.publicIP)", "mtu": "\(external.mtu)"])
+        statusFacts.withLock { $0.external = external }
         let keeper = LeaseKeeper(registry: registry, ttl: configuration.ttlSeconds, schedule: RenewSchedule(interval: configuration.renewInterval),
                                  requestTimeout: configuration.etcd.requestTimeout, logger: logger, state: state)
         let masquerade = RulesSlot()
@@ -107,6 +113,7 @@ public final class Agent: Service, Sendable {
                 }
             }
             guard let current = running else { continue }
+            statusFacts.withLock { $0.config = config; $0.mtu = current.advert.mtu }
             let attributes = LeaseAttributes(publicIP: external.publicIP, publicIPv6: configuration.publicIPv6,
                                              backendType: current.advert.backendType, backendData: current.advert.backendData)
 
@@ -121,8 +128,18 @@ public final class Agent: Service, Sendable {
                 }) else { break sessions }
                 lease = l
             } catch {
-                await current.backend.stop()
-                throw error
+                // Not transient (out of subnets under a new config, etcd refusing this node):
+                // the node stays up, says why it is not ready, and tries again, sooner when
+                // the config changes. Other nodes' leases expiring can free a subnet too.
+                logger.error("cannot lease a subnet; retrying in 30 s or when the network config changes", metadata: [
+                    "network": "\(config.network.map { "\($0)" } ?? "-")", "error": "\(error)"])
+                state.setChangingOver("cannot lease a subnet: \(error)")
+                switch await waitForChange(registry, from: config, upTo: .seconds(30)) {
+                case .shutdown: break sessions
+                case .changed(let new): config = new
+                case .unchanged: break
+                }
+                continue sessions
             }
             previous = nil
             logger.info("holding subnet lease", metadata: ["subnet": "\(lease.subnet.ipv4)", "reservation": "\(lease.isReservation)", "etcd_lease": "\(lease.etcdLease)"])
@@ -218,7 +235,8 @@ public final class Agent: Service, Sendable {
     /// Checks what the config asks of the backend (type, Port, VNI...) without touching the kernel.
     func validate(_ config: NetworkConfig) throws {
         guard config.network != nil else { throw AgentError("the network config has no IPv4 Network (IPv6-only networks are not supported yet)") }
-        guard let external = try? ExternalInterfaceResolver.resolve(ifaces: configuration.ifaces, ifaceRegex: configuration.ifaceRegex, publicIP: configuration.publicIP) else { return }
+        guard let external = try? ExternalInterfaceResolver.resolve(ifaces: configuration.ifaces, ifaceRegex: configuration.ifaceRegex,
+                                                         canReach: configuration.ifaceCanReach, publicIP: configuration.publicIP) else { return }
         _ = try makeBackend(config, external)
     }
 
@@ -259,6 +277,36 @@ public final class Agent: Service, Sendable {
     /// Brings pull-style figures up to date before a scrape: the backend's data path counters.
     public func refreshMetrics() {
         if let source = backendBox.withLock({ $0 }) as? any DatapathMetricsSource { source.publishMetrics() }
+    }
+
+    /// The node's view now, for `GET /status`.
+    public func status(version: String) -> NodeStatus {
+        refreshMetrics()
+        let facts = statusFacts.withLock { $0 }
+        let backend = backendBox.withLock { $0 }
+        let traffic = backend?.traffic() ?? BackendTraffic()
+        let lease = state.lease
+        let (ready, readyReasons) = state.readiness
+        let (healthy, healthReasons) = state.liveness
+        let peers = state.peers.sorted { $0.subnet.address < $1.subnet.address }.map { p -> NodeStatus.PeerInfo in
+            let t = traffic.peers[p.subnet]
+            return NodeStatus.PeerInfo(subnet: "\(p.subnet)", publicIP: "\(p.publicIP)", backend: p.backendType ?? "udp", state: "routed",
+                                       txPackets: t?.txPackets, txBytes: t?.txBytes, rxPackets: t?.rxPackets, rxBytes: t?.rxBytes, lastHandshake: nil)
+        }
+        return NodeStatus(
+            version: version, publicIP: facts.external.map { "\($0.publicIP)" }, interface: facts.external?.name,
+            network: facts.config?.network.map { "\($0)" }, subnetLength: facts.config?.subnetLength,
+            lease: lease.map { l in
+                NodeStatus.LeaseInfo(subnet: "\(l.subnet.ipv4)", key: layout.key(for: l.subnet), etcdLease: String(UInt64(bitPattern: l.etcdLease), radix: 16),
+                                     reservation: l.isReservation, expiresInSeconds: l.isReservation ? nil : state.leaseExpiresIn.map { $0.components.seconds })
+            },
+            backend: backend.map { NodeStatus.BackendInfo(type: $0.type, device: traffic.device, up: state.backendUp, mtu: facts.mtu) },
+            ready: ready, readyReasons: readyReasons, healthy: healthy, healthReasons: healthReasons,
+            etcdReachable: state.etcdReachable,
+            etcd: etcdHealth.map { NodeStatus.EndpointInfo(endpoint: $0.endpoint, healthy: $0.healthy, inUse: $0.preferred, lastError: $0.lastError) },
+            peers: peers, drops: traffic.drops,
+            ignoredLeases: Dictionary(uniqueKeysWithValues: state.rejections.map { ($0.key.rawValue, $0.value) }),
+            configProblem: state.configProblem)
     }
 
     static func peer(_ lease: Lease) -> PeerLease {

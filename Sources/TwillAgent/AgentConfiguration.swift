@@ -10,6 +10,12 @@ public struct AgentConfiguration: Sendable {
     public var ifaces: [String] = []
     /// `--iface-regex`: patterns matched against interface names and addresses.
     public var ifaceRegex: [String] = []
+    /// `--iface-can-reach`: the interface the kernel routes this address through.
+    public var ifaceCanReach: IPv4Address?
+    /// Masquerade with `--random-fully` (off with `--ip-masq-fully-random-disable`).
+    public var ipMasqFullyRandom: Bool = true
+    /// `--ip-blackhole-route`: a blackhole route for this node's subnet.
+    public var blackholeRoute: Bool = false
     /// `--public-ip`: the address peers send to, when it is not the interface's own (NAT).
     public var publicIP: IPv4Address?
     public var publicIPv6: IPv6Address?

@@ -44,6 +44,7 @@ public final class AgentState: Sendable {
         var stuck: [Loop: String] = [:]
         var etcdReachable = true
         var configProblem: String?
+        var rejections: [LeaseRejection: Int] = [:]
         var kernelReconciles = 0
         var resyncs = 0
         var conflicts = 0
@@ -70,6 +71,12 @@ public final class AgentState: Sendable {
     /// Why the last network config change was refused, while it stands.
     public var configProblem: String? { values.withLock { $0.configProblem } }
     public var etcdReachable: Bool { values.withLock { $0.etcdReachable } }
+    /// Whether the backend is up.
+    public var backendUp: Bool { values.withLock { $0.backendUp } }
+    /// Leases not used, by reason (only reasons with some).
+    public var rejections: [LeaseRejection: Int] { values.withLock { $0.rejections.filter { $0.value > 0 } } }
+    /// Time left on the lease; nil without one or for a reservation.
+    public var leaseExpiresIn: Duration? { values.withLock { $0.expiry.map { $0 - .now } } }
 
     /// Ready, with the reasons when not.
     public var readiness: (ready: Bool, reasons: [String]) {
@@ -180,6 +187,7 @@ public final class AgentState: Sendable {
     }
 
     func setRejections(_ counts: [LeaseRejection: Int]) {
+        values.withLock { $0.rejections = counts }
         for (reason, n) in counts { Gauge(label: "twill_leases_ignored", dimensions: [("reason", reason.rawValue)]).record(n) }
     }
 

@@ -12,8 +12,8 @@ import Glibc
 #endif
 
 /// Finds the interface that carries overlay traffic, as flanneld does: `--iface` (names or
-/// addresses, first match wins), else `--iface-regex`, else the interface of the default
-/// route. Its first IPv4 address is the local address; `--public-ip` overrides what peers see.
+/// addresses, first match wins), else `--iface-regex`, else the interface the kernel would
+/// use to reach `--iface-can-reach`, else the interface of the default route. Its first IPv4 address is the local address; `--public-ip` overrides what peers see.
 public enum ExternalInterfaceResolver {
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public var description: String
@@ -26,7 +26,8 @@ public enum ExternalInterfaceResolver {
         var mtu: Int
     }
 
-    public static func resolve(ifaces: [String], ifaceRegex: [String], publicIP: IPv4Address?) throws(Failure) -> ExternalInterface {
+    public static func resolve(ifaces: [String], ifaceRegex: [String], canReach: IPv4Address? = nil,
+                               publicIP: IPv4Address?) throws(Failure) -> ExternalInterface {
         let all = interfaces()
         var chosen: (Candidate, IPv4Address)?
         for spec in ifaces where chosen == nil {
@@ -48,6 +49,19 @@ public enum ExternalInterfaceResolver {
         }
         if chosen == nil, !ifaceRegex.isEmpty {
             throw Failure(description: "no interface matches --iface-regex \(ifaceRegex.joined(separator: ",")) (have: \(describe(all)))")
+        }
+        if chosen == nil, let target = canReach {
+            // `ip route get <target>`: its device, and its source address as the local one.
+            let route: Route
+            do { route = try Netlink().routeGet(target) } catch {
+                throw Failure(description: "--iface-can-reach \(target): the kernel has no route to it (\(error))")
+            }
+            guard let index = route.outputInterface, let c = all.first(where: { $0.index == index }) else {
+                throw Failure(description: "--iface-can-reach \(target): the route to it leaves by an interface without an IPv4 address (have: \(describe(all)))")
+            }
+            let source = route.preferredSource.flatMap { s in c.addresses.contains(s) ? s : nil } ?? c.addresses.first
+            guard let ip = source else { throw Failure(description: "--iface-can-reach \(target): interface \(c.name) has no IPv4 address") }
+            chosen = (c, ip)
         }
         if chosen == nil {
             if let index = defaultRouteInterfaceIndex(), let c = all.first(where: { $0.index == index }), let ip = c.addresses.first {

@@ -64,14 +64,16 @@ public struct IPMasquerade: Sendable {
     ///     leaves it empty.
     ///   - masquerade: Manage the nat rules (flannel's `--ip-masq`); false leaves only the
     ///     FORWARD rules, which flannel installs by default even without masquerading.
-    public init(network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true,
+    ///   - fullyRandom: masquerade with `--random-fully` (flannel's default; off with
+    ///     `--ip-masq-fully-random-disable`).
+    public init(network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
                 logger: Logger = Logger(label: "twill.ipmasq"), commandPrefix: [String] = []) {
         self.network = network
         self.subnet = subnet
         self.forwardRules = forwardRules
         self.logger = logger
         self.iptables = IPTables(commandPrefix: commandPrefix)
-        var chains: [ManagedChain] = masquerade ? [Self.masqueradeChain(network: network, subnet: subnet)] : []
+        var chains: [ManagedChain] = masquerade ? [Self.masqueradeChain(network: network, subnet: subnet, fullyRandom: fullyRandom)] : []
         if forwardRules { chains.append(Self.forwardChain(network: network)) }
         self.chains = chains
         self.shared = Shared()
@@ -287,10 +289,11 @@ public struct IPMasquerade: Sendable {
         }
     }
 
-    static func masqueradeChain(network: IPv4Network, subnet: IPv4Network) -> ManagedChain {
+    static func masqueradeChain(network: IPv4Network, subnet: IPv4Network, fullyRandom: Bool = true) -> ManagedChain {
         let n = "\(network)"
         let s = "\(subnet)"
         let tag = ["-m", "comment", "--comment", masqComment]
+        let random = fullyRandom ? ["--random-fully"] : []
         return ManagedChain(table: "nat", parent: "POSTROUTING", name: "FLANNEL-POSTRTG", comment: masqComment, rules: [
             // Packets kube-proxy marked are masqueraded by kube-proxy's own rules.
             ["-m", "mark", "--mark", kubeProxyMark] + tag + ["-j", "RETURN"],
@@ -302,10 +305,10 @@ public struct IPMasquerade: Sendable {
             ["!", "-s", n, "-d", s] + tag + ["-j", "RETURN"],
             // Pods reaching beyond the overlay leave with the node's address (multicast is
             // never NATed, as it is not routed anyway).
-            ["-s", n, "!", "-d", "224.0.0.0/4"] + tag + ["-j", "MASQUERADE", "--random-fully"],
+            ["-s", n, "!", "-d", "224.0.0.0/4"] + tag + ["-j", "MASQUERADE"] + random,
             // The host (or anything outside the overlay) reaching remote pods takes an
             // address those pods can answer.
-            ["!", "-s", n, "-d", n] + tag + ["-j", "MASQUERADE", "--random-fully"],
+            ["!", "-s", n, "-d", n] + tag + ["-j", "MASQUERADE"] + random,
         ])
     }
 

@@ -16,10 +16,18 @@ import TwillLease
 ///   this node leaves the subnet to it and moves to a fresh one (the caller reconfigures).
 /// - Overwritten with something unreadable: repaired (it is nobody's lease).
 final class LeaseKeeper: Sendable {
-    /// What the watch saw at this node's key.
+    /// What the watch saw at this node's key. It names the key, so that news that arrives
+    /// after the node moved to another subnet is not taken for news of the new one.
     enum OwnKeyNews: Sendable, Equatable {
         case changed(KeyValue)
-        case deleted
+        case deleted(key: String)
+
+        var key: String {
+            switch self {
+            case .changed(let kv): kv.key
+            case .deleted(let key): key
+            }
+        }
     }
 
     /// A change of subnet the node must follow.
@@ -112,7 +120,10 @@ final class LeaseKeeper: Sendable {
 
     /// The watch saw this node's key change or go; acted on at the next ``step()``.
     func noteOwnKey(_ news: OwnKeyNews) {
-        current.withLock { $0.news = news }
+        current.withLock { c in
+            guard let lease = c.lease, layout.key(for: lease.subnet) == news.key else { return }
+            c.news = news
+        }
     }
 
     /// Acts on news of the own key, and renews when due. Returns the move the node must
@@ -125,7 +136,11 @@ final class LeaseKeeper: Sendable {
         if let news {
             switch await handle(news) {
             case .moved(let move): return move
-            case .failed: current.withLock { c in if c.news == nil { c.news = news } }  // try again next step
+            case .failed:
+                // Try again next step, unless the node moved meanwhile or newer news came.
+                current.withLock { c in
+                    if c.news == nil, let lease = c.lease, layout.key(for: lease.subnet) == news.key { c.news = news }
+                }
             case .done: break
             }
         }
@@ -172,7 +187,7 @@ final class LeaseKeeper: Sendable {
             // The watch reports changes at once; this check covers a watch that missed one.
             let kv = try await bounded { () async throws(LeaseError) in try await registry.current(lease) }
             if kv.map({ $0.value != lease.attributes.json() }) ?? true {
-                noteOwnKey(kv.map { .changed($0) } ?? .deleted)
+                noteOwnKey(kv.map { .changed($0) } ?? .deleted(key: layout.key(for: lease.subnet)))
             }
             return nil
         } catch {
@@ -194,6 +209,7 @@ final class LeaseKeeper: Sendable {
     private func handle(_ news: OwnKeyNews) async -> Outcome {
         guard let lease = lease, let attributes = current.withLock({ $0.attributes }) else { return .done }
         let key = layout.key(for: lease.subnet)
+        guard news.key == key else { return .done }
         do {
             switch news {
             case .deleted:
@@ -276,6 +292,8 @@ final class LeaseKeeper: Sendable {
             c.expiry = expiry
             c.failures = 0
             c.nextRenewal = now + schedule.interval
+            // News of the old key is not news of this one.
+            c.news = nil
         }
         state.setLease(lease, expiry: expiry, ttl: ttl)
     }

@@ -45,6 +45,9 @@ final class NodeSession: Sendable {
     private let inbox: AsyncStream<Input>
     private let inboxContinuation: AsyncStream<Input>.Continuation
     private let kernelDirty = Atomic<Bool>(false)
+    /// Serializes what changes the data path: a start for a new subnet, lease changes from
+    /// the watch and the kernel loop's reconciles must not interleave inside the backend.
+    private let datapath = AsyncLock()
     /// What subnet.env must say.
     private let expectedEnv = Mutex<SubnetEnv?>(nil)
     /// The last subnet.env failure logged, so that a full disk is not logged every second.
@@ -79,13 +82,15 @@ final class NodeSession: Sendable {
 
     /// Starts the data path for `lease`, installs the iptables rules and writes subnet.env.
     func configureNode(_ lease: Lease) async throws {
-        try await backend.start(local: LocalLease(network: overlay, subnet: lease.subnet.ipv4))
+        let local = LocalLease(network: overlay, subnet: lease.subnet.ipv4)
+        try await datapath.withLock { try await backend.start(local: local) }
         state.setBackend(type: backend.type, up: true)
+        state.setDatapathFailure(nil)
         if configuration.ipMasq || configuration.iptablesForwardRules, backend.type != "alloc" {
             // FORWARD rules are on by default (as in flannel) so overlay traffic passes hosts whose
             // FORWARD policy is DROP (Docker sets it). A failure is retried by the resync loop.
             let rules = IPMasquerade(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
-                                     masquerade: configuration.ipMasq, logger: logger)
+                                     masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom, logger: logger)
             do { try await rules.ensureOffPool() } catch {
                 logger.error("cannot install the iptables rules yet; retrying every \(configuration.iptablesResync)", metadata: [
                     "masquerade": "\(configuration.ipMasq)", "forward_rules": "\(configuration.iptablesForwardRules)", "error": "\(error)"])
@@ -192,7 +197,7 @@ final class NodeSession: Sendable {
                     if let kv = leases.first(where: { $0.key == key }) {
                         if kv.value != keeper.lease?.attributes.json() { keeper.noteOwnKey(.changed(kv)) }
                     } else {
-                        keeper.noteOwnKey(.deleted)
+                        keeper.noteOwnKey(.deleted(key: key))
                     }
                 }
             case .cluster(.config(let kv)):
@@ -201,7 +206,7 @@ final class NodeSession: Sendable {
                 if kv.key == keeper.ownKey { keeper.noteOwnKey(.changed(kv)) }
                 await apply(peers.put(kv))
             case .cluster(.leaseDeleted(let key)):
-                if key == keeper.ownKey { keeper.noteOwnKey(.deleted) }
+                if key == keeper.ownKey { keeper.noteOwnKey(.deleted(key: key)) }
                 await apply(peers.delete(key: key))
             case .cluster(.connectivity(let reachable)):
                 state.setEtcdReachable(reachable)
@@ -259,8 +264,10 @@ final class NodeSession: Sendable {
         guard !change.isEmpty else { return }
         log(change, quietly: false)
         do {
-            for l in change.removed { try await backend.peerRemoved(Agent.peer(l)) }
-            for l in change.added + change.changed { try await backend.peerAdded(Agent.peer(l)) }
+            try await datapath.withLock {
+                for l in change.removed { try await backend.peerRemoved(Agent.peer(l)) }
+                for l in change.added + change.changed { try await backend.peerAdded(Agent.peer(l)) }
+            }
         } catch {
             logger.error("backend could not apply a lease change; the next reconcile retries", metadata: ["error": "\(error)"])
             kernelDirty.store(true, ordering: .relaxed)
@@ -271,7 +278,7 @@ final class NodeSession: Sendable {
         let list = peers.peers.map(Agent.peer)
         state.setPeers(list)
         do {
-            try await backend.reconcile(peers: list)
+            try await datapath.withLock { try await backend.reconcile(peers: list) }
             logger.info("peers", metadata: ["count": "\(list.count)", "ignored": "\(peers.rejections.count)"])
         } catch {
             logger.error("reconcile failed; retrying", metadata: ["error": "\(error)"])
@@ -351,7 +358,8 @@ final class NodeSession: Sendable {
             guard changed || damage != nil || sinceLast >= configuration.resyncInterval else { continue }
             sinceLast = .zero
             do {
-                try await backend.reconcile(peers: state.peers)
+                // The peer list is read under the lock, so a reconcile never undoes a newer change.
+                try await datapath.withLock { try await backend.reconcile(peers: state.peers) }
                 if failingSince != nil {
                     logger.notice("the data path is repaired")
                     state.setDatapathFailure(nil)

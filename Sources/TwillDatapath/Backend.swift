@@ -35,6 +35,33 @@ public protocol Backend: AnyObject, Sendable {
     /// Why the data path is broken right now (a packet thread ended, say), or nil. Cheap: the
     /// agent asks every second and calls `reconcile(peers:)` to repair when it is not nil.
     func damage() -> String?
+    /// What the backend can tell about its traffic, for the node status.
+    func traffic() -> BackendTraffic
+}
+
+/// A backend's device and, where it counts them (the udp engine does), packets and drops.
+public struct BackendTraffic: Sendable, Equatable {
+    /// Per peer subnet: packets and bytes each way.
+    public struct Peer: Sendable, Equatable {
+        public var txPackets: UInt64, txBytes: UInt64, rxPackets: UInt64, rxBytes: UInt64
+        public init(txPackets: UInt64, txBytes: UInt64, rxPackets: UInt64, rxBytes: UInt64) {
+            self.txPackets = txPackets
+            self.txBytes = txBytes
+            self.rxPackets = rxPackets
+            self.rxBytes = rxBytes
+        }
+    }
+    /// The device the backend runs (`twill0`, `flannel.1`), if it has one.
+    public var device: String?
+    public var peers: [IPv4Network: Peer]
+    /// Dropped packets by reason (only reasons that happened).
+    public var drops: [String: UInt64]
+
+    public init(device: String? = nil, peers: [IPv4Network: Peer] = [:], drops: [String: UInt64] = [:]) {
+        self.device = device
+        self.peers = peers
+        self.drops = drops
+    }
 }
 
 extension Backend {
@@ -42,6 +69,8 @@ extension Backend {
     public func needsReconcile(after change: NetlinkChange) -> Bool { false }
     /// Backends whose data path is the kernel's own report damage through netlink events.
     public func damage() -> String? { nil }
+    /// The kernel counts no per-peer traffic for its own data path.
+    public func traffic() -> BackendTraffic { BackendTraffic() }
 }
 
 /// A backend whose data path counts packets (the udp engine): it turns its counters into

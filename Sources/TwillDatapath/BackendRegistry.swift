@@ -83,28 +83,32 @@ public enum BackendRegistry {
     }
 
     enum Checked {
-        case udp(port: UInt16)
-        case vxlan(vni: UInt32, port: UInt16, directRouting: Bool)
-        case hostGW
-        case alloc
+        case udp(port: UInt16, mtu: Int?)
+        case vxlan(vni: UInt32, port: UInt16, directRouting: Bool, gbp: Bool, learning: Bool, mtu: Int?)
+        case hostGW(mtu: Int?)
+        case alloc(mtu: Int?)
     }
 
     static func settings(_ spec: BackendSpec, options: Options) throws(BackendError) -> Checked {
+        // flannel's Backend.MTU: the underlay MTU to size the device from, for every backend.
+        // 576 is the smallest IPv4 path MTU a host must accept.
+        let mtu = try spec.int("MTU", in: 576...65535)
         switch spec.type {
         case "udp":
             let port = try spec.int("Port", in: 1...65535) ?? 8285
             guard !options.tunName.isEmpty, options.tunName.utf8.count < 16 else {
                 throw BackendError(backend: "udp", "--tun-name \(options.tunName) must be 1 to 15 characters")
             }
-            return .udp(port: UInt16(port))
+            return .udp(port: UInt16(port), mtu: mtu)
         case "vxlan":
             let vni = try spec.int("VNI", in: 1...16_777_215) ?? 1
             let port = try spec.int("Port", in: 1...65535) ?? 8472
-            return .vxlan(vni: UInt32(vni), port: UInt16(port), directRouting: try spec.bool("DirectRouting") ?? false)
+            return .vxlan(vni: UInt32(vni), port: UInt16(port), directRouting: try spec.bool("DirectRouting") ?? false,
+                          gbp: try spec.bool("GBP") ?? false, learning: try spec.bool("Learning") ?? false, mtu: mtu)
         case "host-gw":
-            return .hostGW
+            return .hostGW(mtu: mtu)
         case "alloc":
-            return .alloc
+            return .alloc(mtu: mtu)
         default:
             throw BackendError(backend: spec.type, "Backend.Type \"\(spec.type)\" is not known (available: \(types.joined(separator: ", ")))")
         }
@@ -113,15 +117,16 @@ public enum BackendRegistry {
     /// The backend for `spec` on `external`.
     public static func make(_ spec: BackendSpec, external: ExternalInterface, options: Options = Options()) throws -> any Backend {
         switch try settings(spec, options: options) {
-        case .udp(let port):
+        case .udp(let port, let mtu):
             return UDPBackend(netlink: try Netlink(), external: external, tunName: options.tunName, port: port,
-                              checkSources: !options.acceptAnySource, offloads: options.udpOffloads, queues: options.udpQueues)
-        case .vxlan(let vni, let port, let directRouting):
-            return VXLANBackend(netlink: try Netlink(), external: external, vni: vni, port: port, directRouting: directRouting)
-        case .hostGW:
-            return HostGWBackend(netlink: try Netlink(), external: external)
-        case .alloc:
-            return AllocBackend(mtu: external.mtu)
+                              checkSources: !options.acceptAnySource, offloads: options.udpOffloads, queues: options.udpQueues, mtu: mtu)
+        case .vxlan(let vni, let port, let directRouting, let gbp, let learning, let mtu):
+            return VXLANBackend(netlink: try Netlink(), external: external, vni: vni, port: port, directRouting: directRouting,
+                                gbp: gbp, learning: learning, mtu: mtu)
+        case .hostGW(let mtu):
+            return HostGWBackend(netlink: try Netlink(), external: external, mtu: mtu)
+        case .alloc(let mtu):
+            return AllocBackend(mtu: mtu ?? external.mtu)
         }
     }
 }

@@ -13,6 +13,8 @@ struct HTTPRequest: Sendable {
     var caFile: String?
     var certFile: String?
     var keyFile: String?
+    /// A GET (no body) instead of etcd's POSTs.
+    var get = false
 }
 
 /// What a finished transfer produced.
@@ -144,7 +146,7 @@ final class CurlEasyHandle: @unchecked Sendable {  // owned by one thread at a t
         _ = twill_curl_setopt_pointer(h, CURLOPT_ERRORBUFFER, errorBuffer)
         _ = twill_curl_setopt_string(h, CURLOPT_URL, request.url)
         _ = twill_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1)  // threads + signals do not mix
-        _ = twill_curl_setopt_long(h, CURLOPT_POST, 1)
+        _ = twill_curl_setopt_long(h, request.get ? CURLOPT_HTTPGET : CURLOPT_POST, 1)
         _ = twill_curl_setopt_slist(h, CURLOPT_HTTPHEADER, headers)
         _ = twill_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, request.connectTimeoutMs)
         _ = twill_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, request.timeoutMs)
@@ -162,7 +164,7 @@ final class CurlEasyHandle: @unchecked Sendable {  // owned by one thread at a t
         _ = twill_curl_setopt_pointer(h, CURLOPT_WRITEDATA, opaque)
         _ = twill_curl_setopt_pointer(h, CURLOPT_XFERINFODATA, opaque)
 
-        let code: CURLcode = request.body.withUnsafeBytes { body in
+        let code: CURLcode = request.get ? withExtendedLifetime(sink) { twill_curl_easy_perform(h) } : request.body.withUnsafeBytes { body in
             _ = twill_curl_setopt_long(h, CURLOPT_POSTFIELDSIZE, body.count)
             _ = twill_curl_setopt_pointer(h, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: body.baseAddress))
             return withExtendedLifetime(sink) { twill_curl_easy_perform(h) }

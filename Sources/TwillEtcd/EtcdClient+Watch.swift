@@ -64,7 +64,10 @@ final class WatchSession: Sendable {
         self.prevKV = prevKV
         self.progressNotify = progressNotify
         self.continuation = continuation
-        state = Mutex(WatchProgress(resume: fromRevision, highWater: fromRevision.map { $0 - 1 } ?? 0))
+        // The cluster this watch's revisions belong to: the one the client last talked to
+        // (the listing the caller resumes from), not whatever another request saw later.
+        state = Mutex(WatchProgress(resume: fromRevision, highWater: fromRevision.map { $0 - 1 } ?? 0,
+                                    clusterID: client.clusterID.load(ordering: .relaxed)))
     }
 
     /// How an attempt on one endpoint ended.
@@ -83,6 +86,8 @@ final class WatchSession: Sendable {
         var failedInRow: [Int] = []
         var messages: [String] = []
         var reauthenticated = false
+        // A member that accepts the watch and then drops it at once must not be hammered.
+        var quickFailures = 0
         if client.hasCredentials {
             do { try await client.authenticateIfNeeded() } catch {
                 continuation.finish(throwing: error)
@@ -97,6 +102,7 @@ final class WatchSession: Sendable {
                 return
             }
             let endpoint = client.endpoints[index]
+            let started = ContinuousClock.now
             switch await attempt(index) {
             case .cancelled:
                 return continuation.finish()
@@ -114,9 +120,17 @@ final class WatchSession: Sendable {
             case .memberFailed(let kind, let message, let created):
                 client.pool.failed(index, reason: message, kind: kind)
                 if created {
-                    // It worked on this member until now: every endpoint gets a new chance.
+                    // It worked on this member until now: every endpoint gets a new chance,
+                    // after a pause that grows while watches keep dying young.
                     failedInRow = [index]
                     messages = ["\(endpoint): \(message)"]
+                    if ContinuousClock.now - started < .seconds(10) {
+                        quickFailures += 1
+                        let pause = min(Duration.milliseconds(250) * (1 << min(quickFailures - 1, 5)), .seconds(5))
+                        do { try await Task.sleep(for: pause) } catch { return continuation.finish() }
+                    } else {
+                        quickFailures = 0
+                    }
                 } else {
                     failedInRow.append(index)
                     messages.append("\(endpoint): \(message)")
@@ -135,6 +149,7 @@ final class WatchSession: Sendable {
         let resume = state.withLock { s in
             s.created = false
             s.suspectBackwards = false
+            s.refusedProbes = 0
             s.lastActivity = .now
             return s.resume
         }
@@ -231,11 +246,16 @@ final class WatchSession: Sendable {
         switch answer {
         case .answer(let range):
             let revision = range.header?.revision?.value ?? 0
+            let cluster = UInt64(bitPattern: range.header?.cluster_id?.value ?? 0)
             return state.withLock { s -> Ending? in
+                if cluster != 0, s.clusterID != 0, cluster != s.clusterID {
+                    return .terminal(.clusterChanged(endpoint: endpoint, known: s.clusterID, current: cluster))
+                }
                 if revision < s.highWater {
                     return .terminal(.revisionWentBackwards(endpoint: endpoint, known: s.highWater, current: revision))
                 }
                 s.suspectBackwards = false
+                s.refusedProbes = 0
                 s.highWater = max(s.highWater, revision)
                 s.lastActivity = .now
                 continuation.yield(WatchResponse(kind: .idle, revision: revision, events: [], resumeRevision: s.resume ?? revision + 1, endpoint: endpoint))
@@ -244,9 +264,22 @@ final class WatchSession: Sendable {
         case .memberFailed(let kind, let message):
             return .memberFailed(kind: kind, message: "liveness probe failed (\(kind)): \(message)", created: true)
         case .refused(let error):
-            // The member answered; the probe itself was refused (an expired token, say).
+            // The member answered but refused the probe: an expired token is renewed; a
+            // member that keeps refusing cannot vouch for the watch, which moves on.
             client.logger.debug("watch liveness probe refused", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
-            state.withLock { $0.lastActivity = .now }
+            if case .unauthenticated = error, client.hasCredentials {
+                do { try await client.authenticate() } catch {
+                    client.logger.warning("cannot authenticate to etcd again", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
+                }
+            }
+            let refusals = state.withLock { s -> Int in
+                s.refusedProbes += 1
+                s.lastActivity = .now
+                return s.refusedProbes
+            }
+            guard refusals >= 3 else { return nil }
+            return .memberFailed(kind: "refused", message: "liveness probe refused \(refusals) times: \(error)", created: true)
+        case .cancelled:
             return nil
         }
     }
@@ -264,6 +297,16 @@ struct WatchProgress: Sendable {
     var lastActivity = ContinuousClock.now
     /// A `created` header below ``highWater``: a lagging member, or a restore; a probe decides.
     var suspectBackwards = false
+    /// The cluster ID the watch's revisions belong to (0: not known yet).
+    var clusterID: UInt64 = 0
+    /// Liveness probes refused in a row by the watch's member.
+    var refusedProbes = 0
+
+    init(resume: Int64?, highWater: Int64, clusterID: UInt64) {
+        self.resume = resume
+        self.highWater = highWater
+        self.clusterID = clusterID
+    }
 }
 
 /// Turns the watch's newline-delimited JSON into `WatchResponse`s as bytes arrive.
@@ -322,9 +365,17 @@ final class WatchStreamParser: @unchecked Sendable {
             return
         }
         let revision = result.header?.revision?.value ?? 0
-        if result.created == true, let change = session.client.noteCluster(result.header, endpoint: endpoint) {
-            outcome = .clusterChanged(endpoint: endpoint, known: change.known, current: change.current)
-            return
+        if result.created == true, let raw = result.header?.cluster_id?.value, raw != 0 {
+            session.client.noteCluster(result.header, endpoint: endpoint)
+            let current = UInt64(bitPattern: raw)
+            let known = session.state.withLock { s -> UInt64 in
+                defer { s.clusterID = current }
+                return s.clusterID
+            }
+            if known != 0, known != current {
+                outcome = .clusterChanged(endpoint: endpoint, known: known, current: current)
+                return
+            }
         }
         let events = (result.events ?? []).map { e in
             WatchEvent(kind: e.type == "DELETE" ? .delete : .put, kv: e.kv?.model ?? KeyValue(key: "", value: Data()), previous: e.prev_kv?.model)

@@ -115,6 +115,8 @@ public final class EtcdClient: EtcdAPI {
         case refused(EtcdError)
         /// The member is at fault: try the next one. `kind` labels the metric.
         case memberFailed(kind: String, message: String)
+        /// The caller's task was cancelled: nothing was learnt about the member.
+        case cancelled
     }
 
     /// Tries the endpoints in ``EndpointPool`` order until one answers, within the request
@@ -147,6 +149,8 @@ public final class EtcdClient: EtcdAPI {
                 case .refused(let error):
                     pool.succeeded(index)
                     throw error
+                case .cancelled:
+                    throw .transport(endpoints: [endpoint], message: "request cancelled")
                 case .memberFailed(let kind, let message):
                     pool.failed(index, reason: message, kind: kind)
                     // A refused connection or a certificate problem will not mend in a second;
@@ -177,7 +181,7 @@ public final class EtcdClient: EtcdAPI {
         let endpoint = endpoints[index]
         switch await transport.perform(request(url: endpoint + path, body: body, timeout: timeout)) {
         case .failure(.cancelled):
-            return .refused(.transport(endpoints: [endpoint], message: "request cancelled"))
+            return .cancelled
         case .failure(let failure):
             return .memberFailed(kind: failure.kind, message: failure.message)
         case .success(let result):

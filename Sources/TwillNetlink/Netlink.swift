@@ -197,6 +197,7 @@ public final class Netlink: Sendable {
                         if let link = spec.underlayIndex { b.putU32(Int(IFLA_VXLAN_LINK), UInt32(bitPattern: link)) }
                         b.putBE16(Int(IFLA_VXLAN_PORT), spec.port)
                         b.putU8(Int(IFLA_VXLAN_LEARNING), spec.learning ? 1 : 0)
+                        if spec.gbp { b.putFlag(Int(IFLA_VXLAN_GBP)) }
                     }
                 }
             })
@@ -273,6 +274,25 @@ public final class Netlink: Sendable {
             if let r = parseRoute(m), table == nil || r.table == table { out.append(r) }
         }, reset: { out = [] })
         return out
+    }
+
+    /// The route the kernel would take to `destination` (`ip route get`): its output
+    /// interface and preferred source address.
+    public func routeGet(_ destination: IPv4Address) throws -> Route {
+        var found: Route?
+        try perform({ _ in "route lookup for \(destination)" }) { s throws(RawFailure) in
+            try s.execute(type: Int(RTM_GETROUTE), flags: 0, build: { b in
+                var rtm = rtmsg()
+                rtm.rtm_family = UInt8(AF_INET)
+                rtm.rtm_dst_len = 32
+                b.header(rtm)
+                b.putIPv4(Int(RTA_DST.rawValue), destination)
+            }, onMessage: { m in
+                if let r = parseRoute(m) { found = r }
+            })
+        }
+        guard let found else { throw NetlinkError(object: "route lookup for \(destination)", errno: ENETUNREACH) }
+        return found
     }
 
     /// Adds a route; fails with EEXIST when one with the same key exists.

@@ -155,6 +155,8 @@ struct MessageBuilder {
     mutating func putU16(_ type: Int, _ v: UInt16) { withUnsafeBytes(of: v) { put(type, bytes: $0) } }
     mutating func putU32(_ type: Int, _ v: UInt32) { withUnsafeBytes(of: v) { put(type, bytes: $0) } }
     mutating func putBE16(_ type: Int, _ v: UInt16) { putU16(type, v.bigEndian) }
+    /// A flag attribute: present, no payload.
+    mutating func putFlag(_ type: Int) { withUnsafeBytes(of: UInt8(0)) { put(type, bytes: UnsafeRawBufferPointer(rebasing: $0[0..<0])) } }
 
     mutating func putString(_ type: Int, _ s: String) {
         if !mnl_attr_put_strz_check(nlh, capacity, UInt16(type), s) { overflow = true }
@@ -210,6 +212,9 @@ struct AttributeTable {
     }
 
     func bytes(_ type: Int) -> [UInt8]? { entries[UInt16(type)].map { Array($0) } }
+
+    /// Whether the attribute is present (flag attributes have no payload).
+    func has(_ type: Int) -> Bool { entries[UInt16(type)] != nil }
 
     func u8(_ type: Int) -> UInt8? {
         guard let b = entries[UInt16(type)], b.count >= 1 else { return nil }

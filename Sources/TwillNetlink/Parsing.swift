@@ -21,7 +21,8 @@ func parseLink(_ msg: UnsafePointer<nlmsghdr>) -> Link? {
                 local: data.ipv4(Int(IFLA_VXLAN_LOCAL)),
                 underlayIndex: link == 0 ? nil : link,
                 port: data.u16(Int(IFLA_VXLAN_PORT)).map { UInt16(bigEndian: $0) } ?? 0,
-                learning: (data.u8(Int(IFLA_VXLAN_LEARNING)) ?? 0) != 0)
+                learning: (data.u8(Int(IFLA_VXLAN_LEARNING)) ?? 0) != 0,
+                gbp: data.has(Int(IFLA_VXLAN_GBP)))
         }
     }
     let master = attrs.u32(Int(IFLA_MASTER)).map { Int32(bitPattern: $0) }

@@ -69,13 +69,16 @@ public struct VXLANAttributes: Hashable, Sendable {
     /// Destination UDP port (host order).
     public var port: UInt16
     public var learning: Bool
+    /// Group Based Policy extension (IFLA_VXLAN_GBP).
+    public var gbp: Bool
 
-    public init(vni: UInt32, local: IPv4Address?, underlayIndex: Int32?, port: UInt16, learning: Bool) {
+    public init(vni: UInt32, local: IPv4Address?, underlayIndex: Int32?, port: UInt16, learning: Bool, gbp: Bool = false) {
         self.vni = vni
         self.local = local
         self.underlayIndex = underlayIndex
         self.port = port
         self.learning = learning
+        self.gbp = gbp
     }
 }
 
@@ -109,12 +112,15 @@ public struct VXLANLinkSpec: Sendable, Hashable {
     /// Destination UDP port; 8472 is the Linux (and flannel) default, 4789 the IANA one.
     public var port: UInt16
     public var learning: Bool
+    /// Group Based Policy extension (flannel's `Backend.GBP`).
+    public var gbp: Bool
     public var mtu: Int?
     /// A MAC to give the device (to keep the VtepMAC across re-creation); nil for a random one.
     public var mac: MACAddress?
 
     public init(name: String, vni: UInt32, local: IPv4Address?, underlayIndex: Int32?,
-                port: UInt16 = 8472, learning: Bool = false, mtu: Int? = nil, mac: MACAddress? = nil) {
+                port: UInt16 = 8472, learning: Bool = false, gbp: Bool = false, mtu: Int? = nil, mac: MACAddress? = nil) {
+        self.gbp = gbp
         self.name = name
         self.vni = vni
         self.local = local

@@ -28,6 +28,8 @@ struct AgentCommand: AsyncParsableCommand {
     var iface: [String] = []
     @Option(name: .customLong("iface-regex"), help: "Regex matched against interface names and addresses; repeatable.")
     var ifaceRegex: [String] = []
+    @Option(name: .customLong("iface-can-reach"), help: "Use the interface (and source address) the kernel would use to reach this IP (`ip route get`).")
+    var ifaceCanReach: String?
     @Option(name: .customLong("public-ip"), help: "IPv4 address other nodes use to reach this one (default: the interface's).")
     var publicIP: String?
     @Option(name: .customLong("public-ipv6"), help: "IPv6 address other nodes use to reach this one.")
@@ -40,6 +42,10 @@ struct AgentCommand: AsyncParsableCommand {
     var leaseTTL: Int?
     @Flag(name: .customLong("ip-masq"), help: "Set up IP masquerade for traffic leaving the overlay (FLANNEL_IPMASQ).")
     var ipMasq = false
+    @Flag(name: .customLong("ip-masq-fully-random-disable"), help: "Masquerade without --random-fully (fully random source ports).")
+    var ipMasqFullyRandomDisable = false
+    @Flag(name: .customLong("ip-blackhole-route"), help: "Add a blackhole route for this node's subnet, so unused addresses in it go nowhere else.")
+    var ipBlackholeRoute = false
     @Option(name: .customLong("healthz-ip"), help: "Address for /healthz, /readyz and /metrics (default 0.0.0.0).")
     var healthzIP: String?
     @Option(name: .customLong("healthz-port"), help: "Port for /healthz, /readyz and /metrics; 0 (the default) turns them off.")
@@ -62,7 +68,8 @@ struct AgentCommand: AsyncParsableCommand {
     /// Every flag here and in the option groups, for FLANNELD_ values (a test keeps the list
     /// complete against the help text).
     static let environmentFlags: [EnvironmentFlag] = EtcdOptions.environmentFlags + LoggingOptions.environmentFlags + [
-        .repeatable("iface"), .repeatable("iface-regex"), .value("public-ip"), .value("public-ipv6"), .value("subnet-file"),
+        .repeatable("iface"), .repeatable("iface-regex"), .value("iface-can-reach"), .flag("ip-masq-fully-random-disable"),
+        .flag("ip-blackhole-route"), .value("public-ip"), .value("public-ipv6"), .value("subnet-file"),
         .value("subnet-lease-renew-margin"), .value("subnet-lease-ttl"), .flag("ip-masq"), .value("healthz-ip"), .value("healthz-port"),
         .value("iptables-resync"), .value("iptables-forward-rules"), .value("tun-name"), .value("udp-queues"), .value("udp-offloads"),
         .flag("udp-accept-any-source"), .flag("release-on-exit"),
@@ -83,6 +90,9 @@ struct AgentCommand: AsyncParsableCommand {
             throw ValidationError("--iptables-resync \(r) must be a whole number of seconds from 1 to 86400")
         }
         if let t = leaseTTL, t < 2 { throw ValidationError("--subnet-lease-ttl \(t) is too short (at least 2 seconds)") }
+        if let ip = ifaceCanReach, IPv4Address(ip) == nil {
+            throw ValidationError("--iface-can-reach \(ip) is not an IPv4 address")
+        }
         if let ip = publicIP, IPv4Address(ip) == nil {
             throw ValidationError("--public-ip \(ip) is not an IPv4 address")
         }
@@ -98,6 +108,9 @@ struct AgentCommand: AsyncParsableCommand {
         var c = AgentConfiguration(etcd: etcd.configuration(logger: logger), layout: etcd.layout)
         c.ifaces = iface.flatMap { $0.split(separator: ",").map(String.init) }
         c.ifaceRegex = ifaceRegex
+        c.ifaceCanReach = ifaceCanReach.flatMap(IPv4Address.init)
+        c.ipMasqFullyRandom = !ipMasqFullyRandomDisable
+        c.blackholeRoute = ipBlackholeRoute
         c.publicIP = publicIP.flatMap(IPv4Address.init)
         c.publicIPv6 = publicIPv6.flatMap(IPv6Address.init)
         c.subnetFile = subnetFile ?? SubnetEnv.defaultPath
@@ -162,7 +175,9 @@ struct AgentCommand: AsyncParsableCommand {
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
             let host = healthzIP ?? "0.0.0.0"
-            services.append(.init(service: HealthServer(host: host, port: port, state: agent.state, registry: registry, refresh: { agent.refreshMetrics() })))
+            services.append(.init(service: HealthServer(host: host, port: port, state: agent.state, registry: registry,
+                                                        refresh: { agent.refreshMetrics() },
+                                                        status: { agent.status(version: TwillVersion.string) })))
         }
         let group = ServiceGroup(configuration: .init(
             services: services,

@@ -1,5 +1,8 @@
 import ArgumentParser
 import TwillSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -12,10 +15,13 @@ struct Twill: AsyncParsableCommand {
         commandName: "twill",
         abstract: "Overlay network agent for Docker hosts and Kubernetes nodes (flannel-compatible).",
         version: TwillVersion.string,
-        subcommands: [AgentCommand.self, NetworkCommand.self, LeasesCommand.self, DockerOptsCommand.self, CNICommand.self, VersionCommand.self]
+        subcommands: [AgentCommand.self, StatusCommand.self, NetworkCommand.self, LeasesCommand.self, DockerOptsCommand.self, CNICommand.self, VersionCommand.self]
     )
 
     static func main() async {
+        let name = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
+        // Invoked as `flanneld` (a symlink): flanneld's command line, unchanged.
+        if name == "flanneld" { return await runAsFlanneld() }
         // `twill version` answers before anything else is set up: it is what scripts and
         // health checks run most.
         switch Array(CommandLine.arguments.dropFirst()) {
@@ -25,7 +31,6 @@ struct Twill: AsyncParsableCommand {
         }
         // Installed in the CNI bin dir as `flannel` or `twill`, the runtime calls us with
         // CNI_COMMAND set and no arguments: be the plugin.
-        let name = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
         if CommandLine.arguments.count == 1, ProcessInfo.processInfo.environment["CNI_COMMAND"] != nil || name == "flannel" {
             CNICommand.runPlugin()
         }
@@ -42,6 +47,25 @@ struct Twill: AsyncParsableCommand {
             }
         } catch {
             exit(withError: error)
+        }
+    }
+
+    /// The agent with flanneld's command line (``FlanneldCommandLine``).
+    static func runAsFlanneld() async {
+        let environment = ProcessInfo.processInfo.environment
+        switch FlanneldCommandLine.parse(Array(CommandLine.arguments.dropFirst()), environment: environment,
+                                         version: "\(TwillVersion.string) (Twill, flanneld-compatible)") {
+        case .exit(let status, let stdout, let stderr):
+            if !stdout.isEmpty { StandardIO.write(stdout, to: 1) }
+            if !stderr.isEmpty { StandardIO.write(stderr, to: 2) }
+            Glibc.exit(status)
+        case .run(let arguments):
+            do {
+                var command = try AgentCommand.parse(arguments)
+                try await command.run()
+            } catch {
+                AgentCommand.exit(withError: error)
+            }
         }
     }
 }

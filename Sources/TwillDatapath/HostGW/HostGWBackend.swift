@@ -11,6 +11,8 @@ import TwillNetlink
 /// inside the overlay network that no lease backs, re-adds missing ones and never touches
 /// routes of any other protocol.
 public final class HostGWBackend: Backend {
+    /// `Backend.MTU`, when set.
+    let configuredMTU: Int?
     public let type = "host-gw"
     private let netlink: Netlink
     private let external: ExternalInterface
@@ -25,7 +27,9 @@ public final class HostGWBackend: Backend {
     /// - Parameters:
     ///   - netlink: the kernel of the namespace to program.
     ///   - external: the interface peers are reached through; its publicIP must be its own.
-    public init(netlink: Netlink, external: ExternalInterface, logger: Logger = Logger(label: "twill.backend.host-gw")) {
+    /// - Parameter mtu: flannel's `Backend.MTU` for FLANNEL_MTU (nil: the external interface's).
+    public init(netlink: Netlink, external: ExternalInterface, mtu: Int? = nil, logger: Logger = Logger(label: "twill.backend.host-gw")) {
+        self.configuredMTU = mtu
         self.netlink = netlink
         self.external = external
         var l = logger
@@ -46,7 +50,7 @@ public final class HostGWBackend: Backend {
                 host-gw needs peers to reach this node directly, not through NAT; use vxlan or udp instead
                 """)
         }
-        return BackendAdvert(mtu: external.mtu, backendType: type)
+        return BackendAdvert(mtu: configuredMTU ?? external.mtu, backendType: type)
     }
 
     public func start(local: LocalLease) async throws {

@@ -59,9 +59,12 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// Failed packet threads already logged (each is logged once).
     private let loggedFailedThreads = Mutex<UInt64>(0)
 
+    /// - Parameter mtu: `Backend.MTU`, the underlay MTU (the TUN gets 28 less); nil: the
+    ///   external interface's. (flannel's udp backend has no such key: Twill's own.)
     public init(netlink: Netlink, external: ExternalInterface, tunName: String = "twill0", port: UInt16 = 8285,
-                checkSources: Bool = true, offloads: Bool = true, queues: Int? = nil,
+                checkSources: Bool = true, offloads: Bool = true, queues: Int? = nil, mtu: Int? = nil,
                 logger: Logger = Logger(label: "twill.backend.udp")) {
+        self.outerMTU = mtu
         self.queues = queues
         self.netlink = netlink
         self.external = external
@@ -72,8 +75,9 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         self.logger = logger
     }
 
-    /// MTU = interface MTU - 28; the lease gets no BackendType (as flannel's udp backend).
-    public var mtu: Int { external.mtu - 28 }
+    /// MTU = interface MTU (or `Backend.MTU`) - 28; the lease gets no BackendType (as flannel's udp backend).
+    public var mtu: Int { (outerMTU ?? external.mtu) - 28 }
+    let outerMTU: Int?
 
     public func prepare() async throws -> BackendAdvert {
         if !checkSources {
@@ -228,6 +232,16 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         guard let engine else { return }
         engine.stop()
         logger.info("udp backend stopped", metadata: ["tun": "\(tunName)"])
+    }
+
+    public func traffic() -> BackendTraffic {
+        var t = BackendTraffic(device: tunName)
+        guard let c = counters() else { return t }
+        for p in c.peers {
+            t.peers[p.subnet] = .init(txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes)
+        }
+        for reason in DropReason.allCases where c[drop: reason] > 0 { t.drops["\(reason)"] = c[drop: reason] }
+        return t
     }
 
     /// The engine's counters for the agent's metrics.

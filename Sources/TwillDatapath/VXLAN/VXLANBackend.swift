@@ -50,6 +50,10 @@ public final class VXLANBackend: Backend {
     public let vni: UInt32
     public let port: UInt16
     public let directRouting: Bool
+    public let gbp: Bool
+    public let learning: Bool
+    /// `Backend.MTU`: the underlay MTU the encapsulated packets may use.
+    public let outerMTU: Int?
     /// `flannel.<VNI>`.
     public let deviceName: String
     private let netlink: Netlink
@@ -74,13 +78,22 @@ public final class VXLANBackend: Backend {
     ///   - vni: VXLAN network identifier (flannel's `Backend.VNI`, default 1).
     ///   - port: UDP port (flannel's `Backend.Port`, default 8472, the kernel's default).
     ///   - directRouting: flannel's `Backend.DirectRouting`.
+    ///   - gbp: flannel's `Backend.GBP` (the Group Based Policy extension on the device).
+    ///   - learning: flannel's `Backend.Learning` (the kernel learns remote MACs too; the
+    ///     permanent entries are programmed either way, as flannel does).
+    ///   - mtu: flannel's `Backend.MTU`, the outer (underlay) MTU; the device gets 50 less.
+    ///     nil: the external interface's.
     public init(netlink: Netlink, external: ExternalInterface, vni: UInt32 = 1, port: UInt16 = 8472,
-                directRouting: Bool = false, logger: Logger = Logger(label: "twill.backend.vxlan")) {
+                directRouting: Bool = false, gbp: Bool = false, learning: Bool = false, mtu: Int? = nil,
+                logger: Logger = Logger(label: "twill.backend.vxlan")) {
         self.netlink = netlink
         self.external = external
         self.vni = vni
         self.port = port
         self.directRouting = directRouting
+        self.gbp = gbp
+        self.learning = learning
+        self.outerMTU = mtu
         self.deviceName = "flannel.\(vni)"
         var l = logger
         l[metadataKey: "backend"] = "vxlan"
@@ -89,11 +102,13 @@ public final class VXLANBackend: Backend {
     }
 
     /// The overlay MTU: the external interface's less 50 (20 IPv4 + 8 UDP + 8 VXLAN + 14 Ethernet).
-    public var mtu: Int { external.mtu - 50 }
+    public var mtu: Int { (outerMTU ?? external.mtu) - 50 }
 
     var currentNetwork: IPv4Network? { state.withLock { $0.local?.network } }
     var currentDeviceIndex: Int32? { state.withLock { $0.deviceIndex } }
     var externalIndex: Int32 { external.index }
+
+    public func traffic() -> BackendTraffic { BackendTraffic(device: deviceName) }
 
     public func prepare() async throws -> BackendAdvert {
         let link = try state.withLock { st in try ensureDevice(&st) }
@@ -117,7 +132,7 @@ public final class VXLANBackend: Backend {
     private func compatible(_ link: Link) -> Bool {
         guard link.kind == "vxlan", let v = link.vxlan else { return false }
         return v.vni == vni && v.port == port && v.local == external.localIP
-            && v.underlayIndex == external.index && !v.learning
+            && v.underlayIndex == external.index && v.learning == learning && v.gbp == gbp
     }
 
     /// The device, created (or re-created when incompatible or gone), up, with the right MTU.
@@ -131,7 +146,7 @@ public final class VXLANBackend: Backend {
         if link == nil {
             link = try netlink.createVXLAN(VXLANLinkSpec(
                 name: deviceName, vni: vni, local: external.localIP, underlayIndex: external.index,
-                port: port, learning: false, mtu: mtu, mac: st.vtepMAC))
+                port: port, learning: learning, gbp: gbp, mtu: mtu, mac: st.vtepMAC))
             logger.info("created vxlan device", metadata: ["mac": "\(link?.mac.map(\.description) ?? "?")"])
         }
         guard var dev = link else { throw BackendError(backend: type, "device \(deviceName) could not be created") }

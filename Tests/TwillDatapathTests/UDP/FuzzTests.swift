@@ -143,7 +143,7 @@ struct FuzzTests {
                 #expect(ok)
             }
             if coalescer.count > 0 { take() }
-            _ = buffers.removeAll()
+            buffers.removeAll()
         }
     }
 
