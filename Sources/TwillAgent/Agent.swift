@@ -100,6 +100,12 @@ public final class Agent: Service, Sendable {
                     backendBox.withLock { $0 = backend }
                     state.setBackend(type: backend.type, up: false)
                     running = RunningBackend(backend: backend, spec: config.backend, advert: try await backend.prepare())
+                    if let wanted = try? BackendSpec(config).int("MTU", in: 0...Int.max), wanted > external.mtu {
+                        // flannel takes Backend.MTU as given; so does Twill, but larger than the
+                        // underlay's own MTU it means fragmented or dropped packets.
+                        logger.warning("Backend.MTU is larger than the external interface's MTU; packets that big will be fragmented or dropped", metadata: [
+                            "backend_mtu": "\(wanted)", "iface": "\(external.name)", "iface_mtu": "\(external.mtu)"])
+                    }
                 } catch {
                     logger.error("cannot set up the backend; retrying", metadata: ["backend": "\(config.backendType)", "error": "\(error)"])
                     if let b = backendBox.withLock({ $0 }) { await b.stop() }
@@ -182,9 +188,15 @@ public final class Agent: Service, Sendable {
         let log = logger
         let backend = running?.backend
         let masq = masquerade.get()
+        let blackhole = configuration.blackholeRoute
         await Task {
             if let masq { await Blocking.run { masq.teardown() } }
             await backend?.stop()
+            if blackhole {
+                do { try await Blocking.run { () throws in try BlackholeRoute.removeAll(netlink: try Netlink()) } } catch {
+                    log.error("could not remove the blackhole route", metadata: ["error": "\(error)"])
+                }
+            }
             if release, let lease = keeper.lease {
                 do {
                     try await keeper.release()
@@ -291,7 +303,8 @@ public final class Agent: Service, Sendable {
         let peers = state.peers.sorted { $0.subnet.address < $1.subnet.address }.map { p -> NodeStatus.PeerInfo in
             let t = traffic.peers[p.subnet]
             return NodeStatus.PeerInfo(subnet: "\(p.subnet)", publicIP: "\(p.publicIP)", backend: p.backendType ?? "udp", state: "routed",
-                                       txPackets: t?.txPackets, txBytes: t?.txBytes, rxPackets: t?.rxPackets, rxBytes: t?.rxBytes, lastHandshake: nil)
+                                       txPackets: t?.txPackets, txBytes: t?.txBytes, rxPackets: t?.rxPackets, rxBytes: t?.rxBytes,
+                                       drops: t?.drops, lastHandshake: nil)
         }
         return NodeStatus(
             version: version, publicIP: facts.external.map { "\($0.publicIP)" }, interface: facts.external?.name,

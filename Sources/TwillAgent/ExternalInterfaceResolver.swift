@@ -13,7 +13,9 @@ import Glibc
 
 /// Finds the interface that carries overlay traffic, as flanneld does: `--iface` (names or
 /// addresses, first match wins), else `--iface-regex`, else the interface the kernel would
-/// use to reach `--iface-can-reach`, else the interface of the default route. Its first IPv4 address is the local address; `--public-ip` overrides what peers see.
+/// use to reach `--iface-can-reach`; with none of these given, the interface holding
+/// `--public-ip`, else that of the default route. Its first IPv4 address is the local
+/// address (for can-reach, the route's source address); `--public-ip` overrides what peers see.
 public enum ExternalInterfaceResolver {
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public var description: String
@@ -30,15 +32,17 @@ public enum ExternalInterfaceResolver {
                                publicIP: IPv4Address?) throws(Failure) -> ExternalInterface {
         let all = interfaces()
         var chosen: (Candidate, IPv4Address)?
+        // As flanneld: each way given is tried in turn (names or addresses, then patterns,
+        // then the route to the can-reach address); only when all fail is it an error.
+        var misses: [String] = []
         for spec in ifaces where chosen == nil {
             if let ip = IPv4Address(spec) {
-                if let c = all.first(where: { $0.addresses.contains(ip) }) { chosen = (c, ip) }
-            } else if let c = all.first(where: { $0.name == spec }), let ip = c.addresses.first {
-                chosen = (c, ip)
+                if let c = all.first(where: { $0.addresses.contains(ip) }) { chosen = (c, ip) } else { misses.append("no interface has address \(spec)") }
+            } else if let c = all.first(where: { $0.name == spec }) {
+                if let ip = c.addresses.first { chosen = (c, ip) } else { misses.append("\(spec) has no IPv4 address") }
+            } else {
+                misses.append("no interface \(spec)")
             }
-        }
-        if chosen == nil, !ifaces.isEmpty {
-            throw Failure(description: "none of --iface \(ifaces.joined(separator: ",")) is an interface with an IPv4 address here (have: \(describe(all)))")
         }
         for pattern in ifaceRegex where chosen == nil {
             guard let re = try? Regex(pattern) else { throw Failure(description: "--iface-regex \(pattern) is not a valid regular expression") }
@@ -46,27 +50,31 @@ public enum ExternalInterfaceResolver {
                 if c.name.firstMatch(of: re) != nil, let ip = c.addresses.first { chosen = (c, ip) }
                 else if let ip = c.addresses.first(where: { "\($0)".firstMatch(of: re) != nil }) { chosen = (c, ip) }
             }
-        }
-        if chosen == nil, !ifaceRegex.isEmpty {
-            throw Failure(description: "no interface matches --iface-regex \(ifaceRegex.joined(separator: ",")) (have: \(describe(all)))")
+            if chosen == nil { misses.append("nothing matches --iface-regex \(pattern)") }
         }
         if chosen == nil, let target = canReach {
             // `ip route get <target>`: its device, and its source address as the local one.
-            let route: Route
-            do { route = try Netlink().routeGet(target) } catch {
-                throw Failure(description: "--iface-can-reach \(target): the kernel has no route to it (\(error))")
+            do {
+                let route = try Netlink().routeGet(target)
+                if let index = route.outputInterface, let c = all.first(where: { $0.index == index }) {
+                    let source = route.preferredSource.flatMap { s in c.addresses.contains(s) ? s : nil } ?? c.addresses.first
+                    if let ip = source { chosen = (c, ip) } else { misses.append("--iface-can-reach \(target): interface \(c.name) has no IPv4 address") }
+                } else {
+                    misses.append("--iface-can-reach \(target): the route to it leaves by an interface without an IPv4 address")
+                }
+            } catch {
+                misses.append("--iface-can-reach \(target): the kernel has no route to it (\(error))")
             }
-            guard let index = route.outputInterface, let c = all.first(where: { $0.index == index }) else {
-                throw Failure(description: "--iface-can-reach \(target): the route to it leaves by an interface without an IPv4 address (have: \(describe(all)))")
-            }
-            let source = route.preferredSource.flatMap { s in c.addresses.contains(s) ? s : nil } ?? c.addresses.first
-            guard let ip = source else { throw Failure(description: "--iface-can-reach \(target): interface \(c.name) has no IPv4 address") }
-            chosen = (c, ip)
+        }
+        if chosen == nil, !(ifaces.isEmpty && ifaceRegex.isEmpty && canReach == nil) {
+            throw Failure(description: "no interface matches \(misses.joined(separator: "; ")) (have: \(describe(all)))")
         }
         if chosen == nil {
-            if let index = defaultRouteInterfaceIndex(), let c = all.first(where: { $0.index == index }), let ip = c.addresses.first {
+            // Nothing asked for: the interface holding --public-ip (flanneld's choice), else
+            // the one of the default route.
+            if let ip = publicIP, let c = all.first(where: { $0.addresses.contains(ip) }) {
                 chosen = (c, ip)
-            } else if let ip = publicIP, let c = all.first(where: { $0.addresses.contains(ip) }) {
+            } else if let index = defaultRouteInterfaceIndex(), let c = all.first(where: { $0.index == index }), let ip = c.addresses.first {
                 chosen = (c, ip)
             }
         }

@@ -82,6 +82,14 @@ public struct IPMasquerade: Sendable {
     /// Whether two values manage the same rules.
     public func sameRules(as other: IPMasquerade) -> Bool { chains == other.chains }
 
+    /// Removes flannel's chains and their jumps, whatever subnet they were for: the node
+    /// runs in nftables mode now (flannel cleans the other mode up the same way). Nothing
+    /// happens where the iptables binaries are not installed.
+    static func removeLeftovers(logger: Logger, commandPrefix: [String] = []) {
+        guard (try? IPTables.locate("iptables", prefix: commandPrefix)) != nil else { return }
+        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix).teardown()
+    }
+
     /// ``ensure()`` on a thread of its own (iptables blocks), for async callers.
     @discardableResult
     public func ensureOffPool() async throws -> Bool {
@@ -111,67 +119,17 @@ public struct IPMasquerade: Sendable {
     }
 
     /// Calls ``ensure()`` every `resync` until the task is cancelled, restoring rules that
-    /// were removed or changed in between (flannel's `--iptables-resync`).
-    ///
-    /// Call ``ensure()`` first: this loop waits one period before its first pass. Periods
-    /// under 100 ms are raised to 100 ms so a misconfiguration cannot spin iptables. Failures
-    /// are logged, not thrown, because a passing problem (a held xtables lock, say) must not
-    /// stop the agent; repeats of the same failure are logged once a minute or so, not every
-    /// pass, and recovery is logged once. iptables runs on a dispatch queue of its own, so
-    /// the blocking waits never occupy Swift's cooperative threads.
+    /// were removed or changed in between (flannel's `--iptables-resync`); see
+    /// ``RulesResync`` for pacing and logging. iptables runs on a dispatch queue of its own,
+    /// so its blocking waits never occupy Swift's cooperative threads.
     ///
     /// - Parameters:
     ///   - firstPassNow: run the first pass at once instead of after one period (when the
     ///     caller's own ``ensure()`` failed, say).
     ///   - onPass: told after every pass whether the rules are in place (nil) or why not.
     public func run(resync: Duration, firstPassNow: Bool = false, onPass: (@Sendable (String?) -> Void)? = nil) async {
-        let cancelled = CancelFlag()
-        let period = max(resync, .milliseconds(100))
-        await withTaskCancellationHandler {
-            var lastFailure: String?
-            var repeats = 0
-            var first = firstPassNow
-            while !Task.isCancelled {
-                if !first {
-                    do { try await Task.sleep(for: period) } catch { return }
-                }
-                first = false
-                let outcome = await ensureOffPool(unless: cancelled)
-                switch outcome {
-                case .success: onPass?(nil)
-                case .failure(let message): onPass?(message)
-                case .skipped: break
-                }
-                switch outcome {
-                case .skipped:
-                    return
-                case .success(let changed):
-                    if let last = lastFailure {
-                        logger.info("iptables rules in place again", metadata: [
-                            "failed_passes": "\(repeats + 1)", "last_error": "\(last)"])
-                    } else if changed {
-                        // ensure() already logged what it repaired; say why it ran.
-                        logger.debug("resync repaired iptables rules", metadata: ["period": "\(period)"])
-                    }
-                    lastFailure = nil
-                    repeats = 0
-                case .failure(let message):
-                    if message != lastFailure {
-                        logger.error("cannot ensure iptables rules", metadata: ["error": "\(message)"])
-                        lastFailure = message
-                        repeats = 0
-                    } else {
-                        repeats += 1
-                        // About once a minute at flannel's default 5 s period.
-                        if repeats % 12 == 0 {
-                            logger.error("still cannot ensure iptables rules", metadata: [
-                                "error": "\(message)", "failed_passes": "\(repeats + 1)"])
-                        }
-                    }
-                }
-            }
-        } onCancel: {
-            cancelled.set()
+        await RulesResync.run(what: "iptables rules", period: resync, firstPassNow: firstPassNow, logger: logger, onPass: onPass) { cancelled in
+            await ensureOffPool(unless: cancelled)
         }
     }
 
@@ -268,19 +226,13 @@ public struct IPMasquerade: Sendable {
         return true
     }
 
-    private enum Outcome: Sendable {
-        case skipped
-        case success(Bool)
-        case failure(String)
-    }
-
     /// Runs one ensure pass on the private queue, unless the loop was cancelled by the time
     /// the lock is taken (so that a teardown that follows the cancellation is never undone
     /// by a pass that was already waiting for the lock).
-    private func ensureOffPool(unless cancelled: CancelFlag) async -> Outcome {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
+    private func ensureOffPool(unless cancelled: CancelFlag) async -> RulesPass {
+        await withCheckedContinuation { (continuation: CheckedContinuation<RulesPass, Never>) in
             shared.queue.async {
-                let outcome: Outcome = shared.lock.withLock { _ in
+                let outcome: RulesPass = shared.lock.withLock { _ in
                     if cancelled.isSet { return .skipped }
                     do { return .success(try ensureLocked()) } catch { return .failure("\(error)") }
                 }
@@ -373,9 +325,7 @@ private final class Shared: Sendable {
     let queue = DispatchQueue(label: "twill.ipmasq")
 }
 
-/// Set once by a cancellation handler, read by the queued pass.
-private final class CancelFlag: Sendable {
-    private let value = Atomic<Bool>(false)
-    var isSet: Bool { value.load(ordering: .sequentiallyConsistent) }
-    func set() { value.store(true, ordering: .sequentiallyConsistent) }
+extension IPMasquerade: TrafficRules {
+    var mode: String { "iptables" }
+    func sameRules(as other: any TrafficRules) -> Bool { (other as? IPMasquerade).map(sameRules(as:)) ?? false }
 }

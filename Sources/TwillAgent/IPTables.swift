@@ -77,7 +77,12 @@ struct IPTables: Sendable {
     /// Runs `command` (after the prefix) to completion and returns its stdout.
     @discardableResult
     private func execute(_ command: [String], input: String?) throws(IPTablesError) -> String {
-        let full = commandPrefix + command
+        try Self.execute(commandPrefix + command, input: input)
+    }
+
+    /// Runs a whole command line (`iptables`, `nft`...) to completion and returns its stdout.
+    @discardableResult
+    static func execute(_ full: [String], input: String?) throws(IPTablesError) -> String {
         let outcome: Subprocess.Outcome
         do {
             // A fixed environment: iptables needs none, and a caller's XTABLES_LIBDIR or locale
@@ -97,12 +102,12 @@ struct IPTables: Sendable {
 
     /// The path of `name` in /usr/sbin or /sbin (Debian and RHEL put it in one or the other,
     /// and an agent run by systemd has no useful PATH to search).
-    static func locate(_ name: String, prefix: [String]) throws(IPTablesError) -> String {
+    static func locate(_ name: String, prefix: [String], package: String = "iptables") throws(IPTablesError) -> String {
         for dir in ["/usr/sbin", "/sbin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
             return "\(dir)/\(name)"
         }
         throw IPTablesError(command: prefix + [name], status: nil,
-                            stderr: "\(name) not found in /usr/sbin or /sbin; install the iptables package")
+                            stderr: "\(name) not found in /usr/sbin or /sbin; install the \(package) package")
     }
 
     /// One command line as a shell would take it, quoting arguments with spaces or quotes.

@@ -86,13 +86,29 @@ final class NodeSession: Sendable {
         try await datapath.withLock { try await backend.start(local: local) }
         state.setBackend(type: backend.type, up: true)
         state.setDatapathFailure(nil)
+        await keepBlackholeRoute(lease.subnet.ipv4)
         if configuration.ipMasq || configuration.iptablesForwardRules, backend.type != "alloc" {
             // FORWARD rules are on by default (as in flannel) so overlay traffic passes hosts whose
             // FORWARD policy is DROP (Docker sets it). A failure is retried by the resync loop.
-            let rules = IPMasquerade(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
-                                     masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom, logger: logger)
+            let rules: any TrafficRules = config.enableNFTables
+                ? NFTablesRules(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
+                                masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom, logger: logger)
+                : IPMasquerade(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
+                               masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom, logger: logger)
+            if let old = masquerade.get(), old.mode != rules.mode {
+                // A live switch of EnableNFTables: the old mode's rules go first.
+                await Blocking.run { old.teardown() }
+            }
+            if masquerade.claimCleanup() {
+                // As flannel: at start the other mode's rules (flanneld's, or this node's
+                // before a switch) are removed, so one set of rules is left.
+                let (log, nft) = (logger, config.enableNFTables)
+                await Blocking.run {
+                    if nft { IPMasquerade.removeLeftovers(logger: log) } else { NFTablesRules.removeLeftovers(logger: log) }
+                }
+            }
             do { try await rules.ensureOffPool() } catch {
-                logger.error("cannot install the iptables rules yet; retrying every \(configuration.iptablesResync)", metadata: [
+                logger.error("cannot install the \(rules.mode) rules yet; retrying every \(configuration.iptablesResync)", metadata: [
                     "masquerade": "\(configuration.ipMasq)", "forward_rules": "\(configuration.iptablesForwardRules)", "error": "\(error)"])
             }
             masquerade.set(rules)
@@ -101,6 +117,23 @@ final class NodeSession: Sendable {
         expectedEnv.withLock { $0 = env }
         await writeSubnetEnv(env, reason: "wrote subnet file")
         agent.notifyReadyOnce()
+    }
+
+    /// `--ip-blackhole-route`: puts the route for `subnet` in place (and takes away one left
+    /// from an earlier subnet, or from a run with the flag on when it is off now).
+    private func keepBlackholeRoute(_ subnet: IPv4Network) async {
+        let wanted = configuration.blackholeRoute
+        do {
+            let changed = try await Blocking.run { () throws -> Bool in
+                let netlink = try Netlink()
+                if wanted { return try BlackholeRoute.ensure(subnet, netlink: netlink) }
+                try BlackholeRoute.removeAll(netlink: netlink)
+                return false
+            }
+            if changed { logger.info("blackhole route in place", metadata: ["subnet": "\(subnet)"]) }
+        } catch {
+            logger.error("cannot set the blackhole route; retrying at the next resync", metadata: ["subnet": "\(subnet)", "error": "\(error)"])
+        }
     }
 
     /// Writes subnet.env off the cooperative pool; a failure (a full disk) is logged, named
@@ -356,6 +389,9 @@ final class NodeSession: Sendable {
             let damage = backend.damage()
             let changed = kernelDirty.exchange(false, ordering: .relaxed)
             guard changed || damage != nil || sinceLast >= configuration.resyncInterval else { continue }
+            if sinceLast >= configuration.resyncInterval, configuration.blackholeRoute, let lease = keeper.lease {
+                await keepBlackholeRoute(lease.subnet.ipv4)
+            }
             sinceLast = .zero
             do {
                 // The peer list is read under the lock, so a reconcile never undoes a newer change.
@@ -396,7 +432,7 @@ final class NodeSession: Sendable {
     /// Keeps the iptables rules in place with their resync loop, restarted for new rules
     /// (a new subnet), started even when the first installation failed.
     private func iptablesLoop() async {
-        var running: (rules: IPMasquerade, task: Task<Void, Never>)?
+        var running: (rules: any TrafficRules, task: Task<Void, Never>)?
         let period = configuration.iptablesResync
         let deadline = period + .seconds(60)
         while !Task.isCancelled {
@@ -418,9 +454,13 @@ final class NodeSession: Sendable {
     }
 }
 
-/// The iptables rules the node runs now, shared by its sessions and the final teardown.
+/// The forward and masquerade rules the node runs now, shared by its sessions and the
+/// final teardown.
 final class RulesSlot: Sendable {
-    private let rules = Mutex<IPMasquerade?>(nil)
-    func get() -> IPMasquerade? { rules.withLock { $0 } }
-    func set(_ value: IPMasquerade?) { rules.withLock { $0 = value } }
+    private let rules = Mutex<(any TrafficRules)?>(nil)
+    private let cleaned = Atomic<Bool>(false)
+    func get() -> (any TrafficRules)? { rules.withLock { $0 } }
+    func set(_ value: (any TrafficRules)?) { rules.withLock { $0 = value } }
+    /// True the first time only: the other mode's leftovers are removed once per agent run.
+    func claimCleanup() -> Bool { !cleaned.exchange(true, ordering: .relaxed) }
 }

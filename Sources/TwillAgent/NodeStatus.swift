@@ -41,6 +41,8 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         public var txBytes: UInt64?
         public var rxPackets: UInt64?
         public var rxBytes: UInt64?
+        /// What the peer sent that was dropped, by reason (nil where the backend cannot tell).
+        public var drops: [String: UInt64]?
         /// Unix time of the last handshake, for backends that have one.
         public var lastHandshake: Int64?
     }
@@ -73,8 +75,8 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         return (try? Array(encoder.encode(self))) ?? Array("{}".utf8)
     }
 
-    /// The human-readable view `twill status` prints.
-    public func rendered() -> String {
+    /// The human-readable view `twill status` prints; `now` (Unix seconds) dates handshakes.
+    public func rendered(now: Int64 = Int64(Date().timeIntervalSince1970)) -> String {
         var lines: [String] = []
         let backendText = backend.map { b in "\(b.type)\(b.device.map { " on \($0)" } ?? "")\(b.up ? "" : " (down)")\(b.mtu.map { ", mtu \($0)" } ?? "")" } ?? "-"
         lines.append("node     \(publicIP ?? "-")\(interface.map { " (\($0))" } ?? "")   backend \(backendText)   \(ready ? "ready" : "NOT READY")\(healthy ? "" : ", UNHEALTHY")")
@@ -93,11 +95,12 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         for r in healthReasons { lines.append("  unhealthy: \(r)") }
         if let configProblem { lines.append("  config: \(configProblem)") }
         lines.append("")
-        var table = [["SUBNET", "PUBLIC IP", "BACKEND", "STATE", "TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES", "HANDSHAKE"]]
+        var table = [["SUBNET", "PUBLIC IP", "BACKEND", "STATE", "TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES", "RX DROPS", "HANDSHAKE"]]
         for p in peers {
+            let drops = p.drops.map { d in d.isEmpty ? "0" : d.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") } ?? "-"
             table.append([p.subnet, p.publicIP, p.backend, p.state, p.txPackets.map(String.init) ?? "-", p.txBytes.map(Self.bytes) ?? "-",
-                          p.rxPackets.map(String.init) ?? "-", p.rxBytes.map(Self.bytes) ?? "-",
-                          p.lastHandshake.map { "\($0)" } ?? "-"])
+                          p.rxPackets.map(String.init) ?? "-", p.rxBytes.map(Self.bytes) ?? "-", drops,
+                          p.lastHandshake.map { Self.ago(now - $0) } ?? "-"])
         }
         let widths = (0..<table[0].count).map { c in table.map { $0[c].count }.max() ?? 0 }
         for row in table {
@@ -109,6 +112,9 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         if !ignored.isEmpty { lines.append("ignored  " + ignored.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + " lease(s)") }
         return lines.joined(separator: "\n") + "\n"
     }
+
+    /// Seconds since a handshake, as `wg show` says it.
+    static func ago(_ seconds: Int64) -> String { seconds <= 0 ? "now" : duration(seconds) + " ago" }
 
     /// 93784 -> "1d2h3m".
     static func duration(_ seconds: Int64) -> String {

@@ -44,11 +44,14 @@ public struct BackendTraffic: Sendable, Equatable {
     /// Per peer subnet: packets and bytes each way.
     public struct Peer: Sendable, Equatable {
         public var txPackets: UInt64, txBytes: UInt64, rxPackets: UInt64, rxBytes: UInt64
-        public init(txPackets: UInt64, txBytes: UInt64, rxPackets: UInt64, rxBytes: UInt64) {
+        /// What the peer sent that was dropped, by reason.
+        public var drops: [String: UInt64]
+        public init(txPackets: UInt64, txBytes: UInt64, rxPackets: UInt64, rxBytes: UInt64, drops: [String: UInt64] = [:]) {
             self.txPackets = txPackets
             self.txBytes = txBytes
             self.rxPackets = rxPackets
             self.rxBytes = rxBytes
+            self.drops = drops
         }
     }
     /// The device the backend runs (`twill0`, `flannel.1`), if it has one.

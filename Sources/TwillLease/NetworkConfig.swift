@@ -29,6 +29,8 @@ public struct NetworkConfig: Sendable, Equatable {
     public var backendType: String
     /// The whole Backend object, for the backend to read its own keys (Port, VNI, ...).
     public var backend: JSONValue
+    /// flannel's `EnableNFTables`: forward and masquerade rules in nftables, not iptables.
+    public var enableNFTables: Bool
 
     /// Parses and validates config JSON. Errors say which key is wrong and why.
     public init(json: Data) throws(ConfigError) {
@@ -60,6 +62,7 @@ public struct NetworkConfig: Sendable, Equatable {
         enableIPv4 = try bool("EnableIPv4") ?? true
         enableIPv6 = try bool("EnableIPv6") ?? false
         guard enableIPv4 || enableIPv6 else { throw ConfigError("EnableIPv4 and EnableIPv6 are both false: nothing to do") }
+        enableNFTables = try bool("EnableNFTables") ?? false
 
         // Backend: flannel's code defaults to udp when absent.
         if let b = root[caseInsensitive: "Backend"], !b.isNull {

@@ -83,6 +83,31 @@ public final class TestCluster: @unchecked Sendable {
         lock.unlock()
     }
 
+    /// Starts the binary as `flanneld` (a symlink named so, in the cluster's directory) in
+    /// host `i` with exactly `arguments` and the environment `environment` adds to a bare one:
+    /// flanneld's command line, untouched by the harness.
+    public func startFlanneld(_ i: Int, _ arguments: [String], environment: [String: String] = [:]) throws {
+        let link = try flanneldLink()
+        var env = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
+        env.merge(environment) { _, new in new }
+        let p = try ChildProcess("/usr/sbin/ip", ["netns", "exec", hosts[i].name, link] + arguments, environment: env,
+                                 logPath: dir + "/flanneld-h\(i + 1).\(Int.random(in: 0..<1_000_000)).log")
+        lock.lock()
+        agents[i] = p
+        lock.unlock()
+    }
+
+    /// `<dir>/bin/flanneld`, a symlink to the twill binary.
+    public func flanneldLink() throws -> String {
+        let binDir = dir + "/bin"
+        let link = binDir + "/flanneld"
+        if !FileManager.default.fileExists(atPath: link) {
+            try FileManager.default.createDirectory(atPath: binDir, withIntermediateDirectories: true)
+            try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: try twillBinary())
+        }
+        return link
+    }
+
     /// Stops host `i`'s agent with `signal`; returns its exit status.
     @discardableResult
     public func stopAgent(_ i: Int, signal: Int32 = SIGTERM) -> Int32 {

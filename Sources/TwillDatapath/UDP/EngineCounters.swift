@@ -38,7 +38,12 @@ enum PeerCounter {
     static let txBytes = 1
     static let rxPackets = 2
     static let rxBytes = 3
-    static let size = 4
+    /// Datagrams from the peer dropped on the way in, by reason: those a peer can be blamed for.
+    static let rxSpoofed = 4
+    static let rxWrongDestination = 5
+    static let rxTTLExpired = 6
+    static let size = 7
+    static let rxDrops: [(DropReason, Int)] = [(.spoofedInnerSource, rxSpoofed), (.wrongInnerDestination, rxWrongDestination), (.ttlExpired, rxTTLExpired)]
 }
 
 /// A value snapshot of a ``UDPEngine``'s counters (monotonic since the engine was made).
@@ -53,6 +58,9 @@ public struct UDPEngineCounters: Sendable, Equatable {
         /// Packets (and bytes) received from the peer and passed to the TUN.
         public var rxPackets: UInt64
         public var rxBytes: UInt64
+        /// Datagrams from the peer dropped on the way in, by reason (reasons that happened):
+        /// inner sources outside its subnet, inner destinations outside this node's, TTL 0.
+        public var drops: [DropReason: UInt64] = [:]
     }
 
     /// Dropped packets by reason (every reason present, zero or not).

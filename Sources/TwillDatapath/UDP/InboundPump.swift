@@ -118,6 +118,7 @@ final class InboundPump {
                     return
                 case .spoofedInnerSource:
                     counters.add(DropReason.spoofedInnerSource.rawValue)
+                    if let p = snapshot.table.peer(publicIP: outer) { snapshot.counters[p].add(peerOffset + PeerCounter.rxSpoofed) }
                     return
                 }
             } else {
@@ -125,10 +126,12 @@ final class InboundPump {
             }
             guard localSubnet.contains(header.destination) else {
                 counters.add(DropReason.wrongInnerDestination.rawValue)
+                if peer >= 0 { snapshot.counters[peer].add(peerOffset + PeerCounter.rxWrongDestination) }
                 return
             }
             guard IPv4Header.decrementTTL(slot) else {
                 counters.add(DropReason.ttlExpired.rawValue)
+                if peer >= 0 { snapshot.counters[peer].add(peerOffset + PeerCounter.rxTTLExpired) }
                 return
             }
             counters.add(ThreadCounter.packets)

@@ -238,7 +238,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         var t = BackendTraffic(device: tunName)
         guard let c = counters() else { return t }
         for p in c.peers {
-            t.peers[p.subnet] = .init(txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes)
+            t.peers[p.subnet] = .init(txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes,
+                                      drops: Dictionary(uniqueKeysWithValues: p.drops.map { ("\($0.key)", $0.value) }))
         }
         for reason in DropReason.allCases where c[drop: reason] > 0 { t.drops["\(reason)"] = c[drop: reason] }
         return t

@@ -404,10 +404,15 @@ public final class UDPEngine: Sendable {
                 func sum(_ slot: Int) -> UInt64 {
                     (0..<queueCount).reduce(0) { $0 + block.load($1 * PeerCounter.size + slot) }
                 }
+                var drops: [DropReason: UInt64] = [:]
+                for (reason, slot) in PeerCounter.rxDrops {
+                    let n = sum(slot)
+                    if n > 0 { drops[reason] = n }
+                }
                 return UDPEngineCounters.Peer(
                     subnet: peer.subnet, publicIP: peer.publicIP,
                     txPackets: sum(PeerCounter.txPackets), txBytes: sum(PeerCounter.txBytes),
-                    rxPackets: sum(PeerCounter.rxPackets), rxBytes: sum(PeerCounter.rxBytes))
+                    rxPackets: sum(PeerCounter.rxPackets), rxBytes: sum(PeerCounter.rxBytes), drops: drops)
             }
         }
         return UDPEngineCounters(

@@ -1,0 +1,229 @@
+import Dispatch
+import Logging
+import Synchronization
+import TwillAddress
+import TwillSystem
+
+/// flannel's nftables mode (`"EnableNFTables": true` in the network config): the same
+/// forward and masquerade rules as ``IPMasquerade``, in flannel's table `ip flannel-ipv4`
+/// with its chains `forward` and `postrtg`, through Debian's `nft` tool.
+///
+/// ```
+/// table ip flannel-ipv4 {
+///     chain forward {   # with forwardRules
+///         type filter hook forward priority filter; policy accept;
+///         ip saddr <network> accept
+///         ip daddr <network> accept
+///     }
+///     chain postrtg {   # with masquerade
+///         type nat hook postrouting priority srcnat; policy accept;
+///         meta mark & 0x00004000 == 0x00004000 return
+///         ip saddr <subnet> ip daddr <network> return
+///         ip saddr <network> ip daddr <subnet> return
+///         ip saddr != <network> ip daddr <subnet> return
+///         ip saddr <network> ip daddr != 224.0.0.0/4 masquerade fully-random
+///         ip saddr != <network> ip daddr <network> masquerade fully-random
+///     }
+/// }
+/// ```
+///
+/// Two rules deliberately differ from flannel v0.28's nftables code and follow its iptables
+/// rules instead, so that both modes treat packets alike: the kube-proxy mark is matched as a
+/// bit (`& 0x4000 == 0x4000`, iptables' `--mark 0x4000/0x4000`; flannel compares the whole
+/// mark), and the fourth rule exempts traffic from outside the *network* to this subnet
+/// (flannel's nft rule says outside the *subnet*, which also exempts the host's own traffic
+/// to remote pods and leaves the last rule dead).
+///
+/// Twill owns the table: each pass that finds it different from what it installed replaces
+/// it whole in one `nft -f` transaction (so packets never see half a rule set), and
+/// teardown deletes it.
+public struct NFTablesRules: Sendable {
+    public let network: IPv4Network
+    public let subnet: IPv4Network
+    public let forwardRules: Bool
+    public let masquerade: Bool
+    public let fullyRandom: Bool
+    let logger: Logger
+    let commandPrefix: [String]
+    private let shared = Shared()
+
+    /// flannel's table names.
+    static let table = "flannel-ipv4"
+    static let ipv6Table = "flannel-ipv6"
+
+    /// Describes the rules; nothing is installed until ``ensure()``.
+    ///
+    /// - Parameter commandPrefix: prepended to every `nft` command line; tests pass
+    ///   `["/usr/sbin/ip", "netns", "exec", NAME]`.
+    public init(network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
+                logger: Logger = Logger(label: "twill.nftables"), commandPrefix: [String] = []) {
+        self.network = network
+        self.subnet = subnet
+        self.forwardRules = forwardRules
+        self.masquerade = masquerade
+        self.fullyRandom = fullyRandom
+        self.logger = logger
+        self.commandPrefix = commandPrefix
+    }
+
+    /// The `nft -f` input that replaces the table: declaring it first makes the delete valid
+    /// when it does not exist yet; all three steps are one transaction.
+    func script(fullyRandom: Bool) -> String {
+        let n = "\(network)", s = "\(subnet)"
+        let masq = fullyRandom ? "masquerade fully-random" : "masquerade"
+        var lines = ["add table ip \(Self.table)", "delete table ip \(Self.table)", "table ip \(Self.table) {",
+                     "\tcomment \"rules for \(Self.table)\""]
+        if forwardRules {
+            lines += ["\tchain forward {", "\t\tcomment \"chain to accept flannel traffic\"",
+                      "\t\ttype filter hook forward priority filter; policy accept;",
+                      // Overlay traffic is forwarded even where the FORWARD policy is DROP.
+                      "\t\tip saddr \(n) accept", "\t\tip daddr \(n) accept", "\t}"]
+        }
+        if masquerade {
+            lines += ["\tchain postrtg {", "\t\tcomment \"chain to manage traffic masquerading by flannel\"",
+                      "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+                      // kube-proxy masquerades what it marked itself.
+                      "\t\tmeta mark & 0x00004000 == 0x00004000 return",
+                      // Pod to pod keeps the pod's address, here or on another node.
+                      "\t\tip saddr \(s) ip daddr \(n) return", "\t\tip saddr \(n) ip daddr \(s) return",
+                      // Outside traffic reaching a local pod keeps its source.
+                      "\t\tip saddr != \(n) ip daddr \(s) return",
+                      // Pods reaching beyond the overlay leave with the node's address.
+                      "\t\tip saddr \(n) ip daddr != 224.0.0.0/4 \(masq)",
+                      // The host reaching remote pods takes an address they can answer.
+                      "\t\tip saddr != \(n) ip daddr \(n) \(masq)", "\t}"]
+        }
+        lines.append("}")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Makes the table hold exactly these rules; true when it had to be installed or replaced.
+    ///
+    /// - Throws: ``IPTablesError`` naming the `nft` command and its stderr.
+    @discardableResult
+    public func ensure() throws(IPTablesError) -> Bool {
+        try shared.lock.withLock { _ throws(IPTablesError) -> Bool in try ensureLocked() }
+    }
+
+    private func ensureLocked() throws(IPTablesError) -> Bool {
+        let before = try listTable()
+        if let before, before == shared.installed.withLock({ $0 }) { return false }
+        var random = fullyRandom
+        do {
+            try nft(["-f", "-"], input: script(fullyRandom: random))
+        } catch where random {
+            // Kernels before 5.x lack fully-random for nftables masquerade (flannel checks too).
+            logger.warning("nftables masquerade fully-random is not supported here; masquerading without it", metadata: ["error": "\(error)"])
+            random = false
+            try nft(["-f", "-"], input: script(fullyRandom: false))
+        }
+        let after = try listTable()
+        // nft prints the table in its own canonical form: remember that form, so that the
+        // next pass can tell whether anybody changed the table since.
+        let ours = shared.installed.withLock { installed -> String? in
+            defer { installed = after }
+            return installed
+        }
+        let metadata: Logger.Metadata = ["table": "ip \(Self.table)", "network": "\(network)", "subnet": "\(subnet)",
+                                         "forward": "\(forwardRules)", "masquerade": "\(masquerade)", "fully_random": "\(random)"]
+        if before == nil {
+            logger.info("installed nftables rules", metadata: metadata)
+        } else if ours != nil {
+            logger.notice("repaired nftables rules (the table was changed by someone else)", metadata: metadata)
+        } else {
+            // flanneld's, or this node's for another subnet before a restart.
+            logger.info("replaced the nftables rules found at start-up", metadata: metadata)
+        }
+        return true
+    }
+
+    /// The table as `nft list table` prints it; nil when there is none.
+    func listTable() throws(IPTablesError) -> String? {
+        let tables = try nft(["list", "tables", "ip"])
+        guard tables.split(separator: "\n").contains(where: { $0.trimmingWhitespace() == "table ip \(Self.table)" }) else { return nil }
+        return try nft(["list", "table", "ip", Self.table])
+    }
+
+    /// Deletes flannel's tables (`flannel-ipv4`, and the `flannel-ipv6` flanneld creates
+    /// alongside); never throws. Nothing happens where `nft` is not installed.
+    public func teardown() {
+        shared.lock.withLock { _ in
+            Self.deleteTables(logger: logger, commandPrefix: commandPrefix)
+            shared.installed.withLock { $0 = nil }
+        }
+    }
+
+    /// Removes flannel's nftables tables: the node runs in iptables mode now.
+    static func removeLeftovers(logger: Logger, commandPrefix: [String] = []) {
+        deleteTables(logger: logger, commandPrefix: commandPrefix)
+    }
+
+    private static func deleteTables(logger: Logger, commandPrefix: [String]) {
+        guard let binary = try? IPTables.locate("nft", prefix: commandPrefix) else { return }
+        for (family, name) in [("ip", table), ("ip6", ipv6Table)] {
+            do {
+                let tables = try run(binary, ["list", "tables", family], prefix: commandPrefix, input: nil)
+                guard tables.split(separator: "\n").contains(where: { $0.trimmingWhitespace() == "table \(family) \(name)" }) else { continue }
+                try run(binary, ["delete", "table", family, name], prefix: commandPrefix, input: nil)
+                logger.info("removed nftables rules", metadata: ["table": "\(family) \(name)"])
+            } catch {
+                logger.error("cannot remove nftables rules", metadata: ["table": "\(family) \(name)", "error": "\(error)"])
+            }
+        }
+    }
+
+    @discardableResult
+    private func nft(_ arguments: [String], input: String? = nil) throws(IPTablesError) -> String {
+        try Self.run(try IPTables.locate("nft", prefix: commandPrefix, package: "nftables"), arguments, prefix: commandPrefix, input: input)
+    }
+
+    @discardableResult
+    private static func run(_ binary: String, _ arguments: [String], prefix: [String], input: String?) throws(IPTablesError) -> String {
+        try IPTables.execute(prefix + [binary] + arguments, input: input)
+    }
+
+    private func ensureOffPool(unless cancelled: CancelFlag) async -> RulesPass {
+        await withCheckedContinuation { (continuation: CheckedContinuation<RulesPass, Never>) in
+            shared.queue.async {
+                let outcome: RulesPass = shared.lock.withLock { _ in
+                    if cancelled.isSet { return .skipped }
+                    do { return .success(try ensureLocked()) } catch { return .failure("\(error)") }
+                }
+                continuation.resume(returning: outcome)
+            }
+        }
+    }
+
+    /// State shared by the copies of one value.
+    private final class Shared: Sendable {
+        let lock = Mutex(())
+        /// The table as nft listed it right after this value installed it.
+        let installed = Mutex<String?>(nil)
+        let queue = DispatchQueue(label: "twill.nftables")
+    }
+}
+
+extension NFTablesRules: TrafficRules {
+    var mode: String { "nftables" }
+
+    func sameRules(as other: any TrafficRules) -> Bool {
+        guard let o = other as? NFTablesRules else { return false }
+        return (o.network, o.subnet, o.forwardRules, o.masquerade, o.fullyRandom) == (network, subnet, forwardRules, masquerade, fullyRandom)
+    }
+
+    @discardableResult
+    func ensureOffPool() async throws -> Bool {
+        switch await ensureOffPool(unless: CancelFlag()) {
+        case .success(let changed): return changed
+        case .failure(let message): throw IPMasqueradeError(message)
+        case .skipped: return false
+        }
+    }
+
+    /// Calls ``ensure()`` every `resync` until cancelled (see ``RulesResync``).
+    func run(resync: Duration, firstPassNow: Bool, onPass: (@Sendable (String?) -> Void)?) async {
+        await RulesResync.run(what: "nftables rules", period: resync, firstPassNow: firstPassNow, logger: logger, onPass: onPass) { cancelled in
+            await ensureOffPool(unless: cancelled)
+        }
+    }
+}
