@@ -217,6 +217,30 @@ public func run(_ path: String, _ arguments: [String], environment: [String: Str
     return text
 }
 
+/// Runs a program to completion and returns its exit status, stdout and stderr, whatever
+/// the status (for tests of how a command fails).
+public func runCapturing(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = arguments
+    if let environment { p.environment = environment }
+    // stderr goes through a file: reading two pipes in turn could block on the second.
+    let errPath = NSTemporaryDirectory() + "twill-test-stderr-\(UUID().uuidString)"
+    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+    defer { try? FileManager.default.removeItem(atPath: errPath) }
+    let out = Pipe()
+    guard let err = FileHandle(forWritingAtPath: errPath) else { throw HarnessError("cannot create \(errPath)") }
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    try? err.close()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    let errData = FileManager.default.contents(atPath: errPath) ?? Data()
+    return (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+}
+
 extension EtcdServer.TLSFiles {
     /// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
     public static func generate(in dir: String) throws -> EtcdServer.TLSFiles {
