@@ -43,7 +43,8 @@ public struct IPMasquerade: Sendable {
     /// The chains this instance manages: nat's FLANNEL-POSTRTG, and filter's FLANNEL-FWD when
     /// `forwardRules` is set.
     let chains: [ManagedChain]
-    private let shared: Shared
+    /// Shared by the copies of one value.
+    private let shared: RulesWorker
 
     /// The mark kube-proxy sets on packets it will masquerade itself; flannel skips them so
     /// that the kernel never NATs a packet twice (which some kernels got wrong).
@@ -76,7 +77,7 @@ public struct IPMasquerade: Sendable {
         var chains: [ManagedChain] = masquerade ? [Self.masqueradeChain(network: network, subnet: subnet, fullyRandom: fullyRandom)] : []
         if forwardRules { chains.append(Self.forwardChain(network: network)) }
         self.chains = chains
-        self.shared = Shared()
+        self.shared = RulesWorker(label: "twill.ipmasq")
     }
 
     /// Whether two values manage the same rules.
@@ -115,7 +116,7 @@ public struct IPMasquerade: Sendable {
     ///   ``IPMasqueradeError`` when iptables accepted the rules but shows something else.
     @discardableResult
     public func ensure() throws -> Bool {
-        try shared.lock.withLock { _ throws -> Bool in try ensureLocked() }
+        try shared.locked { () throws -> Bool in try ensureLocked() }
     }
 
     /// Calls ``ensure()`` every `resync` until the task is cancelled, restoring rules that
@@ -140,7 +141,7 @@ public struct IPMasquerade: Sendable {
     /// shutdown there is nothing better to do than remove as much as possible. If a
     /// ``run(resync:)`` pass is under way, teardown waits for it to finish first.
     public func teardown() {
-        shared.lock.withLock { _ in
+        shared.locked {
             for chain in chains {
                 do {
                     let state = ChainState(listing: try iptables.listTable(chain.table), chain: chain)
@@ -226,19 +227,8 @@ public struct IPMasquerade: Sendable {
         return true
     }
 
-    /// Runs one ensure pass on the private queue, unless the loop was cancelled by the time
-    /// the lock is taken (so that a teardown that follows the cancellation is never undone
-    /// by a pass that was already waiting for the lock).
     private func ensureOffPool(unless cancelled: CancelFlag) async -> RulesPass {
-        await withCheckedContinuation { (continuation: CheckedContinuation<RulesPass, Never>) in
-            shared.queue.async {
-                let outcome: RulesPass = shared.lock.withLock { _ in
-                    if cancelled.isSet { return .skipped }
-                    do { return .success(try ensureLocked()) } catch { return .failure("\(error)") }
-                }
-                continuation.resume(returning: outcome)
-            }
-        }
+        await shared.pass(unless: cancelled) { try ensureLocked() }
     }
 
     static func masqueradeChain(network: IPv4Network, subnet: IPv4Network, fullyRandom: Bool = true) -> ManagedChain {
@@ -316,14 +306,6 @@ struct ChainState: Equatable {
     }
 }
 
-/// State shared by the copies of one ``IPMasquerade`` value.
-private final class Shared: Sendable {
-    /// Serialises ensure passes and teardown, which would otherwise interleave their reads
-    /// and writes of the same chains.
-    let lock = Mutex(())
-    /// Where ``IPMasquerade/run(resync:)`` runs iptables, off the cooperative pool.
-    let queue = DispatchQueue(label: "twill.ipmasq")
-}
 
 extension IPMasquerade: TrafficRules {
     var mode: String { "iptables" }

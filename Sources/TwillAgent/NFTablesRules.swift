@@ -102,7 +102,7 @@ public struct NFTablesRules: Sendable {
     /// - Throws: ``IPTablesError`` naming the `nft` command and its stderr.
     @discardableResult
     public func ensure() throws(IPTablesError) -> Bool {
-        try shared.lock.withLock { _ throws(IPTablesError) -> Bool in try ensureLocked() }
+        try shared.worker.locked { () throws(IPTablesError) -> Bool in try ensureLocked() }
     }
 
     private func ensureLocked() throws(IPTablesError) -> Bool {
@@ -147,7 +147,7 @@ public struct NFTablesRules: Sendable {
     /// Deletes flannel's tables (`flannel-ipv4`, and the `flannel-ipv6` flanneld creates
     /// alongside); never throws. Nothing happens where `nft` is not installed.
     public func teardown() {
-        shared.lock.withLock { _ in
+        shared.worker.locked {
             Self.deleteTables(logger: logger, commandPrefix: commandPrefix)
             shared.installed.withLock { $0 = nil }
         }
@@ -183,23 +183,14 @@ public struct NFTablesRules: Sendable {
     }
 
     private func ensureOffPool(unless cancelled: CancelFlag) async -> RulesPass {
-        await withCheckedContinuation { (continuation: CheckedContinuation<RulesPass, Never>) in
-            shared.queue.async {
-                let outcome: RulesPass = shared.lock.withLock { _ in
-                    if cancelled.isSet { return .skipped }
-                    do { return .success(try ensureLocked()) } catch { return .failure("\(error)") }
-                }
-                continuation.resume(returning: outcome)
-            }
-        }
+        await shared.worker.pass(unless: cancelled) { try ensureLocked() }
     }
 
     /// State shared by the copies of one value.
     private final class Shared: Sendable {
-        let lock = Mutex(())
+        let worker = RulesWorker(label: "twill.nftables")
         /// The table as nft listed it right after this value installed it.
         let installed = Mutex<String?>(nil)
-        let queue = DispatchQueue(label: "twill.nftables")
     }
 }
 

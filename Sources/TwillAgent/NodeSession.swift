@@ -90,11 +90,14 @@ final class NodeSession: Sendable {
         if configuration.ipMasq || configuration.iptablesForwardRules, backend.type != "alloc" {
             // FORWARD rules are on by default (as in flannel) so overlay traffic passes hosts whose
             // FORWARD policy is DROP (Docker sets it). A failure is retried by the resync loop.
-            let rules: any TrafficRules = config.enableNFTables
-                ? NFTablesRules(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
-                                masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom, logger: logger)
-                : IPMasquerade(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
-                               masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom, logger: logger)
+            let rules: any TrafficRules
+            if config.enableNFTables {
+                rules = NFTablesRules(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
+                                      masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom, logger: logger)
+            } else {
+                rules = IPMasquerade(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
+                                     masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom, logger: logger)
+            }
             if let old = masquerade.get(), old.mode != rules.mode {
                 // A live switch of EnableNFTables: the old mode's rules go first.
                 await Blocking.run { old.teardown() }

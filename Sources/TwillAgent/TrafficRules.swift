@@ -1,3 +1,4 @@
+import Dispatch
 import Logging
 import Synchronization
 
@@ -76,6 +77,37 @@ enum RulesResync {
             }
         } onCancel: {
             cancelled.set()
+        }
+    }
+}
+
+/// Runs a mode's passes and teardown one at a time, on a dispatch queue of its own so that
+/// the firewall tool's blocking waits never occupy Swift's cooperative threads.
+final class RulesWorker: Sendable {
+    /// Serialises passes and teardown, which would otherwise interleave their reads and
+    /// writes of the same rules.
+    private let lock = Mutex(())
+    private let queue: DispatchQueue
+
+    init(label: String) { queue = DispatchQueue(label: label) }
+
+    /// Runs `body` under the lock on the calling thread.
+    func locked<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        try lock.withLock { _ throws(E) -> T in try body() }
+    }
+
+    /// One pass on the queue, unless the loop was cancelled by the time the lock is taken
+    /// (so that a teardown that follows the cancellation is never undone by a pass that was
+    /// already waiting for the lock).
+    func pass(unless cancelled: CancelFlag, _ body: @escaping @Sendable () throws -> Bool) async -> RulesPass {
+        await withCheckedContinuation { (continuation: CheckedContinuation<RulesPass, Never>) in
+            queue.async {
+                let outcome: RulesPass = self.lock.withLock { _ in
+                    if cancelled.isSet { return .skipped }
+                    do { return .success(try body()) } catch { return .failure("\(error)") }
+                }
+                continuation.resume(returning: outcome)
+            }
         }
     }
 }

@@ -42,7 +42,7 @@ struct AgentCommand: AsyncParsableCommand {
     var leaseTTL: Int?
     @Flag(name: .customLong("ip-masq"), help: "Set up IP masquerade for traffic leaving the overlay (FLANNEL_IPMASQ).")
     var ipMasq = false
-    @Flag(name: .customLong("ip-masq-fully-random-disable"), help: "Masquerade without --random-fully (fully random source ports).")
+    @Flag(name: .customLong("ip-masq-fully-random-disable"), help: "Masquerade without fully random source port allocation (iptables random-fully, nftables fully-random).")
     var ipMasqFullyRandomDisable = false
     @Flag(name: .customLong("ip-blackhole-route"), help: "Add a blackhole route for this node's subnet, so unused addresses in it go nowhere else.")
     var ipBlackholeRoute = false
