@@ -181,7 +181,9 @@ public func freePort() throws -> Int {
 
 /// A new directory under the temp dir whose name starts with `prefix`.
 public func makeTempDir(prefix: String) throws -> String {
-    var template = Array((NSTemporaryDirectory() + "/" + prefix + "XXXXXX").utf8CString)
+    // No doubled slash: paths are compared with /proc/mounts, which has none.
+    let base = NSTemporaryDirectory().hasSuffix("/") ? NSTemporaryDirectory() : NSTemporaryDirectory() + "/"
+    var template = Array((base + prefix + "XXXXXX").utf8CString)
     guard let p = mkdtemp(&template) else { throw HarnessError("mkdtemp: \(String(cString: strerror(errno)))") }
     return String(cString: p)
 }
