@@ -58,7 +58,7 @@ import TwillTestSupport
         for applet in ["sh", "ping", "httpd", "nc", "ip", "cat", "sleep"] {
             try FileManager.default.createSymbolicLink(atPath: root + "/bin/" + applet, withDestinationPath: "busybox")
         }
-        try "hello from twill\n".write(toFile: root + "/www/index.html", atomically: true, encoding: .utf8)
+        try "hello from twill\n".write(toFile: root + "/www/index.html", atomically: false, encoding: .utf8)
         try run("/usr/bin/tar", ["-C", root, "-cf", dir + "/busybox.tar", "."])
         return dir + "/busybox.tar"
     }

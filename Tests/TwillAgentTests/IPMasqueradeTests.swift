@@ -214,9 +214,9 @@ import TwillTestSupport
         let dir = try makeTempDir(prefix: "twill-test-ipmasq-")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let server = dir + "/peer_server.py"
-        try Self.peerServer.write(toFile: server, atomically: true, encoding: .utf8)
+        try Self.peerServer.write(toFile: server, atomically: false, encoding: .utf8)
         let client = dir + "/peer_client.py"
-        try Self.peerClient.write(toFile: client, atomically: true, encoding: .utf8)
+        try Self.peerClient.write(toFile: client, atomically: false, encoding: .utf8)
 
         try await withNamespaces(["node", "pod", "pod2", "outside"]) { namespaces in
             let (node, pod, pod2, outside) = (namespaces[0], namespaces[1], namespaces[2], namespaces[3])

@@ -250,7 +250,7 @@ extension EtcdServer.TLSFiles {
         let ssl = "/usr/bin/openssl"
         func req(_ name: String, _ cn: String, _ ext: String) throws {
             try run(ssl, ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/\(name).key", "-out", "\(dir)/\(name).csr", "-subj", "/CN=\(cn)"])
-            try ext.write(toFile: "\(dir)/\(name).ext", atomically: true, encoding: .utf8)
+            try ext.write(toFile: "\(dir)/\(name).ext", atomically: false, encoding: .utf8)
             try run(ssl, ["x509", "-req", "-in", "\(dir)/\(name).csr", "-CA", "\(dir)/ca.crt", "-CAkey", "\(dir)/ca.key",
                           "-CAcreateserial", "-out", "\(dir)/\(name).crt", "-days", "2", "-extfile", "\(dir)/\(name).ext"])
         }
