@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 # Debian packages the build and the tests need.
-APT_PACKAGES := etcd-server etcd-client libcurl4-openssl-dev libmnl-dev iproute2 iputils-ping openssl iperf3 procps util-linux curl iptables nftables containernetworking-plugins busybox-static docker.io python3
+APT_PACKAGES := etcd-server etcd-client libcurl4-openssl-dev libmnl-dev iproute2 iputils-ping openssl iperf3 procps util-linux curl iptables nftables libssl-dev wireguard-go wireguard-tools containernetworking-plugins busybox-static docker.io python3
 
 .PHONY: deps build test run clean-test-leftovers demo demo-down release release-check
 

@@ -25,6 +25,9 @@ let package = Package(
         // libcurl, loaded at first use (see Sources/CCurl/include/CCurl.h); its headers come
         // from libcurl4-openssl-dev (make deps).
         .target(name: "CCurl", linkerSettings: [.linkedLibrary("dl")]),
+        // OpenSSL's libcrypto for the wireguard backend, loaded at first use (see
+        // Sources/CCrypto/include/CCrypto.h); its headers come from libssl-dev (make deps).
+        .target(name: "CCrypto", linkerSettings: [.linkedLibrary("dl")]),
         .systemLibrary(name: "CNetlink", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
         .target(name: "TwillAddress"),
         // The system layer: errno, threads, namespaces, atomic files, subprocesses, and the C
@@ -65,7 +68,7 @@ let package = Package(
         .target(
             name: "TwillDatapath",
             dependencies: [
-                "TwillAddress", "TwillNetlink", "TwillSystem", "CTwillSystem",
+                "TwillAddress", "TwillNetlink", "TwillSystem", "CTwillSystem", "CCrypto",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
