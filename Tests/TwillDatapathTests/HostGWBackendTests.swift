@@ -55,7 +55,7 @@ struct HostGWBackendTests {
             try await Task.sleep(for: .milliseconds(300))
             #expect(log.changes.filter { hg.needsReconcile(after: $0) } == [])
             try h.ns.ip("route", "del", "198.18.2.0/24")
-            #expect(try await log.waitFor(within: .seconds(5)) { hg.needsReconcile(after: $0) })
+            #expect(try await log.waitFor(within: .seconds(20)) { hg.needsReconcile(after: $0) })
             try await h.backend.reconcile(peers: hosts.map(\.lease))
             #expect(try h.route("198.18.2.0/24").contains("via 198.51.100.2 dev eth0 proto 84"))
 

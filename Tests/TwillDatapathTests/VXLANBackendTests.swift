@@ -107,7 +107,7 @@ struct VXLANBackendTests {
             // The device deleted by hand comes back with the same MAC (the published VtepMAC).
             let mac1 = try vtepMAC(h)
             try h.ns.ip("link", "del", "flannel.1")
-            #expect(try await log.waitFor(within: .seconds(5)) { vx.needsReconcile(after: $0) })
+            #expect(try await log.waitFor(within: .seconds(20)) { vx.needsReconcile(after: $0) })
             try await h.backend.reconcile(peers: leases)
             #expect(try vtepMAC(h) == mac1)
             #expect(try h.ns.ip("addr", "show", "flannel.1").contains("inet 198.18.1.0/32"))

@@ -263,14 +263,14 @@ struct NetlinkTests {
             let collector = ChangeCollector(monitor)
             defer { collector.cancel() }
             try ns.ip("route", "del", "198.18.7.0/24")
-            let seen = try await collector.waitFor(within: .seconds(5)) { change in
+            let seen = try await collector.waitFor(within: .seconds(20)) { change in
                 if case .routeRemoved(let gone) = change { return gone.destination == r.destination && gone.isTwillOwned }
                 return false
             }
             #expect(seen)
             // And a link deleted from outside.
             try ns.ip("link", "del", "twdummy0")
-            let linkGone = try await collector.waitFor(within: .seconds(5)) { change in
+            let linkGone = try await collector.waitFor(within: .seconds(20)) { change in
                 if case .linkRemoved(let l) = change { return l.name == "twdummy0" }
                 return false
             }

@@ -100,6 +100,10 @@ final class DatagramBatch {
     @inline(__always)
     func sourceAddress(_ i: Int) -> UInt32 { UInt32(bigEndian: addresses[i].sin_addr.s_addr) }
 
+    /// The outer source port of received message `i`, host order.
+    @inline(__always)
+    func sourcePort(_ i: Int) -> UInt16 { UInt16(bigEndian: addresses[i].sin_port) }
+
     /// The UDP_GRO segment size of message `i`: the size of each coalesced datagram (the
     /// last may be shorter), or 0 for a single datagram.
     @inline(__always)
@@ -119,6 +123,14 @@ final class DatagramBatch {
         iovecs[i].iov_len = length
         Self.address(messages + i, addresses + i, control: controls + i * Self.controlSpace,
                      networkOrder: addressNetworkOrder, length: length, segmentSize: 0)
+    }
+
+    /// ``setOutgoing(_:length:addressNetworkOrder:)`` to a port of the message's own
+    /// (network order): WireGuard peers each listen on the port their lease names.
+    @inline(__always)
+    func setOutgoing(_ i: Int, length: Int, addressNetworkOrder: UInt32, portNetworkOrder: UInt16) {
+        addresses[i].sin_port = portNetworkOrder
+        setOutgoing(i, length: length, addressNetworkOrder: addressNetworkOrder)
     }
 
     /// Addresses a message of `length` bytes to a host (network order); with `segmentSize`

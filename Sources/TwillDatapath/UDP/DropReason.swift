@@ -21,6 +21,16 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case sendFailed
     /// The write into the TUN failed.
     case tunWriteFailed
+    /// wireguard: no session keys for the peer yet (a handshake is started).
+    case noSessionKeys
+    /// wireguard: a transport message to a receiver index we do not have.
+    case unknownReceiver
+    /// wireguard: a message that did not authenticate (wrong key, tampered).
+    case notAuthentic
+    /// wireguard: a counter already received, or too old for the window.
+    case replayed
+    /// wireguard: a handshake message that found the control queue full (a flood).
+    case handshakeFlood
 
     public var description: String {
         switch self {
@@ -34,6 +44,11 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .oversize: "oversize"
         case .sendFailed: "send_failed"
         case .tunWriteFailed: "tun_write_failed"
+        case .noSessionKeys: "no_session_keys"
+        case .unknownReceiver: "unknown_receiver"
+        case .notAuthentic: "not_authentic"
+        case .replayed: "replayed"
+        case .handshakeFlood: "handshake_flood"
         }
     }
 }

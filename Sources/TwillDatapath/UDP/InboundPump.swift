@@ -11,6 +11,12 @@ import Glibc
 /// one TCP flow are merged (``TCPCoalescer``) into one GSO write, gathered from the receive
 /// buffers without a copy: the coalescer is flushed before the next receive reuses them.
 ///
+/// With WireGuard each datagram is a WireGuard message: handshake messages go to the control
+/// thread's queue; a transport message is found by its receiver index, opened in place,
+/// checked against the replay window, and its inner packet must come from the peer's subnet
+/// (allowed IPs); then it takes the same path as flannel's datagrams. The outer address is
+/// not checked (WireGuard peers roam): authenticity and allowed IPs are the check.
+///
 /// Owned by the one thread that calls ``run(budget:)``; every buffer is allocated here, once.
 final class InboundPump {
     private let engine: UDPEngine
@@ -26,6 +32,8 @@ final class InboundPump {
     /// A plain TUN write with a virtio header: [10 zero bytes][packet] through writev.
     private let zeroHeader: UnsafeMutableRawPointer
     private let plainIO: UnsafeMutablePointer<iovec>
+    /// WireGuard: the cipher context this thread opens with.
+    private let aead: AEADContext?
 
     init(engine: UDPEngine, queue: EngineQueue) {
         self.engine = engine
@@ -37,10 +45,13 @@ final class InboundPump {
         virtio = queue.tun.hasVirtioHeader
         gro = configuration.udpOffloads && queue.socket.enableReceiveOffload()
         // With GRO one message can hold ~45 datagrams: 64 KiB slots.
-        batch = DatagramBatch(capacity: configuration.batchSize, slotSize: gro ? 65536 : configuration.maxPacketSize,
+        // WireGuard adds its header, padding and tag to each datagram.
+        let overhead = configuration.wireGuard != nil ? 48 : 0
+        batch = DatagramBatch(capacity: configuration.batchSize, slotSize: gro ? 65536 : configuration.maxPacketSize + overhead,
                               port: configuration.peerPort)
         zeroHeader = .allocate(byteCount: 16, alignment: 16)
         zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
+        aead = configuration.wireGuard != nil ? AEADContext() : nil
         plainIO = .allocate(capacity: 2)
         plainIO.initialize(repeating: iovec(iov_base: zeroHeader, iov_len: VirtioNetHeader.size), count: 2)
     }
@@ -124,6 +135,12 @@ final class InboundPump {
             } else {
                 peer = snapshot.table.peer(publicIP: outer) ?? -1
             }
+            forward(slot, length, header, peer, snapshot)
+        }
+
+        /// Passes one checked inner packet (from peer index `peer`, -1 if none) on.
+        @inline(__always) func forward(_ slot: UnsafeMutableRawPointer, _ length: Int, _ header: IPv4Header, _ peer: Int,
+                                       _ snapshot: EngineSnapshot) {
             guard localSubnet.contains(header.destination) else {
                 counters.add(DropReason.wrongInnerDestination.rawValue)
                 if peer >= 0 { snapshot.counters[peer].add(peerOffset + PeerCounter.rxWrongDestination) }
@@ -149,6 +166,70 @@ final class InboundPump {
             writePlain(slot, length, counters)
         }
 
+        /// One WireGuard datagram: a handshake message queued for the control thread, or a
+        /// transport message opened in place and its inner packet forwarded.
+        @inline(__always) func openWireGuard(_ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: IPv4Address, _ port: UInt16,
+                                             _ snapshot: EngineSnapshot, _ plane: WireGuardPlane, _ aead: AEADContext) {
+            guard let type = WireGuardMessage.type(of: UnsafeRawBufferPointer(start: slot, count: length)) else {
+                counters.add(DropReason.malformed.rawValue)
+                return
+            }
+            guard type == WireGuardMessage.transport else {
+                if !plane.control.push(slot, length: length, source: WireGuardEndpoint(address: outer, port: port)) {
+                    counters.add(DropReason.handshakeFlood.rawValue)
+                }
+                return
+            }
+            let receiver = UInt32(littleEndian: slot.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+            let now = EngineClock.now()
+            guard let entry = plane.receive[receiver], entry.keypair.isLive, now &- entry.keypair.created < plane.rejectAfter else {
+                counters.add(DropReason.unknownReceiver.rawValue)
+                return
+            }
+            guard let counter = TransportCrypto.open(context: aead, keypair: entry.keypair, message: slot, length: length) else {
+                counters.add(DropReason.notAuthentic.rawValue)
+                return
+            }
+            guard entry.keypair.acceptReceived(counter) else {
+                counters.add(DropReason.replayed.rawValue)
+                return
+            }
+            let textLength = length - WireGuardMessage.keepaliveSize
+            entry.activity.receivedAuthenticated(at: now, data: textLength > 0)
+            if !entry.keypair.isInitiator, !entry.keypair.confirmed.load(ordering: .relaxed),
+               !entry.keypair.confirmed.exchange(true, ordering: .relaxed) {
+                // The initiator sends with the responder's new keypair: it may become current.
+                entry.activity.confirmedIndex.store(receiver, ordering: .relaxed)
+                plane.control.wake()
+            }
+            if textLength == 0 { return }  // a keepalive
+            let text = slot + WireGuardMessage.transportHeaderSize
+            // The padding goes: the inner packet is as long as its header says.
+            var packetLength = textLength
+            if textLength >= 20, text.load(as: UInt8.self) >> 4 == 4 {
+                let total = Int(UInt16(bigEndian: text.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+                if total <= textLength { packetLength = total }
+            }
+            if packetLength > maxPacketSize {
+                counters.add(DropReason.oversize.rawValue)
+                return
+            }
+            let header: IPv4Header
+            do {
+                header = try IPv4Header(parsing: UnsafeRawBufferPointer(start: text, count: packetLength), verifyChecksum: true)
+            } catch {
+                counters.add(text.load(as: UInt8.self) >> 4 != 4 ? DropReason.notIPv4.rawValue : DropReason.malformed.rawValue)
+                return
+            }
+            // Allowed IPs: the inner source must be in the subnet of the peer that sealed it.
+            guard entry.subnet.contains(header.source) else {
+                counters.add(DropReason.spoofedInnerSource.rawValue)
+                if entry.peer >= 0 { snapshot.counters[entry.peer].add(peerOffset + PeerCounter.rxSpoofed) }
+                return
+            }
+            forward(text, packetLength, header, entry.peer, snapshot)
+        }
+
         for _ in 0..<budget {
             let received = batch.receive(socket, control: gro)
             if received == 0 { return false }
@@ -161,6 +242,19 @@ final class InboundPump {
                 let outer = IPv4Address(rawValue: batch.sourceAddress(i))
                 let slot = batch.slot(i)
                 let segment = gro ? batch.groSegmentSize(i) : 0
+                if let plane = snapshot.wireGuard, let aead {
+                    let port = batch.sourcePort(i)
+                    if segment <= 0 || segment >= length {
+                        openWireGuard(slot, length, outer, port, snapshot, plane, aead)
+                        continue
+                    }
+                    var offset = 0
+                    while offset < length {
+                        openWireGuard(slot + offset, min(segment, length - offset), outer, port, snapshot, plane, aead)
+                        offset += segment
+                    }
+                    continue
+                }
                 if segment <= 0 || segment >= length {
                     deliver(slot, length, outer, snapshot)
                     continue

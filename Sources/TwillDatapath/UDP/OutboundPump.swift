@@ -14,6 +14,12 @@ import Glibc
 /// (``ScatterBatch``); without GSO each segment is copied into a datagram of its own.
 /// Messages go out in one sendmmsg per sending socket and batch.
 ///
+/// With WireGuard (``UDPEngineConfiguration/wireGuard``) each datagram is a transport
+/// message sealed in place: the packet is read (or split) 16 bytes into its slot, so the
+/// header goes before it and the padding and tag after it, with no copy and no allocation.
+/// It leaves from the listening socket, as WireGuard peers expect. Gathered GSO sends are
+/// off then (each segment is sealed on its own, in its own slot).
+///
 /// Owned by the one thread that calls ``run(budget:)``; every buffer is allocated here, once.
 final class OutboundPump {
     private let engine: UDPEngine
@@ -46,21 +52,30 @@ final class OutboundPump {
     /// it drops what is left: the same thread may be needed for the other direction.
     static let stallMilliseconds: Int32 = 50
     private let lengths: UnsafeMutablePointer<Int>
+    /// WireGuard: the room for the message header before each packet (16, else 0), and the
+    /// cipher context this thread seals with.
+    private let headroom: Int
+    private let aead: AEADContext?
 
     init(engine: UDPEngine, queue: EngineQueue) {
         self.engine = engine
         self.queue = queue
         let configuration = engine.configuration
-        let sockets = engine.sendSockets
+        let wireGuard = configuration.wireGuard != nil
+        // WireGuard peers answer (and roam) to the port a message came from: the listening one.
+        let sockets = wireGuard ? [queue.socket] : engine.sendSockets
+        headroom = wireGuard ? WireGuardMessage.transportHeaderSize : 0
+        aead = wireGuard ? AEADContext() : nil
         fileDescriptor = queue.tun.fileDescriptor
         tun = queue.tun
         virtio = queue.tun.hasVirtioHeader
         senderCount = sockets.count
         senders = sockets
-        gso = virtio && configuration.udpOffloads && sockets[0].supportsSegmentationOffload
+        gso = !wireGuard && virtio && configuration.udpOffloads && sockets[0].supportsSegmentationOffload
         // Without GSO a TSO read becomes ~45 messages (more with a small MSS): room for two.
         capacity = virtio ? max(configuration.batchSize, 128) : configuration.batchSize
-        batch = DatagramBatch(capacity: capacity, slotSize: configuration.maxPacketSize, port: configuration.peerPort)
+        // WireGuard: header before, at most 15 bytes of padding and the tag after.
+        batch = DatagramBatch(capacity: capacity, slotSize: configuration.maxPacketSize + (wireGuard ? 48 : 0), port: configuration.peerPort)
         if gso {
             scatter = ScatterBatch(capacity: configuration.batchSize, port: configuration.peerPort)
             frames = ZeroedMemory.allocate(byteCount: Self.frameCount * Self.superSize)
@@ -172,7 +187,8 @@ final class OutboundPump {
         let superFrame = self.superFrame, superSize = Self.superSize
         let counters = queue.txCounters
         let peerOffset = queue.peerOffset
-        let packetCapacity = batch.slotSize
+        let headroom = self.headroom
+        let packetCapacity = batch.slotSize - (headroom > 0 ? 48 : 0)
         var snapshot = engine.loadSnapshot(queue.seenByTx)
         var queued = 0
         var reads = 0
@@ -197,10 +213,10 @@ final class OutboundPump {
                 header = VirtioNetHeader(reading: superFrame + 6)
                 packet = UnsafeMutableRawBufferPointer(start: superFrame + 16, count: n - VirtioNetHeader.size)
             } else {
-                let n = tun.readPacket(into: batch.slot(queued), capacity: packetCapacity)
+                let n = tun.readPacket(into: batch.slot(queued) + headroom, capacity: packetCapacity)
                 if n < 0 { return false }
                 reads += 1
-                packet = UnsafeMutableRawBufferPointer(start: batch.slot(queued), count: n)
+                packet = UnsafeMutableRawBufferPointer(start: batch.slot(queued) + headroom, count: n)
             }
             guard let peer = route(packet, snapshot, counters) else { continue drain }
             let destination = snapshot.destinations[peer]
@@ -209,18 +225,16 @@ final class OutboundPump {
             if !virtio {
                 lengths[0] = packet.count
                 slotSender[queued] = sender
-                finishQueued(queued, 1, destination, peerCounters, peerOffset, counters)
-                queued += 1
+                if finishQueued(queued, 1, peer, snapshot, destination, peerCounters, peerOffset, counters) { queued += 1 }
                 continue drain
             }
             let gsoType = header.gsoType & ~VirtioNetHeader.gsoECN
             if gsoType == VirtioNetHeader.gsoNone {
                 guard finishSingle(packet, header, limit: packetCapacity, counters) else { continue drain }
-                batch.slot(queued).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
+                (batch.slot(queued) + headroom).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
                 lengths[0] = packet.count
                 slotSender[queued] = sender
-                finishQueued(queued, 1, destination, peerCounters, peerOffset, counters)
-                queued += 1
+                if finishQueued(queued, 1, peer, snapshot, destination, peerCounters, peerOffset, counters) { queued += 1 }
                 continue drain
             }
             let segmentSize = Int(header.gsoSize)
@@ -234,14 +248,17 @@ final class OutboundPump {
             while first < needed {
                 if queued == capacity { flushQueued() }
                 let made = TCPSegmenter.split(
-                    UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first, output: batch.slot(queued),
-                    stride: batch.slotSize, maxSegments: capacity - queued, lengths: lengths)
+                    UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first, output: batch.slot(queued) + headroom,
+                    stride: batch.slotSize, room: packetCapacity, maxSegments: capacity - queued, lengths: lengths)
                 guard made > 0 else {
                     counters.add(DropReason.malformed.rawValue)
                     continue drain
                 }
                 for k in 0..<made { slotSender[queued + k] = sender }
-                finishQueued(queued, made, destination, peerCounters, peerOffset, counters)
+                guard finishQueued(queued, made, peer, snapshot, destination, peerCounters, peerOffset, counters) else {
+                    counters.add(DropReason.noSessionKeys.rawValue, UInt64(needed - first - made))
+                    continue drain
+                }
                 queued += made
                 first += made
             }
@@ -367,10 +384,14 @@ final class OutboundPump {
     }
 
     /// Addresses `count` single-datagram messages already in slots `first...` (lengths in
-    /// ``lengths``) to one peer and counts them.
+    /// ``lengths``) to peer `peer` and counts them; with WireGuard, seals them first. False
+    /// when they were dropped (and counted): WireGuard has no session keys for the peer yet.
     @inline(__always)
-    private func finishQueued(_ first: Int, _ count: Int, _ destination: UInt32, _ peerCounters: CounterBlock,
-                              _ peerOffset: Int, _ counters: CounterBlock) {
+    private func finishQueued(_ first: Int, _ count: Int, _ peer: Int, _ snapshot: EngineSnapshot, _ destination: UInt32,
+                              _ peerCounters: CounterBlock, _ peerOffset: Int, _ counters: CounterBlock) -> Bool {
+        if let plane = snapshot.wireGuard, let aead {
+            return sealQueued(first, count, peer, plane, aead, destination, peerCounters, peerOffset, counters)
+        }
         var bytes = 0
         for i in 0..<count {
             batch.setOutgoing(first + i, length: lengths[i], addressNetworkOrder: destination)
@@ -380,6 +401,43 @@ final class OutboundPump {
         peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(bytes))
         counters.add(ThreadCounter.packets, UInt64(count))
         counters.add(ThreadCounter.bytes, UInt64(bytes))
+        return true
+    }
+
+    /// ``finishQueued`` for WireGuard: each packet (16 bytes into its slot) padded with
+    /// zeros, sealed in place under the peer's current keypair and a counter of its own,
+    /// its header written before it and its tag after it. Counted as the plaintext bytes.
+    @inline(__always)
+    private func sealQueued(_ first: Int, _ count: Int, _ peer: Int, _ plane: WireGuardPlane, _ aead: AEADContext,
+                            _ destination: UInt32, _ peerCounters: CounterBlock, _ peerOffset: Int, _ counters: CounterBlock) -> Bool {
+        let now = EngineClock.now()
+        guard let keypair = plane.sendKeypair(peer, now: now) else {
+            counters.add(DropReason.noSessionKeys.rawValue, UInt64(count))
+            return false
+        }
+        let port = plane.ports[peer], mtu = plane.mtu
+        var bytes = 0
+        for i in 0..<count {
+            let slot = batch.slot(first + i)
+            let length = lengths[i]
+            let padded = WireGuardMessage.paddedLength(length, mtu: mtu)
+            let text = slot + WireGuardMessage.transportHeaderSize
+            (text + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
+            var piece = iovec(iov_base: text, iov_len: padded)
+            let sealed = TransportCrypto.seal(context: aead, keypair: keypair, counter: keypair.nextCounter(), header: slot,
+                                              pieces: &piece, count: 1, tag: text + padded)
+            // A cipher failure leaves garbage the peer drops: say so here instead.
+            if !sealed { counters.add(DropReason.sendFailed.rawValue) }
+            batch.setOutgoing(first + i, length: sealed ? WireGuardMessage.keepaliveSize + padded : 0,
+                              addressNetworkOrder: destination, portNetworkOrder: port)
+            bytes += length
+        }
+        plane.activity[peer]?.sentData(at: now)
+        peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(count))
+        peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(bytes))
+        counters.add(ThreadCounter.packets, UInt64(count))
+        counters.add(ThreadCounter.bytes, UInt64(bytes))
+        return true
     }
 
     /// Sends messages `0..<count` with `send(fd, start, n, stallBudget)` (returning how many

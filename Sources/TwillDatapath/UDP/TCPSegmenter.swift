@@ -34,14 +34,15 @@ public enum TCPSegmenter {
     /// into segments of at most `segmentSize` payload bytes: segments `first ..< first + n`
     /// (n at most `maxSegments`) are written at `output`, `output + stride`, ... and their
     /// lengths to `lengths[0 ..< n]`. With `stride` equal to the full segment length the
-    /// segments lie back to back, ready for one UDP_SEGMENT send.
+    /// segments lie back to back, ready for one UDP_SEGMENT send. `room` (default: `stride`)
+    /// is the most a segment may take: less when the caller needs space around it.
     ///
     /// - Returns: n, the number of segments written; 0 if the packet is not splittable.
     public static func split(
         _ packet: UnsafeRawBufferPointer, segmentSize: Int, first: Int = 0,
-        output: UnsafeMutableRawPointer, stride: Int, maxSegments: Int, lengths: UnsafeMutablePointer<Int>
+        output: UnsafeMutableRawPointer, stride: Int, room: Int? = nil, maxSegments: Int, lengths: UnsafeMutablePointer<Int>
     ) -> Int {
-        guard let plan = Plan(packet, segmentSize: segmentSize, first: first, room: stride) else { return 0 }
+        guard let plan = Plan(packet, segmentSize: segmentSize, first: first, room: room ?? stride) else { return 0 }
         let count = min(plan.total, first + maxSegments)
         for i in first..<count {
             let segment = output + (i - first) * stride

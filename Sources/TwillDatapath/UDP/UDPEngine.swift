@@ -36,6 +36,9 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     /// Threads per queue: 1 (default) serves both directions in one poll loop; 2 gives each
     /// direction its own thread, which pays only with more idle cores than queues.
     public var threadsPerQueue: Int
+    /// WireGuard transport instead of flannel's plain udp: every datagram a sealed
+    /// WireGuard message, handshakes to the control thread. Nil: flannel's wire.
+    public var wireGuard: WireGuardEngineOptions?
 
     /// The number of online CPUs (at least 1).
     public static var onlineCPUs: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
@@ -62,6 +65,24 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     }
 }
 
+/// What the engine needs for WireGuard transport (see ``UDPEngineConfiguration/wireGuard``).
+public struct WireGuardEngineOptions: Sendable, Equatable {
+    /// Where the packet threads hand handshake messages to the control thread.
+    public var control: WireGuardControlQueue
+    /// Keypairs older than this are not used (RejectAfterTime).
+    public var rejectAfter: Duration
+    /// The TUN MTU: plaintext is padded to 16 bytes but not past it.
+    public var mtu: Int
+
+    public init(control: WireGuardControlQueue, rejectAfter: Duration, mtu: Int) {
+        self.control = control
+        self.rejectAfter = rejectAfter
+        self.mtu = mtu
+    }
+
+    public static func == (a: Self, b: Self) -> Bool { a.control === b.control && a.rejectAfter == b.rejectAfter && a.mtu == b.mtu }
+}
+
 /// The routes and per-peer counters the packet threads see: immutable, replaced whole.
 final class EngineSnapshot: @unchecked Sendable {  // immutable after init; counters are atomics
     let generation: UInt64
@@ -69,12 +90,15 @@ final class EngineSnapshot: @unchecked Sendable {  // immutable after init; coun
     /// Per peer index: its counters and its PublicIP in network order (ready for sockaddr).
     let counters: [CounterBlock]
     let destinations: [UInt32]
+    /// WireGuard's keys, when the engine carries WireGuard.
+    let wireGuard: WireGuardPlane?
 
-    init(generation: UInt64, table: RouteTable, counters: [CounterBlock]) {
+    init(generation: UInt64, table: RouteTable, counters: [CounterBlock], wireGuard: WireGuardPlane? = nil) {
         self.generation = generation
         self.table = table
         self.counters = counters
         self.destinations = table.peers.map { $0.publicIP.rawValue.bigEndian }
+        self.wireGuard = wireGuard
     }
 }
 
@@ -173,6 +197,8 @@ public final class UDPEngine: Sendable {
         var peerCounters: [PeerKey: CounterBlock] = [:]
         var retired: [EngineSnapshot] = []
         var threads: [OSThread] = []
+        var peers: [PeerLease] = []
+        var keys = WireGuardKeyTable.empty
         var wakeFD: Int32 = -1
         var started = false
         var stopped = false
@@ -187,6 +213,8 @@ public final class UDPEngine: Sendable {
     public var tunName: String { queues[0].tun.name }
     /// The local ports datagrams leave from (the service port alone with one queue).
     public var sourcePorts: [UInt16] { sendSockets.map(\.port) }
+    /// The first queue's socket, bound to the listening port (WireGuard's handshakes leave by it).
+    var listeningSocket: (any DatagramSocket)? { queues.first?.socket }
 
     /// Sets the TUN's transmit queue length (see ``TUNDevice/setTransmitQueueLength(_:)``);
     /// call it from a thread in the device's network namespace.
@@ -212,7 +240,8 @@ public final class UDPEngine: Sendable {
         var configuration = configuration
         configuration.queues = queues.count  // what runs, not what was asked for
         self.configuration = configuration
-        let initial = EngineSnapshot(generation: 0, table: RouteTable(peers: []), counters: [])
+        let initial = EngineSnapshot(generation: 0, table: RouteTable(peers: []), counters: [],
+                                     wireGuard: Self.plane(RouteTable(peers: []), .empty, configuration))
         current = Atomic(UInt(bitPattern: Unmanaged.passRetained(initial).toOpaque()))
     }
 
@@ -238,7 +267,8 @@ public final class UDPEngine: Sendable {
                 port = socket.port  // port 0 (tests): the others join the port the first got
                 sockets.append(socket)
             }
-            if shared {
+            // WireGuard sends from the listening port (peers answer and roam to it).
+            if shared && configuration.wireGuard == nil {
                 for _ in 0..<FlowHash.sourcePortCount(queues: tuns.count) {
                     senders.append(try UDPSocket(address: address, port: 0))
                 }
@@ -261,24 +291,46 @@ public final class UDPEngine: Sendable {
     /// queue's threads' next batch. A peer's counters survive as long as its lease (subnet
     /// and PublicIP) stays in the set.
     public func update(peers: [PeerLease]) {
-        let table = RouteTable(peers: peers)
-        let slots = PeerCounter.size * queues.count
         state.withLock { state in
-            state.generation += 1
-            var kept: [PeerKey: CounterBlock] = [:]
-            let counters = table.peers.map { peer in
-                let key = PeerKey(subnet: peer.subnet, publicIP: peer.publicIP)
-                let block = state.peerCounters[key] ?? CounterBlock(count: slots)
-                kept[key] = block
-                return block
-            }
-            state.peerCounters = kept
-            let snapshot = EngineSnapshot(generation: state.generation, table: table, counters: counters)
-            let bits = UInt(bitPattern: Unmanaged.passRetained(snapshot).toOpaque())
-            let old = current.exchange(bits, ordering: .sequentiallyConsistent)
-            state.retired.append(Unmanaged<EngineSnapshot>.fromOpaque(UnsafeRawPointer(bitPattern: old)!).takeRetainedValue())
-            reclaim(&state)
+            state.peers = peers
+            publish(&state)
         }
+    }
+
+    /// Replaces the WireGuard keys (the control thread calls this whenever a keypair changes).
+    public func update(keys: WireGuardKeyTable) {
+        state.withLock { state in
+            state.keys = keys
+            publish(&state)
+        }
+    }
+
+    static func plane(_ table: RouteTable, _ keys: WireGuardKeyTable, _ configuration: UDPEngineConfiguration) -> WireGuardPlane? {
+        configuration.wireGuard.map {
+            WireGuardPlane(table: table, keys: keys, control: $0.control, rejectAfter: $0.rejectAfter.nanoseconds, mtu: $0.mtu,
+                           defaultPort: configuration.peerPort)
+        }
+    }
+
+    /// Builds and swaps in a snapshot of the current peers and keys.
+    private func publish(_ state: inout State) {
+        let table = RouteTable(peers: state.peers)
+        let slots = PeerCounter.size * queues.count
+        state.generation += 1
+        var kept: [PeerKey: CounterBlock] = [:]
+        let counters = table.peers.map { peer in
+            let key = PeerKey(subnet: peer.subnet, publicIP: peer.publicIP)
+            let block = state.peerCounters[key] ?? CounterBlock(count: slots)
+            kept[key] = block
+            return block
+        }
+        state.peerCounters = kept
+        let snapshot = EngineSnapshot(generation: state.generation, table: table, counters: counters,
+                                      wireGuard: Self.plane(table, state.keys, configuration))
+        let bits = UInt(bitPattern: Unmanaged.passRetained(snapshot).toOpaque())
+        let old = current.exchange(bits, ordering: .sequentiallyConsistent)
+        state.retired.append(Unmanaged<EngineSnapshot>.fromOpaque(UnsafeRawPointer(bitPattern: old)!).takeRetainedValue())
+        reclaim(&state)
     }
 
     /// Frees retired snapshots no thread can still be reading.

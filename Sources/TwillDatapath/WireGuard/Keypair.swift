@@ -19,6 +19,9 @@ public final class Keypair: @unchecked Sendable {  // keys are written only at i
     private let counter = Atomic<UInt64>(0)
     private let replay = Mutex(ReplayWindow())
     private let wiped = Atomic<Bool>(false)
+    /// Set by the first packet thread that receives with a responder's keypair: the
+    /// initiator has it, so it may become current (told to the control thread once).
+    let confirmed = Atomic<Bool>(false)
 
     init(sendKey: Secret, receiveKey: Secret, localIndex: UInt32, remoteIndex: UInt32, isInitiator: Bool, created: UInt64) {
         self.sendKey = sendKey

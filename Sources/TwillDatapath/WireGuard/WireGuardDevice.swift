@@ -43,6 +43,8 @@ public final class WireGuardKeyTable: Sendable {
     public struct Send: Sendable {
         let keypair: Keypair?
         let activity: PeerActivity
+        /// The peer's endpoint port (its lease's `Port`).
+        let port: UInt16
     }
     let send: [IPv4Network: Send]
     let receive: [UInt32: Receive]
@@ -132,7 +134,7 @@ public final class WireGuardDevice {
         for (key, peer) in peers where wanted[key] == nil { remove(peer) }
         for (key, config) in wanted {
             if let peer = peers[key] {
-                if peer.config.allowedIPs != config.allowedIPs { keysChanged = true }
+                if peer.config.allowedIPs != config.allowedIPs || peer.config.endpoint != config.endpoint { keysChanged = true }
                 peer.config = config
             } else {
                 peers[key] = Peer(config: config, statics: PeerStatic(publicKey: key, presharedKey: presharedKey, identity: identity))
@@ -163,7 +165,7 @@ public final class WireGuardDevice {
         var send: [IPv4Network: WireGuardKeyTable.Send] = [:]
         var receive: [UInt32: WireGuardKeyTable.Receive] = [:]
         for peer in peers.values {
-            send[peer.config.allowedIPs] = .init(keypair: peer.current, activity: peer.activity)
+            send[peer.config.allowedIPs] = .init(keypair: peer.current, activity: peer.activity, port: peer.config.endpoint.port)
             for k in peer.keypairs where k.isLive {
                 receive[k.localIndex] = .init(keypair: k, subnet: peer.config.allowedIPs, activity: peer.activity)
             }
