@@ -304,7 +304,7 @@ public final class Agent: Service, Sendable {
             let t = traffic.peers[p.subnet]
             return NodeStatus.PeerInfo(subnet: "\(p.subnet)", publicIP: "\(p.publicIP)", backend: p.backendType ?? "udp", state: "routed",
                                        txPackets: t?.txPackets, txBytes: t?.txBytes, rxPackets: t?.rxPackets, rxBytes: t?.rxBytes,
-                                       drops: t?.drops, lastHandshake: nil)
+                                       drops: t?.drops, lastHandshake: t?.lastHandshake)
         }
         return NodeStatus(
             version: version, publicIP: facts.external.map { "\($0.publicIP)" }, interface: facts.external?.name,

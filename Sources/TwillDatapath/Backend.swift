@@ -46,12 +46,19 @@ public struct BackendTraffic: Sendable, Equatable {
         public var txPackets: UInt64, txBytes: UInt64, rxPackets: UInt64, rxBytes: UInt64
         /// What the peer sent that was dropped, by reason.
         public var drops: [String: UInt64]
-        public init(txPackets: UInt64, txBytes: UInt64, rxPackets: UInt64, rxBytes: UInt64, drops: [String: UInt64] = [:]) {
+        /// Unix time of the last completed handshake (wireguard), nil if none yet or no such thing.
+        public var lastHandshake: Int64?
+        /// Where the backend sends to this peer (wireguard: `ip:port`), if it differs from its lease's PublicIP.
+        public var endpoint: String?
+        public init(txPackets: UInt64, txBytes: UInt64, rxPackets: UInt64, rxBytes: UInt64, drops: [String: UInt64] = [:],
+                    lastHandshake: Int64? = nil, endpoint: String? = nil) {
             self.txPackets = txPackets
             self.txBytes = txBytes
             self.rxPackets = rxPackets
             self.rxBytes = rxBytes
             self.drops = drops
+            self.lastHandshake = lastHandshake
+            self.endpoint = endpoint
         }
     }
     /// The device the backend runs (`twill0`, `flannel.1`), if it has one.

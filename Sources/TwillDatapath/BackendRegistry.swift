@@ -40,6 +40,13 @@ public struct BackendSpec: Sendable, Equatable {
         return b
     }
 
+    /// `Backend.<key>` as a string; nil when absent.
+    public func string(_ key: String) throws(BackendError) -> String? {
+        guard let value = settings[key.lowercased()] else { return nil }
+        guard case .string(let s) = value else { throw BackendError(backend: type, "Backend.\(key) must be a string, not \(Self.describe(value))") }
+        return s
+    }
+
     static func describe(_ v: Setting) -> String {
         switch v {
         case .number(let n): "the number \(n)"
@@ -55,7 +62,7 @@ public struct BackendSpec: Sendable, Equatable {
 /// ``make(_:external:options:)`` also checks a config before it is applied.
 public enum BackendRegistry {
     /// The backend types Twill runs.
-    public static let types = ["udp", "vxlan", "host-gw", "alloc"]
+    public static let types = ["udp", "vxlan", "host-gw", "wireguard", "alloc"]
 
     /// What the agent's own flags set for the backends.
     public struct Options: Sendable, Equatable {
@@ -68,11 +75,19 @@ public enum BackendRegistry {
         /// udp: TUN and UDP offloads (`--udp-offloads`).
         public var udpOffloads: Bool
 
-        public init(tunName: String = "twill0", acceptAnySource: Bool = false, udpQueues: Int? = nil, udpOffloads: Bool = true) {
+        /// wireguard: the private key file (`WIREGUARD_KEY_FILE`, flannel's `/run/flannel/wgkey`).
+        public var wireGuardKeyFile: String
+        /// wireguard: the protocol's timers (tests shorten them).
+        public var wireGuardTimers: WireGuardTimers
+
+        public init(tunName: String = "twill0", acceptAnySource: Bool = false, udpQueues: Int? = nil, udpOffloads: Bool = true,
+                    wireGuardKeyFile: String = WireGuardKeyFile.defaultPath, wireGuardTimers: WireGuardTimers = WireGuardTimers()) {
             self.tunName = tunName
             self.acceptAnySource = acceptAnySource
             self.udpQueues = udpQueues
             self.udpOffloads = udpOffloads
+            self.wireGuardKeyFile = wireGuardKeyFile
+            self.wireGuardTimers = wireGuardTimers
         }
     }
 
@@ -86,7 +101,16 @@ public enum BackendRegistry {
         case udp(port: UInt16, mtu: Int?)
         case vxlan(vni: UInt32, port: UInt16, directRouting: Bool, gbp: Bool, learning: Bool, mtu: Int?)
         case hostGW(mtu: Int?)
+        case wireGuard(WireGuardSettings)
         case alloc(mtu: Int?)
+    }
+
+    /// A wireguard backend's checked settings (flannel's names and defaults).
+    struct WireGuardSettings {
+        var listenPort: UInt16
+        var presharedKey: [UInt8]?
+        var persistentKeepalive: Int
+        var mtu: Int?
     }
 
     static func settings(_ spec: BackendSpec, options: Options) throws(BackendError) -> Checked {
@@ -107,6 +131,25 @@ public enum BackendRegistry {
                           gbp: try spec.bool("GBP") ?? false, learning: try spec.bool("Learning") ?? false, mtu: mtu)
         case "host-gw":
             return .hostGW(mtu: mtu)
+        case "wireguard":
+            let port = try spec.int("ListenPort", in: 1...65535) ?? 51820
+            _ = try spec.int("ListenPortV6", in: 1...65535)
+            let keepalive = try spec.int("PersistentKeepaliveInterval", in: 0...65535) ?? 0
+            var psk: [UInt8]?
+            if let text = try spec.string("PSK"), !text.isEmpty {
+                guard let bytes = Base64.decode(text), bytes.count == 32 else {
+                    throw BackendError(backend: "wireguard", "Backend.PSK must be base64 of 32 bytes (as `wg genpsk` prints), not \"\(text.prefix(60))\"")
+                }
+                psk = bytes
+            }
+            switch try spec.string("Mode")?.lowercased() ?? "separate" {
+            case "separate", "auto", "ipv4": break
+            case "ipv6":
+                throw BackendError(backend: "wireguard", "Backend.Mode \"ipv6\" needs IPv6 leases, which Twill does not take yet; use \"separate\" or \"ipv4\"")
+            case let other:
+                throw BackendError(backend: "wireguard", "Backend.Mode \"\(other)\" is not one of separate, auto, ipv4, ipv6")
+            }
+            return .wireGuard(WireGuardSettings(listenPort: UInt16(port), presharedKey: psk, persistentKeepalive: keepalive, mtu: mtu))
         case "alloc":
             return .alloc(mtu: mtu)
         default:
@@ -125,6 +168,10 @@ public enum BackendRegistry {
                                 gbp: gbp, learning: learning, mtu: mtu)
         case .hostGW(let mtu):
             return HostGWBackend(netlink: try Netlink(), external: external, mtu: mtu)
+        case .wireGuard(let w):
+            return WireGuardBackend(netlink: try Netlink(), external: external, listenPort: w.listenPort, keyFile: options.wireGuardKeyFile,
+                                    presharedKey: w.presharedKey.map(Secret.init), persistentKeepalive: w.persistentKeepalive > 0 ? .seconds(w.persistentKeepalive) : nil,
+                                    mtu: w.mtu, offloads: options.udpOffloads, queues: options.udpQueues, timers: options.wireGuardTimers)
         case .alloc(let mtu):
             return AllocBackend(mtu: mtu ?? external.mtu)
         }

@@ -89,6 +89,9 @@ struct AgentCommand: AsyncParsableCommand {
         if let r = iptablesResync, !(1...86400).contains(r) {
             throw ValidationError("--iptables-resync \(r) must be a whole number of seconds from 1 to 86400")
         }
+        if let v = ProcessInfo.processInfo.environment[Self.testRekeyVariable], Int(v).map({ (4...120).contains($0) }) != true {
+            throw ValidationError("\(Self.testRekeyVariable)=\(v) must be a whole number of seconds from 4 to 120")
+        }
         if let t = leaseTTL, t < 2 { throw ValidationError("--subnet-lease-ttl \(t) is too short (at least 2 seconds)") }
         if let ip = ifaceCanReach, IPv4Address(ip) == nil {
             throw ValidationError("--iface-can-reach \(ip) is not an IPv4 address")
@@ -124,8 +127,16 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
     var backendOptions: BackendRegistry.Options {
-        BackendRegistry.Options(tunName: tunName ?? "twill0", acceptAnySource: udpAcceptAnySource, udpQueues: udpQueues, udpOffloads: udpOffloads ?? true)
+        let environment = ProcessInfo.processInfo.environment
+        var timers = WireGuardTimers()
+        if let s = environment[Self.testRekeyVariable].flatMap(Int.init) { timers = .shortened(rekeyAfter: s) }
+        return BackendRegistry.Options(tunName: tunName ?? "twill0", acceptAnySource: udpAcceptAnySource, udpQueues: udpQueues, udpOffloads: udpOffloads ?? true,
+                                       wireGuardKeyFile: environment["WIREGUARD_KEY_FILE"].flatMap { $0.isEmpty ? nil : $0 } ?? WireGuardKeyFile.defaultPath,
+                                       wireGuardTimers: timers)
     }
+
+    /// Tests only: WireGuard's rekey interval in seconds, the other timers scaled with it.
+    static let testRekeyVariable = "TWILL_TEST_WIREGUARD_REKEY_SECONDS"
 
     func run() async throws {
         try logging.bootstrap()

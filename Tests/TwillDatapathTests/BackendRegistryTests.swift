@@ -23,7 +23,7 @@ import TwillAddress
         #expect(Self.message(BackendSpec(type: "vxlan", settings: ["VNI": .number(0)])) == "vxlan backend: Backend.VNI 0 is outside 1..16777215")
         #expect(Self.message(BackendSpec(type: "vxlan", settings: ["VNI": .number(4096), "Port": .number(4789), "DirectRouting": .bool(true)])) == nil)
         #expect(Self.message(BackendSpec(type: "vxlan", settings: ["directrouting": .string("yes")])) == "vxlan backend: Backend.DirectRouting must be true or false, not the string \"yes\"")
-        #expect(Self.message(BackendSpec(type: "gre")) == "gre backend: Backend.Type \"gre\" is not known (available: udp, vxlan, host-gw, alloc)")
+        #expect(Self.message(BackendSpec(type: "gre")) == "gre backend: Backend.Type \"gre\" is not known (available: udp, vxlan, host-gw, wireguard, alloc)")
         #expect(Self.message(BackendSpec(type: "udp"), options: .init(tunName: "a-very-long-tun-name"))?.contains("--tun-name") == true)
     }
 

@@ -71,13 +71,14 @@ public final class TestCluster: @unchecked Sendable {
     /// The subnet.env path of host `i` (0-based).
     public func subnetFile(_ i: Int) -> String { dir + "/h\(i + 1)/subnet.env" }
 
-    /// Starts `twill agent` in host `i`; `extra` are more flags.
-    public func startAgent(_ i: Int, extra: [String] = []) throws {
+    /// Starts `twill agent` in host `i`; `extra` are more flags, `environment` more variables.
+    public func startAgent(_ i: Int, extra: [String] = [], environment: [String: String] = [:]) throws {
         let binary = try twillBinary()
         let host = hosts[i]
+        let env = environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         let p = try ChildProcess("/usr/sbin/ip", ["netns", "exec", host.name, binary, "agent", "--etcd-endpoints", etcdEndpoint,
                                                   "--iface", net.interface, "--subnet-file", subnetFile(i), "--log-level", "debug"] + extra,
-                                 logPath: dir + "/agent-h\(i + 1).\(Int.random(in: 0..<1_000_000)).log")
+                                 environment: env, logPath: dir + "/agent-h\(i + 1).\(Int.random(in: 0..<1_000_000)).log")
         lock.lock()
         agents[i] = p
         lock.unlock()

@@ -123,16 +123,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         }
         let index: Int32
         do {
-            // Queue room for bursts of TSO-split segments; the default 500 overflows.
-            try? engine.setTransmitQueueLength(5000)
-            index = try netlink.link(named: tunName).index
-            try netlink.setMTU(mtu, index: index)
-            try netlink.addAddress(InterfaceAddress(interfaceIndex: index, address: local.subnet.address, prefixLength: 32))
-            // ICMP net unreachable comes from the TUN's own address; without accept_local the
-            // kernel would drop it as a martian.
-            try? Syscall.setSysctl("net/ipv4/conf/\(tunName)/accept_local", "1")
-            try netlink.setLinkUp(index: index)
-            try netlink.replaceRoute(Self.networkRoute(local.network, index: index))
+            index = try Self.configureTUN(engine, netlink: netlink, name: tunName, mtu: mtu, local: local)
         } catch {
             engine.stop()
             throw BackendError(backend: type, "cannot configure \(tunName): \(error)")
@@ -146,6 +137,22 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             throw BackendError(backend: type, "cannot start the packet engine: \(error)")
         }
         return (engine, index)
+    }
+
+    /// Configures an engine's TUN `name` for `local`: MTU, the subnet's address /32, up, and
+    /// the whole network routed through it. Returns its interface index.
+    static func configureTUN(_ engine: UDPEngine, netlink: Netlink, name: String, mtu: Int, local: LocalLease) throws -> Int32 {
+        // Queue room for bursts of TSO-split segments; the default 500 overflows.
+        try? engine.setTransmitQueueLength(5000)
+        let index = try netlink.link(named: name).index
+        try netlink.setMTU(mtu, index: index)
+        try netlink.addAddress(InterfaceAddress(interfaceIndex: index, address: local.subnet.address, prefixLength: 32))
+        // ICMP net unreachable comes from the TUN's own address; without accept_local the
+        // kernel would drop it as a martian.
+        try? Syscall.setSysctl("net/ipv4/conf/\(name)/accept_local", "1")
+        try netlink.setLinkUp(index: index)
+        try netlink.replaceRoute(networkRoute(local.network, index: index))
+        return index
     }
 
     /// Why the data path is broken now: a packet thread ended (the TUN deleted under it, say).

@@ -76,6 +76,18 @@ public struct WireGuardTimers: Sendable, Equatable {
 
     public init() {}
 
+    /// For tests: a new keypair every `seconds`, the other timers scaled to keep WireGuard's
+    /// order (reject at twice the rekey time, retries and keepalives at a quarter of it).
+    public static func shortened(rekeyAfter seconds: Int) -> WireGuardTimers {
+        var t = WireGuardTimers()
+        t.rekeyAfterTime = .seconds(seconds)
+        t.rejectAfterTime = .seconds(seconds * 2)
+        t.rekeyTimeout = .milliseconds(seconds * 250)
+        t.keepaliveTimeout = .milliseconds(seconds * 250)
+        t.rekeyAttemptTime = .seconds(seconds * 2)
+        return t
+    }
+
     /// Retries allowed within ``rekeyAttemptTime``.
     var maxHandshakeAttempts: Int { Int(rekeyAttemptTime / rekeyTimeout) }
     /// Keys are zeroed when no new keypair came for this long.

@@ -1,0 +1,287 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Logging
+import Metrics
+import Synchronization
+import TwillAddress
+import TwillNetlink
+import TwillSystem
+
+/// flannel's wireguard backend on Twill's own WireGuard engine: the WireGuard protocol on the
+/// udp packet engine (a TUN `flannel-wg`, sealed in place by the packet threads, handshakes on
+/// a control thread), so it runs on kernels without the WireGuard module, where flannel's
+/// backend cannot.
+///
+/// flannel's formats throughout: the private key in flannel's key file, the lease
+/// `{"PublicKey": ..., "Port": ...}`, the device's MTU (and FLANNEL_MTU) 80 below the
+/// underlay's, the subnet's address /32 on the device and the whole network routed through
+/// it; a peer is `PublicIP:Port` with the peer's subnet as its allowed IPs.
+public final class WireGuardBackend: Backend, DatapathMetricsSource {
+    public let type = "wireguard"
+    public static let deviceName = "flannel-wg"
+    /// The IPv4 overhead flannel reserves: IPv6 40 + UDP 8 + WireGuard 32.
+    public static let overhead = 80
+    public let listenPort: UInt16
+    public let keyFile: String
+    let persistentKeepalive: Duration?
+    let presharedKey: Secret?
+    let outerMTU: Int?
+    let offloads: Bool
+    let queues: Int?
+    let timers: WireGuardTimers
+    let netlink: Netlink
+    let external: ExternalInterface
+    let logger: Logger
+
+    struct State {
+        var local: LocalLease?
+        /// The wireguard peers with usable BackendData, by subnet.
+        var peers: [IPv4Network: (lease: PeerLease, config: WireGuardPeerConfig)] = [:]
+        var engine: UDPEngine?
+        var tunIndex: Int32 = 0
+        var control: WireGuardControl?
+    }
+    private let state = Mutex(State())
+    private let published = Mutex<[String: UInt64]>([:])
+
+    public init(netlink: Netlink, external: ExternalInterface, listenPort: UInt16 = 51820, keyFile: String = WireGuardKeyFile.defaultPath,
+                presharedKey: Secret? = nil, persistentKeepalive: Duration? = nil, mtu: Int? = nil, offloads: Bool = true,
+                queues: Int? = nil, timers: WireGuardTimers = WireGuardTimers(), logger: Logger = Logger(label: "twill.backend.wireguard")) {
+        self.netlink = netlink
+        self.external = external
+        self.listenPort = listenPort
+        self.keyFile = keyFile
+        self.presharedKey = presharedKey
+        self.persistentKeepalive = persistentKeepalive
+        self.outerMTU = mtu
+        self.offloads = offloads
+        self.queues = queues
+        self.timers = timers
+        var l = logger
+        l[metadataKey: "device"] = "\(Self.deviceName)"
+        self.logger = l
+    }
+
+    /// flannel's rule: the underlay MTU (`Backend.MTU`, else the interface's) less 80.
+    public var mtu: Int { (outerMTU ?? external.mtu) - Self.overhead }
+
+    /// Loads libcrypto and the key (generating the key file when missing), starts the control
+    /// thread and advertises the public key and port.
+    public func prepare() async throws -> BackendAdvert {
+        do { try WireGuardCrypto.load() } catch {
+            throw BackendError(backend: type, "\(error) (Debian: apt-get install libssl3)")
+        }
+        let (key, created) = try WireGuardKeyFile.loadOrCreate(keyFile)
+        let control = try state.withLock { s throws -> WireGuardControl in
+            if let c = s.control { return c }
+            let c = try WireGuardControl(identity: WireGuardIdentity(privateKey: key), presharedKey: presharedKey, timers: timers, logger: logger)
+            s.control = c
+            return c
+        }
+        try control.start()
+        let publicKey = Data(control.publicKey).base64EncodedString()
+        logger.info("wireguard identity ready", metadata: [
+            "public_key": "\(publicKey)", "key_file": "\(keyFile)", "generated": "\(created)", "listen_port": "\(listenPort)",
+            "engine": "userspace", "kernel_module": "\(Self.kernelHasWireGuard ? "present" : "absent")"])
+        return BackendAdvert(mtu: mtu, backendType: type, backendData: WireGuardLeaseData(publicKey: control.publicKey, port: listenPort).json)
+    }
+
+    /// Whether this kernel has WireGuard (the module loaded, or built in).
+    static var kernelHasWireGuard: Bool { Files.exists("/sys/module/wireguard") }
+
+    /// Opens the TUN and the listening sockets, configures the device and starts the packet
+    /// threads; called again (a new subnet, a repair) it replaces the engine and keeps the
+    /// peers and their sessions.
+    public func start(local: LocalLease) async throws {
+        let (old, control) = state.withLock { s -> (UDPEngine?, WireGuardControl?) in
+            defer { s.engine = nil; s.local = local }
+            return (s.engine, s.control)
+        }
+        guard let control else { throw BackendError(backend: type, "start before prepare") }
+        control.attach(nil)
+        old?.stop()
+        let engine: UDPEngine
+        var configuration = UDPEngineConfiguration(localSubnet: local.subnet, peerPort: listenPort, checkSources: true,
+                                                   udpOffloads: offloads, queues: queues)
+        configuration.wireGuard = control.engineOptions(mtu: mtu)
+        do {
+            engine = try UDPEngine.open(tunName: Self.deviceName, tunOffloads: offloads, address: external.localIP, configuration: configuration)
+        } catch {
+            throw BackendError(backend: type, "cannot open TUN device \(Self.deviceName) or bind UDP \(external.localIP):\(listenPort): \(error)")
+        }
+        let index: Int32
+        do {
+            index = try UDPBackend.configureTUN(engine, netlink: netlink, name: Self.deviceName, mtu: mtu, local: local)
+            try engine.start()
+        } catch {
+            engine.stop()
+            throw BackendError(backend: type, "cannot configure \(Self.deviceName): \(error)")
+        }
+        let superseded = state.withLock { s -> Bool in
+            guard s.local == local, s.engine == nil else { return true }
+            engine.update(peers: s.peers.values.map(\.lease))
+            s.engine = engine
+            s.tunIndex = index
+            return false
+        }
+        if superseded {
+            engine.stop()
+            return
+        }
+        control.attach(engine)
+        logger.info("wireguard backend up", metadata: ["mtu": "\(mtu)", "listen": "\(external.localIP):\(listenPort)",
+                                                      "queues": "\(engine.queueCount)", "tun_offloads": "\(engine.hasTUNOffloads)"])
+    }
+
+    public func damage() -> String? {
+        let (wanted, engine) = state.withLock { ($0.local != nil, $0.engine) }
+        guard wanted else { return nil }
+        guard let engine else { return "the wireguard packet engine is not running (an earlier rebuild failed)" }
+        let failed = engine.failedThreadCount
+        return failed > 0 ? "\(failed) wireguard packet thread(s) ended" : nil
+    }
+
+    /// The peer's WireGuard settings from its lease, or nil (logged) when it has none usable.
+    func peerConfig(_ peer: PeerLease) -> WireGuardPeerConfig? {
+        guard peer.backendType == type else {
+            logger.debug("ignoring a peer of another backend", metadata: ["subnet": "\(peer.subnet)", "backend": "\(peer.backendType ?? "udp")"])
+            return nil
+        }
+        guard let raw = peer.backendData else {
+            logger.error("skipping wireguard lease without BackendData", metadata: ["peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)"])
+            return nil
+        }
+        let data: WireGuardLeaseData
+        do { data = try WireGuardLeaseData(parsing: raw) } catch {
+            logger.error("skipping wireguard lease with unusable BackendData", metadata: [
+                "peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)", "error": "\(error)"])
+            return nil
+        }
+        return WireGuardPeerConfig(publicKey: data.publicKey, endpoint: WireGuardEndpoint(address: peer.publicIP, port: data.port ?? listenPort),
+                                   allowedIPs: peer.subnet, persistentKeepalive: persistentKeepalive)
+    }
+
+    public func peerAdded(_ peer: PeerLease) async throws {
+        let config = peerConfig(peer)
+        apply { peers in
+            peers[peer.subnet] = config.map { (peer, $0) }
+        }
+    }
+
+    public func peerRemoved(_ peer: PeerLease) async throws {
+        apply { $0[peer.subnet] = nil }
+    }
+
+    public func reconcile(peers: [PeerLease]) async throws {
+        let configs = peers.compactMap { p in peerConfig(p).map { (p, $0) } }
+        apply { current in
+            current = Dictionary(configs.map { ($0.0.subnet, $0) }, uniquingKeysWith: { a, _ in a })
+        }
+        guard let (index, local) = state.withLock({ s in s.local.map { (s.tunIndex, $0) } }) else { return }
+        let link = try? netlink.link(index: index)
+        if let damage = damage() ?? (link?.name == Self.deviceName ? nil : "TUN device \(Self.deviceName) is gone") {
+            logger.warning("wireguard data path broken; rebuilding it", metadata: ["reason": "\(damage)"])
+            try await start(local: local)
+            Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "wireguard_engine")]).increment()
+            return
+        }
+        if let link, !link.isUp {
+            logger.warning("TUN device was set down; setting it up again")
+            try netlink.setLinkUp(index: index)
+            Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "link_up")]).increment()
+        }
+        let failures = KernelRoutes.reconcile(netlink, network: local.network, desired: [UDPBackend.networkRoute(local.network, index: index)], logger: logger)
+        if !failures.isEmpty { throw BackendError(backend: type, "reconcile: \(failures.joined(separator: "; "))") }
+    }
+
+    /// Changes the peer set, then gives the engine its routes and the control its peers. Two
+    /// leases with one public key (a copied lease) are refused past the first, by subnet.
+    private func apply(_ change: (inout [IPv4Network: (lease: PeerLease, config: WireGuardPeerConfig)]) -> Void) {
+        state.withLock { s in
+            change(&s.peers)
+            var owner: [[UInt8]: IPv4Network] = [:]
+            for (subnet, p) in s.peers.sorted(by: { $0.key.address < $1.key.address }) {
+                if let first = owner[p.config.publicKey] {
+                    logger.error("two wireguard leases name one public key; only the first is used",
+                                 metadata: ["peer": "\(subnet)", "first": "\(first)"])
+                    s.peers[subnet] = nil
+                } else {
+                    owner[p.config.publicKey] = subnet
+                }
+            }
+            s.engine?.update(peers: s.peers.values.map(\.lease))
+            s.control?.setPeers(s.peers.values.map(\.config))
+        }
+    }
+
+    public func needsReconcile(after change: NetlinkChange) -> Bool {
+        guard let (index, network) = state.withLock({ s in s.local.map { (s.tunIndex, $0.network) } }) else { return false }
+        switch change {
+        case .routeRemoved(let r), .routeAdded(let r):
+            return r.destination == network || r.outputInterface == index
+        case .linkRemoved(let l), .linkChanged(let l):
+            return l.index == index || l.name == Self.deviceName
+        case .overrun:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// Stops the packet and control threads (every key wiped) and closes the TUN.
+    public func stop() async {
+        let (engine, control) = state.withLock { s -> (UDPEngine?, WireGuardControl?) in
+            defer { s = State() }
+            return (s.engine, s.control)
+        }
+        control?.stop()
+        engine?.stop()
+        if engine != nil { logger.info("wireguard backend stopped") }
+    }
+
+    /// Per peer: packets and bytes each way, drops, last handshake and endpoint.
+    public func traffic() -> BackendTraffic {
+        var t = BackendTraffic(device: Self.deviceName)
+        let (engine, control) = state.withLock { ($0.engine, $0.control) }
+        guard let c = engine?.counters() else { return t }
+        let status = Dictionary((control?.status() ?? []).map { ($0.allowedIPs, $0) }, uniquingKeysWith: { a, _ in a })
+        for p in c.peers {
+            let s = status[p.subnet]
+            t.peers[p.subnet] = .init(txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes,
+                                      drops: Dictionary(uniqueKeysWithValues: p.drops.map { ("\($0.key)", $0.value) }),
+                                      lastHandshake: s?.lastHandshakeUnix, endpoint: s.map { "\($0.endpoint)" })
+        }
+        for reason in DropReason.allCases where c[drop: reason] > 0 { t.drops["\(reason)"] = c[drop: reason] }
+        for (reason, n) in control?.drops() ?? [:] { t.drops["handshake_\(reason)"] = n }
+        return t
+    }
+
+    public func publishMetrics() {
+        let (engine, control) = state.withLock { ($0.engine, $0.control) }
+        guard let c = engine?.counters() else { return }
+        func add(_ label: String, _ dims: [(String, String)], _ total: UInt64) {
+            let key = label + dims.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
+            let delta = published.withLock { seen -> UInt64 in
+                let before = seen[key] ?? 0
+                seen[key] = total
+                return total >= before ? total - before : total
+            }
+            if delta > 0 { Counter(label: label, dimensions: dims).increment(by: Int64(clamping: delta)) }
+        }
+        for reason in DropReason.allCases { add("twill_wireguard_drops_total", [("reason", "\(reason)")], c[drop: reason]) }
+        for (reason, n) in control?.drops() ?? [:] { add("twill_wireguard_handshake_drops_total", [("reason", reason)], n) }
+        let status = Dictionary((control?.status() ?? []).map { ($0.allowedIPs, $0) }, uniquingKeysWith: { a, _ in a })
+        for p in c.peers {
+            let s = status[p.subnet]
+            let dims = [("subnet", "\(p.subnet)"), ("public_ip", "\(p.publicIP)"), ("endpoint", s.map { "\($0.endpoint)" } ?? "")]
+            add("twill_wireguard_peer_tx_bytes_total", dims, p.txBytes)
+            add("twill_wireguard_peer_rx_bytes_total", dims, p.rxBytes)
+            add("twill_wireguard_peer_tx_packets_total", dims, p.txPackets)
+            add("twill_wireguard_peer_rx_packets_total", dims, p.rxPackets)
+            Gauge(label: "twill_wireguard_peer_last_handshake_seconds", dimensions: dims).record(Double(s?.lastHandshakeUnix ?? 0))
+        }
+    }
+}
