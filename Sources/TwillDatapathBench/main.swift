@@ -5,6 +5,9 @@
 // usage: TwillDatapathBench --tun twill0 --local-subnet 198.18.1.0/24 --bind 198.51.100.1
 //          [--port 8285] [--peer 198.18.2.0/24=198.51.100.2]... [--no-source-checks] [--batch 64]
 //          [--offloads] [--no-udp-offloads] [--queues N] [--threads-per-queue 1|2] [--txqueuelen N]
+//          [--wireguard-key FILE --peer-key SUBNET=BASE64...]
+// With --wireguard-key the engine carries WireGuard (its control thread beside it), each
+// --peer its public key from --peer-key; "ready" is printed once the engine runs.
 import CAllocationCounter
 import TwillAddress
 import TwillDatapath
@@ -36,6 +39,8 @@ func runBench() {
     var queues = 1
     var threadsPerQueue = 1
     var txQueueLength: Int32 = 0
+    var wireGuardKey: String?
+    var peerKeys: [IPv4Network: String] = [:]
     var arguments = CommandLine.arguments.dropFirst()
     while let flag = arguments.popFirst() {
         switch flag {
@@ -50,6 +55,13 @@ func runBench() {
         case "--queues": queues = parse(arguments.popFirst(), flag) { Int($0) }
         case "--threads-per-queue": threadsPerQueue = parse(arguments.popFirst(), flag) { Int($0) }
         case "--txqueuelen": txQueueLength = parse(arguments.popFirst(), flag) { Int32($0) }
+        case "--wireguard-key": wireGuardKey = parse(arguments.popFirst(), flag) { $0 }
+        case "--peer-key":
+            let (subnet, key) = parse(arguments.popFirst(), flag) { text -> (IPv4Network, String)? in
+                guard let eq = text.firstIndex(of: "="), let subnet = IPv4Network(String(text[..<eq])) else { return nil }
+                return (subnet, String(text[text.index(after: eq)...]))
+            }
+            peerKeys[subnet] = key
         case "--peer":
             peers.append(parse(arguments.popFirst(), flag) { text -> PeerLease? in
                 let parts = text.split(separator: "=")
@@ -71,11 +83,30 @@ func runBench() {
     pthread_sigmask(SIG_BLOCK, &signals, nil)
 
     do {
-        let engine = try UDPEngine.open(tunName: tunName, tunOffloads: offloads, address: bindAddress, configuration: UDPEngineConfiguration(
+        var configuration = UDPEngineConfiguration(
             localSubnet: localSubnet, peerPort: port, checkSources: checkSources, batchSize: batchSize,
-            udpOffloads: udpOffloads, queues: queues, threadsPerQueue: threadsPerQueue))
+            udpOffloads: udpOffloads, queues: queues, threadsPerQueue: threadsPerQueue)
+        var control: WireGuardControl?
+        if let wireGuardKey {
+            try WireGuardCrypto.load()
+            let key = try WireGuardKeyFile.loadOrCreate(wireGuardKey).key
+            let c = try WireGuardControl(identity: WireGuardIdentity(privateKey: key))
+            configuration.wireGuard = c.engineOptions(mtu: 1420)
+            var configs: [WireGuardPeerConfig] = []
+            for p in peers {
+                guard let text = peerKeys[p.subnet], let publicKey = WireGuardKeyFile.decodeKey(text) else {
+                    fail("--peer-key: no valid key for \(p.subnet)")
+                }
+                configs.append(WireGuardPeerConfig(publicKey: publicKey, endpoint: WireGuardEndpoint(address: p.publicIP, port: port), allowedIPs: p.subnet))
+            }
+            c.setPeers(configs)
+            control = c
+        }
+        let engine = try UDPEngine.open(tunName: tunName, tunOffloads: offloads, address: bindAddress, configuration: configuration)
         if txQueueLength > 0 { try engine.setTransmitQueueLength(txQueueLength) }
         engine.update(peers: peers)
+        control?.attach(engine)
+        try control?.start()
         try engine.start()
         print("ready offloads=\(engine.hasTUNOffloads) queues=\(engine.queueCount) source_ports=\(engine.sourcePorts.count)")
         fflush(nil)
@@ -85,6 +116,7 @@ func runBench() {
         var received: Int32 = 0
         sigwait(&signals, &received)
         let allocationsWhileRunning = twill_allocation_count() - allocationsAtReady
+        control?.stop()
         engine.stop()
         let c = engine.counters()
         var usage = rusage()

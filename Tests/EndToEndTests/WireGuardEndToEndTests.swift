@@ -51,14 +51,15 @@ import TwillTestSupport
         return (sent.trimmingCharacters(in: .whitespacesAndNewlines), server.log.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
-    /// Captures on `iface` for `seconds`: prints "ready", then "<frames> <frames holding marker> <frames to or from port>".
+    /// Captures on `iface` until `want` frames to or from `port` went by (or `seconds`
+    /// passed): prints "ready", then "<frames> <frames holding marker> <frames to or from port>".
     static let capture = #"""
     import socket, struct, sys, time
-    iface, marker, seconds, port = sys.argv[1], sys.argv[2].encode(), float(sys.argv[3]), int(sys.argv[4])
+    iface, marker, seconds, port, want = sys.argv[1], sys.argv[2].encode(), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     r = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); r.bind((iface, 0)); r.settimeout(0.2)
     print("ready", flush=True)
     end = time.time() + seconds; frames = found = wg = 0
-    while time.time() < end:
+    while time.time() < end and wg < want:
         try: f = r.recv(65535)
         except socket.timeout: continue
         frames += 1
@@ -150,12 +151,12 @@ import TwillTestSupport
             // The underlay carries WireGuard and none of the plaintext.
             let marker = "twill-plaintext-marker-\(Int.random(in: 100_000..<999_999))"
             let sniffer = try ChildProcess("/usr/sbin/ip", ["netns", "exec", hosts[0].name, "/usr/bin/python3", "-c", Self.capture,
-                                                           cluster.net.interface, marker, "4", "\(Self.port)"],
+                                                           cluster.net.interface, marker, "30", "\(Self.port)", "40"],
                                            logPath: cluster.dir + "/capture.log")
             defer { sniffer.stop(signal: SIGKILL) }
             #expect(await eventually(timeout: .seconds(10)) { sniffer.log.contains("ready") })
             _ = try UDPEndToEndTests.python(hosts[0], Self.markerSender, [Self.gateway(subnets[0]), Self.gateway(subnets[1]), "9999", "40", marker])
-            #expect(await eventually(timeout: .seconds(15)) { !sniffer.isRunning })
+            #expect(await eventually(timeout: .seconds(40)) { !sniffer.isRunning })
             let counts = sniffer.log.split(separator: "\n").last.map { $0.split(separator: " ").compactMap { Int($0) } } ?? []
             #expect(counts.count == 3 && counts[1] == 0 && counts[2] >= 40, "capture: \(sniffer.log)")
 

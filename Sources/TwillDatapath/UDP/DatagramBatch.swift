@@ -116,21 +116,17 @@ final class DatagramBatch {
 
     // MARK: sending
 
-    /// Prepares slot `i` (whose buffer already holds one datagram) for sending `length`
-    /// bytes to `address` (network order) at the batch's port.
+    /// Prepares message `i` to send `length` bytes from `base` (anywhere in the slots: a
+    /// message may span several) to `address` (network order), at `portNetworkOrder` (nil:
+    /// the batch's port; WireGuard peers each listen on the port their lease names); with
+    /// `segmentSize` > 0 and below `length`, cut into datagrams of that size (UDP_SEGMENT).
     @inline(__always)
-    func setOutgoing(_ i: Int, length: Int, addressNetworkOrder: UInt32) {
-        iovecs[i].iov_len = length
+    func setOutgoing(_ i: Int, base: UnsafeMutableRawPointer, length: Int, addressNetworkOrder: UInt32, portNetworkOrder: UInt16? = nil,
+                     segmentSize: Int = 0) {
+        iovecs[i] = iovec(iov_base: base, iov_len: length)
+        if let portNetworkOrder { addresses[i].sin_port = portNetworkOrder }
         Self.address(messages + i, addresses + i, control: controls + i * Self.controlSpace,
-                     networkOrder: addressNetworkOrder, length: length, segmentSize: 0)
-    }
-
-    /// ``setOutgoing(_:length:addressNetworkOrder:)`` to a port of the message's own
-    /// (network order): WireGuard peers each listen on the port their lease names.
-    @inline(__always)
-    func setOutgoing(_ i: Int, length: Int, addressNetworkOrder: UInt32, portNetworkOrder: UInt16) {
-        addresses[i].sin_port = portNetworkOrder
-        setOutgoing(i, length: length, addressNetworkOrder: addressNetworkOrder)
+                     networkOrder: addressNetworkOrder, length: length, segmentSize: segmentSize)
     }
 
     /// Addresses a message of `length` bytes to a host (network order); with `segmentSize`

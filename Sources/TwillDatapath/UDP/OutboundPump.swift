@@ -56,6 +56,9 @@ final class OutboundPump {
     /// cipher context this thread seals with.
     private let headroom: Int
     private let aead: AEADContext?
+    /// WireGuard with UDP_SEGMENT: a TSO super-packet's sealed segments go back to back in
+    /// one message. Cleared for good (on this queue) once the kernel refuses one with EIO.
+    private var wireGuardGSO: Bool
 
     init(engine: UDPEngine, queue: EngineQueue) {
         self.engine = engine
@@ -72,6 +75,7 @@ final class OutboundPump {
         senderCount = sockets.count
         senders = sockets
         gso = !wireGuard && virtio && configuration.udpOffloads && sockets[0].supportsSegmentationOffload
+        wireGuardGSO = wireGuard && virtio && configuration.udpOffloads && sockets[0].supportsSegmentationOffload
         // Without GSO a TSO read becomes ~45 messages (more with a small MSS): room for two.
         capacity = virtio ? max(configuration.batchSize, 128) : configuration.batchSize
         // WireGuard: header before, at most 15 bytes of padding and the tag after.
@@ -190,19 +194,27 @@ final class OutboundPump {
         let headroom = self.headroom
         let packetCapacity = batch.slotSize - (headroom > 0 ? 48 : 0)
         var snapshot = engine.loadSnapshot(queue.seenByTx)
+        // Messages queued, and slots of buffer they take (a sealed GSO message spans several).
         var queued = 0
+        var slotsUsed = 0
         var reads = 0
         var stallBudget = Self.stallMilliseconds
 
         func flushQueued() {
-            flushRuns(queued, counters, &stallBudget) { batch.send($0, from: $1, count: $2, stallBudget: &$3) }
+            flushRuns(queued, counters, &stallBudget) { socket, start, count, budget in
+                let (failed, refused) = DatagramBatch.sendMessages(socket, batch.messages + start, count: count, stallBudget: &budget)
+                // The route's device cannot segment: one datagram per message from now on.
+                if refused { wireGuardGSO = false }
+                return failed
+            }
             queued = 0
+            slotsUsed = 0
             snapshot = engine.loadSnapshot(queue.seenByTx)
         }
         defer { if queued > 0 { flushQueued() } }
 
         drain: while reads < budget {
-            if queued == capacity { flushQueued() }
+            if slotsUsed == capacity { flushQueued() }
             let packet: UnsafeMutableRawBufferPointer
             var header = VirtioNetHeader.plain
             if virtio {
@@ -213,10 +225,10 @@ final class OutboundPump {
                 header = VirtioNetHeader(reading: superFrame + 6)
                 packet = UnsafeMutableRawBufferPointer(start: superFrame + 16, count: n - VirtioNetHeader.size)
             } else {
-                let n = tun.readPacket(into: batch.slot(queued) + headroom, capacity: packetCapacity)
+                let n = tun.readPacket(into: batch.slot(slotsUsed) + headroom, capacity: packetCapacity)
                 if n < 0 { return false }
                 reads += 1
-                packet = UnsafeMutableRawBufferPointer(start: batch.slot(queued) + headroom, count: n)
+                packet = UnsafeMutableRawBufferPointer(start: batch.slot(slotsUsed) + headroom, count: n)
             }
             guard let peer = route(packet, snapshot, counters) else { continue drain }
             let destination = snapshot.destinations[peer]
@@ -225,16 +237,22 @@ final class OutboundPump {
             if !virtio {
                 lengths[0] = packet.count
                 slotSender[queued] = sender
-                if finishQueued(queued, 1, peer, snapshot, destination, peerCounters, peerOffset, counters) { queued += 1 }
+                if finishQueued(queued, slotsUsed, 1, peer, snapshot, destination, peerCounters, peerOffset, counters) {
+                    queued += 1
+                    slotsUsed += 1
+                }
                 continue drain
             }
             let gsoType = header.gsoType & ~VirtioNetHeader.gsoECN
             if gsoType == VirtioNetHeader.gsoNone {
                 guard finishSingle(packet, header, limit: packetCapacity, counters) else { continue drain }
-                (batch.slot(queued) + headroom).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
+                (batch.slot(slotsUsed) + headroom).copyMemory(from: packet.baseAddress!, byteCount: packet.count)
                 lengths[0] = packet.count
                 slotSender[queued] = sender
-                if finishQueued(queued, 1, peer, snapshot, destination, peerCounters, peerOffset, counters) { queued += 1 }
+                if finishQueued(queued, slotsUsed, 1, peer, snapshot, destination, peerCounters, peerOffset, counters) {
+                    queued += 1
+                    slotsUsed += 1
+                }
                 continue drain
             }
             let segmentSize = Int(header.gsoSize)
@@ -243,23 +261,57 @@ final class OutboundPump {
                 counters.add(DropReason.malformed.rawValue)
                 continue drain
             }
+            if wireGuardGSO, let plane = snapshot.wireGuard, let aead,
+               let headerLengths = TCPSegmenter.headerLengths(UnsafeRawBufferPointer(packet)) {
+                // Sealed datagrams back to back, one UDP_SEGMENT message per run of them.
+                let full = headerLengths.ip + headerLengths.tcp + segmentSize
+                let stride = WireGuardMessage.keepaliveSize + WireGuardMessage.paddedLength(full, mtu: plane.mtu)
+                guard full <= packetCapacity else {
+                    counters.add(DropReason.oversize.rawValue)
+                    continue drain
+                }
+                let perMessage = max(1, min(ScatterBatch.maximumSegments, 65507 / stride, (capacity * batch.slotSize) / stride))
+                var first = 0
+                while first < needed {
+                    let room = (capacity - slotsUsed) * batch.slotSize / stride
+                    if queued == capacity || room < min(perMessage, needed - first) { flushQueued() }
+                    let base = batch.slot(slotsUsed)
+                    let made = TCPSegmenter.split(
+                        UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first, output: base + WireGuardMessage.transportHeaderSize,
+                        stride: stride, room: stride - WireGuardMessage.keepaliveSize, maxSegments: perMessage, lengths: lengths)
+                    guard made > 0 else {
+                        counters.add(DropReason.malformed.rawValue)
+                        continue drain
+                    }
+                    slotSender[queued] = sender
+                    guard let bytes = sealRun(queued, base, stride, made, peer, plane, aead, destination, peerCounters, peerOffset, counters) else {
+                        counters.add(DropReason.noSessionKeys.rawValue, UInt64(needed - first - made))
+                        continue drain
+                    }
+                    queued += 1
+                    slotsUsed += (bytes + batch.slotSize - 1) / batch.slotSize
+                    first += made
+                }
+                continue drain
+            }
             // One datagram per slot, in as many batches as it takes.
             var first = 0
             while first < needed {
-                if queued == capacity { flushQueued() }
+                if slotsUsed == capacity { flushQueued() }
                 let made = TCPSegmenter.split(
-                    UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first, output: batch.slot(queued) + headroom,
-                    stride: batch.slotSize, room: packetCapacity, maxSegments: capacity - queued, lengths: lengths)
+                    UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first, output: batch.slot(slotsUsed) + headroom,
+                    stride: batch.slotSize, room: packetCapacity, maxSegments: capacity - slotsUsed, lengths: lengths)
                 guard made > 0 else {
                     counters.add(DropReason.malformed.rawValue)
                     continue drain
                 }
                 for k in 0..<made { slotSender[queued + k] = sender }
-                guard finishQueued(queued, made, peer, snapshot, destination, peerCounters, peerOffset, counters) else {
+                guard finishQueued(queued, slotsUsed, made, peer, snapshot, destination, peerCounters, peerOffset, counters) else {
                     counters.add(DropReason.noSessionKeys.rawValue, UInt64(needed - first - made))
                     continue drain
                 }
                 queued += made
+                slotsUsed += made
                 first += made
             }
         }
@@ -383,18 +435,19 @@ final class OutboundPump {
         return true
     }
 
-    /// Addresses `count` single-datagram messages already in slots `first...` (lengths in
-    /// ``lengths``) to peer `peer` and counts them; with WireGuard, seals them first. False
-    /// when they were dropped (and counted): WireGuard has no session keys for the peer yet.
+    /// Addresses `count` single-datagram messages (`first...`) over slots `slot...`
+    /// (lengths in ``lengths``) to peer `peer` and counts them; with WireGuard, seals them
+    /// first. False when they were dropped (and counted): WireGuard has no session keys for
+    /// the peer yet.
     @inline(__always)
-    private func finishQueued(_ first: Int, _ count: Int, _ peer: Int, _ snapshot: EngineSnapshot, _ destination: UInt32,
+    private func finishQueued(_ first: Int, _ slot: Int, _ count: Int, _ peer: Int, _ snapshot: EngineSnapshot, _ destination: UInt32,
                               _ peerCounters: CounterBlock, _ peerOffset: Int, _ counters: CounterBlock) -> Bool {
         if let plane = snapshot.wireGuard, let aead {
-            return sealQueued(first, count, peer, plane, aead, destination, peerCounters, peerOffset, counters)
+            return sealQueued(first, slot, count, peer, plane, aead, destination, peerCounters, peerOffset, counters)
         }
         var bytes = 0
         for i in 0..<count {
-            batch.setOutgoing(first + i, length: lengths[i], addressNetworkOrder: destination)
+            batch.setOutgoing(first + i, base: batch.slot(slot + i), length: lengths[i], addressNetworkOrder: destination)
             bytes += lengths[i]
         }
         peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(count))
@@ -404,11 +457,28 @@ final class OutboundPump {
         return true
     }
 
-    /// ``finishQueued`` for WireGuard: each packet (16 bytes into its slot) padded with
-    /// zeros, sealed in place under the peer's current keypair and a counter of its own,
-    /// its header written before it and its tag after it. Counted as the plaintext bytes.
+    /// Seals one packet of `length` bytes whose transport message starts at `message` (the
+    /// packet 16 bytes in): zero padding, header, tag. The message's length, or nil when the
+    /// cipher failed (counted).
     @inline(__always)
-    private func sealQueued(_ first: Int, _ count: Int, _ peer: Int, _ plane: WireGuardPlane, _ aead: AEADContext,
+    private func seal(_ message: UnsafeMutableRawPointer, _ length: Int, _ keypair: Keypair, _ mtu: Int, _ aead: AEADContext,
+                      _ counters: CounterBlock) -> Int? {
+        let padded = WireGuardMessage.paddedLength(length, mtu: mtu)
+        let text = message + WireGuardMessage.transportHeaderSize
+        (text + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
+        var piece = iovec(iov_base: text, iov_len: padded)
+        guard TransportCrypto.seal(context: aead, keypair: keypair, counter: keypair.nextCounter(), header: message,
+                                   pieces: &piece, count: 1, tag: text + padded) else {
+            counters.add(DropReason.sendFailed.rawValue)
+            return nil
+        }
+        return WireGuardMessage.keepaliveSize + padded
+    }
+
+    /// ``finishQueued`` for WireGuard: each packet (16 bytes into its slot) sealed in place
+    /// under the peer's current keypair and a counter of its own. Counted as plaintext bytes.
+    @inline(__always)
+    private func sealQueued(_ first: Int, _ slot: Int, _ count: Int, _ peer: Int, _ plane: WireGuardPlane, _ aead: AEADContext,
                             _ destination: UInt32, _ peerCounters: CounterBlock, _ peerOffset: Int, _ counters: CounterBlock) -> Bool {
         let now = EngineClock.now()
         guard let keypair = plane.sendKeypair(peer, now: now) else {
@@ -418,19 +488,11 @@ final class OutboundPump {
         let port = plane.ports[peer], mtu = plane.mtu
         var bytes = 0
         for i in 0..<count {
-            let slot = batch.slot(first + i)
-            let length = lengths[i]
-            let padded = WireGuardMessage.paddedLength(length, mtu: mtu)
-            let text = slot + WireGuardMessage.transportHeaderSize
-            (text + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
-            var piece = iovec(iov_base: text, iov_len: padded)
-            let sealed = TransportCrypto.seal(context: aead, keypair: keypair, counter: keypair.nextCounter(), header: slot,
-                                              pieces: &piece, count: 1, tag: text + padded)
-            // A cipher failure leaves garbage the peer drops: say so here instead.
-            if !sealed { counters.add(DropReason.sendFailed.rawValue) }
-            batch.setOutgoing(first + i, length: sealed ? WireGuardMessage.keepaliveSize + padded : 0,
-                              addressNetworkOrder: destination, portNetworkOrder: port)
-            bytes += length
+            let base = batch.slot(slot + i)
+            // A cipher failure sends nothing (an empty iovec) rather than garbage.
+            let length = seal(base, lengths[i], keypair, mtu, aead, counters) ?? 0
+            batch.setOutgoing(first + i, base: base, length: length, addressNetworkOrder: destination, portNetworkOrder: port)
+            bytes += lengths[i]
         }
         plane.activity[peer]?.sentData(at: now)
         peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(count))
@@ -438,6 +500,39 @@ final class OutboundPump {
         counters.add(ThreadCounter.packets, UInt64(count))
         counters.add(ThreadCounter.bytes, UInt64(bytes))
         return true
+    }
+
+    /// Seals `count` segments laid out `stride` bytes apart from `base` (each 16 bytes into
+    /// its place, lengths in ``lengths``) and queues them as message `message`: one
+    /// UDP_SEGMENT send cut every `stride` bytes. The message's length, or nil when there are
+    /// no session keys (counted).
+    @inline(__always)
+    private func sealRun(_ message: Int, _ base: UnsafeMutableRawPointer, _ stride: Int, _ count: Int, _ peer: Int, _ plane: WireGuardPlane,
+                         _ aead: AEADContext, _ destination: UInt32, _ peerCounters: CounterBlock, _ peerOffset: Int,
+                         _ counters: CounterBlock) -> Int? {
+        let now = EngineClock.now()
+        guard let keypair = plane.sendKeypair(peer, now: now) else {
+            counters.add(DropReason.noSessionKeys.rawValue, UInt64(count))
+            return nil
+        }
+        var total = 0
+        var bytes = 0
+        for k in 0..<count {
+            guard let length = seal(base + k * stride, lengths[k], keypair, plane.mtu, aead, counters) else {
+                // A hole would shift every later datagram: send what came before it.
+                break
+            }
+            total = k * stride + length
+            bytes += lengths[k]
+        }
+        batch.setOutgoing(message, base: base, length: total, addressNetworkOrder: destination, portNetworkOrder: plane.ports[peer],
+                          segmentSize: stride)
+        plane.activity[peer]?.sentData(at: now)
+        peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(count))
+        peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(bytes))
+        counters.add(ThreadCounter.packets, UInt64(count))
+        counters.add(ThreadCounter.bytes, UInt64(bytes))
+        return total
     }
 
     /// Sends messages `0..<count` with `send(fd, start, n, stallBudget)` (returning how many

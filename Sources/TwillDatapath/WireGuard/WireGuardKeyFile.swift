@@ -35,6 +35,12 @@ public enum WireGuardKeyFile {
         return (key, true)
     }
 
+    /// A key in base64 (as `wg` prints them): its 32 bytes, or nil.
+    public static func decodeKey(_ text: String) -> [UInt8]? {
+        guard let bytes = Base64.decode(text), bytes.count == 32 else { return nil }
+        return bytes
+    }
+
     /// A base64 private key (surrounding whitespace allowed), 32 bytes once decoded.
     static func parse(_ contents: [UInt8], path: String) throws(WireGuardError) -> Secret {
         let text = String(decoding: contents, as: UTF8.self).trimmingWhitespace()

@@ -26,18 +26,18 @@ struct WireGuardFakePair {
     /// While `holding`: transport messages kept off the network, for the test to deliver.
     let held = WireLog()
 
-    init(virtio: Bool = false, gro: Bool = false) throws {
+    init(virtio: Bool = false, gso: Bool = false, gro: Bool = false) throws {
         try WireGuardCrypto.load()
         tunA = FakeTUN(name: "wgA", virtio: virtio)
         tunB = FakeTUN(name: "wgB", virtio: virtio)
-        socketA = FakeSocket(address: Self.addressA, port: Self.port, network: network, gro: gro)
-        socketB = FakeSocket(address: Self.addressB, port: Self.port, network: network, gro: gro)
+        socketA = FakeSocket(address: Self.addressA, port: Self.port, network: network, gso: gso, gro: gro)
+        socketB = FakeSocket(address: Self.addressB, port: Self.port, network: network, gso: gso, gro: gro)
         let idA = WireGuardIdentity(privateKey: Secret.random(count: 32))
         let idB = WireGuardIdentity(privateKey: Secret.random(count: 32))
         controlA = try WireGuardControl(identity: idA)
         controlB = try WireGuardControl(identity: idB)
         func configuration(_ subnet: IPv4Network, _ control: WireGuardControl) -> UDPEngineConfiguration {
-            var c = UDPEngineConfiguration(localSubnet: subnet, peerPort: Self.port, udpOffloads: gro)
+            var c = UDPEngineConfiguration(localSubnet: subnet, peerPort: Self.port, udpOffloads: gso || gro)
             c.wireGuard = control.engineOptions(mtu: 1420)
             return c
         }
@@ -168,9 +168,10 @@ struct WireGuardEngineTests {
         #expect(pair.tunB.waitForWrites(written + 1).count == written + 1)
     }
 
-    @Test("TSO super-packet: sealed per segment, opened per GRO segment, merged again, byte-identical")
-    func offloadsAreKept() throws {
-        let pair = try WireGuardFakePair(virtio: true, gro: true)
+    @Test("TSO super-packet: sealed per segment, sent with and without UDP GSO, opened per GRO segment, merged again, byte-identical",
+          arguments: [false, true])
+    func offloadsAreKept(gso: Bool) throws {
+        let pair = try WireGuardFakePair(virtio: true, gso: gso, gro: true)
         defer { pair.stop() }
         var plainHeader = [UInt8](repeating: 0, count: VirtioNetHeader.size)
         #expect(pair.establish(plainHeader + Packets.ipv4(source: Self.a1, destination: Self.b1)))
