@@ -5,6 +5,7 @@
 #include <libmnl/libmnl.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <linux/genetlink.h>
 #include <linux/if_link.h>
 #include <linux/neighbour.h>
 #include <linux/if_addr.h>

@@ -79,9 +79,13 @@ public enum BackendRegistry {
         public var wireGuardKeyFile: String
         /// wireguard: the protocol's timers (tests shorten them).
         public var wireGuardTimers: WireGuardTimers
+        /// wireguard: the kernel's engine, Twill's own, or whichever the kernel allows (`--wireguard-engine`).
+        public var wireGuardEngine: WireGuardBackend.Engine
 
         public init(tunName: String = "twill0", acceptAnySource: Bool = false, udpQueues: Int? = nil, udpOffloads: Bool = true,
-                    wireGuardKeyFile: String = WireGuardKeyFile.defaultPath, wireGuardTimers: WireGuardTimers = WireGuardTimers()) {
+                    wireGuardKeyFile: String = WireGuardKeyFile.defaultPath, wireGuardTimers: WireGuardTimers = WireGuardTimers(),
+                    wireGuardEngine: WireGuardBackend.Engine = .auto) {
+            self.wireGuardEngine = wireGuardEngine
             self.tunName = tunName
             self.acceptAnySource = acceptAnySource
             self.udpQueues = udpQueues
@@ -171,7 +175,8 @@ public enum BackendRegistry {
         case .wireGuard(let w):
             return WireGuardBackend(netlink: try Netlink(), external: external, listenPort: w.listenPort, keyFile: options.wireGuardKeyFile,
                                     presharedKey: w.presharedKey.map(Secret.init), persistentKeepalive: w.persistentKeepalive > 0 ? .seconds(w.persistentKeepalive) : nil,
-                                    mtu: w.mtu, offloads: options.udpOffloads, queues: options.udpQueues, timers: options.wireGuardTimers)
+                                    mtu: w.mtu, offloads: options.udpOffloads, queues: options.udpQueues, timers: options.wireGuardTimers,
+                                    engine: options.wireGuardEngine)
         case .alloc(let mtu):
             return AllocBackend(mtu: mtu ?? external.mtu)
         }

@@ -24,10 +24,11 @@ final class NetlinkSocket: @unchecked Sendable {
     /// Large enough for any dump part: the kernel caps its dump skbs at 32 KiB.
     static let receiveCapacity = 65536
 
-    /// Opens and binds a NETLINK_ROUTE socket in the calling thread's network namespace,
-    /// subscribed to the legacy multicast `groups` bitmask (0 for none).
-    init(groups: UInt32) throws(RawFailure) {
-        guard let nl = mnl_socket_open(NETLINK_ROUTE) else { throw RawFailure(errno: errno) }
+    /// Opens and binds a netlink socket of `family` (NETLINK_ROUTE, or NETLINK_GENERIC) in
+    /// the calling thread's network namespace, subscribed to the legacy multicast `groups`
+    /// bitmask (0 for none).
+    init(groups: UInt32, family: Int32 = NETLINK_ROUTE) throws(RawFailure) {
+        guard let nl = mnl_socket_open(family) else { throw RawFailure(errno: errno) }
         guard mnl_socket_bind(nl, groups, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {
             let e = errno
             mnl_socket_close(nl)
@@ -51,6 +52,9 @@ final class NetlinkSocket: @unchecked Sendable {
     }
 
     var fileDescriptor: Int32 { mnl_socket_get_fd(handle) }
+
+    /// Zeroes the request buffer (after a request that carried a key).
+    func wipeSendBuffer() { explicit_bzero(sendBuffer, Self.sendCapacity) }
 
     /// Sends one request and reads its answer.
     ///
@@ -204,6 +208,27 @@ struct AttributeTable {
         let start = mnl_nlmsg_get_payload_offset(message, headerSize)!
         let tail = mnl_nlmsg_get_payload_tail(message)!
         self.init(start: UnsafeRawPointer(start), length: UnsafeRawPointer(tail) - UnsafeRawPointer(start))
+    }
+
+    /// The attributes inside nest `type`, each a nest itself, in order (arrays such as
+    /// WireGuard's peers, whose children all have type 0 and would overwrite each other here).
+    func nestedArray(_ type: Int) -> [AttributeTable] {
+        guard let b = entries[UInt16(type)], let base = b.baseAddress else { return [] }
+        var out: [AttributeTable] = []
+        var remaining = Int32(b.count)
+        var attr = base.assumingMemoryBound(to: nlattr.self)
+        while remaining > 0, mnl_attr_ok(attr, remaining) {
+            out.append(AttributeTable(start: mnl_attr_get_payload(attr), length: Int(mnl_attr_get_payload_len(attr))))
+            let next = UnsafePointer(mnl_attr_next(attr)!)
+            remaining -= Int32(UnsafeRawPointer(next) - UnsafeRawPointer(attr))
+            attr = next
+        }
+        return out
+    }
+
+    func u64(_ type: Int) -> UInt64? {
+        guard let b = entries[UInt16(type)], b.count >= 8 else { return nil }
+        return b.loadUnaligned(as: UInt64.self)
     }
 
     func nested(_ type: Int) -> AttributeTable? {

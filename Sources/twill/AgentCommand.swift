@@ -60,6 +60,8 @@ struct AgentCommand: AsyncParsableCommand {
     var udpQueues: Int?
     @Option(name: .customLong("udp-offloads"), help: "udp backend: use TUN and UDP offloads (TSO, UDP GSO/GRO) where the kernel has them (true/false, default true).")
     var udpOffloads: Bool?
+    @Option(name: .customLong("wireguard-engine"), help: "wireguard backend: auto (the kernel's WireGuard where it has it, else Twill's own), kernel, or userspace (default auto).")
+    var wireGuardEngine: String?
     @Flag(name: .customLong("udp-accept-any-source"), help: "udp backend: forward datagrams from any sender (no PublicIP/subnet checks). Only for NAT between nodes.")
     var udpAcceptAnySource = false
     @Flag(name: .customLong("release-on-exit"), help: "Give the subnet back when stopped cleanly (default: keep it, as flannel).")
@@ -72,7 +74,7 @@ struct AgentCommand: AsyncParsableCommand {
         .flag("ip-blackhole-route"), .value("public-ip"), .value("public-ipv6"), .value("subnet-file"),
         .value("subnet-lease-renew-margin"), .value("subnet-lease-ttl"), .flag("ip-masq"), .value("healthz-ip"), .value("healthz-port"),
         .value("iptables-resync"), .value("iptables-forward-rules"), .value("tun-name"), .value("udp-queues"), .value("udp-offloads"),
-        .flag("udp-accept-any-source"), .flag("release-on-exit"),
+        .flag("udp-accept-any-source"), .flag("release-on-exit"), .value("wireguard-engine"),
     ]
 
     func validate() throws {
@@ -82,6 +84,9 @@ struct AgentCommand: AsyncParsableCommand {
         }
         if let p = healthzPort, !(0...65535).contains(p) {
             throw ValidationError("--healthz-port \(p) is outside 0..65535")
+        }
+        if let e = wireGuardEngine, WireGuardBackend.Engine(rawValue: e) == nil {
+            throw ValidationError("--wireguard-engine \(e) is not one of auto, kernel, userspace")
         }
         if let q = udpQueues, !(1...256).contains(q) {
             throw ValidationError("--udp-queues \(q) is outside 1..256")
@@ -132,7 +137,7 @@ struct AgentCommand: AsyncParsableCommand {
         if let s = environment[Self.testRekeyVariable].flatMap(Int.init) { timers = .shortened(rekeyAfter: s) }
         return BackendRegistry.Options(tunName: tunName ?? "twill0", acceptAnySource: udpAcceptAnySource, udpQueues: udpQueues, udpOffloads: udpOffloads ?? true,
                                        wireGuardKeyFile: environment["WIREGUARD_KEY_FILE"].flatMap { $0.isEmpty ? nil : $0 } ?? WireGuardKeyFile.defaultPath,
-                                       wireGuardTimers: timers)
+                                       wireGuardTimers: timers, wireGuardEngine: wireGuardEngine.flatMap { WireGuardBackend.Engine(rawValue: $0) } ?? .auto)
     }
 
     /// Tests only: WireGuard's rekey interval in seconds, the other timers scaled with it.

@@ -10,17 +10,29 @@ import TwillAddress
 import TwillNetlink
 import TwillSystem
 
-/// flannel's wireguard backend on Twill's own WireGuard engine: the WireGuard protocol on the
-/// udp packet engine (a TUN `flannel-wg`, sealed in place by the packet threads, handshakes on
-/// a control thread), so it runs on kernels without the WireGuard module, where flannel's
-/// backend cannot.
+/// flannel's wireguard backend, on one of two engines: the kernel's WireGuard (a device of kind
+/// "wireguard" configured over generic netlink) where the kernel has it, and otherwise (or when
+/// asked) Twill's own WireGuard on the udp packet engine (a TUN `flannel-wg`, sealed in place
+/// by the packet threads, handshakes on a control thread), so it also runs on kernels without
+/// the WireGuard module, where flannel's backend cannot.
 ///
 /// flannel's formats throughout: the private key in flannel's key file, the lease
 /// `{"PublicKey": ..., "Port": ...}`, the device's MTU (and FLANNEL_MTU) 80 below the
 /// underlay's, the subnet's address /32 on the device and the whole network routed through
 /// it; a peer is `PublicIP:Port` with the peer's subnet as its allowed IPs.
 public final class WireGuardBackend: Backend, DatapathMetricsSource {
+    /// Which engine carries the traffic (`--wireguard-engine`).
+    public enum Engine: String, Sendable, CaseIterable {
+        /// The kernel's where it has WireGuard, else Twill's own.
+        case auto
+        /// The kernel's; an error where the kernel has no WireGuard.
+        case kernel
+        /// Twill's own, whatever the kernel has.
+        case userspace
+    }
+
     public let type = "wireguard"
+    public let engineChoice: Engine
     public static let deviceName = "flannel-wg"
     /// The IPv4 overhead flannel reserves: IPv6 40 + UDP 8 + WireGuard 32.
     public static let overhead = 80
@@ -43,13 +55,17 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
         var engine: UDPEngine?
         var tunIndex: Int32 = 0
         var control: WireGuardControl?
+        /// Set when the kernel engine runs.
+        var kernel: KernelWireGuardDevice?
     }
     private let state = Mutex(State())
     private let published = Mutex<[String: UInt64]>([:])
 
     public init(netlink: Netlink, external: ExternalInterface, listenPort: UInt16 = 51820, keyFile: String = WireGuardKeyFile.defaultPath,
                 presharedKey: Secret? = nil, persistentKeepalive: Duration? = nil, mtu: Int? = nil, offloads: Bool = true,
-                queues: Int? = nil, timers: WireGuardTimers = WireGuardTimers(), logger: Logger = Logger(label: "twill.backend.wireguard")) {
+                queues: Int? = nil, timers: WireGuardTimers = WireGuardTimers(), engine: Engine = .auto,
+                logger: Logger = Logger(label: "twill.backend.wireguard")) {
+        self.engineChoice = engine
         self.netlink = netlink
         self.external = external
         self.listenPort = listenPort
@@ -75,27 +91,62 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
             throw BackendError(backend: type, "\(error) (Debian: apt-get install libssl3)")
         }
         let (key, created) = try WireGuardKeyFile.loadOrCreate(keyFile)
-        let control = try state.withLock { s throws -> WireGuardControl in
-            if let c = s.control { return c }
-            let c = try WireGuardControl(identity: WireGuardIdentity(privateKey: key), presharedKey: presharedKey, timers: timers, logger: logger)
-            s.control = c
-            return c
+        let identity = WireGuardIdentity(privateKey: key)
+        // The kernel engine where asked for or (auto) where the kernel has WireGuard.
+        var kernelWireGuard: WireGuardNetlink?
+        if engineChoice != .userspace {
+            do { kernelWireGuard = try WireGuardNetlink() } catch {
+                if engineChoice == .kernel {
+                    throw BackendError(backend: type, "the kernel has no WireGuard (\(error); try `modprobe wireguard`); "
+                                       + "--wireguard-engine=userspace (or auto) runs Twill's own engine instead")
+                }
+                logger.info("the kernel has no WireGuard: Twill's own engine carries the traffic", metadata: ["reason": "\(error)"])
+            }
         }
-        try control.start()
-        let publicKey = Data(control.publicKey).base64EncodedString()
+        let engine: String
+        if let kernelWireGuard {
+            let device = KernelWireGuardDevice(netlink: netlink, wireGuard: kernelWireGuard, name: Self.deviceName, privateKey: key,
+                                               presharedKey: presharedKey, listenPort: listenPort, logger: logger)
+            state.withLock { $0.kernel = device }
+            engine = "kernel"
+        } else {
+            let control = try state.withLock { s throws -> WireGuardControl in
+                if let c = s.control { return c }
+                let c = try WireGuardControl(identity: identity, presharedKey: presharedKey, timers: timers, logger: logger)
+                s.control = c
+                return c
+            }
+            try control.start()
+            engine = "userspace"
+        }
         logger.info("wireguard identity ready", metadata: [
-            "public_key": "\(publicKey)", "key_file": "\(keyFile)", "generated": "\(created)", "listen_port": "\(listenPort)",
-            "engine": "userspace", "kernel_module": "\(Self.kernelHasWireGuard ? "present" : "absent")"])
-        return BackendAdvert(mtu: mtu, backendType: type, backendData: WireGuardLeaseData(publicKey: control.publicKey, port: listenPort).json)
+            "public_key": "\(Data(identity.publicKey).base64EncodedString())", "key_file": "\(keyFile)", "generated": "\(created)",
+            "listen_port": "\(listenPort)", "engine": "\(engine)"])
+        return BackendAdvert(mtu: mtu, backendType: type, backendData: WireGuardLeaseData(publicKey: identity.publicKey, port: listenPort).json)
     }
 
-    /// Whether this kernel has WireGuard (the module loaded, or built in).
-    static var kernelHasWireGuard: Bool { Files.exists("/sys/module/wireguard") }
+    /// The engine running: "kernel" or "userspace" (nil before ``prepare()``).
+    public var runningEngine: String? {
+        state.withLock { s in s.kernel != nil ? "kernel" : (s.control != nil ? "userspace" : nil) }
+    }
 
     /// Opens the TUN and the listening sockets, configures the device and starts the packet
     /// threads; called again (a new subnet, a repair) it replaces the engine and keeps the
     /// peers and their sessions.
     public func start(local: LocalLease) async throws {
+        if let kernel = state.withLock({ $0.kernel }) {
+            let peers = state.withLock { s in
+                s.local = local
+                return s.peers.values.map(\.config)
+            }
+            let index: Int32
+            do { index = try kernel.up(local: local, mtu: mtu, peers: peers) } catch {
+                throw BackendError(backend: type, "cannot set up the kernel wireguard device \(Self.deviceName): \(error)")
+            }
+            state.withLock { $0.tunIndex = index }
+            logger.info("wireguard backend up (kernel engine)", metadata: ["mtu": "\(mtu)", "listen": "\(external.localIP):\(listenPort)"])
+            return
+        }
         let (old, control) = state.withLock { s -> (UDPEngine?, WireGuardControl?) in
             defer { s.engine = nil; s.local = local }
             return (s.engine, s.control)
@@ -137,8 +188,8 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     }
 
     public func damage() -> String? {
-        let (wanted, engine) = state.withLock { ($0.local != nil, $0.engine) }
-        guard wanted else { return nil }
+        let (wanted, engine, kernel) = state.withLock { ($0.local != nil, $0.engine, $0.kernel) }
+        guard wanted, kernel == nil else { return nil }
         guard let engine else { return "the wireguard packet engine is not running (an earlier rebuild failed)" }
         let failed = engine.failedThreadCount
         return failed > 0 ? "\(failed) wireguard packet thread(s) ended" : nil
@@ -214,6 +265,11 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
             }
             s.engine?.update(peers: s.peers.values.map(\.lease))
             s.control?.setPeers(s.peers.values.map(\.config))
+            if let kernel = s.kernel, s.local != nil {
+                do { try kernel.setPeers(s.peers.values.map(\.config)) } catch {
+                    logger.error("kernel wireguard peers not all set; the next reconcile tries again", metadata: ["error": "\(error)"])
+                }
+            }
         }
     }
 
@@ -233,10 +289,11 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
 
     /// Stops the packet and control threads (every key wiped) and closes the TUN.
     public func stop() async {
-        let (engine, control) = state.withLock { s -> (UDPEngine?, WireGuardControl?) in
+        let (engine, control, kernel) = state.withLock { s -> (UDPEngine?, WireGuardControl?, KernelWireGuardDevice?) in
             defer { s = State() }
-            return (s.engine, s.control)
+            return (s.engine, s.control, s.kernel)
         }
+        kernel?.down()
         control?.stop()
         engine?.stop()
         if engine != nil { logger.info("wireguard backend stopped") }
@@ -245,6 +302,14 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     /// Per peer: packets and bytes each way, drops, last handshake and endpoint.
     public func traffic() -> BackendTraffic {
         var t = BackendTraffic(device: Self.deviceName)
+        if let (kernel, subnets) = state.withLock({ s in s.kernel.map { k in (k, Dictionary(s.peers.map { ($0.value.config.publicKey, $0.key) }, uniquingKeysWith: { a, _ in a })) } }) {
+            for p in kernel.status() {
+                guard let subnet = subnets[p.publicKey] else { continue }
+                // The kernel counts bytes, not packets.
+                t.peers[subnet] = .init(txPackets: 0, txBytes: p.txBytes, rxPackets: 0, rxBytes: p.rxBytes, lastHandshake: p.lastHandshake, endpoint: p.endpoint)
+            }
+            return t
+        }
         let (engine, control) = state.withLock { ($0.engine, $0.control) }
         guard let c = engine?.counters() else { return t }
         let status = Dictionary((control?.status() ?? []).map { ($0.allowedIPs, $0) }, uniquingKeysWith: { a, _ in a })
@@ -260,8 +325,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     }
 
     public func publishMetrics() {
-        let (engine, control) = state.withLock { ($0.engine, $0.control) }
-        guard let c = engine?.counters() else { return }
+        let (engine, control, kernel) = state.withLock { ($0.engine, $0.control, $0.kernel) }
         func add(_ label: String, _ dims: [(String, String)], _ total: UInt64) {
             let key = label + dims.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
             let delta = published.withLock { seen -> UInt64 in
@@ -271,6 +335,16 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
             }
             if delta > 0 { Counter(label: label, dimensions: dims).increment(by: Int64(clamping: delta)) }
         }
+        if kernel != nil {
+            for (subnet, p) in traffic().peers {
+                let dims = [("subnet", "\(subnet)"), ("endpoint", p.endpoint ?? "")]
+                add("twill_wireguard_peer_tx_bytes_total", dims, p.txBytes)
+                add("twill_wireguard_peer_rx_bytes_total", dims, p.rxBytes)
+                Gauge(label: "twill_wireguard_peer_last_handshake_seconds", dimensions: dims).record(Double(p.lastHandshake ?? 0))
+            }
+            return
+        }
+        guard let c = engine?.counters() else { return }
         for reason in DropReason.allCases { add("twill_wireguard_drops_total", [("reason", "\(reason)")], c[drop: reason]) }
         for (reason, n) in control?.drops() ?? [:] { add("twill_wireguard_handshake_drops_total", [("reason", reason)], n) }
         let status = Dictionary((control?.status() ?? []).map { ($0.allowedIPs, $0) }, uniquingKeysWith: { a, _ in a })

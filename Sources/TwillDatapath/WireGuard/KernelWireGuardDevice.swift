@@ -1,0 +1,90 @@
+import Logging
+import Synchronization
+import TwillAddress
+import TwillNetlink
+import TwillSystem
+
+/// The wireguard backend's kernel engine: a device of kind "wireguard" configured over
+/// generic netlink, the kernel doing the crypto. Peers are changed one by one (a peer that
+/// stays keeps its session); a device that disappears is made again with every peer.
+final class KernelWireGuardDevice: Sendable {
+    let name: String
+    let listenPort: UInt16
+    private let netlink: Netlink
+    private let wireGuard: WireGuardNetlink
+    private let privateKey: Secret
+    private let presharedKey: Secret?
+    private let logger: Logger
+    /// What the device was given, by public key.
+    private let programmed = Mutex<[[UInt8]: WireGuardPeerConfig]>([:])
+
+    init(netlink: Netlink, wireGuard: WireGuardNetlink, name: String, privateKey: Secret, presharedKey: Secret?, listenPort: UInt16, logger: Logger) {
+        self.netlink = netlink
+        self.wireGuard = wireGuard
+        self.name = name
+        self.privateKey = privateKey
+        self.presharedKey = presharedKey
+        self.listenPort = listenPort
+        self.logger = logger
+    }
+
+    /// Makes the device (replacing one left by an earlier run), keys it, gives it the
+    /// subnet's address, `mtu`, and the network's route, and programs `peers`. Returns its index.
+    func up(local: LocalLease, mtu: Int, peers: [WireGuardPeerConfig]) throws -> Int32 {
+        if let stale = try? netlink.link(named: name) { try netlink.deleteLink(index: stale.index) }
+        let link = try netlink.createLink(name: name, kind: "wireguard", mtu: mtu)
+        do {
+            try privateKey.withBytes { try wireGuard.setDevice(name, privateKey: $0, listenPort: listenPort, replacePeers: true) }
+            try netlink.addAddress(InterfaceAddress(interfaceIndex: link.index, address: local.subnet.address, prefixLength: 32))
+            try netlink.setLinkUp(index: link.index)
+            try netlink.replaceRoute(UDPBackend.networkRoute(local.network, index: link.index))
+        } catch {
+            try? netlink.deleteLink(index: link.index)
+            throw error
+        }
+        programmed.withLock { $0 = [:] }
+        try setPeers(peers)
+        return link.index
+    }
+
+    /// Makes the device's peers `configs`: new and changed ones set, gone ones removed.
+    func setPeers(_ configs: [WireGuardPeerConfig]) throws {
+        let wanted = Dictionary(configs.map { ($0.publicKey, $0) }, uniquingKeysWith: { a, _ in a })
+        let before = programmed.withLock { $0 }
+        var failures: [String] = []
+        for (key, _) in before where wanted[key] == nil {
+            do { try wireGuard.removePeer(name, publicKey: key) } catch { failures.append("\(error)") }
+        }
+        var now = before.filter { wanted[$0.key] != nil }
+        for (key, config) in wanted where before[key] != config {
+            let peer = WireGuardKernelPeer(publicKey: key, endpoint: config.endpoint.address, port: config.endpoint.port,
+                                           allowedIPs: [config.allowedIPs],
+                                           persistentKeepalive: UInt16(clamping: config.persistentKeepalive.map { $0.components.seconds } ?? 0))
+            do {
+                if let presharedKey {
+                    try presharedKey.withBytes { try wireGuard.setPeer(name, peer, presharedKey: $0) }
+                } else {
+                    try wireGuard.setPeer(name, peer, presharedKey: nil)
+                }
+                now[key] = config
+            } catch {
+                failures.append("\(error)")
+            }
+        }
+        programmed.withLock { $0 = now }
+        if !failures.isEmpty { throw BackendError(backend: "wireguard", failures.joined(separator: "; ")) }
+    }
+
+    /// The kernel's view of each peer: endpoint, last handshake, bytes.
+    func status() -> [WireGuardKernelPeerStatus] { (try? wireGuard.peers(name)) ?? [] }
+
+    /// Deletes the device (its route and peers go with it).
+    func down() {
+        if let link = try? netlink.link(named: name) {
+            do { try netlink.deleteLink(index: link.index) } catch {
+                logger.warning("cannot delete the wireguard device", metadata: ["error": "\(error)"])
+            }
+        }
+        programmed.withLock { $0 = [:] }
+    }
+}
