@@ -192,6 +192,7 @@ public final class WireGuardNetlink: Sendable {
         }
     }
 
+    @discardableResult
     private func perform<T>(_ object: String, _ body: (NetlinkSocket) throws(RawFailure) -> T) throws -> T {
         let result: Result<T, NetlinkError> = socket.withLock { s in
             do throws(RawFailure) { return .success(try body(s)) } catch {

@@ -61,7 +61,7 @@ struct Twill: AsyncParsableCommand {
             Glibc.exit(status)
         case .run(let arguments):
             do {
-                var command = try AgentCommand.parse(arguments)
+                let command = try AgentCommand.parse(arguments)
                 try await command.run()
             } catch {
                 AgentCommand.exit(withError: error)

@@ -28,7 +28,7 @@ public enum WireGuardKeyFile {
         var text = Array(key.withBytes { Data($0) }.base64EncodedString().utf8)
         defer { for i in text.indices { text[i] = 0 } }
         do {
-            try AtomicFile.write(text, to: path, mode: 0o400, directoryMode: 0o700)
+            try AtomicFile.write(text, to: path, mode: 0o400, directoryMode: 0o755)
         } catch {
             throw WireGuardError("cannot write a new wireguard private key to \(path): \(error)")
         }
