@@ -450,11 +450,17 @@ final class OutboundPump {
             batch.setOutgoing(first + i, base: batch.slot(slot + i), length: lengths[i], addressNetworkOrder: destination)
             bytes += lengths[i]
         }
+        account(count, bytes, peerCounters, peerOffset, counters)
+        return true
+    }
+
+    /// Counts `count` datagrams of `bytes` (inner packets) sent to one peer.
+    @inline(__always)
+    private func account(_ count: Int, _ bytes: Int, _ peerCounters: CounterBlock, _ peerOffset: Int, _ counters: CounterBlock) {
         peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(count))
         peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(bytes))
         counters.add(ThreadCounter.packets, UInt64(count))
         counters.add(ThreadCounter.bytes, UInt64(bytes))
-        return true
     }
 
     /// Seals one packet of `length` bytes whose transport message starts at `message` (the
@@ -495,10 +501,7 @@ final class OutboundPump {
             bytes += lengths[i]
         }
         plane.activity[peer]?.sentData(at: now)
-        peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(count))
-        peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(bytes))
-        counters.add(ThreadCounter.packets, UInt64(count))
-        counters.add(ThreadCounter.bytes, UInt64(bytes))
+        account(count, bytes, peerCounters, peerOffset, counters)
         return true
     }
 
@@ -528,10 +531,7 @@ final class OutboundPump {
         batch.setOutgoing(message, base: base, length: total, addressNetworkOrder: destination, portNetworkOrder: plane.ports[peer],
                           segmentSize: stride)
         plane.activity[peer]?.sentData(at: now)
-        peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(count))
-        peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(bytes))
-        counters.add(ThreadCounter.packets, UInt64(count))
-        counters.add(ThreadCounter.bytes, UInt64(bytes))
+        account(count, bytes, peerCounters, peerOffset, counters)
         return total
     }
 

@@ -55,7 +55,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     }
     private let state = Mutex(State())
     /// Totals already passed to the metrics system, to turn absolute counters into increments.
-    private let published = Mutex<[String: UInt64]>([:])
+    private let published = CounterPublisher()
     /// Failed packet threads already logged (each is logged once).
     private let loggedFailedThreads = Mutex<UInt64>(0)
 
@@ -155,6 +155,39 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         return index
     }
 
+    /// The device side of a reconcile, for a backend on a device of its own (udp's TUN,
+    /// wireguard's): the reason it must be rebuilt (gone, or `damage`), or nil once it is up
+    /// again and the network's route is back.
+    static func repairDevice(_ netlink: Netlink, name: String, index: Int32, network: IPv4Network, damage: String?,
+                             backend: String, logger: Logger) throws -> String? {
+        let link = try? netlink.link(index: index)
+        if let reason = damage ?? (link?.name == name ? nil : "device \(name) is gone") { return reason }
+        if let link, !link.isUp {
+            logger.warning("device was set down; setting it up again", metadata: ["device": "\(name)"])
+            try netlink.setLinkUp(index: index)
+            Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "link_up")]).increment()
+        }
+        // The only other kernel state: the network route through the device.
+        let failures = KernelRoutes.reconcile(netlink, network: network, desired: [networkRoute(network, index: index)], logger: logger)
+        if !failures.isEmpty { throw BackendError(backend: backend, "reconcile: \(failures.joined(separator: "; "))") }
+        return nil
+    }
+
+    /// Whether a kernel change touches a backend's own device `name` (index `index`) or the
+    /// network's route.
+    static func deviceNeedsReconcile(_ change: NetlinkChange, name: String, index: Int32, network: IPv4Network) -> Bool {
+        switch change {
+        case .routeRemoved(let r), .routeAdded(let r):
+            return r.destination == network || r.outputInterface == index
+        case .linkRemoved(let l), .linkChanged(let l):
+            return l.index == index || l.name == name
+        case .overrun:
+            return true
+        default:
+            return false
+        }
+    }
+
     /// Why the data path is broken now: a packet thread ended (the TUN deleted under it, say).
     public func damage() -> String? {
         let (wanted, engine) = state.withLock { ($0.local != nil, $0.engine) }
@@ -191,22 +224,12 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             current = Dictionary(peers.filter(Self.isUDPPeer).map { ($0.subnet, $0) }, uniquingKeysWith: { a, _ in a })
         }
         guard let (index, local) = state.withLock({ s in s.local.map { (s.tunIndex, $0) } }) else { return }
-        let link = try? netlink.link(index: index)
-        if let damage = damage() ?? (link?.name == tunName ? nil : "TUN device \(tunName) is gone") {
+        if let damage = try Self.repairDevice(netlink, name: tunName, index: index, network: local.network, damage: damage(), backend: type, logger: logger) {
             logger.warning("udp data path broken; rebuilding it", metadata: ["reason": "\(damage)", "tun": "\(tunName)"])
             try await start(local: local)
             Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "udp_engine")]).increment()
             logger.notice("udp data path rebuilt", metadata: ["tun": "\(tunName)"])
-            return
         }
-        if let link, !link.isUp {
-            logger.warning("TUN device was set down; setting it up again", metadata: ["tun": "\(tunName)"])
-            try netlink.setLinkUp(index: index)
-            Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "link_up")]).increment()
-        }
-        // The only other kernel state: the network route through the TUN.
-        let failures = KernelRoutes.reconcile(netlink, network: local.network, desired: [Self.networkRoute(local.network, index: index)], logger: logger)
-        if !failures.isEmpty { throw BackendError(backend: type, "reconcile: \(failures.joined(separator: "; "))") }
     }
 
     private func apply(_ change: (inout [IPv4Network: PeerLease]) -> Void) {
@@ -218,16 +241,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     public func needsReconcile(after change: NetlinkChange) -> Bool {
         guard let (index, network) = state.withLock({ s in s.local.map { (s.tunIndex, $0.network) } }) else { return false }
-        switch change {
-        case .routeRemoved(let r), .routeAdded(let r):
-            return r.destination == network || r.outputInterface == index
-        case .linkRemoved(let l), .linkChanged(let l):
-            return l.index == index || l.name == tunName
-        case .overrun:
-            return true
-        default:
-            return false
-        }
+        return Self.deviceNeedsReconcile(change, name: tunName, index: index, network: network)
     }
 
     /// Stops the threads and closes the TUN: the device and its route go with it.
@@ -259,15 +273,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     public func publishMetrics() {
         guard let c = counters() else { return }
-        func add(_ label: String, _ dims: [(String, String)], _ total: UInt64) {
-            let key = label + dims.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
-            let delta = published.withLock { seen -> UInt64 in
-                let before = seen[key] ?? 0
-                seen[key] = total
-                return total >= before ? total - before : total
-            }
-            if delta > 0 { Counter(label: label, dimensions: dims).increment(by: Int64(clamping: delta)) }
-        }
+        func add(_ label: String, _ dims: [(String, String)], _ total: UInt64) { published.publish(label, dims, total: total) }
         for reason in DropReason.allCases {
             add("twill_udp_drops_total", [("reason", "\(reason)")], c[drop: reason])
         }

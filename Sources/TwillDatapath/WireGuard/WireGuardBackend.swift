@@ -59,7 +59,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
         var kernel: KernelWireGuardDevice?
     }
     private let state = Mutex(State())
-    private let published = Mutex<[String: UInt64]>([:])
+    private let published = CounterPublisher()
 
     public init(netlink: Netlink, external: ExternalInterface, listenPort: UInt16 = 51820, keyFile: String = WireGuardKeyFile.defaultPath,
                 presharedKey: Secret? = nil, persistentKeepalive: Duration? = nil, mtu: Int? = nil, offloads: Bool = true,
@@ -232,20 +232,12 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
             current = Dictionary(configs.map { ($0.0.subnet, $0) }, uniquingKeysWith: { a, _ in a })
         }
         guard let (index, local) = state.withLock({ s in s.local.map { (s.tunIndex, $0) } }) else { return }
-        let link = try? netlink.link(index: index)
-        if let damage = damage() ?? (link?.name == Self.deviceName ? nil : "TUN device \(Self.deviceName) is gone") {
+        if let damage = try UDPBackend.repairDevice(netlink, name: Self.deviceName, index: index, network: local.network, damage: damage(),
+                                                    backend: type, logger: logger) {
             logger.warning("wireguard data path broken; rebuilding it", metadata: ["reason": "\(damage)"])
             try await start(local: local)
-            Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "wireguard_engine")]).increment()
-            return
+            Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "wireguard_device")]).increment()
         }
-        if let link, !link.isUp {
-            logger.warning("TUN device was set down; setting it up again")
-            try netlink.setLinkUp(index: index)
-            Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "link_up")]).increment()
-        }
-        let failures = KernelRoutes.reconcile(netlink, network: local.network, desired: [UDPBackend.networkRoute(local.network, index: index)], logger: logger)
-        if !failures.isEmpty { throw BackendError(backend: type, "reconcile: \(failures.joined(separator: "; "))") }
     }
 
     /// Changes the peer set, then gives the engine its routes and the control its peers. Two
@@ -275,16 +267,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
 
     public func needsReconcile(after change: NetlinkChange) -> Bool {
         guard let (index, network) = state.withLock({ s in s.local.map { (s.tunIndex, $0.network) } }) else { return false }
-        switch change {
-        case .routeRemoved(let r), .routeAdded(let r):
-            return r.destination == network || r.outputInterface == index
-        case .linkRemoved(let l), .linkChanged(let l):
-            return l.index == index || l.name == Self.deviceName
-        case .overrun:
-            return true
-        default:
-            return false
-        }
+        return UDPBackend.deviceNeedsReconcile(change, name: Self.deviceName, index: index, network: network)
     }
 
     /// Stops the packet and control threads (every key wiped) and closes the TUN.
@@ -326,15 +309,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
 
     public func publishMetrics() {
         let (engine, control, kernel) = state.withLock { ($0.engine, $0.control, $0.kernel) }
-        func add(_ label: String, _ dims: [(String, String)], _ total: UInt64) {
-            let key = label + dims.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
-            let delta = published.withLock { seen -> UInt64 in
-                let before = seen[key] ?? 0
-                seen[key] = total
-                return total >= before ? total - before : total
-            }
-            if delta > 0 { Counter(label: label, dimensions: dims).increment(by: Int64(clamping: delta)) }
-        }
+        func add(_ label: String, _ dims: [(String, String)], _ total: UInt64) { published.publish(label, dims, total: total) }
         if kernel != nil {
             for (subnet, p) in traffic().peers {
                 let dims = [("subnet", "\(subnet)"), ("endpoint", p.endpoint ?? "")]
