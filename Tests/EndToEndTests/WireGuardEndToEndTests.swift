@@ -265,7 +265,12 @@ import TwillTestSupport
         try await withCluster(hosts: 2, underlay: "198.51.100") { cluster in
             let hosts = cluster.net.hosts
             try cluster.etcdctl(["put", "/coreos.com/network/config", Self.config])
-            guard let subnets = try await Self.start(cluster, [0, 1], environment: ["TWILL_TEST_WIREGUARD_REKEY_SECONDS": "4"]) else { return }
+            // Node 1 with two packet queues (and two sockets on the port), node 2 with one.
+            try cluster.startAgent(0, extra: ["--udp-queues", "2", "--healthz-ip", "127.0.0.1", "--healthz-port", "9100"], environment: ["TWILL_TEST_WIREGUARD_REKEY_SECONDS": "4", "WIREGUARD_KEY_FILE": Self.keyFile(cluster, 0)])
+            guard let subnets = try await Self.start(cluster, [1], environment: ["TWILL_TEST_WIREGUARD_REKEY_SECONDS": "4"]).map({ [cluster.subnet(0) ?? ""] + $0 }),
+                  await eventually(timeout: .seconds(20), { cluster.subnet(0) != nil }) else { return }
+            let queues = try hosts[0].exec("/bin/ls", ["/sys/class/net/flannel-wg/queues"])
+            #expect(queues.split(separator: "\n").filter { $0.hasPrefix("tx-") }.count == 2, "\(queues)")
             for (i, h) in hosts.enumerated() { try Self.addPods(h, subnets[i]) }
             #expect(hosts[0].pingEventually(Self.gateway(subnets[1]), from: Self.gateway(subnets[0]), attempts: 10))
             let first = Self.metric(hosts[0], "twill_wireguard_peer_last_handshake_seconds")

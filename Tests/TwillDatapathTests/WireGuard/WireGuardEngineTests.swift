@@ -151,14 +151,20 @@ struct WireGuardEngineTests {
         unknown[4] ^= 0xFF; unknown[5] ^= 0xFF
         pair.socketB.receiveFrom(from, port: WireGuardFakePair.port, unknown)
         #expect(waitUntil { pair.b.counters()[drop: .unknownReceiver] == 1 })
-        // Garbage and wrong-size handshake messages.
+        // Garbage, and messages of each type with the wrong size, an unknown type, and
+        // reserved bytes that are not zero.
         var rng = SplitMix64(seed: 7)
-        for n in [0, 3, 31, 100, 147, 149] {
-            var g = [UInt8].random(count: n, using: &rng)
-            if n > 3 { g[0] = 1; g[1] = 0; g[2] = 0; g[3] = 0 }  // an initiation of the wrong size
+        let cases: [(type: UInt8?, size: Int)] = [(nil, 0), (nil, 3), (1, 31), (1, 147), (1, 149), (2, 91), (2, 93), (2, 148),
+                                                  (3, 63), (3, 65), (4, 31), (4, 16), (5, 148), (0, 64)]
+        for (type, size) in cases {
+            var g = [UInt8].random(count: size, using: &rng)
+            if let type, size >= 4 { g[0] = type; g[1] = 0; g[2] = 0; g[3] = 0 }
             pair.socketB.receiveFrom(from, port: WireGuardFakePair.port, g)
         }
-        #expect(waitUntil { pair.b.counters()[drop: .malformed] == 6 })
+        var reserved = [UInt8](repeating: 0, count: 148)
+        reserved[0] = 1; reserved[2] = 1
+        pair.socketB.receiveFrom(from, port: WireGuardFakePair.port, reserved)
+        #expect(waitUntil { pair.b.counters()[drop: .malformed] == UInt64(cases.count + 1) })
         // A's own inner source outside its subnet: sealed by A, refused by B's allowed IPs.
         pair.tunA.inject(Packets.ipv4(source: IPv4Address("198.18.9.9")!, destination: Self.b1))
         #expect(waitUntil { pair.b.counters()[drop: .spoofedInnerSource] == 1 })
