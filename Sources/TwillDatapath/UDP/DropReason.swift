@@ -21,7 +21,8 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case sendFailed
     /// The write into the TUN failed.
     case tunWriteFailed
-    /// wireguard: no session keys for the peer yet (a handshake is started).
+    /// wireguard: no session keys for the peer, and more packets than can wait for the
+    /// handshake (128 per peer, as wireguard-go): the oldest waiting one went.
     case noSessionKeys
     /// wireguard: a transport message to a receiver index we do not have.
     case unknownReceiver

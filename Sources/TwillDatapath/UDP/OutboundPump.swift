@@ -285,8 +285,9 @@ final class OutboundPump {
                     }
                     slotSender[queued] = sender
                     guard let bytes = sealRun(queued, base, stride, made, peer, plane, aead, destination, peerCounters, peerOffset, counters) else {
-                        counters.add(DropReason.noSessionKeys.rawValue, UInt64(needed - first - made))
-                        continue drain
+                        // Staged for after the handshake; the next segments reuse the place.
+                        first += made
+                        continue
                     }
                     queued += 1
                     slotsUsed += (bytes + batch.slotSize - 1) / batch.slotSize
@@ -307,8 +308,9 @@ final class OutboundPump {
                 }
                 for k in 0..<made { slotSender[queued + k] = sender }
                 guard finishQueued(queued, slotsUsed, made, peer, snapshot, destination, peerCounters, peerOffset, counters) else {
-                    counters.add(DropReason.noSessionKeys.rawValue, UInt64(needed - first - made))
-                    continue drain
+                    // WireGuard staged them for after the handshake; the next segments reuse the slots.
+                    first += made
+                    continue
                 }
                 queued += made
                 slotsUsed += made
@@ -454,6 +456,20 @@ final class OutboundPump {
         return true
     }
 
+    /// A packet for a peer without session keys (a handshake is under way): kept for the
+    /// control thread to send once it completes; the oldest staged one is dropped (and
+    /// counted) when too many wait.
+    private func stage(_ packet: UnsafeRawBufferPointer, _ peer: Int, _ plane: WireGuardPlane, _ peerCounters: CounterBlock, _ peerOffset: Int,
+                       _ counters: CounterBlock) {
+        guard let activity = plane.activity[peer] else {
+            counters.add(DropReason.noSessionKeys.rawValue)
+            return
+        }
+        if !activity.stage(packet) { counters.add(DropReason.noSessionKeys.rawValue) }
+        // Counted as sent now: the control thread sends it (or it was the oldest, dropped above).
+        account(1, packet.count, peerCounters, peerOffset, counters)
+    }
+
     /// Counts `count` datagrams of `bytes` (inner packets) sent to one peer.
     @inline(__always)
     private func account(_ count: Int, _ bytes: Int, _ peerCounters: CounterBlock, _ peerOffset: Int, _ counters: CounterBlock) {
@@ -488,7 +504,10 @@ final class OutboundPump {
                             _ destination: UInt32, _ peerCounters: CounterBlock, _ peerOffset: Int, _ counters: CounterBlock) -> Bool {
         let now = EngineClock.now()
         guard let keypair = plane.sendKeypair(peer, now: now) else {
-            counters.add(DropReason.noSessionKeys.rawValue, UInt64(count))
+            for i in 0..<count {
+                stage(UnsafeRawBufferPointer(start: batch.slot(slot + i) + WireGuardMessage.transportHeaderSize, count: lengths[i]), peer, plane,
+                      peerCounters, peerOffset, counters)
+            }
             return false
         }
         let port = plane.ports[peer], mtu = plane.mtu
@@ -515,7 +534,10 @@ final class OutboundPump {
                          _ counters: CounterBlock) -> Int? {
         let now = EngineClock.now()
         guard let keypair = plane.sendKeypair(peer, now: now) else {
-            counters.add(DropReason.noSessionKeys.rawValue, UInt64(count))
+            for k in 0..<count {
+                stage(UnsafeRawBufferPointer(start: base + k * stride + WireGuardMessage.transportHeaderSize, count: lengths[k]), peer, plane,
+                      peerCounters, peerOffset, counters)
+            }
             return nil
         }
         var total = 0

@@ -107,6 +107,8 @@ public final class WireGuardControl: Sendable {
                 var out: [WireGuardDevice.Outgoing] = []
                 for m in messages { out += d.receive(m.bytes, from: m.source, underLoad: underLoad, now: now) }
                 out += d.tick(now: now)
+                // Packets that waited for this handshake go after it.
+                out += d.flushStaged(now: now)
                 return (out, d.keysChanged ? d.keyTable() : nil)
             }
             let engine = self.engine.withLock { $0 }

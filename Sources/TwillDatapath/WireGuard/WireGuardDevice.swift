@@ -349,6 +349,23 @@ public final class WireGuardDevice {
         return Outgoing(bytes: msg, to: peer.config.endpoint)
     }
 
+    /// Seals and returns the packets staged for peers that have a usable keypair now.
+    public func flushStaged(now: UInt64) -> [Outgoing] {
+        var out: [Outgoing] = []
+        for peer in peers.values where peer.activity.hasStaged {
+            guard let k = peer.current, k.isLive, now &- k.created < timers.rejectAfterTime.nanoseconds else { continue }
+            for packet in peer.activity.takeStaged() {
+                let padded = WireGuardMessage.paddedLength(packet.count, mtu: 0)
+                var msg = [UInt8](repeating: 0, count: WireGuardMessage.keepaliveSize + padded)
+                msg.replaceSubrange(WireGuardMessage.transportHeaderSize..<(WireGuardMessage.transportHeaderSize + packet.count), with: packet)
+                guard TransportCrypto.seal(keypair: k, counter: k.nextCounter(), message: &msg, plaintextLength: padded) else { continue }
+                out.append(Outgoing(bytes: msg, to: peer.config.endpoint))
+            }
+            peer.activity.sentData(at: now)
+        }
+        return out
+    }
+
     // MARK: Timers
 
     /// Runs every timer due at `now` and acts on what the packet threads reported; call it
