@@ -116,8 +116,8 @@ func runBench() {
         var received: Int32 = 0
         sigwait(&signals, &received)
         let allocationsWhileRunning = twill_allocation_count() - allocationsAtReady
-        control?.stop()
         engine.stop()
+        control?.stop()
         let c = engine.counters()
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)

@@ -133,7 +133,19 @@ public final class WireGuardNetlink: Sendable {
             }, onMessage: { msg in
                 out += Self.parsePeers(AttributeTable(message: msg, headerSize: MemoryLayout<genlmsghdr>.size))
             })
-            return out
+            // A peer whose allowed IPs fill a message goes on in the next: one entry per key.
+            var merged: [WireGuardKernelPeerStatus] = []
+            for p in out {
+                if let i = merged.firstIndex(where: { $0.publicKey == p.publicKey }) {
+                    merged[i].endpoint = merged[i].endpoint ?? p.endpoint
+                    merged[i].lastHandshake = max(merged[i].lastHandshake ?? 0, p.lastHandshake ?? 0).nonZero
+                    merged[i].rxBytes = max(merged[i].rxBytes, p.rxBytes)
+                    merged[i].txBytes = max(merged[i].txBytes, p.txBytes)
+                } else {
+                    merged.append(p)
+                }
+            }
+            return merged
         }
     }
 
@@ -201,4 +213,8 @@ public final class WireGuardNetlink: Sendable {
         }
         return try result.get()
     }
+}
+
+extension Int64 {
+    fileprivate var nonZero: Int64? { self == 0 ? nil : self }
 }

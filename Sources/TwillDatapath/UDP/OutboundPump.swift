@@ -214,7 +214,7 @@ final class OutboundPump {
         defer { if queued > 0 { flushQueued() } }
 
         drain: while reads < budget {
-            if slotsUsed == capacity { flushQueued() }
+            if slotsUsed == capacity || queued == capacity { flushQueued() }
             let packet: UnsafeMutableRawBufferPointer
             var header = VirtioNetHeader.plain
             if virtio {
@@ -481,24 +481,22 @@ final class OutboundPump {
 
     /// Seals one packet of `length` bytes whose transport message starts at `message` (the
     /// packet 16 bytes in): zero padding, header, tag. The message's length, or nil when the
-    /// cipher failed (counted).
+    /// cipher failed.
     @inline(__always)
-    private func seal(_ message: UnsafeMutableRawPointer, _ length: Int, _ keypair: Keypair, _ mtu: Int, _ aead: AEADContext,
-                      _ counters: CounterBlock) -> Int? {
+    private func seal(_ message: UnsafeMutableRawPointer, _ length: Int, _ keypair: Keypair, _ mtu: Int, _ aead: AEADContext) -> Int? {
         let padded = WireGuardMessage.paddedLength(length, mtu: mtu)
         let text = message + WireGuardMessage.transportHeaderSize
         (text + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
         var piece = iovec(iov_base: text, iov_len: padded)
         guard TransportCrypto.seal(context: aead, keypair: keypair, counter: keypair.nextCounter(), header: message,
-                                   pieces: &piece, count: 1, tag: text + padded) else {
-            counters.add(DropReason.sendFailed.rawValue)
-            return nil
-        }
+                                   pieces: &piece, count: 1, tag: text + padded) else { return nil }
         return WireGuardMessage.keepaliveSize + padded
     }
 
     /// ``finishQueued`` for WireGuard: each packet (16 bytes into its slot) sealed in place
     /// under the peer's current keypair and a counter of its own. Counted as plaintext bytes.
+    /// False when nothing was queued: the packets were staged for a handshake, or (a cipher
+    /// failure, which only a broken libcrypto causes) dropped and counted.
     @inline(__always)
     private func sealQueued(_ first: Int, _ slot: Int, _ count: Int, _ peer: Int, _ plane: WireGuardPlane, _ aead: AEADContext,
                             _ destination: UInt32, _ peerCounters: CounterBlock, _ peerOffset: Int, _ counters: CounterBlock) -> Bool {
@@ -514,8 +512,11 @@ final class OutboundPump {
         var bytes = 0
         for i in 0..<count {
             let base = batch.slot(slot + i)
-            // A cipher failure sends nothing (an empty iovec) rather than garbage.
-            let length = seal(base, lengths[i], keypair, mtu, aead, counters) ?? 0
+            guard let length = seal(base, lengths[i], keypair, mtu, aead) else {
+                // Messages are contiguous: none of this group is sent rather than a hole.
+                counters.add(DropReason.sendFailed.rawValue, UInt64(count))
+                return false
+            }
             batch.setOutgoing(first + i, base: base, length: length, addressNetworkOrder: destination, portNetworkOrder: port)
             bytes += lengths[i]
         }
@@ -526,8 +527,8 @@ final class OutboundPump {
 
     /// Seals `count` segments laid out `stride` bytes apart from `base` (each 16 bytes into
     /// its place, lengths in ``lengths``) and queues them as message `message`: one
-    /// UDP_SEGMENT send cut every `stride` bytes. The message's length, or nil when there are
-    /// no session keys (counted).
+    /// UDP_SEGMENT send cut every `stride` bytes. The message's length, or nil when nothing
+    /// was queued (staged for a handshake, or a cipher failure on the first segment, counted).
     @inline(__always)
     private func sealRun(_ message: Int, _ base: UnsafeMutableRawPointer, _ stride: Int, _ count: Int, _ peer: Int, _ plane: WireGuardPlane,
                          _ aead: AEADContext, _ destination: UInt32, _ peerCounters: CounterBlock, _ peerOffset: Int,
@@ -542,18 +543,19 @@ final class OutboundPump {
         }
         var total = 0
         var bytes = 0
-        for k in 0..<count {
-            guard let length = seal(base + k * stride, lengths[k], keypair, plane.mtu, aead, counters) else {
-                // A hole would shift every later datagram: send what came before it.
-                break
-            }
-            total = k * stride + length
-            bytes += lengths[k]
+        var sealed = 0
+        while sealed < count, let length = seal(base + sealed * stride, lengths[sealed], keypair, plane.mtu, aead) {
+            total = sealed * stride + length
+            bytes += lengths[sealed]
+            sealed += 1
         }
+        // A cipher failure: a hole would shift every later datagram, so what came before it goes.
+        if sealed < count { counters.add(DropReason.sendFailed.rawValue, UInt64(count - sealed)) }
+        guard sealed > 0 else { return nil }
         batch.setOutgoing(message, base: base, length: total, addressNetworkOrder: destination, portNetworkOrder: plane.ports[peer],
                           segmentSize: stride)
         plane.activity[peer]?.sentData(at: now)
-        account(count, bytes, peerCounters, peerOffset, counters)
+        account(sealed, bytes, peerCounters, peerOffset, counters)
         return total
     }
 

@@ -52,10 +52,16 @@ final class KernelWireGuardDevice: Sendable {
         let wanted = Dictionary(configs.map { ($0.publicKey, $0) }, uniquingKeysWith: { a, _ in a })
         let before = programmed.withLock { $0 }
         var failures: [String] = []
+        var now = before
         for (key, _) in before where wanted[key] == nil {
-            do { try wireGuard.removePeer(name, publicKey: key) } catch { failures.append("\(error)") }
+            // One that could not be removed stays on the list, for the next call to try again.
+            do {
+                try wireGuard.removePeer(name, publicKey: key)
+                now[key] = nil
+            } catch {
+                failures.append("\(error)")
+            }
         }
-        var now = before.filter { wanted[$0.key] != nil }
         for (key, config) in wanted where before[key] != config {
             let peer = WireGuardKernelPeer(publicKey: key, endpoint: config.endpoint.address, port: config.endpoint.port,
                                            allowedIPs: [config.allowedIPs],

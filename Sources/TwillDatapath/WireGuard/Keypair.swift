@@ -49,9 +49,14 @@ public final class Keypair: @unchecked Sendable {  // keys are written only at i
     /// Whether the keys are still there (not wiped by the timers).
     var isLive: Bool { !wiped.load(ordering: .acquiring) }
 
-    /// Zeroes both keys (the key-zeroing timer, or the peer removed).
-    func wipe() {
-        wiped.store(true, ordering: .releasing)
+    /// Takes the keypair out of use: packet threads that check ``isLive`` from now on leave
+    /// it alone. Its keys are zeroed by ``zero()`` once no thread can still be in the middle
+    /// of a packet with it.
+    func retire() { wiped.store(true, ordering: .releasing) }
+
+    /// Zeroes both keys (after ``retire()`` and a grace period, or when no packet thread runs).
+    func zero() {
+        retire()
         sendKey.wipe()
         receiveKey.wipe()
     }

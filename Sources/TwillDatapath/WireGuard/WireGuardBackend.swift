@@ -280,8 +280,9 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
             return (s.engine, s.control, s.kernel)
         }
         kernel?.down()
-        control?.stop()
+        // The packet threads first: they may use the keys the control then zeroes.
         engine?.stop()
+        control?.stop()
         if engine != nil { logger.info("wireguard backend stopped") }
     }
 

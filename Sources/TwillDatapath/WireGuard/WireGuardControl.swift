@@ -56,18 +56,20 @@ public final class WireGuardControl: Sendable {
     /// Makes `engine` the one keys go to and messages leave by (nil: none, while a new one is
     /// built); it gets the current keys at once.
     public func attach(_ engine: UDPEngine?) {
-        let table = device.withLock { $0.keyTable() }
-        self.engine.withLock { $0 = engine }
-        engine?.update(keys: table)
+        // Tables are made and published under the device lock, so an older one can never
+        // land after a newer one (lock order: device, then the engine's).
+        device.withLock { d in
+            self.engine.withLock { $0 = engine }
+            engine?.update(keys: d.keyTable())
+        }
     }
 
     /// The peers, from the leases: added, changed and removed (their keys wiped).
     public func setPeers(_ configs: [WireGuardPeerConfig]) {
-        let table = device.withLock { d -> WireGuardKeyTable? in
+        device.withLock { d in
             d.setPeers(configs)
-            return d.keysChanged ? d.keyTable() : nil
+            if d.keysChanged { engine.withLock { $0 }?.update(keys: d.keyTable()) }
         }
-        if let table { engine.withLock { $0 }?.update(keys: table) }
         queue.wake()
     }
 
@@ -81,7 +83,8 @@ public final class WireGuardControl: Sendable {
         return d
     }
 
-    /// Stops the thread and wipes every key.
+    /// Stops the thread and zeroes every key. Stop the engine first: its packet threads
+    /// may be using the keys until then.
     public func stop() {
         guard running.exchange(false, ordering: .sequentiallyConsistent) else { return }
         queue.wake()
@@ -89,7 +92,10 @@ public final class WireGuardControl: Sendable {
             t?.join()
             t = nil
         }
-        device.withLock { $0.setPeers([]) }
+        device.withLock { d in
+            d.setPeers([])
+            d.zeroRetired(all: true)
+        }
         engine.withLock { $0 = nil }
     }
 
@@ -103,18 +109,19 @@ public final class WireGuardControl: Sendable {
             let now = EngineClock.now()
             if messages.count + backlog >= Self.loadBacklog { loadUntil = now + Self.loadLinger }
             let underLoad = now < loadUntil
-            let (out, table) = device.withLock { d -> ([WireGuardDevice.Outgoing], WireGuardKeyTable?) in
+            let (out, engine) = device.withLock { d -> ([WireGuardDevice.Outgoing], UDPEngine?) in
                 var out: [WireGuardDevice.Outgoing] = []
                 for m in messages { out += d.receive(m.bytes, from: m.source, underLoad: underLoad, now: now) }
                 out += d.tick(now: now)
                 // Packets that waited for this handshake go after it.
                 out += d.flushStaged(now: now)
-                return (out, d.keysChanged ? d.keyTable() : nil)
+                let engine = self.engine.withLock { $0 }
+                // Keys before messages (a response sent first could be answered with data
+                // before the packet threads know the keypair), published under the device
+                // lock so that no older table can overtake this one.
+                if d.keysChanged { engine?.update(keys: d.keyTable()) }
+                return (out, engine)
             }
-            let engine = self.engine.withLock { $0 }
-            // Keys before messages: a response sent first could be answered with data
-            // before the packet threads know the keypair.
-            if let table { engine?.update(keys: table) }
             if let engine, let socket = engine.listeningSocket {
                 for o in out { send(o, socket) }
             }

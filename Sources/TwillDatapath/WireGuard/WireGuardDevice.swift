@@ -109,6 +109,11 @@ public final class WireGuardDevice {
     /// Set when a keypair changed: the owner publishes ``keyTable`` again.
     public private(set) var keysChanged = true
     private var generator = SystemRandomNumberGenerator()
+    /// Retired keypairs not zeroed yet, and when they were retired.
+    private var retiring: [(Keypair, UInt64)] = []
+    static let zeroGrace: UInt64 = 1_000_000_000
+    /// The latest time a call was given (setPeers has none of its own).
+    private var clock: UInt64 = 0
     /// Counts what was dropped, by reason, for /metrics.
     public private(set) var drops: [String: UInt64] = [:]
 
@@ -147,10 +152,7 @@ public final class WireGuardDevice {
     public var presharedKey: Secret?
 
     private func remove(_ peer: Peer) {
-        for k in peer.keypairs {
-            k.wipe()
-            indices[k.localIndex] = nil
-        }
+        for k in peer.keypairs { retire(k) }
         if let h = peer.handshake { indices[h.localIndex] = nil; h.wipe() }
         peers[peer.statics.publicKey] = nil
         keysChanged = true
@@ -178,6 +180,7 @@ public final class WireGuardDevice {
     /// Handles a handshake message (types 1-3) from `source`; `underLoad` makes initiations
     /// and responses without a valid mac2 get a cookie reply instead of an answer.
     public func receive(_ msg: [UInt8], from source: WireGuardEndpoint, underLoad: Bool, now: UInt64) -> [Outgoing] {
+        clock = max(clock, now)
         guard let type = msg.withUnsafeBytes({ WireGuardMessage.type(of: $0) }), type != WireGuardMessage.transport else {
             return drop("malformed")
         }
@@ -303,9 +306,22 @@ public final class WireGuardDevice {
         }
     }
 
+    /// Takes a keypair out of use now and zeroes it ``zeroGrace`` later: a packet thread
+    /// that read it from its snapshot just before may still be sealing or opening a batch.
     private func retire(_ keypair: Keypair) {
-        keypair.wipe()
+        keypair.retire()
         indices[keypair.localIndex] = nil
+        retiring.append((keypair, clock))
+    }
+
+    /// Zeroes the retired keypairs whose grace period is over (all of them with `all`, once
+    /// no packet thread runs).
+    public func zeroRetired(all: Bool = false) {
+        retiring.removeAll { k, at in
+            guard all || clock &- at >= Self.zeroGrace else { return false }
+            k.zero()
+            return true
+        }
     }
 
     // MARK: Handshake initiation
@@ -371,6 +387,8 @@ public final class WireGuardDevice {
     /// Runs every timer due at `now` and acts on what the packet threads reported; call it
     /// often (every 100 ms or so, and whenever a thread asks for a handshake).
     public func tick(now: UInt64) -> [Outgoing] {
+        clock = max(clock, now)
+        zeroRetired()
         var out: [Outgoing] = []
         for peer in peers.values { out += tick(peer, now: now) }
         return out

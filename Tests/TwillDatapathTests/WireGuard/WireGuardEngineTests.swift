@@ -67,10 +67,10 @@ struct WireGuardFakePair {
     }
 
     func stop() {
-        controlA.stop()
-        controlB.stop()
         a.stop()
         b.stop()
+        controlA.stop()
+        controlB.stop()
     }
 
     /// Sends `packet` from A's TUN until B's TUN has received `count` writes (the first
