@@ -41,6 +41,25 @@ import Glibc
         #expect(wg.listenPort == 51999 && wg.mtu == 1370 && wg.keyFile == "/nonexistent/wgkey" && wg.type == "wireguard")
     }
 
+    @Test func peersComeFromUsableLeasesOnly() throws {
+        let external = ExternalInterface(name: "lo", index: 1, publicIP: IPv4Address("198.51.100.1")!, localIP: IPv4Address("198.51.100.1")!, mtu: 1500)
+        let wg = try #require(try BackendRegistry.make(BackendSpec(type: "wireguard", settings: ["PersistentKeepaliveInterval": .number(25)]),
+                                                      external: external) as? WireGuardBackend)
+        let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
+        func lease(_ type: String?, _ data: String?) -> PeerLease {
+            PeerLease(subnet: IPv4Network("198.18.2.0/24")!, publicIP: IPv4Address("198.51.100.2")!, backendType: type, backendData: data.map { Data($0.utf8) })
+        }
+        let config = try #require(wg.peerConfig(lease("wireguard", #"{"PublicKey":"\#(key)","Port":51999}"#)))
+        #expect(config.endpoint == WireGuardEndpoint(address: IPv4Address("198.51.100.2")!, port: 51999))
+        #expect(config.allowedIPs == IPv4Network("198.18.2.0/24")! && config.persistentKeepalive == .seconds(25))
+        #expect(wg.peerConfig(lease("wireguard", #"{"PublicKey":"\#(key)"}"#))?.endpoint.port == 51820)
+        // Not ours, or nothing usable: skipped (and logged), never a crash.
+        for (type, data) in [("vxlan", #"{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}"#), (nil, nil), ("wireguard", nil), ("wireguard", "{"),
+                             ("wireguard", #"{"PublicKey":"AAAA"}"#), ("wireguard", #"{"PublicKey":"\#(key)","Port":-1}"#)] as [(String?, String?)] {
+            #expect(wg.peerConfig(lease(type, data)) == nil, "\(type ?? "nil") \(data ?? "nil")")
+        }
+    }
+
     @Test func leaseDataIsFlannelsByteForByte() throws {
         let key = [UInt8](repeating: 7, count: 32)
         let data = WireGuardLeaseData(publicKey: key, port: 51820)
