@@ -141,7 +141,7 @@ public enum BackendRegistry {
             let keepalive = try spec.int("PersistentKeepaliveInterval", in: 0...65535) ?? 0
             var psk: [UInt8]?
             if let text = try spec.string("PSK"), !text.isEmpty {
-                guard let bytes = Base64.decode(text), bytes.count == 32 else {
+                guard let bytes = WireGuardKeyFile.decodeKey(text) else {
                     throw BackendError(backend: "wireguard", "Backend.PSK must be base64 of 32 bytes (as `wg genpsk` prints), not \"\(text.prefix(60))\"")
                 }
                 psk = bytes

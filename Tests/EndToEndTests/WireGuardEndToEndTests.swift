@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TwillNetlink
 import TwillTestSupport
 
 /// The wireguard backend with real agents on namespace hosts (no WireGuard module on these
@@ -320,7 +321,8 @@ import TwillTestSupport
         }
     }
 
-    static var kernelHasWireGuard: Bool { FileManager.default.fileExists(atPath: "/sys/module/wireguard") }
+    /// The agent's own test (`--wireguard-engine auto`): the generic netlink family resolves.
+    static var kernelHasWireGuard: Bool { WireGuardNetlink.isAvailable }
 
     /// argv: source, destination, port, seconds. Sends 32 KiB every 10 ms for that long over one
     /// connection (the same output as TCPTransferScripts.source).

@@ -24,6 +24,8 @@ public final class WireGuardControl: Sendable {
     private let running = Atomic<Bool>(false)
     private let thread = Mutex<OSThread?>(nil)
     private let rejectAfter: Duration
+    /// The TUN MTU the engine was given (staged packets are padded up to it, not past).
+    private let mtu = Atomic<Int>(0)
     private let logger: Logger
     /// Handshake messages at least this many behind: the responder is under load (cookies).
     static let loadBacklog = 32
@@ -43,7 +45,8 @@ public final class WireGuardControl: Sendable {
 
     /// The options an engine carrying this control's WireGuard needs.
     public func engineOptions(mtu: Int) -> WireGuardEngineOptions {
-        WireGuardEngineOptions(control: queue, rejectAfter: rejectAfter, mtu: mtu)
+        self.mtu.store(mtu, ordering: .relaxed)
+        return WireGuardEngineOptions(control: queue, rejectAfter: rejectAfter, mtu: mtu)
     }
 
     /// Starts the control thread (once).
@@ -114,7 +117,7 @@ public final class WireGuardControl: Sendable {
                 for m in messages { out += d.receive(m.bytes, from: m.source, underLoad: underLoad, now: now) }
                 out += d.tick(now: now)
                 // Packets that waited for this handshake go after it.
-                out += d.flushStaged(now: now)
+                out += d.flushStaged(now: now, mtu: mtu.load(ordering: .relaxed))
                 let engine = self.engine.withLock { $0 }
                 // Keys before messages (a response sent first could be answered with data
                 // before the packet threads know the keypair), published under the device

@@ -365,13 +365,14 @@ public final class WireGuardDevice {
         return Outgoing(bytes: msg, to: peer.config.endpoint)
     }
 
-    /// Seals and returns the packets staged for peers that have a usable keypair now.
-    public func flushStaged(now: UInt64) -> [Outgoing] {
+    /// Seals and returns the packets staged for peers that have a usable keypair now, padded
+    /// as the packet threads pad (not past `mtu`).
+    public func flushStaged(now: UInt64, mtu: Int) -> [Outgoing] {
         var out: [Outgoing] = []
         for peer in peers.values where peer.activity.hasStaged {
             guard let k = peer.current, k.isLive, now &- k.created < timers.rejectAfterTime.nanoseconds else { continue }
             for packet in peer.activity.takeStaged() {
-                let padded = WireGuardMessage.paddedLength(packet.count, mtu: 0)
+                let padded = WireGuardMessage.paddedLength(packet.count, mtu: mtu)
                 var msg = [UInt8](repeating: 0, count: WireGuardMessage.keepaliveSize + padded)
                 msg.replaceSubrange(WireGuardMessage.transportHeaderSize..<(WireGuardMessage.transportHeaderSize + packet.count), with: packet)
                 guard TransportCrypto.seal(keypair: k, counter: k.nextCounter(), message: &msg, plaintextLength: padded) else { continue }

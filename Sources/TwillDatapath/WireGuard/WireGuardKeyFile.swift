@@ -35,21 +35,20 @@ public enum WireGuardKeyFile {
         return (key, true)
     }
 
-    /// A key in base64 (as `wg` prints them): its 32 bytes, or nil.
+    /// A key in base64 (as `wg` prints them, surrounding whitespace allowed): its 32 bytes, or nil.
     public static func decodeKey(_ text: String) -> [UInt8]? {
-        guard let bytes = Base64.decode(text), bytes.count == 32 else { return nil }
-        return bytes
+        guard let data = Data(base64Encoded: text.trimmingWhitespace()), data.count == 32 else { return nil }
+        return Array(data)
     }
 
     /// A base64 private key (surrounding whitespace allowed), 32 bytes once decoded.
     static func parse(_ contents: [UInt8], path: String) throws(WireGuardError) -> Secret {
-        let text = String(decoding: contents, as: UTF8.self).trimmingWhitespace()
-        guard var data = Data(base64Encoded: text), data.count == 32 else {
+        guard var bytes = decodeKey(String(decoding: contents, as: UTF8.self)) else {
             throw WireGuardError("the wireguard private key file \(path) does not hold a key (base64 of 32 bytes, as `wg genkey` prints); "
                                  + "fix it, or remove it to have a new key generated")
         }
-        defer { data.resetBytes(in: 0..<data.count) }
-        return data.withUnsafeBytes { Secret(copying: $0) }
+        defer { for i in bytes.indices { bytes[i] = 0 } }
+        return Secret(bytes)
     }
 }
 
@@ -87,7 +86,7 @@ public struct WireGuardLeaseData: Sendable, Equatable {
         do { wire = try JSONDecoder().decode(Wire.self, from: raw) } catch {
             throw Invalid(description: "BackendData is not {\"PublicKey\": \"<base64>\", \"Port\": <number>}: \(error)")
         }
-        guard let key = Data(base64Encoded: wire.PublicKey), key.count == 32 else {
+        guard let key = WireGuardKeyFile.decodeKey(wire.PublicKey) else {
             throw Invalid(description: "PublicKey \"\(wire.PublicKey.prefix(60))\" is not base64 of 32 bytes")
         }
         if let p = wire.Port, !(0...65535).contains(p) {
@@ -96,9 +95,4 @@ public struct WireGuardLeaseData: Sendable, Equatable {
         publicKey = Array(key)
         port = wire.Port.flatMap { $0 == 0 ? nil : UInt16($0) }
     }
-}
-
-/// Base64 as WireGuard keys use it (standard alphabet, padded).
-enum Base64 {
-    static func decode(_ text: String) -> [UInt8]? { Data(base64Encoded: text.trimmingWhitespace()).map(Array.init) }
 }
