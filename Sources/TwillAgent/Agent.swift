@@ -64,11 +64,13 @@ public final class Agent: Service, Sendable {
         let external: ExternalInterface
         do {
             external = try ExternalInterfaceResolver.resolve(ifaces: configuration.ifaces, ifaceRegex: configuration.ifaceRegex,
-                                                         canReach: configuration.ifaceCanReach, publicIP: configuration.publicIP)
+                                                         canReach: configuration.ifaceCanReach, publicIP: configuration.publicIP,
+                                                         publicIPv6: configuration.publicIPv6)
         } catch {
             throw AgentError(error.description)
         }
-        logger.info("using interface", metadata: ["iface": "\(external.name)", "local_ip": "\(external.localIP)", "public_ip": "\(external.publicIP)", "mtu": "\(external.mtu)"])
+        logger.info("using interface", metadata: ["iface": "\(external.name)", "local_ip": "\(external.localIP)", "public_ip": "\(external.publicIP)",
+                                                  "public_ipv6": "\(external.publicIPv6.map(\.description) ?? "-")", "mtu": "\(external.mtu)"])
         statusFacts.withLock { $0.external = external }
         let keeper = LeaseKeeper(registry: registry, ttl: configuration.ttlSeconds, schedule: RenewSchedule(interval: configuration.renewInterval),
                                  requestTimeout: configuration.etcd.requestTimeout, logger: logger, state: state)
@@ -78,8 +80,11 @@ public final class Agent: Service, Sendable {
         // The last subnet.env names the subnet to ask for again; an unreadable one is not fatal
         // (a fresh subnet is chosen) but is said, since it means losing the node's old subnet.
         var previous: IPv4Network?
+        var previous6: IPv6Network?
         do {
-            previous = try SubnetEnv.read(path: configuration.subnetFile)?.subnet
+            let env = try SubnetEnv.read(path: configuration.subnetFile)
+            previous = env?.subnet
+            previous6 = env?.ipv6Subnet
         } catch {
             logger.warning("cannot reuse the previous subnet", metadata: ["error": "\(error)"])
         }
@@ -120,16 +125,18 @@ public final class Agent: Service, Sendable {
             }
             guard let current = running else { continue }
             statusFacts.withLock { $0.config = config; $0.mtu = current.advert.mtu }
-            let attributes = LeaseAttributes(publicIP: external.publicIP, publicIPv6: configuration.publicIPv6,
-                                             backendType: current.advert.backendType, backendData: current.advert.backendData)
+            // PublicIPv6 is published only for a dual-stack network: peers route to it.
+            let attributes = LeaseAttributes(publicIP: external.publicIP, publicIPv6: config.enableIPv6 ? external.publicIPv6 : nil,
+                                             backendType: current.advert.backendType, backendData: current.advert.backendData,
+                                             backendV6Data: config.enableIPv6 ? current.advert.backendV6Data : nil)
 
             // 2. The lease.
             let lease: Lease
-            let (wanted, reuse) = (config, previous)
+            let (wanted, reuse, reuse6) = (config, previous, previous6)
             do {
                 guard let l = try await cancellable({
                     try await self.retrying("acquire a subnet lease") { () async throws(LeaseError) -> Lease in
-                        try await keeper.establish(config: wanted, attributes: attributes, previous: reuse)
+                        try await keeper.establish(config: wanted, attributes: attributes, previous: reuse, previous6: reuse6)
                     }
                 }) else { break sessions }
                 lease = l
@@ -148,7 +155,8 @@ public final class Agent: Service, Sendable {
                 continue sessions
             }
             previous = nil
-            logger.info("holding subnet lease", metadata: ["subnet": "\(lease.subnet.ipv4)", "reservation": "\(lease.isReservation)", "etcd_lease": "\(lease.etcdLease)"])
+            previous6 = nil
+            logger.info("holding subnet lease", metadata: ["subnet": "\(lease.subnet.ipv4)", "subnet6": "\(lease.subnet.ipv6.map(\.description) ?? "-")", "reservation": "\(lease.isReservation)", "etcd_lease": "\(lease.etcdLease)"])
 
             // 3. The node: data path, iptables rules, subnet.env; then the session's loops.
             let session = NodeSession(agent: self, etcd: etcd, registry: registry, keeper: keeper, config: config,
@@ -246,9 +254,12 @@ public final class Agent: Service, Sendable {
 
     /// Checks what the config asks of the backend (type, Port, VNI...) without touching the kernel.
     func validate(_ config: NetworkConfig) throws {
-        guard config.network != nil else { throw AgentError("the network config has no IPv4 Network (IPv6-only networks are not supported yet)") }
+        guard config.network != nil else {
+            throw AgentError("EnableIPv4 is false: IPv6-only networks are not supported yet (a dual-stack network is: EnableIPv4 and EnableIPv6)")
+        }
         guard let external = try? ExternalInterfaceResolver.resolve(ifaces: configuration.ifaces, ifaceRegex: configuration.ifaceRegex,
-                                                         canReach: configuration.ifaceCanReach, publicIP: configuration.publicIP) else { return }
+                                                         canReach: configuration.ifaceCanReach, publicIP: configuration.publicIP,
+                                                         publicIPv6: configuration.publicIPv6) else { return }
         _ = try makeBackend(config, external)
     }
 
@@ -302,15 +313,18 @@ public final class Agent: Service, Sendable {
         let (healthy, healthReasons) = state.liveness
         let peers = state.peers.sorted { $0.subnet.address < $1.subnet.address }.map { p -> NodeStatus.PeerInfo in
             let t = traffic.peers[p.subnet]
-            return NodeStatus.PeerInfo(subnet: "\(p.subnet)", publicIP: "\(p.publicIP)", backend: p.backendType ?? "udp", state: "routed",
+            return NodeStatus.PeerInfo(subnet: "\(p.subnet)", publicIP: "\(p.publicIP)",
+                                       subnet6: p.subnet6.map { "\($0)" }, publicIPv6: p.publicIPv6.map { "\($0)" }, backend: p.backendType ?? "udp", state: "routed",
                                        txPackets: t?.txPackets, txBytes: t?.txBytes, rxPackets: t?.rxPackets, rxBytes: t?.rxBytes,
                                        drops: t?.drops, lastHandshake: t?.lastHandshake)
         }
         return NodeStatus(
             version: version, publicIP: facts.external.map { "\($0.publicIP)" }, interface: facts.external?.name,
             network: facts.config?.network.map { "\($0)" }, subnetLength: facts.config?.subnetLength,
+            network6: facts.config.flatMap { $0.enableIPv6 ? $0.ipv6Network.map { "\($0)" } : nil },
+            publicIPv6: facts.config?.enableIPv6 == true ? facts.external?.publicIPv6.map { "\($0)" } : nil,
             lease: lease.map { l in
-                NodeStatus.LeaseInfo(subnet: "\(l.subnet.ipv4)", key: layout.key(for: l.subnet), etcdLease: String(UInt64(bitPattern: l.etcdLease), radix: 16),
+                NodeStatus.LeaseInfo(subnet: "\(l.subnet.ipv4)", subnet6: l.subnet.ipv6.map { "\($0)" }, key: layout.key(for: l.subnet), etcdLease: String(UInt64(bitPattern: l.etcdLease), radix: 16),
                                      reservation: l.isReservation, expiresInSeconds: l.isReservation ? nil : state.leaseExpiresIn.map { $0.components.seconds })
             },
             backend: backend.map { NodeStatus.BackendInfo(type: $0.type, device: traffic.device, up: state.backendUp, mtu: facts.mtu) },
@@ -323,7 +337,8 @@ public final class Agent: Service, Sendable {
     }
 
     static func peer(_ lease: Lease) -> PeerLease {
-        PeerLease(subnet: lease.subnet.ipv4, publicIP: lease.attributes.publicIP, backendType: lease.attributes.backendType, backendData: lease.attributes.backendData)
+        PeerLease(subnet: lease.subnet.ipv4, publicIP: lease.attributes.publicIP, backendType: lease.attributes.backendType, backendData: lease.attributes.backendData,
+                  subnet6: lease.subnet.ipv6, publicIPv6: lease.attributes.publicIPv6, backendV6Data: lease.attributes.backendV6Data)
     }
 }
 

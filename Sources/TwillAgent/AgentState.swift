@@ -173,6 +173,8 @@ public final class AgentState: Sendable {
     func setPeers(_ peers: [PeerLease]) {
         values.withLock { $0.peers = peers }
         Gauge(label: "twill_peers").record(peers.count)
+        // Peers whose lease is dual stack (an IPv6 subnet as well).
+        Gauge(label: "twill_peers_ipv6").record(peers.filter { $0.subnet6 != nil }.count)
     }
 
     func setEtcdReachable(_ reachable: Bool) {

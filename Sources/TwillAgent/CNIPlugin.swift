@@ -72,8 +72,16 @@ public struct CNIPlugin: Sendable {
         var ipam: [String: JSONValue] = [:]
         if case .object(let existing)? = d["ipam"] { ipam = existing }
         if ipam["type"] == nil { ipam["type"] = .string("host-local") }
-        ipam["ranges"] = .array([.array([.object(["subnet": .string("\(subnet)")])])])
-        if ipam["routes"] == nil { ipam["routes"] = .array([.object(["dst": .string("\(network)")])]) }
+        // One range list per family, IPv4 first, and a route to each overlay (flannel's).
+        var ranges: [JSONValue] = [.array([.object(["subnet": .string("\(subnet)")])])]
+        var routes: [JSONValue] = [.object(["dst": .string("\(network)")])]
+        if let subnet6 = env.ipv6Subnet, let network6 = env.ipv6Network {
+            let net6 = (try? IPv6Network(containing: subnet6.address, prefixLength: subnet6.prefixLength)) ?? subnet6
+            ranges.append(.array([.object(["subnet": .string("\(net6)")])]))
+            routes.append(.object(["dst": .string("\(network6)")]))
+        }
+        ipam["ranges"] = .array(ranges)
+        if ipam["routes"] == nil { ipam["routes"] = .array(routes) }
         d["ipam"] = .object(ipam)
         d["name"] = .string(config.name)
         d["cniVersion"] = .string(config.cniVersion)

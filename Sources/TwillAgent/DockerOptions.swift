@@ -14,6 +14,8 @@ public struct DockerOptions: Sendable, Equatable {
     public var mtu: Int
     /// Docker's own masquerade is off when Twill masquerades (FLANNEL_IPMASQ=true).
     public var ipMasq: Bool
+    /// `--fixed-cidr-v6` (with `--ipv6`): this node's IPv6 subnet, for a dual-stack network.
+    public var fixedCIDRv6: String?
 
     public init(env: SubnetEnv) throws(LeaseError) {
         guard let subnet = env.subnet, env.mtu > 0 else {
@@ -22,6 +24,7 @@ public struct DockerOptions: Sendable, Equatable {
         bip = "\(subnet.host(1) ?? subnet.address)/\(subnet.prefixLength)"
         mtu = env.mtu
         ipMasq = !env.ipMasq
+        fixedCIDRv6 = env.ipv6Subnet.map { s in "\((try? IPv6Network(containing: s.address, prefixLength: s.prefixLength)) ?? s)" }
     }
 
     /// The environment file's text: individual `DOCKER_OPT_*` variables and/or one combined
@@ -31,6 +34,7 @@ public struct DockerOptions: Sendable, Equatable {
         var opts: [(String, String)] = [("DOCKER_OPT_BIP", "--bip=\(bip)")]
         if includeIPMasq { opts.append(("DOCKER_OPT_IPMASQ", "--ip-masq=\(ipMasq)")) }
         opts.append(("DOCKER_OPT_MTU", "--mtu=\(mtu)"))
+        if let v6 = fixedCIDRv6 { opts.append(("DOCKER_OPT_IPV6", "--ipv6 --fixed-cidr-v6=\(v6)")) }
         var lines: [String] = []
         if individual || both { lines += opts.map { "\($0.0)=\"\($0.1)\"" } }
         if combined || both { lines.append("\(combinedKey)=\" \(opts.map(\.1).joined(separator: " "))\"") }
@@ -39,7 +43,8 @@ public struct DockerOptions: Sendable, Equatable {
 
     /// `/etc/docker/daemon.json` members.
     public var daemonJSON: String {
-        "{\"bip\":\"\(bip)\",\"mtu\":\(mtu),\"ip-masq\":\(ipMasq)}"
+        let v6 = fixedCIDRv6.map { ",\"ipv6\":true,\"fixed-cidr-v6\":\"\($0)\"" } ?? ""
+        return "{\"bip\":\"\(bip)\",\"mtu\":\(mtu),\"ip-masq\":\(ipMasq)\(v6)}"
     }
 
     /// mk-docker-opts.sh refuses a subnet that the host already reaches through a gateway:

@@ -26,10 +26,14 @@ public enum ExternalInterfaceResolver {
         var index: Int32
         var addresses: [IPv4Address]
         var mtu: Int
+        /// Global IPv6 addresses (link-local ones cannot be a tunnel's end without a zone).
+        var addresses6: [IPv6Address] = []
     }
 
+    /// - Parameter publicIPv6: `--public-ipv6`; without it, the chosen interface's first global
+    ///   IPv6 address, if it has one, is what peers see (as flanneld does).
     public static func resolve(ifaces: [String], ifaceRegex: [String], canReach: IPv4Address? = nil,
-                               publicIP: IPv4Address?) throws(Failure) -> ExternalInterface {
+                               publicIP: IPv4Address?, publicIPv6: IPv6Address? = nil) throws(Failure) -> ExternalInterface {
         let all = interfaces()
         var chosen: (Candidate, IPv4Address)?
         // As flanneld: each way given is tried in turn (names or addresses, then patterns,
@@ -38,6 +42,12 @@ public enum ExternalInterfaceResolver {
         for spec in ifaces where chosen == nil {
             if let ip = IPv4Address(spec) {
                 if let c = all.first(where: { $0.addresses.contains(ip) }) { chosen = (c, ip) } else { misses.append("no interface has address \(spec)") }
+            } else if let ip6 = IPv6Address(spec) {
+                if let c = all.first(where: { $0.addresses6.contains(ip6) }) {
+                    if let ip = c.addresses.first { chosen = (c, ip) } else { misses.append("\(c.name) (which has \(spec)) has no IPv4 address") }
+                } else {
+                    misses.append("no interface has address \(spec)")
+                }
             } else if let c = all.first(where: { $0.name == spec }) {
                 if let ip = c.addresses.first { chosen = (c, ip) } else { misses.append("\(spec) has no IPv4 address") }
             } else {
@@ -81,14 +91,17 @@ public enum ExternalInterfaceResolver {
         guard let (c, local) = chosen else {
             throw Failure(description: "no default route and no --iface given: cannot tell which interface carries overlay traffic (have: \(describe(all)))")
         }
-        return ExternalInterface(name: c.name, index: c.index, publicIP: publicIP ?? local, localIP: local, mtu: c.mtu)
+        // An --iface given as an IPv6 address names the local IPv6 address too.
+        let local6 = ifaces.lazy.compactMap(IPv6Address.init).first { c.addresses6.contains($0) } ?? c.addresses6.first
+        return ExternalInterface(name: c.name, index: c.index, publicIP: publicIP ?? local, localIP: local, mtu: c.mtu,
+                                 publicIPv6: publicIPv6 ?? local6, localIPv6: local6)
     }
 
     static func describe(_ all: [Candidate]) -> String {
-        all.map { "\($0.name) \($0.addresses.map { "\($0)" }.joined(separator: ","))" }.joined(separator: "; ")
+        all.map { "\($0.name) \(($0.addresses.map { "\($0)" } + $0.addresses6.map { "\($0)" }).joined(separator: ","))" }.joined(separator: "; ")
     }
 
-    /// Interfaces that are up, with their IPv4 addresses.
+    /// Interfaces that are up, with their IPv4 and global IPv6 addresses.
     static func interfaces() -> [Candidate] {
         var head: UnsafeMutablePointer<ifaddrs>?
         guard getifaddrs(&head) == 0, let first = head else { return [] }
@@ -99,15 +112,22 @@ public enum ExternalInterfaceResolver {
         while let p = cursor {
             defer { cursor = p.pointee.ifa_next }
             let flags = Int32(p.pointee.ifa_flags)
-            guard flags & Int32(IFF_UP) != 0,
-                  let sa = p.pointee.ifa_addr, sa.pointee.sa_family == sa_family_t(AF_INET) else { continue }
+            guard flags & Int32(IFF_UP) != 0, let sa = p.pointee.ifa_addr,
+                  sa.pointee.sa_family == sa_family_t(AF_INET) || sa.pointee.sa_family == sa_family_t(AF_INET6) else { continue }
             let name = String(cString: p.pointee.ifa_name)
-            let addr = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { IPv4Address(rawValue: UInt32(bigEndian: $0.pointee.sin_addr.s_addr)) }
             if byName[name] == nil {
                 order.append(name)
                 byName[name] = Candidate(name: name, index: Int32(if_nametoindex(name)), addresses: [], mtu: mtu(of: name))
             }
-            byName[name]?.addresses.append(addr)
+            if sa.pointee.sa_family == sa_family_t(AF_INET) {
+                let addr = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { IPv4Address(rawValue: UInt32(bigEndian: $0.pointee.sin_addr.s_addr)) }
+                byName[name]?.addresses.append(addr)
+            } else {
+                let bytes = sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in withUnsafeBytes(of: p.pointee.sin6_addr) { Array($0) } }
+                if let addr = try? IPv6Address(bytes: bytes), !addr.isLinkLocal, !addr.isLoopback, addr.ipv4Mapped == nil {
+                    byName[name]?.addresses6.append(addr)
+                }
+            }
         }
         return order.compactMap { byName[$0] }
     }

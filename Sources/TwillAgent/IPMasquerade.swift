@@ -23,6 +23,9 @@ import TwillAddress
 /// -A FLANNEL-FWD -d <network> -m comment --comment "flanneld forward" -j ACCEPT
 /// ```
 ///
+/// For a dual-stack network the same chains, rules and comments go into ip6tables for the
+/// IPv6 network and subnet (flannel's), with multicast `ff00::/8` in place of `224.0.0.0/4`.
+///
 /// Twill owns the two chains outright: ``ensure()`` makes each chain hold exactly these rules
 /// (which also drops the rules of a previous subnet or network after a restart) and makes
 /// the parent chain jump to it exactly once. Nothing else in any table is touched.
@@ -38,8 +41,13 @@ public struct IPMasquerade: Sendable {
     /// Whether the FORWARD rules are managed too (flannel's `--iptables-forward-rules`).
     public let forwardRules: Bool
 
+    /// The IPv6 overlay and this node's IPv6 subnet, for a dual-stack network.
+    public let network6: IPv6Network?
+    public let subnet6: IPv6Network?
+
     let logger: Logger
     let iptables: IPTables
+    let ip6tables: IPTables
     /// The chains this instance manages: nat's FLANNEL-POSTRTG, and filter's FLANNEL-FWD when
     /// `forwardRules` is set.
     let chains: [ManagedChain]
@@ -67,15 +75,25 @@ public struct IPMasquerade: Sendable {
     ///     FORWARD rules, which flannel installs by default even without masquerading.
     ///   - fullyRandom: masquerade with `--random-fully` (flannel's default; off with
     ///     `--ip-masq-fully-random-disable`).
+    ///   - network6, subnet6: the IPv6 overlay and this node's IPv6 subnet (dual stack): the
+    ///     same rules in ip6tables.
     public init(network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
+                network6: IPv6Network? = nil, subnet6: IPv6Network? = nil,
                 logger: Logger = Logger(label: "twill.ipmasq"), commandPrefix: [String] = []) {
         self.network = network
         self.subnet = subnet
+        self.network6 = network6
+        self.subnet6 = subnet6
         self.forwardRules = forwardRules
         self.logger = logger
         self.iptables = IPTables(commandPrefix: commandPrefix)
-        var chains: [ManagedChain] = masquerade ? [Self.masqueradeChain(network: network, subnet: subnet, fullyRandom: fullyRandom)] : []
-        if forwardRules { chains.append(Self.forwardChain(network: network)) }
+        self.ip6tables = IPTables(commandPrefix: commandPrefix, ipv6: true)
+        var chains: [ManagedChain] = masquerade ? [Self.masqueradeChain(network: "\(network)", subnet: "\(subnet)", fullyRandom: fullyRandom)] : []
+        if forwardRules { chains.append(Self.forwardChain(network: "\(network)")) }
+        if let network6, let subnet6 {
+            if masquerade { chains.append(Self.masqueradeChain(network: "\(network6)", subnet: "\(subnet6)", fullyRandom: fullyRandom, ipv6: true)) }
+            if forwardRules { chains.append(Self.forwardChain(network: "\(network6)", ipv6: true)) }
+        }
         self.chains = chains
         self.shared = RulesWorker(label: "twill.ipmasq")
     }
@@ -88,7 +106,8 @@ public struct IPMasquerade: Sendable {
     /// happens where the iptables binaries are not installed.
     static func removeLeftovers(logger: Logger, commandPrefix: [String] = []) {
         guard (try? IPTables.locate("iptables", prefix: commandPrefix)) != nil else { return }
-        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix).teardown()
+        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, network6: .all, subnet6: .all,
+                     logger: logger, commandPrefix: commandPrefix).teardown()
     }
 
     /// ``ensure()`` on a thread of its own (iptables blocks), for async callers.
@@ -144,6 +163,8 @@ public struct IPMasquerade: Sendable {
         shared.locked {
             for chain in chains {
                 do {
+                    let iptables = runner(chain)
+                    if chain.ipv6, (try? IPTables.locate("ip6tables", prefix: [])) == nil { continue }
                     let state = ChainState(listing: try iptables.listTable(chain.table), chain: chain)
                     for _ in 0..<state.jumps {
                         try iptables.run(["-t", chain.table, "-D", chain.parent] + chain.jump)
@@ -154,7 +175,7 @@ public struct IPMasquerade: Sendable {
                     }
                     if state.exists || state.jumps > 0 {
                         logger.info("removed iptables rules", metadata: [
-                            "table": "\(chain.table)", "chain": "\(chain.name)", "jumps": "\(state.jumps)"])
+                            "family": "\(chain.ipv6 ? "ipv6" : "ipv4")", "table": "\(chain.table)", "chain": "\(chain.name)", "jumps": "\(state.jumps)"])
                     }
                 } catch {
                     logger.error("cannot remove iptables rules", metadata: [
@@ -166,11 +187,14 @@ public struct IPMasquerade: Sendable {
 
     // MARK: - Internals
 
+    /// The runner for a chain's family.
+    private func runner(_ chain: ManagedChain) -> IPTables { chain.ipv6 ? ip6tables : iptables }
+
     /// Every rule, in iptables-save argument form, grouped by table in install order: for
     /// each chain the jump from its parent, then the chain's rules.
     var savedRules: [String: [String]] {
         var out: [String: [String]] = [:]
-        for chain in chains { out[chain.table, default: []] += [chain.jumpLine] + chain.ruleLines }
+        for chain in chains { out[(chain.ipv6 ? "ip6 " : "") + chain.table, default: []] += [chain.jumpLine] + chain.ruleLines }
         return out
     }
 
@@ -182,6 +206,7 @@ public struct IPMasquerade: Sendable {
 
     /// One chain and its jump; returns whether anything changed.
     private func ensure(_ chain: ManagedChain) throws -> Bool {
+        let iptables = runner(chain)
         let before = ChainState(listing: try iptables.listTable(chain.table), chain: chain)
         guard !before.isCorrect else { return false }
 
@@ -208,8 +233,9 @@ public struct IPMasquerade: Sendable {
                     + "\ninstead of\n" + chain.ruleLines.joined(separator: "\n"))
         }
         var metadata: Logger.Metadata = [
-            "table": "\(chain.table)", "chain": "\(chain.name)",
-            "network": "\(network)", "subnet": "\(subnet)",
+            "family": "\(chain.ipv6 ? "ipv6" : "ipv4")", "table": "\(chain.table)", "chain": "\(chain.name)",
+            "network": "\(chain.ipv6 ? network6.map { "\($0)" } ?? "-" : "\(network)")",
+            "subnet": "\(chain.ipv6 ? subnet6.map { "\($0)" } ?? "-" : "\(subnet)")",
         ]
         if !before.exists {
             logger.info("installed iptables rules", metadata: metadata)
@@ -231,12 +257,10 @@ public struct IPMasquerade: Sendable {
         await shared.pass(unless: cancelled) { try ensureLocked() }
     }
 
-    static func masqueradeChain(network: IPv4Network, subnet: IPv4Network, fullyRandom: Bool = true) -> ManagedChain {
-        let n = "\(network)"
-        let s = "\(subnet)"
+    static func masqueradeChain(network n: String, subnet s: String, fullyRandom: Bool = true, ipv6: Bool = false) -> ManagedChain {
         let tag = ["-m", "comment", "--comment", masqComment]
         let random = fullyRandom ? ["--random-fully"] : []
-        return ManagedChain(table: "nat", parent: "POSTROUTING", name: "FLANNEL-POSTRTG", comment: masqComment, rules: [
+        return ManagedChain(table: "nat", parent: "POSTROUTING", name: "FLANNEL-POSTRTG", comment: masqComment, ipv6: ipv6, rules: [
             // Packets kube-proxy marked are masqueraded by kube-proxy's own rules.
             ["-m", "mark", "--mark", kubeProxyMark] + tag + ["-j", "RETURN"],
             // Pod to pod (here or on another node) keeps the pod's address.
@@ -247,17 +271,16 @@ public struct IPMasquerade: Sendable {
             ["!", "-s", n, "-d", s] + tag + ["-j", "RETURN"],
             // Pods reaching beyond the overlay leave with the node's address (multicast is
             // never NATed, as it is not routed anyway).
-            ["-s", n, "!", "-d", "224.0.0.0/4"] + tag + ["-j", "MASQUERADE"] + random,
+            ["-s", n, "!", "-d", ipv6 ? "ff00::/8" : "224.0.0.0/4"] + tag + ["-j", "MASQUERADE"] + random,
             // The host (or anything outside the overlay) reaching remote pods takes an
             // address those pods can answer.
             ["!", "-s", n, "-d", n] + tag + ["-j", "MASQUERADE"] + random,
         ])
     }
 
-    static func forwardChain(network: IPv4Network) -> ManagedChain {
-        let n = "\(network)"
+    static func forwardChain(network n: String, ipv6: Bool = false) -> ManagedChain {
         let tag = ["-m", "comment", "--comment", forwardComment]
-        return ManagedChain(table: "filter", parent: "FORWARD", name: "FLANNEL-FWD", comment: forwardComment, rules: [
+        return ManagedChain(table: "filter", parent: "FORWARD", name: "FLANNEL-FWD", comment: forwardComment, ipv6: ipv6, rules: [
             // Overlay traffic is forwarded even where the FORWARD policy is DROP (Docker).
             ["-s", n] + tag + ["-j", "ACCEPT"],
             ["-d", n] + tag + ["-j", "ACCEPT"],
@@ -278,8 +301,19 @@ struct ManagedChain: Sendable, Equatable {
     let parent: String
     let name: String
     let comment: String
+    /// An ip6tables chain.
+    let ipv6: Bool
     /// Each rule's arguments after `-A NAME`.
     let rules: [[String]]
+
+    init(table: String, parent: String, name: String, comment: String, ipv6: Bool = false, rules: [[String]]) {
+        self.table = table
+        self.parent = parent
+        self.name = name
+        self.comment = comment
+        self.ipv6 = ipv6
+        self.rules = rules
+    }
 
     /// The jump rule's arguments after `-A PARENT`.
     var jump: [String] { ["-m", "comment", "--comment", comment, "-j", name] }

@@ -43,20 +43,24 @@ public struct IPTablesError: Error, CustomStringConvertible, Sendable {
 struct IPTables: Sendable {
     /// Prepended to every command, e.g. `["/usr/sbin/ip", "netns", "exec", NAME]` in tests.
     let commandPrefix: [String]
+    /// `ip6tables` and `ip6tables-restore` instead (IPv6 rules live in tables of their own).
+    let ipv6: Bool
+    private var program: String { ipv6 ? "ip6tables" : "iptables" }
 
     /// How long to wait for the xtables lock before giving up. Waiting (rather than failing at
     /// once) matters on legacy-backend nodes where kube-proxy holds the lock for a while; the
     /// bound keeps a stuck lock holder from hanging the resync loop forever.
     static let lockWaitSeconds = 10
 
-    init(commandPrefix: [String] = []) {
+    init(commandPrefix: [String] = [], ipv6: Bool = false) {
         self.commandPrefix = commandPrefix
+        self.ipv6 = ipv6
     }
 
     /// `iptables --wait=N ARGS...`; returns stdout.
     @discardableResult
     func run(_ arguments: [String]) throws(IPTablesError) -> String {
-        let binary = try Self.locate("iptables", prefix: commandPrefix)
+        let binary = try Self.locate(program, prefix: commandPrefix)
         return try execute([binary, "--wait=\(Self.lockWaitSeconds)"] + arguments, input: nil)
     }
 
@@ -64,7 +68,7 @@ struct IPTables: Sendable {
     /// in one transaction, or nothing is (used so that rebuilding a chain never leaves a
     /// moment in which packets pass half a rule set).
     func restore(_ input: String) throws(IPTablesError) {
-        let binary = try Self.locate("iptables-restore", prefix: commandPrefix)
+        let binary = try Self.locate(program + "-restore", prefix: commandPrefix)
         try execute([binary, "--wait=\(Self.lockWaitSeconds)", "--noflush"], input: input)
     }
 

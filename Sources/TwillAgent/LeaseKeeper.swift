@@ -76,10 +76,10 @@ final class LeaseKeeper: Sendable {
     /// The lease for `config` with `attributes`: this node's current one when it still fits
     /// (its value rewritten if the backend changed), else a new one (the old key deleted).
     /// At first start: flannel's order (our old lease, then `previous`, then a free subnet).
-    func establish(config: NetworkConfig, attributes: LeaseAttributes, previous: IPv4Network?) async throws(LeaseError) -> Lease {
+    func establish(config: NetworkConfig, attributes: LeaseAttributes, previous: IPv4Network?, previous6: IPv6Network? = nil) async throws(LeaseError) -> Lease {
         let held = lease
         var result: Lease
-        if let held, config.fits(held.subnet.ipv4) {
+        if let held, config.fits(held.subnet) {
             if held.attributes == attributes {
                 result = held
             } else if let updated = try await registry.update(held, attributes: attributes) {
@@ -90,11 +90,11 @@ final class LeaseKeeper: Sendable {
                                                     avoid: [held.subnet.ipv4], etcdLease: held.etcdLease)
             }
         } else if let held {
-            logger.notice("this node's subnet does not fit the new network config; leasing another", metadata: ["subnet": "\(held.subnet.ipv4)"])
+            logger.notice("this node's subnet does not fit the new network config; leasing another", metadata: ["key": "\(held.subnet)"])
             result = try await registry.acquire(config: config, attributes: attributes, previous: nil, ttl: ttl, etcdLease: held.etcdLease)
             if result.subnet != held.subnet { try? await registry.retire(held) }
         } else {
-            result = try await registry.acquire(config: config, attributes: attributes, previous: previous, ttl: ttl)
+            result = try await registry.acquire(config: config, attributes: attributes, previous: previous, previous6: previous6, ttl: ttl)
         }
         let now = ContinuousClock.now
         current.withLock { c in

@@ -27,6 +27,10 @@ import TwillSystem
 /// }
 /// ```
 ///
+/// A dual-stack network gets the same chains for its IPv6 network and subnet in flannel's
+/// `ip6 flannel-ipv6` (`ip6 saddr`..., multicast `ff00::/8`); both tables are replaced in one
+/// transaction.
+///
 /// Two rules deliberately differ from flannel v0.28's nftables code and follow its iptables
 /// rules instead, so that both modes treat packets alike: the kube-proxy mark is matched as a
 /// bit (`& 0x4000 == 0x4000`, iptables' `--mark 0x4000/0x4000`; flannel compares the whole
@@ -43,6 +47,9 @@ public struct NFTablesRules: Sendable {
     public let forwardRules: Bool
     public let masquerade: Bool
     public let fullyRandom: Bool
+    /// The IPv6 overlay and this node's IPv6 subnet, for a dual-stack network.
+    public let network6: IPv6Network?
+    public let subnet6: IPv6Network?
     let logger: Logger
     let commandPrefix: [String]
     private let shared = Shared()
@@ -56,9 +63,12 @@ public struct NFTablesRules: Sendable {
     /// - Parameter commandPrefix: prepended to every `nft` command line; tests pass
     ///   `["/usr/sbin/ip", "netns", "exec", NAME]`.
     public init(network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
+                network6: IPv6Network? = nil, subnet6: IPv6Network? = nil,
                 logger: Logger = Logger(label: "twill.nftables"), commandPrefix: [String] = []) {
         self.network = network
         self.subnet = subnet
+        self.network6 = network6
+        self.subnet6 = subnet6
         self.forwardRules = forwardRules
         self.masquerade = masquerade
         self.fullyRandom = fullyRandom
@@ -66,18 +76,32 @@ public struct NFTablesRules: Sendable {
         self.commandPrefix = commandPrefix
     }
 
-    /// The `nft -f` input that replaces the table: declaring it first makes the delete valid
-    /// when it does not exist yet; all three steps are one transaction.
+    /// The `nft -f` input that replaces the tables: declaring each first makes its delete
+    /// valid when it does not exist yet; all steps are one transaction. Without IPv6 the
+    /// `ip6` table is only deleted (one left from a dual-stack config, or flanneld's).
     func script(fullyRandom: Bool) -> String {
-        let n = "\(network)", s = "\(subnet)"
+        var lines = Self.tableScript(family: "ip", name: Self.table, network: "\(network)", subnet: "\(subnet)", multicast: "224.0.0.0/4",
+                                     forwardRules: forwardRules, masquerade: masquerade, fullyRandom: fullyRandom)
+        if let network6, let subnet6 {
+            lines += Self.tableScript(family: "ip6", name: Self.ipv6Table, network: "\(network6)", subnet: "\(subnet6)", multicast: "ff00::/8",
+                                      forwardRules: forwardRules, masquerade: masquerade, fullyRandom: fullyRandom)
+        } else {
+            lines += ["add table ip6 \(Self.ipv6Table)", "delete table ip6 \(Self.ipv6Table)"]
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// One family's table (`ip` or `ip6`; the match keywords are the family's name).
+    static func tableScript(family f: String, name: String, network n: String, subnet s: String, multicast: String,
+                            forwardRules: Bool, masquerade: Bool, fullyRandom: Bool) -> [String] {
         let masq = fullyRandom ? "masquerade fully-random" : "masquerade"
-        var lines = ["add table ip \(Self.table)", "delete table ip \(Self.table)", "table ip \(Self.table) {",
-                     "\tcomment \"rules for \(Self.table)\""]
+        var lines = ["add table \(f) \(name)", "delete table \(f) \(name)", "table \(f) \(name) {",
+                     "\tcomment \"rules for \(name)\""]
         if forwardRules {
             lines += ["\tchain forward {", "\t\tcomment \"chain to accept flannel traffic\"",
                       "\t\ttype filter hook forward priority filter; policy accept;",
                       // Overlay traffic is forwarded even where the FORWARD policy is DROP.
-                      "\t\tip saddr \(n) accept", "\t\tip daddr \(n) accept", "\t}"]
+                      "\t\t\(f) saddr \(n) accept", "\t\t\(f) daddr \(n) accept", "\t}"]
         }
         if masquerade {
             lines += ["\tchain postrtg {", "\t\tcomment \"chain to manage traffic masquerading by flannel\"",
@@ -85,16 +109,16 @@ public struct NFTablesRules: Sendable {
                       // kube-proxy masquerades what it marked itself.
                       "\t\tmeta mark & 0x00004000 == 0x00004000 return",
                       // Pod to pod keeps the pod's address, here or on another node.
-                      "\t\tip saddr \(s) ip daddr \(n) return", "\t\tip saddr \(n) ip daddr \(s) return",
+                      "\t\t\(f) saddr \(s) \(f) daddr \(n) return", "\t\t\(f) saddr \(n) \(f) daddr \(s) return",
                       // Outside traffic reaching a local pod keeps its source.
-                      "\t\tip saddr != \(n) ip daddr \(s) return",
+                      "\t\t\(f) saddr != \(n) \(f) daddr \(s) return",
                       // Pods reaching beyond the overlay leave with the node's address.
-                      "\t\tip saddr \(n) ip daddr != 224.0.0.0/4 \(masq)",
+                      "\t\t\(f) saddr \(n) \(f) daddr != \(multicast) \(masq)",
                       // The host reaching remote pods takes an address they can answer.
-                      "\t\tip saddr != \(n) ip daddr \(n) \(masq)", "\t}"]
+                      "\t\t\(f) saddr != \(n) \(f) daddr \(n) \(masq)", "\t}"]
         }
         lines.append("}")
-        return lines.joined(separator: "\n") + "\n"
+        return lines
     }
 
     /// Makes the table hold exactly these rules; true when it had to be installed or replaced.
@@ -125,6 +149,7 @@ public struct NFTablesRules: Sendable {
             return installed
         }
         let metadata: Logger.Metadata = ["table": "ip \(Self.table)", "network": "\(network)", "subnet": "\(subnet)",
+                                         "network6": "\(network6.map { "\($0)" } ?? "-")", "subnet6": "\(subnet6.map { "\($0)" } ?? "-")",
                                          "forward": "\(forwardRules)", "masquerade": "\(masquerade)", "fully_random": "\(random)"]
         if before == nil {
             logger.info("installed nftables rules", metadata: metadata)
@@ -137,11 +162,15 @@ public struct NFTablesRules: Sendable {
         return true
     }
 
-    /// The table as `nft list table` prints it; nil when there is none.
+    /// The tables as `nft list table` prints them; nil when the `ip` one is missing.
     func listTable() throws(IPTablesError) -> String? {
-        let tables = try nft(["list", "tables", "ip"])
-        guard tables.split(separator: "\n").contains(where: { $0.trimmingWhitespace() == "table ip \(Self.table)" }) else { return nil }
-        return try nft(["list", "table", "ip", Self.table])
+        func list(_ family: String, _ name: String) throws(IPTablesError) -> String? {
+            let tables = try nft(["list", "tables", family])
+            guard tables.split(separator: "\n").contains(where: { $0.trimmingWhitespace() == "table \(family) \(name)" }) else { return nil }
+            return try nft(["list", "table", family, name])
+        }
+        guard let v4 = try list("ip", Self.table) else { return nil }
+        return v4 + (try list("ip6", Self.ipv6Table) ?? "")
     }
 
     /// Deletes flannel's tables (`flannel-ipv4`, and the `flannel-ipv6` flanneld creates
@@ -200,6 +229,7 @@ extension NFTablesRules: TrafficRules {
     func sameRules(as other: any TrafficRules) -> Bool {
         guard let o = other as? NFTablesRules else { return false }
         return (o.network, o.subnet, o.forwardRules, o.masquerade, o.fullyRandom) == (network, subnet, forwardRules, masquerade, fullyRandom)
+            && (o.network6, o.subnet6) == (network6, subnet6)
     }
 
     @discardableResult

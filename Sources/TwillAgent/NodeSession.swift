@@ -63,6 +63,8 @@ final class NodeSession: Sendable {
     var configuration: AgentConfiguration { agent.configuration }
     var logger: Logger { agent.logger }
     var overlay: IPv4Network { config.network ?? .all }
+    /// The IPv6 overlay, when the network is dual stack.
+    var overlay6: IPv6Network? { config.enableIPv6 ? config.ipv6Network : nil }
 
     init(agent: Agent, etcd: EtcdClient, registry: SubnetRegistry, keeper: LeaseKeeper, config: NetworkConfig,
          backend: any Backend, mtu: Int, external: ExternalInterface, masquerade: RulesSlot) {
@@ -82,7 +84,8 @@ final class NodeSession: Sendable {
 
     /// Starts the data path for `lease`, installs the iptables rules and writes subnet.env.
     func configureNode(_ lease: Lease) async throws {
-        let local = LocalLease(network: overlay, subnet: lease.subnet.ipv4)
+        let subnet6 = overlay6 == nil ? nil : lease.subnet.ipv6
+        let local = LocalLease(network: overlay, subnet: lease.subnet.ipv4, network6: overlay6, subnet6: subnet6)
         try await datapath.withLock { try await backend.start(local: local) }
         state.setBackend(type: backend.type, up: true)
         state.setDatapathFailure(nil)
@@ -93,10 +96,12 @@ final class NodeSession: Sendable {
             let rules: any TrafficRules
             if config.enableNFTables {
                 rules = NFTablesRules(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
-                                      masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom, logger: logger)
+                                      masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom,
+                                      network6: overlay6, subnet6: subnet6, logger: logger)
             } else {
                 rules = IPMasquerade(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
-                                     masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom, logger: logger)
+                                     masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom,
+                                     network6: overlay6, subnet6: subnet6, logger: logger)
             }
             if let old = masquerade.get(), old.mode != rules.mode {
                 // A live switch of EnableNFTables: the old mode's rules go first.
@@ -116,7 +121,8 @@ final class NodeSession: Sendable {
             }
             masquerade.set(rules)
         }
-        let env = SubnetEnv(network: overlay, subnet: lease.subnet.ipv4, mtu: mtu, ipMasq: configuration.ipMasq)
+        let env = SubnetEnv(network: overlay, subnet: lease.subnet.ipv4, ipv6Network: overlay6, ipv6Subnet: subnet6,
+                            mtu: mtu, ipMasq: configuration.ipMasq)
         expectedEnv.withLock { $0 = env }
         await writeSubnetEnv(env, reason: "wrote subnet file")
         agent.notifyReadyOnce()
@@ -208,7 +214,8 @@ final class NodeSession: Sendable {
     private func context() -> PeerSet.Context {
         let lease = keeper.lease
         return PeerSet.Context(network: overlay, subnetLength: config.subnetLength, ownKey: keeper.ownKey,
-                               ownSubnet: lease?.subnet.ipv4, ownPublicIP: external.publicIP, ownAttributes: lease?.attributes)
+                               ownSubnet: lease?.subnet.ipv4, ownPublicIP: external.publicIP, ownAttributes: lease?.attributes,
+                               ipv6Network: overlay6, ipv6SubnetLength: config.ipv6SubnetLength, ownSubnet6: lease?.subnet.ipv6)
     }
 
     /// Leases and config from the watch: validated, then to the backend or the keeper.

@@ -8,6 +8,8 @@ import Foundation
 public struct NodeStatus: Codable, Sendable, Equatable {
     public struct LeaseInfo: Codable, Sendable, Equatable {
         public var subnet: String
+        /// The IPv6 subnet of a dual-stack lease.
+        public var subnet6: String?
         public var key: String
         /// The etcd lease ID in hex, as etcdctl prints it ("0" for a reservation).
         public var etcdLease: String
@@ -34,6 +36,9 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public struct PeerInfo: Codable, Sendable, Equatable {
         public var subnet: String
         public var publicIP: String
+        /// A dual-stack peer's IPv6 subnet and address.
+        public var subnet6: String?
+        public var publicIPv6: String?
         public var backend: String
         /// "routed" once the backend has it.
         public var state: String
@@ -52,6 +57,9 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var interface: String?
     public var network: String?
     public var subnetLength: Int?
+    /// The IPv6 overlay of a dual-stack network, and this node's public IPv6 address.
+    public var network6: String?
+    public var publicIPv6: String?
     public var lease: LeaseInfo?
     public var backend: BackendInfo?
     public var ready: Bool
@@ -82,11 +90,11 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         lines.append("node     \(publicIP ?? "-")\(interface.map { " (\($0))" } ?? "")   backend \(backendText)   \(ready ? "ready" : "NOT READY")\(healthy ? "" : ", UNHEALTHY")")
         if let lease {
             let expiry = lease.reservation ? "reservation (never expires)" : lease.expiresInSeconds.map { "expires in \(Self.duration($0))" } ?? "-"
-            lines.append("lease    \(lease.subnet)   etcd lease \(lease.etcdLease)   \(expiry)")
+            lines.append("lease    \(lease.subnet)\(lease.subnet6.map { " \($0)" } ?? "")   etcd lease \(lease.etcdLease)   \(expiry)")
         } else {
             lines.append("lease    none")
         }
-        if let network { lines.append("network  \(network)\(subnetLength.map { ", subnets /\($0)" } ?? "")") }
+        if let network { lines.append("network  \(network)\(subnetLength.map { ", subnets /\($0)" } ?? "")\(network6.map { "   \($0)" } ?? "")") }
         let endpoints = etcd.map { e in
             "\(e.endpoint) (\(e.inUse ? "in use, " : "")\(e.healthy ? "healthy" : "failing: \(e.lastError ?? "?")"))"
         }
@@ -98,7 +106,7 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         var table = [["SUBNET", "PUBLIC IP", "BACKEND", "STATE", "TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES", "RX DROPS", "HANDSHAKE"]]
         for p in peers {
             let drops = p.drops.map { d in d.isEmpty ? "0" : d.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") } ?? "-"
-            table.append([p.subnet, p.publicIP, p.backend, p.state, p.txPackets.map(String.init) ?? "-", p.txBytes.map(Self.bytes) ?? "-",
+            table.append([p.subnet + (p.subnet6.map { " " + $0 } ?? ""), p.publicIP + (p.publicIPv6.map { " " + $0 } ?? ""), p.backend, p.state, p.txPackets.map(String.init) ?? "-", p.txBytes.map(Self.bytes) ?? "-",
                           p.rxPackets.map(String.init) ?? "-", p.rxBytes.map(Self.bytes) ?? "-", drops,
                           p.lastHandshake.map { Self.ago(now - $0) } ?? "-"])
         }

@@ -97,11 +97,14 @@ public struct BackendAdvert: Sendable, Equatable {
     public var backendType: String?
     /// BackendData for the lease: a JSON object, or nil.
     public var backendData: Data?
+    /// BackendV6Data (flannel's vxlan: the IPv6 device's VtepMAC), or nil.
+    public var backendV6Data: Data?
 
-    public init(mtu: Int, backendType: String?, backendData: Data? = nil) {
+    public init(mtu: Int, backendType: String?, backendData: Data? = nil, backendV6Data: Data? = nil) {
         self.mtu = mtu
         self.backendType = backendType
         self.backendData = backendData
+        self.backendV6Data = backendV6Data
     }
 }
 
@@ -114,13 +117,21 @@ public struct ExternalInterface: Sendable, Equatable {
     /// The interface's own address, used as the local end of tunnels.
     public var localIP: IPv4Address
     public var mtu: Int
+    /// The IPv6 address peers send to (`--public-ipv6`, else ``localIPv6``), nil when the
+    /// node has none.
+    public var publicIPv6: IPv6Address?
+    /// The interface's own global IPv6 address, the local end of IPv6 tunnels.
+    public var localIPv6: IPv6Address?
 
-    public init(name: String, index: Int32, publicIP: IPv4Address, localIP: IPv4Address, mtu: Int) {
+    public init(name: String, index: Int32, publicIP: IPv4Address, localIP: IPv4Address, mtu: Int,
+                publicIPv6: IPv6Address? = nil, localIPv6: IPv6Address? = nil) {
         self.name = name
         self.index = index
         self.publicIP = publicIP
         self.localIP = localIP
         self.mtu = mtu
+        self.publicIPv6 = publicIPv6
+        self.localIPv6 = localIPv6
     }
 }
 
@@ -130,10 +141,16 @@ public struct LocalLease: Sendable, Equatable {
     public var network: IPv4Network
     /// This node's subnet.
     public var subnet: IPv4Network
+    /// The IPv6 overlay (FLANNEL_IPV6_NETWORK) and this node's IPv6 subnet, when the network
+    /// is dual stack; nil otherwise.
+    public var network6: IPv6Network?
+    public var subnet6: IPv6Network?
 
-    public init(network: IPv4Network, subnet: IPv4Network) {
+    public init(network: IPv4Network, subnet: IPv4Network, network6: IPv6Network? = nil, subnet6: IPv6Network? = nil) {
         self.network = network
         self.subnet = subnet
+        self.network6 = network6
+        self.subnet6 = subnet6
     }
 }
 
@@ -145,12 +162,20 @@ public struct PeerLease: Sendable, Hashable {
     public var backendType: String?
     /// The lease's BackendData JSON object, raw; each backend decodes what it needs.
     public var backendData: Data?
+    /// The peer's IPv6 subnet and address, and its BackendV6Data, from a dual-stack lease.
+    public var subnet6: IPv6Network?
+    public var publicIPv6: IPv6Address?
+    public var backendV6Data: Data?
 
-    public init(subnet: IPv4Network, publicIP: IPv4Address, backendType: String?, backendData: Data?) {
+    public init(subnet: IPv4Network, publicIP: IPv4Address, backendType: String?, backendData: Data?,
+                subnet6: IPv6Network? = nil, publicIPv6: IPv6Address? = nil, backendV6Data: Data? = nil) {
         self.subnet = subnet
         self.publicIP = publicIP
         self.backendType = backendType
         self.backendData = backendData
+        self.subnet6 = subnet6
+        self.publicIPv6 = publicIPv6
+        self.backendV6Data = backendV6Data
     }
 }
 

@@ -97,9 +97,12 @@ public enum BackendRegistry {
 
     /// The settings a backend of `spec.type` would run with, checked; throws naming the
     /// setting and what is wrong with it.
-    public static func validate(_ spec: BackendSpec, options: Options = Options()) throws(BackendError) {
-        _ = try settings(spec, options: options)
+    public static func validate(_ spec: BackendSpec, options: Options = Options(), ipv6: Bool = false) throws(BackendError) {
+        _ = try settings(spec, options: options, ipv6: ipv6)
     }
+
+    /// The backends that carry IPv6 (a dual-stack network's `EnableIPv6`).
+    public static let dualStackTypes = ["vxlan", "host-gw", "alloc"]
 
     enum Checked {
         case udp(port: UInt16, mtu: Int?)
@@ -117,7 +120,13 @@ public enum BackendRegistry {
         var mtu: Int?
     }
 
-    static func settings(_ spec: BackendSpec, options: Options) throws(BackendError) -> Checked {
+    static func settings(_ spec: BackendSpec, options: Options, ipv6: Bool = false) throws(BackendError) -> Checked {
+        if ipv6, !dualStackTypes.contains(spec.type), types.contains(spec.type) {
+            throw BackendError(backend: spec.type, """
+                EnableIPv6 is set, but Twill's \(spec.type) backend carries IPv4 only so far; \
+                use \(dualStackTypes.filter { $0 != "alloc" }.joined(separator: " or ")) for a dual-stack network
+                """)
+        }
         // flannel's Backend.MTU: the underlay MTU to size the device from, for every backend.
         // 576 is the smallest IPv4 path MTU a host must accept.
         let mtu = try spec.int("MTU", in: 576...65535)
@@ -161,17 +170,17 @@ public enum BackendRegistry {
         }
     }
 
-    /// The backend for `spec` on `external`.
-    public static func make(_ spec: BackendSpec, external: ExternalInterface, options: Options = Options()) throws -> any Backend {
-        switch try settings(spec, options: options) {
+    /// The backend for `spec` on `external`; `ipv6` for a dual-stack network.
+    public static func make(_ spec: BackendSpec, external: ExternalInterface, options: Options = Options(), ipv6: Bool = false) throws -> any Backend {
+        switch try settings(spec, options: options, ipv6: ipv6) {
         case .udp(let port, let mtu):
             return UDPBackend(netlink: try Netlink(), external: external, tunName: options.tunName, port: port,
                               checkSources: !options.acceptAnySource, offloads: options.udpOffloads, queues: options.udpQueues, mtu: mtu)
         case .vxlan(let vni, let port, let directRouting, let gbp, let learning, let mtu):
             return VXLANBackend(netlink: try Netlink(), external: external, vni: vni, port: port, directRouting: directRouting,
-                                gbp: gbp, learning: learning, mtu: mtu)
+                                gbp: gbp, learning: learning, mtu: mtu, ipv6: ipv6)
         case .hostGW(let mtu):
-            return HostGWBackend(netlink: try Netlink(), external: external, mtu: mtu)
+            return HostGWBackend(netlink: try Netlink(), external: external, mtu: mtu, ipv6: ipv6)
         case .wireGuard(let w):
             return WireGuardBackend(netlink: try Netlink(), external: external, listenPort: w.listenPort, keyFile: options.wireGuardKeyFile,
                                     presharedKey: w.presharedKey.map(Secret.init), persistentKeepalive: w.persistentKeepalive > 0 ? .seconds(w.persistentKeepalive) : nil,

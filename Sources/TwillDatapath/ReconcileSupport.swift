@@ -69,6 +69,68 @@ enum KernelRoutes {
         return failures
     }
 
+    /// The IPv6 addresses of interface `index`.
+    static func ownAddresses6(_ netlink: Netlink, interfaceIndex index: Int32) throws -> [IPv6Address] {
+        try netlink.addresses(interfaceIndex: index, family: AF_INET6).compactMap { $0.address.v6 }
+    }
+
+    /// The global IPv6 prefixes directly attached to interface `index`.
+    static func onLinkNetworks6(_ netlink: Netlink, interfaceIndex index: Int32) throws -> [IPv6Network] {
+        try netlink.addresses(interfaceIndex: index, family: AF_INET6).compactMap { a in
+            a.address.v6.flatMap { $0.isLinkLocal ? nil : try? IPv6Network(containing: $0, prefixLength: a.prefixLength) }
+        }
+    }
+
+    /// The IPv6 version of ``reconcile(_:network:desired:logger:)``: Twill's IPv6 routes inside
+    /// `network` become exactly `desired`; nothing else is touched.
+    static func reconcile6(_ netlink: Netlink, network: IPv6Network, desired: [Route6], logger: Logger) -> [String] {
+        var failures: [String] = []
+        let existing: [Route6]
+        do {
+            existing = try netlink.routes6(table: mainRoutingTable).filter {
+                $0.isTwillOwned && network.contains($0.destination) && $0.type == 1
+            }
+        } catch {
+            return ["listing IPv6 routes: \(error)"]
+        }
+        func same(_ a: Route6, _ b: Route6) -> Bool {
+            a.destination == b.destination && a.gateway == b.gateway && a.outputInterface == b.outputInterface && a.onLink == b.onLink
+        }
+        var wanted: [IPv6Network: Route6] = [:]
+        for r in desired { wanted[r.destination] = r }
+        var satisfied: Set<IPv6Network> = []
+        for r in existing {
+            if let w = wanted[r.destination], !satisfied.contains(r.destination) {
+                if same(r, w) { satisfied.insert(r.destination) }
+                continue  // a differing one is replaced below
+            }
+            do {
+                try netlink.deleteRoute6(r)
+                logger.info("removed a stale Twill route", metadata: ["route": "\(r)"])
+            } catch let e as NetlinkError where e.isNotFound {
+            } catch {
+                failures.append("\(error)")
+            }
+        }
+        for r in desired where !satisfied.contains(r.destination) {
+            do {
+                try netlink.replaceRoute6(r)
+                logger.info("restored a missing Twill route", metadata: ["route": "\(r)"])
+            } catch {
+                failures.append("\(error)")
+            }
+        }
+        return failures
+    }
+
+    /// Deletes the Twill IPv6 route to `destination`; absent is fine.
+    static func deleteOwned6(_ netlink: Netlink, destination: IPv6Network) throws {
+        do {
+            try netlink.deleteRoute6(Route6(destination: destination))
+        } catch let e as NetlinkError where e.isNotFound {
+        }
+    }
+
     /// Deletes the Twill route to `destination` (any gateway, any device); absent is fine.
     static func deleteOwned(_ netlink: Netlink, destination: IPv4Network) throws {
         do {
@@ -85,7 +147,7 @@ extension HostGWBackend {
     /// interface and its addresses, and after a monitor overrun; false for everything else
     /// (neighbour churn on the underlay, say), so the agent does not reconcile for nothing.
     public func needsReconcile(after change: NetlinkChange) -> Bool {
-        KernelRoutes.affects(change, network: currentNetwork, externalIndex: externalIndex, deviceIndex: nil)
+        KernelRoutes.affects(change, network: currentNetwork, network6: currentNetwork6, externalIndex: externalIndex, devices: [])
     }
 }
 
@@ -93,27 +155,37 @@ extension VXLANBackend {
     /// As ``HostGWBackend/needsReconcile(after:)``, plus any change of the vxlan device, its
     /// addresses, neighbours and FDB entries (a device deleted by hand, say).
     public func needsReconcile(after change: NetlinkChange) -> Bool {
-        if case .linkRemoved(let l) = change, l.name == deviceName { return true }
-        if case .linkChanged(let l) = change, l.name == deviceName { return true }
-        return KernelRoutes.affects(change, network: currentNetwork, externalIndex: externalIndex, deviceIndex: currentDeviceIndex)
+        if case .linkRemoved(let l) = change, l.name == deviceName || l.name == deviceName6 { return true }
+        if case .linkChanged(let l) = change, l.name == deviceName || l.name == deviceName6 { return true }
+        return KernelRoutes.affects(change, network: currentNetwork, network6: currentNetwork6, externalIndex: externalIndex,
+                                    devices: currentDeviceIndices)
     }
 }
 
 extension KernelRoutes {
-    static func affects(_ change: NetlinkChange, network: IPv4Network?, externalIndex: Int32, deviceIndex: Int32?) -> Bool {
+    /// - Parameter devices: the backend's own devices (the vxlan devices), besides the external one.
+    static func affects(_ change: NetlinkChange, network: IPv4Network?, network6: IPv6Network?, externalIndex: Int32, devices: Set<Int32>) -> Bool {
         func inNetwork(_ r: Route) -> Bool {
             guard r.table == mainRoutingTable else { return false }
             guard let network else { return true }
             return network.contains(r.destination) || r.destination.contains(network)
         }
-        let ours: Set<Int32> = deviceIndex.map { [externalIndex, $0] } ?? [externalIndex]
+        func inNetwork6(_ r: Route6) -> Bool {
+            guard r.table == mainRoutingTable, let network6 else { return false }
+            return network6.contains(r.destination) || r.destination.contains(network6)
+        }
+        let ours = devices.union([externalIndex])
         switch change {
         case .overrun: return true
         case .routeAdded(let r), .routeRemoved(let r): return inNetwork(r)
+        case .route6Added(let r), .route6Removed(let r): return inNetwork6(r)
         case .linkChanged(let l), .linkRemoved(let l): return ours.contains(l.index)
-        case .addressAdded(let a), .addressRemoved(let a): return ours.contains(a.interfaceIndex)
-        case .neighbourAdded(let n), .neighbourRemoved(let n): return n.interfaceIndex == deviceIndex
-        case .fdbAdded(let f), .fdbRemoved(let f): return f.interfaceIndex == deviceIndex
+        case .addressAdded(let a), .addressRemoved(let a):
+            // IPv6 link-local addresses come and go with links (and DAD): not ours to follow.
+            if let v6 = a.address.v6, v6.isLinkLocal { return false }
+            return ours.contains(a.interfaceIndex)
+        case .neighbourAdded(let n), .neighbourRemoved(let n): return devices.contains(n.interfaceIndex)
+        case .fdbAdded(let f), .fdbRemoved(let f): return devices.contains(f.interfaceIndex)
         }
     }
 }

@@ -10,7 +10,9 @@ import Foundation
 import TwillAddress
 
 /// The subnet a lease key names: `10.244.5.0-24`, or dual stack `10.244.5.0-24&fd00:10:244:5::-64`.
+/// flannel writes an IPv6-only node's key with an empty IPv4 part: `0.0.0.0-0&fd00::-64`.
 public struct SubnetKey: Sendable, Hashable, CustomStringConvertible {
+    /// The IPv4 subnet; `0.0.0.0/0` in flannel's IPv6-only form (see ``ipv4Subnet``).
     public var ipv4: IPv4Network
     public var ipv6: IPv6Network?
 
@@ -18,6 +20,12 @@ public struct SubnetKey: Sendable, Hashable, CustomStringConvertible {
         self.ipv4 = ipv4
         self.ipv6 = ipv6
     }
+
+    /// The IPv4 part of an IPv6-only key, as flannel writes it.
+    public static let ipv6OnlyPart = IPv4Network.all
+
+    /// The IPv4 subnet, nil when the key names none (flannel's IPv6-only `0.0.0.0-0&...`).
+    public var ipv4Subnet: IPv4Network? { ipv4.prefixLength == 0 && ipv4.address == .any ? nil : ipv4 }
 
     /// Parses the last path element of a lease key.
     public init(parsing text: String) throws(LeaseError) {

@@ -110,7 +110,7 @@ public struct NetworkConfig: Sendable, Equatable {
             guard subnetMin <= subnetMax else { throw ConfigError("SubnetMin \(subnetMin) is above SubnetMax \(subnetMax)") }
         }
 
-        // IPv6: parsed and validated; leasing of IPv6 subnets comes later.
+        // IPv6: flannel's rules, as for IPv4 (the smallest network a /124, default /64).
         ipv6Network = nil
         ipv6SubnetLength = 0
         ipv6SubnetMin = nil
@@ -148,6 +148,9 @@ public struct NetworkConfig: Sendable, Equatable {
             ipv6SubnetMin = try bound6("IPv6SubnetMin", net.subnet(at: 1, length: ipv6SubnetLength)?.address)
             let count6 = net.subnetCount(length: ipv6SubnetLength)
             ipv6SubnetMax = try bound6("IPv6SubnetMax", count6.flatMap { net.subnet(at: $0 - 1, length: ipv6SubnetLength)?.address })
+            if let lo = ipv6SubnetMin, let hi = ipv6SubnetMax, hi < lo {
+                throw ConfigError("IPv6SubnetMin \(lo) is above IPv6SubnetMax \(hi)")
+            }
         }
     }
 
@@ -182,6 +185,32 @@ public struct NetworkConfig: Sendable, Equatable {
         guard let net = network else { return false }
         return subnet.prefixLength == subnetLength && net.contains(subnet)
             && subnet.address >= subnetMin && subnet.address <= subnetMax
+    }
+
+    /// Every IPv6 subnet leases may use: from IPv6SubnetMin to IPv6SubnetMax (a count past
+    /// 2^64 is capped: nobody scans that far).
+    public var ipv6SubnetRange: (first: IPv6Network, count: UInt64)? {
+        guard let net = ipv6Network, let lo = ipv6SubnetMin, let hi = ipv6SubnetMax,
+              let first = try? IPv6Network(address: lo, prefixLength: ipv6SubnetLength),
+              let last = try? IPv6Network(address: hi, prefixLength: ipv6SubnetLength),
+              let i0 = net.index(of: first), let i1 = net.index(of: last), i1 >= i0
+        else { return nil }
+        return (first, i1 - i0 == UInt64.max ? UInt64.max : i1 - i0 + 1)
+    }
+
+    /// Whether the IPv6 `subnet` may be leased under this config.
+    public func fits(_ subnet: IPv6Network) -> Bool {
+        guard let net = ipv6Network, let lo = ipv6SubnetMin, let hi = ipv6SubnetMax else { return false }
+        return subnet.prefixLength == ipv6SubnetLength && net.contains(subnet)
+            && subnet.address >= lo && subnet.address <= hi
+    }
+
+    /// Whether a lease key suits this config: each enabled family's subnet fits, and the key
+    /// names no subnet of a disabled family (so that a key always says what the node routes).
+    public func fits(_ key: SubnetKey) -> Bool {
+        let v4 = enableIPv4 ? (key.ipv4Subnet.map { fits($0) } ?? false) : key.ipv4Subnet == nil
+        let v6 = enableIPv6 ? (key.ipv6.map { fits($0) } ?? false) : key.ipv6 == nil
+        return v4 && v6
     }
 
     /// An integer key of the Backend object (Port, VNI), if present.

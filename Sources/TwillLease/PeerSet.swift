@@ -45,15 +45,24 @@ public struct PeerSet: Sendable {
         /// This node's lease value: another key holding exactly it is this node's too (an old
         /// lease, or a new one the node is moving to), left out without complaint.
         public var ownAttributes: LeaseAttributes?
+        /// The IPv6 overlay and its subnets' length, when IPv6 is enabled: a lease's IPv6
+        /// part is then checked as its IPv4 part is (without it, the IPv6 part is ignored).
+        public var ipv6Network: IPv6Network?
+        public var ipv6SubnetLength: Int
+        public var ownSubnet6: IPv6Network?
 
         public init(network: IPv4Network, subnetLength: Int, ownKey: String?, ownSubnet: IPv4Network?, ownPublicIP: IPv4Address,
-                    ownAttributes: LeaseAttributes? = nil) {
+                    ownAttributes: LeaseAttributes? = nil, ipv6Network: IPv6Network? = nil, ipv6SubnetLength: Int = 64,
+                    ownSubnet6: IPv6Network? = nil) {
             self.network = network
             self.subnetLength = subnetLength
             self.ownKey = ownKey
             self.ownSubnet = ownSubnet
             self.ownPublicIP = ownPublicIP
             self.ownAttributes = ownAttributes
+            self.ipv6Network = ipv6Network
+            self.ipv6SubnetLength = ipv6SubnetLength
+            self.ownSubnet6 = ownSubnet6
         }
     }
 
@@ -146,7 +155,9 @@ public struct PeerSet: Sendable {
         do { attributes = try LeaseAttributes(json: kv.value, key: kv.key) } catch {
             return reject(.malformed, "\(error)")
         }
-        let net = subnet.ipv4
+        guard let net = subnet.ipv4Subnet else {
+            return reject(.wrongLength, "it names no IPv4 subnet (an IPv6-only node); this network's subnets are IPv4 /\(context.subnetLength)")
+        }
         guard net.prefixLength == context.subnetLength else {
             return reject(.wrongLength, "\(net) is a /\(net.prefixLength); the network's subnets are /\(context.subnetLength)")
         }
@@ -161,6 +172,20 @@ public struct PeerSet: Sendable {
         if let own = context.ownSubnet, own.overlaps(net) {
             return reject(.overlapsOwnSubnet, "\(net) overlaps this node's subnet \(own)")
         }
+        if let net6 = subnet.ipv6, let network6 = context.ipv6Network {
+            guard net6.prefixLength == context.ipv6SubnetLength else {
+                return reject(.wrongLength, "\(net6) is a /\(net6.prefixLength); the network's IPv6 subnets are /\(context.ipv6SubnetLength)")
+            }
+            guard network6.contains(net6) else {
+                return reject(.outsideNetwork, "\(net6) is not inside the IPv6 network \(network6)")
+            }
+            if let own = context.ownSubnet6, own.overlaps(net6) {
+                return reject(.overlapsOwnSubnet, "\(net6) overlaps this node's IPv6 subnet \(own)")
+            }
+        }
+        if let ip6 = attributes.publicIPv6, !Self.isUnicast(ip6) {
+            return reject(.badPublicIP, "PublicIPv6 \(ip6) is not a unicast address of a node")
+        }
         return .success(Lease(subnet: subnet, attributes: attributes, etcdLease: kv.lease, modRevision: kv.modRevision,
                               createRevision: kv.createRevision))
     }
@@ -170,6 +195,12 @@ public struct PeerSet: Sendable {
     public static func isUnicast(_ ip: IPv4Address) -> Bool {
         let first = ip.rawValue >> 24
         return first != 0 && first != 127 && first < 224
+    }
+
+    /// Whether `ip` can be another node's IPv6 address: not unspecified, loopback, multicast,
+    /// link-local (useless without a zone) or IPv4-mapped.
+    public static func isUnicast(_ ip: IPv6Address) -> Bool {
+        !ip.isUnspecified && !ip.isLoopback && !ip.isMulticast && !ip.isLinkLocal && ip.ipv4Mapped == nil
     }
 
     private mutating func recompute() -> Change {
@@ -186,10 +217,11 @@ public struct PeerSet: Sendable {
             }
         }
         // The oldest lease keeps its subnet; a later one overlapping it is refused. Valid
-        // peers all have SubnetLen, so overlapping means the same IPv4 subnet (two keys for
-        // it, e.g. with and without an IPv6 part).
+        // peers all have SubnetLen, so overlapping means the same subnet under two keys
+        // (with and without an IPv6 part, or with different ones): IPv4 or IPv6.
         candidates.sort { ($0.createRevision, layout.key(for: $0.subnet)) < ($1.createRevision, layout.key(for: $1.subnet)) }
         var holder: [IPv4Network: String] = [:]
+        var holder6: [IPv6Network: String] = [:]
         var next: [String: Lease] = [:]
         for lease in candidates {
             let key = layout.key(for: lease.subnet)
@@ -198,7 +230,13 @@ public struct PeerSet: Sendable {
                 details[key] = "\(lease.subnet.ipv4) is already leased by the older \(older)"
                 continue
             }
+            if context.ipv6Network != nil, let v6 = lease.subnet.ipv6, let older = holder6[v6] {
+                newRejections[key] = .conflict
+                details[key] = "\(v6) is already leased by the older \(older)"
+                continue
+            }
             holder[lease.subnet.ipv4] = key
+            if let v6 = lease.subnet.ipv6 { holder6[v6] = key }
             next[key] = lease
         }
         var change = Change()

@@ -27,4 +27,27 @@ public enum SubnetPicker {
         guard let (_, count) = config.subnetRange else { return (0, 0) }
         return (count, taken.filter { config.fits($0) }.count)
     }
+
+    /// Free IPv6 subnets inside the config's IPv6 range, lowest first, at most `limit`
+    /// (flannel's scan, upward from IPv6SubnetMin).
+    public static func freeSubnets(_ config: NetworkConfig, taken: Set<IPv6Network>, limit: Int = 100) -> [IPv6Network] {
+        guard let (first, count) = config.ipv6SubnetRange else { return [] }
+        var out: [IPv6Network] = []
+        var current: IPv6Network? = first
+        var seen: UInt64 = 0
+        while let s = current, seen < count, out.count < limit {
+            if !taken.contains(s) { out.append(s) }
+            seen += 1
+            // Bounded: at most `limit` free ones, and a range mostly taken is at most as
+            // large as the leases etcd holds plus `limit`.
+            if seen > UInt64(taken.count + limit) { break }
+            current = s.next()
+        }
+        return out
+    }
+
+    /// A random free IPv6 subnet, or nil when none is left.
+    public static func pick(_ config: NetworkConfig, taken: Set<IPv6Network>, using rng: inout some RandomNumberGenerator) -> IPv6Network? {
+        freeSubnets(config, taken: taken).randomElement(using: &rng)
+    }
 }

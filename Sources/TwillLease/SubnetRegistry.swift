@@ -48,12 +48,20 @@ public final class SubnetRegistry: Sendable {
     }
 
     /// Leases plus every subnet whose key exists at all: a key with an unreadable value is
-    /// still somebody's, so it is never handed out (nor deleted).
-    func snapshot() async throws(LeaseError) -> (revision: Int64, leases: [Lease], occupied: Set<IPv4Network>) {
+    /// still somebody's, so its subnets are never handed out (nor deleted).
+    func snapshot() async throws(LeaseError) -> Snapshot {
         let result: RangeResult
         do { result = try await etcd.list(prefix: layout.subnetsPrefix) } catch { throw .etcd(error) }
-        let occupied = Set(result.kvs.compactMap { try? layout.subnet(fromKey: $0.key)?.ipv4 })
-        return (result.header.revision, result.kvs.compactMap { parse($0) }, occupied)
+        let keys = result.kvs.compactMap { try? layout.subnet(fromKey: $0.key) }
+        return Snapshot(revision: result.header.revision, leases: result.kvs.compactMap { parse($0) },
+                        occupied: Set(keys.compactMap(\.ipv4Subnet)), occupied6: Set(keys.compactMap(\.ipv6)))
+    }
+
+    struct Snapshot {
+        var revision: Int64
+        var leases: [Lease]
+        var occupied: Set<IPv4Network>
+        var occupied6: Set<IPv6Network>
     }
 
     /// A lease from its key and value, or nil (with a warning) when it cannot be read.
@@ -75,7 +83,12 @@ public final class SubnetRegistry: Sendable {
     ///    that no longer fits is deleted, a reservation that no longer fits is left alone);
     /// 2. `previous` (from the last subnet.env) when free and fitting;
     /// 3. a random free subnet.
-    /// Creation is atomic (create-if-absent); a lost race retries, at most `maxAttempts` times.
+    /// With IPv6 enabled the key names an IPv6 subnet too, chosen the same way (`previous6`,
+    /// else a random free one); a node whose old key lacks the IPv6 part (IPv6 was just
+    /// enabled) keeps its IPv4 subnet. Creation is atomic (create-if-absent); since two keys
+    /// can name one subnet (`a&b`, `a&c`), a create is checked against older keys holding
+    /// either of its subnets and given up if one does. A lost race retries, at most
+    /// `maxAttempts` times.
     ///
     /// - Parameters:
     ///   - avoid: subnets never to take, even when their lease names this node (one another
@@ -83,43 +96,92 @@ public final class SubnetRegistry: Sendable {
     ///   - etcdLease: an etcd lease to attach the new key to, when still alive (a node moving
     ///     to another subnet keeps its lease ID); 0 grants a fresh one.
     public func acquire(
-        config: NetworkConfig, attributes: LeaseAttributes, previous: IPv4Network?, ttl: Int64,
+        config: NetworkConfig, attributes: LeaseAttributes, previous: IPv4Network?, previous6: IPv6Network? = nil, ttl: Int64,
         avoid: Set<IPv4Network> = [], etcdLease: Int64 = 0
     ) async throws(LeaseError) -> Lease {
         var rng = SystemRandomNumberGenerator()
+        var lost: Set<IPv4Network> = []
+        var lost6: Set<IPv6Network> = []
         for attempt in 1...maxAttempts {
-            let (_, all, occupied) = try await snapshot()
-            for lease in all where lease.attributes.publicIP == attributes.publicIP && !avoid.contains(lease.subnet.ipv4) {
-                if config.fits(lease.subnet.ipv4) {
+            let snap = try await snapshot()
+            let mine = snap.leases.filter { $0.attributes.publicIP == attributes.publicIP && !avoid.contains($0.subnet.ipv4) }
+            for lease in mine {
+                if config.fits(lease.subnet) {
                     if let taken = try await takeOver(lease, attributes: attributes, ttl: ttl) { return taken }
                     continue
                 }
                 if lease.isReservation {
-                    logger.warning("a reservation for this node does not fit the network config; ignoring it", metadata: ["subnet": "\(lease.subnet.ipv4)"])
+                    logger.warning("a reservation for this node does not fit the network config; ignoring it", metadata: ["key": "\(lease.subnet)"])
                 } else {
-                    logger.notice("this node's old lease no longer fits the network config; deleting it", metadata: ["subnet": "\(lease.subnet.ipv4)"])
+                    logger.notice("this node's old lease no longer fits the network config; deleting it", metadata: ["key": "\(lease.subnet)"])
                     _ = try? await etcd.txn(compare: [.unchanged(layout.key(for: lease.subnet), modRevision: lease.modRevision)],
                                             success: [.delete(key: layout.key(for: lease.subnet))], failure: [])
                 }
             }
-            // Our own unfitting leases were just deleted; everything else is taken.
-            let ownStale = Set(all.filter { $0.attributes.publicIP == attributes.publicIP && !config.fits($0.subnet.ipv4) && !$0.isReservation }.map(\.subnet.ipv4))
-            let taken = occupied.subtracting(ownStale).union(avoid)
-            if let prev = previous, config.fits(prev), !taken.contains(prev) {
-                if let lease = try await create(SubnetKey(ipv4: prev), attributes: attributes, ttl: ttl, etcdLease: etcdLease) {
-                    logger.info("reusing the subnet from the previous subnet.env", metadata: ["subnet": "\(prev)"])
-                    return lease
+            // Our own unfitting leases were just deleted; everything else is taken. Their
+            // subnets that still fit are this node's first choice (enabling IPv6 keeps the
+            // IPv4 subnet, and workloads their addresses).
+            let ownStale = mine.filter { !config.fits($0.subnet) && !$0.isReservation }
+            let taken = snap.occupied.subtracting(ownStale.compactMap(\.subnet.ipv4Subnet)).union(avoid).union(lost)
+            let taken6 = snap.occupied6.subtracting(ownStale.compactMap(\.subnet.ipv6)).union(lost6)
+            let keep4 = ownStale.compactMap(\.subnet.ipv4Subnet).first { config.fits($0) }
+            let keep6 = ownStale.compactMap(\.subnet.ipv6).first { config.fits($0) }
+
+            var v4 = SubnetKey.ipv6OnlyPart
+            if config.enableIPv4 {
+                if let prev = previous, config.fits(prev), !taken.contains(prev) {
+                    v4 = prev
+                } else if let k = keep4, !taken.contains(k) {
+                    v4 = k
+                } else if let choice = SubnetPicker.pick(config, taken: taken, using: &rng) {
+                    v4 = choice
+                } else {
+                    let usage = SubnetPicker.usage(config, taken: taken)
+                    throw .outOfSubnets(network: config.network.map { "\($0)" } ?? "?", subnetLength: config.subnetLength, total: usage.total, taken: usage.taken)
                 }
-                continue
             }
-            guard let choice = SubnetPicker.pick(config, taken: taken, using: &rng) else {
-                let usage = SubnetPicker.usage(config, taken: taken)
-                throw .outOfSubnets(network: config.network.map { "\($0)" } ?? "?", subnetLength: config.subnetLength, total: usage.total, taken: usage.taken)
+            var v6: IPv6Network?
+            if config.enableIPv6 {
+                if let prev = previous6, config.fits(prev), !taken6.contains(prev) {
+                    v6 = prev
+                } else if let k = keep6, !taken6.contains(k) {
+                    v6 = k
+                } else if let choice = SubnetPicker.pick(config, taken: taken6, using: &rng) {
+                    v6 = choice
+                } else {
+                    throw .outOfSubnets(network: config.ipv6Network.map { "\($0)" } ?? "?", subnetLength: config.ipv6SubnetLength,
+                                        total: config.ipv6SubnetRange?.count ?? 0, taken: taken6.filter { config.fits($0) }.count)
+                }
             }
-            if let lease = try await create(SubnetKey(ipv4: choice), attributes: attributes, ttl: ttl, etcdLease: etcdLease) { return lease }
-            logger.debug("lost the race for a subnet, trying another", metadata: ["subnet": "\(choice)", "attempt": "\(attempt)"])
+            let key = SubnetKey(ipv4: v4, ipv6: v6)
+            if let lease = try await create(key, attributes: attributes, ttl: ttl, etcdLease: etcdLease) {
+                if let older = try await olderHolder(of: lease) {
+                    // Raced with another node for one of the subnets under a different key.
+                    logger.notice("another node's older key holds a subnet just leased; giving it up", metadata: ["key": "\(key)", "older": "\(older)"])
+                    try await retire(lease)
+                    if lease.etcdLease != etcdLease { try? await etcd.revoke(lease: lease.etcdLease) }
+                    if let s = key.ipv4Subnet, older.ipv4Subnet == s { lost.insert(s) }
+                    if let s = key.ipv6, older.ipv6 == s { lost6.insert(s) }
+                    continue
+                }
+                if key.ipv4Subnet != nil, key.ipv4 == previous { logger.info("reusing the subnet from the previous subnet.env", metadata: ["subnet": "\(key.ipv4)"]) }
+                return lease
+            }
+            logger.debug("lost the race for a subnet, trying another", metadata: ["key": "\(key)", "attempt": "\(attempt)"])
         }
         throw .contention(attempts: maxAttempts)
+    }
+
+    /// The key of an older lease (lower create revision) naming one of `lease`'s subnets, if any.
+    func olderHolder(of lease: Lease) async throws(LeaseError) -> SubnetKey? {
+        let result: RangeResult
+        do { result = try await etcd.list(prefix: layout.subnetsPrefix) } catch { throw .etcd(error) }
+        for kv in result.kvs where kv.createRevision < lease.createRevision {
+            guard let other = try? layout.subnet(fromKey: kv.key), other != lease.subnet else { continue }
+            if let a = other.ipv4Subnet, let b = lease.subnet.ipv4Subnet, a.overlaps(b) { return other }
+            if let a = other.ipv6, let b = lease.subnet.ipv6, a.overlaps(b) { return other }
+        }
+        return nil
     }
 
     /// Creates the lease key only if absent, attached to `etcdLease` when it is still alive,
@@ -274,7 +336,7 @@ public final class SubnetRegistry: Sendable {
             }
         }
         logger.warning("this node's lease is gone (expired or deleted); acquiring again", metadata: ["subnet": "\(lease.subnet.ipv4)"])
-        if config.fits(lease.subnet.ipv4), let same = try await restore(lease, ttl: ttl) {
+        if config.fits(lease.subnet), let same = try await restore(lease, ttl: ttl) {
             return .reacquired(same)
         }
         return .reacquired(try await acquire(config: config, attributes: lease.attributes, previous: nil, ttl: ttl, avoid: [lease.subnet.ipv4]))

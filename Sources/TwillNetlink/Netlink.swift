@@ -180,7 +180,7 @@ public final class Netlink: Sendable {
     /// Creates a vxlan device (flannel's kind: no learning unless asked, fixed port) and returns it.
     @discardableResult
     public func createVXLAN(_ spec: VXLANLinkSpec) throws -> Link {
-        let object = "creating vxlan link \"\(spec.name)\" (VNI \(spec.vni), port \(spec.port)\(spec.local.map { ", local \($0)" } ?? ""))"
+        let object = "creating vxlan link \"\(spec.name)\" (VNI \(spec.vni), port \(spec.port)\(spec.local.map { ", local \($0)" } ?? "")\(spec.local6.map { ", local \($0)" } ?? ""))"
         return try perform({ s in object + (spec.underlayIndex == nil ? "" : " on" + Self.deviceName(s, spec.underlayIndex).dropFirst(4)) }) { s throws(RawFailure) in
             try s.execute(type: Int(RTM_NEWLINK), flags: NLM_F_CREATE | NLM_F_EXCL, build: { b in
                 var ifi = ifinfomsg()
@@ -194,6 +194,7 @@ public final class Netlink: Sendable {
                     b.nested(Int(IFLA_INFO_DATA)) { b in
                         b.putU32(Int(IFLA_VXLAN_ID), spec.vni)
                         if let local = spec.local { b.putIPv4(Int(IFLA_VXLAN_LOCAL), local) }
+                        if let local6 = spec.local6 { b.putIP(Int(IFLA_VXLAN_LOCAL6), .v6(local6)) }
                         if let link = spec.underlayIndex { b.putU32(Int(IFLA_VXLAN_LINK), UInt32(bitPattern: link)) }
                         b.putBE16(Int(IFLA_VXLAN_PORT), spec.port)
                         b.putU8(Int(IFLA_VXLAN_LEARNING), spec.learning ? 1 : 0)
@@ -253,7 +254,9 @@ public final class Netlink: Sendable {
                 ifa.ifa_prefixlen = UInt8(a.prefixLength)
                 ifa.ifa_scope = a.scope
                 ifa.ifa_index = UInt32(bitPattern: a.interfaceIndex)
+                ifa.ifa_flags = UInt8(truncatingIfNeeded: a.flags)
                 b.header(ifa)
+                if a.flags != 0 { b.putU32(Int(IFA_FLAGS), a.flags) }
                 b.putIP(Int(IFA_LOCAL), a.address)
                 b.putIP(Int(IFA_ADDRESS), a.address)
                 if let label = a.label, isV4 { b.putString(Int(IFA_LABEL), label) }
@@ -348,6 +351,55 @@ public final class Netlink: Sendable {
         return text
     }
 
+    // MARK: IPv6 routes
+
+    /// IPv6 routes of one table (nil: all tables).
+    public func routes6(table: UInt32? = mainRoutingTable) throws -> [Route6] {
+        var out: [Route6] = []
+        try dump("IPv6 route dump", type: Int(RTM_GETROUTE), build: { b in
+            var rtm = rtmsg()
+            rtm.rtm_family = UInt8(AF_INET6)
+            b.header(rtm)
+        }, each: { m in
+            if let r = parseRoute6(m), table == nil || r.table == table { out.append(r) }
+        }, reset: { out = [] })
+        return out
+    }
+
+    /// Adds an IPv6 route or replaces the one with the same destination, table and metric.
+    public func replaceRoute6(_ route: Route6) throws {
+        try changeRoute6(route, type: Int(RTM_NEWROUTE), flags: NLM_F_CREATE | NLM_F_REPLACE, verb: "replacing")
+    }
+
+    /// Deletes an IPv6 route; as ``deleteRoute(_:)``, its protocol must match.
+    public func deleteRoute6(_ route: Route6) throws {
+        try changeRoute6(route, type: Int(RTM_DELROUTE), flags: 0, verb: "deleting")
+    }
+
+    private func changeRoute6(_ r: Route6, type: Int, flags: Int32, verb: String) throws {
+        try perform({ s in
+            "\(verb) route \(r.destination)\(r.gateway.map { " via \($0)" } ?? "")\(Self.deviceName(s, r.outputInterface))\(r.onLink ? " onlink" : "")"
+        }) { s throws(RawFailure) in
+            try s.execute(type: type, flags: flags, build: { b in
+                var rtm = rtmsg()
+                rtm.rtm_family = UInt8(AF_INET6)
+                rtm.rtm_dst_len = UInt8(r.destination.prefixLength)
+                rtm.rtm_table = r.table < 256 ? UInt8(r.table) : 0
+                rtm.rtm_protocol = r.routeProtocol
+                // IPv6 routes are all of universe scope; a delete matches any type.
+                rtm.rtm_scope = type == Int(RTM_DELROUTE) ? RouteScope.nowhere : RouteScope.universe
+                rtm.rtm_type = type == Int(RTM_DELROUTE) ? 0 : r.type
+                if r.onLink { rtm.rtm_flags = UInt32(RTNH_F_ONLINK) }
+                b.header(rtm)
+                b.putU32(Int(RTA_TABLE.rawValue), r.table)
+                if r.destination.prefixLength > 0 { b.putIP(Int(RTA_DST.rawValue), .v6(r.destination.address)) }
+                if let g = r.gateway { b.putIP(Int(RTA_GATEWAY.rawValue), .v6(g)) }
+                if let o = r.outputInterface { b.putU32(Int(RTA_OIF.rawValue), UInt32(bitPattern: o)) }
+                if let m = r.metric { b.putU32(Int(RTA_PRIORITY.rawValue), m) }
+            })
+        }
+    }
+
     // MARK: Neighbours
 
     /// IPv4 and IPv6 neighbour entries, optionally of one interface.
@@ -428,7 +480,7 @@ public final class Netlink: Sendable {
                 nd.ndm_flags = e.flags
                 b.header(nd)
                 b.put(Int(NDA_LLADDR), e.mac.bytes)
-                if let d = e.destination { b.putIPv4(Int(NDA_DST), d) }
+                if let d = e.destination { b.putIP(Int(NDA_DST), d) }
                 if let v = e.vni { b.putU32(Int(NDA_VNI), v) }
             })
         }

@@ -20,7 +20,7 @@ public final class NetlinkMonitor: Sendable {
     private let thread: Mutex<OSThread?>
 
     init(namespacePath: String?, logger: Logger) throws {
-        let groups = UInt32(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH)
+        let groups = UInt32(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE | RTMGRP_NEIGH)
         let socket = try Netlink.openSocket(namespacePath: namespacePath, groups: groups)
         var size: Int32 = 4 << 20
         _ = setsockopt(socket.fileDescriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
@@ -114,8 +114,8 @@ public final class NetlinkMonitor: Sendable {
         case Int(RTM_DELLINK): return parseLink(msg).map { .linkRemoved($0) }
         case Int(RTM_NEWADDR): return parseAddress(msg).map { .addressAdded($0) }
         case Int(RTM_DELADDR): return parseAddress(msg).map { .addressRemoved($0) }
-        case Int(RTM_NEWROUTE): return parseRoute(msg).map { .routeAdded($0) }
-        case Int(RTM_DELROUTE): return parseRoute(msg).map { .routeRemoved($0) }
+        case Int(RTM_NEWROUTE): return parseRoute(msg).map { .routeAdded($0) } ?? parseRoute6(msg).map { .route6Added($0) }
+        case Int(RTM_DELROUTE): return parseRoute(msg).map { .routeRemoved($0) } ?? parseRoute6(msg).map { .route6Removed($0) }
         case Int(RTM_NEWNEIGH):
             if let f = parseFDB(msg) { return .fdbAdded(f) }
             return parseNeighbour(msg).map { .neighbourAdded($0) }

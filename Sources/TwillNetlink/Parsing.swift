@@ -19,6 +19,7 @@ func parseLink(_ msg: UnsafePointer<nlmsghdr>) -> Link? {
             vxlan = VXLANAttributes(
                 vni: data.u32(Int(IFLA_VXLAN_ID)) ?? 0,
                 local: data.ipv4(Int(IFLA_VXLAN_LOCAL)),
+                local6: data.ip(Int(IFLA_VXLAN_LOCAL6))?.v6,
                 underlayIndex: link == 0 ? nil : link,
                 port: data.u16(Int(IFLA_VXLAN_PORT)).map { UInt16(bigEndian: $0) } ?? 0,
                 learning: (data.u8(Int(IFLA_VXLAN_LEARNING)) ?? 0) != 0,
@@ -65,6 +66,22 @@ func parseRoute(_ msg: UnsafePointer<nlmsghdr>) -> Route? {
         preferredSource: attrs.ipv4(Int(RTA_PREFSRC.rawValue)))
 }
 
+func parseRoute6(_ msg: UnsafePointer<nlmsghdr>) -> Route6? {
+    guard let rtm = familyHeader(msg, as: rtmsg.self), Int32(rtm.rtm_family) == AF_INET6 else { return nil }
+    let attrs = AttributeTable(message: msg, headerSize: MemoryLayout<rtmsg>.size)
+    let dst = attrs.ip(Int(RTA_DST.rawValue))?.v6 ?? .any
+    guard let network = try? IPv6Network(containing: dst, prefixLength: Int(rtm.rtm_dst_len)) else { return nil }
+    return Route6(
+        destination: network,
+        gateway: attrs.ip(Int(RTA_GATEWAY.rawValue))?.v6,
+        outputInterface: attrs.u32(Int(RTA_OIF.rawValue)).map { Int32(bitPattern: $0) },
+        onLink: rtm.rtm_flags & UInt32(RTNH_F_ONLINK) != 0,
+        table: attrs.u32(Int(RTA_TABLE.rawValue)) ?? UInt32(rtm.rtm_table),
+        routeProtocol: rtm.rtm_protocol,
+        type: rtm.rtm_type,
+        metric: attrs.u32(Int(RTA_PRIORITY.rawValue)))
+}
+
 func parseNeighbour(_ msg: UnsafePointer<nlmsghdr>) -> Neighbour? {
     guard let nd = familyHeader(msg, as: ndmsg.self) else { return nil }
     let family = Int32(nd.ndm_family)
@@ -79,6 +96,6 @@ func parseFDB(_ msg: UnsafePointer<nlmsghdr>) -> FDBEntry? {
     guard let nd = familyHeader(msg, as: ndmsg.self), Int32(nd.ndm_family) == AF_BRIDGE else { return nil }
     let attrs = AttributeTable(message: msg, headerSize: MemoryLayout<ndmsg>.size)
     guard let mac = attrs.mac(Int(NDA_LLADDR)) else { return nil }
-    return FDBEntry(interfaceIndex: nd.ndm_ifindex, mac: mac, destination: attrs.ipv4(Int(NDA_DST)),
+    return FDBEntry(interfaceIndex: nd.ndm_ifindex, mac: mac, destination: attrs.ip(Int(NDA_DST)),
                     state: nd.ndm_state, flags: nd.ndm_flags, vni: attrs.u32(Int(NDA_VNI)))
 }

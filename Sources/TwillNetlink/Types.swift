@@ -64,6 +64,8 @@ public struct VXLANAttributes: Hashable, Sendable {
     public var vni: UInt32
     /// Local (source) address of the tunnel; nil when unset.
     public var local: IPv4Address?
+    /// Local IPv6 source address (IFLA_VXLAN_LOCAL6) of a tunnel over IPv6; nil when unset.
+    public var local6: IPv6Address?
     /// Index of the underlay device; nil when unset.
     public var underlayIndex: Int32?
     /// Destination UDP port (host order).
@@ -72,9 +74,10 @@ public struct VXLANAttributes: Hashable, Sendable {
     /// Group Based Policy extension (IFLA_VXLAN_GBP).
     public var gbp: Bool
 
-    public init(vni: UInt32, local: IPv4Address?, underlayIndex: Int32?, port: UInt16, learning: Bool, gbp: Bool = false) {
+    public init(vni: UInt32, local: IPv4Address?, local6: IPv6Address? = nil, underlayIndex: Int32?, port: UInt16, learning: Bool, gbp: Bool = false) {
         self.vni = vni
         self.local = local
+        self.local6 = local6
         self.underlayIndex = underlayIndex
         self.port = port
         self.learning = learning
@@ -108,6 +111,8 @@ public struct VXLANLinkSpec: Sendable, Hashable {
     public var name: String
     public var vni: UInt32
     public var local: IPv4Address?
+    /// The local IPv6 address, for a device that tunnels over IPv6 (then `local` is nil).
+    public var local6: IPv6Address?
     public var underlayIndex: Int32?
     /// Destination UDP port; 8472 is the Linux (and flannel) default, 4789 the IANA one.
     public var port: UInt16
@@ -118,12 +123,13 @@ public struct VXLANLinkSpec: Sendable, Hashable {
     /// A MAC to give the device (to keep the VtepMAC across re-creation); nil for a random one.
     public var mac: MACAddress?
 
-    public init(name: String, vni: UInt32, local: IPv4Address?, underlayIndex: Int32?,
+    public init(name: String, vni: UInt32, local: IPv4Address?, local6: IPv6Address? = nil, underlayIndex: Int32?,
                 port: UInt16 = 8472, learning: Bool = false, gbp: Bool = false, mtu: Int? = nil, mac: MACAddress? = nil) {
         self.gbp = gbp
         self.name = name
         self.vni = vni
         self.local = local
+        self.local6 = local6
         self.underlayIndex = underlayIndex
         self.port = port
         self.learning = learning
@@ -141,13 +147,20 @@ public struct InterfaceAddress: Hashable, Sendable, CustomStringConvertible {
     public var scope: UInt8
     /// `IFA_LABEL` (IPv4 only), e.g. "eth0".
     public var label: String?
+    /// `IFA_F_*` bits to set when adding (``noDAD``); not read back.
+    public var flags: UInt32 = 0
 
-    public init(interfaceIndex: Int32, address: IPAddress, prefixLength: Int, scope: UInt8 = 0, label: String? = nil) {
+    /// IFA_F_NODAD: an IPv6 address usable at once, without duplicate address detection (for
+    /// an address that is unique by construction, such as a leased subnet's).
+    public static let noDAD: UInt32 = 0x02
+
+    public init(interfaceIndex: Int32, address: IPAddress, prefixLength: Int, scope: UInt8 = 0, label: String? = nil, flags: UInt32 = 0) {
         self.interfaceIndex = interfaceIndex
         self.address = address
         self.prefixLength = prefixLength
         self.scope = scope
         self.label = label
+        self.flags = flags
     }
 
     public init(interfaceIndex: Int32, address: IPv4Address, prefixLength: Int) {
@@ -219,6 +232,47 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
+/// An IPv6 route: what ``Route`` is for IPv4 (the kernel keeps the two families in separate
+/// tables, so they are separate values too).
+public struct Route6: Hashable, Sendable, CustomStringConvertible {
+    public var destination: IPv6Network
+    public var gateway: IPv6Address?
+    public var outputInterface: Int32?
+    /// RTNH_F_ONLINK: the gateway is on the link even though no address says so.
+    public var onLink: Bool
+    public var table: UInt32
+    /// `rtm_protocol`; defaults to ``twillRouteProtocol``.
+    public var routeProtocol: UInt8
+    /// `RTN_*`: 1 unicast (default), 6 blackhole...
+    public var type: UInt8
+    public var metric: UInt32?
+
+    public init(destination: IPv6Network, gateway: IPv6Address? = nil, outputInterface: Int32? = nil, onLink: Bool = false,
+                table: UInt32 = mainRoutingTable, routeProtocol: UInt8 = twillRouteProtocol, type: UInt8 = 1, metric: UInt32? = nil) {
+        self.destination = destination
+        self.gateway = gateway
+        self.outputInterface = outputInterface
+        self.onLink = onLink
+        self.table = table
+        self.routeProtocol = routeProtocol
+        self.type = type
+        self.metric = metric
+    }
+
+    /// Whether Twill installed this route (its protocol is ``twillRouteProtocol``).
+    public var isTwillOwned: Bool { routeProtocol == twillRouteProtocol }
+
+    public var description: String {
+        var s = "route \(destination)"
+        if let g = gateway { s += " via \(g)" }
+        if let o = outputInterface { s += " dev index \(o)" }
+        if onLink { s += " onlink" }
+        if table != mainRoutingTable { s += " table \(table)" }
+        s += " proto \(routeProtocol)"
+        return s
+    }
+}
+
 /// Neighbour states (`NUD_*`).
 public enum NeighbourState {
     public static let incomplete: UInt16 = 0x01
@@ -262,8 +316,8 @@ public struct Neighbour: Hashable, Sendable, CustomStringConvertible {
 public struct FDBEntry: Hashable, Sendable, CustomStringConvertible {
     public var interfaceIndex: Int32
     public var mac: MACAddress
-    /// The remote tunnel endpoint (NDA_DST), for vxlan.
-    public var destination: IPv4Address?
+    /// The remote tunnel endpoint (NDA_DST), for vxlan: IPv4, or IPv6 for a tunnel over IPv6.
+    public var destination: IPAddress?
     public var state: UInt16
     /// `NTF_*` bits; NTF_SELF (0x02) means the entry is the device's own (vxlan), not its master's.
     public var flags: UInt8
@@ -272,7 +326,7 @@ public struct FDBEntry: Hashable, Sendable, CustomStringConvertible {
     public static let ntfSelf: UInt8 = 0x02
     public static let ntfMaster: UInt8 = 0x04
 
-    public init(interfaceIndex: Int32, mac: MACAddress, destination: IPv4Address?,
+    public init(interfaceIndex: Int32, mac: MACAddress, destination: IPAddress?,
                 state: UInt16 = NeighbourState.permanent, flags: UInt8 = FDBEntry.ntfSelf, vni: UInt32? = nil) {
         self.interfaceIndex = interfaceIndex
         self.mac = mac
@@ -298,6 +352,8 @@ public enum NetlinkChange: Sendable, Hashable {
     case addressRemoved(InterfaceAddress)
     case routeAdded(Route)
     case routeRemoved(Route)
+    case route6Added(Route6)
+    case route6Removed(Route6)
     case neighbourAdded(Neighbour)
     case neighbourRemoved(Neighbour)
     case fdbAdded(FDBEntry)

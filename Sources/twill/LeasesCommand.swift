@@ -24,6 +24,9 @@ struct LeasesCommand: AsyncParsableCommand {
         struct Row: Encodable {
             var subnet: String
             var publicIP: String
+            /// A dual-stack lease's IPv6 subnet and PublicIPv6.
+            var subnet6: String?
+            var publicIPv6: String?
             var backend: String
             /// Seconds left, nil for a reservation.
             var expiresIn: Int64?
@@ -38,7 +41,8 @@ struct LeasesCommand: AsyncParsableCommand {
             for l in leases {
                 var ttl: Int64?
                 if !l.isReservation { ttl = try await client.timeToLive(lease: l.etcdLease)?.ttl }
-                rows.append(Row(subnet: "\(l.subnet.ipv4)", publicIP: "\(l.attributes.publicIP)", backend: l.attributes.backendType ?? "udp", expiresIn: ttl, reserved: l.isReservation))
+                rows.append(Row(subnet: "\(l.subnet.ipv4)", publicIP: "\(l.attributes.publicIP)",
+                                subnet6: l.subnet.ipv6.map { "\($0)" }, publicIPv6: l.attributes.publicIPv6.map { "\($0)" }, backend: l.attributes.backendType ?? "udp", expiresIn: ttl, reserved: l.isReservation))
             }
             if json {
                 let e = JSONEncoder()
@@ -46,10 +50,13 @@ struct LeasesCommand: AsyncParsableCommand {
                 print(String(decoding: try e.encode(rows), as: UTF8.self))
                 return
             }
-            let table = [["SUBNET", "PUBLIC-IP", "BACKEND", "EXPIRES"]] + rows.map { r in
-                [r.subnet, r.publicIP, r.backend, r.reserved ? "reserved" : (r.expiresIn.map(Self.human) ?? "expired")]
+            // The IPv6 columns only when some lease is dual stack.
+            let dual = rows.contains { $0.subnet6 != nil || $0.publicIPv6 != nil }
+            let table = [["SUBNET", "PUBLIC-IP"] + (dual ? ["IPV6-SUBNET", "PUBLIC-IPV6"] : []) + ["BACKEND", "EXPIRES"]] + rows.map { r in
+                [r.subnet, r.publicIP] + (dual ? [r.subnet6 ?? "-", r.publicIPv6 ?? "-"] : [])
+                    + [r.backend, r.reserved ? "reserved" : (r.expiresIn.map(Self.human) ?? "expired")]
             }
-            let widths = (0..<4).map { c in table.map { $0[c].count }.max() ?? 0 }
+            let widths = (0..<table[0].count).map { c in table.map { $0[c].count }.max() ?? 0 }
             for row in table {
                 print(row.enumerated().map { $1 + String(repeating: " ", count: max(0, widths[$0] - $1.count)) }.joined(separator: "  ").trimmingWhitespace())
             }

@@ -176,18 +176,68 @@ struct NetlinkTests {
             #expect(try nl.neighbours(interfaceIndex: d.index).allSatisfy { $0.address != n.address })
 
             let vx = try nl.createVXLAN(VXLANLinkSpec(name: "twvx1", vni: 1, local: v4("198.51.100.1"), underlayIndex: d.index))
-            let f = FDBEntry(interfaceIndex: vx.index, mac: m1, destination: v4("198.51.100.2"))
+            let f = FDBEntry(interfaceIndex: vx.index, mac: m1, destination: .v4(v4("198.51.100.2")))
             try nl.addFDBEntry(f)
             var fdb = try nl.fdbEntries(interfaceIndex: vx.index)
-            #expect(fdb.contains { $0.mac == m1 && $0.destination == v4("198.51.100.2") && $0.isPermanent && $0.flags & FDBEntry.ntfSelf != 0 })
+            #expect(fdb.contains { $0.mac == m1 && $0.destination == .v4(v4("198.51.100.2")) && $0.isPermanent && $0.flags & FDBEntry.ntfSelf != 0 })
             #expect(try run("/usr/sbin/bridge", ["-n", ns.name, "fdb", "show", "dev", "twvx1"]).contains("02:00:00:00:00:01 dst 198.51.100.2"))
             var f2 = f
-            f2.destination = v4("198.51.100.3")
+            f2.destination = .v4(v4("198.51.100.3"))
             try nl.replaceFDBEntry(f2)
             fdb = try nl.fdbEntries(interfaceIndex: vx.index)
-            #expect(fdb.filter { $0.mac == m1 }.map(\.destination) == [v4("198.51.100.3")])
+            #expect(fdb.filter { $0.mac == m1 }.map(\.destination) == [.v4(v4("198.51.100.3"))])
             try nl.deleteFDBEntry(f2)
             #expect(try nl.fdbEntries(interfaceIndex: vx.index).allSatisfy { $0.mac != m1 })
+        }
+    }
+
+    @Test("IPv6: routes with Twill's protocol (gateway, onlink, replace, delete), a vxlan device over IPv6 and its FDB")
+    func ipv6RoutesAndVXLAN() async throws {
+        try await withNamespacedNetlink { ns, nl in
+            let d = try nl.createLink(name: "twdummy0", kind: "bridge")
+            try nl.setLinkUp(index: d.index)
+            let local6 = try IPv6Address(parsing: "2001:db8:1::1")
+            var a6 = InterfaceAddress(interfaceIndex: d.index, address: .v6(local6), prefixLength: 64)
+            a6.flags = InterfaceAddress.noDAD
+            try nl.addAddress(a6)
+            let dst = try IPv6Network(parsing: "2001:db8:100:5::/64")
+            let r = Route6(destination: dst, gateway: try IPv6Address(parsing: "2001:db8:1::9"), outputInterface: d.index)
+            try nl.replaceRoute6(r)
+            var listed = try nl.routes6().filter { $0.destination == dst }
+            #expect(listed.count == 1)
+            #expect(listed.first?.gateway == r.gateway)
+            #expect(listed.first?.isTwillOwned == true)
+            #expect(try ns.ip("-6", "route", "show", "proto", "\(twillRouteProtocol)").contains("2001:db8:100:5::/64 via 2001:db8:1::9"))
+            // IPv4 listings never show IPv6 routes, and the other way round.
+            #expect(try nl.routes().allSatisfy { $0.destination.prefixLength != 64 })
+            var r2 = r
+            r2.gateway = try IPv6Address(parsing: "2001:db8:1::a")
+            try nl.replaceRoute6(r2)
+            listed = try nl.routes6().filter { $0.destination == dst }
+            #expect(listed.map(\.gateway) == [r2.gateway])
+
+            let vx = try nl.createVXLAN(VXLANLinkSpec(name: "twvx6", vni: 7, local: nil, local6: local6, underlayIndex: d.index))
+            #expect(vx.vxlan?.local6 == local6)
+            #expect(vx.vxlan?.local == nil)
+            try nl.setLinkUp(index: vx.index)
+            let gw = try IPv6Address(parsing: "2001:db8:100:6::")
+            let on = Route6(destination: try IPv6Network(parsing: "2001:db8:100:6::/64"), gateway: gw, outputInterface: vx.index, onLink: true)
+            try nl.replaceRoute6(on)
+            #expect(try nl.routes6().first { $0.destination == on.destination }?.onLink == true)
+            let mac = try #require(MACAddress("02:00:00:00:00:06"))
+            try nl.replaceNeighbour(Neighbour(interfaceIndex: vx.index, address: .v6(gw), mac: mac))
+            #expect(try nl.neighbours(interfaceIndex: vx.index).contains { $0.address == .v6(gw) && $0.mac == mac && $0.isPermanent })
+            let peer6 = try IPv6Address(parsing: "2001:db8:1::2")
+            try nl.replaceFDBEntry(FDBEntry(interfaceIndex: vx.index, mac: mac, destination: .v6(peer6)))
+            #expect(try nl.fdbEntries(interfaceIndex: vx.index).contains { $0.mac == mac && $0.destination == .v6(peer6) })
+            #expect(try run("/usr/sbin/bridge", ["-n", ns.name, "fdb", "show", "dev", "twvx6"]).contains("02:00:00:00:00:06 dst 2001:db8:1::2"))
+
+            try nl.deleteRoute6(Route6(destination: dst))
+            try nl.deleteRoute6(Route6(destination: on.destination))
+            #expect(try nl.routes6().filter(\.isTwillOwned).isEmpty)
+            // Someone else's route to the same place is not Twill's to delete.
+            try ns.ip("-6", "route", "add", "2001:db8:100:7::/64", "via", "2001:db8:1::9")
+            #expect(throws: NetlinkError.self) { try nl.deleteRoute6(Route6(destination: try IPv6Network(parsing: "2001:db8:100:7::/64"))) }
         }
     }
 

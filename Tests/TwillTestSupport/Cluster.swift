@@ -147,6 +147,24 @@ public final class TestCluster: @unchecked Sendable {
     }
 
     /// The lease key of a subnet ("198.18.7.0/24" -> ".../198.18.7.0-24").
+    /// The IPv6 subnet (CIDR text, network form) host `i`'s agent wrote, once it has:
+    /// `FLANNEL_IPV6_SUBNET=2001:db8:100:5::1/64` -> `2001:db8:100:5::/64`.
+    public func subnet6(_ i: Int) -> String? {
+        guard let text = try? String(contentsOfFile: subnetFile(i), encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("FLANNEL_IPV6_SUBNET=") {
+            let value = line.dropFirst("FLANNEL_IPV6_SUBNET=".count)
+            guard value.hasSuffix("::1/64") else { return nil }  // the tests use /64 subnets
+            return value.dropLast("1/64".count) + "/64"
+        }
+        return nil
+    }
+
+    /// The first address of an IPv6 /64 subnet (`2001:db8:100:5::/64` -> `2001:db8:100:5::1`):
+    /// where a bridge on the host would sit.
+    public static func gateway6(_ subnet6: String) -> String {
+        subnet6.replacingOccurrences(of: "::/64", with: "::1")
+    }
+
     public func leaseKey(_ subnet: String) -> String {
         "/coreos.com/network/subnets/" + subnet.replacingOccurrences(of: "/", with: "-")
     }
@@ -170,8 +188,10 @@ public final class TestCluster: @unchecked Sendable {
 /// Bridged hosts plus a cluster on them, torn down afterwards whatever happens. With
 /// `etcdMembers` above one, etcd is a real cluster of that many members, each on a host of
 /// its own after the agents' hosts.
-public func withCluster<T>(hosts: Int, underlay: String, etcdMembers: Int = 1, _ body: (TestCluster) async throws -> T) async throws -> T {
-    try await withBridgedHosts(count: hosts + (etcdMembers > 1 ? etcdMembers : 0), underlay: underlay) { net in
+/// With `ipv6`, the segment is dual stack (see ``withBridgedHosts(count:underlay:mtu:ipv6:ipv4:_:)``).
+public func withCluster<T>(hosts: Int, underlay: String, etcdMembers: Int = 1, ipv6: Bool = false,
+                           _ body: (TestCluster) async throws -> T) async throws -> T {
+    try await withBridgedHosts(count: hosts + (etcdMembers > 1 ? etcdMembers : 0), underlay: underlay, ipv6: ipv6) { net in
         let cluster = try await TestCluster.start(net, underlay: underlay, nodes: hosts, etcdMembers: etcdMembers)
         defer { cluster.shutdown() }
         return try await body(cluster)

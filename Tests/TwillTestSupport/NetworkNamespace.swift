@@ -88,11 +88,19 @@ public struct BridgedHosts: Sendable {
     public let underlayPrefixLength = 24
     /// The hosts' interface on the segment.
     public let interface = "eth0"
+    /// The hosts' IPv6 underlay addresses (`2001:db8:1::<i+1>/64`), when the segment is dual stack.
+    public var underlayAddresses6: [String] = []
 }
+
+/// The IPv6 underlay prefix (a documentation range): hosts are `::1`, `::2`..., the switch `::fe`.
+public let ipv6Underlay = "2001:db8:1::"
 
 /// Builds ``BridgedHosts`` (`count` hosts) for `body` and removes everything afterwards.
 /// `underlay` is the first three octets: "198.51.100" (default) or "203.0.113".
-public func withBridgedHosts<T>(count: Int, underlay: String = "198.51.100", mtu: Int = 1500,
+///
+/// With `ipv6`, each host also gets `2001:db8:1::<i+1>/64` on eth0 (no DAD, so it is usable at
+/// once) and IPv6 forwarding on; with `ipv4: false`, no IPv4 address at all (an IPv6-only segment).
+public func withBridgedHosts<T>(count: Int, underlay: String = "198.51.100", mtu: Int = 1500, ipv6: Bool = false, ipv4: Bool = true,
                                 _ body: (BridgedHosts) async throws -> T) async throws -> T {
     precondition(underlay == "198.51.100" || underlay == "203.0.113", "underlay must be a documentation range")
     precondition(count >= 1 && count <= 50)
@@ -103,15 +111,26 @@ public func withBridgedHosts<T>(count: Int, underlay: String = "198.51.100", mtu
         try sw.ip("link", "add", "br0", "type", "bridge", "stp_state", "0")
         try sw.ip("link", "set", "br0", "up")
         var addresses: [String] = []
+        var addresses6: [String] = []
         for (i, h) in hosts.enumerated() {
             let port = "p\(i + 1)"
             try sw.ip("link", "add", port, "mtu", "\(mtu)", "type", "veth", "peer", "name", "eth0", "mtu", "\(mtu)", "netns", h.name)
             try sw.ip("link", "set", port, "master", "br0", "up")
             let address = "\(underlay).\(i + 1)"
-            try h.ip("addr", "add", "\(address)/24", "dev", "eth0")
+            if ipv4 {
+                try h.ip("addr", "add", "\(address)/24", "dev", "eth0")
+                addresses.append(address)
+            }
+            if ipv6 {
+                let a6 = "\(ipv6Underlay)\(i + 1)"
+                try h.ip("addr", "add", "\(a6)/64", "dev", "eth0", "nodad")
+                try h.exec("/usr/sbin/sysctl", ["-qw", "net.ipv6.conf.all.forwarding=1"])
+                addresses6.append(a6)
+            }
             try h.ip("link", "set", "eth0", "up")
-            addresses.append(address)
         }
-        return try await body(BridgedHosts(hosts: hosts, switchNamespace: sw, underlayAddresses: addresses))
+        var net = BridgedHosts(hosts: hosts, switchNamespace: sw, underlayAddresses: addresses)
+        net.underlayAddresses6 = addresses6
+        return try await body(net)
     }
 }

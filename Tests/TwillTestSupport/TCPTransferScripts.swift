@@ -4,10 +4,10 @@
 /// Both print one line, "<bytes> <sha256 hex>", of what they sent or received: a test compares
 /// the two lines.
 public enum TCPTransferScripts {
-    /// argv: address port. Accepts one connection (60 s timeout), reads it to the end.
+    /// argv: address (IPv4 or IPv6) port. Accepts one connection (60 s timeout), reads it to the end.
     public static let sink = #"""
     import hashlib, socket, sys
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1); s.settimeout(60)
     c, _ = s.accept(); c.settimeout(60); h = hashlib.sha256(); n = 0
     while True:

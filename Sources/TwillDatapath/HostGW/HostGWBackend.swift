@@ -7,12 +7,16 @@ import TwillNetlink
 /// external interface (`peer.subnet via peer.publicIP dev <iface>`), so all nodes must share
 /// one L2 segment. No encapsulation: the MTU is the interface's.
 ///
+/// With a dual-stack lease, the peer's IPv6 subnet is routed the same way, via its
+/// PublicIPv6 (a peer without one gets no IPv6 route, and that is logged).
+///
 /// Every route carries ``twillRouteProtocol``; ``reconcile(peers:)`` removes Twill routes
 /// inside the overlay network that no lease backs, re-adds missing ones and never touches
 /// routes of any other protocol.
 public final class HostGWBackend: Backend {
     /// `Backend.MTU`, when set.
     let configuredMTU: Int?
+    let ipv6: Bool
     public let type = "host-gw"
     private let netlink: Netlink
     private let external: ExternalInterface
@@ -22,14 +26,18 @@ public final class HostGWBackend: Backend {
     private struct State {
         var local: LocalLease?
         var peers: [IPv4Network: PeerLease] = [:]
+        /// The IPv6 routes programmed, by destination.
+        var routes6: [IPv6Network: Route6] = [:]
     }
 
     /// - Parameters:
     ///   - netlink: the kernel of the namespace to program.
     ///   - external: the interface peers are reached through; its publicIP must be its own.
     /// - Parameter mtu: flannel's `Backend.MTU` for FLANNEL_MTU (nil: the external interface's).
-    public init(netlink: Netlink, external: ExternalInterface, mtu: Int? = nil, logger: Logger = Logger(label: "twill.backend.host-gw")) {
+    /// - Parameter ipv6: the network is dual stack: the node needs a public IPv6 address.
+    public init(netlink: Netlink, external: ExternalInterface, mtu: Int? = nil, ipv6: Bool = false, logger: Logger = Logger(label: "twill.backend.host-gw")) {
         self.configuredMTU = mtu
+        self.ipv6 = ipv6
         self.netlink = netlink
         self.external = external
         var l = logger
@@ -39,6 +47,7 @@ public final class HostGWBackend: Backend {
     }
 
     var currentNetwork: IPv4Network? { state.withLock { $0.local?.network } }
+    var currentNetwork6: IPv6Network? { state.withLock { $0.local?.network6 } }
     var externalIndex: Int32 { external.index }
 
     public func prepare() async throws -> BackendAdvert {
@@ -49,6 +58,22 @@ public final class HostGWBackend: Backend {
                 (it has \(own.isEmpty ? "no IPv4 address" : own.map(\.description).joined(separator: ", "))): \
                 host-gw needs peers to reach this node directly, not through NAT; use vxlan or udp instead
                 """)
+        }
+        if ipv6, external.publicIPv6 == nil {
+            throw BackendError(backend: type, """
+                EnableIPv6 is set but interface \(external.name) has no global IPv6 address; \
+                give it one, pass --public-ipv6, or choose another interface with --iface
+                """)
+        }
+        if ipv6, let v6 = external.publicIPv6 {
+            let own6 = try KernelRoutes.ownAddresses6(netlink, interfaceIndex: external.index)
+            guard own6.contains(v6) else {
+                throw BackendError(backend: type, """
+                    public IPv6 address \(v6) is not an address of interface \(external.name) \
+                    (it has \(own6.isEmpty ? "no IPv6 address" : own6.map(\.description).joined(separator: ", "))): \
+                    host-gw needs peers to reach this node directly
+                    """)
+            }
         }
         return BackendAdvert(mtu: configuredMTU ?? external.mtu, backendType: type)
     }
@@ -72,6 +97,23 @@ public final class HostGWBackend: Backend {
         Route(destination: peer.subnet, gateway: peer.publicIP, outputInterface: external.index)
     }
 
+    /// The IPv6 route to `peer`'s IPv6 subnet, or nil (with the reason) when there is none to make.
+    private func route6(for peer: PeerLease, local: LocalLease?, onLink: [IPv6Network]) -> Result<Route6, BackendError>? {
+        guard let local, let network6 = local.network6, let subnet6 = peer.subnet6 else { return nil }
+        guard network6.contains(subnet6), subnet6 != local.subnet6 else { return nil }
+        guard let via = peer.publicIPv6 else {
+            return .failure(BackendError(backend: type, "peer \(peer.subnet) leases \(subnet6) but has no PublicIPv6: its IPv6 subnet is not routed"))
+        }
+        guard onLink.contains(where: { $0.contains(via) }) else {
+            return .failure(BackendError(backend: type, """
+                peer \(subnet6) at \(via) is not directly reachable on \(external.name) \
+                (IPv6 on-link: \(onLink.isEmpty ? "nothing" : onLink.map(\.description).joined(separator: ", "))); \
+                host-gw needs all nodes on one L2 segment
+                """))
+        }
+        return .success(Route6(destination: subnet6, gateway: via, outputInterface: external.index))
+    }
+
     private func checkOnLink(_ peer: PeerLease, _ networks: [IPv4Network]) throws {
         guard networks.contains(where: { $0.contains(peer.publicIP) }) else {
             throw BackendError(backend: type, """
@@ -92,6 +134,18 @@ public final class HostGWBackend: Backend {
             try netlink.replaceRoute(route(for: peer))
             st.peers[peer.subnet] = peer
             logger.info("route to peer added", metadata: ["peer": "\(peer.subnet)", "via": "\(peer.publicIP)"])
+            if st.local?.network6 != nil {
+                switch route6(for: peer, local: st.local, onLink: try KernelRoutes.onLinkNetworks6(netlink, interfaceIndex: external.index)) {
+                case .success(let r)?:
+                    try netlink.replaceRoute6(r)
+                    st.routes6[r.destination] = r
+                    logger.info("IPv6 route to peer added", metadata: ["peer": "\(r.destination)", "via": "\(r.gateway.map(\.description) ?? "-")"])
+                case .failure(let e)?:
+                    logger.warning("peer's IPv6 subnet not routed", metadata: ["peer": "\(peer.subnet)", "reason": "\(e.message)"])
+                case nil:
+                    break
+                }
+            }
         }
     }
 
@@ -101,6 +155,10 @@ public final class HostGWBackend: Backend {
             st.peers[peer.subnet] = nil
             try KernelRoutes.deleteOwned(netlink, destination: peer.subnet)
             logger.info("route to peer removed", metadata: ["peer": "\(peer.subnet)"])
+            if let subnet6 = peer.subnet6, subnet6 != st.local?.subnet6, st.routes6.removeValue(forKey: subnet6) != nil {
+                try KernelRoutes.deleteOwned6(netlink, destination: subnet6)
+                logger.info("IPv6 route to peer removed", metadata: ["peer": "\(subnet6)"])
+            }
         }
     }
 
@@ -122,6 +180,21 @@ public final class HostGWBackend: Backend {
             }
             st.peers = kept
             failures += KernelRoutes.reconcile(netlink, network: local.network, desired: desired, logger: logger)
+            if let network6 = local.network6 {
+                let onLink6 = try KernelRoutes.onLinkNetworks6(netlink, interfaceIndex: external.index)
+                var desired6: [IPv6Network: Route6] = [:]
+                for peer in kept.values {
+                    switch route6(for: peer, local: local, onLink: onLink6) {
+                    case .success(let r)?: desired6[r.destination] = r
+                    // A lease without PublicIPv6 is the peer's to fix (logged when it came); a
+                    // peer off this link is a broken cluster, reported.
+                    case .failure(let e)? where peer.publicIPv6 != nil: failures.append(e.message)
+                    case .failure?, nil: break
+                    }
+                }
+                st.routes6 = desired6
+                failures += KernelRoutes.reconcile6(netlink, network: network6, desired: Array(desired6.values), logger: logger)
+            }
             if !failures.isEmpty {
                 for f in failures { logger.error("reconcile failure", metadata: ["error": "\(f)"]) }
                 throw BackendError(backend: type, "reconcile left \(failures.count) problem(s): \(failures.joined(separator: "; "))")
@@ -139,6 +212,14 @@ public final class HostGWBackend: Backend {
                 }
             }
             st.peers = [:]
+            for subnet6 in st.routes6.keys {
+                do {
+                    try KernelRoutes.deleteOwned6(netlink, destination: subnet6)
+                } catch {
+                    logger.warning("could not remove an IPv6 route on stop", metadata: ["error": "\(error)"])
+                }
+            }
+            st.routes6 = [:]
         }
     }
 }

@@ -11,6 +11,7 @@ import Logging
 import Synchronization
 import TwillAddress
 import TwillNetlink
+import TwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,7 +42,14 @@ public struct VXLANLeaseData: Codable, Sendable, Equatable {
 /// flannel.<VNI> onlink`. With DirectRouting, peers on the same L2 segment get a plain
 /// route via their PublicIP on the external interface instead.
 ///
-/// Ownership: routes carry ``twillRouteProtocol``; on the device, which is Twill's, every
+/// Dual stack (flannel's): a second device `flannel-v6.<VNI>` tunnels over the IPv6 underlay
+/// (local = the interface's IPv6 address), holds the IPv6 subnet's network address /128 and
+/// publishes its MAC in BackendV6Data; IPv6 peers get the same neighbour, FDB entry (to their
+/// PublicIPv6) and onlink route on it. Its MTU is the underlay's less 70 (a 40-byte IPv6
+/// header), and so is FLANNEL_MTU, so that a pod's packets fit either tunnel (flannel takes
+/// 50 for both, which an IPv6 underlay at full MTU cannot carry).
+///
+/// Ownership: routes carry ``twillRouteProtocol``; on the devices, which are Twill's, every
 /// permanent neighbour and FDB entry is Twill's. ``reconcile(peers:)`` recreates a deleted
 /// device (with the same MAC, so the published VtepMAC stays true) and makes routes,
 /// neighbours and FDB entries match the leases exactly.
@@ -52,10 +60,14 @@ public final class VXLANBackend: Backend {
     public let directRouting: Bool
     public let gbp: Bool
     public let learning: Bool
+    /// Whether the network is dual stack: the IPv6 device is made too.
+    public let ipv6: Bool
     /// `Backend.MTU`: the underlay MTU the encapsulated packets may use.
     public let outerMTU: Int?
     /// `flannel.<VNI>`.
     public let deviceName: String
+    /// `flannel-v6.<VNI>`.
+    public let deviceName6: String
     private let netlink: Netlink
     private let external: ExternalInterface
     private let logger: Logger
@@ -63,14 +75,20 @@ public final class VXLANBackend: Backend {
 
     private struct State {
         var local: LocalLease?
-        var vtepMAC: MACAddress?
-        var deviceIndex: Int32?
+        var v4 = Device()
+        var v6 = Device()
         /// Peers this backend programmed, by subnet, with the MAC it used.
         var peers: [IPv4Network: Programmed] = [:]
+        var peers6: [IPv6Network: Programmed] = [:]
+    }
+
+    private struct Device {
+        var vtepMAC: MACAddress?
+        var index: Int32?
     }
 
     private struct Programmed: Equatable {
-        var publicIP: IPv4Address
+        var publicIP: IPAddress
         var mac: MACAddress?  // nil when routed directly
     }
 
@@ -83,9 +101,10 @@ public final class VXLANBackend: Backend {
     ///     permanent entries are programmed either way, as flannel does).
     ///   - mtu: flannel's `Backend.MTU`, the outer (underlay) MTU; the device gets 50 less.
     ///     nil: the external interface's.
+    ///   - ipv6: the network is dual stack (`EnableIPv6`): make `flannel-v6.<VNI>` too.
     public init(netlink: Netlink, external: ExternalInterface, vni: UInt32 = 1, port: UInt16 = 8472,
                 directRouting: Bool = false, gbp: Bool = false, learning: Bool = false, mtu: Int? = nil,
-                logger: Logger = Logger(label: "twill.backend.vxlan")) {
+                ipv6: Bool = false, logger: Logger = Logger(label: "twill.backend.vxlan")) {
         self.netlink = netlink
         self.external = external
         self.vni = vni
@@ -93,78 +112,121 @@ public final class VXLANBackend: Backend {
         self.directRouting = directRouting
         self.gbp = gbp
         self.learning = learning
+        self.ipv6 = ipv6
         self.outerMTU = mtu
         self.deviceName = "flannel.\(vni)"
+        self.deviceName6 = "flannel-v6.\(vni)"
         var l = logger
         l[metadataKey: "backend"] = "vxlan"
         l[metadataKey: "device"] = "flannel.\(vni)"
         self.logger = l
     }
 
-    /// The overlay MTU: the external interface's less 50 (20 IPv4 + 8 UDP + 8 VXLAN + 14 Ethernet).
-    public var mtu: Int { (outerMTU ?? external.mtu) - 50 }
+    /// The IPv4 device's MTU: the external interface's less 50 (20 IPv4 + 8 UDP + 8 VXLAN + 14 Ethernet).
+    public var deviceMTU: Int { (outerMTU ?? external.mtu) - 50 }
+    /// The IPv6 device's MTU: 20 more for the IPv6 header.
+    public var deviceMTU6: Int { (outerMTU ?? external.mtu) - 70 }
+    /// The overlay MTU (FLANNEL_MTU): what fits every tunnel the node uses.
+    public var mtu: Int { ipv6 ? deviceMTU6 : deviceMTU }
 
     var currentNetwork: IPv4Network? { state.withLock { $0.local?.network } }
-    var currentDeviceIndex: Int32? { state.withLock { $0.deviceIndex } }
+    var currentNetwork6: IPv6Network? { state.withLock { $0.local?.network6 } }
+    var currentDeviceIndices: Set<Int32> { state.withLock { Set([$0.v4.index, $0.v6.index].compactMap { $0 }) } }
     var externalIndex: Int32 { external.index }
 
-    public func traffic() -> BackendTraffic { BackendTraffic(device: deviceName) }
+    public func traffic() -> BackendTraffic { BackendTraffic(device: ipv6 ? "\(deviceName),\(deviceName6)" : deviceName) }
 
     public func prepare() async throws -> BackendAdvert {
-        let link = try state.withLock { st in try ensureDevice(&st) }
+        if ipv6, external.localIPv6 == nil {
+            throw BackendError(backend: type, """
+                EnableIPv6 is set but interface \(external.name) has no global IPv6 address to tunnel from; \
+                give it one, or choose another interface with --iface
+                """)
+        }
+        let (link, link6) = try state.withLock { st in (try ensureDevice(&st), try ensureDevice6(&st)) }
         guard let mac = link.mac else { throw BackendError(backend: type, "device \(deviceName) has no MAC address") }
         let data = VXLANLeaseData(vni: Int(vni), vtepMAC: mac).json
-        logger.info("vxlan device ready", metadata: ["mac": "\(mac)", "mtu": "\(mtu)", "local": "\(external.localIP)"])
-        return BackendAdvert(mtu: mtu, backendType: type, backendData: data)
+        var data6: Data?
+        if let link6 {
+            guard let mac6 = link6.mac else { throw BackendError(backend: type, "device \(deviceName6) has no MAC address") }
+            data6 = VXLANLeaseData(vni: Int(vni), vtepMAC: mac6).json
+        }
+        logger.info("vxlan device ready", metadata: ["mac": "\(mac)", "mtu": "\(mtu)", "local": "\(external.localIP)",
+                                                     "local6": "\(link6 == nil ? "-" : external.localIPv6.map(\.description) ?? "-")"])
+        return BackendAdvert(mtu: mtu, backendType: type, backendData: data, backendV6Data: data6)
     }
 
     public func start(local: LocalLease) async throws {
         try state.withLock { st in
             st.local = local
             _ = try ensureDevice(&st)
-            try ensureAddress(&st)
+            _ = try ensureDevice6(&st)
+            try ensureAddresses(&st)
         }
-        logger.info("vxlan backend started", metadata: ["subnet": "\(local.subnet)", "network": "\(local.network)"])
+        logger.info("vxlan backend started", metadata: ["subnet": "\(local.subnet)", "network": "\(local.network)",
+                                                       "subnet6": "\(local.subnet6.map(\.description) ?? "-")"])
     }
 
-    // MARK: Device
+    // MARK: Devices
 
-    private func compatible(_ link: Link) -> Bool {
+    private func compatible(_ link: Link, local: IPv4Address?, local6: IPv6Address?) -> Bool {
         guard link.kind == "vxlan", let v = link.vxlan else { return false }
-        return v.vni == vni && v.port == port && v.local == external.localIP
+        return v.vni == vni && v.port == port && v.local == local && v.local6 == local6
             && v.underlayIndex == external.index && v.learning == learning && v.gbp == gbp
     }
 
-    /// The device, created (or re-created when incompatible or gone), up, with the right MTU.
     private func ensureDevice(_ st: inout State) throws -> Link {
-        var link = try netlink.linkIfPresent(named: deviceName)
-        if let existing = link, !compatible(existing) {
+        try ensure(name: deviceName, local: external.localIP, local6: nil, mtu: deviceMTU, &st.v4)
+    }
+
+    /// The IPv6 device, when the network is dual stack and the interface has an IPv6 address.
+    private func ensureDevice6(_ st: inout State) throws -> Link? {
+        guard ipv6, let local6 = external.localIPv6 else { return nil }
+        let link = try ensure(name: deviceName6, local: nil, local6: local6, mtu: deviceMTU6, &st.v6)
+        // As flannel: router advertisements on the overlay are never wanted.
+        try? Syscall.setSysctl("net/ipv6/conf/\(deviceName6)/accept_ra", "0")
+        return link
+    }
+
+    /// A device, created (or re-created when incompatible or gone), up, with the right MTU.
+    private func ensure(name: String, local: IPv4Address?, local6: IPv6Address?, mtu: Int, _ device: inout Device) throws -> Link {
+        var link = try netlink.linkIfPresent(named: name)
+        if let existing = link, !compatible(existing, local: local, local6: local6) {
             logger.warning("replacing an incompatible device", metadata: ["found": "\(existing)", "vxlan": "\(String(describing: existing.vxlan))"])
             try netlink.deleteLink(index: existing.index)
             link = nil
         }
         if link == nil {
             link = try netlink.createVXLAN(VXLANLinkSpec(
-                name: deviceName, vni: vni, local: external.localIP, underlayIndex: external.index,
-                port: port, learning: learning, gbp: gbp, mtu: mtu, mac: st.vtepMAC))
-            logger.info("created vxlan device", metadata: ["mac": "\(link?.mac.map(\.description) ?? "?")"])
+                name: name, vni: vni, local: local, local6: local6, underlayIndex: external.index,
+                port: port, learning: learning, gbp: gbp, mtu: mtu, mac: device.vtepMAC))
+            logger.info("created vxlan device", metadata: ["name": "\(name)", "mac": "\(link?.mac.map(\.description) ?? "?")"])
         }
-        guard var dev = link else { throw BackendError(backend: type, "device \(deviceName) could not be created") }
+        guard var dev = link else { throw BackendError(backend: type, "device \(name) could not be created") }
         if dev.mtu != mtu { try netlink.setMTU(mtu, index: dev.index) }
         if !dev.isUp { try netlink.setLinkUp(index: dev.index) }
         dev = try netlink.link(index: dev.index)
-        st.deviceIndex = dev.index
-        if st.vtepMAC == nil { st.vtepMAC = dev.mac }
+        device.index = dev.index
+        if device.vtepMAC == nil { device.vtepMAC = dev.mac }
         return dev
     }
 
-    /// The device holds exactly the subnet's network address /32 (as flannel's does).
-    private func ensureAddress(_ st: inout State) throws {
-        guard let local = st.local, let index = st.deviceIndex else { return }
-        let want = local.subnet.address
+    /// Each device holds exactly its subnet's network address (/32, /128), as flannel's do.
+    private func ensureAddresses(_ st: inout State) throws {
+        guard let local = st.local else { return }
+        if let index = st.v4.index {
+            try ensureAddress(.v4(local.subnet.address), prefixLength: 32, family: AF_INET, on: index)
+        }
+        if let index = st.v6.index, let subnet6 = local.subnet6 {
+            try ensureAddress(.v6(subnet6.address), prefixLength: 128, family: AF_INET6, on: index)
+        }
+    }
+
+    private func ensureAddress(_ want: IPAddress, prefixLength: Int, family: Int32, on index: Int32) throws {
         var present = false
-        for a in try netlink.addresses(interfaceIndex: index, family: AF_INET) {
-            if a.address == .v4(want) && a.prefixLength == 32 {
+        for a in try netlink.addresses(interfaceIndex: index, family: family) {
+            if let v6 = a.address.v6, v6.isLinkLocal { continue }  // the kernel's own
+            if a.address == want && a.prefixLength == prefixLength {
                 present = true
             } else {
                 try netlink.deleteAddress(a)
@@ -172,7 +234,9 @@ public final class VXLANBackend: Backend {
             }
         }
         if !present {
-            try netlink.addAddress(InterfaceAddress(interfaceIndex: index, address: want, prefixLength: 32))
+            // The subnet's own address is unique by construction: no DAD, usable at once.
+            let flags = want.v6 == nil ? 0 : InterfaceAddress.noDAD
+            try netlink.addAddress(InterfaceAddress(interfaceIndex: index, address: want, prefixLength: prefixLength, flags: flags))
         }
     }
 
@@ -192,37 +256,66 @@ public final class VXLANBackend: Backend {
             }
         }
         if directRouting, onLink.contains(where: { $0.contains(peer.publicIP) }) {
-            return Programmed(publicIP: peer.publicIP, mac: nil)
+            return Programmed(publicIP: .v4(peer.publicIP), mac: nil)
         }
-        guard let raw = peer.backendData else {
-            logger.error("skipping vxlan lease without BackendData", metadata: ["peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)"])
+        guard let mac = vtepMAC(peer.backendData, field: "BackendData", peer: peer) else { return nil }
+        return Programmed(publicIP: .v4(peer.publicIP), mac: mac)
+    }
+
+    /// The IPv6 side of a peer, or nil when there is none to route (logged when the lease is
+    /// dual stack but incomplete).
+    private func plan6(_ peer: PeerLease, _ st: State, onLink: [IPv6Network]) -> Programmed? {
+        guard peer.backendType == type, let local = st.local, let network6 = local.network6, st.v6.index != nil,
+              let subnet6 = peer.subnet6, subnet6 != local.subnet6, network6.contains(subnet6) else { return nil }
+        guard let via = peer.publicIPv6 else {
+            logger.warning("peer's IPv6 subnet not routed: its lease has no PublicIPv6", metadata: ["peer": "\(subnet6)"])
+            return nil
+        }
+        if directRouting, onLink.contains(where: { $0.contains(via) }) {
+            return Programmed(publicIP: .v6(via), mac: nil)
+        }
+        guard let mac = vtepMAC(peer.backendV6Data, field: "BackendV6Data", peer: peer) else { return nil }
+        return Programmed(publicIP: .v6(via), mac: mac)
+    }
+
+    /// The VtepMAC a lease's BackendData (or BackendV6Data) names, or nil, logged.
+    private func vtepMAC(_ raw: Data?, field: String, peer: PeerLease) -> MACAddress? {
+        guard let raw else {
+            logger.error("skipping vxlan lease without \(field)", metadata: ["peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)"])
             return nil
         }
         let decoded: VXLANLeaseData
         do {
             decoded = try JSONDecoder().decode(VXLANLeaseData.self, from: raw)
         } catch {
-            logger.error("skipping vxlan lease with malformed BackendData", metadata: [
+            logger.error("skipping vxlan lease with malformed \(field)", metadata: [
                 "peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)",
                 "backendData": "\(String(decoding: raw, as: UTF8.self))", "error": "\(error)"])
             return nil
         }
         guard let mac = MACAddress(decoded.VtepMAC) else {
             logger.error("skipping vxlan lease with a bad VtepMAC", metadata: [
-                "peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)", "VtepMAC": "\(decoded.VtepMAC)"])
+                "peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)", "field": "\(field)", "VtepMAC": "\(decoded.VtepMAC)"])
             return nil
         }
         if let v = decoded.VNI, v != Int(vni) {
             logger.warning("peer advertises another VNI", metadata: ["peer": "\(peer.subnet)", "VNI": "\(v)", "ours": "\(vni)"])
         }
-        return Programmed(publicIP: peer.publicIP, mac: mac)
+        return mac
     }
 
     private func desiredRoute(_ subnet: IPv4Network, _ p: Programmed, device: Int32) -> Route {
         if p.mac == nil {
-            return Route(destination: subnet, gateway: p.publicIP, outputInterface: external.index)
+            return Route(destination: subnet, gateway: p.publicIP.v4, outputInterface: external.index)
         }
         return Route(destination: subnet, gateway: subnet.address, outputInterface: device, onLink: true)
+    }
+
+    private func desiredRoute6(_ subnet: IPv6Network, _ p: Programmed, device: Int32) -> Route6 {
+        if p.mac == nil {
+            return Route6(destination: subnet, gateway: p.publicIP.v6, outputInterface: external.index)
+        }
+        return Route6(destination: subnet, gateway: subnet.address, outputInterface: device, onLink: true)
     }
 
     private func onLinkNetworks() -> [IPv4Network] {
@@ -230,11 +323,17 @@ public final class VXLANBackend: Backend {
         return (try? KernelRoutes.onLinkNetworks(netlink, interfaceIndex: external.index)) ?? []
     }
 
+    private func onLinkNetworks6() -> [IPv6Network] {
+        guard directRouting, ipv6 else { return [] }
+        return (try? KernelRoutes.onLinkNetworks6(netlink, interfaceIndex: external.index)) ?? []
+    }
+
     public func peerAdded(_ peer: PeerLease) async throws {
         let onLink = onLinkNetworks()
+        let onLink6 = onLinkNetworks6()
         try state.withLock { st in
             guard let p = plan(peer, st, onLink: onLink) else { return }
-            guard let dev = st.deviceIndex else { throw BackendError(backend: type, "peer \(peer.subnet) added before prepare()") }
+            guard let dev = st.v4.index else { throw BackendError(backend: type, "peer \(peer.subnet) added before prepare()") }
             if let old = st.peers[peer.subnet], old != p { try remove(peer.subnet, old, device: dev) }
             if let mac = p.mac {
                 try netlink.replaceNeighbour(Neighbour(interfaceIndex: dev, address: .v4(peer.subnet.address), mac: mac))
@@ -244,6 +343,19 @@ public final class VXLANBackend: Backend {
             st.peers[peer.subnet] = p
             logger.info("peer added", metadata: ["peer": "\(peer.subnet)", "publicIP": "\(p.publicIP)",
                                                  "vtepMAC": "\(p.mac.map(\.description) ?? "direct")"])
+            if let subnet6 = peer.subnet6, let dev6 = st.v6.index {
+                let p6 = plan6(peer, st, onLink: onLink6)
+                if let old = st.peers6[subnet6], old != p6 { try remove6(subnet6, old, device: dev6); st.peers6[subnet6] = nil }
+                guard let p6 else { return }
+                if let mac = p6.mac {
+                    try netlink.replaceNeighbour(Neighbour(interfaceIndex: dev6, address: .v6(subnet6.address), mac: mac))
+                    try netlink.replaceFDBEntry(FDBEntry(interfaceIndex: dev6, mac: mac, destination: p6.publicIP))
+                }
+                try netlink.replaceRoute6(desiredRoute6(subnet6, p6, device: dev6))
+                st.peers6[subnet6] = p6
+                logger.info("IPv6 peer added", metadata: ["peer": "\(subnet6)", "publicIP": "\(p6.publicIP)",
+                                                          "vtepMAC": "\(p6.mac.map(\.description) ?? "direct")"])
+            }
         }
     }
 
@@ -251,9 +363,13 @@ public final class VXLANBackend: Backend {
         let onLink = onLinkNetworks()
         try state.withLock { st in
             if let local = st.local, peer.subnet == local.subnet { return }
+            if let subnet6 = peer.subnet6, subnet6 != st.local?.subnet6, let p6 = st.peers6.removeValue(forKey: subnet6), let dev6 = st.v6.index {
+                try remove6(subnet6, p6, device: dev6)
+                logger.info("IPv6 peer removed", metadata: ["peer": "\(subnet6)"])
+            }
             let known = st.peers.removeValue(forKey: peer.subnet)
             guard let p = known ?? (peer.backendType == type ? plan(peer, st, onLink: onLink) : nil) else { return }
-            guard let dev = st.deviceIndex else { return }
+            guard let dev = st.v4.index else { return }
             try remove(peer.subnet, p, device: dev)
             logger.info("peer removed", metadata: ["peer": "\(peer.subnet)"])
         }
@@ -263,68 +379,58 @@ public final class VXLANBackend: Backend {
     private func remove(_ subnet: IPv4Network, _ p: Programmed, device: Int32) throws {
         try KernelRoutes.deleteOwned(netlink, destination: subnet)
         guard let mac = p.mac else { return }
+        try removeEntries(.v4(subnet.address), mac: mac, publicIP: p.publicIP, device: device)
+    }
+
+    private func remove6(_ subnet: IPv6Network, _ p: Programmed, device: Int32) throws {
+        try KernelRoutes.deleteOwned6(netlink, destination: subnet)
+        guard let mac = p.mac else { return }
+        try removeEntries(.v6(subnet.address), mac: mac, publicIP: p.publicIP, device: device)
+    }
+
+    private func removeEntries(_ gateway: IPAddress, mac: MACAddress, publicIP: IPAddress, device: Int32) throws {
         do {
-            try netlink.deleteNeighbour(Neighbour(interfaceIndex: device, address: .v4(subnet.address), mac: nil))
+            try netlink.deleteNeighbour(Neighbour(interfaceIndex: device, address: gateway, mac: nil))
         } catch let e as NetlinkError where e.isNotFound {}
         do {
-            try netlink.deleteFDBEntry(FDBEntry(interfaceIndex: device, mac: mac, destination: p.publicIP))
+            try netlink.deleteFDBEntry(FDBEntry(interfaceIndex: device, mac: mac, destination: publicIP))
         } catch let e as NetlinkError where e.isNotFound {}
     }
 
     public func reconcile(peers: [PeerLease]) async throws {
         let onLink = onLinkNetworks()
+        let onLink6 = onLinkNetworks6()
         try state.withLock { st in
             guard let local = st.local else { throw BackendError(backend: type, "reconcile before start(local:)") }
             _ = try ensureDevice(&st)
-            try ensureAddress(&st)
-            guard let dev = st.deviceIndex else { return }
+            _ = try ensureDevice6(&st)
+            try ensureAddresses(&st)
+            guard let dev = st.v4.index else { return }
             var wanted: [IPv4Network: Programmed] = [:]
-            for peer in peers { if let p = plan(peer, st, onLink: onLink) { wanted[peer.subnet] = p } }
+            var wanted6: [IPv6Network: Programmed] = [:]
+            for peer in peers {
+                guard let p = plan(peer, st, onLink: onLink) else { continue }
+                wanted[peer.subnet] = p
+                if let subnet6 = peer.subnet6, let p6 = plan6(peer, st, onLink: onLink6) { wanted6[subnet6] = p6 }
+            }
             st.peers = wanted
+            st.peers6 = wanted6
             var failures: [String] = []
-
-            // Neighbours: exactly one permanent entry per vxlan peer on the device.
-            var wantNeigh: [IPv4Address: MACAddress] = [:]
-            var wantFDB: [MACAddress: IPv4Address] = [:]
-            for (subnet, p) in wanted { if let mac = p.mac { wantNeigh[subnet.address] = mac; wantFDB[mac] = p.publicIP } }
-            do {
-                var have: Set<IPv4Address> = []
-                for n in try netlink.neighbours(interfaceIndex: dev) where n.isPermanent {
-                    guard let ip = n.address.v4, let mac = wantNeigh[ip], n.mac == mac else {
-                        if let ip = n.address.v4, wantNeigh[ip] != nil { continue }  // wrong MAC: replaced below
-                        try netlink.deleteNeighbour(n)
-                        logger.info("removed a stale neighbour", metadata: ["neighbour": "\(n)"])
-                        continue
-                    }
-                    have.insert(ip)
-                }
-                for (ip, mac) in wantNeigh where !have.contains(ip) {
-                    try netlink.replaceNeighbour(Neighbour(interfaceIndex: dev, address: .v4(ip), mac: mac))
-                    logger.info("restored a neighbour", metadata: ["ip": "\(ip)", "mac": "\(mac)"])
-                }
-            } catch {
-                failures.append("\(error)")
+            func entries<K>(_ w: [K: Programmed], _ address: (K) -> IPAddress) -> ([IPAddress: MACAddress], [MACAddress: IPAddress]) {
+                var neigh: [IPAddress: MACAddress] = [:], fdb: [MACAddress: IPAddress] = [:]
+                for (subnet, p) in w { if let mac = p.mac { neigh[address(subnet)] = mac; fdb[mac] = p.publicIP } }
+                return (neigh, fdb)
             }
-            // FDB: exactly one permanent NTF_SELF entry per vxlan peer MAC.
-            do {
-                var have: Set<MACAddress> = []
-                for e in try netlink.fdbEntries(interfaceIndex: dev) where e.isPermanent {
-                    if let dst = wantFDB[e.mac], e.destination == dst, !have.contains(e.mac) {
-                        have.insert(e.mac)
-                        continue
-                    }
-                    try netlink.deleteFDBEntry(e)
-                    logger.info("removed a stale fdb entry", metadata: ["fdb": "\(e)"])
-                }
-                for (mac, dst) in wantFDB where !have.contains(mac) {
-                    try netlink.replaceFDBEntry(FDBEntry(interfaceIndex: dev, mac: mac, destination: dst))
-                    logger.info("restored an fdb entry", metadata: ["mac": "\(mac)", "dst": "\(dst)"])
-                }
-            } catch {
-                failures.append("\(error)")
-            }
+            let (neigh, fdb) = entries(wanted) { .v4($0.address) }
+            failures += reconcileEntries(device: dev, neighbours: neigh, fdb: fdb)
             let routes = wanted.map { desiredRoute($0.key, $0.value, device: dev) }
             failures += KernelRoutes.reconcile(netlink, network: local.network, desired: routes, logger: logger)
+            if let network6 = local.network6, let dev6 = st.v6.index {
+                let (neigh6, fdb6) = entries(wanted6) { .v6($0.address) }
+                failures += reconcileEntries(device: dev6, neighbours: neigh6, fdb: fdb6)
+                let routes6 = wanted6.map { desiredRoute6($0.key, $0.value, device: dev6) }
+                failures += KernelRoutes.reconcile6(netlink, network: network6, desired: routes6, logger: logger)
+            }
             if !failures.isEmpty {
                 for f in failures { logger.error("reconcile failure", metadata: ["error": "\(f)"]) }
                 throw BackendError(backend: type, "reconcile left \(failures.count) problem(s): \(failures.joined(separator: "; "))")
@@ -332,21 +438,67 @@ public final class VXLANBackend: Backend {
         }
     }
 
+    /// Makes a device's permanent neighbours and FDB entries exactly these (one per peer).
+    private func reconcileEntries(device dev: Int32, neighbours wantNeigh: [IPAddress: MACAddress], fdb wantFDB: [MACAddress: IPAddress]) -> [String] {
+        var failures: [String] = []
+        do {
+            var have: Set<IPAddress> = []
+            for n in try netlink.neighbours(interfaceIndex: dev) where n.isPermanent {
+                guard let mac = wantNeigh[n.address], n.mac == mac else {
+                    if wantNeigh[n.address] != nil { continue }  // wrong MAC: replaced below
+                    try netlink.deleteNeighbour(n)
+                    logger.info("removed a stale neighbour", metadata: ["neighbour": "\(n)"])
+                    continue
+                }
+                have.insert(n.address)
+            }
+            for (ip, mac) in wantNeigh where !have.contains(ip) {
+                try netlink.replaceNeighbour(Neighbour(interfaceIndex: dev, address: ip, mac: mac))
+                logger.info("restored a neighbour", metadata: ["ip": "\(ip)", "mac": "\(mac)"])
+            }
+        } catch {
+            failures.append("\(error)")
+        }
+        do {
+            var have: Set<MACAddress> = []
+            for e in try netlink.fdbEntries(interfaceIndex: dev) where e.isPermanent {
+                if let dst = wantFDB[e.mac], e.destination == dst, !have.contains(e.mac) {
+                    have.insert(e.mac)
+                    continue
+                }
+                try netlink.deleteFDBEntry(e)
+                logger.info("removed a stale fdb entry", metadata: ["fdb": "\(e)"])
+            }
+            for (mac, dst) in wantFDB where !have.contains(mac) {
+                try netlink.replaceFDBEntry(FDBEntry(interfaceIndex: dev, mac: mac, destination: dst))
+                logger.info("restored an fdb entry", metadata: ["mac": "\(mac)", "dst": "\(dst)"])
+            }
+        } catch {
+            failures.append("\(error)")
+        }
+        return failures
+    }
+
     public func stop() async {
         state.withLock { st in
             for subnet in st.peers.keys {
                 try? KernelRoutes.deleteOwned(netlink, destination: subnet)
             }
+            for subnet in st.peers6.keys {
+                try? KernelRoutes.deleteOwned6(netlink, destination: subnet)
+            }
             st.peers = [:]
-            if let dev = st.deviceIndex {
+            st.peers6 = [:]
+            for dev in [st.v4.index, st.v6.index].compactMap({ $0 }) {
                 do {
                     try netlink.deleteLink(index: dev)
                 } catch let e as NetlinkError where e.isNotFound {
                 } catch {
-                    logger.warning("could not delete the vxlan device on stop", metadata: ["error": "\(error)"])
+                    logger.warning("could not delete a vxlan device on stop", metadata: ["error": "\(error)"])
                 }
             }
-            st.deviceIndex = nil
+            st.v4.index = nil
+            st.v6.index = nil
         }
     }
 }
