@@ -102,7 +102,7 @@ public enum BackendRegistry {
     }
 
     /// The backends that carry IPv6 (a dual-stack network's `EnableIPv6`).
-    public static let dualStackTypes = ["vxlan", "host-gw", "alloc"]
+    public static let dualStackTypes = ["udp", "vxlan", "host-gw", "alloc"]
 
     enum Checked {
         case udp(port: UInt16, mtu: Int?)

@@ -44,13 +44,14 @@ import TwillTestSupport
     }
 
     @Test("three dual-stack nodes: both families routed pair by pair, TCP over IPv6 byte-identical, flannel's literal lease JSON, ip6tables masquerade, stale IPv6 state removed",
-          arguments: ["host-gw", "vxlan"])
+          arguments: ["host-gw", "vxlan", "udp"])
     func threeNodes(backend: String) async throws {
         try await withCluster(hosts: 3, underlay: "198.51.100", ipv6: true) { cluster in
             let hosts = cluster.net.hosts
             try cluster.etcdctl(["put", "/coreos.com/network/config", Self.config.replacingOccurrences(of: "BACKEND", with: backend)])
             // No --public-ipv6: each node's is the interface's own global IPv6 address.
-            for i in 0..<3 { try cluster.startAgent(i, extra: i == 0 ? ["--ip-masq", "--iptables-resync", "1"] : []) }
+            let status = ["--healthz-port", "9100", "--healthz-ip", "127.0.0.1"]
+            for i in 0..<3 { try cluster.startAgent(i, extra: status + (i == 0 ? ["--ip-masq", "--iptables-resync", "1"] : [])) }
             for i in 0..<3 {
                 let ok = await eventually(timeout: .seconds(20)) { cluster.subnet6(i) != nil }
                 #expect(ok, "agent \(i + 1) wrote no IPv6 subnet: \(cluster.agentLog(i))")
@@ -63,7 +64,7 @@ import TwillTestSupport
 
             // subnet.env: flannel's lines in flannel's order.
             let env = try String(contentsOfFile: cluster.subnetFile(0), encoding: .utf8)
-            let mtu = backend == "vxlan" ? 1430 : 1500
+            let mtu = ["vxlan": 1430, "udp": 1472][backend] ?? 1500
             #expect(env == """
                 FLANNEL_NETWORK=198.18.0.0/16
                 FLANNEL_SUBNET=\(TestCluster.gateway(subnets[0]))/24
@@ -78,7 +79,9 @@ import TwillTestSupport
             let v6Part = subnets6[0].replacingOccurrences(of: "/", with: "-")
             let key = "/coreos.com/network/subnets/\(v4Part)&\(v6Part)"
             let value = try cluster.etcdctl(["get", key, "--print-value-only"]).trimmingCharacters(in: .whitespacesAndNewlines)
-            #expect(value.hasPrefix(#"{"PublicIP":"198.51.100.1","PublicIPv6":"2001:db8:1::1","BackendType":"\#(backend)""#), "\(key): \(value)")
+            // flannel's udp leases carry no BackendType.
+            let typed = backend == "udp" ? "}" : #","BackendType":"\#(backend)""#
+            #expect(value.hasPrefix(#"{"PublicIP":"198.51.100.1","PublicIPv6":"2001:db8:1::1""# + typed), "\(key): \(value)")
             if backend == "vxlan" {
                 let mac6 = try hosts[0].ip("link", "show", "flannel-v6.1").split(separator: " ").drop { $0 != "link/ether" }.dropFirst().first.map(String.init) ?? "?"
                 #expect(value.hasSuffix(#","BackendV6Data":{"VNI":1,"VtepMAC":"\#(mac6)"}}"#), "\(value)")
@@ -88,8 +91,14 @@ import TwillTestSupport
             }
 
             for (i, h) in hosts.enumerated() { try Self.addBridge(h, subnets[i], subnets6[i]) }
+            // udp routes each whole network through its TUN; the others, each peer's subnet.
+            let peerRoutes = backend != "udp"
+            let wanted = { (i: Int) -> Bool in
+                peerRoutes ? Self.owned6(hosts[i]).count == 2 && Self.owned4(hosts[i]).count == 2
+                    : Self.owned6(hosts[i]) == ["2001:db8:100::/48"] && Self.owned4(hosts[i]) == ["198.18.0.0/16"]
+            }
             for i in 0..<3 {
-                #expect(await eventually(timeout: .seconds(15)) { Self.owned6(hosts[i]).count == 2 && Self.owned4(hosts[i]).count == 2 },
+                #expect(await eventually(timeout: .seconds(15)) { wanted(i) },
                         "host \(i + 1) routes:\n\(Self.routes4(hosts[i]))\n\(Self.routes6(hosts[i]))\n\(cluster.agentLog(i))")
                 for j in 0..<3 where j != i {
                     #expect(hosts[i].pingEventually(TestCluster.gateway(subnets[j]), from: TestCluster.gateway(subnets[i])),
@@ -100,6 +109,9 @@ import TwillTestSupport
             }
             if backend == "host-gw" {
                 #expect(Self.routes6(hosts[0]).contains("\(subnets6[1]) via 2001:db8:1::2 dev eth0"), "\(Self.routes6(hosts[0]))")
+            } else if backend == "udp" {
+                #expect(Self.routes6(hosts[0]).contains("2001:db8:100::/48 dev twill0"), "\(Self.routes6(hosts[0]))")
+                #expect(try hosts[0].ip("-6", "addr", "show", "dev", "twill0").contains("\(subnets6[0].dropLast(3))/128"))
             } else {
                 #expect(Self.routes6(hosts[0]).contains("\(subnets6[1]) via \(subnets6[1].dropLast(3)) dev flannel-v6.1"), "\(Self.routes6(hosts[0]))")
                 #expect(try hosts[0].exec("/usr/sbin/bridge", ["fdb", "show", "dev", "flannel-v6.1"]).contains("dst 2001:db8:1::2"))
@@ -124,15 +136,22 @@ import TwillTestSupport
             }
             literal += "}"
             let handKey = "/coreos.com/network/subnets/198.18.77.0-24&2001:db8:100:77::-64"
-            try cluster.etcdctl(["put", handKey, literal])
-            for i in 0..<2 {
+            try cluster.etcdctl(["put", handKey, literal.replacingOccurrences(of: #","BackendType":"udp""#, with: "")])
+            for i in 0..<2 where backend == "udp" {
+                // The engine's peers are what the node status shows.
+                #expect(await eventually(timeout: .seconds(10)) {
+                    let s = (try? hosts[i].exec("/usr/bin/curl", ["-s", "http://127.0.0.1:9100/status"])) ?? ""
+                    return s.contains(#""2001:db8:100:77::\/64""#) || s.contains(#""2001:db8:100:77::/64""#)
+                }, "host \(i + 1): \((try? hosts[i].exec("/usr/bin/curl", ["-s", "http://127.0.0.1:9100/status"])) ?? "")")
+            }
+            for i in 0..<2 where peerRoutes {
                 #expect(await eventually(timeout: .seconds(10)) {
                     Self.owned6(hosts[i]).contains("2001:db8:100:77::/64") && Self.owned4(hosts[i]).contains("198.18.77.0/24")
                 }, "host \(i + 1): \(Self.routes4(hosts[i]))\n\(Self.routes6(hosts[i]))")
             }
             if backend == "host-gw" {
                 #expect(Self.routes6(hosts[0]).contains("2001:db8:100:77::/64 via 2001:db8:1::3 dev eth0"))
-            } else {
+            } else if backend == "vxlan" {
                 #expect(try hosts[0].ip("-6", "neigh", "show", "dev", "flannel-v6.1").contains("2001:db8:100:77:: lladdr 02:00:00:00:77:06 PERMANENT"))
                 #expect(try hosts[0].exec("/usr/sbin/bridge", ["fdb", "show", "dev", "flannel-v6.1"]).contains("02:00:00:00:77:06 dst 2001:db8:1::3"))
             }
@@ -146,7 +165,16 @@ import TwillTestSupport
             // Host 3 dies hard and its lease is deleted: its IPv4 and IPv6 state goes from the others.
             cluster.stopAgent(2, signal: SIGKILL)
             try cluster.etcdctl(["del", "--prefix", cluster.leaseKey(subnets[2])])
-            for i in 0..<2 {
+            for i in 0..<2 where backend == "udp" {
+                #expect(await eventually(timeout: .seconds(10)) {
+                    let s = (try? hosts[i].exec("/usr/bin/curl", ["-s", "http://127.0.0.1:9100/status"])) ?? ""
+                    return s.contains("\"peers\"") && !s.contains(String(subnets6[2].dropLast(3)))
+                })
+                // Traffic to its IPv6 subnet is now answered with ICMPv6 "no route" by the engine.
+                let out = (try? hosts[i].exec("/bin/sh", ["-c", "ping -6 -n -c1 -W2 -I \(TestCluster.gateway6(subnets6[i])) \(TestCluster.gateway6(subnets6[2])) 2>&1; true"])) ?? ""
+                #expect(out.contains("Destination unreachable: No route"), "\(out)")
+            }
+            for i in 0..<2 where peerRoutes {
                 #expect(await eventually(timeout: .seconds(10)) {
                     Self.owned6(hosts[i]) == [subnets6[1 - i]] && Self.owned4(hosts[i]) == [subnets[1 - i]]
                 }, "host \(i + 1) still has \(Self.routes4(hosts[i]))\n\(Self.routes6(hosts[i]))")
@@ -159,9 +187,9 @@ import TwillTestSupport
             cluster.stopAgent(0, signal: SIGKILL)
             try cluster.etcdctl(["del", "--prefix", cluster.leaseKey(subnets[0])])
             try hosts[0].ip("-6", "route", "add", "2001:db8:100:99::/64", "via", "2001:db8:1::2", "dev", "eth0", "proto", "84")
-            try cluster.startAgent(0, extra: ["--ip-masq", "--iptables-resync", "1"])
+            try cluster.startAgent(0, extra: status + ["--ip-masq", "--iptables-resync", "1"])
             #expect(await eventually(timeout: .seconds(20)) {
-                Self.owned6(hosts[0]) == [subnets6[1]] && cluster.subnet6(0) != nil
+                Self.owned6(hosts[0]) == (peerRoutes ? [subnets6[1]] : ["2001:db8:100::/48"]) && cluster.subnet6(0) != nil
             }, "host 1 after restart: \(Self.routes6(hosts[0]))\n\(cluster.agentLog(0))")
             // It keeps its subnets from subnet.env.
             #expect(cluster.subnet6(0) == subnets6[0] && cluster.subnet(0) == subnets[0])

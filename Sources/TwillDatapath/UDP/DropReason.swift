@@ -1,8 +1,10 @@
 /// Why the udp engine dropped a packet; each has its own counter.
 public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
-    /// Not a well-formed IPv4 packet (see ``IPv4Header/Rejection``); from either side.
+    /// Not a well-formed IPv4 or IPv6 packet (see ``IPv4Header/Rejection``,
+    /// ``IPv6Header/Rejection``); from either side.
     case malformed = 0
-    /// An IPv6 (or other non-IPv4) packet read from the TUN: the udp backend carries IPv4 only.
+    /// Neither IPv4 nor, on a dual-stack node, IPv6 (an IPv6 packet where the network is
+    /// IPv4 only, say); from either side.
     case notIPv4
     /// A datagram whose outer source is no current peer's PublicIP.
     case unknownSender
@@ -10,10 +12,10 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case spoofedInnerSource
     /// A datagram whose inner destination lies outside this node's subnet.
     case wrongInnerDestination
-    /// The TTL would reach 0 (either direction).
+    /// The TTL (IPv6: hop limit) would reach 0 (either direction).
     case ttlExpired
     /// A packet from the TUN for a destination no peer's subnet covers (answered with ICMP
-    /// net unreachable where allowed).
+    /// net unreachable, or ICMPv6 no route, where allowed; multicast never is).
     case noRoute
     /// A datagram larger than the receive buffer (truncated by the kernel).
     case oversize

@@ -14,7 +14,8 @@
 /// same outer port pair in both directions, so each node keeps the flow on one queue
 /// instead of moving it (and reordering it) with every round trip.
 ///
-/// Pure functions on a packet already validated as IPv4 (``IPv4Header``).
+/// Pure functions on a packet already validated as IPv4 (``IPv4Header``) or IPv6
+/// (``IPv6Header``).
 public enum FlowHash {
     /// Sending sockets for `queues` queues: one (the service socket itself, exactly as
     /// flannel) for a single queue; otherwise 8 per queue, at most 64, so that even with
@@ -32,6 +33,7 @@ public enum FlowHash {
     @inline(__always)
     public static func symmetric(_ packet: UnsafeRawBufferPointer) -> UInt32 {
         guard packet.count >= 20 else { return 0 }
+        if packet[0] >> 4 == 6 { return symmetric6(packet) }
         let headerLength = Int(packet[0] & 0x0F) * 4
         let proto = packet[9]
         let a = packet.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
@@ -46,7 +48,30 @@ public enum FlowHash {
             // Order-independent: (min, max) of the two ports.
             ports = min(sp, dp) << 16 | max(sp, dp)
         }
-        var h = UInt64(min(a, b)) << 32 | UInt64(max(a, b))
+        return mix(UInt64(min(a, b)) << 32 | UInt64(max(a, b)), ports: ports, proto: proto)
+    }
+
+    /// The IPv6 flow: addresses (folded to 64 bits each, then ordered), the next header and,
+    /// when it is TCP, UDP, SCTP or UDP-Lite right after the fixed header, the ports.
+    @inline(__always)
+    static func symmetric6(_ packet: UnsafeRawBufferPointer) -> UInt32 {
+        guard packet.count >= 40 else { return 0 }
+        let proto = packet[6]
+        let a = packet.loadUnaligned(fromByteOffset: 8, as: UInt64.self) ^ packet.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+        let b = packet.loadUnaligned(fromByteOffset: 24, as: UInt64.self) ^ packet.loadUnaligned(fromByteOffset: 32, as: UInt64.self)
+        var ports: UInt32 = 0
+        if proto == 6 || proto == 17 || proto == 132 || proto == 136, packet.count >= 44 {
+            let sp = UInt32(packet.loadUnaligned(fromByteOffset: 40, as: UInt16.self))
+            let dp = UInt32(packet.loadUnaligned(fromByteOffset: 42, as: UInt16.self))
+            ports = min(sp, dp) << 16 | max(sp, dp)
+        }
+        let (lo, hi) = (min(a, b), max(a, b))
+        return mix(lo ^ (hi << 1 | hi >> 63), ports: ports, proto: proto)
+    }
+
+    @inline(__always)
+    private static func mix(_ addresses: UInt64, ports: UInt32, proto: UInt8) -> UInt32 {
+        var h = addresses
         h ^= UInt64(ports) << 8 ^ UInt64(proto)
         // A 64-bit finalizer (splitmix64): every input bit reaches every output bit.
         h ^= h >> 30

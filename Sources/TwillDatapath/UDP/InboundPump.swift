@@ -95,6 +95,7 @@ final class InboundPump {
         let peerOffset = queue.peerOffset
         let configuration = engine.configuration
         let localSubnet = configuration.localSubnet
+        let localSubnet6 = configuration.localSubnet6
         let checkSources = configuration.checkSources
         let maxPacketSize = configuration.maxPacketSize
         let capacity = batch.capacity
@@ -113,6 +114,7 @@ final class InboundPump {
                 counters.add(DropReason.unknownSender.rawValue)
                 return
             }
+            if length > 0, slot.load(as: UInt8.self) >> 4 == 6 { return deliver6(slot, length, outer, snapshot) }
             let header: IPv4Header
             do {
                 header = try IPv4Header(parsing: UnsafeRawBufferPointer(start: slot, count: length), verifyChecksum: true)
@@ -138,19 +140,51 @@ final class InboundPump {
             forward(slot, length, header, peer, snapshot)
         }
 
-        /// Passes one checked inner packet (from peer index `peer`, -1 if none) on.
-        @inline(__always) func forward(_ slot: UnsafeMutableRawPointer, _ length: Int, _ header: IPv4Header, _ peer: Int,
-                                       _ snapshot: EngineSnapshot) {
-            guard localSubnet.contains(header.destination) else {
+        /// ``deliver`` for an IPv6 inner packet (a dual-stack node): the same checks against
+        /// the peers' and this node's IPv6 subnets, the hop limit for the TTL.
+        @inline(__always) func deliver6(_ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: IPv4Address,
+                                        _ snapshot: EngineSnapshot) {
+            guard let localSubnet6 else {
+                counters.add(DropReason.notIPv4.rawValue)
+                return
+            }
+            let header: IPv6Header
+            do {
+                header = try IPv6Header(parsing: UnsafeRawBufferPointer(start: slot, count: length))
+            } catch {
+                counters.add(DropReason.malformed.rawValue)
+                return
+            }
+            var peer = -1
+            if checkSources {
+                switch snapshot.table.checkSender(outerSource: outer, innerSource: header.source) {
+                case .peer(let index): peer = index
+                case .unknownSender:
+                    counters.add(DropReason.unknownSender.rawValue)
+                    return
+                case .spoofedInnerSource:
+                    counters.add(DropReason.spoofedInnerSource.rawValue)
+                    if let p = snapshot.table.peer(publicIP: outer) { snapshot.counters[p].add(peerOffset + PeerCounter.rxSpoofed) }
+                    return
+                }
+            } else {
+                peer = snapshot.table.peer(publicIP: outer) ?? -1
+            }
+            guard localSubnet6.contains(header.destination) else {
                 counters.add(DropReason.wrongInnerDestination.rawValue)
                 if peer >= 0 { snapshot.counters[peer].add(peerOffset + PeerCounter.rxWrongDestination) }
                 return
             }
-            guard IPv4Header.decrementTTL(slot) else {
+            guard IPv6Header.decrementHopLimit(slot) else {
                 counters.add(DropReason.ttlExpired.rawValue)
                 if peer >= 0 { snapshot.counters[peer].add(peerOffset + PeerCounter.rxTTLExpired) }
                 return
             }
+            accept(slot, length, peer, snapshot)
+        }
+
+        /// Counts one checked, routed inner packet and writes it (merged where it can be).
+        @inline(__always) func accept(_ slot: UnsafeMutableRawPointer, _ length: Int, _ peer: Int, _ snapshot: EngineSnapshot) {
             counters.add(ThreadCounter.packets)
             counters.add(ThreadCounter.bytes, UInt64(length))
             if peer >= 0 {
@@ -164,6 +198,22 @@ final class InboundPump {
                 if coalescer.offer(slot, length) { return }
             }
             writePlain(slot, length, counters)
+        }
+
+        /// Passes one checked inner packet (from peer index `peer`, -1 if none) on.
+        @inline(__always) func forward(_ slot: UnsafeMutableRawPointer, _ length: Int, _ header: IPv4Header, _ peer: Int,
+                                       _ snapshot: EngineSnapshot) {
+            guard localSubnet.contains(header.destination) else {
+                counters.add(DropReason.wrongInnerDestination.rawValue)
+                if peer >= 0 { snapshot.counters[peer].add(peerOffset + PeerCounter.rxWrongDestination) }
+                return
+            }
+            guard IPv4Header.decrementTTL(slot) else {
+                counters.add(DropReason.ttlExpired.rawValue)
+                if peer >= 0 { snapshot.counters[peer].add(peerOffset + PeerCounter.rxTTLExpired) }
+                return
+            }
+            accept(slot, length, peer, snapshot)
         }
 
         /// One WireGuard datagram: a handshake message queued for the control thread, or a

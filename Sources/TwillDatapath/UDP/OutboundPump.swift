@@ -87,7 +87,7 @@ final class OutboundPump {
             scatter = nil
             frames = nil
         }
-        icmpFrame = .allocate(byteCount: 16 + ICMPUnreachable.maximumLength, alignment: 16)
+        icmpFrame = .allocate(byteCount: 16 + max(ICMPUnreachable.maximumLength, ICMPv6Unreachable.maximumLength), alignment: 16)
         icmpFrame.initializeMemory(as: UInt8.self, repeating: 0)
         superFrame = ZeroedMemory.allocate(byteCount: Self.superSize)
         lengths = .allocate(capacity: max(capacity, 128))
@@ -115,6 +115,7 @@ final class OutboundPump {
     @inline(__always)
     private func classify(_ packet: UnsafeMutableRawBufferPointer, _ snapshot: EngineSnapshot,
                           icmp: UnsafeMutableRawBufferPointer) -> Verdict {
+        if packet.count > 0, packet[0] >> 4 == 6 { return classify6(packet, snapshot, icmp: icmp) }
         let header: IPv4Header
         do {
             header = try IPv4Header(parsing: UnsafeRawBufferPointer(packet))
@@ -129,6 +130,24 @@ final class OutboundPump {
             return n > 0 ? .answer(n) : .drop(.noRoute)
         }
         guard IPv4Header.decrementTTL(packet.baseAddress!) else { return .drop(.ttlExpired) }
+        return .forward(peer: peer)
+    }
+
+    /// ``classify(_:_:icmp:)`` for an IPv6 packet: routed by the peers' IPv6 subnets on a
+    /// dual-stack node, dropped as not IPv4 otherwise.
+    @inline(__always)
+    private func classify6(_ packet: UnsafeMutableRawBufferPointer, _ snapshot: EngineSnapshot,
+                           icmp: UnsafeMutableRawBufferPointer) -> Verdict {
+        let configuration = engine.configuration
+        guard let tunAddress6 = configuration.tunAddress6 else { return .drop(.notIPv4) }
+        let header: IPv6Header
+        do { header = try IPv6Header(parsing: UnsafeRawBufferPointer(packet)) } catch { return .drop(.malformed) }
+        guard let peer = snapshot.table.lookup(header.destination) else {
+            let n = ICMPv6Unreachable.build(offending: UnsafeRawBufferPointer(packet), header: header, source: tunAddress6,
+                                            into: icmp, answeringQueries: configuration.answerICMPQueries)
+            return n > 0 ? .answer(n) : .drop(.noRoute)
+        }
+        guard IPv6Header.decrementHopLimit(packet.baseAddress!) else { return .drop(.ttlExpired) }
         return .forward(peer: peer)
     }
 
@@ -256,7 +275,7 @@ final class OutboundPump {
                 continue drain
             }
             let segmentSize = Int(header.gsoSize)
-            guard gsoType == VirtioNetHeader.gsoTCPv4,
+            guard gsoType == VirtioNetHeader.gsoTCPv4 || gsoType == VirtioNetHeader.gsoTCPv6,
                   let needed = TCPSegmenter.segmentCount(UnsafeRawBufferPointer(packet), segmentSize: segmentSize) else {
                 counters.add(DropReason.malformed.rawValue)
                 continue drain
@@ -382,7 +401,7 @@ final class OutboundPump {
                 continue drain
             }
             let segmentSize = Int(header.gsoSize)
-            guard gsoType == VirtioNetHeader.gsoTCPv4,
+            guard gsoType == VirtioNetHeader.gsoTCPv4 || gsoType == VirtioNetHeader.gsoTCPv6,
                   let needed = TCPSegmenter.segmentCount(UnsafeRawBufferPointer(packet), segmentSize: segmentSize),
                   let headerLengths = TCPSegmenter.headerLengths(UnsafeRawBufferPointer(packet)) else {
                 counters.add(DropReason.malformed.rawValue)

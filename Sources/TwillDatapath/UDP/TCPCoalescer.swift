@@ -2,13 +2,15 @@
 import Glibc
 #endif
 
-/// Merges consecutive TCP/IPv4 segments of one flow into one super-packet for a single TUN
+/// Merges consecutive TCP segments (over IPv4, or IPv6 without extension headers) of one
+/// flow into one super-packet for a single TUN
 /// write with a virtio GSO header (userspace GRO), so the receiving TCP stack handles one
 /// 64 KiB skb instead of ~45 small ones (and sends far fewer ACKs back through the tunnel).
 ///
 /// Only segments whose TCP checksum verifies are merged (see ``checksumIsValid(_:_:)``).
 /// Segments merge when they continue the pending packet exactly: same addresses, ports,
-/// ToS, TTL, DF, ACK number, window, TCP header and options; contiguous sequence numbers;
+/// ToS, TTL, DF (IPv6: traffic class, flow label, hop limit), ACK number, window, TCP header
+/// and options; contiguous sequence numbers;
 /// flags ACK or ACK|PSH; equal payload sizes, with only the last one shorter (a shorter or
 /// PSH segment closes the packet). Packets with IP options or fragments are never merged.
 ///
@@ -35,6 +37,8 @@ final class TCPCoalescer {
         /// Segments (0: none pending).
         var count = 0
         var length = 0
+        /// The IP header's length: 20 (IPv4) or 40 (IPv6).
+        var ipLength = 20
         var headerLength = 0
         var segmentSize = 0
         var nextSequence: UInt32 = 0
@@ -61,31 +65,49 @@ final class TCPCoalescer {
         state.deallocate()
     }
 
-    /// Whether a TCP/IPv4 packet may start or join a merge: no IP options, not a fragment,
-    /// a payload, and only ACK (optionally PSH) among the flags.
+    /// Whether a TCP packet may start or join a merge: IPv4 without options and not a
+    /// fragment, or IPv6 with TCP right after the fixed header; a payload, and only ACK
+    /// (optionally PSH) among the flags.
     @inline(__always)
-    static func isCandidate(_ p: UnsafeRawPointer, _ length: Int) -> (tcpHeader: Int, payload: Int)? {
-        guard length >= 40, p.load(as: UInt8.self) == 0x45, p.load(fromByteOffset: 9, as: UInt8.self) == 6 else { return nil }
-        let fragment = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
-        guard fragment & 0x3FFF == 0 else { return nil }  // MF clear, offset 0 (DF allowed)
-        let tcpHeader = Int(p.load(fromByteOffset: 32, as: UInt8.self) >> 4) * 4
-        guard tcpHeader >= 20, 20 + tcpHeader < length else { return nil }
-        let flags = p.load(fromByteOffset: 33, as: UInt8.self)
+    static func isCandidate(_ p: UnsafeRawPointer, _ length: Int) -> (ip: Int, tcpHeader: Int, payload: Int)? {
+        guard length >= 40 else { return nil }
+        let ip: Int
+        let first = p.load(as: UInt8.self)
+        if first == 0x45 {
+            guard p.load(fromByteOffset: 9, as: UInt8.self) == 6 else { return nil }
+            let fragment = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
+            guard fragment & 0x3FFF == 0 else { return nil }  // MF clear, offset 0 (DF allowed)
+            ip = 20
+        } else if first >> 4 == 6 {
+            guard length >= 60, p.load(fromByteOffset: 6, as: UInt8.self) == 6 else { return nil }
+            ip = 40
+        } else {
+            return nil
+        }
+        let tcpHeader = Int(p.load(fromByteOffset: ip + 12, as: UInt8.self) >> 4) * 4
+        guard tcpHeader >= 20, ip + tcpHeader < length else { return nil }
+        let flags = p.load(fromByteOffset: ip + 13, as: UInt8.self)
         guard flags & ~0x08 == 0x10 else { return nil }
-        return (tcpHeader, length - 20 - tcpHeader)
+        return (ip, tcpHeader, length - ip - tcpHeader)
     }
 
-    /// Whether the TCP checksum of a candidate (20-byte IPv4 header, then TCP) is right. The
-    /// merged packet goes to the kernel marked NEEDS_CSUM (its checksum is ours to vouch for),
-    /// so a segment corrupted on the way must never be merged: it is written alone, as it
-    /// came, and the kernel's own check drops and counts it.
+    /// The pseudo-header sum of a TCP packet whose IP header is `ip` bytes (20: IPv4, 40:
+    /// IPv6) and whose TCP part is `tcpLength` bytes.
     @inline(__always)
-    static func checksumIsValid(_ p: UnsafeRawPointer, _ length: Int) -> Bool {
-        let tcpLength = length - 20
-        var sum = InternetChecksum.sum(UnsafeRawBufferPointer(start: p + 12, count: 8))
-        sum = InternetChecksum.add(sum, 6)
-        sum = InternetChecksum.add(sum, UInt16(truncatingIfNeeded: tcpLength))
-        sum = InternetChecksum.add(sum, InternetChecksum.sum(UnsafeRawBufferPointer(start: p + 20, count: tcpLength)))
+    static func pseudoHeaderSum(_ p: UnsafeRawPointer, ip: Int, tcpLength: Int) -> UInt16 {
+        let addresses = ip == 40 ? UnsafeRawBufferPointer(start: p + 8, count: 32) : UnsafeRawBufferPointer(start: p + 12, count: 8)
+        return InternetChecksum.add(InternetChecksum.add(InternetChecksum.sum(addresses), 6), UInt16(truncatingIfNeeded: tcpLength))
+    }
+
+    /// Whether the TCP checksum of a candidate (an `ip`-byte IP header, then TCP) is right.
+    /// The merged packet goes to the kernel marked NEEDS_CSUM (its checksum is ours to vouch
+    /// for), so a segment corrupted on the way must never be merged: it is written alone, as
+    /// it came, and the kernel's own check drops and counts it.
+    @inline(__always)
+    static func checksumIsValid(_ p: UnsafeRawPointer, _ length: Int, ip: Int = 20) -> Bool {
+        let tcpLength = length - ip
+        let sum = InternetChecksum.add(pseudoHeaderSum(p, ip: ip, tcpLength: tcpLength),
+                                       InternetChecksum.sum(UnsafeRawBufferPointer(start: p + ip, count: tcpLength)))
         return sum == 0xFFFF
     }
 
@@ -97,15 +119,16 @@ final class TCPCoalescer {
     ///   (``take()``) and either offers it again or writes it as it is.
     @inline(__always)
     func offer(_ p: UnsafeRawPointer, _ length: Int) -> Bool {
-        guard let (tcpHeader, payload) = Self.isCandidate(p, length), Self.checksumIsValid(p, length) else { return false }
-        let flags = p.load(fromByteOffset: 33, as: UInt8.self)
-        let sequence = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt32.self))
+        guard let (ip, tcpHeader, payload) = Self.isCandidate(p, length), Self.checksumIsValid(p, length, ip: ip) else { return false }
+        let flags = p.load(fromByteOffset: ip + 13, as: UInt8.self)
+        let sequence = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: ip + 4, as: UInt32.self))
         if state.pointee.count == 0 {
-            packet.copyMemory(from: p, byteCount: 20 + tcpHeader)
-            pieces[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: p + 20 + tcpHeader), iov_len: payload)
+            packet.copyMemory(from: p, byteCount: ip + tcpHeader)
+            pieces[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: p + ip + tcpHeader), iov_len: payload)
             state.pointee.count = 1
             state.pointee.length = length
-            state.pointee.headerLength = 20 + tcpHeader
+            state.pointee.ipLength = ip
+            state.pointee.headerLength = ip + tcpHeader
             state.pointee.segmentSize = payload
             state.pointee.nextSequence = sequence &+ UInt32(payload)
             state.pointee.sawPSH = flags & 0x08 != 0
@@ -113,7 +136,7 @@ final class TCPCoalescer {
             return true
         }
         let pending = state.pointee
-        guard !pending.closed, 20 + tcpHeader == pending.headerLength, payload <= pending.segmentSize,
+        guard !pending.closed, ip == pending.ipLength, ip + tcpHeader == pending.headerLength, payload <= pending.segmentSize,
               sequence == pending.nextSequence, pending.length + payload <= Self.maximumLength,
               pending.count < Self.maximumSegments, sameFlow(p) else { return false }
         pieces[1 + count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: p + state.pointee.headerLength), iov_len: payload)
@@ -125,10 +148,12 @@ final class TCPCoalescer {
         return true
     }
 
-    /// Header fields that must match between the pending packet and a new segment.
+    /// Header fields that must match between the pending packet and a new segment (of the
+    /// same IP version: ``offer(_:_:)`` checked the header lengths).
     @inline(__always)
     private func sameFlow(_ p: UnsafeRawPointer) -> Bool {
         let q = UnsafeRawPointer(packet)
+        if state.pointee.ipLength == 40 { return sameFlow6(p, q) }
         // ToS (byte 1); DF (byte 6 high bits); TTL (8); addresses (12..<20).
         guard p.load(fromByteOffset: 1, as: UInt8.self) == q.load(fromByteOffset: 1, as: UInt8.self),
               p.load(fromByteOffset: 6, as: UInt8.self) & 0x40 == q.load(fromByteOffset: 6, as: UInt8.self) & 0x40,
@@ -142,6 +167,31 @@ final class TCPCoalescer {
         else { return false }
         // Options (40..<headerLength) byte for byte (timestamps included, as Linux GRO).
         var offset = 40
+        let headerLength = state.pointee.headerLength
+        while offset < headerLength {
+            if p.loadUnaligned(fromByteOffset: offset, as: UInt32.self) != q.loadUnaligned(fromByteOffset: offset, as: UInt32.self) { return false }
+            offset += 4
+        }
+        return true
+    }
+
+    /// ``sameFlow(_:)`` for IPv6: version, traffic class and flow label (0..<4), hop limit
+    /// (7), addresses (8..<40), then the TCP fields 40 bytes in.
+    @inline(__always)
+    private func sameFlow6(_ p: UnsafeRawPointer, _ q: UnsafeRawPointer) -> Bool {
+        guard p.loadUnaligned(as: UInt32.self) == q.loadUnaligned(as: UInt32.self),
+              p.load(fromByteOffset: 7, as: UInt8.self) == q.load(fromByteOffset: 7, as: UInt8.self),
+              p.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+              p.loadUnaligned(fromByteOffset: 16, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 16, as: UInt64.self),
+              p.loadUnaligned(fromByteOffset: 24, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 24, as: UInt64.self),
+              p.loadUnaligned(fromByteOffset: 32, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 32, as: UInt64.self),
+              // Ports (40..<44), ACK number (48..<52), data offset (52), window (54..<56).
+              p.loadUnaligned(fromByteOffset: 40, as: UInt32.self) == q.loadUnaligned(fromByteOffset: 40, as: UInt32.self),
+              p.loadUnaligned(fromByteOffset: 48, as: UInt32.self) == q.loadUnaligned(fromByteOffset: 48, as: UInt32.self),
+              p.load(fromByteOffset: 52, as: UInt8.self) == q.load(fromByteOffset: 52, as: UInt8.self),
+              p.loadUnaligned(fromByteOffset: 54, as: UInt16.self) == q.loadUnaligned(fromByteOffset: 54, as: UInt16.self)
+        else { return false }
+        var offset = 60
         let headerLength = state.pointee.headerLength
         while offset < headerLength {
             if p.loadUnaligned(fromByteOffset: offset, as: UInt32.self) != q.loadUnaligned(fromByteOffset: offset, as: UInt32.self) { return false }
@@ -164,25 +214,28 @@ final class TCPCoalescer {
             VirtioNetHeader.plain.write(to: start)
             return result
         }
-        // IPv4 total length and header checksum.
-        packet.storeBytes(of: UInt16(state.pointee.length).bigEndian, toByteOffset: 2, as: UInt16.self)
-        packet.storeBytes(of: 0, toByteOffset: 10, as: UInt16.self)
-        let ipSum = InternetChecksum.checksum(UnsafeRawBufferPointer(start: packet, count: 20))
-        packet.storeBytes(of: ipSum.bigEndian, toByteOffset: 10, as: UInt16.self)
+        let ip = state.pointee.ipLength
+        if ip == 40 {
+            // IPv6 payload length (no header checksum).
+            packet.storeBytes(of: UInt16(state.pointee.length - 40).bigEndian, toByteOffset: 4, as: UInt16.self)
+        } else {
+            // IPv4 total length and header checksum.
+            packet.storeBytes(of: UInt16(state.pointee.length).bigEndian, toByteOffset: 2, as: UInt16.self)
+            packet.storeBytes(of: 0, toByteOffset: 10, as: UInt16.self)
+            let ipSum = InternetChecksum.checksum(UnsafeRawBufferPointer(start: packet, count: 20))
+            packet.storeBytes(of: ipSum.bigEndian, toByteOffset: 10, as: UInt16.self)
+        }
         // PSH if any merged segment had it.
         if state.pointee.sawPSH {
-            packet.storeBytes(of: packet.load(fromByteOffset: 33, as: UInt8.self) | 0x08, toByteOffset: 33, as: UInt8.self)
+            packet.storeBytes(of: packet.load(fromByteOffset: ip + 13, as: UInt8.self) | 0x08, toByteOffset: ip + 13, as: UInt8.self)
         }
         // The TCP checksum field holds the pseudo-header sum (not inverted); the kernel
         // finishes it per segment or verifies nothing (NEEDS_CSUM = checksum is ours to trust).
-        let tcpLength = state.pointee.length - 20
-        let pseudo = InternetChecksum.add(
-            InternetChecksum.add(InternetChecksum.sum(UnsafeRawBufferPointer(start: packet + 12, count: 8)), 6),
-            UInt16(tcpLength))
-        packet.storeBytes(of: pseudo.bigEndian, toByteOffset: 36, as: UInt16.self)
-        VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoTCPv4,
+        let pseudo = Self.pseudoHeaderSum(packet, ip: ip, tcpLength: state.pointee.length - ip)
+        packet.storeBytes(of: pseudo.bigEndian, toByteOffset: ip + 16, as: UInt16.self)
+        VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: ip == 40 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4,
                         headerLength: UInt16(state.pointee.headerLength), gsoSize: UInt16(state.pointee.segmentSize),
-                        checksumStart: 20, checksumOffset: 16).write(to: start)
+                        checksumStart: UInt16(ip), checksumOffset: 16).write(to: start)
         return result
     }
 }

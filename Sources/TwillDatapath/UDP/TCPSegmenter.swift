@@ -1,8 +1,9 @@
-/// Splits the TCP/IPv4 super-packets a TUN with TSO hands over into MTU-sized segments, as
-/// the kernel's GSO would, and finishes partial checksums.
+/// Splits the TCP/IPv4 and TCP/IPv6 super-packets a TUN with TSO hands over into MTU-sized
+/// segments, as the kernel's GSO would, and finishes partial checksums.
 ///
 /// Each segment gets a copy of the IP and TCP headers with its own total length, IP ID
-/// (+i), header checksum, sequence number (+i * MSS) and a full TCP checksum; FIN and PSH
+/// (+i), header checksum (IPv6: its payload length; it has neither ID nor checksum),
+/// sequence number (+i * MSS) and a full TCP checksum; FIN and PSH
 /// stay on the last segment only and CWR on the first only. The header length comes from
 /// the packet itself (IHL and the TCP data offset), never from the virtio header's
 /// `hdr_len`, which is unreliable for forwarded traffic.
@@ -10,7 +11,7 @@ public enum TCPSegmenter {
     static let protocolTCP: UInt8 = 6
 
     /// The number of segments `packet` splits into with payloads of `segmentSize`, or nil if
-    /// it is not a TCP/IPv4 packet with a payload.
+    /// it is not a TCP packet (over IPv4, or IPv6 without extension headers) with a payload.
     @inline(__always)
     public static func segmentCount(_ packet: UnsafeRawBufferPointer, segmentSize: Int) -> Int? {
         guard segmentSize > 0, let headers = headerLengths(packet) else { return nil }
@@ -19,10 +20,17 @@ public enum TCPSegmenter {
         return (payload + segmentSize - 1) / segmentSize
     }
 
-    /// IP and TCP header lengths of a TCP/IPv4 packet whose headers lie inside it.
+    /// IP and TCP header lengths of a TCP/IPv4 packet, or of a TCP/IPv6 packet without
+    /// extension headers, whose headers lie inside it.
     @inline(__always)
     static func headerLengths(_ packet: UnsafeRawBufferPointer) -> (ip: Int, tcp: Int)? {
         guard packet.count >= 40, let p = packet.baseAddress else { return nil }
+        if p.load(as: UInt8.self) >> 4 == 6 {
+            guard packet.count >= 60, p.load(fromByteOffset: 6, as: UInt8.self) == protocolTCP else { return nil }
+            let tcp = Int(p.load(fromByteOffset: 52, as: UInt8.self) >> 4) * 4
+            guard tcp >= 20, packet.count >= 40 + tcp else { return nil }
+            return (40, tcp)
+        }
         let ip = Int(p.load(as: UInt8.self) & 0x0F) * 4
         guard ip >= 20, p.load(fromByteOffset: 9, as: UInt8.self) == protocolTCP, packet.count >= ip + 20 else { return nil }
         let tcp = Int(p.load(fromByteOffset: ip + 12, as: UInt8.self) >> 4) * 4
@@ -95,6 +103,7 @@ public enum TCPSegmenter {
         let flags: UInt8
         /// Source and destination addresses and the protocol; the TCP length is per segment.
         let pseudo: UInt16
+        let ipv6: Bool
 
         /// Nil unless `packet` is splittable from segment `first` and a segment fits `room`.
         @inline(__always)
@@ -108,11 +117,12 @@ public enum TCPSegmenter {
             self.segmentSize = segmentSize
             payloadLength = packet.count - ipLength - tcpLength
             self.total = total
-            firstID = UInt16(bigEndian: source.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+            ipv6 = source.load(as: UInt8.self) >> 4 == 6
+            firstID = ipv6 ? 0 : UInt16(bigEndian: source.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
             firstSequence = UInt32(bigEndian: source.loadUnaligned(fromByteOffset: ipLength + 4, as: UInt32.self))
             flags = source.load(fromByteOffset: ipLength + 13, as: UInt8.self)
-            pseudo = InternetChecksum.add(
-                InternetChecksum.sum(UnsafeRawBufferPointer(start: source + 12, count: 8)), UInt16(protocolTCP))
+            let addresses = ipv6 ? UnsafeRawBufferPointer(start: source + 8, count: 32) : UnsafeRawBufferPointer(start: source + 12, count: 8)
+            pseudo = InternetChecksum.add(InternetChecksum.sum(addresses), UInt16(protocolTCP))
         }
 
         /// Segment `i`'s payload in the super-packet and its length.
@@ -128,12 +138,17 @@ public enum TCPSegmenter {
         @inline(__always)
         func writeHeader(_ i: Int, chunk: Int, payloadSum: UInt16, into segment: UnsafeMutableRawPointer) {
             segment.copyMemory(from: source, byteCount: headers)
-            // IPv4: length, ID, checksum.
-            segment.storeBytes(of: UInt16(headers + chunk).bigEndian, toByteOffset: 2, as: UInt16.self)
-            segment.storeBytes(of: (firstID &+ UInt16(truncatingIfNeeded: i)).bigEndian, toByteOffset: 4, as: UInt16.self)
-            segment.storeBytes(of: 0, toByteOffset: 10, as: UInt16.self)
-            let ipSum = InternetChecksum.checksum(UnsafeRawBufferPointer(start: segment, count: ipLength))
-            segment.storeBytes(of: ipSum.bigEndian, toByteOffset: 10, as: UInt16.self)
+            if ipv6 {
+                // IPv6: the payload length only.
+                segment.storeBytes(of: UInt16(tcpLength + chunk).bigEndian, toByteOffset: 4, as: UInt16.self)
+            } else {
+                // IPv4: length, ID, checksum.
+                segment.storeBytes(of: UInt16(headers + chunk).bigEndian, toByteOffset: 2, as: UInt16.self)
+                segment.storeBytes(of: (firstID &+ UInt16(truncatingIfNeeded: i)).bigEndian, toByteOffset: 4, as: UInt16.self)
+                segment.storeBytes(of: 0, toByteOffset: 10, as: UInt16.self)
+                let ipSum = InternetChecksum.checksum(UnsafeRawBufferPointer(start: segment, count: ipLength))
+                segment.storeBytes(of: ipSum.bigEndian, toByteOffset: 10, as: UInt16.self)
+            }
             // TCP: sequence, flags, checksum.
             let tcp = segment + ipLength
             tcp.storeBytes(of: (firstSequence &+ UInt32(truncatingIfNeeded: i * segmentSize)).bigEndian,

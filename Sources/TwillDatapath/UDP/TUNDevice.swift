@@ -21,6 +21,7 @@ public final class TUNDevice: PacketDevice {
     static let TUNSETOFFLOAD: UInt = 0x4004_54D0
     static let TUN_F_CSUM: UInt = 0x01
     static let TUN_F_TSO4: UInt = 0x02
+    static let TUN_F_TSO6: UInt = 0x04
     static let SIOCSIFTXQLEN: UInt = 0x8943
 
     /// The interface name, e.g. `twill0`.
@@ -37,8 +38,8 @@ public final class TUNDevice: PacketDevice {
 
     /// Opens (creating if needed) the TUN interface `name`, non-blocking and close-on-exec.
     ///
-    /// With `offloads`, asks for `IFF_VNET_HDR` and TCP segmentation offload (TSO4 with
-    /// checksum offload), so the kernel's TCP stack hands one super-packet of up to 64 KiB
+    /// With `offloads`, asks for `IFF_VNET_HDR` and TCP segmentation offload (TSO4 and TSO6
+    /// with checksum offload; TSO4 alone where TSO6 is refused), so the kernel's TCP stack hands one super-packet of up to 64 KiB
     /// to userspace instead of ~45 MTU-sized ones; falls back to plain packets if the kernel
     /// refuses. ``hasVirtioHeader`` tells which was granted.
     ///
@@ -58,7 +59,8 @@ public final class TUNDevice: PacketDevice {
         self.isMultiQueue = multiQueue
         if offloads {
             let descriptor = try Self.open(name, flags: base | Self.IFF_VNET_HDR)
-            if twill_ioctl_value(descriptor, Self.TUNSETOFFLOAD, Self.TUN_F_CSUM | Self.TUN_F_TSO4) == 0 {
+            if twill_ioctl_value(descriptor, Self.TUNSETOFFLOAD, Self.TUN_F_CSUM | Self.TUN_F_TSO4 | Self.TUN_F_TSO6) == 0
+                || twill_ioctl_value(descriptor, Self.TUNSETOFFLOAD, Self.TUN_F_CSUM | Self.TUN_F_TSO4) == 0 {
                 self.hasVirtioHeader = true
                 self.fd = Atomic(descriptor)
                 return

@@ -22,7 +22,9 @@ import Glibc
 ///
 /// The device (`--tun-name`, default `twill0`) gets the subnet's network address as /32, the
 /// MTU of the external interface less 28 (IPv4 + UDP headers), and one Twill-owned route: the
-/// whole overlay network through it. The ``UDPEngine`` moves the packets; this type wires it
+/// whole overlay network through it. On a dual-stack network it also gets the IPv6 subnet's
+/// network address /128 and the IPv6 overlay's route, and IPv6 packets travel in the same
+/// IPv4 datagrams (flannel's udp backend has no IPv6: this is Twill's own). The ``UDPEngine`` moves the packets; this type wires it
 /// to the kernel and to the leases.
 ///
 /// With several queues (`--udp-queues`, default one per two CPUs) datagrams leave from ephemeral
@@ -108,7 +110,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             engine.stop()
             return
         }
-        logger.info("udp backend up", metadata: ["tun": "\(tunName)", "mtu": "\(mtu)", "listen": "\(external.localIP):\(port)", "tun_offloads": "\(engine.hasTUNOffloads)", "queues": "\(engine.queueCount)",
+        logger.info("udp backend up", metadata: ["tun": "\(tunName)", "mtu": "\(mtu)", "ipv6": "\(local.subnet6.map(\.description) ?? "-")", "listen": "\(external.localIP):\(port)", "tun_offloads": "\(engine.hasTUNOffloads)", "queues": "\(engine.queueCount)",
                                            "udp_offloads": "\(offloads)"])
     }
 
@@ -117,7 +119,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         let engine: UDPEngine
         do {
             engine = try UDPEngine.open(tunName: tunName, tunOffloads: offloads, address: external.localIP, configuration: UDPEngineConfiguration(
-                localSubnet: local.subnet, peerPort: port, checkSources: checkSources, udpOffloads: offloads, queues: queues))
+                localSubnet: local.subnet, peerPort: port, checkSources: checkSources, udpOffloads: offloads, queues: queues,
+                localSubnet6: local.network6 == nil ? nil : local.subnet6))
         } catch {
             throw BackendError(backend: type, "cannot open TUN device \(tunName) or bind UDP \(external.localIP):\(port): \(error)")
         }
@@ -150,16 +153,32 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         // ICMP net unreachable comes from the TUN's own address; without accept_local the
         // kernel would drop it as a martian.
         try? Syscall.setSysctl("net/ipv4/conf/\(name)/accept_local", "1")
+        if let subnet6 = local.subnet6, let network6 = local.network6 {
+            // No link-local address and no router solicitations: the kernel's own chatter on
+            // the TUN would only be dropped by the engine.
+            try? Syscall.setSysctl("net/ipv6/conf/\(name)/addr_gen_mode", "1")
+            try? Syscall.setSysctl("net/ipv6/conf/\(name)/accept_ra", "0")
+            try? Syscall.setSysctl("net/ipv6/conf/\(name)/router_solicitations", "0")
+            try? Syscall.setSysctl("net/ipv6/conf/\(name)/disable_ipv6", "0")
+            try netlink.setLinkUp(index: index)
+            try netlink.addAddress(InterfaceAddress(interfaceIndex: index, address: .v6(subnet6.address), prefixLength: 128,
+                                                    flags: InterfaceAddress.noDAD))
+            try netlink.replaceRoute6(networkRoute6(network6, index: index))
+        }
         try netlink.setLinkUp(index: index)
         try netlink.replaceRoute(networkRoute(local.network, index: index))
         return index
     }
 
+    static func networkRoute6(_ network: IPv6Network, index: Int32) -> Route6 {
+        Route6(destination: network, outputInterface: index)
+    }
+
     /// The device side of a reconcile, for a backend on a device of its own (udp's TUN,
     /// wireguard's): the reason it must be rebuilt (gone, or `damage`), or nil once it is up
     /// again and the network's route is back.
-    static func repairDevice(_ netlink: Netlink, name: String, index: Int32, network: IPv4Network, damage: String?,
-                             backend: String, logger: Logger) throws -> String? {
+    static func repairDevice(_ netlink: Netlink, name: String, index: Int32, network: IPv4Network, network6: IPv6Network? = nil,
+                             damage: String?, backend: String, logger: Logger) throws -> String? {
         let link = try? netlink.link(index: index)
         if let reason = damage ?? (link?.name == name ? nil : "device \(name) is gone") { return reason }
         if let link, !link.isUp {
@@ -168,17 +187,23 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "link_up")]).increment()
         }
         // The only other kernel state: the network route through the device.
-        let failures = KernelRoutes.reconcile(netlink, network: network, desired: [networkRoute(network, index: index)], logger: logger)
+        var failures = KernelRoutes.reconcile(netlink, network: network, desired: [networkRoute(network, index: index)], logger: logger)
+        if let network6 {
+            failures += KernelRoutes.reconcile6(netlink, network: network6, desired: [networkRoute6(network6, index: index)], logger: logger)
+        }
         if !failures.isEmpty { throw BackendError(backend: backend, "reconcile: \(failures.joined(separator: "; "))") }
         return nil
     }
 
     /// Whether a kernel change touches a backend's own device `name` (index `index`) or the
     /// network's route.
-    static func deviceNeedsReconcile(_ change: NetlinkChange, name: String, index: Int32, network: IPv4Network) -> Bool {
+    static func deviceNeedsReconcile(_ change: NetlinkChange, name: String, index: Int32, network: IPv4Network,
+                                     network6: IPv6Network? = nil) -> Bool {
         switch change {
         case .routeRemoved(let r), .routeAdded(let r):
             return r.destination == network || r.outputInterface == index
+        case .route6Removed(let r), .route6Added(let r):
+            return network6 != nil && (r.destination == network6 || r.outputInterface == index)
         case .linkRemoved(let l), .linkChanged(let l):
             return l.index == index || l.name == name
         case .overrun:
@@ -224,7 +249,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             current = Dictionary(peers.filter(Self.isUDPPeer).map { ($0.subnet, $0) }, uniquingKeysWith: { a, _ in a })
         }
         guard let (index, local) = state.withLock({ s in s.local.map { (s.tunIndex, $0) } }) else { return }
-        if let damage = try Self.repairDevice(netlink, name: tunName, index: index, network: local.network, damage: damage(), backend: type, logger: logger) {
+        if let damage = try Self.repairDevice(netlink, name: tunName, index: index, network: local.network, network6: local.network6,
+                                              damage: damage(), backend: type, logger: logger) {
             logger.warning("udp data path broken; rebuilding it", metadata: ["reason": "\(damage)", "tun": "\(tunName)"])
             try await start(local: local)
             Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "udp_engine")]).increment()
@@ -240,8 +266,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     }
 
     public func needsReconcile(after change: NetlinkChange) -> Bool {
-        guard let (index, network) = state.withLock({ s in s.local.map { (s.tunIndex, $0.network) } }) else { return false }
-        return Self.deviceNeedsReconcile(change, name: tunName, index: index, network: network)
+        guard let (index, local) = state.withLock({ s in s.local.map { (s.tunIndex, $0) } }) else { return false }
+        return Self.deviceNeedsReconcile(change, name: tunName, index: index, network: local.network, network6: local.network6)
     }
 
     /// Stops the threads and closes the TUN: the device and its route go with it.

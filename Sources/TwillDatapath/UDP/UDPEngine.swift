@@ -13,6 +13,12 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     /// The TUN's address, the source of ICMP net unreachable messages (flannel: the
     /// subnet's network address).
     public var tunAddress: IPv4Address
+    /// This node's IPv6 subnet, for a dual-stack network: IPv6 packets are carried (inside
+    /// the same IPv4 datagrams) to peers' IPv6 subnets; nil: IPv6 packets are dropped.
+    public var localSubnet6: IPv6Network?
+    /// The TUN's IPv6 address (the IPv6 subnet's network address), the source of ICMPv6
+    /// unreachable messages.
+    public var tunAddress6: IPv6Address?
     /// The UDP port peers listen on (flannel: every node uses the same `Backend.Port`).
     public var peerPort: UInt16
     /// Check that a datagram's outer source is a peer's PublicIP and its inner source lies in
@@ -51,7 +57,10 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     public init(localSubnet: IPv4Network, tunAddress: IPv4Address? = nil,
                 peerPort: UInt16 = UDPSocket.defaultPort, checkSources: Bool = true,
                 batchSize: Int = 64, maxPacketSize: Int = 9216, udpOffloads: Bool = true,
-                answerICMPQueries: Bool = true, queues: Int? = nil, threadsPerQueue: Int = 1) {
+                answerICMPQueries: Bool = true, queues: Int? = nil, threadsPerQueue: Int = 1,
+                localSubnet6: IPv6Network? = nil) {
+        self.localSubnet6 = localSubnet6
+        self.tunAddress6 = localSubnet6?.address
         self.queues = max(1, queues ?? Self.defaultQueues)
         self.threadsPerQueue = min(2, max(1, threadsPerQueue))
         self.localSubnet = localSubnet

@@ -7,6 +7,7 @@ public struct VirtioNetHeader: Sendable, Equatable {
     /// `gso_type` values (the 0x80 bit marks ECN and is masked off).
     public static let gsoNone: UInt8 = 0
     public static let gsoTCPv4: UInt8 = 1
+    public static let gsoTCPv6: UInt8 = 4
     public static let gsoECN: UInt8 = 0x80
 
     public var flags: UInt8
