@@ -279,17 +279,19 @@ struct FakePair {
     let socketA: FakeSocket, socketB: FakeSocket
     let a: UDPEngine, b: UDPEngine
 
-    init(virtio: Bool = false, gso: Bool = false, gro: Bool = false, checkSources: Bool = true) throws {
+    /// With `subnetA6` and `subnetB6`, each engine is dual stack (and knows the other's IPv6 subnet).
+    init(virtio: Bool = false, gso: Bool = false, gro: Bool = false, checkSources: Bool = true,
+         subnetA6: IPv6Network? = nil, subnetB6: IPv6Network? = nil) throws {
         tunA = FakeTUN(name: "fakeA", virtio: virtio)
         tunB = FakeTUN(name: "fakeB", virtio: virtio)
         socketA = FakeSocket(address: Self.addressA, port: 8285, network: network, gso: gso, gro: gro)
         socketB = FakeSocket(address: Self.addressB, port: 8285, network: network, gso: gso, gro: gro)
         a = UDPEngine(tun: tunA, socket: socketA, configuration: UDPEngineConfiguration(
-            localSubnet: Self.subnetA, peerPort: 8285, checkSources: checkSources, udpOffloads: gso || gro))
+            localSubnet: Self.subnetA, peerPort: 8285, checkSources: checkSources, udpOffloads: gso || gro, localSubnet6: subnetA6))
         b = UDPEngine(tun: tunB, socket: socketB, configuration: UDPEngineConfiguration(
-            localSubnet: Self.subnetB, peerPort: 8285, checkSources: checkSources, udpOffloads: gso || gro))
-        a.update(peers: [PeerLease(subnet: Self.subnetB, publicIP: Self.addressB, backendType: nil, backendData: nil)])
-        b.update(peers: [PeerLease(subnet: Self.subnetA, publicIP: Self.addressA, backendType: nil, backendData: nil)])
+            localSubnet: Self.subnetB, peerPort: 8285, checkSources: checkSources, udpOffloads: gso || gro, localSubnet6: subnetB6))
+        a.update(peers: [PeerLease(subnet: Self.subnetB, publicIP: Self.addressB, backendType: nil, backendData: nil, subnet6: subnetB6)])
+        b.update(peers: [PeerLease(subnet: Self.subnetA, publicIP: Self.addressA, backendType: nil, backendData: nil, subnet6: subnetA6)])
         try a.start()
         try b.start()
     }
