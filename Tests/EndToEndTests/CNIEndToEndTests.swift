@@ -68,4 +68,58 @@ import TwillTestSupport
             }
         }
     }
+
+    /// The pod's global IPv6 address on eth0.
+    static func address6(of pod: TestNamespace) -> String? {
+        guard let out = try? pod.ip("-6", "-o", "addr", "show", "eth0", "scope", "global") else { return nil }
+        return out.split(separator: " ").first { $0.contains("/") }.map { String($0.split(separator: "/")[0]) }
+    }
+
+    /// A dual-stack network: each pod gets an address of each family from its node's subnets,
+    /// and reaches the pods of the other node over both.
+    @Test(arguments: ["host-gw", "udp"])
+    func dualStackPods(backend: String) async throws {
+        guard FileManager.default.isExecutableFile(atPath: "\(Self.cniPath)/bridge") else {
+            Issue.record("containernetworking-plugins is not installed (make deps installs it)")
+            return
+        }
+        try await withCluster(hosts: 2, underlay: "198.51.100", ipv6: true) { cluster in
+            try cluster.etcdctl(["put", "/coreos.com/network/config",
+                                 #"{"Network":"198.18.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:100::/48","Backend":{"Type":"\#(backend)"}}"#])
+            for i in 0..<2 {
+                try cluster.net.hosts[i].exec("/usr/sbin/sysctl", ["-qw", "net.ipv4.ip_forward=1"])
+                // --ip-masq, as flannel's manifests run it: pod-to-pod traffic keeps its
+                // addresses (the bridge plugin's own masquerade would rewrite it on both
+                // nodes, which breaks host-gw's unencapsulated replies).
+                try cluster.startAgent(i, extra: ["--ip-masq"])
+            }
+            for i in 0..<2 {
+                #expect(await eventually(timeout: .seconds(20)) { cluster.subnet6(i) != nil }, "\(cluster.agentLog(i))")
+            }
+            try await withNamespaces(["pa", "pb"]) { pods in
+                for (n, pod) in pods.enumerated() {
+                    let result = try Self.cni(cluster, host: n, pod: pod, id: "pod\(n)", command: "ADD")
+                    #expect(result.contains(cluster.subnet6(n).map { String($0.dropLast(4)) } ?? "?"), "\(result)")
+                }
+                let v4 = pods.map { Self.address(of: $0) ?? "" }
+                #expect(await eventually(timeout: .seconds(10)) { pods.allSatisfy { Self.address6(of: $0) != nil } })
+                let v6 = pods.map { Self.address6(of: $0) ?? "" }
+                for n in 0..<2 {
+                    #expect(v6[n].hasPrefix(cluster.subnet6(n).map { String($0.dropLast(4)) } ?? "?"), "pod \(n): \(v6[n])")
+                }
+                let diagnose = { () -> String in
+                    cluster.net.hosts.map { h in
+                        ((try? h.ip("route")) ?? "") + ((try? h.ip("-6", "route")) ?? "") + ((try? h.exec("/usr/sbin/iptables", ["-w", "-S"])) ?? "")
+                    }.joined(separator: "\n---\n") + "\n" + String(cluster.agentLog(0).suffix(3000))
+                }
+                #expect(pods[0].pingEventually(v4[1], attempts: 5), "pod a cannot reach \(v4[1]): \(diagnose())")
+                var reached = false
+                for _ in 0..<10 where !reached {
+                    reached = (try? pods[0].exec("/usr/bin/ping", ["-6", "-n", "-c1", "-W2", v6[1]])) != nil
+                }
+                #expect(reached, "pod a cannot reach pod b at \(v6[1]): \((try? pods[0].ip("-6", "route")) ?? "")")
+                for (n, pod) in pods.enumerated() { _ = try Self.cni(cluster, host: n, pod: pod, id: "pod\(n)", command: "DEL") }
+            }
+        }
+    }
 }
