@@ -54,6 +54,8 @@ public final class Agent: Service, Sendable {
         var backend: any Backend
         /// The Backend object it was built from: a change of it rebuilds the backend.
         var spec: JSONValue
+        /// The families it was built for (`EnableIPv4`, `EnableIPv6`): a change rebuilds it too.
+        var families: [Bool]
         var advert: BackendAdvert
     }
 
@@ -62,12 +64,15 @@ public final class Agent: Service, Sendable {
         etcdBox.withLock { $0 = etcd }
         let registry = SubnetRegistry(etcd: etcd, layout: configuration.layout, logger: logger)
         let external: ExternalInterface
+        // An interface with IPv6 only suits an IPv6-only network alone: why it does not suit
+        // an IPv4 one is said once the config is known.
+        var unfitForIPv4: String?
         do {
-            external = try ExternalInterfaceResolver.resolve(ifaces: configuration.ifaces, ifaceRegex: configuration.ifaceRegex,
-                                                         canReach: configuration.ifaceCanReach, publicIP: configuration.publicIP,
-                                                         publicIPv6: configuration.publicIPv6)
+            external = try resolveInterface(allowIPv6Only: false)
         } catch {
-            throw AgentError(error.description)
+            guard let lenient = try? resolveInterface(allowIPv6Only: true) else { throw AgentError(error.description) }
+            external = lenient
+            unfitForIPv4 = error.description
         }
         logger.info("using interface", metadata: ["iface": "\(external.name)", "local_ip": "\(external.localIP)", "public_ip": "\(external.publicIP)",
                                                   "public_ipv6": "\(external.publicIPv6.map(\.description) ?? "-")", "mtu": "\(external.mtu)"])
@@ -77,6 +82,7 @@ public final class Agent: Service, Sendable {
         let masquerade = RulesSlot()
 
         guard var config = try await cancellable({ try await self.waitForConfig(registry) }) else { return }
+        if let unfitForIPv4, config.enableIPv4 { throw AgentError(unfitForIPv4) }
         // The last subnet.env names the subnet to ask for again; an unreadable one is not fatal
         // (a fresh subnet is chosen) but is said, since it means losing the node's old subnet.
         var previous: IPv4Network?
@@ -92,7 +98,7 @@ public final class Agent: Service, Sendable {
         var running: RunningBackend?
         sessions: while true {
             // 1. The backend the config asks for.
-            if running?.spec != config.backend {
+            if running?.spec != config.backend || running?.families != [config.enableIPv4, config.enableIPv6] {
                 if let old = running {
                     state.setBackend(type: old.backend.type, up: false)
                     await old.backend.stop()
@@ -104,7 +110,8 @@ public final class Agent: Service, Sendable {
                     let backend = try makeBackend(config, external)
                     backendBox.withLock { $0 = backend }
                     state.setBackend(type: backend.type, up: false)
-                    running = RunningBackend(backend: backend, spec: config.backend, advert: try await backend.prepare())
+                    running = RunningBackend(backend: backend, spec: config.backend, families: [config.enableIPv4, config.enableIPv6],
+                                             advert: try await backend.prepare())
                     if let wanted = try? BackendSpec(config).int("MTU", in: 0...Int.max), wanted > external.mtu {
                         // flannel takes Backend.MTU as given; so does Twill, but larger than the
                         // underlay's own MTU it means fragmented or dropped packets.
@@ -254,13 +261,27 @@ public final class Agent: Service, Sendable {
 
     /// Checks what the config asks of the backend (type, Port, VNI...) without touching the kernel.
     func validate(_ config: NetworkConfig) throws {
-        guard config.network != nil else {
-            throw AgentError("EnableIPv4 is false: IPv6-only networks are not supported yet (a dual-stack network is: EnableIPv4 and EnableIPv6)")
+        if !config.enableIPv4, !BackendRegistry.ipv6OnlyTypes.contains(config.backendType) {
+            throw AgentError("""
+                EnableIPv4 is false (an IPv6-only network), but Twill's \(config.backendType) backend sends over IPv4; \
+                use host-gw or vxlan, or enable IPv4
+                """)
         }
-        guard let external = try? ExternalInterfaceResolver.resolve(ifaces: configuration.ifaces, ifaceRegex: configuration.ifaceRegex,
-                                                         canReach: configuration.ifaceCanReach, publicIP: configuration.publicIP,
-                                                         publicIPv6: configuration.publicIPv6) else { return }
+        guard let external = try? resolveInterface(allowIPv6Only: !config.enableIPv4) else { return }
+        if config.enableIPv4, external.publicIP == .any {
+            throw AgentError("interface \(external.name) has no IPv4 address, but the network config has an IPv4 Network; give it one (and restart the agent), or set EnableIPv4 to false for an IPv6-only network")
+        }
+        if !config.enableIPv4, external.publicIPv6 == nil {
+            throw AgentError("EnableIPv4 is false (an IPv6-only network), but interface \(external.name) has no global IPv6 address and no --public-ipv6 is given")
+        }
         _ = try makeBackend(config, external)
+    }
+
+    /// The external interface from the flags (``ExternalInterfaceResolver``).
+    func resolveInterface(allowIPv6Only: Bool) throws(ExternalInterfaceResolver.Failure) -> ExternalInterface {
+        try ExternalInterfaceResolver.resolve(ifaces: configuration.ifaces, ifaceRegex: configuration.ifaceRegex,
+                                              canReach: configuration.ifaceCanReach, publicIP: configuration.publicIP,
+                                              publicIPv6: configuration.publicIPv6, allowIPv6Only: allowIPv6Only)
     }
 
     enum ConfigWait { case changed(NetworkConfig), unchanged, shutdown }

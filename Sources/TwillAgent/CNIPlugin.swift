@@ -61,8 +61,10 @@ public struct CNIPlugin: Sendable {
 
     /// The delegate's config for this node, as flannel builds it.
     public static func delegateConfig(_ config: Config, env: SubnetEnv) throws(Failure) -> [String: JSONValue] {
-        guard let subnet = env.subnet, let network = env.network, env.mtu > 0 else {
-            throw Failure(code: 11, "subnet file \(config.subnetFile) lacks FLANNEL_SUBNET, FLANNEL_NETWORK or FLANNEL_MTU")
+        let v4 = env.subnet.flatMap { s in env.network.map { (s, $0) } }
+        let v6 = env.ipv6Subnet.flatMap { s in env.ipv6Network.map { (s, $0) } }
+        guard v4 != nil || v6 != nil, env.mtu > 0 else {
+            throw Failure(code: 11, "subnet file \(config.subnetFile) lacks FLANNEL_SUBNET and FLANNEL_NETWORK (or their IPv6 pair) or FLANNEL_MTU")
         }
         var d = config.delegate
         if d["type"] == nil { d["type"] = .string("bridge") }
@@ -73,9 +75,13 @@ public struct CNIPlugin: Sendable {
         if case .object(let existing)? = d["ipam"] { ipam = existing }
         if ipam["type"] == nil { ipam["type"] = .string("host-local") }
         // One range list per family, IPv4 first, and a route to each overlay (flannel's).
-        var ranges: [JSONValue] = [.array([.object(["subnet": .string("\(subnet)")])])]
-        var routes: [JSONValue] = [.object(["dst": .string("\(network)")])]
-        if let subnet6 = env.ipv6Subnet, let network6 = env.ipv6Network {
+        var ranges: [JSONValue] = []
+        var routes: [JSONValue] = []
+        if let (subnet, network) = v4 {
+            ranges.append(.array([.object(["subnet": .string("\(subnet)")])]))
+            routes.append(.object(["dst": .string("\(network)")]))
+        }
+        if let (subnet6, network6) = v6 {
             let net6 = (try? IPv6Network(containing: subnet6.address, prefixLength: subnet6.prefixLength)) ?? subnet6
             ranges.append(.array([.object(["subnet": .string("\(net6)")])]))
             routes.append(.object(["dst": .string("\(network6)")]))

@@ -77,8 +77,9 @@ public struct IPMasquerade: Sendable {
     ///     `--ip-masq-fully-random-disable`).
     ///   - network6, subnet6: the IPv6 overlay and this node's IPv6 subnet (dual stack): the
     ///     same rules in ip6tables.
+    ///   - ipv4: false for an IPv6-only network: no IPv4 rules at all.
     public init(network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
-                network6: IPv6Network? = nil, subnet6: IPv6Network? = nil,
+                network6: IPv6Network? = nil, subnet6: IPv6Network? = nil, ipv4: Bool = true,
                 logger: Logger = Logger(label: "twill.ipmasq"), commandPrefix: [String] = []) {
         self.network = network
         self.subnet = subnet
@@ -88,8 +89,8 @@ public struct IPMasquerade: Sendable {
         self.logger = logger
         self.iptables = IPTables(commandPrefix: commandPrefix)
         self.ip6tables = IPTables(commandPrefix: commandPrefix, ipv6: true)
-        var chains: [ManagedChain] = masquerade ? [Self.masqueradeChain(network: "\(network)", subnet: "\(subnet)", fullyRandom: fullyRandom)] : []
-        if forwardRules { chains.append(Self.forwardChain(network: "\(network)")) }
+        var chains: [ManagedChain] = masquerade && ipv4 ? [Self.masqueradeChain(network: "\(network)", subnet: "\(subnet)", fullyRandom: fullyRandom)] : []
+        if forwardRules && ipv4 { chains.append(Self.forwardChain(network: "\(network)")) }
         if let network6, let subnet6 {
             if masquerade { chains.append(Self.masqueradeChain(network: "\(network6)", subnet: "\(subnet6)", fullyRandom: fullyRandom, ipv6: true)) }
             if forwardRules { chains.append(Self.forwardChain(network: "\(network6)", ipv6: true)) }
@@ -105,8 +106,22 @@ public struct IPMasquerade: Sendable {
     /// runs in nftables mode now (flannel cleans the other mode up the same way). Nothing
     /// happens where the iptables binaries are not installed.
     static func removeLeftovers(logger: Logger, commandPrefix: [String] = []) {
+        removeIPv6Leftovers(logger: logger, commandPrefix: commandPrefix)
         guard (try? IPTables.locate("iptables", prefix: commandPrefix)) != nil else { return }
-        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, network6: .all, subnet6: .all,
+        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix).teardown()
+    }
+
+    /// Removes flannel's ip6tables chains (and jumps) where the network has no IPv6 (any more):
+    /// a node that ran dual stack keeps no IPv6 rules. Silent where ip6tables or its tables are
+    /// missing, or hold no flannel chain.
+    static func removeIPv6Leftovers(logger: Logger, commandPrefix: [String] = []) {
+        guard (try? IPTables.locate("ip6tables", prefix: commandPrefix)) != nil else { return }
+        let ip6tables = IPTables(commandPrefix: commandPrefix, ipv6: true)
+        let present = ["nat", "filter"].contains { table in
+            ((try? ip6tables.listTable(table)) ?? []).contains { $0 == "-N FLANNEL-POSTRTG" || $0 == "-N FLANNEL-FWD" }
+        }
+        guard present else { return }
+        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, network6: .all, subnet6: .all, ipv4: false,
                      logger: logger, commandPrefix: commandPrefix).teardown()
     }
 

@@ -50,6 +50,8 @@ public struct NFTablesRules: Sendable {
     /// The IPv6 overlay and this node's IPv6 subnet, for a dual-stack network.
     public let network6: IPv6Network?
     public let subnet6: IPv6Network?
+    /// False for an IPv6-only network: the `ip` table holds no rules.
+    public let ipv4: Bool
     let logger: Logger
     let commandPrefix: [String]
     private let shared = Shared()
@@ -63,8 +65,9 @@ public struct NFTablesRules: Sendable {
     /// - Parameter commandPrefix: prepended to every `nft` command line; tests pass
     ///   `["/usr/sbin/ip", "netns", "exec", NAME]`.
     public init(network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
-                network6: IPv6Network? = nil, subnet6: IPv6Network? = nil,
+                network6: IPv6Network? = nil, subnet6: IPv6Network? = nil, ipv4: Bool = true,
                 logger: Logger = Logger(label: "twill.nftables"), commandPrefix: [String] = []) {
+        self.ipv4 = ipv4
         self.network = network
         self.subnet = subnet
         self.network6 = network6
@@ -80,8 +83,9 @@ public struct NFTablesRules: Sendable {
     /// valid when it does not exist yet; all steps are one transaction. Without IPv6 the
     /// `ip6` table is only deleted (one left from a dual-stack config, or flanneld's).
     func script(fullyRandom: Bool) -> String {
+        // An IPv6-only network keeps an empty `ip` table: it marks the node as in nftables mode.
         var lines = Self.tableScript(family: "ip", name: Self.table, network: "\(network)", subnet: "\(subnet)", multicast: "224.0.0.0/4",
-                                     forwardRules: forwardRules, masquerade: masquerade, fullyRandom: fullyRandom)
+                                     forwardRules: forwardRules && ipv4, masquerade: masquerade && ipv4, fullyRandom: fullyRandom)
         if let network6, let subnet6 {
             lines += Self.tableScript(family: "ip6", name: Self.ipv6Table, network: "\(network6)", subnet: "\(subnet6)", multicast: "ff00::/8",
                                       forwardRules: forwardRules, masquerade: masquerade, fullyRandom: fullyRandom)
@@ -229,7 +233,7 @@ extension NFTablesRules: TrafficRules {
     func sameRules(as other: any TrafficRules) -> Bool {
         guard let o = other as? NFTablesRules else { return false }
         return (o.network, o.subnet, o.forwardRules, o.masquerade, o.fullyRandom) == (network, subnet, forwardRules, masquerade, fullyRandom)
-            && (o.network6, o.subnet6) == (network6, subnet6)
+            && (o.network6, o.subnet6, o.ipv4) == (network6, subnet6, ipv4)
     }
 
     @discardableResult

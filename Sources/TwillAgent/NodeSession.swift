@@ -97,11 +97,11 @@ final class NodeSession: Sendable {
             if config.enableNFTables {
                 rules = NFTablesRules(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
                                       masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom,
-                                      network6: overlay6, subnet6: subnet6, logger: logger)
+                                      network6: overlay6, subnet6: subnet6, ipv4: config.enableIPv4, logger: logger)
             } else {
                 rules = IPMasquerade(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
                                      masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom,
-                                     network6: overlay6, subnet6: subnet6, logger: logger)
+                                     network6: overlay6, subnet6: subnet6, ipv4: config.enableIPv4, logger: logger)
             }
             if let old = masquerade.get(), old.mode != rules.mode {
                 // A live switch of EnableNFTables: the old mode's rules go first.
@@ -115,13 +115,18 @@ final class NodeSession: Sendable {
                     if nft { IPMasquerade.removeLeftovers(logger: log) } else { NFTablesRules.removeLeftovers(logger: log) }
                 }
             }
+            if !config.enableNFTables, overlay6 == nil {
+                // IPv6 off (now): no ip6tables rules of an earlier dual-stack run stay.
+                let log = logger
+                await Blocking.run { IPMasquerade.removeIPv6Leftovers(logger: log) }
+            }
             do { try await rules.ensureOffPool() } catch {
                 logger.error("cannot install the \(rules.mode) rules yet; retrying every \(configuration.iptablesResync)", metadata: [
                     "masquerade": "\(configuration.ipMasq)", "forward_rules": "\(configuration.iptablesForwardRules)", "error": "\(error)"])
             }
             masquerade.set(rules)
         }
-        let env = SubnetEnv(network: overlay, subnet: lease.subnet.ipv4, ipv6Network: overlay6, ipv6Subnet: subnet6,
+        let env = SubnetEnv(network: config.network, subnet: lease.subnet.ipv4Subnet, ipv6Network: overlay6, ipv6Subnet: subnet6,
                             mtu: mtu, ipMasq: configuration.ipMasq)
         expectedEnv.withLock { $0 = env }
         await writeSubnetEnv(env, reason: "wrote subnet file")
@@ -131,7 +136,8 @@ final class NodeSession: Sendable {
     /// `--ip-blackhole-route`: puts the route for `subnet` in place (and takes away one left
     /// from an earlier subnet, or from a run with the flag on when it is off now).
     private func keepBlackholeRoute(_ subnet: IPv4Network) async {
-        let wanted = configuration.blackholeRoute
+        // An IPv6-only node has no IPv4 subnet to guard (and 0.0.0.0/0 must never be blackholed).
+        let wanted = configuration.blackholeRoute && config.enableIPv4 && subnet.prefixLength > 0
         do {
             let changed = try await Blocking.run { () throws -> Bool in
                 let netlink = try Netlink()
@@ -215,7 +221,8 @@ final class NodeSession: Sendable {
         let lease = keeper.lease
         return PeerSet.Context(network: overlay, subnetLength: config.subnetLength, ownKey: keeper.ownKey,
                                ownSubnet: lease?.subnet.ipv4, ownPublicIP: external.publicIP, ownAttributes: lease?.attributes,
-                               ipv6Network: overlay6, ipv6SubnetLength: config.ipv6SubnetLength, ownSubnet6: lease?.subnet.ipv6)
+                               ipv6Network: overlay6, ipv6SubnetLength: config.ipv6SubnetLength, ownSubnet6: lease?.subnet.ipv6,
+                               ipv4: config.enableIPv4, ownPublicIPv6: external.publicIPv6)
     }
 
     /// Leases and config from the watch: validated, then to the backend or the keeper.

@@ -103,6 +103,9 @@ public enum BackendRegistry {
 
     /// The backends that carry IPv6 (a dual-stack network's `EnableIPv6`).
     public static let dualStackTypes = ["udp", "vxlan", "host-gw", "alloc"]
+    /// The backends that run on a node without IPv4 (`EnableIPv4: false`): those on the
+    /// kernel's data path (Twill's own engine sends over IPv4 only).
+    public static let ipv6OnlyTypes = ["vxlan", "host-gw", "alloc"]
 
     enum Checked {
         case udp(port: UInt16, mtu: Int?)
@@ -170,17 +173,19 @@ public enum BackendRegistry {
         }
     }
 
-    /// The backend for `spec` on `external`; `ipv6` for a dual-stack network.
-    public static func make(_ spec: BackendSpec, external: ExternalInterface, options: Options = Options(), ipv6: Bool = false) throws -> any Backend {
+    /// The backend for `spec` on `external`; `ipv6` for a network with IPv6, `ipv4` false for
+    /// an IPv6-only one.
+    public static func make(_ spec: BackendSpec, external: ExternalInterface, options: Options = Options(), ipv6: Bool = false,
+                            ipv4: Bool = true) throws -> any Backend {
         switch try settings(spec, options: options, ipv6: ipv6) {
         case .udp(let port, let mtu):
             return UDPBackend(netlink: try Netlink(), external: external, tunName: options.tunName, port: port,
                               checkSources: !options.acceptAnySource, offloads: options.udpOffloads, queues: options.udpQueues, mtu: mtu)
         case .vxlan(let vni, let port, let directRouting, let gbp, let learning, let mtu):
             return VXLANBackend(netlink: try Netlink(), external: external, vni: vni, port: port, directRouting: directRouting,
-                                gbp: gbp, learning: learning, mtu: mtu, ipv6: ipv6)
+                                gbp: gbp, learning: learning, mtu: mtu, ipv6: ipv6, ipv4: ipv4)
         case .hostGW(let mtu):
-            return HostGWBackend(netlink: try Netlink(), external: external, mtu: mtu, ipv6: ipv6)
+            return HostGWBackend(netlink: try Netlink(), external: external, mtu: mtu, ipv6: ipv6, ipv4: ipv4)
         case .wireGuard(let w):
             return WireGuardBackend(netlink: try Netlink(), external: external, listenPort: w.listenPort, keyFile: options.wireGuardKeyFile,
                                     presharedKey: w.presharedKey.map(Secret.init), persistentKeepalive: w.persistentKeepalive > 0 ? .seconds(w.persistentKeepalive) : nil,

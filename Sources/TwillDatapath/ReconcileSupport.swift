@@ -75,10 +75,18 @@ enum KernelRoutes {
     }
 
     /// The global IPv6 prefixes directly attached to interface `index`.
+    /// The global IPv6 prefixes on the link of interface `index`: those of its addresses, and
+    /// those of gateway-less routes through it that are not Twill's (an RA's on-link prefix,
+    /// where the address itself is a DHCPv6 /128).
     static func onLinkNetworks6(_ netlink: Netlink, interfaceIndex index: Int32) throws -> [IPv6Network] {
-        try netlink.addresses(interfaceIndex: index, family: AF_INET6).compactMap { a in
+        let fromAddresses = try netlink.addresses(interfaceIndex: index, family: AF_INET6).compactMap { a in
             a.address.v6.flatMap { $0.isLinkLocal ? nil : try? IPv6Network(containing: $0, prefixLength: a.prefixLength) }
         }
+        let fromRoutes = try netlink.routes6().filter {
+            $0.outputInterface == index && $0.gateway == nil && !$0.isTwillOwned && $0.type == 1
+                && $0.destination.prefixLength > 0 && !$0.destination.address.isLinkLocal && !$0.destination.address.isMulticast
+        }.map(\.destination)
+        return fromAddresses + fromRoutes
     }
 
     /// The IPv6 version of ``reconcile(_:network:desired:logger:)``: Twill's IPv6 routes inside
@@ -181,8 +189,9 @@ extension KernelRoutes {
         case .route6Added(let r), .route6Removed(let r): return inNetwork6(r)
         case .linkChanged(let l), .linkRemoved(let l): return ours.contains(l.index)
         case .addressAdded(let a), .addressRemoved(let a):
-            // IPv6 link-local addresses come and go with links (and DAD): not ours to follow.
-            if let v6 = a.address.v6, v6.isLinkLocal { return false }
+            // IPv6 link-local addresses come and go with links (and DAD), and SLAAC refreshes
+            // global ones with every router advertisement: followed only where IPv6 is routed.
+            if let v6 = a.address.v6, v6.isLinkLocal || network6 == nil { return false }
             return ours.contains(a.interfaceIndex)
         case .neighbourAdded(let n), .neighbourRemoved(let n): return devices.contains(n.interfaceIndex)
         case .fdbAdded(let f), .fdbRemoved(let f): return devices.contains(f.interfaceIndex)

@@ -3,7 +3,8 @@
 // then prints one line of counters and the process's CPU seconds.
 //
 // usage: TwillDatapathBench --tun twill0 --local-subnet 198.18.1.0/24 --bind 198.51.100.1
-//          [--port 8285] [--peer 198.18.2.0/24=198.51.100.2]... [--no-source-checks] [--batch 64]
+//          [--local-subnet6 2001:db8:100:1::/64]
+//          [--port 8285] [--peer 198.18.2.0/24=198.51.100.2[=2001:db8:100:2::/64]]... [--no-source-checks] [--batch 64]
 //          [--offloads] [--no-udp-offloads] [--queues N] [--threads-per-queue 1|2] [--txqueuelen N]
 //          [--wireguard-key FILE --peer-key SUBNET=BASE64...]
 // With --wireguard-key the engine carries WireGuard (its control thread beside it), each
@@ -29,6 +30,7 @@ func parse<T>(_ text: String?, _ flag: String, _ make: (String) -> T?) -> T {
 func runBench() {
     var tunName = "twill0"
     var localSubnet: IPv4Network?
+    var localSubnet6: IPv6Network?
     var bindAddress = IPv4Address.any
     var port = UDPSocket.defaultPort
     var peers: [PeerLease] = []
@@ -46,6 +48,7 @@ func runBench() {
         switch flag {
         case "--tun": tunName = parse(arguments.popFirst(), flag) { $0 }
         case "--local-subnet": localSubnet = parse(arguments.popFirst(), flag) { IPv4Network($0) }
+        case "--local-subnet6": localSubnet6 = parse(arguments.popFirst(), flag) { IPv6Network($0) }
         case "--bind": bindAddress = parse(arguments.popFirst(), flag) { IPv4Address($0) }
         case "--port": port = parse(arguments.popFirst(), flag) { UInt16($0) }
         case "--batch": batchSize = parse(arguments.popFirst(), flag) { Int($0) }
@@ -65,9 +68,11 @@ func runBench() {
         case "--peer":
             peers.append(parse(arguments.popFirst(), flag) { text -> PeerLease? in
                 let parts = text.split(separator: "=")
-                guard parts.count == 2, let subnet = IPv4Network(String(parts[0])),
+                guard parts.count == 2 || parts.count == 3, let subnet = IPv4Network(String(parts[0])),
                       let ip = IPv4Address(String(parts[1])) else { return nil }
-                return PeerLease(subnet: subnet, publicIP: ip, backendType: nil, backendData: nil)
+                let subnet6 = parts.count == 3 ? IPv6Network(String(parts[2])) : nil
+                if parts.count == 3, subnet6 == nil { return nil }
+                return PeerLease(subnet: subnet, publicIP: ip, backendType: nil, backendData: nil, subnet6: subnet6)
             })
         default: fail("unknown argument \(flag)")
         }
@@ -85,7 +90,7 @@ func runBench() {
     do {
         var configuration = UDPEngineConfiguration(
             localSubnet: localSubnet, peerPort: port, checkSources: checkSources, batchSize: batchSize,
-            udpOffloads: udpOffloads, queues: queues, threadsPerQueue: threadsPerQueue)
+            udpOffloads: udpOffloads, queues: queues, threadsPerQueue: threadsPerQueue, localSubnet6: localSubnet6)
         var control: WireGuardControl?
         if let wireGuardKey {
             try WireGuardCrypto.load()

@@ -146,8 +146,9 @@ public struct NetworkConfig: Sendable, Equatable {
                 return a
             }
             ipv6SubnetMin = try bound6("IPv6SubnetMin", net.subnet(at: 1, length: ipv6SubnetLength)?.address)
-            let count6 = net.subnetCount(length: ipv6SubnetLength)
-            ipv6SubnetMax = try bound6("IPv6SubnetMax", count6.flatMap { net.subnet(at: $0 - 1, length: ipv6SubnetLength)?.address })
+            // The last subnet, also where there are 2^64 or more of them (no count to index by).
+            let last6 = (try? IPv6Network(containing: net.lastAddress, prefixLength: ipv6SubnetLength))?.address
+            ipv6SubnetMax = try bound6("IPv6SubnetMax", last6)
             if let lo = ipv6SubnetMin, let hi = ipv6SubnetMax, hi < lo {
                 throw ConfigError("IPv6SubnetMin \(lo) is above IPv6SubnetMax \(hi)")
             }

@@ -50,10 +50,16 @@ public struct PeerSet: Sendable {
         public var ipv6Network: IPv6Network?
         public var ipv6SubnetLength: Int
         public var ownSubnet6: IPv6Network?
+        /// False for an IPv6-only network (`EnableIPv4: false`): leases are judged by their
+        /// IPv6 part and PublicIPv6 alone (flannel's keys `0.0.0.0-0&<v6>-<len>`).
+        public var ipv4: Bool
+        public var ownPublicIPv6: IPv6Address?
 
         public init(network: IPv4Network, subnetLength: Int, ownKey: String?, ownSubnet: IPv4Network?, ownPublicIP: IPv4Address,
                     ownAttributes: LeaseAttributes? = nil, ipv6Network: IPv6Network? = nil, ipv6SubnetLength: Int = 64,
-                    ownSubnet6: IPv6Network? = nil) {
+                    ownSubnet6: IPv6Network? = nil, ipv4: Bool = true, ownPublicIPv6: IPv6Address? = nil) {
+            self.ipv4 = ipv4
+            self.ownPublicIPv6 = ownPublicIPv6
             self.network = network
             self.subnetLength = subnetLength
             self.ownKey = ownKey
@@ -99,7 +105,13 @@ public struct PeerSet: Sendable {
     }
 
     /// The peers, ordered by subnet.
-    public var peers: [Lease] { accepted.values.sorted { $0.subnet.ipv4.address < $1.subnet.ipv4.address } }
+    public var peers: [Lease] { accepted.values.sorted(by: Self.bySubnet) }
+
+    /// Subnet order (IPv4 first, then IPv6, which is what tells IPv6-only leases apart).
+    static func bySubnet(_ a: Lease, _ b: Lease) -> Bool {
+        if a.subnet.ipv4.address != b.subnet.ipv4.address { return a.subnet.ipv4.address < b.subnet.ipv4.address }
+        return (a.subnet.ipv6?.address ?? .any) < (b.subnet.ipv6?.address ?? .any)
+    }
 
     /// Rejected keys per reason (every reason present, zero included), for a gauge.
     public var rejectionCounts: [LeaseRejection: Int] {
@@ -155,6 +167,7 @@ public struct PeerSet: Sendable {
         do { attributes = try LeaseAttributes(json: kv.value, key: kv.key) } catch {
             return reject(.malformed, "\(error)")
         }
+        if !context.ipv4 { return judge6(kv, subnet, attributes) }
         guard let net = subnet.ipv4Subnet else {
             return reject(.wrongLength, "it names no IPv4 subnet (an IPv6-only node); this network's subnets are IPv4 /\(context.subnetLength)")
         }
@@ -183,8 +196,35 @@ public struct PeerSet: Sendable {
                 return reject(.overlapsOwnSubnet, "\(net6) overlaps this node's IPv6 subnet \(own)")
             }
         }
-        if let ip6 = attributes.publicIPv6, !Self.isUnicast(ip6) {
+        // Only where IPv6 is routed: an IPv4 network ignores PublicIPv6 altogether.
+        if context.ipv6Network != nil, let ip6 = attributes.publicIPv6, !Self.isUnicast(ip6) {
             return reject(.badPublicIP, "PublicIPv6 \(ip6) is not a unicast address of a node")
+        }
+        return .success(Lease(subnet: subnet, attributes: attributes, etcdLease: kv.lease, modRevision: kv.modRevision,
+                              createRevision: kv.createRevision))
+    }
+
+    /// ``judge(_:)`` in an IPv6-only network: the IPv6 subnet and PublicIPv6 are what count.
+    private func judge6(_ kv: KeyValue, _ subnet: SubnetKey, _ attributes: LeaseAttributes) -> Result<Lease, Rejected> {
+        func reject(_ reason: LeaseRejection, _ detail: String) -> Result<Lease, Rejected> {
+            .failure(Rejected(key: kv.key, reason: reason, detail: detail))
+        }
+        guard let network6 = context.ipv6Network else { return reject(.outsideNetwork, "this network has no IPv6Network") }
+        guard let net6 = subnet.ipv6 else {
+            return reject(.wrongLength, "it names no IPv6 subnet; this network's subnets are IPv6 /\(context.ipv6SubnetLength)")
+        }
+        guard net6.prefixLength == context.ipv6SubnetLength else {
+            return reject(.wrongLength, "\(net6) is a /\(net6.prefixLength); the network's IPv6 subnets are /\(context.ipv6SubnetLength)")
+        }
+        guard network6.contains(net6) else { return reject(.outsideNetwork, "\(net6) is not inside the IPv6 network \(network6)") }
+        guard let ip6 = attributes.publicIPv6, Self.isUnicast(ip6) else {
+            return reject(.badPublicIP, "PublicIPv6 \(attributes.publicIPv6.map { "\($0)" } ?? "null") is not a unicast address of a node")
+        }
+        if let own = context.ownPublicIPv6, ip6 == own {
+            return reject(.ownPublicIP, "it names this node's PublicIPv6 \(ip6) but is not this node's lease")
+        }
+        if let own = context.ownSubnet6, own.overlaps(net6) {
+            return reject(.overlapsOwnSubnet, "\(net6) overlaps this node's IPv6 subnet \(own)")
         }
         return .success(Lease(subnet: subnet, attributes: attributes, etcdLease: kv.lease, modRevision: kv.modRevision,
                               createRevision: kv.createRevision))
@@ -225,7 +265,7 @@ public struct PeerSet: Sendable {
         var next: [String: Lease] = [:]
         for lease in candidates {
             let key = layout.key(for: lease.subnet)
-            if let older = holder[lease.subnet.ipv4] {
+            if context.ipv4, let older = holder[lease.subnet.ipv4] {
                 newRejections[key] = .conflict
                 details[key] = "\(lease.subnet.ipv4) is already leased by the older \(older)"
                 continue
@@ -251,9 +291,9 @@ public struct PeerSet: Sendable {
         for (key, reason) in newRejections where rejections[key] != reason {
             change.rejected.append(Rejected(key: key, reason: reason, detail: details[key] ?? ""))
         }
-        change.added.sort { $0.subnet.ipv4.address < $1.subnet.ipv4.address }
-        change.removed.sort { $0.subnet.ipv4.address < $1.subnet.ipv4.address }
-        change.changed.sort { $0.subnet.ipv4.address < $1.subnet.ipv4.address }
+        change.added.sort(by: Self.bySubnet)
+        change.removed.sort(by: Self.bySubnet)
+        change.changed.sort(by: Self.bySubnet)
         change.rejected.sort { $0.key < $1.key }
         accepted = next
         rejections = newRejections

@@ -50,8 +50,9 @@ public struct SubnetEnv: Sendable, Equatable {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    /// Parses the file's text. `requireComplete` demands FLANNEL_NETWORK, FLANNEL_SUBNET and
-    /// FLANNEL_MTU (what Docker and CNI need); without it, whatever is present is read.
+    /// Parses the file's text. `requireComplete` demands FLANNEL_NETWORK and FLANNEL_SUBNET
+    /// (or, IPv6-only, FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET) and FLANNEL_MTU (what
+    /// Docker and CNI need); without it, whatever is present is read.
     public init(text: String, path: String = "subnet.env", requireComplete: Bool = false) throws(LeaseError) {
         var values: [String: String] = [:]
         for (n, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -77,7 +78,11 @@ public struct SubnetEnv: Sendable, Equatable {
         ipMasq = try parse("FLANNEL_IPMASQ") { $0 == "true" ? true : ($0 == "false" ? false : nil) } ?? false
         mtu = mtuValue ?? 0
         if requireComplete {
-            let missing = ["FLANNEL_NETWORK", "FLANNEL_SUBNET", "FLANNEL_MTU"].filter { values[$0] == nil }
+            // One family's pair is enough (an IPv6-only network has no FLANNEL_SUBNET), as for
+            // flannel's CNI plugin.
+            let v4 = ["FLANNEL_NETWORK", "FLANNEL_SUBNET"], v6 = ["FLANNEL_IPV6_NETWORK", "FLANNEL_IPV6_SUBNET"]
+            let pair = v4.allSatisfy { values[$0] != nil } || !v6.allSatisfy({ values[$0] != nil }) ? v4 : []
+            let missing = (pair + ["FLANNEL_MTU"]).filter { values[$0] == nil }
             if !missing.isEmpty {
                 throw .subnetFile(path: path, reason: "missing \(missing.joined(separator: ", ")) (is the agent running and has it written the file?)")
             }

@@ -104,7 +104,7 @@ public final class SubnetRegistry: Sendable {
         var lost6: Set<IPv6Network> = []
         for attempt in 1...maxAttempts {
             let snap = try await snapshot()
-            let mine = snap.leases.filter { $0.attributes.publicIP == attributes.publicIP && !avoid.contains($0.subnet.ipv4) }
+            let mine = snap.leases.filter { Self.sameNode($0.attributes, attributes) && !avoid.contains($0.subnet.ipv4) }
             for lease in mine {
                 if config.fits(lease.subnet) {
                     if let taken = try await takeOver(lease, attributes: attributes, ttl: ttl) { return taken }
@@ -155,13 +155,13 @@ public final class SubnetRegistry: Sendable {
             }
             let key = SubnetKey(ipv4: v4, ipv6: v6)
             if let lease = try await create(key, attributes: attributes, ttl: ttl, etcdLease: etcdLease) {
-                if let older = try await olderHolder(of: lease) {
+                if let older = try await olderHolder(of: lease, config: config) {
                     // Raced with another node for one of the subnets under a different key.
                     logger.notice("another node's older key holds a subnet just leased; giving it up", metadata: ["key": "\(key)", "older": "\(older)"])
                     try await retire(lease)
                     if lease.etcdLease != etcdLease { try? await etcd.revoke(lease: lease.etcdLease) }
-                    if let s = key.ipv4Subnet, older.ipv4Subnet == s { lost.insert(s) }
-                    if let s = key.ipv6, older.ipv6 == s { lost6.insert(s) }
+                    if let s = key.ipv4Subnet, let o = older.ipv4Subnet, o.overlaps(s) { lost.insert(s) }
+                    if let s = key.ipv6, let o = older.ipv6, o.overlaps(s) { lost6.insert(s) }
                     continue
                 }
                 if key.ipv4Subnet != nil, key.ipv4 == previous { logger.info("reusing the subnet from the previous subnet.env", metadata: ["subnet": "\(key.ipv4)"]) }
@@ -172,12 +172,22 @@ public final class SubnetRegistry: Sendable {
         throw .contention(attempts: maxAttempts)
     }
 
-    /// The key of an older lease (lower create revision) naming one of `lease`'s subnets, if any.
-    func olderHolder(of lease: Lease) async throws(LeaseError) -> SubnetKey? {
+    /// Whether a lease value names the node `attributes` describes: by PublicIP, or for a node
+    /// without IPv4 (an IPv6-only network, PublicIP 0.0.0.0) by PublicIPv6.
+    static func sameNode(_ lease: LeaseAttributes, _ attributes: LeaseAttributes) -> Bool {
+        if attributes.publicIP != .any { return lease.publicIP == attributes.publicIP }
+        return attributes.publicIPv6 != nil && lease.publicIPv6 == attributes.publicIPv6
+    }
+
+    /// The key of an older lease (lower create revision) naming one of `lease`'s subnets, if
+    /// any. Only keys that suit `config` count (others are no node's valid lease: peers ignore
+    /// them, as the picker does), and none of this node's own.
+    func olderHolder(of lease: Lease, config: NetworkConfig) async throws(LeaseError) -> SubnetKey? {
         let result: RangeResult
         do { result = try await etcd.list(prefix: layout.subnetsPrefix) } catch { throw .etcd(error) }
         for kv in result.kvs where kv.createRevision < lease.createRevision {
-            guard let other = try? layout.subnet(fromKey: kv.key), other != lease.subnet else { continue }
+            guard let other = try? layout.subnet(fromKey: kv.key), other != lease.subnet, config.fits(other) else { continue }
+            if let value = try? LeaseAttributes(json: kv.value, key: kv.key), Self.sameNode(value, lease.attributes) { continue }
             if let a = other.ipv4Subnet, let b = lease.subnet.ipv4Subnet, a.overlaps(b) { return other }
             if let a = other.ipv6, let b = lease.subnet.ipv6, a.overlaps(b) { return other }
         }

@@ -254,9 +254,11 @@ public final class Netlink: Sendable {
                 ifa.ifa_prefixlen = UInt8(a.prefixLength)
                 ifa.ifa_scope = a.scope
                 ifa.ifa_index = UInt32(bitPattern: a.interfaceIndex)
-                ifa.ifa_flags = UInt8(truncatingIfNeeded: a.flags)
+                // Flags only matter when adding (ones read back from the kernel are not for a delete).
+                let flags = type == Int(RTM_NEWADDR) ? a.flags : 0
+                ifa.ifa_flags = UInt8(truncatingIfNeeded: flags)
                 b.header(ifa)
-                if a.flags != 0 { b.putU32(Int(IFA_FLAGS), a.flags) }
+                if flags != 0 { b.putU32(Int(IFA_FLAGS), flags) }
                 b.putIP(Int(IFA_LOCAL), a.address)
                 b.putIP(Int(IFA_ADDRESS), a.address)
                 if let label = a.label, isV4 { b.putString(Int(IFA_LABEL), label) }

@@ -45,7 +45,8 @@ func parseAddress(_ msg: UnsafePointer<nlmsghdr>) -> InterfaceAddress? {
     guard let address = attrs.ip(Int(IFA_LOCAL)) ?? attrs.ip(Int(IFA_ADDRESS)) else { return nil }
     return InterfaceAddress(
         interfaceIndex: Int32(bitPattern: ifa.ifa_index), address: address,
-        prefixLength: Int(ifa.ifa_prefixlen), scope: ifa.ifa_scope, label: attrs.string(Int(IFA_LABEL)))
+        prefixLength: Int(ifa.ifa_prefixlen), scope: ifa.ifa_scope, label: attrs.string(Int(IFA_LABEL)),
+        flags: attrs.u32(Int(IFA_FLAGS)) ?? UInt32(ifa.ifa_flags))
 }
 
 func parseRoute(_ msg: UnsafePointer<nlmsghdr>) -> Route? {

@@ -147,8 +147,15 @@ public struct InterfaceAddress: Hashable, Sendable, CustomStringConvertible {
     public var scope: UInt8
     /// `IFA_LABEL` (IPv4 only), e.g. "eth0".
     public var label: String?
-    /// `IFA_F_*` bits to set when adding (``noDAD``); not read back.
+    /// `IFA_F_*` bits: set when adding (``noDAD``), as the kernel reports them when listed
+    /// (``temporary``, ``deprecated``, ``permanent``...).
     public var flags: UInt32 = 0
+
+    public static let temporary: UInt32 = 0x01
+    public static let dadFailed: UInt32 = 0x08
+    public static let deprecated: UInt32 = 0x20
+    public static let tentative: UInt32 = 0x40
+    public static let permanent: UInt32 = 0x80
 
     /// IFA_F_NODAD: an IPv6 address usable at once, without duplicate address detection (for
     /// an address that is unique by construction, such as a leased subnet's).

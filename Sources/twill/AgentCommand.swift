@@ -160,7 +160,8 @@ struct AgentCommand: AsyncParsableCommand {
                 CodeMappings.dropMappedPages()
             }
         }) { [backendOptions] network, external in
-            try BackendRegistry.make(BackendSpec(network), external: external, options: backendOptions, ipv6: network.enableIPv6)
+            try BackendRegistry.make(BackendSpec(network), external: external, options: backendOptions, ipv6: network.enableIPv6,
+                                     ipv4: network.enableIPv4)
         }
         // WATCHDOG=1 at half the unit's WatchdogSec, only while the agent's loops make progress
         // (systemd restarts a wedged agent); the reasons go to the log and to STATUS=.

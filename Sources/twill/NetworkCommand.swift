@@ -44,11 +44,16 @@ struct NetworkCommand: AsyncParsableCommand {
         @Option(help: "Backend type: udp, vxlan, host-gw (or alloc).") var backend: String?
         @Option(help: "Backend UDP port (udp, vxlan).") var port: Int?
         @Option(help: "VXLAN network identifier.") var vni: Int?
+        @Option(name: .customLong("ipv6-network"), help: "Dual stack: the IPv6 overlay network (EnableIPv6), e.g. fd00:10:244::/56.") var ipv6Network: String?
+        @Option(name: .customLong("ipv6-subnet-len"), help: "Prefix length of each node's IPv6 subnet (default 64).") var ipv6SubnetLen: Int?
         @Flag(help: "Replace an existing, different config.") var force = false
 
         func validate() throws {
             if file == nil, network == nil { throw ValidationError("give --file or --network") }
-            if file != nil, network != nil || subnetLen != nil || backend != nil { throw ValidationError("--file cannot be combined with --network/--subnet-len/--backend") }
+            if file != nil, network != nil || subnetLen != nil || backend != nil || ipv6Network != nil {
+                throw ValidationError("--file cannot be combined with --network/--subnet-len/--backend/--ipv6-network")
+            }
+            if ipv6SubnetLen != nil, ipv6Network == nil { throw ValidationError("--ipv6-subnet-len needs --ipv6-network") }
         }
 
         func json() throws -> Data {
@@ -63,6 +68,11 @@ struct NetworkCommand: AsyncParsableCommand {
             }
             var object: [String: JSONValue] = ["Network": .string(network ?? "")]
             if let subnetLen { object["SubnetLen"] = .number(Double(subnetLen)) }
+            if let ipv6Network {
+                object["EnableIPv6"] = .bool(true)
+                object["IPv6Network"] = .string(ipv6Network)
+                if let ipv6SubnetLen { object["IPv6SubnetLen"] = .number(Double(ipv6SubnetLen)) }
+            }
             var b: [String: JSONValue] = ["Type": .string(backend ?? "udp")]
             if let port { b["Port"] = .number(Double(port)) }
             if let vni { b["VNI"] = .number(Double(vni)) }

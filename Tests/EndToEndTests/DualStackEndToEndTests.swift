@@ -204,12 +204,86 @@ import TwillTestSupport
     @Test("a dual-stack network on a backend that carries IPv4 only is refused with the reason; a node without IPv6 says what it lacks")
     func refusals() async throws {
         try await withCluster(hosts: 1, underlay: "198.51.100") { cluster in
-            try cluster.etcdctl(["put", "/coreos.com/network/config", Self.config.replacingOccurrences(of: "BACKEND", with: "host-gw")])
+            try cluster.etcdctl(["put", "/coreos.com/network/config", Self.config.replacingOccurrences(of: "BACKEND", with: "wireguard")])
             try cluster.startAgent(0)
+            #expect(await eventually(timeout: .seconds(15)) {
+                cluster.agentLog(0).contains("EnableIPv6 is set, but Twill's wireguard backend carries IPv4 only so far")
+            }, "\(cluster.agentLog(0))")
+            try cluster.etcdctl(["put", "/coreos.com/network/config", Self.config.replacingOccurrences(of: "BACKEND", with: "host-gw")])
             // This segment has no IPv6: the agent says so and leases nothing.
             #expect(await eventually(timeout: .seconds(15)) { cluster.agentLog(0).contains("has no global IPv6 address") }, "\(cluster.agentLog(0))")
             #expect(cluster.subnet(0) == nil)
             cluster.stopAgent(0)
+        }
+    }
+
+    /// An IPv6-only segment (no IPv4 anywhere, etcd over IPv6) and an IPv6-only network: each
+    /// node leases an IPv6 subnet under flannel's `0.0.0.0-0&<v6>-<len>` key, with its
+    /// interface's IPv6 address as PublicIPv6, and the nodes reach each other's subnets.
+    @Test("an IPv6-only cluster: no IPv4 on the hosts, PublicIPv6 auto-detected, every pair routed; udp is refused with the reason",
+          arguments: ["host-gw", "vxlan"])
+    func ipv6Only(backend: String) async throws {
+        try await withCluster(hosts: 3, underlay: "198.51.100", ipv6Only: true) { cluster in
+            let hosts = cluster.net.hosts
+            let config = #"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:100::/48","Backend":{"Type":"\#(backend)"}}"#
+            try cluster.etcdctl(["put", "/coreos.com/network/config", config])
+            for i in 0..<3 { try cluster.startAgent(i, extra: i == 0 ? ["--ip-masq"] : []) }
+            for i in 0..<3 {
+                let ok = await eventually(timeout: .seconds(20)) { cluster.subnet6(i) != nil }
+                #expect(ok, "agent \(i + 1) wrote no IPv6 subnet: \(cluster.agentLog(i))")
+                if !ok { return }
+            }
+            let subnets6 = (0..<3).map { cluster.subnet6($0) ?? "" }
+            #expect(Set(subnets6).count == 3)
+            let env = try String(contentsOfFile: cluster.subnetFile(0), encoding: .utf8)
+            #expect(env == """
+                FLANNEL_IPV6_NETWORK=2001:db8:100::/48
+                FLANNEL_IPV6_SUBNET=\(TestCluster.gateway6(subnets6[0]))/64
+                FLANNEL_MTU=\(backend == "vxlan" ? 1430 : 1500)
+                FLANNEL_IPMASQ=true
+
+                """)
+            let key = "/coreos.com/network/subnets/0.0.0.0-0&\(subnets6[0].replacingOccurrences(of: "/", with: "-"))"
+            let value = try cluster.etcdctl(["get", key, "--print-value-only"]).trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(value.hasPrefix(#"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:1::1","BackendType":"\#(backend)""#), "\(key): \(value)")
+            if backend == "vxlan" {
+                #expect(value.contains(#""BackendV6Data":{"VNI":1,"VtepMAC":"#) && !value.contains(#""BackendData""#), "\(value)")
+                #expect((try? hosts[0].ip("link", "show", "flannel.1")) == nil, "no IPv4 device on an IPv6-only node")
+            }
+            for (i, h) in hosts.enumerated() {
+                try h.ip("link", "add", "twb0", "type", "bridge")
+                try h.ip("addr", "add", "\(TestCluster.gateway6(subnets6[i]))/64", "dev", "twb0", "nodad")
+                try h.ip("link", "set", "twb0", "up")
+            }
+            for i in 0..<3 {
+                #expect(await eventually(timeout: .seconds(15)) { Self.owned6(hosts[i]).count == 2 },
+                        "host \(i + 1): \(Self.routes6(hosts[i]))\n\(cluster.agentLog(i))")
+                #expect(Self.routes4(hosts[i]).isEmpty, "no IPv4 route on an IPv6-only node: \(Self.routes4(hosts[i]))")
+                for j in 0..<3 where j != i {
+                    #expect(Self.ping6(hosts[i], TestCluster.gateway6(subnets6[j]), from: TestCluster.gateway6(subnets6[i])),
+                            "\(backend): h\(i + 1) cannot reach h\(j + 1)'s \(subnets6[j])")
+                }
+            }
+            // --ip-masq on an IPv6-only node: ip6tables rules only, no IPv4 rule at all.
+            #expect(((try? hosts[0].exec("/usr/sbin/ip6tables", ["-w", "-t", "nat", "-S", "FLANNEL-POSTRTG"])) ?? "").contains("-s \(subnets6[0]) -d 2001:db8:100::/48"))
+            #expect(!(((try? hosts[0].exec("/usr/sbin/iptables", ["-w", "-t", "nat", "-S"])) ?? "FLANNEL")).contains("FLANNEL"))
+            // A node dies hard and its lease goes: its routes go from the others.
+            cluster.stopAgent(2, signal: SIGKILL)
+            try cluster.etcdctl(["del", "/coreos.com/network/subnets/0.0.0.0-0&\(subnets6[2].replacingOccurrences(of: "/", with: "-"))"])
+            for i in 0..<2 {
+                #expect(await eventually(timeout: .seconds(10)) { Self.owned6(hosts[i]) == [subnets6[1 - i]] }, "\(Self.routes6(hosts[i]))")
+            }
+            // A restart keeps the subnet (the lease is taken over by PublicIPv6).
+            cluster.stopAgent(1, signal: SIGKILL)
+            try cluster.startAgent(1)
+            #expect(await eventually(timeout: .seconds(20)) { (try? cluster.etcdctl(["get", "--prefix", "/coreos.com/network/subnets/", "--keys-only"]))?
+                .split(separator: "\n").filter { !$0.isEmpty }.count == 2 })
+            #expect(cluster.subnet6(1) == subnets6[1])
+
+            // udp sends over IPv4: refused with the reason, the running config stays.
+            try cluster.etcdctl(["put", "/coreos.com/network/config", config.replacingOccurrences(of: #""Type":"\#(backend)""#, with: #""Type":"udp""#)])
+            #expect(await eventually(timeout: .seconds(10)) { cluster.agentLog(0).contains("an IPv6-only network") }, "\(cluster.agentLog(0))")
+            #expect(Self.ping6(hosts[0], TestCluster.gateway6(subnets6[1]), from: TestCluster.gateway6(subnets6[0])))
         }
     }
 }

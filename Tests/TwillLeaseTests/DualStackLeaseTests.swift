@@ -131,8 +131,8 @@ import TwillTestSupport
             let kv = try #require(try await c.get(layout.key(for: sharing)).kvs.first)
             let racer = Lease(subnet: sharing, attributes: LeaseAttributes(publicIP: IPv4Address("198.51.100.9")!), etcdLease: 0,
                               modRevision: kv.modRevision, createRevision: kv.createRevision)
-            #expect(try await r.olderHolder(of: racer) == dual.subnet)
-            #expect(try await r.olderHolder(of: back) == nil)
+            #expect(try await r.olderHolder(of: racer, config: config) == dual.subnet)
+            #expect(try await r.olderHolder(of: back, config: config) == nil)
             keys = try await c.list(prefix: layout.subnetsPrefix).kvs.map(\.key)
             #expect(keys.count == 3)
         }

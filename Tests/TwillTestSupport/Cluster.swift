@@ -38,14 +38,21 @@ public final class TestCluster: @unchecked Sendable {
         etcdEndpoint = etcdCluster.endpoints.joined(separator: ",")
     }
 
-    public init(_ net: BridgedHosts, underlay: String) throws {
+    /// With `ipv6Only`, etcd listens on the switch's IPv6 address `[2001:db8:1::fe]:2379`
+    /// (for hosts without IPv4).
+    public init(_ net: BridgedHosts, underlay: String, ipv6Only: Bool = false) throws {
         self.net = net
         hosts = net.hosts
         etcdCluster = nil
         dir = try makeTempDir(prefix: "twill-test-cluster-")
-        let address = "\(underlay).254"
-        etcdEndpoint = "http://\(address):2379"
-        try net.switchNamespace.ip("addr", "add", "\(address)/24", "dev", "br0")
+        if ipv6Only {
+            etcdEndpoint = "http://[\(ipv6Underlay)fe]:2379"
+            try net.switchNamespace.ip("addr", "add", "\(ipv6Underlay)fe/64", "dev", "br0", "nodad")
+        } else {
+            let address = "\(underlay).254"
+            etcdEndpoint = "http://\(address):2379"
+            try net.switchNamespace.ip("addr", "add", "\(address)/24", "dev", "br0")
+        }
         etcd = try ChildProcess("/usr/sbin/ip", [
             "netns", "exec", net.switchNamespace.name, "/usr/bin/etcd", "--name", "twill-e2e", "--data-dir", dir + "/etcd",
             "--listen-client-urls", etcdEndpoint, "--advertise-client-urls", etcdEndpoint,
@@ -189,9 +196,17 @@ public final class TestCluster: @unchecked Sendable {
 /// `etcdMembers` above one, etcd is a real cluster of that many members, each on a host of
 /// its own after the agents' hosts.
 /// With `ipv6`, the segment is dual stack (see ``withBridgedHosts(count:underlay:mtu:ipv6:ipv4:_:)``).
-public func withCluster<T>(hosts: Int, underlay: String, etcdMembers: Int = 1, ipv6: Bool = false,
+/// With `ipv6Only`, the hosts and etcd have IPv6 addresses only.
+public func withCluster<T>(hosts: Int, underlay: String, etcdMembers: Int = 1, ipv6: Bool = false, ipv6Only: Bool = false,
                            _ body: (TestCluster) async throws -> T) async throws -> T {
-    try await withBridgedHosts(count: hosts + (etcdMembers > 1 ? etcdMembers : 0), underlay: underlay, ipv6: ipv6) { net in
+    if ipv6Only {
+        return try await withBridgedHosts(count: hosts, underlay: underlay, ipv6: true, ipv4: false) { net in
+            let cluster = try TestCluster(net, underlay: underlay, ipv6Only: true)
+            defer { cluster.shutdown() }
+            return try await body(cluster)
+        }
+    }
+    return try await withBridgedHosts(count: hosts + (etcdMembers > 1 ? etcdMembers : 0), underlay: underlay, ipv6: ipv6) { net in
         let cluster = try await TestCluster.start(net, underlay: underlay, nodes: hosts, etcdMembers: etcdMembers)
         defer { cluster.shutdown() }
         return try await body(cluster)

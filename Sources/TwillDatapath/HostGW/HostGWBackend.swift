@@ -17,6 +17,8 @@ public final class HostGWBackend: Backend {
     /// `Backend.MTU`, when set.
     let configuredMTU: Int?
     let ipv6: Bool
+    /// False for an IPv6-only network: no IPv4 address is needed and no IPv4 route made.
+    let ipv4: Bool
     public let type = "host-gw"
     private let netlink: Netlink
     private let external: ExternalInterface
@@ -34,10 +36,13 @@ public final class HostGWBackend: Backend {
     ///   - netlink: the kernel of the namespace to program.
     ///   - external: the interface peers are reached through; its publicIP must be its own.
     /// - Parameter mtu: flannel's `Backend.MTU` for FLANNEL_MTU (nil: the external interface's).
-    /// - Parameter ipv6: the network is dual stack: the node needs a public IPv6 address.
-    public init(netlink: Netlink, external: ExternalInterface, mtu: Int? = nil, ipv6: Bool = false, logger: Logger = Logger(label: "twill.backend.host-gw")) {
+    /// - Parameter ipv6: the network has IPv6: the node needs a public IPv6 address.
+    /// - Parameter ipv4: false for an IPv6-only network.
+    public init(netlink: Netlink, external: ExternalInterface, mtu: Int? = nil, ipv6: Bool = false, ipv4: Bool = true,
+                logger: Logger = Logger(label: "twill.backend.host-gw")) {
         self.configuredMTU = mtu
         self.ipv6 = ipv6
+        self.ipv4 = ipv4
         self.netlink = netlink
         self.external = external
         var l = logger
@@ -46,13 +51,13 @@ public final class HostGWBackend: Backend {
         self.logger = l
     }
 
-    var currentNetwork: IPv4Network? { state.withLock { $0.local?.network } }
+    var currentNetwork: IPv4Network? { ipv4 ? state.withLock { $0.local?.network } : nil }
     var currentNetwork6: IPv6Network? { state.withLock { $0.local?.network6 } }
     var externalIndex: Int32 { external.index }
 
     public func prepare() async throws -> BackendAdvert {
         let own = try KernelRoutes.ownAddresses(netlink, interfaceIndex: external.index)
-        guard own.contains(external.publicIP) else {
+        guard !ipv4 || own.contains(external.publicIP) else {
             throw BackendError(backend: type, """
                 public IP \(external.publicIP) is not an address of interface \(external.name) \
                 (it has \(own.isEmpty ? "no IPv4 address" : own.map(\.description).joined(separator: ", "))): \
@@ -126,14 +131,18 @@ public final class HostGWBackend: Backend {
 
     public func peerAdded(_ peer: PeerLease) async throws {
         try state.withLock { st in
-            if let why = skipReason(peer, local: st.local) {
-                logger.debug("ignoring lease", metadata: ["peer": "\(peer.subnet)", "reason": "\(why)"])
+            if ipv4 {
+                if let why = skipReason(peer, local: st.local) {
+                    logger.debug("ignoring lease", metadata: ["peer": "\(peer.subnet)", "reason": "\(why)"])
+                    return
+                }
+                try checkOnLink(peer, KernelRoutes.onLinkNetworks(netlink, interfaceIndex: external.index))
+                try netlink.replaceRoute(route(for: peer))
+                st.peers[peer.subnet] = peer
+                logger.info("route to peer added", metadata: ["peer": "\(peer.subnet)", "via": "\(peer.publicIP)"])
+            } else if peer.backendType != type {
                 return
             }
-            try checkOnLink(peer, KernelRoutes.onLinkNetworks(netlink, interfaceIndex: external.index))
-            try netlink.replaceRoute(route(for: peer))
-            st.peers[peer.subnet] = peer
-            logger.info("route to peer added", metadata: ["peer": "\(peer.subnet)", "via": "\(peer.publicIP)"])
             if st.local?.network6 != nil {
                 switch route6(for: peer, local: st.local, onLink: try KernelRoutes.onLinkNetworks6(netlink, interfaceIndex: external.index)) {
                 case .success(let r)?:
@@ -142,6 +151,10 @@ public final class HostGWBackend: Backend {
                     logger.info("IPv6 route to peer added", metadata: ["peer": "\(r.destination)", "via": "\(r.gateway.map(\.description) ?? "-")"])
                 case .failure(let e)?:
                     logger.warning("peer's IPv6 subnet not routed", metadata: ["peer": "\(peer.subnet)", "reason": "\(e.message)"])
+                    // A route made for the lease's earlier value must not outlive it.
+                    if let subnet6 = peer.subnet6, st.routes6.removeValue(forKey: subnet6) != nil {
+                        try KernelRoutes.deleteOwned6(netlink, destination: subnet6)
+                    }
                 case nil:
                     break
                 }
@@ -151,10 +164,12 @@ public final class HostGWBackend: Backend {
 
     public func peerRemoved(_ peer: PeerLease) async throws {
         try state.withLock { st in
-            if let local = st.local, peer.subnet == local.subnet { return }
-            st.peers[peer.subnet] = nil
-            try KernelRoutes.deleteOwned(netlink, destination: peer.subnet)
-            logger.info("route to peer removed", metadata: ["peer": "\(peer.subnet)"])
+            if ipv4 {
+                if let local = st.local, peer.subnet == local.subnet { return }
+                st.peers[peer.subnet] = nil
+                try KernelRoutes.deleteOwned(netlink, destination: peer.subnet)
+                logger.info("route to peer removed", metadata: ["peer": "\(peer.subnet)"])
+            }
             if let subnet6 = peer.subnet6, subnet6 != st.local?.subnet6, st.routes6.removeValue(forKey: subnet6) != nil {
                 try KernelRoutes.deleteOwned6(netlink, destination: subnet6)
                 logger.info("IPv6 route to peer removed", metadata: ["peer": "\(subnet6)"])
@@ -168,22 +183,26 @@ public final class HostGWBackend: Backend {
             var failures: [String] = []
             var desired: [Route] = []
             var kept: [IPv4Network: PeerLease] = [:]
-            let networks = try KernelRoutes.onLinkNetworks(netlink, interfaceIndex: external.index)
-            for peer in peers where skipReason(peer, local: local) == nil {
-                do {
-                    try checkOnLink(peer, networks)
-                    desired.append(route(for: peer))
-                    kept[peer.subnet] = peer
-                } catch {
-                    failures.append("\(error)")
+            var peers6: [PeerLease] = peers.filter { $0.backendType == type }
+            if ipv4 {
+                let networks = try KernelRoutes.onLinkNetworks(netlink, interfaceIndex: external.index)
+                for peer in peers where skipReason(peer, local: local) == nil {
+                    do {
+                        try checkOnLink(peer, networks)
+                        desired.append(route(for: peer))
+                        kept[peer.subnet] = peer
+                    } catch {
+                        failures.append("\(error)")
+                    }
                 }
+                peers6 = Array(kept.values)
+                st.peers = kept
+                failures += KernelRoutes.reconcile(netlink, network: local.network, desired: desired, logger: logger)
             }
-            st.peers = kept
-            failures += KernelRoutes.reconcile(netlink, network: local.network, desired: desired, logger: logger)
             if let network6 = local.network6 {
                 let onLink6 = try KernelRoutes.onLinkNetworks6(netlink, interfaceIndex: external.index)
                 var desired6: [IPv6Network: Route6] = [:]
-                for peer in kept.values {
+                for peer in peers6 {
                     switch route6(for: peer, local: local, onLink: onLink6) {
                     case .success(let r)?: desired6[r.destination] = r
                     // A lease without PublicIPv6 is the peer's to fix (logged when it came); a
@@ -194,6 +213,9 @@ public final class HostGWBackend: Backend {
                 }
                 st.routes6 = desired6
                 failures += KernelRoutes.reconcile6(netlink, network: network6, desired: Array(desired6.values), logger: logger)
+            } else {
+                // IPv6 off (now): Twill's IPv6 routes of an earlier dual-stack run go.
+                failures += KernelRoutes.reconcile6(netlink, network: .all, desired: [], logger: logger)
             }
             if !failures.isEmpty {
                 for f in failures { logger.error("reconcile failure", metadata: ["error": "\(f)"]) }

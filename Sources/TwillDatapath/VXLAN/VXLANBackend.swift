@@ -60,8 +60,10 @@ public final class VXLANBackend: Backend {
     public let directRouting: Bool
     public let gbp: Bool
     public let learning: Bool
-    /// Whether the network is dual stack: the IPv6 device is made too.
+    /// Whether the network has IPv6: the IPv6 device is made too.
     public let ipv6: Bool
+    /// False for an IPv6-only network: no IPv4 device.
+    public let ipv4: Bool
     /// `Backend.MTU`: the underlay MTU the encapsulated packets may use.
     public let outerMTU: Int?
     /// `flannel.<VNI>`.
@@ -104,7 +106,8 @@ public final class VXLANBackend: Backend {
     ///   - ipv6: the network is dual stack (`EnableIPv6`): make `flannel-v6.<VNI>` too.
     public init(netlink: Netlink, external: ExternalInterface, vni: UInt32 = 1, port: UInt16 = 8472,
                 directRouting: Bool = false, gbp: Bool = false, learning: Bool = false, mtu: Int? = nil,
-                ipv6: Bool = false, logger: Logger = Logger(label: "twill.backend.vxlan")) {
+                ipv6: Bool = false, ipv4: Bool = true, logger: Logger = Logger(label: "twill.backend.vxlan")) {
+        self.ipv4 = ipv4
         self.netlink = netlink
         self.external = external
         self.vni = vni
@@ -127,14 +130,16 @@ public final class VXLANBackend: Backend {
     /// The IPv6 device's MTU: 20 more for the IPv6 header.
     public var deviceMTU6: Int { (outerMTU ?? external.mtu) - 70 }
     /// The overlay MTU (FLANNEL_MTU): what fits every tunnel the node uses.
-    public var mtu: Int { ipv6 ? deviceMTU6 : deviceMTU }
+    public var mtu: Int { ipv6 || !ipv4 ? deviceMTU6 : deviceMTU }
 
-    var currentNetwork: IPv4Network? { state.withLock { $0.local?.network } }
+    var currentNetwork: IPv4Network? { ipv4 ? state.withLock { $0.local?.network } : nil }
     var currentNetwork6: IPv6Network? { state.withLock { $0.local?.network6 } }
     var currentDeviceIndices: Set<Int32> { state.withLock { Set([$0.v4.index, $0.v6.index].compactMap { $0 }) } }
     var externalIndex: Int32 { external.index }
 
-    public func traffic() -> BackendTraffic { BackendTraffic(device: ipv6 ? "\(deviceName),\(deviceName6)" : deviceName) }
+    public func traffic() -> BackendTraffic {
+        BackendTraffic(device: [ipv4 ? deviceName : nil, ipv6 ? deviceName6 : nil].compactMap { $0 }.joined(separator: ","))
+    }
 
     public func prepare() async throws -> BackendAdvert {
         if ipv6, external.localIPv6 == nil {
@@ -143,15 +148,18 @@ public final class VXLANBackend: Backend {
                 give it one, or choose another interface with --iface
                 """)
         }
-        let (link, link6) = try state.withLock { st in (try ensureDevice(&st), try ensureDevice6(&st)) }
-        guard let mac = link.mac else { throw BackendError(backend: type, "device \(deviceName) has no MAC address") }
-        let data = VXLANLeaseData(vni: Int(vni), vtepMAC: mac).json
+        let (link, link6) = try state.withLock { st in (ipv4 ? try ensureDevice(&st) : nil, try ensureDevice6(&st)) }
+        var data: Data?
+        if let link {
+            guard let mac = link.mac else { throw BackendError(backend: type, "device \(deviceName) has no MAC address") }
+            data = VXLANLeaseData(vni: Int(vni), vtepMAC: mac).json
+        }
         var data6: Data?
         if let link6 {
             guard let mac6 = link6.mac else { throw BackendError(backend: type, "device \(deviceName6) has no MAC address") }
             data6 = VXLANLeaseData(vni: Int(vni), vtepMAC: mac6).json
         }
-        logger.info("vxlan device ready", metadata: ["mac": "\(mac)", "mtu": "\(mtu)", "local": "\(external.localIP)",
+        logger.info("vxlan device ready", metadata: ["mac": "\(link?.mac.map(\.description) ?? "-")", "mtu": "\(mtu)", "local": "\(external.localIP)",
                                                      "local6": "\(link6 == nil ? "-" : external.localIPv6.map(\.description) ?? "-")"])
         return BackendAdvert(mtu: mtu, backendType: type, backendData: data, backendV6Data: data6)
     }
@@ -159,7 +167,7 @@ public final class VXLANBackend: Backend {
     public func start(local: LocalLease) async throws {
         try state.withLock { st in
             st.local = local
-            _ = try ensureDevice(&st)
+            if ipv4 { _ = try ensureDevice(&st) }
             _ = try ensureDevice6(&st)
             try ensureAddresses(&st)
         }
@@ -180,7 +188,15 @@ public final class VXLANBackend: Backend {
     }
 
     /// The IPv6 device, when the network is dual stack and the interface has an IPv6 address.
+    /// Without IPv6 (now), one left from an earlier run goes; so does the IPv4 device on an
+    /// IPv6-only network.
     private func ensureDevice6(_ st: inout State) throws -> Link? {
+        for (name, unwanted) in [(deviceName6, !ipv6), (deviceName, !ipv4)] where unwanted {
+            if let stale = try netlink.linkIfPresent(named: name), stale.kind == "vxlan" {
+                try netlink.deleteLink(index: stale.index)
+                logger.info("removed a vxlan device this network config does not use", metadata: ["name": "\(name)"])
+            }
+        }
         guard ipv6, let local6 = external.localIPv6 else { return nil }
         let link = try ensure(name: deviceName6, local: nil, local6: local6, mtu: deviceMTU6, &st.v6)
         // As flannel: router advertisements on the overlay are never wanted.
@@ -264,11 +280,11 @@ public final class VXLANBackend: Backend {
 
     /// The IPv6 side of a peer, or nil when there is none to route (logged when the lease is
     /// dual stack but incomplete).
-    private func plan6(_ peer: PeerLease, _ st: State, onLink: [IPv6Network]) -> Programmed? {
+    private func plan6(_ peer: PeerLease, _ st: State, onLink: [IPv6Network], quiet: Bool = false) -> Programmed? {
         guard peer.backendType == type, let local = st.local, let network6 = local.network6, st.v6.index != nil,
               let subnet6 = peer.subnet6, subnet6 != local.subnet6, network6.contains(subnet6) else { return nil }
         guard let via = peer.publicIPv6 else {
-            logger.warning("peer's IPv6 subnet not routed: its lease has no PublicIPv6", metadata: ["peer": "\(subnet6)"])
+            logger.log(level: quiet ? .debug : .warning, "peer's IPv6 subnet not routed: its lease has no PublicIPv6", metadata: ["peer": "\(subnet6)"])
             return nil
         }
         if directRouting, onLink.contains(where: { $0.contains(via) }) {
@@ -332,17 +348,19 @@ public final class VXLANBackend: Backend {
         let onLink = onLinkNetworks()
         let onLink6 = onLinkNetworks6()
         try state.withLock { st in
-            guard let p = plan(peer, st, onLink: onLink) else { return }
-            guard let dev = st.v4.index else { throw BackendError(backend: type, "peer \(peer.subnet) added before prepare()") }
-            if let old = st.peers[peer.subnet], old != p { try remove(peer.subnet, old, device: dev) }
-            if let mac = p.mac {
-                try netlink.replaceNeighbour(Neighbour(interfaceIndex: dev, address: .v4(peer.subnet.address), mac: mac))
-                try netlink.replaceFDBEntry(FDBEntry(interfaceIndex: dev, mac: mac, destination: p.publicIP))
+            if ipv4 {
+                guard let p = plan(peer, st, onLink: onLink) else { return }
+                guard let dev = st.v4.index else { throw BackendError(backend: type, "peer \(peer.subnet) added before prepare()") }
+                if let old = st.peers[peer.subnet], old != p { try remove(peer.subnet, old, device: dev) }
+                if let mac = p.mac {
+                    try netlink.replaceNeighbour(Neighbour(interfaceIndex: dev, address: .v4(peer.subnet.address), mac: mac))
+                    try netlink.replaceFDBEntry(FDBEntry(interfaceIndex: dev, mac: mac, destination: p.publicIP))
+                }
+                try netlink.replaceRoute(desiredRoute(peer.subnet, p, device: dev))
+                st.peers[peer.subnet] = p
+                logger.info("peer added", metadata: ["peer": "\(peer.subnet)", "publicIP": "\(p.publicIP)",
+                                                     "vtepMAC": "\(p.mac.map(\.description) ?? "direct")"])
             }
-            try netlink.replaceRoute(desiredRoute(peer.subnet, p, device: dev))
-            st.peers[peer.subnet] = p
-            logger.info("peer added", metadata: ["peer": "\(peer.subnet)", "publicIP": "\(p.publicIP)",
-                                                 "vtepMAC": "\(p.mac.map(\.description) ?? "direct")"])
             if let subnet6 = peer.subnet6, let dev6 = st.v6.index {
                 let p6 = plan6(peer, st, onLink: onLink6)
                 if let old = st.peers6[subnet6], old != p6 { try remove6(subnet6, old, device: dev6); st.peers6[subnet6] = nil }
@@ -362,11 +380,12 @@ public final class VXLANBackend: Backend {
     public func peerRemoved(_ peer: PeerLease) async throws {
         let onLink = onLinkNetworks()
         try state.withLock { st in
-            if let local = st.local, peer.subnet == local.subnet { return }
             if let subnet6 = peer.subnet6, subnet6 != st.local?.subnet6, let p6 = st.peers6.removeValue(forKey: subnet6), let dev6 = st.v6.index {
                 try remove6(subnet6, p6, device: dev6)
                 logger.info("IPv6 peer removed", metadata: ["peer": "\(subnet6)"])
             }
+            guard ipv4 else { return }
+            if let local = st.local, peer.subnet == local.subnet { return }
             let known = st.peers.removeValue(forKey: peer.subnet)
             guard let p = known ?? (peer.backendType == type ? plan(peer, st, onLink: onLink) : nil) else { return }
             guard let dev = st.v4.index else { return }
@@ -402,16 +421,18 @@ public final class VXLANBackend: Backend {
         let onLink6 = onLinkNetworks6()
         try state.withLock { st in
             guard let local = st.local else { throw BackendError(backend: type, "reconcile before start(local:)") }
-            _ = try ensureDevice(&st)
+            if ipv4 { _ = try ensureDevice(&st) }
             _ = try ensureDevice6(&st)
             try ensureAddresses(&st)
-            guard let dev = st.v4.index else { return }
             var wanted: [IPv4Network: Programmed] = [:]
             var wanted6: [IPv6Network: Programmed] = [:]
             for peer in peers {
-                guard let p = plan(peer, st, onLink: onLink) else { continue }
-                wanted[peer.subnet] = p
-                if let subnet6 = peer.subnet6, let p6 = plan6(peer, st, onLink: onLink6) { wanted6[subnet6] = p6 }
+                if ipv4 {
+                    // Dual stack: a peer whose IPv4 side is not ours to route gets no IPv6 side either.
+                    guard let p = plan(peer, st, onLink: onLink) else { continue }
+                    wanted[peer.subnet] = p
+                }
+                if let subnet6 = peer.subnet6, let p6 = plan6(peer, st, onLink: onLink6, quiet: true) { wanted6[subnet6] = p6 }
             }
             st.peers = wanted
             st.peers6 = wanted6
@@ -421,15 +442,20 @@ public final class VXLANBackend: Backend {
                 for (subnet, p) in w { if let mac = p.mac { neigh[address(subnet)] = mac; fdb[mac] = p.publicIP } }
                 return (neigh, fdb)
             }
-            let (neigh, fdb) = entries(wanted) { .v4($0.address) }
-            failures += reconcileEntries(device: dev, neighbours: neigh, fdb: fdb)
-            let routes = wanted.map { desiredRoute($0.key, $0.value, device: dev) }
-            failures += KernelRoutes.reconcile(netlink, network: local.network, desired: routes, logger: logger)
+            if ipv4, let dev = st.v4.index {
+                let (neigh, fdb) = entries(wanted) { .v4($0.address) }
+                failures += reconcileEntries(device: dev, neighbours: neigh, fdb: fdb)
+                let routes = wanted.map { desiredRoute($0.key, $0.value, device: dev) }
+                failures += KernelRoutes.reconcile(netlink, network: local.network, desired: routes, logger: logger)
+            }
             if let network6 = local.network6, let dev6 = st.v6.index {
                 let (neigh6, fdb6) = entries(wanted6) { .v6($0.address) }
                 failures += reconcileEntries(device: dev6, neighbours: neigh6, fdb: fdb6)
                 let routes6 = wanted6.map { desiredRoute6($0.key, $0.value, device: dev6) }
                 failures += KernelRoutes.reconcile6(netlink, network: network6, desired: routes6, logger: logger)
+            } else if !ipv6 {
+                // Twill's IPv6 routes of an earlier dual-stack run (DirectRouting ones outlive the device).
+                failures += KernelRoutes.reconcile6(netlink, network: .all, desired: [], logger: logger)
             }
             if !failures.isEmpty {
                 for f in failures { logger.error("reconcile failure", metadata: ["error": "\(f)"]) }
