@@ -44,6 +44,28 @@ import TwillTestSupport
         #expect(ipam == #"{"ranges":[[{"subnet":"198.18.7.0/24"}],[{"subnet":"2001:db8:100:7::/64"}]],"routes":[{"dst":"198.18.0.0/16"},{"dst":"2001:db8:100::/48"}],"type":"host-local"}"#)
     }
 
+    @Test("IPv6-only: the CNI delegate has the IPv6 range and route alone; the rules are ip6tables' alone")
+    func ipv6OnlyNode() async throws {
+        let env = SubnetEnv(network: nil, subnet: nil, ipv6Network: IPv6Network("2001:db8:100::/48"), ipv6Subnet: IPv6Network("2001:db8:100:7::/64"),
+                            mtu: 1430, ipMasq: true)
+        let config = try CNIPlugin.Config(json: Data(#"{"cniVersion":"0.3.1","name":"cbr0","type":"flannel"}"#.utf8))
+        let ipam = String(decoding: (try CNIPlugin.delegateConfig(config, env: env)["ipam"] ?? .null).encoded(), as: UTF8.self)
+        #expect(ipam == #"{"ranges":[[{"subnet":"2001:db8:100:7::/64"}]],"routes":[{"dst":"2001:db8:100::/48"}],"type":"host-local"}"#)
+        try await withNamespaces(["node"]) { (namespaces: [TestNamespace]) async throws in
+            let ns = namespaces[0]
+            let masq = IPMasquerade(network: .all, subnet: .all, forwardRules: true,
+                                    network6: IPv6Network("2001:db8:100::/48"), subnet6: IPv6Network("2001:db8:100:7::/64"), ipv4: false,
+                                    logger: Logger(label: "test"), commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
+            #expect(try masq.ensure())
+            #expect(try !ns.exec("/usr/sbin/iptables", ["-w", "-t", "nat", "-S"]).contains("FLANNEL"), "no IPv4 rule, least of all for 0.0.0.0/0")
+            #expect(try ns.exec("/usr/sbin/ip6tables", ["-w", "-t", "nat", "-S"]).contains("FLANNEL-POSTRTG"))
+            // IPv6 turned off later: the leftovers go.
+            IPMasquerade.removeIPv6Leftovers(logger: Logger(label: "test"), commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
+            #expect(try !ns.exec("/usr/sbin/ip6tables", ["-w", "-t", "nat", "-S"]).contains("FLANNEL"))
+            #expect(try !ns.exec("/usr/sbin/ip6tables", ["-w", "-S"]).contains("FLANNEL"))
+        }
+    }
+
     @Test("iptables mode: flannel's chains in ip6tables for the IPv6 network, installed, repaired and removed")
     func ip6tables() async throws {
         try await withNamespaces(["node"]) { (namespaces: [TestNamespace]) async throws in

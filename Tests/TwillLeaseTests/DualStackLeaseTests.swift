@@ -137,4 +137,51 @@ import TwillTestSupport
             #expect(keys.count == 3)
         }
     }
+
+    @Test("IPv6-only: leases judged by their IPv6 part and PublicIPv6; a node's own found by PublicIPv6; subnet.env without IPv4 lines is complete")
+    func ipv6Only() async throws {
+        let layout = EtcdLayout()
+        func kv(_ name: String, _ value: String, created: Int64 = 5) -> KeyValue {
+            KeyValue(key: layout.subnetsPrefix + name, value: Data(value.utf8), createRevision: created, modRevision: created, lease: 7)
+        }
+        let context = PeerSet.Context(network: .all, subnetLength: 0, ownKey: layout.subnetsPrefix + "0.0.0.0-0&2001:db8:100:1::-64",
+                                      ownSubnet: nil, ownPublicIP: .any, ipv6Network: IPv6Network("2001:db8:100::/48"), ipv6SubnetLength: 64,
+                                      ownSubnet6: IPv6Network("2001:db8:100:1::/64"), ipv4: false, ownPublicIPv6: IPv6Address("2001:db8:1::1"))
+        var set = PeerSet(layout: layout, context: context)
+        let change = set.reset([
+            kv("0.0.0.0-0&2001:db8:100:2::-64", #"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:1::2","BackendType":"host-gw"}"#),
+            kv("0.0.0.0-0&2001:db8:100:3::-64", #"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:1::3","BackendType":"host-gw"}"#),
+            kv("0.0.0.0-0&2001:db8:100:4::-64", #"{"PublicIP":"0.0.0.0","PublicIPv6":null,"BackendType":"host-gw"}"#),          // no PublicIPv6
+            kv("0.0.0.0-0&2001:db8:100:5::-64", #"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:1::1","BackendType":"host-gw"}"#), // names us
+            kv("198.18.6.0-24", #"{"PublicIP":"198.51.100.6","PublicIPv6":null}"#),                                             // IPv4 only
+            kv("0.0.0.0-0&2001:db8:100:3::-64&x", #"{}"#),
+        ])
+        #expect(set.peers.map(\.subnet.description) == ["0.0.0.0-0&2001:db8:100:2::-64", "0.0.0.0-0&2001:db8:100:3::-64"])
+        let reasons = Dictionary(uniqueKeysWithValues: change.rejected.map { (String($0.key.dropFirst(layout.subnetsPrefix.count)), $0.reason) })
+        #expect(reasons["0.0.0.0-0&2001:db8:100:4::-64"] == .badPublicIP)
+        #expect(reasons["0.0.0.0-0&2001:db8:100:5::-64"] == .ownPublicIP)
+        #expect(reasons["198.18.6.0-24"] == .wrongLength)
+
+        let env = try SubnetEnv(text: "FLANNEL_IPV6_NETWORK=2001:db8:100::/48\nFLANNEL_IPV6_SUBNET=2001:db8:100:2::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n",
+                                requireComplete: true)
+        #expect(env.subnet == nil && env.ipv6Subnet == IPv6Network("2001:db8:100:2::/64"))
+        #expect(throws: LeaseError.self) { try SubnetEnv(text: "FLANNEL_IPV6_NETWORK=2001:db8:100::/48\nFLANNEL_MTU=1430\n", requireComplete: true) }
+
+        try await withEtcd { etcd in
+            let c = try etcd.client()
+            try await c.put(layout.configKey, #"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:100::/48","Backend":{"Type":"host-gw"}}"#)
+            let r = SubnetRegistry(etcd: c)
+            let config = try await r.networkConfig()
+            let a = LeaseAttributes(publicIP: .any, publicIPv6: IPv6Address("2001:db8:1::1"), backendType: "host-gw")
+            let b = LeaseAttributes(publicIP: .any, publicIPv6: IPv6Address("2001:db8:1::2"), backendType: "host-gw")
+            let la = try await r.acquire(config: config, attributes: a, previous: nil, ttl: 60)
+            let lb = try await r.acquire(config: config, attributes: b, previous: nil, ttl: 60)
+            #expect(la.subnet.ipv4Subnet == nil && la.subnet.description.hasPrefix("0.0.0.0-0&2001:db8:100:"))
+            #expect(la.subnet != lb.subnet, "two IPv6-only nodes (both PublicIP 0.0.0.0) are told apart by PublicIPv6")
+            // A restart of node a takes its own lease over, not b's.
+            let again = try await r.acquire(config: config, attributes: a, previous: nil, ttl: 60)
+            #expect(again.subnet == la.subnet && again.etcdLease == la.etcdLease)
+            #expect(try await c.list(prefix: layout.subnetsPrefix).kvs.count == 2)
+        }
+    }
 }
