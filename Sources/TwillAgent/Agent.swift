@@ -264,7 +264,7 @@ public final class Agent: Service, Sendable {
         if !config.enableIPv4, !BackendRegistry.ipv6OnlyTypes.contains(config.backendType) {
             throw AgentError("""
                 EnableIPv4 is false (an IPv6-only network), but Twill's \(config.backendType) backend sends over IPv4; \
-                use host-gw or vxlan, or enable IPv4
+                use \(BackendRegistry.ipv6OnlyTypes.filter { $0 != "alloc" }.joined(separator: ", ")), or enable IPv4
                 """)
         }
         guard let external = try? resolveInterface(allowIPv6Only: !config.enableIPv4) else { return }

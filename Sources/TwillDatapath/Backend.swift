@@ -167,6 +167,15 @@ public struct PeerLease: Sendable, Hashable {
     public var publicIPv6: IPv6Address?
     public var backendV6Data: Data?
 
+    /// What tells one peer's lease from another's: its subnets (an IPv6-only lease's IPv4
+    /// part is 0.0.0.0/0 for all of them).
+    public struct Key: Hashable, Sendable {
+        public var subnet: IPv4Network
+        public var subnet6: IPv6Network?
+    }
+
+    public var key: Key { Key(subnet: subnet, subnet6: subnet6) }
+
     public init(subnet: IPv4Network, publicIP: IPv4Address, backendType: String?, backendData: Data?,
                 subnet6: IPv6Network? = nil, publicIPv6: IPv6Address? = nil, backendV6Data: Data? = nil) {
         self.subnet = subnet

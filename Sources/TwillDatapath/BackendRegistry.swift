@@ -103,9 +103,9 @@ public enum BackendRegistry {
 
     /// The backends that carry IPv6 (a dual-stack network's `EnableIPv6`).
     public static let dualStackTypes = ["udp", "vxlan", "host-gw", "alloc"]
-    /// The backends that run on a node without IPv4 (`EnableIPv4: false`): those on the
-    /// kernel's data path (Twill's own engine sends over IPv4 only).
-    public static let ipv6OnlyTypes = ["vxlan", "host-gw", "alloc"]
+    /// The backends that run on a node without IPv4 (`EnableIPv4: false`); udp then sends
+    /// over IPv6 (Twill's own: flannel's udp has no IPv6).
+    public static let ipv6OnlyTypes = ["udp", "vxlan", "host-gw", "alloc"]
 
     enum Checked {
         case udp(port: UInt16, mtu: Int?)
@@ -180,7 +180,8 @@ public enum BackendRegistry {
         switch try settings(spec, options: options, ipv6: ipv6) {
         case .udp(let port, let mtu):
             return UDPBackend(netlink: try Netlink(), external: external, tunName: options.tunName, port: port,
-                              checkSources: !options.acceptAnySource, offloads: options.udpOffloads, queues: options.udpQueues, mtu: mtu)
+                              checkSources: !options.acceptAnySource, offloads: options.udpOffloads, queues: options.udpQueues, mtu: mtu,
+                              ipv4: ipv4)
         case .vxlan(let vni, let port, let directRouting, let gbp, let learning, let mtu):
             return VXLANBackend(netlink: try Netlink(), external: external, vni: vni, port: port, directRouting: directRouting,
                                 gbp: gbp, learning: learning, mtu: mtu, ipv6: ipv6, ipv4: ipv4)

@@ -220,8 +220,8 @@ import TwillTestSupport
     /// An IPv6-only segment (no IPv4 anywhere, etcd over IPv6) and an IPv6-only network: each
     /// node leases an IPv6 subnet under flannel's `0.0.0.0-0&<v6>-<len>` key, with its
     /// interface's IPv6 address as PublicIPv6, and the nodes reach each other's subnets.
-    @Test("an IPv6-only cluster: no IPv4 on the hosts, PublicIPv6 auto-detected, every pair routed; udp is refused with the reason",
-          arguments: ["host-gw", "vxlan"])
+    @Test("an IPv6-only cluster: no IPv4 on the hosts, PublicIPv6 auto-detected, every pair routed (udp over IPv6); wireguard is refused with the reason",
+          arguments: ["host-gw", "vxlan", "udp"])
     func ipv6Only(backend: String) async throws {
         try await withCluster(hosts: 3, underlay: "198.51.100", ipv6Only: true) { cluster in
             let hosts = cluster.net.hosts
@@ -239,13 +239,14 @@ import TwillTestSupport
             #expect(env == """
                 FLANNEL_IPV6_NETWORK=2001:db8:100::/48
                 FLANNEL_IPV6_SUBNET=\(TestCluster.gateway6(subnets6[0]))/64
-                FLANNEL_MTU=\(backend == "vxlan" ? 1430 : 1500)
+                FLANNEL_MTU=\(["vxlan": 1430, "udp": 1452][backend] ?? 1500)
                 FLANNEL_IPMASQ=true
 
                 """)
             let key = "/coreos.com/network/subnets/0.0.0.0-0&\(subnets6[0].replacingOccurrences(of: "/", with: "-"))"
             let value = try cluster.etcdctl(["get", key, "--print-value-only"]).trimmingCharacters(in: .whitespacesAndNewlines)
-            #expect(value.hasPrefix(#"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:1::1","BackendType":"\#(backend)""#), "\(key): \(value)")
+            let typed6 = backend == "udp" ? "}" : #","BackendType":"\#(backend)""#
+            #expect(value.hasPrefix(#"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:1::1""# + typed6), "\(key): \(value)")
             if backend == "vxlan" {
                 #expect(value.contains(#""BackendV6Data":{"VNI":1,"VtepMAC":"#) && !value.contains(#""BackendData""#), "\(value)")
                 #expect((try? hosts[0].ip("link", "show", "flannel.1")) == nil, "no IPv4 device on an IPv6-only node")
@@ -255,8 +256,12 @@ import TwillTestSupport
                 try h.ip("addr", "add", "\(TestCluster.gateway6(subnets6[i]))/64", "dev", "twb0", "nodad")
                 try h.ip("link", "set", "twb0", "up")
             }
+            // udp routes the whole IPv6 network through its TUN; the others each peer's subnet.
+            let expected6 = { (i: Int) -> Set<String> in
+                backend == "udp" ? ["2001:db8:100::/48"] : Set((0..<3).filter { $0 != i }.map { subnets6[$0] })
+            }
             for i in 0..<3 {
-                #expect(await eventually(timeout: .seconds(15)) { Self.owned6(hosts[i]).count == 2 },
+                #expect(await eventually(timeout: .seconds(15)) { Self.owned6(hosts[i]) == expected6(i) },
                         "host \(i + 1): \(Self.routes6(hosts[i]))\n\(cluster.agentLog(i))")
                 #expect(Self.routes4(hosts[i]).isEmpty, "no IPv4 route on an IPv6-only node: \(Self.routes4(hosts[i]))")
                 for j in 0..<3 where j != i {
@@ -270,8 +275,20 @@ import TwillTestSupport
             // A node dies hard and its lease goes: its routes go from the others.
             cluster.stopAgent(2, signal: SIGKILL)
             try cluster.etcdctl(["del", "/coreos.com/network/subnets/0.0.0.0-0&\(subnets6[2].replacingOccurrences(of: "/", with: "-"))"])
-            for i in 0..<2 {
+            for i in 0..<2 where backend != "udp" {
                 #expect(await eventually(timeout: .seconds(10)) { Self.owned6(hosts[i]) == [subnets6[1 - i]] }, "\(Self.routes6(hosts[i]))")
+            }
+            if backend == "udp" {
+                // The engine answers for the subnet nobody leases now: ICMPv6 no route.
+                #expect(await eventually(timeout: .seconds(10)) {
+                    let out = (try? hosts[0].exec("/bin/sh", ["-c", "ping -6 -n -c1 -W1 -I \(TestCluster.gateway6(subnets6[0])) \(TestCluster.gateway6(subnets6[2])) 2>&1; true"])) ?? ""
+                    return out.contains("No route")
+                })
+                // A TCP transfer over the IPv6 underlay arrives byte for byte.
+                let (sent, received) = try await Self.transfer(cluster, from: 0, src: TestCluster.gateway6(subnets6[0]), to: 1,
+                                                               dst: TestCluster.gateway6(subnets6[1]), size: 10 << 20)
+                #expect(sent.hasPrefix("\(10 << 20) ") && sent == received, "sent \(sent) received \(received)")
+                #expect(try hosts[0].exec("/usr/bin/ss", ["-uan"]).contains("[2001:db8:1::1]:8285"))
             }
             // A restart keeps the subnet (the lease is taken over by PublicIPv6).
             cluster.stopAgent(1, signal: SIGKILL)
@@ -279,11 +296,16 @@ import TwillTestSupport
             #expect(await eventually(timeout: .seconds(20)) { (try? cluster.etcdctl(["get", "--prefix", "/coreos.com/network/subnets/", "--keys-only"]))?
                 .split(separator: "\n").filter { !$0.isEmpty }.count == 2 })
             #expect(cluster.subnet6(1) == subnets6[1])
+            // Its data path is back (udp's TUN went with the killed process).
+            #expect(await eventually(timeout: .seconds(20)) {
+                Self.ping6(hosts[0], TestCluster.gateway6(subnets6[1]), from: TestCluster.gateway6(subnets6[0]), attempts: 1)
+            }, "\(String(cluster.agentLog(1).suffix(4000)))\n\(Self.routes6(hosts[1]))")
 
-            // udp sends over IPv4: refused with the reason, the running config stays.
-            try cluster.etcdctl(["put", "/coreos.com/network/config", config.replacingOccurrences(of: #""Type":"\#(backend)""#, with: #""Type":"udp""#)])
+            // wireguard sends over IPv4 only: refused with the reason, the running config stays.
+            try cluster.etcdctl(["put", "/coreos.com/network/config", config.replacingOccurrences(of: #""Type":"\#(backend)""#, with: #""Type":"wireguard""#)])
             #expect(await eventually(timeout: .seconds(10)) { cluster.agentLog(0).contains("an IPv6-only network") }, "\(cluster.agentLog(0))")
-            #expect(Self.ping6(hosts[0], TestCluster.gateway6(subnets6[1]), from: TestCluster.gateway6(subnets6[0])))
+            #expect(Self.ping6(hosts[0], TestCluster.gateway6(subnets6[1]), from: TestCluster.gateway6(subnets6[0])),
+                    "\(String(cluster.agentLog(1).suffix(4000)))")
         }
     }
 }

@@ -1,4 +1,5 @@
 import CTwillSystem
+import TwillAddress
 import TwillSystem
 #if canImport(Glibc)
 import Glibc
@@ -23,21 +24,46 @@ final class DatagramBatch {
     private let buffers: UnsafeMutableRawPointer
     private let iovecs: UnsafeMutablePointer<iovec>
     private let addresses: UnsafeMutablePointer<sockaddr_in>
+    /// The messages' names over an IPv6 underlay (then ``addresses`` is unused).
+    private let addresses6: UnsafeMutablePointer<sockaddr_in6>?
     private let controls: UnsafeMutableRawPointer
     let messages: UnsafeMutablePointer<twill_mmsghdr>
+    private let nameLength: socklen_t
 
-    init(capacity: Int, slotSize: Int, port: UInt16) {
+    /// - Parameter ipv6: the messages are addressed to and from IPv6 (an IPv6 underlay).
+    init(capacity: Int, slotSize: Int, port: UInt16, ipv6: Bool = false) {
         self.capacity = capacity
         self.slotSize = (slotSize + 15) & ~15
         buffers = ZeroedMemory.allocate(byteCount: capacity * self.slotSize)
         iovecs = .allocate(capacity: capacity)
         addresses = .allocate(capacity: capacity)
+        addresses6 = ipv6 ? .allocate(capacity: capacity) : nil
+        nameLength = socklen_t(ipv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
         messages = .allocate(capacity: capacity)
         controls = ZeroedMemory.allocate(byteCount: capacity * Self.controlSpace)
         for i in 0..<capacity {
             iovecs[i] = iovec(iov_base: buffers + i * self.slotSize, iov_len: self.slotSize)
-            Self.initializeMessage(messages + i, address: addresses + i, port: port, pieces: iovecs + i, count: 1)
+            if let addresses6 {
+                Self.initializeMessage(messages + i, address6: addresses6 + i, port: port, pieces: iovecs + i, count: 1)
+            } else {
+                Self.initializeMessage(messages + i, address: addresses + i, port: port, pieces: iovecs + i, count: 1)
+            }
         }
+    }
+
+    /// ``initializeMessage(_:address:port:pieces:count:)`` for an IPv6 name.
+    static func initializeMessage(_ message: UnsafeMutablePointer<twill_mmsghdr>, address6: UnsafeMutablePointer<sockaddr_in6>,
+                                  port: UInt16, pieces: UnsafeMutablePointer<iovec>, count: Int) {
+        var sin6 = sockaddr_in6()
+        sin6.sin6_family = sa_family_t(AF_INET6)
+        sin6.sin6_port = port.bigEndian
+        address6.initialize(to: sin6)
+        var header = msghdr()
+        header.msg_name = UnsafeMutableRawPointer(address6)
+        header.msg_namelen = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        header.msg_iov = pieces
+        header.msg_iovlen = count
+        message.initialize(to: twill_mmsghdr(msg_hdr: header, msg_len: 0))
     }
 
     /// Initializes a message addressed through `address` (IPv4, `port`, the host set per
@@ -60,6 +86,7 @@ final class DatagramBatch {
         ZeroedMemory.deallocate(buffers)
         iovecs.deallocate()
         addresses.deallocate()
+        addresses6?.deallocate()
         messages.deallocate()
         ZeroedMemory.deallocate(controls)
     }
@@ -77,7 +104,7 @@ final class DatagramBatch {
     @inline(__always)
     func receive(_ socket: any DatagramSocket, control: Bool) -> Int {
         for i in 0..<capacity {
-            messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
+            messages[i].msg_hdr.msg_namelen = nameLength
             messages[i].msg_hdr.msg_flags = 0
             if control {
                 messages[i].msg_hdr.msg_control = controls + i * Self.controlSpace
@@ -102,7 +129,20 @@ final class DatagramBatch {
 
     /// The outer source port of received message `i`, host order.
     @inline(__always)
-    func sourcePort(_ i: Int) -> UInt16 { UInt16(bigEndian: addresses[i].sin_port) }
+    func sourcePort(_ i: Int) -> UInt16 {
+        if let addresses6 { return UInt16(bigEndian: addresses6[i].sin6_port) }
+        return UInt16(bigEndian: addresses[i].sin_port)
+    }
+
+    /// The outer IPv6 source address of received message `i` (an IPv6 underlay).
+    @inline(__always)
+    func sourceAddress6(_ i: Int) -> IPv6Address {
+        guard let addresses6 else { return .any }
+        return withUnsafeBytes(of: addresses6[i].sin6_addr) { raw in
+            IPv6Address(high: UInt64(bigEndian: raw.loadUnaligned(as: UInt64.self)),
+                        low: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        }
+    }
 
     /// The UDP_GRO segment size of message `i`: the size of each coalesced datagram (the
     /// last may be shorter), or 0 for a single datagram.
@@ -127,6 +167,40 @@ final class DatagramBatch {
         if let portNetworkOrder { addresses[i].sin_port = portNetworkOrder }
         Self.address(messages + i, addresses + i, control: controls + i * Self.controlSpace,
                      networkOrder: addressNetworkOrder, length: length, segmentSize: segmentSize)
+    }
+
+    /// ``setOutgoing(_:base:length:addressNetworkOrder:portNetworkOrder:segmentSize:)`` to an
+    /// IPv6 peer (a batch made with `ipv6`).
+    @inline(__always)
+    func setOutgoing(_ i: Int, base: UnsafeMutableRawPointer, length: Int, address6: IPv6Address, segmentSize: Int = 0) {
+        iovecs[i] = iovec(iov_base: base, iov_len: length)
+        guard let addresses6 else { return }
+        Self.address(messages + i, addresses6 + i, control: controls + i * Self.controlSpace, address6: address6, length: length, segmentSize: segmentSize)
+    }
+
+    /// ``address(_:_:control:networkOrder:length:segmentSize:)`` for an IPv6 name.
+    @inline(__always)
+    static func address(_ message: UnsafeMutablePointer<twill_mmsghdr>, _ address: UnsafeMutablePointer<sockaddr_in6>,
+                        control: UnsafeMutableRawPointer, address6: IPv6Address, length: Int, segmentSize: Int) {
+        withUnsafeMutableBytes(of: &address.pointee.sin6_addr) { raw in
+            raw.storeBytes(of: address6.high.bigEndian, as: UInt64.self)
+            raw.storeBytes(of: address6.low.bigEndian, toByteOffset: 8, as: UInt64.self)
+        }
+        message.pointee.msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        segment(message, control: control, length: length, segmentSize: segmentSize)
+    }
+
+    /// Sets or clears a message's UDP_SEGMENT cmsg.
+    @inline(__always)
+    static func segment(_ message: UnsafeMutablePointer<twill_mmsghdr>, control: UnsafeMutableRawPointer, length: Int, segmentSize: Int) {
+        if segmentSize > 0 && segmentSize < length {
+            message.pointee.msg_hdr.msg_control = control
+            var size = UInt16(segmentSize)
+            twill_put_cmsg(&message.pointee.msg_hdr, solUDP, udpSegment, &size, 2)
+        } else {
+            message.pointee.msg_hdr.msg_control = nil
+            message.pointee.msg_hdr.msg_controllen = 0
+        }
     }
 
     /// Addresses a message of `length` bytes to a host (network order); with `segmentSize`

@@ -34,6 +34,8 @@ final class InboundPump {
     private let plainIO: UnsafeMutablePointer<iovec>
     /// WireGuard: the cipher context this thread opens with.
     private let aead: AEADContext?
+    /// Datagrams come over IPv6 (an IPv6 underlay): senders are known by their PublicIPv6.
+    private let ipv6Underlay: Bool
 
     init(engine: UDPEngine, queue: EngineQueue) {
         self.engine = engine
@@ -47,8 +49,9 @@ final class InboundPump {
         // With GRO one message can hold ~45 datagrams: 64 KiB slots.
         // WireGuard adds its header, padding and tag to each datagram.
         let overhead = configuration.wireGuard != nil ? 48 : 0
+        ipv6Underlay = configuration.ipv6Underlay
         batch = DatagramBatch(capacity: configuration.batchSize, slotSize: gro ? 65536 : configuration.maxPacketSize + overhead,
-                              port: configuration.peerPort)
+                              port: configuration.peerPort, ipv6: ipv6Underlay)
         zeroHeader = .allocate(byteCount: 16, alignment: 16)
         zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
         aead = configuration.wireGuard != nil ? AEADContext() : nil
@@ -104,13 +107,13 @@ final class InboundPump {
         /// Checks one datagram and passes it on (merged or as it is).
         // The snapshot is a parameter, not a capture: a captured variable that the loop
         // reassigns would be boxed, with an exclusivity check on every access.
-        @inline(__always) func deliver(_ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: IPv4Address,
+        @inline(__always) func deliver(_ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: RouteTable.Sender,
                                        _ snapshot: EngineSnapshot) {
             if length > maxPacketSize {
                 counters.add(DropReason.oversize.rawValue)
                 return
             }
-            if checkSources && snapshot.table.peer(publicIP: outer) == nil {
+            if checkSources && snapshot.table.peer(sender: outer) == nil {
                 counters.add(DropReason.unknownSender.rawValue)
                 return
             }
@@ -124,25 +127,25 @@ final class InboundPump {
             }
             let peer: Int
             if checkSources {
-                switch snapshot.table.checkSender(outerSource: outer, innerSource: header.source) {
+                switch snapshot.table.checkSender(outer, innerSource: header.source) {
                 case .peer(let index): peer = index
                 case .unknownSender:
                     counters.add(DropReason.unknownSender.rawValue)
                     return
                 case .spoofedInnerSource:
                     counters.add(DropReason.spoofedInnerSource.rawValue)
-                    if let p = snapshot.table.peer(publicIP: outer) { snapshot.counters[p].add(peerOffset + PeerCounter.rxSpoofed) }
+                    if let p = snapshot.table.peer(sender: outer) { snapshot.counters[p].add(peerOffset + PeerCounter.rxSpoofed) }
                     return
                 }
             } else {
-                peer = snapshot.table.peer(publicIP: outer) ?? -1
+                peer = snapshot.table.peer(sender: outer) ?? -1
             }
             forward(slot, length, header, peer, snapshot)
         }
 
         /// ``deliver`` for an IPv6 inner packet (a dual-stack node): the same checks against
         /// the peers' and this node's IPv6 subnets, the hop limit for the TTL.
-        @inline(__always) func deliver6(_ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: IPv4Address,
+        @inline(__always) func deliver6(_ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: RouteTable.Sender,
                                         _ snapshot: EngineSnapshot) {
             guard let localSubnet6 else {
                 counters.add(DropReason.notIPv4.rawValue)
@@ -157,18 +160,18 @@ final class InboundPump {
             }
             var peer = -1
             if checkSources {
-                switch snapshot.table.checkSender(outerSource: outer, innerSource: header.source) {
+                switch snapshot.table.checkSender(outer, innerSource: header.source) {
                 case .peer(let index): peer = index
                 case .unknownSender:
                     counters.add(DropReason.unknownSender.rawValue)
                     return
                 case .spoofedInnerSource:
                     counters.add(DropReason.spoofedInnerSource.rawValue)
-                    if let p = snapshot.table.peer(publicIP: outer) { snapshot.counters[p].add(peerOffset + PeerCounter.rxSpoofed) }
+                    if let p = snapshot.table.peer(sender: outer) { snapshot.counters[p].add(peerOffset + PeerCounter.rxSpoofed) }
                     return
                 }
             } else {
-                peer = snapshot.table.peer(publicIP: outer) ?? -1
+                peer = snapshot.table.peer(sender: outer) ?? -1
             }
             guard localSubnet6.contains(header.destination) else {
                 counters.add(DropReason.wrongInnerDestination.rawValue)
@@ -289,18 +292,19 @@ final class InboundPump {
                     continue
                 }
                 let length = batch.receivedLength(i)
-                let outer = IPv4Address(rawValue: batch.sourceAddress(i))
+                let outer4 = IPv4Address(rawValue: ipv6Underlay ? 0 : batch.sourceAddress(i))
+                let outer: RouteTable.Sender = ipv6Underlay ? .v6(batch.sourceAddress6(i)) : .v4(outer4)
                 let slot = batch.slot(i)
                 let segment = gro ? batch.groSegmentSize(i) : 0
                 if let plane = snapshot.wireGuard, let aead {
                     let port = batch.sourcePort(i)
                     if segment <= 0 || segment >= length {
-                        openWireGuard(slot, length, outer, port, snapshot, plane, aead)
+                        openWireGuard(slot, length, outer4, port, snapshot, plane, aead)
                         continue
                     }
                     var offset = 0
                     while offset < length {
-                        openWireGuard(slot + offset, min(segment, length - offset), outer, port, snapshot, plane, aead)
+                        openWireGuard(slot + offset, min(segment, length - offset), outer4, port, snapshot, plane, aead)
                         offset += segment
                     }
                     continue

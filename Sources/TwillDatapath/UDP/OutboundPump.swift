@@ -59,6 +59,8 @@ final class OutboundPump {
     /// WireGuard with UDP_SEGMENT: a TSO super-packet's sealed segments go back to back in
     /// one message. Cleared for good (on this queue) once the kernel refuses one with EIO.
     private var wireGuardGSO: Bool
+    /// Datagrams go to the peers' PublicIPv6 (an IPv6 underlay).
+    private let ipv6Underlay: Bool
 
     init(engine: UDPEngine, queue: EngineQueue) {
         self.engine = engine
@@ -79,9 +81,11 @@ final class OutboundPump {
         // Without GSO a TSO read becomes ~45 messages (more with a small MSS): room for two.
         capacity = virtio ? max(configuration.batchSize, 128) : configuration.batchSize
         // WireGuard: header before, at most 15 bytes of padding and the tag after.
-        batch = DatagramBatch(capacity: capacity, slotSize: configuration.maxPacketSize + (wireGuard ? 48 : 0), port: configuration.peerPort)
+        ipv6Underlay = configuration.ipv6Underlay
+        batch = DatagramBatch(capacity: capacity, slotSize: configuration.maxPacketSize + (wireGuard ? 48 : 0), port: configuration.peerPort,
+                              ipv6: ipv6Underlay)
         if gso {
-            scatter = ScatterBatch(capacity: configuration.batchSize, port: configuration.peerPort)
+            scatter = ScatterBatch(capacity: configuration.batchSize, port: configuration.peerPort, ipv6: ipv6Underlay)
             frames = ZeroedMemory.allocate(byteCount: Self.frameCount * Self.superSize)
         } else {
             scatter = nil
@@ -390,7 +394,11 @@ final class OutboundPump {
             if gsoType == VirtioNetHeader.gsoNone {
                 guard finishSingle(packet, header, limit: maxPacketSize, counters) else { continue drain }
                 scatter.setPiece(queued, 0, packet.baseAddress!, packet.count)
-                scatter.finish(queued, pieces: 1, length: packet.count, addressNetworkOrder: destination, segmentSize: 0)
+                if ipv6Underlay {
+                    scatter.finish(queued, pieces: 1, length: packet.count, address6: snapshot.destinations6[peer], segmentSize: 0)
+                } else {
+                    scatter.finish(queued, pieces: 1, length: packet.count, addressNetworkOrder: destination, segmentSize: 0)
+                }
                 slotSender[queued] = sender
                 peerCounters.add(peerOffset + PeerCounter.txPackets)
                 peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(packet.count))
@@ -442,8 +450,12 @@ final class OutboundPump {
                     payload += segmentSize
                     bytes += lengths[k]
                 }
-                scatter.finish(queued, pieces: 2 * made, length: bytes, addressNetworkOrder: destination,
-                               segmentSize: segmentLength)
+                if ipv6Underlay {
+                    scatter.finish(queued, pieces: 2 * made, length: bytes, address6: snapshot.destinations6[peer], segmentSize: segmentLength)
+                } else {
+                    scatter.finish(queued, pieces: 2 * made, length: bytes, addressNetworkOrder: destination,
+                                   segmentSize: segmentLength)
+                }
                 slotSender[queued] = sender
                 peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(made))
                 peerCounters.add(peerOffset + PeerCounter.txBytes, UInt64(bytes))
@@ -467,9 +479,17 @@ final class OutboundPump {
             return sealQueued(first, slot, count, peer, plane, aead, destination, peerCounters, peerOffset, counters)
         }
         var bytes = 0
-        for i in 0..<count {
-            batch.setOutgoing(first + i, base: batch.slot(slot + i), length: lengths[i], addressNetworkOrder: destination)
-            bytes += lengths[i]
+        if ipv6Underlay {
+            let address6 = snapshot.destinations6[peer]
+            for i in 0..<count {
+                batch.setOutgoing(first + i, base: batch.slot(slot + i), length: lengths[i], address6: address6)
+                bytes += lengths[i]
+            }
+        } else {
+            for i in 0..<count {
+                batch.setOutgoing(first + i, base: batch.slot(slot + i), length: lengths[i], addressNetworkOrder: destination)
+                bytes += lengths[i]
+            }
         }
         account(count, bytes, peerCounters, peerOffset, counters)
         return true

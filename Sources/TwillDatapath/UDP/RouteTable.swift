@@ -26,14 +26,27 @@ public struct RouteTable: Sendable {
     private let networks6Low: [UInt64]
     private let networkPeers6: [Int32]
 
+    /// Peer PublicIPv6s (high and low halves, sorted) and the peer index of each: the
+    /// senders over an IPv6 underlay.
+    private let senders6High: [UInt64]
+    private let senders6Low: [UInt64]
+    private let senderPeers6: [Int32]
+
     /// Builds the table from leases.
     public init(peers leases: [PeerLease]) {
+        // The first lease listed for a subnet wins it (an IPv6-only lease, whose IPv4 part is
+        // 0.0.0.0/0, by its IPv6 subnet).
         var seen = Set<IPv4Network>()
+        var seenOnly6 = Set<IPv6Network?>()
         var unique: [PeerLease] = []
-        for lease in leases where seen.insert(lease.subnet).inserted { unique.append(lease) }
+        for lease in leases {
+            let first = lease.subnet.prefixLength > 0 ? seen.insert(lease.subnet).inserted : seenOnly6.insert(lease.subnet6).inserted
+            if first { unique.append(lease) }
+        }
         peers = unique
 
-        let byLength = unique.indices.sorted { a, b in
+        // 0.0.0.0/0 is no peer's IPv4 subnet (IPv6-only leases): it must never route anything.
+        let byLength = unique.indices.filter { unique[$0].subnet.prefixLength > 0 }.sorted { a, b in
             let (x, y) = (unique[a].subnet, unique[b].subnet)
             if x.prefixLength != y.prefixLength { return x.prefixLength > y.prefixLength }
             return x.address < y.address
@@ -56,9 +69,13 @@ public struct RouteTable: Sendable {
         self.networks = networks
         self.networkPeers = networkPeers
 
-        let bySender = unique.indices.sorted { unique[$0].publicIP < unique[$1].publicIP }
+        let bySender = unique.indices.filter { unique[$0].publicIP != .any }.sorted { unique[$0].publicIP < unique[$1].publicIP }
         senders = bySender.map { unique[$0].publicIP.rawValue }
         senderPeers = bySender.map { Int32($0) }
+        let bySender6 = unique.indices.filter { unique[$0].publicIPv6 != nil }.sorted { unique[$0].publicIPv6! < unique[$1].publicIPv6! }
+        senders6High = bySender6.map { unique[$0].publicIPv6!.high }
+        senders6Low = bySender6.map { unique[$0].publicIPv6!.low }
+        senderPeers6 = bySender6.map { Int32($0) }
 
         // IPv6: the first lease listed for an IPv6 subnet wins it too.
         var seen6 = Set<IPv6Network>()
@@ -102,6 +119,80 @@ public struct RouteTable: Sendable {
             if lo < group.range.upperBound, networks6High[lo] == h, networks6Low[lo] == l { return Int(networkPeers6[lo]) }
         }
         return nil
+    }
+
+    /// A datagram's outer source: an IPv4 address, or an IPv6 one over an IPv6 underlay.
+    public enum Sender: Sendable, Equatable {
+        case v4(IPv4Address)
+        case v6(IPv6Address)
+    }
+
+    /// The index of a peer sending from `sender`, if any.
+    @inline(__always)
+    public func peer(sender: Sender) -> Int? {
+        switch sender {
+        case .v4(let a): peer(publicIP: a)
+        case .v6(let a): peer(publicIPv6: a)
+        }
+    }
+
+    /// Checks an inner IPv4 source against the leases of whoever sends from `sender`.
+    @inline(__always)
+    public func checkSender(_ sender: Sender, innerSource: IPv4Address) -> SenderCheck {
+        switch sender {
+        case .v4(let a): checkSender(outerSource: a, innerSource: innerSource)
+        case .v6(let a): checkSender(outerSource: a, innerSource: innerSource)
+        }
+    }
+
+    /// Checks an inner IPv6 source against the leases of whoever sends from `sender`.
+    @inline(__always)
+    public func checkSender(_ sender: Sender, innerSource: IPv6Address) -> SenderCheck {
+        switch sender {
+        case .v4(let a): checkSender(outerSource: a, innerSource: innerSource)
+        case .v6(let a): checkSender(outerSource: a, innerSource: innerSource)
+        }
+    }
+
+    /// The positions in the IPv6 sender index of the peers with PublicIPv6 `outer`.
+    @inline(__always)
+    private func senderPositions6(_ outer: IPv6Address) -> Range<Int>? {
+        var lo = 0, hi = senders6High.count
+        while lo < hi {
+            let mid = (lo + hi) >> 1
+            if senders6High[mid] < outer.high || (senders6High[mid] == outer.high && senders6Low[mid] < outer.low) { lo = mid + 1 } else { hi = mid }
+        }
+        var end = lo
+        while end < senders6High.count, senders6High[end] == outer.high, senders6Low[end] == outer.low { end += 1 }
+        return end > lo ? lo..<end : nil
+    }
+
+    /// The index of a peer with this PublicIPv6 (the sender over an IPv6 underlay), if any.
+    @inline(__always)
+    public func peer(publicIPv6: IPv6Address) -> Int? {
+        senderPositions6(publicIPv6).map { Int(senderPeers6[$0.lowerBound]) }
+    }
+
+    /// ``checkSender(outerSource:innerSource:)`` over an IPv6 underlay: the outer source is a
+    /// peer's PublicIPv6, the inner source (IPv4 or IPv6) in that peer's subnet.
+    @inline(__always)
+    public func checkSender(outerSource: IPv6Address, innerSource: IPv4Address) -> SenderCheck {
+        guard let positions = senderPositions6(outerSource) else { return .unknownSender }
+        for position in positions {
+            let index = Int(senderPeers6[position])
+            if peers[index].subnet.prefixLength > 0, peers[index].subnet.contains(innerSource) { return .peer(index) }
+        }
+        return .spoofedInnerSource
+    }
+
+    @inline(__always)
+    public func checkSender(outerSource: IPv6Address, innerSource: IPv6Address) -> SenderCheck {
+        guard let positions = senderPositions6(outerSource) else { return .unknownSender }
+        for position in positions {
+            let index = Int(senderPeers6[position])
+            if peers[index].subnet6?.contains(innerSource) == true { return .peer(index) }
+        }
+        return .spoofedInnerSource
     }
 
     /// ``checkSender(outerSource:innerSource:)`` for an IPv6 inner packet: the inner source

@@ -1,4 +1,5 @@
 import CTwillSystem
+import TwillAddress
 import TwillSystem
 #if canImport(Glibc)
 import Glibc
@@ -21,13 +22,16 @@ final class ScatterBatch {
     private let iovecs: UnsafeMutablePointer<iovec>
     private let headers: UnsafeMutableRawPointer
     private let addresses: UnsafeMutablePointer<sockaddr_in>
+    private let addresses6: UnsafeMutablePointer<sockaddr_in6>?
     private let controls: UnsafeMutableRawPointer
     private let messages: UnsafeMutablePointer<twill_mmsghdr>
     /// Set when sendmmsg failed with EIO: the route's device cannot do UDP segmentation.
     private(set) var sawSegmentationFailure = false
 
-    init(capacity: Int, port: UInt16) {
+    /// - Parameter ipv6: messages go to IPv6 peers (an IPv6 underlay).
+    init(capacity: Int, port: UInt16, ipv6: Bool = false) {
         self.capacity = capacity
+        addresses6 = ipv6 ? .allocate(capacity: capacity) : nil
         iovecs = .allocate(capacity: capacity * Self.piecesPerMessage)
         iovecs.initialize(repeating: iovec(), count: capacity * Self.piecesPerMessage)
         headers = ZeroedMemory.allocate(byteCount: capacity * Self.maximumSegments * Self.headerRoom)
@@ -35,8 +39,13 @@ final class ScatterBatch {
         controls = ZeroedMemory.allocate(byteCount: capacity * DatagramBatch.controlSpace)
         messages = .allocate(capacity: capacity)
         for i in 0..<capacity {
-            DatagramBatch.initializeMessage(messages + i, address: addresses + i, port: port,
-                                            pieces: iovecs + i * Self.piecesPerMessage, count: 0)
+            if let addresses6 {
+                DatagramBatch.initializeMessage(messages + i, address6: addresses6 + i, port: port,
+                                                pieces: iovecs + i * Self.piecesPerMessage, count: 0)
+            } else {
+                DatagramBatch.initializeMessage(messages + i, address: addresses + i, port: port,
+                                                pieces: iovecs + i * Self.piecesPerMessage, count: 0)
+            }
         }
     }
 
@@ -44,6 +53,7 @@ final class ScatterBatch {
         iovecs.deallocate()
         ZeroedMemory.deallocate(headers)
         addresses.deallocate()
+        addresses6?.deallocate()
         ZeroedMemory.deallocate(controls)
         messages.deallocate()
     }
@@ -68,6 +78,15 @@ final class ScatterBatch {
         messages[i].msg_hdr.msg_iovlen = pieces
         DatagramBatch.address(messages + i, addresses + i, control: controls + i * DatagramBatch.controlSpace,
                               networkOrder: addressNetworkOrder, length: length, segmentSize: segmentSize)
+    }
+
+    /// ``finish(_:pieces:length:addressNetworkOrder:segmentSize:)`` to an IPv6 peer.
+    @inline(__always)
+    func finish(_ i: Int, pieces: Int, length: Int, address6: IPv6Address, segmentSize: Int) {
+        messages[i].msg_hdr.msg_iovlen = pieces
+        guard let addresses6 else { return }
+        DatagramBatch.address(messages + i, addresses6 + i, control: controls + i * DatagramBatch.controlSpace,
+                              address6: address6, length: length, segmentSize: segmentSize)
     }
 
     /// Sends messages `start..<start + count` (see

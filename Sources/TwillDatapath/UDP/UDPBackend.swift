@@ -51,7 +51,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// nil after a rebuild failed: the next reconcile tries again.
     struct State {
         var local: LocalLease?
-        var peers: [IPv4Network: PeerLease] = [:]
+        var peers: [PeerLease.Key: PeerLease] = [:]
         var engine: UDPEngine?
         var tunIndex: Int32 = 0
     }
@@ -63,10 +63,13 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     /// - Parameter mtu: `Backend.MTU`, the underlay MTU (the TUN gets 28 less); nil: the
     ///   external interface's. (flannel's udp backend has no such key: Twill's own.)
+    /// - Parameter ipv4: false for an IPv6-only network: datagrams go over IPv6 (from the
+    ///   interface's IPv6 address to the peers' PublicIPv6), the TUN gets no IPv4 address or route.
     public init(netlink: Netlink, external: ExternalInterface, tunName: String = "twill0", port: UInt16 = 8285,
-                checkSources: Bool = true, offloads: Bool = true, queues: Int? = nil, mtu: Int? = nil,
+                checkSources: Bool = true, offloads: Bool = true, queues: Int? = nil, mtu: Int? = nil, ipv4: Bool = true,
                 logger: Logger = Logger(label: "twill.backend.udp")) {
         self.outerMTU = mtu
+        self.ipv4 = ipv4
         self.queues = queues
         self.netlink = netlink
         self.external = external
@@ -77,11 +80,17 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         self.logger = logger
     }
 
-    /// MTU = interface MTU (or `Backend.MTU`) - 28; the lease gets no BackendType (as flannel's udp backend).
-    public var mtu: Int { (outerMTU ?? external.mtu) - 28 }
+    /// MTU = interface MTU (or `Backend.MTU`) - 28 (IPv4 and UDP headers; 48 over an IPv6
+    /// underlay); the lease gets no BackendType (as flannel's udp backend).
+    public var mtu: Int { (outerMTU ?? external.mtu) - (ipv4 ? 28 : 48) }
     let outerMTU: Int?
+    /// False: an IPv6-only network, datagrams over IPv6.
+    let ipv4: Bool
 
     public func prepare() async throws -> BackendAdvert {
+        if !ipv4, external.localIPv6 == nil {
+            throw BackendError(backend: type, "an IPv6-only network needs an IPv6 address on \(external.name) to send from")
+        }
         if !checkSources {
             logger.warning("udp backend: sender checks are OFF; datagrams from any address are forwarded into the overlay")
         }
@@ -110,19 +119,25 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             engine.stop()
             return
         }
-        logger.info("udp backend up", metadata: ["tun": "\(tunName)", "mtu": "\(mtu)", "ipv6": "\(local.subnet6.map(\.description) ?? "-")", "listen": "\(external.localIP):\(port)", "tun_offloads": "\(engine.hasTUNOffloads)", "queues": "\(engine.queueCount)",
+        logger.info("udp backend up", metadata: ["tun": "\(tunName)", "mtu": "\(mtu)", "ipv6": "\(local.subnet6.map(\.description) ?? "-")", "listen": "\(listenAddress):\(port)", "tun_offloads": "\(engine.hasTUNOffloads)", "queues": "\(engine.queueCount)",
                                            "udp_offloads": "\(offloads)"])
     }
+
+    /// Where the engine's sockets are bound, for messages.
+    var listenAddress: String { ipv4 ? "\(external.localIP)" : "[\(external.localIPv6.map(\.description) ?? "::")]" }
 
     /// A started engine on a configured TUN for `local`.
     private func openEngine(_ local: LocalLease) throws -> (UDPEngine, Int32) {
         let engine: UDPEngine
         do {
-            engine = try UDPEngine.open(tunName: tunName, tunOffloads: offloads, address: external.localIP, configuration: UDPEngineConfiguration(
+            var configuration = UDPEngineConfiguration(
                 localSubnet: local.subnet, peerPort: port, checkSources: checkSources, udpOffloads: offloads, queues: queues,
-                localSubnet6: local.network6 == nil ? nil : local.subnet6))
+                localSubnet6: local.network6 == nil ? nil : local.subnet6)
+            configuration.ipv6Underlay = !ipv4
+            engine = try UDPEngine.open(tunName: tunName, tunOffloads: offloads, address: external.localIP, address6: external.localIPv6,
+                                        configuration: configuration)
         } catch {
-            throw BackendError(backend: type, "cannot open TUN device \(tunName) or bind UDP \(external.localIP):\(port): \(error)")
+            throw BackendError(backend: type, "cannot open TUN device \(tunName) or bind UDP \(listenAddress):\(port): \(error)")
         }
         let index: Int32
         do {
@@ -149,7 +164,9 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         try? engine.setTransmitQueueLength(5000)
         let index = try netlink.link(named: name).index
         try netlink.setMTU(mtu, index: index)
-        try netlink.addAddress(InterfaceAddress(interfaceIndex: index, address: local.subnet.address, prefixLength: 32))
+        // An IPv6-only lease's IPv4 part is 0.0.0.0/0: no IPv4 address, and never a default route.
+        let ipv4 = local.subnet.prefixLength > 0
+        if ipv4 { try netlink.addAddress(InterfaceAddress(interfaceIndex: index, address: local.subnet.address, prefixLength: 32)) }
         // ICMP net unreachable comes from the TUN's own address; without accept_local the
         // kernel would drop it as a martian.
         try? Syscall.setSysctl("net/ipv4/conf/\(name)/accept_local", "1")
@@ -166,7 +183,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             try netlink.replaceRoute6(networkRoute6(network6, index: index))
         }
         try netlink.setLinkUp(index: index)
-        try netlink.replaceRoute(networkRoute(local.network, index: index))
+        if ipv4 { try netlink.replaceRoute(networkRoute(local.network, index: index)) }
         return index
     }
 
@@ -187,7 +204,9 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "link_up")]).increment()
         }
         // The only other kernel state: the network route through the device.
-        var failures = KernelRoutes.reconcile(netlink, network: network, desired: [networkRoute(network, index: index)], logger: logger)
+        // An IPv6-only network's IPv4 overlay is 0.0.0.0/0: nothing of it is routed.
+        var failures = network.prefixLength == 0 ? []
+            : KernelRoutes.reconcile(netlink, network: network, desired: [networkRoute(network, index: index)], logger: logger)
         if let network6 {
             failures += KernelRoutes.reconcile6(netlink, network: network6, desired: [networkRoute6(network6, index: index)], logger: logger)
         }
@@ -201,7 +220,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
                                      network6: IPv6Network? = nil) -> Bool {
         switch change {
         case .routeRemoved(let r), .routeAdded(let r):
-            return r.destination == network || r.outputInterface == index
+            return network.prefixLength > 0 && (r.destination == network || r.outputInterface == index)
         case .route6Removed(let r), .route6Added(let r):
             return network6 != nil && (r.destination == network6 || r.outputInterface == index)
         case .linkRemoved(let l), .linkChanged(let l):
@@ -234,11 +253,11 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             logger.debug("ignoring a peer of another backend", metadata: ["subnet": "\(peer.subnet)", "backend": "\(peer.backendType ?? "")"])
             return
         }
-        apply { $0[peer.subnet] = peer }
+        apply { $0[peer.key] = peer }
     }
 
     public func peerRemoved(_ peer: PeerLease) async throws {
-        apply { $0[peer.subnet] = nil }
+        apply { $0[peer.key] = nil }
     }
 
     /// Makes the kernel match again, repairing what was broken: a TUN deleted or a packet
@@ -246,7 +265,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// again), the network route gone.
     public func reconcile(peers: [PeerLease]) async throws {
         apply { current in
-            current = Dictionary(peers.filter(Self.isUDPPeer).map { ($0.subnet, $0) }, uniquingKeysWith: { a, _ in a })
+            current = Dictionary(peers.filter(Self.isUDPPeer).map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         }
         guard let (index, local) = state.withLock({ s in s.local.map { (s.tunIndex, $0) } }) else { return }
         if let damage = try Self.repairDevice(netlink, name: tunName, index: index, network: local.network, network6: local.network6,
@@ -258,7 +277,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         }
     }
 
-    private func apply(_ change: (inout [IPv4Network: PeerLease]) -> Void) {
+    private func apply(_ change: (inout [PeerLease.Key: PeerLease]) -> Void) {
         state.withLock { s in
             change(&s.peers)
             s.engine?.update(peers: Array(s.peers.values))

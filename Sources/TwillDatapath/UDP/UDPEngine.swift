@@ -19,6 +19,9 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     /// The TUN's IPv6 address (the IPv6 subnet's network address), the source of ICMPv6
     /// unreachable messages.
     public var tunAddress6: IPv6Address?
+    /// Datagrams go over IPv6 (a node without IPv4, in an IPv6-only network): sockets are
+    /// IPv6, peers are found and reached by their PublicIPv6.
+    public var ipv6Underlay: Bool = false
     /// The UDP port peers listen on (flannel: every node uses the same `Backend.Port`).
     public var peerPort: UInt16
     /// Check that a datagram's outer source is a peer's PublicIP and its inner source lies in
@@ -99,6 +102,8 @@ final class EngineSnapshot: @unchecked Sendable {  // immutable after init; coun
     /// Per peer index: its counters and its PublicIP in network order (ready for sockaddr).
     let counters: [CounterBlock]
     let destinations: [UInt32]
+    /// Per peer index: its PublicIPv6 (for an IPv6 underlay; unspecified when it has none).
+    let destinations6: [IPv6Address]
     /// WireGuard's keys, when the engine carries WireGuard.
     let wireGuard: WireGuardPlane?
 
@@ -107,6 +112,7 @@ final class EngineSnapshot: @unchecked Sendable {  // immutable after init; coun
         self.table = table
         self.counters = counters
         self.destinations = table.peers.map { $0.publicIP.rawValue.bigEndian }
+        self.destinations6 = table.peers.map { $0.publicIPv6 ?? .any }
         self.wireGuard = wireGuard
     }
 }
@@ -200,7 +206,7 @@ public final class UDPEngine: Sendable {
         if !stoppedCleanly && isRunning { failedThreads.add(1, ordering: .relaxed) }
     }
 
-    private struct PeerKey: Hashable { var subnet: IPv4Network; var publicIP: IPv4Address }
+    private struct PeerKey: Hashable { var subnet: IPv4Network; var publicIP: IPv4Address; var subnet6: IPv6Network?; var publicIPv6: IPv6Address? }
     private struct State {
         var generation: UInt64 = 0
         var peerCounters: [PeerKey: CounterBlock] = [:]
@@ -263,8 +269,17 @@ public final class UDPEngine: Sendable {
     ///
     /// - Throws: ``SystemError`` when the TUN or a socket cannot be opened; whatever was
     ///   opened is closed.
-    public static func open(tunName: String, tunOffloads: Bool, address: IPv4Address,
+    ///
+    /// With `configuration.ipv6Underlay` the sockets are IPv6 ones bound to `address6`.
+    public static func open(tunName: String, tunOffloads: Bool, address: IPv4Address, address6: IPv6Address? = nil,
                             configuration: UDPEngineConfiguration) throws(SystemError) -> UDPEngine {
+        func socket(port: UInt16, reusePort: Bool) throws(SystemError) -> UDPSocket {
+            if configuration.ipv6Underlay {
+                guard let address6 else { throw SystemError("an IPv6 underlay needs an IPv6 address to bind", errno: EINVAL) }
+                return try UDPSocket(address6: address6, port: port, reusePort: reusePort)
+            }
+            return try UDPSocket(address: address, port: port, reusePort: reusePort)
+        }
         let tuns = try TUNDevice.openQueues(name: tunName, count: configuration.queues, offloads: tunOffloads)
         var sockets: [any DatagramSocket] = []
         var senders: [any DatagramSocket] = []
@@ -272,14 +287,14 @@ public final class UDPEngine: Sendable {
             let shared = tuns.count > 1
             var port = configuration.peerPort
             for _ in tuns {
-                let socket = try UDPSocket(address: address, port: port, reusePort: shared)
+                let socket = try socket(port: port, reusePort: shared)
                 port = socket.port  // port 0 (tests): the others join the port the first got
                 sockets.append(socket)
             }
             // WireGuard sends from the listening port (peers answer and roam to it).
             if shared && configuration.wireGuard == nil {
                 for _ in 0..<FlowHash.sourcePortCount(queues: tuns.count) {
-                    senders.append(try UDPSocket(address: address, port: 0))
+                    senders.append(try socket(port: 0, reusePort: false))
                 }
             }
         } catch {
@@ -328,7 +343,7 @@ public final class UDPEngine: Sendable {
         state.generation += 1
         var kept: [PeerKey: CounterBlock] = [:]
         let counters = table.peers.map { peer in
-            let key = PeerKey(subnet: peer.subnet, publicIP: peer.publicIP)
+            let key = PeerKey(subnet: peer.subnet, publicIP: peer.publicIP, subnet6: peer.subnet6, publicIPv6: peer.publicIPv6)
             let block = state.peerCounters[key] ?? CounterBlock(count: slots)
             kept[key] = block
             return block

@@ -6,7 +6,7 @@ import TwillAddress
 import Glibc
 #endif
 
-/// The udp backend's IPv4 UDP socket: bound to the external address and `Backend.Port`
+/// The udp backend's UDP socket (IPv4, or IPv6 over an IPv6 underlay): bound to the external address and `Backend.Port`
 /// (8285 by default, as flannel), non-blocking, with large kernel buffers so bursts between
 /// two batched system calls are not dropped.
 public final class UDPSocket: DatagramSocket {
@@ -14,8 +14,10 @@ public final class UDPSocket: DatagramSocket {
     public static let defaultPort: UInt16 = 8285
 
     private let fd: Atomic<Int32>
-    /// The address the socket is bound to (0.0.0.0 for all).
+    /// The address the socket is bound to (0.0.0.0 for all; 0.0.0.0 too for an IPv6 socket).
     public let address: IPv4Address
+    /// The IPv6 address an IPv6 socket is bound to (the udp engine over an IPv6 underlay).
+    public let address6: IPv6Address?
     /// The bound port (the kernel's choice when 0 was asked for).
     public let port: UInt16
 
@@ -33,9 +35,20 @@ public final class UDPSocket: DatagramSocket {
     ///   - reusePort: set SO_REUSEPORT before binding, so several sockets (one per engine
     ///     queue) share the port and the kernel spreads arriving datagrams over them by
     ///     4-tuple hash. Only sockets of the same effective user may join the group.
-    public init(address: IPv4Address = .any, port: UInt16 = UDPSocket.defaultPort,
-                bufferBytes: Int = 4 << 20, reusePort: Bool = false) throws(SystemError) {
-        let s = socket(AF_INET, Int32(Glibc.SOCK_DGRAM.rawValue) | Int32(Glibc.SOCK_NONBLOCK.rawValue) | Int32(Glibc.SOCK_CLOEXEC.rawValue), 0)
+    public convenience init(address: IPv4Address = .any, port: UInt16 = UDPSocket.defaultPort,
+                            bufferBytes: Int = 4 << 20, reusePort: Bool = false) throws(SystemError) {
+        try self.init(address: address, address6: nil, port: port, bufferBytes: bufferBytes, reusePort: reusePort)
+    }
+
+    /// An IPv6 socket (IPV6_V6ONLY) bound to `address6`: the udp engine over an IPv6 underlay.
+    public convenience init(address6: IPv6Address, port: UInt16 = UDPSocket.defaultPort,
+                            bufferBytes: Int = 4 << 20, reusePort: Bool = false) throws(SystemError) {
+        try self.init(address: .any, address6: address6, port: port, bufferBytes: bufferBytes, reusePort: reusePort)
+    }
+
+    private init(address: IPv4Address, address6: IPv6Address?, port: UInt16, bufferBytes: Int, reusePort: Bool) throws(SystemError) {
+        let family = address6 == nil ? AF_INET : AF_INET6
+        let s = socket(family, Int32(Glibc.SOCK_DGRAM.rawValue) | Int32(Glibc.SOCK_NONBLOCK.rawValue) | Int32(Glibc.SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { throw SystemError("socket") }
         func fail(_ what: String) -> SystemError {
             let error = SystemError(what)
@@ -54,21 +67,39 @@ public final class UDPSocket: DatagramSocket {
             var on: Int32 = 1
             guard setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &on, len) == 0 else { throw fail("SO_REUSEPORT") }
         }
-        var sin = UDPSocket.makeAddress(address, port)
-        let rc = withUnsafePointer(to: &sin) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        let boundPort: UInt16
+        if let address6 {
+            var on: Int32 = 1
+            _ = setsockopt(s, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &on, len)
+            var sin6 = UDPSocket.makeAddress6(address6, port)
+            let rc = withUnsafePointer(to: &sin6) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
             }
+            guard rc == 0 else { throw fail("bind [\(address6)]:\(port)") }
+            var bound = sockaddr_in6()
+            var boundLength = socklen_t(MemoryLayout<sockaddr_in6>.size)
+            let got = withUnsafeMutablePointer(to: &bound) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &boundLength) }
+            }
+            guard got == 0 else { throw fail("getsockname") }
+            boundPort = UInt16(bigEndian: bound.sin6_port)
+        } else {
+            var sin = UDPSocket.makeAddress(address, port)
+            let rc = withUnsafePointer(to: &sin) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard rc == 0 else { throw fail("bind \(address):\(port)") }
+            var bound = sockaddr_in()
+            var boundLength = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let got = withUnsafeMutablePointer(to: &bound) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &boundLength) }
+            }
+            guard got == 0 else { throw fail("getsockname") }
+            boundPort = UInt16(bigEndian: bound.sin_port)
         }
-        guard rc == 0 else { throw fail("bind \(address):\(port)") }
-        var bound = sockaddr_in()
-        var boundLength = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let got = withUnsafeMutablePointer(to: &bound) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &boundLength) }
-        }
-        guard got == 0 else { throw fail("getsockname") }
         self.address = address
-        self.port = UInt16(bigEndian: bound.sin_port)
+        self.address6 = address6
+        self.port = boundPort
         self.fd = Atomic(s)
     }
 
@@ -135,6 +166,18 @@ public final class UDPSocket: DatagramSocket {
     }
 
     deinit { close() }
+
+    /// A `sockaddr_in6` for an IPv6 address and port.
+    static func makeAddress6(_ address: IPv6Address, _ port: UInt16) -> sockaddr_in6 {
+        var sin6 = sockaddr_in6()
+        sin6.sin6_family = sa_family_t(AF_INET6)
+        sin6.sin6_port = port.bigEndian
+        withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in
+            raw.storeBytes(of: address.high.bigEndian, as: UInt64.self)
+            raw.storeBytes(of: address.low.bigEndian, toByteOffset: 8, as: UInt64.self)
+        }
+        return sin6
+    }
 
     /// A `sockaddr_in` for an address and port.
     static func makeAddress(_ address: IPv4Address, _ port: UInt16) -> sockaddr_in {

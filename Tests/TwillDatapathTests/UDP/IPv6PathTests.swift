@@ -116,6 +116,27 @@ struct IPv6PathTests {
         #expect(t.checkSender(outerSource: IPv4Address("203.0.113.9")!, innerSource: v6("2001:db8:100:2::1")) == .unknownSender)
     }
 
+    @Test("IPv6-only leases (IPv4 part 0.0.0.0/0) never route IPv4; over an IPv6 underlay senders are known by PublicIPv6")
+    func routeTableIPv6Only() {
+        let only6 = [
+            PeerLease(subnet: .all, publicIP: .any, backendType: nil, backendData: nil,
+                      subnet6: IPv6Network("2001:db8:100:2::/64")!, publicIPv6: v6("2001:db8:1::2")),
+            PeerLease(subnet: .all, publicIP: .any, backendType: nil, backendData: nil,
+                      subnet6: IPv6Network("2001:db8:100:3::/64")!, publicIPv6: v6("2001:db8:1::3")),
+        ]
+        let t = RouteTable(peers: only6)
+        #expect(t.peers.count == 2, "two IPv6-only leases are two peers")
+        #expect(t.lookup(IPv4Address("8.8.8.8")!) == nil && t.lookup(IPv4Address("198.18.1.1")!) == nil, "nothing IPv4 is routed")
+        #expect(t.lookup(v6("2001:db8:100:3::9")) == 1)
+        #expect(t.peer(publicIP: .any) == nil)
+        #expect(t.peer(sender: .v6(v6("2001:db8:1::3"))) == 1)
+        #expect(t.checkSender(.v6(v6("2001:db8:1::2")), innerSource: v6("2001:db8:100:2::5")) == .peer(0))
+        #expect(t.checkSender(.v6(v6("2001:db8:1::2")), innerSource: v6("2001:db8:100:3::5")) == .spoofedInnerSource)
+        #expect(t.checkSender(.v6(v6("2001:db8:1::9")), innerSource: v6("2001:db8:100:2::5")) == .unknownSender)
+        #expect(t.checkSender(.v6(v6("2001:db8:1::2")), innerSource: IPv4Address("198.18.1.1")!) == .spoofedInnerSource)
+        #expect(t.checkSender(.v4(IPv4Address("0.0.0.0")!), innerSource: v6("2001:db8:100:2::5")) == .unknownSender)
+    }
+
     @Test("TSO6: a TCP/IPv6 super-packet splits into segments with their own payload length, sequence and a valid checksum")
     func segmenter6() {
         var rng = SplitMix64(seed: 6)
