@@ -332,9 +332,13 @@ public final class Agent: Service, Sendable {
         let lease = state.lease
         let (ready, readyReasons) = state.readiness
         let (healthy, healthReasons) = state.liveness
-        let peers = state.peers.sorted { $0.subnet.address < $1.subnet.address }.map { p -> NodeStatus.PeerInfo in
-            let t = traffic.peers[p.subnet]
-            return NodeStatus.PeerInfo(subnet: "\(p.subnet)", publicIP: "\(p.publicIP)",
+        let peers = state.peers.sorted {
+            ($0.subnet.address, $0.subnet6?.address ?? .any) < ($1.subnet.address, $1.subnet6?.address ?? .any)
+        }.map { p -> NodeStatus.PeerInfo in
+            let t = traffic.traffic(of: p)
+            // An IPv6-only peer has no IPv4 subnet or address to show ("-").
+            let only6 = p.subnet.prefixLength == 0
+            return NodeStatus.PeerInfo(subnet: only6 ? "-" : "\(p.subnet)", publicIP: only6 ? "-" : "\(p.publicIP)",
                                        subnet6: p.subnet6.map { "\($0)" }, publicIPv6: p.publicIPv6.map { "\($0)" }, backend: p.backendType ?? "udp", state: "routed",
                                        txPackets: t?.txPackets, txBytes: t?.txBytes, rxPackets: t?.rxPackets, rxBytes: t?.rxBytes,
                                        drops: t?.drops, lastHandshake: t?.lastHandshake)

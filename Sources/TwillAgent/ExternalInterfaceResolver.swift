@@ -64,6 +64,9 @@ public enum ExternalInterfaceResolver {
             for c in all where chosen == nil {
                 if c.name.firstMatch(of: re) != nil, let ip = c.addresses.first ?? (allowIPv6Only && !c.addresses6.isEmpty ? .any : nil) { chosen = (c, ip) }
                 else if let ip = c.addresses.first(where: { "\($0)".firstMatch(of: re) != nil }) { chosen = (c, ip) }
+                else if allowIPv6Only || !c.addresses.isEmpty, c.addresses6.contains(where: { "\($0)".firstMatch(of: re) != nil }) {
+                    chosen = (c, c.addresses.first ?? .any)
+                }
             }
             if chosen == nil { misses.append("nothing matches --iface-regex \(pattern)") }
         }

@@ -217,6 +217,15 @@ final class NodeSession: Sendable {
         for await event in watcher.events() { inboxContinuation.yield(.cluster(event)) }
     }
 
+    /// A peer's subnets and addresses for the log (each family only where the lease has it).
+    static func describe(_ lease: Lease) -> Logger.Metadata {
+        var m: Logger.Metadata = [:]
+        if let s = lease.subnet.ipv4Subnet { m["subnet"] = "\(s)"; m["public_ip"] = "\(lease.attributes.publicIP)" }
+        if let s = lease.subnet.ipv6 { m["subnet6"] = "\(s)" }
+        if let a = lease.attributes.publicIPv6 { m["public_ipv6"] = "\(a)" }
+        return m
+    }
+
     private func context() -> PeerSet.Context {
         let lease = keeper.lease
         return PeerSet.Context(network: overlay, subnetLength: config.subnetLength, ownKey: keeper.ownKey,
@@ -305,9 +314,9 @@ final class NodeSession: Sendable {
             logger.warning("ignoring a lease", metadata: ["key": "\(r.key)", "reason": "\(r.reason.rawValue)", "detail": "\(r.detail)"])
         }
         guard !quietly else { return }
-        for l in change.removed { logger.info("peer removed", metadata: ["subnet": "\(l.subnet.ipv4)", "public_ip": "\(l.attributes.publicIP)"]) }
-        for l in change.added { logger.info("peer added", metadata: ["subnet": "\(l.subnet.ipv4)", "public_ip": "\(l.attributes.publicIP)", "backend": "\(l.attributes.backendType ?? "udp")"]) }
-        for l in change.changed { logger.info("peer changed", metadata: ["subnet": "\(l.subnet.ipv4)", "public_ip": "\(l.attributes.publicIP)", "backend": "\(l.attributes.backendType ?? "udp")"]) }
+        for l in change.removed { logger.info("peer removed", metadata: Self.describe(l)) }
+        for l in change.added { logger.info("peer added", metadata: Self.describe(l).merging(["backend": "\(l.attributes.backendType ?? "udp")"]) { a, _ in a }) }
+        for l in change.changed { logger.info("peer changed", metadata: Self.describe(l).merging(["backend": "\(l.attributes.backendType ?? "udp")"]) { a, _ in a }) }
     }
 
     private func apply(_ change: PeerSet.Change) async {

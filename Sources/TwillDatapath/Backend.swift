@@ -64,6 +64,8 @@ public struct BackendTraffic: Sendable, Equatable {
     /// The device the backend runs (`twill0`, `flannel.1`), if it has one.
     public var device: String?
     public var peers: [IPv4Network: Peer]
+    /// IPv6-only peers (no IPv4 subnet), by IPv6 subnet.
+    public var peers6: [IPv6Network: Peer] = [:]
     /// Dropped packets by reason (only reasons that happened).
     public var drops: [String: UInt64]
 
@@ -71,6 +73,12 @@ public struct BackendTraffic: Sendable, Equatable {
         self.device = device
         self.peers = peers
         self.drops = drops
+    }
+
+    /// What the backend counted for `peer`.
+    public func traffic(of peer: PeerLease) -> Peer? {
+        if peer.subnet.prefixLength == 0, let subnet6 = peer.subnet6 { return peers6[subnet6] }
+        return peers[peer.subnet]
     }
 }
 

@@ -30,7 +30,6 @@ enum KernelRoutes {
     /// nothing is written when the kernel already matches (so reconciling on the monitor's
     /// events cannot feed itself). Returns one message per failure; never throws.
     static func reconcile(_ netlink: Netlink, network: IPv4Network, desired: [Route], logger: Logger) -> [String] {
-        var failures: [String] = []
         let existing: [Route]
         do {
             existing = try netlink.routes(table: mainRoutingTable).filter {
@@ -39,28 +38,38 @@ enum KernelRoutes {
         } catch {
             return ["listing routes: \(error)"]
         }
-        var wanted: [IPv4Network: Route] = [:]
-        for r in desired { wanted[r.destination] = r }
-        var satisfied: Set<IPv4Network> = []
+        return reconcile(existing: existing, desired: desired, destination: \.destination, same: same,
+                         delete: netlink.deleteRoute, replace: netlink.replaceRoute, logger: logger)
+    }
+
+    /// The diff both families share: of `existing` (Twill's routes in the network), those
+    /// `desired` and already `same` stay, the others go; missing and differing desired ones
+    /// are put in place. One message per failure.
+    private static func reconcile<R: CustomStringConvertible, D: Hashable>(
+        existing: [R], desired: [R], destination: (R) -> D, same: (R, R) -> Bool,
+        delete: (R) throws -> Void, replace: (R) throws -> Void, logger: Logger
+    ) -> [String] {
+        var failures: [String] = []
+        var wanted: [D: R] = [:]
+        for r in desired { wanted[destination(r)] = r }
+        var satisfied: Set<D> = []
         for r in existing {
-            if let w = wanted[r.destination], same(r, w), !satisfied.contains(r.destination) {
-                satisfied.insert(r.destination)
-                continue
-            }
-            if wanted[r.destination] != nil, !satisfied.contains(r.destination) {
-                continue  // replaced below
+            let d = destination(r)
+            if let w = wanted[d], !satisfied.contains(d) {
+                if same(r, w) { satisfied.insert(d) }
+                continue  // a differing one is replaced below
             }
             do {
-                try netlink.deleteRoute(r)
+                try delete(r)
                 logger.info("removed a stale Twill route", metadata: ["route": "\(r)"])
             } catch let e as NetlinkError where e.isNotFound {
             } catch {
                 failures.append("\(error)")
             }
         }
-        for r in desired where !satisfied.contains(r.destination) {
+        for r in desired where !satisfied.contains(destination(r)) {
             do {
-                try netlink.replaceRoute(r)
+                try replace(r)
                 logger.info("restored a missing Twill route", metadata: ["route": "\(r)"])
             } catch {
                 failures.append("\(error)")
@@ -92,7 +101,6 @@ enum KernelRoutes {
     /// The IPv6 version of ``reconcile(_:network:desired:logger:)``: Twill's IPv6 routes inside
     /// `network` become exactly `desired`; nothing else is touched.
     static func reconcile6(_ netlink: Netlink, network: IPv6Network, desired: [Route6], logger: Logger) -> [String] {
-        var failures: [String] = []
         let existing: [Route6]
         do {
             existing = try netlink.routes6(table: mainRoutingTable).filter {
@@ -101,34 +109,9 @@ enum KernelRoutes {
         } catch {
             return ["listing IPv6 routes: \(error)"]
         }
-        func same(_ a: Route6, _ b: Route6) -> Bool {
-            a.destination == b.destination && a.gateway == b.gateway && a.outputInterface == b.outputInterface && a.onLink == b.onLink
-        }
-        var wanted: [IPv6Network: Route6] = [:]
-        for r in desired { wanted[r.destination] = r }
-        var satisfied: Set<IPv6Network> = []
-        for r in existing {
-            if let w = wanted[r.destination], !satisfied.contains(r.destination) {
-                if same(r, w) { satisfied.insert(r.destination) }
-                continue  // a differing one is replaced below
-            }
-            do {
-                try netlink.deleteRoute6(r)
-                logger.info("removed a stale Twill route", metadata: ["route": "\(r)"])
-            } catch let e as NetlinkError where e.isNotFound {
-            } catch {
-                failures.append("\(error)")
-            }
-        }
-        for r in desired where !satisfied.contains(r.destination) {
-            do {
-                try netlink.replaceRoute6(r)
-                logger.info("restored a missing Twill route", metadata: ["route": "\(r)"])
-            } catch {
-                failures.append("\(error)")
-            }
-        }
-        return failures
+        return reconcile(existing: existing, desired: desired, destination: \.destination, same: {
+            $0.destination == $1.destination && $0.gateway == $1.gateway && $0.outputInterface == $1.outputInterface && $0.onLink == $1.onLink
+        }, delete: netlink.deleteRoute6, replace: netlink.replaceRoute6, logger: logger)
     }
 
     /// Deletes the Twill IPv6 route to `destination`; absent is fine.

@@ -3,8 +3,9 @@
 // then prints one line of counters and the process's CPU seconds.
 //
 // usage: TwillDatapathBench --tun twill0 --local-subnet 198.18.1.0/24 --bind 198.51.100.1
-//          [--local-subnet6 2001:db8:100:1::/64]
-//          [--port 8285] [--peer 198.18.2.0/24=198.51.100.2[=2001:db8:100:2::/64]]... [--no-source-checks] [--batch 64]
+//          [--local-subnet6 2001:db8:100:1::/64] [--bind6 2001:db8:1::1]
+//          [--port 8285] [--peer 198.18.2.0/24=198.51.100.2[=2001:db8:100:2::/64[=2001:db8:1::2]]]... [--no-source-checks] [--batch 64]
+// With --bind6 the datagrams go over IPv6, to each --peer's last (IPv6) address.
 //          [--offloads] [--no-udp-offloads] [--queues N] [--threads-per-queue 1|2] [--txqueuelen N]
 //          [--wireguard-key FILE --peer-key SUBNET=BASE64...]
 // With --wireguard-key the engine carries WireGuard (its control thread beside it), each
@@ -32,6 +33,7 @@ func runBench() {
     var localSubnet: IPv4Network?
     var localSubnet6: IPv6Network?
     var bindAddress = IPv4Address.any
+    var bindAddress6: IPv6Address?
     var port = UDPSocket.defaultPort
     var peers: [PeerLease] = []
     var checkSources = true
@@ -50,6 +52,7 @@ func runBench() {
         case "--local-subnet": localSubnet = parse(arguments.popFirst(), flag) { IPv4Network($0) }
         case "--local-subnet6": localSubnet6 = parse(arguments.popFirst(), flag) { IPv6Network($0) }
         case "--bind": bindAddress = parse(arguments.popFirst(), flag) { IPv4Address($0) }
+        case "--bind6": bindAddress6 = parse(arguments.popFirst(), flag) { IPv6Address($0) }
         case "--port": port = parse(arguments.popFirst(), flag) { UInt16($0) }
         case "--batch": batchSize = parse(arguments.popFirst(), flag) { Int($0) }
         case "--no-source-checks": checkSources = false
@@ -68,11 +71,13 @@ func runBench() {
         case "--peer":
             peers.append(parse(arguments.popFirst(), flag) { text -> PeerLease? in
                 let parts = text.split(separator: "=")
-                guard parts.count == 2 || parts.count == 3, let subnet = IPv4Network(String(parts[0])),
+                guard (2...4).contains(parts.count), let subnet = IPv4Network(String(parts[0])),
                       let ip = IPv4Address(String(parts[1])) else { return nil }
-                let subnet6 = parts.count == 3 ? IPv6Network(String(parts[2])) : nil
-                if parts.count == 3, subnet6 == nil { return nil }
-                return PeerLease(subnet: subnet, publicIP: ip, backendType: nil, backendData: nil, subnet6: subnet6)
+                let subnet6 = parts.count >= 3 ? IPv6Network(String(parts[2])) : nil
+                let ip6 = parts.count == 4 ? IPv6Address(String(parts[3])) : nil
+                if parts.count >= 3, subnet6 == nil { return nil }
+                if parts.count == 4, ip6 == nil { return nil }
+                return PeerLease(subnet: subnet, publicIP: ip, backendType: nil, backendData: nil, subnet6: subnet6, publicIPv6: ip6)
             })
         default: fail("unknown argument \(flag)")
         }
@@ -91,6 +96,7 @@ func runBench() {
         var configuration = UDPEngineConfiguration(
             localSubnet: localSubnet, peerPort: port, checkSources: checkSources, batchSize: batchSize,
             udpOffloads: udpOffloads, queues: queues, threadsPerQueue: threadsPerQueue, localSubnet6: localSubnet6)
+        configuration.ipv6Underlay = bindAddress6 != nil
         var control: WireGuardControl?
         if let wireGuardKey {
             try WireGuardCrypto.load()
@@ -107,7 +113,8 @@ func runBench() {
             c.setPeers(configs)
             control = c
         }
-        let engine = try UDPEngine.open(tunName: tunName, tunOffloads: offloads, address: bindAddress, configuration: configuration)
+        let engine = try UDPEngine.open(tunName: tunName, tunOffloads: offloads, address: bindAddress, address6: bindAddress6,
+                                        configuration: configuration)
         if txQueueLength > 0 { try engine.setTransmitQueueLength(txQueueLength) }
         engine.update(peers: peers)
         control?.attach(engine)

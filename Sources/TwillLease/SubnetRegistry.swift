@@ -364,33 +364,71 @@ public final class SubnetRegistry: Sendable {
     /// never expires. An existing lease of the same node becomes permanent; another node's
     /// lease is never overwritten.
     public func reserve(_ subnet: IPv4Network, publicIP: IPv4Address) async throws(LeaseError) -> Lease {
-        let key = layout.key(for: SubnetKey(ipv4: subnet))
+        try await reserve(SubnetKey(ipv4: subnet), attributes: LeaseAttributes(publicIP: publicIP))
+    }
+
+    /// ``reserve(_:publicIP:)`` for any key: dual stack (`v4&v6`) or IPv6-only
+    /// (`0.0.0.0-0&v6`), for the node `attributes` names (PublicIP, or PublicIPv6 when it has
+    /// no IPv4).
+    public func reserve(_ subnet: SubnetKey, attributes attrs: LeaseAttributes) async throws(LeaseError) -> Lease {
+        let key = layout.key(for: subnet)
         do {
             if let kv = try await etcd.get(key).kvs.first {
                 guard let existing = parse(kv) else { throw LeaseError.refused("\(key) holds a value Twill cannot read; fix or delete it first") }
-                guard existing.attributes.publicIP == publicIP else {
-                    throw LeaseError.refused("\(subnet) is leased by \(existing.attributes.publicIP), not \(publicIP); release it first")
+                guard Self.sameNode(existing.attributes, attrs) else {
+                    throw LeaseError.refused("\(subnet) is leased by \(Self.node(existing.attributes)), not \(Self.node(attrs)); release it first")
                 }
                 let r = try await etcd.txn(compare: [.unchanged(key, modRevision: kv.modRevision)], success: [.put(key: key, value: kv.value, lease: 0)], failure: [])
                 guard r.succeeded else { throw LeaseError.refused("\(key) changed while reserving; try again") }
                 return Lease(subnet: existing.subnet, attributes: existing.attributes, etcdLease: 0, modRevision: r.header.revision)
             }
-            let attrs = LeaseAttributes(publicIP: publicIP)
+            // Never a subnet another key holds already (with or without the other family).
+            if let holder = try await holderKey(of: subnet) {
+                throw LeaseError.refused("\(subnet) overlaps the lease \(holder); release it first")
+            }
             let r = try await etcd.txn(compare: [.absent(key)], success: [.put(key: key, value: attrs.json(), lease: 0)], failure: [])
             guard r.succeeded else { throw LeaseError.refused("\(subnet) was taken while reserving; try again") }
-            return Lease(subnet: SubnetKey(ipv4: subnet), attributes: attrs, etcdLease: 0, modRevision: r.header.revision)
+            return Lease(subnet: subnet, attributes: attrs, etcdLease: 0, modRevision: r.header.revision)
         } catch {
             throw Self.leaseError(error)
         }
     }
 
+    /// How a node is named in messages: its PublicIP, or PublicIPv6 for an IPv6-only node.
+    static func node(_ a: LeaseAttributes) -> String {
+        a.publicIP == .any ? a.publicIPv6.map { "\($0)" } ?? "0.0.0.0" : "\(a.publicIP)"
+    }
+
+    /// Another key naming one of `subnet`'s subnets, if any.
+    func holderKey(of subnet: SubnetKey) async throws(LeaseError) -> SubnetKey? {
+        let result: RangeResult
+        do { result = try await etcd.list(prefix: layout.subnetsPrefix) } catch { throw .etcd(error) }
+        for kv in result.kvs {
+            guard let other = try? layout.subnet(fromKey: kv.key), other != subnet else { continue }
+            if let a = other.ipv4Subnet, let b = subnet.ipv4Subnet, a.overlaps(b) { return other }
+            if let a = other.ipv6, let b = subnet.ipv6, a.overlaps(b) { return other }
+        }
+        return nil
+    }
+
     /// Deletes the lease (or reservation) of `subnet`; returns what was there, nil if nothing.
     public func remove(_ subnet: IPv4Network) async throws(LeaseError) -> Lease? {
-        let key = layout.key(for: SubnetKey(ipv4: subnet))
+        try await remove { $0.ipv4Subnet == subnet }
+    }
+
+    /// Deletes the lease (or reservation) holding IPv6 subnet `subnet` (dual stack or IPv6-only).
+    public func remove(_ subnet: IPv6Network) async throws(LeaseError) -> Lease? {
+        try await remove { $0.ipv6 == subnet }
+    }
+
+    /// Deletes the key whose subnets `matches` (under whatever form it has: `v4`, `v4&v6`,
+    /// `0.0.0.0-0&v6`), only if unchanged since it was read.
+    private func remove(where matches: (SubnetKey) -> Bool) async throws(LeaseError) -> Lease? {
         do {
-            guard let kv = try await etcd.get(key).kvs.first else { return nil }
-            let r = try await etcd.txn(compare: [.unchanged(key, modRevision: kv.modRevision)], success: [.delete(key: key)], failure: [])
-            guard r.succeeded else { throw LeaseError.refused("\(key) changed while releasing; try again") }
+            let all = try await etcd.list(prefix: layout.subnetsPrefix).kvs
+            guard let kv = all.first(where: { (try? layout.subnet(fromKey: $0.key)).flatMap { $0 }.map(matches) ?? false }) else { return nil }
+            let r = try await etcd.txn(compare: [.unchanged(kv.key, modRevision: kv.modRevision)], success: [.delete(key: kv.key)], failure: [])
+            guard r.succeeded else { throw LeaseError.refused("\(kv.key) changed while releasing; try again") }
             return parse(kv)
         } catch {
             throw Self.leaseError(error)

@@ -10,6 +10,11 @@ import TwillEtcd
 import TwillLease
 
 struct LeasesCommand: AsyncParsableCommand {
+    /// A lease key's subnets as CIDRs: `10.244.7.0/24`, `10.244.7.0/24 and fd00::/64`, `fd00::/64`.
+    static func cidrs(_ key: SubnetKey) -> String {
+        [key.ipv4Subnet.map { "\($0)" }, key.ipv6.map { "\($0)" }].compactMap { $0 }.joined(separator: " and ")
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "leases",
         abstract: "List, reserve and release subnet leases.",
@@ -41,7 +46,8 @@ struct LeasesCommand: AsyncParsableCommand {
             for l in leases {
                 var ttl: Int64?
                 if !l.isReservation { ttl = try await client.timeToLive(lease: l.etcdLease)?.ttl }
-                rows.append(Row(subnet: "\(l.subnet.ipv4)", publicIP: "\(l.attributes.publicIP)",
+                rows.append(Row(subnet: l.subnet.ipv4Subnet.map { "\($0)" } ?? "-",
+                                publicIP: l.attributes.publicIP == .any ? "-" : "\(l.attributes.publicIP)",
                                 subnet6: l.subnet.ipv6.map { "\($0)" }, publicIPv6: l.attributes.publicIPv6.map { "\($0)" }, backend: l.attributes.backendType ?? "udp", expiresIn: ttl, reserved: l.isReservation))
             }
             if json {
@@ -71,32 +77,71 @@ struct LeasesCommand: AsyncParsableCommand {
     }
 
     struct Reserve: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Reserve a subnet for a node: a lease that never expires.")
+        static let configuration = CommandConfiguration(
+            abstract: "Reserve a subnet for a node: a lease that never expires.",
+            discussion: "Dual stack: give the IPv6 subnet with --ipv6-subnet. IPv6-only: give the IPv6 subnet as the argument and --public-ipv6.")
         @OptionGroup var etcd: EtcdOptions
-        @Argument(help: "The subnet, e.g. 10.244.7.0/24.") var subnet: String
-        @Option(name: .customLong("public-ip"), help: "The node's public IPv4 address.") var publicIP: String
+        @Argument(help: "The subnet, e.g. 10.244.7.0/24 (or, IPv6-only, fd00:10:244:7::/64).") var subnet: String
+        @Option(name: .customLong("ipv6-subnet"), help: "Dual stack: the node's IPv6 subnet too.") var ipv6Subnet: String?
+        @Option(name: .customLong("public-ip"), help: "The node's public IPv4 address.") var publicIP: String?
+        @Option(name: .customLong("public-ipv6"), help: "The node's public IPv6 address.") var publicIPv6: String?
 
         func run() async throws {
-            guard let net = try? IPv4Network(parsing: subnet) else { throw ValidationError("\(subnet) is not an IPv4 subnet like 10.244.7.0/24") }
-            guard let ip = IPv4Address(publicIP) else { throw ValidationError("--public-ip \(publicIP) is not an IPv4 address") }
-            let registry = try etcd.registry()
-            if let config = try? await registry.networkConfig(), !config.fits(net) {
-                throw CLIError("\(net) does not fit the network config (\(config.network.map { "\($0)" } ?? "-") in /\(config.subnetLength) subnets from \(config.subnetMin) to \(config.subnetMax))")
+            var key: SubnetKey
+            if let v6 = try? IPv6Network(parsing: subnet) {
+                guard ipv6Subnet == nil else { throw ValidationError("--ipv6-subnet goes with an IPv4 subnet argument") }
+                key = SubnetKey(ipv4: SubnetKey.ipv6OnlyPart, ipv6: v6)
+            } else {
+                guard let net = try? IPv4Network(parsing: subnet) else { throw ValidationError("\(subnet) is not a subnet like 10.244.7.0/24 or fd00:10:244:7::/64") }
+                key = SubnetKey(ipv4: net)
+                if let text = ipv6Subnet {
+                    guard let v6 = try? IPv6Network(parsing: text) else { throw ValidationError("--ipv6-subnet \(text) is not an IPv6 subnet like fd00:10:244:7::/64") }
+                    key.ipv6 = v6
+                }
             }
-            let lease = try await registry.reserve(net, publicIP: ip)
-            print("reserved \(lease.subnet.ipv4) for \(ip)")
+            let ip = try publicIP.map { text throws -> IPv4Address in
+                guard let ip = IPv4Address(text) else { throw ValidationError("--public-ip \(text) is not an IPv4 address") }
+                return ip
+            }
+            let ip6 = try publicIPv6.map { text throws -> IPv6Address in
+                guard let ip = IPv6Address(text) else { throw ValidationError("--public-ipv6 \(text) is not an IPv6 address") }
+                return ip
+            }
+            if key.ipv4Subnet != nil, ip == nil { throw ValidationError("--public-ip is required for an IPv4 subnet") }
+            if key.ipv4Subnet == nil, ip6 == nil { throw ValidationError("--public-ipv6 is required for an IPv6-only subnet") }
+            let registry = try etcd.registry()
+            if let config = try? await registry.networkConfig(), !config.fits(key) {
+                throw CLIError("\(key) does not fit the network config (\(Self.describe(config)))")
+            }
+            let lease = try await registry.reserve(key, attributes: LeaseAttributes(publicIP: ip ?? .any, publicIPv6: ip6))
+            print("reserved \(LeasesCommand.cidrs(lease.subnet)) for \(ip.map { "\($0)" } ?? ip6.map { "\($0)" } ?? "?")")
+        }
+
+        static func describe(_ c: NetworkConfig) -> String {
+            var parts: [String] = []
+            if let n = c.network { parts.append("\(n) in /\(c.subnetLength) subnets from \(c.subnetMin) to \(c.subnetMax)") }
+            if let n = c.ipv6Network { parts.append("\(n) in /\(c.ipv6SubnetLength) subnets") }
+            return parts.joined(separator: "; ") + (c.enableIPv6 ? "; a key must name an IPv6 subnet too" : "")
         }
     }
 
     struct Release: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete the lease or reservation of a subnet.")
         @OptionGroup var etcd: EtcdOptions
-        @Argument(help: "The subnet, e.g. 10.244.7.0/24.") var subnet: String
+        @Argument(help: "The subnet, IPv4 or IPv6, e.g. 10.244.7.0/24 (a dual-stack lease goes whole).") var subnet: String
 
         func run() async throws {
-            guard let net = try? IPv4Network(parsing: subnet) else { throw ValidationError("\(subnet) is not an IPv4 subnet like 10.244.7.0/24") }
-            guard let old = try await etcd.registry().remove(net) else { throw CLIError("no lease for \(net)") }
-            print("released \(old.subnet.ipv4) (was \(old.attributes.publicIP)\(old.isReservation ? ", reserved" : ""))")
+            let registry = try etcd.registry()
+            let old: Lease?
+            if let v6 = try? IPv6Network(parsing: subnet) {
+                old = try await registry.remove(v6)
+            } else if let net = try? IPv4Network(parsing: subnet) {
+                old = try await registry.remove(net)
+            } else {
+                throw ValidationError("\(subnet) is not a subnet like 10.244.7.0/24 or fd00:10:244:7::/64")
+            }
+            guard let old else { throw CLIError("no lease for \(subnet)") }
+            print("released \(LeasesCommand.cidrs(old.subnet)) (was \(old.attributes.publicIP == .any ? old.attributes.publicIPv6.map { "\($0)" } ?? "?" : "\(old.attributes.publicIP)")\(old.isReservation ? ", reserved" : ""))")
         }
     }
 }

@@ -61,6 +61,18 @@ public struct UDPEngineCounters: Sendable, Equatable {
         /// Datagrams from the peer dropped on the way in, by reason (reasons that happened):
         /// inner sources outside its subnet, inner destinations outside this node's, TTL 0.
         public var drops: [DropReason: UInt64] = [:]
+        /// The peer's IPv6 subnet and address (a dual-stack or IPv6-only lease).
+        public var subnet6: IPv6Network? = nil
+        public var publicIPv6: IPv6Address? = nil
+
+        /// How the peer is named in metrics and the status: its IPv4 subnet and address, or
+        /// for an IPv6-only peer (IPv4 part 0.0.0.0/0) its IPv6 ones.
+        public var label: (subnet: String, publicIP: String) {
+            if subnet.prefixLength == 0, let subnet6 {
+                return ("\(subnet6)", publicIPv6.map { "\($0)" } ?? "\(publicIP)")
+            }
+            return ("\(subnet)", "\(publicIP)")
+        }
     }
 
     /// Dropped packets by reason (every reason present, zero or not).

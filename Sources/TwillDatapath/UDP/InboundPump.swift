@@ -125,22 +125,26 @@ final class InboundPump {
                 counters.add(DropReason.malformed.rawValue)
                 return
             }
-            let peer: Int
-            if checkSources {
-                switch snapshot.table.checkSender(outer, innerSource: header.source) {
-                case .peer(let index): peer = index
-                case .unknownSender:
-                    counters.add(DropReason.unknownSender.rawValue)
-                    return
-                case .spoofedInnerSource:
-                    counters.add(DropReason.spoofedInnerSource.rawValue)
-                    if let p = snapshot.table.peer(sender: outer) { snapshot.counters[p].add(peerOffset + PeerCounter.rxSpoofed) }
-                    return
-                }
-            } else {
-                peer = snapshot.table.peer(sender: outer) ?? -1
-            }
+            let check = checkSources ? snapshot.table.checkSender(outer, innerSource: header.source) : nil
+            guard let peer = sender(check, outer, snapshot) else { return }
             forward(slot, length, header, peer, snapshot)
+        }
+
+        /// The peer index a datagram counts for after the sender check (`check`, nil when
+        /// checks are off: any sender, -1 when it is no peer), or nil once dropped and counted.
+        @inline(__always) func sender(_ check: RouteTable.SenderCheck?, _ outer: RouteTable.Sender, _ snapshot: EngineSnapshot) -> Int? {
+            switch check {
+            case .peer(let index)?: return index
+            case .unknownSender?:
+                counters.add(DropReason.unknownSender.rawValue)
+                return nil
+            case .spoofedInnerSource?:
+                counters.add(DropReason.spoofedInnerSource.rawValue)
+                if let p = snapshot.table.peer(sender: outer) { snapshot.counters[p].add(peerOffset + PeerCounter.rxSpoofed) }
+                return nil
+            case nil:
+                return snapshot.table.peer(sender: outer) ?? -1
+            }
         }
 
         /// ``deliver`` for an IPv6 inner packet (a dual-stack node): the same checks against
@@ -158,21 +162,8 @@ final class InboundPump {
                 counters.add(DropReason.malformed.rawValue)
                 return
             }
-            var peer = -1
-            if checkSources {
-                switch snapshot.table.checkSender(outer, innerSource: header.source) {
-                case .peer(let index): peer = index
-                case .unknownSender:
-                    counters.add(DropReason.unknownSender.rawValue)
-                    return
-                case .spoofedInnerSource:
-                    counters.add(DropReason.spoofedInnerSource.rawValue)
-                    if let p = snapshot.table.peer(sender: outer) { snapshot.counters[p].add(peerOffset + PeerCounter.rxSpoofed) }
-                    return
-                }
-            } else {
-                peer = snapshot.table.peer(sender: outer) ?? -1
-            }
+            let check = checkSources ? snapshot.table.checkSender(outer, innerSource: header.source) : nil
+            guard let peer = sender(check, outer, snapshot) else { return }
             guard localSubnet6.contains(header.destination) else {
                 counters.add(DropReason.wrongInnerDestination.rawValue)
                 if peer >= 0 { snapshot.counters[peer].add(peerOffset + PeerCounter.rxWrongDestination) }

@@ -177,20 +177,21 @@ public struct RouteTable: Sendable {
     /// peer's PublicIPv6, the inner source (IPv4 or IPv6) in that peer's subnet.
     @inline(__always)
     public func checkSender(outerSource: IPv6Address, innerSource: IPv4Address) -> SenderCheck {
-        guard let positions = senderPositions6(outerSource) else { return .unknownSender }
-        for position in positions {
-            let index = Int(senderPeers6[position])
-            if peers[index].subnet.prefixLength > 0, peers[index].subnet.contains(innerSource) { return .peer(index) }
-        }
-        return .spoofedInnerSource
+        check6(outerSource) { $0.subnet.prefixLength > 0 && $0.subnet.contains(innerSource) }
     }
 
     @inline(__always)
     public func checkSender(outerSource: IPv6Address, innerSource: IPv6Address) -> SenderCheck {
-        guard let positions = senderPositions6(outerSource) else { return .unknownSender }
+        check6(outerSource) { $0.subnet6?.contains(innerSource) == true }
+    }
+
+    /// The first peer sending from `outer` whose lease `covers` the inner source.
+    @inline(__always)
+    private func check6(_ outer: IPv6Address, _ covers: (PeerLease) -> Bool) -> SenderCheck {
+        guard let positions = senderPositions6(outer) else { return .unknownSender }
         for position in positions {
             let index = Int(senderPeers6[position])
-            if peers[index].subnet6?.contains(innerSource) == true { return .peer(index) }
+            if covers(peers[index]) { return .peer(index) }
         }
         return .spoofedInnerSource
     }

@@ -304,8 +304,10 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         var t = BackendTraffic(device: tunName)
         guard let c = counters() else { return t }
         for p in c.peers {
-            t.peers[p.subnet] = .init(txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes,
+            let traffic = BackendTraffic.Peer(txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes,
                                       drops: Dictionary(uniqueKeysWithValues: p.drops.map { ("\($0.key)", $0.value) }))
+            // An IPv6-only peer (IPv4 part 0.0.0.0/0) is known by its IPv6 subnet.
+            if p.subnet.prefixLength == 0, let subnet6 = p.subnet6 { t.peers6[subnet6] = traffic } else { t.peers[p.subnet] = traffic }
         }
         for reason in DropReason.allCases where c[drop: reason] > 0 { t.drops["\(reason)"] = c[drop: reason] }
         return t
@@ -323,7 +325,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             add("twill_udp_drops_total", [("reason", "\(reason)")], c[drop: reason])
         }
         for p in c.peers {
-            let dims = [("subnet", "\(p.subnet)"), ("public_ip", "\(p.publicIP)")]
+            let dims = [("subnet", p.label.subnet), ("public_ip", p.label.publicIP)]
             add("twill_udp_peer_tx_packets_total", dims, p.txPackets)
             add("twill_udp_peer_tx_bytes_total", dims, p.txBytes)
             add("twill_udp_peer_rx_packets_total", dims, p.rxPackets)

@@ -488,7 +488,8 @@ public final class UDPEngine: Sendable {
                 return UDPEngineCounters.Peer(
                     subnet: peer.subnet, publicIP: peer.publicIP,
                     txPackets: sum(PeerCounter.txPackets), txBytes: sum(PeerCounter.txBytes),
-                    rxPackets: sum(PeerCounter.rxPackets), rxBytes: sum(PeerCounter.rxBytes), drops: drops)
+                    rxPackets: sum(PeerCounter.rxPackets), rxBytes: sum(PeerCounter.rxBytes), drops: drops,
+                    subnet6: peer.subnet6, publicIPv6: peer.publicIPv6)
             }
         }
         return UDPEngineCounters(
