@@ -133,7 +133,9 @@ public final class Agent: Service, Sendable {
             guard let current = running else { continue }
             statusFacts.withLock { $0.config = config; $0.mtu = current.advert.mtu }
             // PublicIPv6 is published only for a dual-stack network: peers route to it.
-            let attributes = LeaseAttributes(publicIP: external.publicIP, publicIPv6: config.enableIPv6 ? external.publicIPv6 : nil,
+            // An IPv6-only node publishes no IPv4 address (flannel's "0.0.0.0"): it is known by PublicIPv6.
+            let attributes = LeaseAttributes(publicIP: config.enableIPv4 ? external.publicIP : .any,
+                                             publicIPv6: config.enableIPv6 ? external.publicIPv6 : nil,
                                              backendType: current.advert.backendType, backendData: current.advert.backendData,
                                              backendV6Data: config.enableIPv6 ? current.advert.backendV6Data : nil)
 
@@ -267,7 +269,8 @@ public final class Agent: Service, Sendable {
                 use \(BackendRegistry.ipv6OnlyTypes.filter { $0 != "alloc" }.joined(separator: ", ")), or enable IPv4
                 """)
         }
-        guard let external = try? resolveInterface(allowIPv6Only: !config.enableIPv4) else { return }
+        // The interface the agent runs with (it is chosen once, at start); before that, the flags'.
+        guard let external = statusFacts.withLock({ $0.external }) ?? (try? resolveInterface(allowIPv6Only: !config.enableIPv4)) else { return }
         if config.enableIPv4, external.publicIP == .any {
             throw AgentError("interface \(external.name) has no IPv4 address, but the network config has an IPv4 Network; give it one (and restart the agent), or set EnableIPv4 to false for an IPv6-only network")
         }

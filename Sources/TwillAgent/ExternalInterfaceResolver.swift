@@ -157,7 +157,11 @@ public enum ExternalInterfaceResolver {
             guard let v6 = a.address.v6 else { return false }
             return !v6.isLinkLocal && !v6.isLoopback && a.flags & bad == 0
         }
-        let ordered = usable.filter { $0.flags & InterfaceAddress.permanent != 0 } + usable.filter { $0.flags & InterfaceAddress.permanent == 0 }
+        // Permanent before dynamic, and one still in DAD (tentative: not yet bindable) last.
+        let rank = { (a: InterfaceAddress) -> Int in
+            (a.flags & InterfaceAddress.tentative != 0 ? 2 : 0) + (a.flags & InterfaceAddress.permanent != 0 ? 0 : 1)
+        }
+        let ordered = usable.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
         return ordered.first?.address.v6 ?? c.addresses6.first
     }
 

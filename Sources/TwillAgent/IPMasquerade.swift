@@ -125,6 +125,18 @@ public struct IPMasquerade: Sendable {
                      logger: logger, commandPrefix: commandPrefix).teardown()
     }
 
+    /// Removes flannel's IPv4 chains (and jumps) on an IPv6-only node: what an earlier run
+    /// with IPv4 installed goes. Silent where there is none.
+    static func removeIPv4Leftovers(logger: Logger, commandPrefix: [String] = []) {
+        guard (try? IPTables.locate("iptables", prefix: commandPrefix)) != nil else { return }
+        let iptables = IPTables(commandPrefix: commandPrefix)
+        let present = ["nat", "filter"].contains { table in
+            ((try? iptables.listTable(table)) ?? []).contains { $0 == "-N FLANNEL-POSTRTG" || $0 == "-N FLANNEL-FWD" }
+        }
+        guard present else { return }
+        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix).teardown()
+    }
+
     /// ``ensure()`` on a thread of its own (iptables blocks), for async callers.
     @discardableResult
     public func ensureOffPool() async throws -> Bool {

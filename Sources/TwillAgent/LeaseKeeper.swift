@@ -87,7 +87,7 @@ final class LeaseKeeper: Sendable {
                 result = updated
             } else {
                 result = try await registry.acquire(config: config, attributes: attributes, previous: nil, ttl: ttl,
-                                                    avoid: [held.subnet.ipv4], etcdLease: held.etcdLease)
+                                                    avoid: [held.subnet.ipv4], avoid6: Set([held.subnet.ipv6].compactMap { $0 }), etcdLease: held.etcdLease)
             }
         } else if let held {
             logger.notice("this node's subnet does not fit the new network config; leasing another", metadata: ["key": "\(held.subnet)"])
@@ -258,15 +258,15 @@ final class LeaseKeeper: Sendable {
         }
         state.countConflict()
         logger.error("another node took this node's subnet; moving to a fresh subnet (workloads here keep addresses in the old one: restart them)", metadata: [
-            "key": "\(key)", "this_node": "\(attributes.publicIP)", "other_node": "\(other.publicIP)",
+            "key": "\(key)", "this_node": "\(SubnetRegistry.node(attributes))", "other_node": "\(SubnetRegistry.node(other))",
             "other_backend": "\(other.backendType ?? "udp")", "our_backend": "\(attributes.backendType ?? "udp")"])
         let fresh = try await bounded { () async throws(LeaseError) in
             try await registry.acquire(config: config, attributes: attributes, previous: nil, ttl: ttl,
-                                       avoid: [lease.subnet.ipv4], etcdLease: lease.etcdLease)
+                                       avoid: [lease.subnet.ipv4], avoid6: Set([lease.subnet.ipv6].compactMap { $0 }), etcdLease: lease.etcdLease)
         }
         install(fresh)
-        logger.notice("moved to a new subnet", metadata: ["old": "\(lease.subnet.ipv4)", "new": "\(fresh.subnet.ipv4)", "etcd_lease": "\(fresh.etcdLease)"])
-        return Move(from: lease, to: fresh, reason: "\(lease.subnet.ipv4) was taken by \(other.publicIP)")
+        logger.notice("moved to a new subnet", metadata: ["old": "\(lease.subnet)", "new": "\(fresh.subnet)", "etcd_lease": "\(fresh.etcdLease)"])
+        return Move(from: lease, to: fresh, reason: "\(lease.subnet) was taken by \(SubnetRegistry.node(other))")
     }
 
     /// The lease's key or etcd lease is gone: the same subnet if nobody took it, else another.

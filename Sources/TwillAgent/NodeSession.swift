@@ -115,10 +115,10 @@ final class NodeSession: Sendable {
                     if nft { IPMasquerade.removeLeftovers(logger: log) } else { NFTablesRules.removeLeftovers(logger: log) }
                 }
             }
-            if !config.enableNFTables, overlay6 == nil {
-                // IPv6 off (now): no ip6tables rules of an earlier dual-stack run stay.
-                let log = logger
-                await Blocking.run { IPMasquerade.removeIPv6Leftovers(logger: log) }
+            if !config.enableNFTables, overlay6 == nil || !config.enableIPv4 {
+                // A family off (now): no rules of an earlier run for it stay.
+                let (log, v4) = (logger, config.enableIPv4)
+                await Blocking.run { v4 ? IPMasquerade.removeIPv6Leftovers(logger: log) : IPMasquerade.removeIPv4Leftovers(logger: log) }
             }
             do { try await rules.ensureOffPool() } catch {
                 logger.error("cannot install the \(rules.mode) rules yet; retrying every \(configuration.iptablesResync)", metadata: [

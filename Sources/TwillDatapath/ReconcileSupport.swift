@@ -158,7 +158,8 @@ extension KernelRoutes {
     static func affects(_ change: NetlinkChange, network: IPv4Network?, network6: IPv6Network?, externalIndex: Int32, devices: Set<Int32>) -> Bool {
         func inNetwork(_ r: Route) -> Bool {
             guard r.table == mainRoutingTable else { return false }
-            guard let network else { return true }
+            // Not started yet: any route may matter. IPv6-only: no IPv4 route does.
+            guard let network else { return network6 == nil }
             return network.contains(r.destination) || r.destination.contains(network)
         }
         func inNetwork6(_ r: Route6) -> Bool {

@@ -210,6 +210,11 @@ public struct PeerSet: Sendable {
             .failure(Rejected(key: kv.key, reason: reason, detail: detail))
         }
         guard let network6 = context.ipv6Network else { return reject(.outsideNetwork, "this network has no IPv6Network") }
+        // An IPv6-only network's keys name no IPv4 subnet (flannel's `0.0.0.0-0&...`): a
+        // dual-stack key here is a node on another config, and its IPv4 part must never be routed.
+        if let v4 = subnet.ipv4Subnet {
+            return reject(.wrongLength, "it names the IPv4 subnet \(v4), but this network is IPv6-only (keys 0.0.0.0-0&<IPv6 subnet>)")
+        }
         guard let net6 = subnet.ipv6 else {
             return reject(.wrongLength, "it names no IPv6 subnet; this network's subnets are IPv6 /\(context.ipv6SubnetLength)")
         }

@@ -97,14 +97,14 @@ public final class SubnetRegistry: Sendable {
     ///     to another subnet keeps its lease ID); 0 grants a fresh one.
     public func acquire(
         config: NetworkConfig, attributes: LeaseAttributes, previous: IPv4Network?, previous6: IPv6Network? = nil, ttl: Int64,
-        avoid: Set<IPv4Network> = [], etcdLease: Int64 = 0
+        avoid: Set<IPv4Network> = [], avoid6: Set<IPv6Network> = [], etcdLease: Int64 = 0
     ) async throws(LeaseError) -> Lease {
         var rng = SystemRandomNumberGenerator()
         var lost: Set<IPv4Network> = []
         var lost6: Set<IPv6Network> = []
         for attempt in 1...maxAttempts {
             let snap = try await snapshot()
-            let mine = snap.leases.filter { Self.sameNode($0.attributes, attributes) && !avoid.contains($0.subnet.ipv4) }
+            let mine = snap.leases.filter { Self.sameNode($0.attributes, attributes) && !Self.avoided($0.subnet, avoid, avoid6) }
             for lease in mine {
                 if config.fits(lease.subnet) {
                     if let taken = try await takeOver(lease, attributes: attributes, ttl: ttl) { return taken }
@@ -123,7 +123,7 @@ public final class SubnetRegistry: Sendable {
             // IPv4 subnet, and workloads their addresses).
             let ownStale = mine.filter { !config.fits($0.subnet) && !$0.isReservation }
             let taken = snap.occupied.subtracting(ownStale.compactMap(\.subnet.ipv4Subnet)).union(avoid).union(lost)
-            let taken6 = snap.occupied6.subtracting(ownStale.compactMap(\.subnet.ipv6)).union(lost6)
+            let taken6 = snap.occupied6.subtracting(ownStale.compactMap(\.subnet.ipv6)).union(avoid6).union(lost6)
             let keep4 = ownStale.compactMap(\.subnet.ipv4Subnet).first { config.fits($0) }
             let keep6 = ownStale.compactMap(\.subnet.ipv6).first { config.fits($0) }
 
@@ -170,6 +170,13 @@ public final class SubnetRegistry: Sendable {
             logger.debug("lost the race for a subnet, trying another", metadata: ["key": "\(key)", "attempt": "\(attempt)"])
         }
         throw .contention(attempts: maxAttempts)
+    }
+
+    /// Whether a key names a subnet to avoid (an IPv6-only key's 0.0.0.0/0 is no subnet).
+    static func avoided(_ key: SubnetKey, _ avoid: Set<IPv4Network>, _ avoid6: Set<IPv6Network>) -> Bool {
+        if let v4 = key.ipv4Subnet, avoid.contains(v4) { return true }
+        if let v6 = key.ipv6, avoid6.contains(v6) { return true }
+        return false
     }
 
     /// Whether a lease value names the node `attributes` describes: by PublicIP, or for a node
@@ -342,14 +349,16 @@ public final class SubnetRegistry: Sendable {
                 logger.error("this node's lease key holds another node's value; leaving it to that node and acquiring a new subnet",
                              metadata: ["subnet": "\(lease.subnet.ipv4)"])
                 return .reacquired(try await acquire(config: config, attributes: lease.attributes, previous: nil, ttl: ttl,
-                                                     avoid: [lease.subnet.ipv4], etcdLease: lease.etcdLease))
+                                                     avoid: [lease.subnet.ipv4], avoid6: Set([lease.subnet.ipv6].compactMap { $0 }),
+                                                     etcdLease: lease.etcdLease))
             }
         }
         logger.warning("this node's lease is gone (expired or deleted); acquiring again", metadata: ["subnet": "\(lease.subnet.ipv4)"])
         if config.fits(lease.subnet), let same = try await restore(lease, ttl: ttl) {
             return .reacquired(same)
         }
-        return .reacquired(try await acquire(config: config, attributes: lease.attributes, previous: nil, ttl: ttl, avoid: [lease.subnet.ipv4]))
+        return .reacquired(try await acquire(config: config, attributes: lease.attributes, previous: nil, ttl: ttl, avoid: [lease.subnet.ipv4],
+                                             avoid6: Set([lease.subnet.ipv6].compactMap { $0 })))
     }
 
     /// Gives the subnet back: revokes the etcd lease (deleting the key). Reservations stay.
@@ -395,7 +404,7 @@ public final class SubnetRegistry: Sendable {
     }
 
     /// How a node is named in messages: its PublicIP, or PublicIPv6 for an IPv6-only node.
-    static func node(_ a: LeaseAttributes) -> String {
+    public static func node(_ a: LeaseAttributes) -> String {
         a.publicIP == .any ? a.publicIPv6.map { "\($0)" } ?? "0.0.0.0" : "\(a.publicIP)"
     }
 

@@ -154,6 +154,7 @@ import TwillTestSupport
             kv("0.0.0.0-0&2001:db8:100:4::-64", #"{"PublicIP":"0.0.0.0","PublicIPv6":null,"BackendType":"host-gw"}"#),          // no PublicIPv6
             kv("0.0.0.0-0&2001:db8:100:5::-64", #"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:1::1","BackendType":"host-gw"}"#), // names us
             kv("198.18.6.0-24", #"{"PublicIP":"198.51.100.6","PublicIPv6":null}"#),                                             // IPv4 only
+            kv("198.18.8.0-24&2001:db8:100:8::-64", #"{"PublicIP":"198.51.100.8","PublicIPv6":"2001:db8:1::8"}"#),            // dual stack: not here
             kv("0.0.0.0-0&2001:db8:100:3::-64&x", #"{}"#),
         ])
         #expect(set.peers.map(\.subnet.description) == ["0.0.0.0-0&2001:db8:100:2::-64", "0.0.0.0-0&2001:db8:100:3::-64"])
@@ -161,6 +162,7 @@ import TwillTestSupport
         #expect(reasons["0.0.0.0-0&2001:db8:100:4::-64"] == .badPublicIP)
         #expect(reasons["0.0.0.0-0&2001:db8:100:5::-64"] == .ownPublicIP)
         #expect(reasons["198.18.6.0-24"] == .wrongLength)
+        #expect(reasons["198.18.8.0-24&2001:db8:100:8::-64"] == .wrongLength, "an IPv4 part is never routed on an IPv6-only node")
 
         let env = try SubnetEnv(text: "FLANNEL_IPV6_NETWORK=2001:db8:100::/48\nFLANNEL_IPV6_SUBNET=2001:db8:100:2::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n",
                                 requireComplete: true)

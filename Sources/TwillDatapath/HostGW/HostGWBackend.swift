@@ -198,6 +198,9 @@ public final class HostGWBackend: Backend {
                 peers6 = Array(kept.values)
                 st.peers = kept
                 failures += KernelRoutes.reconcile(netlink, network: local.network, desired: desired, logger: logger)
+            } else {
+                // IPv6-only (now): Twill's IPv4 routes of an earlier run go.
+                failures += KernelRoutes.reconcile(netlink, network: .all, desired: [], logger: logger)
             }
             if let network6 = local.network6 {
                 let onLink6 = try KernelRoutes.onLinkNetworks6(netlink, interfaceIndex: external.index)

@@ -197,7 +197,8 @@ final class InboundPump {
         /// Passes one checked inner packet (from peer index `peer`, -1 if none) on.
         @inline(__always) func forward(_ slot: UnsafeMutableRawPointer, _ length: Int, _ header: IPv4Header, _ peer: Int,
                                        _ snapshot: EngineSnapshot) {
-            guard localSubnet.contains(header.destination) else {
+            // An IPv6-only node's IPv4 "subnet" is 0.0.0.0/0: it takes no IPv4 at all.
+            guard localSubnet.prefixLength > 0, localSubnet.contains(header.destination) else {
                 counters.add(DropReason.wrongInnerDestination.rawValue)
                 if peer >= 0 { snapshot.counters[peer].add(peerOffset + PeerCounter.rxWrongDestination) }
                 return

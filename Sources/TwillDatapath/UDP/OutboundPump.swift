@@ -120,6 +120,8 @@ final class OutboundPump {
     private func classify(_ packet: UnsafeMutableRawBufferPointer, _ snapshot: EngineSnapshot,
                           icmp: UnsafeMutableRawBufferPointer) -> Verdict {
         if packet.count > 0, packet[0] >> 4 == 6 { return classify6(packet, snapshot, icmp: icmp) }
+        // An IPv6-only node carries no IPv4 (and has no IPv4 address to answer from).
+        if engine.configuration.localSubnet.prefixLength == 0 { return .drop(.notIPv4) }
         let header: IPv4Header
         do {
             header = try IPv4Header(parsing: UnsafeRawBufferPointer(packet))

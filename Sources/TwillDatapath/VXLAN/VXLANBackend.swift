@@ -447,6 +447,9 @@ public final class VXLANBackend: Backend {
                 failures += reconcileEntries(device: dev, neighbours: neigh, fdb: fdb)
                 let routes = wanted.map { desiredRoute($0.key, $0.value, device: dev) }
                 failures += KernelRoutes.reconcile(netlink, network: local.network, desired: routes, logger: logger)
+            } else if !ipv4 {
+                // IPv6-only (now): Twill's IPv4 routes of an earlier run (DirectRouting ones outlive the device).
+                failures += KernelRoutes.reconcile(netlink, network: .all, desired: [], logger: logger)
             }
             if let network6 = local.network6, let dev6 = st.v6.index {
                 let (neigh6, fdb6) = entries(wanted6) { .v6($0.address) }

@@ -259,6 +259,24 @@ struct UDPEngineIPv6FakeTests {
         #expect(pair.tunB.written.isEmpty && pair.socketA.sentDatagrams == 0)
     }
 
+    @Test("an IPv6-only engine (IPv4 subnet 0.0.0.0/0) carries no IPv4 either way, whatever a peer's lease says")
+    func ipv6OnlyEngineCarriesNoIPv4() throws {
+        let network = FakeNetwork()
+        let tun = FakeTUN(name: "fake6", virtio: false)
+        let socket = FakeSocket(address: FakePair.addressB, port: 8285, network: network, gso: false, gro: false)
+        let engine = UDPEngine(tun: tun, socket: socket, configuration: UDPEngineConfiguration(
+            localSubnet: .all, peerPort: 8285, localSubnet6: Self.subnetB6))
+        // Even a peer whose lease names an IPv4 subnet (never accepted by the peer set here).
+        engine.update(peers: [PeerLease(subnet: FakePair.subnetA, publicIP: FakePair.addressA, backendType: nil, backendData: nil,
+                                        subnet6: Self.subnetA6, publicIPv6: nil)])
+        try engine.start()
+        defer { engine.stop() }
+        tun.inject(Packets.ipv4(source: IPv4Address("198.18.2.7")!, destination: IPv4Address("198.18.1.5")!))
+        socket.receiveFrom(FakePair.addressA, Packets.ipv4(source: IPv4Address("198.18.1.5")!, destination: IPv4Address("8.8.8.8")!))
+        #expect(waitUntil { engine.counters()[drop: .notIPv4] == 1 && engine.counters()[drop: .wrongInnerDestination] == 1 }, "\(engine.counters().drops)")
+        #expect(tun.written.isEmpty && socket.sentDatagrams == 0)
+    }
+
     @Test("TSO6 split, GSO send, GRO receive, merged again into one TSO6 write")
     func offloads6() throws {
         let pair = try Self.pair(virtio: true, offloads: true)
