@@ -51,20 +51,6 @@ final class DatagramBatch {
         }
     }
 
-    /// ``initializeMessage(_:address:port:pieces:count:)`` for an IPv6 name.
-    static func initializeMessage(_ message: UnsafeMutablePointer<twill_mmsghdr>, address6: UnsafeMutablePointer<sockaddr_in6>,
-                                  port: UInt16, pieces: UnsafeMutablePointer<iovec>, count: Int) {
-        var sin6 = sockaddr_in6()
-        sin6.sin6_family = sa_family_t(AF_INET6)
-        sin6.sin6_port = port.bigEndian
-        address6.initialize(to: sin6)
-        var header = msghdr()
-        header.msg_name = UnsafeMutableRawPointer(address6)
-        header.msg_namelen = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        header.msg_iov = pieces
-        header.msg_iovlen = count
-        message.initialize(to: twill_mmsghdr(msg_hdr: header, msg_len: 0))
-    }
 
     /// Initializes a message addressed through `address` (IPv4, `port`, the host set per
     /// send) over `count` iovecs at `pieces`.
@@ -74,9 +60,25 @@ final class DatagramBatch {
         sin.sin_family = sa_family_t(AF_INET)
         sin.sin_port = port.bigEndian
         address.initialize(to: sin)
+        initializeMessage(message, name: address, pieces: pieces, count: count)
+    }
+
+    /// ``initializeMessage(_:address:port:pieces:count:)`` for an IPv6 name.
+    static func initializeMessage(_ message: UnsafeMutablePointer<twill_mmsghdr>, address6: UnsafeMutablePointer<sockaddr_in6>,
+                                  port: UInt16, pieces: UnsafeMutablePointer<iovec>, count: Int) {
+        var sin6 = sockaddr_in6()
+        sin6.sin6_family = sa_family_t(AF_INET6)
+        sin6.sin6_port = port.bigEndian
+        address6.initialize(to: sin6)
+        initializeMessage(message, name: address6, pieces: pieces, count: count)
+    }
+
+    /// A message whose name is the socket address at `name` (of its type's size).
+    private static func initializeMessage<Name>(_ message: UnsafeMutablePointer<twill_mmsghdr>, name: UnsafeMutablePointer<Name>,
+                                                pieces: UnsafeMutablePointer<iovec>, count: Int) {
         var header = msghdr()
-        header.msg_name = UnsafeMutableRawPointer(address)
-        header.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
+        header.msg_name = UnsafeMutableRawPointer(name)
+        header.msg_namelen = socklen_t(MemoryLayout<Name>.size)
         header.msg_iov = pieces
         header.msg_iovlen = count
         message.initialize(to: twill_mmsghdr(msg_hdr: header, msg_len: 0))

@@ -111,11 +111,7 @@ public struct RouteTable: Sendable {
     public func lookup(_ destination: IPv6Address) -> Int? {
         for group in groups6 {
             let (h, l) = (destination.high & group.maskHigh, destination.low & group.maskLow)
-            var lo = group.range.lowerBound, hi = group.range.upperBound
-            while lo < hi {
-                let mid = (lo + hi) >> 1
-                if networks6High[mid] < h || (networks6High[mid] == h && networks6Low[mid] < l) { lo = mid + 1 } else { hi = mid }
-            }
+            let lo = Self.lowerBound(networks6High, networks6Low, group.range, h, l)
             if lo < group.range.upperBound, networks6High[lo] == h, networks6Low[lo] == l { return Int(networkPeers6[lo]) }
         }
         return nil
@@ -157,11 +153,7 @@ public struct RouteTable: Sendable {
     /// The positions in the IPv6 sender index of the peers with PublicIPv6 `outer`.
     @inline(__always)
     private func senderPositions6(_ outer: IPv6Address) -> Range<Int>? {
-        var lo = 0, hi = senders6High.count
-        while lo < hi {
-            let mid = (lo + hi) >> 1
-            if senders6High[mid] < outer.high || (senders6High[mid] == outer.high && senders6Low[mid] < outer.low) { lo = mid + 1 } else { hi = mid }
-        }
+        let lo = Self.lowerBound(senders6High, senders6Low, 0..<senders6High.count, outer.high, outer.low)
         var end = lo
         while end < senders6High.count, senders6High[end] == outer.high, senders6Low[end] == outer.low { end += 1 }
         return end > lo ? lo..<end : nil
@@ -258,6 +250,18 @@ public struct RouteTable: Sendable {
     private static func search(_ values: [UInt32], _ range: Range<Int>, _ key: UInt32) -> Int? {
         guard let position = lowerBound(values, range, key), values[position] == key else { return nil }
         return position
+    }
+
+    /// The first position in `range` whose 128-bit value (`high`, `low`) is >= the key's, or
+    /// the range's end.
+    @inline(__always)
+    private static func lowerBound(_ high: [UInt64], _ low: [UInt64], _ range: Range<Int>, _ keyHigh: UInt64, _ keyLow: UInt64) -> Int {
+        var lo = range.lowerBound, hi = range.upperBound
+        while lo < hi {
+            let mid = (lo + hi) >> 1
+            if high[mid] < keyHigh || (high[mid] == keyHigh && low[mid] < keyLow) { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
     }
 
     /// The first position in `range` whose value is >= `key`, or nil if none.

@@ -71,31 +71,11 @@ public final class UDPSocket: DatagramSocket {
         if let address6 {
             var on: Int32 = 1
             _ = setsockopt(s, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &on, len)
-            var sin6 = UDPSocket.makeAddress6(address6, port)
-            let rc = withUnsafePointer(to: &sin6) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-            }
-            guard rc == 0 else { throw fail("bind [\(address6)]:\(port)") }
-            var bound = sockaddr_in6()
-            var boundLength = socklen_t(MemoryLayout<sockaddr_in6>.size)
-            let got = withUnsafeMutablePointer(to: &bound) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &boundLength) }
-            }
-            guard got == 0 else { throw fail("getsockname") }
-            boundPort = UInt16(bigEndian: bound.sin6_port)
+            guard let port6 = Self.bind(s, UDPSocket.makeAddress6(address6, port), port: \.sin6_port) else { throw fail("bind [\(address6)]:\(port)") }
+            boundPort = port6
         } else {
-            var sin = UDPSocket.makeAddress(address, port)
-            let rc = withUnsafePointer(to: &sin) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard rc == 0 else { throw fail("bind \(address):\(port)") }
-            var bound = sockaddr_in()
-            var boundLength = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let got = withUnsafeMutablePointer(to: &bound) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &boundLength) }
-            }
-            guard got == 0 else { throw fail("getsockname") }
-            boundPort = UInt16(bigEndian: bound.sin_port)
+            guard let port4 = Self.bind(s, UDPSocket.makeAddress(address, port), port: \.sin_port) else { throw fail("bind \(address):\(port)") }
+            boundPort = port4
         }
         self.address = address
         self.address6 = address6
@@ -166,6 +146,19 @@ public final class UDPSocket: DatagramSocket {
     }
 
     deinit { close() }
+
+    /// Binds `s` to `address` (a `sockaddr_in` or `sockaddr_in6`) and returns the port it got
+    /// (host order), or nil when bind or getsockname failed (errno says why).
+    private static func bind<A>(_ s: Int32, _ address: A, port: KeyPath<A, in_port_t>) -> UInt16? {
+        var address = address
+        let size = socklen_t(MemoryLayout<A>.size)
+        let rc = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(s, $0, size) } }
+        guard rc == 0 else { return nil }
+        var boundLength = size
+        let got = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &boundLength) } }
+        guard got == 0 else { return nil }
+        return UInt16(bigEndian: address[keyPath: port])
+    }
 
     /// A `sockaddr_in6` for an IPv6 address and port.
     static func makeAddress6(_ address: IPv6Address, _ port: UInt16) -> sockaddr_in6 {
