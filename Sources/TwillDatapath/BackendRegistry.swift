@@ -161,7 +161,7 @@ public enum BackendRegistry {
             switch try spec.string("Mode")?.lowercased() ?? "separate" {
             case "separate", "auto", "ipv4": break
             case "ipv6":
-                throw BackendError(backend: "wireguard", "Backend.Mode \"ipv6\" needs IPv6 leases, which Twill does not take yet; use \"separate\" or \"ipv4\"")
+                throw BackendError(backend: "wireguard", "Backend.Mode \"ipv6\" (WireGuard over IPv6) is not supported by Twill's wireguard backend yet; use \"separate\" or \"ipv4\"")
             case let other:
                 throw BackendError(backend: "wireguard", "Backend.Mode \"\(other)\" is not one of separate, auto, ipv4, ipv6")
             }

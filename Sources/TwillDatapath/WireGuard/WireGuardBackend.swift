@@ -166,7 +166,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
         let index: Int32
         do {
             index = try UDPBackend.configureTUN(engine, netlink: netlink, name: Self.deviceName, mtu: mtu, local: local)
-            // IPv4 only until Twill takes IPv6 leases: the kernel's router solicitations and
+            // The wireguard backend carries IPv4 only (for now): the kernel's router solicitations and
             // MLD reports would only be dropped (and counted) by the engine.
             try? Syscall.setSysctl("net/ipv6/conf/\(Self.deviceName)/disable_ipv6", "1")
             try engine.start()
