@@ -135,24 +135,27 @@ import TwillTestSupport
                 literal += #","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:77:04"},"BackendV6Data":{"VNI":1,"VtepMAC":"02:00:00:00:77:06"}"#
             }
             literal += "}"
-            let handKey = "/coreos.com/network/subnets/198.18.77.0-24&2001:db8:100:77::-64"
+            // A subnet of each family no agent holds (theirs are random).
+            let hand = (77...99).first { !subnets.contains("198.18.\($0).0/24") && !subnets6.contains("2001:db8:100:\($0)::/64") } ?? 77
+            let hand4 = "198.18.\(hand).0", hand6 = "2001:db8:100:\(hand)::"
+            let handKey = "/coreos.com/network/subnets/\(hand4)-24&\(hand6)-64"
             try cluster.etcdctl(["put", handKey, literal.replacingOccurrences(of: #","BackendType":"udp""#, with: "")])
             for i in 0..<2 where backend == "udp" {
                 // The engine's peers are what the node status shows.
                 #expect(await eventually(timeout: .seconds(10)) {
                     let s = (try? hosts[i].exec("/usr/bin/curl", ["-s", "http://127.0.0.1:9100/status"])) ?? ""
-                    return s.contains(#""2001:db8:100:77::\/64""#) || s.contains(#""2001:db8:100:77::/64""#)
+                    return s.contains("\"\(hand6)\\/64\"") || s.contains("\"\(hand6)/64\"")
                 }, "host \(i + 1): \((try? hosts[i].exec("/usr/bin/curl", ["-s", "http://127.0.0.1:9100/status"])) ?? "")")
             }
             for i in 0..<2 where peerRoutes {
                 #expect(await eventually(timeout: .seconds(10)) {
-                    Self.owned6(hosts[i]).contains("2001:db8:100:77::/64") && Self.owned4(hosts[i]).contains("198.18.77.0/24")
+                    Self.owned6(hosts[i]).contains("\(hand6)/64") && Self.owned4(hosts[i]).contains("\(hand4)/24")
                 }, "host \(i + 1): \(Self.routes4(hosts[i]))\n\(Self.routes6(hosts[i]))")
             }
             if backend == "host-gw" {
-                #expect(Self.routes6(hosts[0]).contains("2001:db8:100:77::/64 via 2001:db8:1::3 dev eth0"))
+                #expect(Self.routes6(hosts[0]).contains("\(hand6)/64 via 2001:db8:1::3 dev eth0"))
             } else if backend == "vxlan" {
-                #expect(try hosts[0].ip("-6", "neigh", "show", "dev", "flannel-v6.1").contains("2001:db8:100:77:: lladdr 02:00:00:00:77:06 PERMANENT"))
+                #expect(try hosts[0].ip("-6", "neigh", "show", "dev", "flannel-v6.1").contains("\(hand6) lladdr 02:00:00:00:77:06 PERMANENT"))
                 #expect(try hosts[0].exec("/usr/sbin/bridge", ["fdb", "show", "dev", "flannel-v6.1"]).contains("02:00:00:00:77:06 dst 2001:db8:1::3"))
             }
             try cluster.etcdctl(["del", handKey])
