@@ -204,6 +204,55 @@ import TwillTestSupport
         }
     }
 
+    /// An IPv4 cluster turns IPv6 on and off again while running: no restart, the IPv4
+    /// subnets kept, the IPv6 state made and then removed.
+    @Test("IPv6 turned on and off live: IPv4 subnets kept, both families routed, then the IPv6 state gone", arguments: ["host-gw", "vxlan"])
+    func liveSwitch(backend: String) async throws {
+        try await withCluster(hosts: 2, underlay: "198.51.100", ipv6: true) { cluster in
+            let hosts = cluster.net.hosts
+            let v4Config = #"{"Network":"198.18.0.0/16","Backend":{"Type":"\#(backend)"}}"#
+            try cluster.etcdctl(["put", "/coreos.com/network/config", v4Config])
+            for i in 0..<2 { try cluster.startAgent(i, extra: ["--ip-masq", "--iptables-resync", "1"]) }
+            for i in 0..<2 {
+                #expect(await eventually(timeout: .seconds(20)) { cluster.subnet(i) != nil }, "\(cluster.agentLog(i))")
+            }
+            let subnets = (0..<2).map { cluster.subnet($0) ?? "" }
+            #expect(cluster.subnet6(0) == nil)
+            try cluster.etcdctl(["put", "/coreos.com/network/config", Self.config.replacingOccurrences(of: "BACKEND", with: backend)])
+            for i in 0..<2 {
+                #expect(await eventually(timeout: .seconds(20)) { cluster.subnet6(i) != nil }, "\(cluster.agentLog(i))")
+            }
+            let subnets6 = (0..<2).map { cluster.subnet6($0) ?? "" }
+            #expect((0..<2).map { cluster.subnet($0) ?? "" } == subnets, "the IPv4 subnets are kept")
+            let keys = try cluster.etcdctl(["get", "--prefix", "/coreos.com/network/subnets/", "--keys-only"])
+            for i in 0..<2 {
+                #expect(keys.contains("\(subnets[i].replacingOccurrences(of: "/", with: "-"))&\(subnets6[i].replacingOccurrences(of: "/", with: "-"))"), "\(keys)")
+            }
+            #expect(keys.split(separator: "\n").filter { !$0.isEmpty }.count == 2, "the IPv4-only keys are gone: \(keys)")
+            for (i, h) in hosts.enumerated() { try Self.addBridge(h, subnets[i], subnets6[i]) }
+            #expect(await eventually(timeout: .seconds(15)) { Self.owned6(hosts[0]) == [subnets6[1]] && Self.owned4(hosts[0]) == [subnets[1]] },
+                    "\(Self.routes4(hosts[0]))\n\(Self.routes6(hosts[0]))\n\(cluster.agentLog(0))")
+            #expect(hosts[0].pingEventually(TestCluster.gateway(subnets[1]), from: TestCluster.gateway(subnets[0])))
+            #expect(await eventually(timeout: .seconds(10)) {
+                Self.ping6(hosts[0], TestCluster.gateway6(subnets6[1]), from: TestCluster.gateway6(subnets6[0]), attempts: 1)
+            })
+            let nat6 = { (try? hosts[0].exec("/usr/sbin/ip6tables", ["-w", "-t", "nat", "-S"])) ?? "" }
+            #expect(await eventually(timeout: .seconds(10)) { nat6().contains("FLANNEL-POSTRTG") })
+            // IPv6 off again: the IPv6 routes, device and rules go, the IPv4 side stays.
+            try cluster.etcdctl(["put", "/coreos.com/network/config", v4Config])
+            for i in 0..<2 {
+                #expect(await eventually(timeout: .seconds(20)) { cluster.subnet6(i) == nil && cluster.subnet(i) == subnets[i] }, "\(cluster.agentLog(i))")
+            }
+            #expect(await eventually(timeout: .seconds(15)) {
+                Self.owned6(hosts[0]).isEmpty && Self.owned4(hosts[0]) == [subnets[1]] && !nat6().contains("FLANNEL")
+            }, "\(Self.routes6(hosts[0]))\n\(nat6())")
+            if backend == "vxlan" { #expect((try? hosts[0].ip("link", "show", "flannel-v6.1")) == nil) }
+            #expect(hosts[0].pingEventually(TestCluster.gateway(subnets[1]), from: TestCluster.gateway(subnets[0])))
+            let after = try cluster.etcdctl(["get", "--prefix", "/coreos.com/network/subnets/", "--keys-only"])
+            #expect(!after.contains("&") && after.split(separator: "\n").filter { !$0.isEmpty }.count == 2, "\(after)")
+        }
+    }
+
     @Test("a dual-stack network on a backend that carries IPv4 only is refused with the reason; a node without IPv6 says what it lacks")
     func refusals() async throws {
         try await withCluster(hosts: 1, underlay: "198.51.100") { cluster in
