@@ -164,17 +164,15 @@ final class InboundPump {
             }
             let check = checkSources ? snapshot.table.checkSender(outer, innerSource: header.source) : nil
             guard let peer = sender(check, outer, snapshot) else { return }
-            guard localSubnet6.contains(header.destination) else {
-                counters.add(DropReason.wrongInnerDestination.rawValue)
-                if peer >= 0 { snapshot.counters[peer].add(peerOffset + PeerCounter.rxWrongDestination) }
-                return
-            }
-            guard IPv6Header.decrementHopLimit(slot) else {
-                counters.add(DropReason.ttlExpired.rawValue)
-                if peer >= 0 { snapshot.counters[peer].add(peerOffset + PeerCounter.rxTTLExpired) }
-                return
-            }
+            guard localSubnet6.contains(header.destination) else { return reject(.wrongInnerDestination, PeerCounter.rxWrongDestination, peer, snapshot) }
+            guard IPv6Header.decrementHopLimit(slot) else { return reject(.ttlExpired, PeerCounter.rxTTLExpired, peer, snapshot) }
             accept(slot, length, peer, snapshot)
+        }
+
+        /// Counts a checked packet dropped for `reason`, also against its peer (`slot`), if any.
+        @inline(__always) func reject(_ reason: DropReason, _ slot: Int, _ peer: Int, _ snapshot: EngineSnapshot) {
+            counters.add(reason.rawValue)
+            if peer >= 0 { snapshot.counters[peer].add(peerOffset + slot) }
         }
 
         /// Counts one checked, routed inner packet and writes it (merged where it can be).
@@ -199,15 +197,9 @@ final class InboundPump {
                                        _ snapshot: EngineSnapshot) {
             // An IPv6-only node's IPv4 "subnet" is 0.0.0.0/0: it takes no IPv4 at all.
             guard localSubnet.prefixLength > 0, localSubnet.contains(header.destination) else {
-                counters.add(DropReason.wrongInnerDestination.rawValue)
-                if peer >= 0 { snapshot.counters[peer].add(peerOffset + PeerCounter.rxWrongDestination) }
-                return
+                return reject(.wrongInnerDestination, PeerCounter.rxWrongDestination, peer, snapshot)
             }
-            guard IPv4Header.decrementTTL(slot) else {
-                counters.add(DropReason.ttlExpired.rawValue)
-                if peer >= 0 { snapshot.counters[peer].add(peerOffset + PeerCounter.rxTTLExpired) }
-                return
-            }
+            guard IPv4Header.decrementTTL(slot) else { return reject(.ttlExpired, PeerCounter.rxTTLExpired, peer, snapshot) }
             accept(slot, length, peer, snapshot)
         }
 

@@ -192,14 +192,7 @@ public struct RouteTable: Sendable {
     /// must lie in the IPv6 subnet of a lease with that PublicIP.
     @inline(__always)
     public func checkSender(outerSource: IPv4Address, innerSource: IPv6Address) -> SenderCheck {
-        guard var position = Self.lowerBound(senders, 0..<senders.count, outerSource.rawValue),
-              senders[position] == outerSource.rawValue else { return .unknownSender }
-        while position < senders.count, senders[position] == outerSource.rawValue {
-            let index = Int(senderPeers[position])
-            if peers[index].subnet6?.contains(innerSource) == true { return .peer(index) }
-            position += 1
-        }
-        return .spoofedInnerSource
+        check4(outerSource) { $0.subnet6?.contains(innerSource) == true }
     }
 
     /// The index in ``peers`` of the peer whose subnet is the longest match for
@@ -228,11 +221,17 @@ public struct RouteTable: Sendable {
     /// leased with that PublicIP (a node may hold more than one lease).
     @inline(__always)
     public func checkSender(outerSource: IPv4Address, innerSource: IPv4Address) -> SenderCheck {
-        guard var position = Self.lowerBound(senders, 0..<senders.count, outerSource.rawValue),
-              senders[position] == outerSource.rawValue else { return .unknownSender }
-        while position < senders.count, senders[position] == outerSource.rawValue {
+        check4(outerSource) { $0.subnet.contains(innerSource) }
+    }
+
+    /// The first peer sending from IPv4 `outer` whose lease `covers` the inner source.
+    @inline(__always)
+    private func check4(_ outer: IPv4Address, _ covers: (PeerLease) -> Bool) -> SenderCheck {
+        guard var position = Self.lowerBound(senders, 0..<senders.count, outer.rawValue),
+              senders[position] == outer.rawValue else { return .unknownSender }
+        while position < senders.count, senders[position] == outer.rawValue {
             let index = Int(senderPeers[position])
-            if peers[index].subnet.contains(innerSource) { return .peer(index) }
+            if covers(peers[index]) { return .peer(index) }
             position += 1
         }
         return .spoofedInnerSource
