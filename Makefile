@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 # Debian packages the build and the tests need.
-APT_PACKAGES := etcd-server etcd-client libcurl4-openssl-dev libmnl-dev iproute2 iputils-ping openssl iperf3 procps util-linux curl iptables nftables libssl-dev wireguard-go wireguard-tools containernetworking-plugins busybox-static docker.io python3
+APT_PACKAGES := etcd-server etcd-client libcurl4-openssl-dev libmnl-dev iproute2 iputils-ping openssl iperf3 procps util-linux curl iptables nftables libssl-dev wireguard-go wireguard-tools containernetworking-plugins busybox-static docker.io python3 debootstrap
 
 .PHONY: deps build test run clean-test-leftovers demo demo-down release release-check
 
@@ -41,6 +41,8 @@ clean-test-leftovers:
 	-@pkill -9 -f 'twill-test-etcd-' 2>/dev/null; true
 	-@for ns in $$(ip netns list 2>/dev/null | awk '{print $$1}' | grep -E '^(twt|twu|twm|twc|twb)-'); do \
 	  for p in $$(ip netns pids $$ns 2>/dev/null); do kill -9 $$p 2>/dev/null; done; ip netns del $$ns; done; true
+	-@for m in $$(awk '$$2 ~ "^/tmp/twill-test-" {print $$2}' /proc/mounts | sort -r); do umount -l "$$m"; done; true
+	-@for d in /tmp/twill-test-cluster-*/sd; do [ -d "$$d" ] && bash Tests/Scripts/systemd-node.sh stop "$$d"; done; true
 	-@rm -rf /tmp/twill-test-* 2>/dev/null; true
 
 run: demo

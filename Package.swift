@@ -54,7 +54,7 @@ let package = Package(
         // Test-only helpers: a real etcd on free loopback ports.
         .target(
             name: "TwillTestSupport",
-            dependencies: ["TwillEtcd", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["TwillEtcd", "TwillSystem", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TwillTestSupport"
         ),
         .target(
@@ -94,7 +94,7 @@ let package = Package(
         .testTarget(name: "TwillAgentTests", dependencies: ["TwillAgent", "TwillTestSupport", "TwillNetlink", "twill"]),
         .testTarget(name: "TwillEtcdTests", dependencies: ["TwillEtcd", "TwillTestSupport"]),
         .testTarget(name: "TwillNetlinkTests", dependencies: ["TwillNetlink", "TwillSystem", "TwillTestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["TwillTestSupport", "TwillNetlink", "twill"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["TwillTestSupport", "TwillNetlink", "TwillSystem", "twill"]),
         // Test-only: saves the input a fuzz test was trying when the process crashed.
         .target(name: "CFuzzSupport", path: "Tests/CFuzzSupport"),
         .testTarget(name: "TwillDatapathTests", dependencies: ["TwillDatapath", "TwillNetlink", "TwillAddress", "TwillSystem", "TwillTestSupport", "CFuzzSupport"],

@@ -5,6 +5,8 @@
 #include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <spawn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -45,6 +47,18 @@ int twill_get_cmsg(const struct msghdr *msg, int level, int type, void *out, siz
     return 0;
 }
 
+int twill_get_rights(const struct msghdr *msg, int *fds, int max) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            if (n > max) n = max;
+            memcpy(fds, CMSG_DATA(c), (size_t)n * sizeof(int));
+            return n;
+        }
+    }
+    return 0;
+}
+
 const char *twill_errno_name(int value) { return strerrorname_np(value); }
 
 int twill_errno(void) { return errno; }
@@ -52,5 +66,9 @@ int twill_errno(void) { return errno; }
 int twill_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int twill_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+int twill_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+int twill_spawn_close_from(posix_spawn_file_actions_t *actions, int from) { return posix_spawn_file_actions_addclosefrom_np(actions, from); }
 
 int twill_ioctl_value(int fd, unsigned long request, unsigned long value) { return ioctl(fd, request, value); }

@@ -36,10 +36,15 @@ public final class Agent: Service, Sendable {
     /// The etcd layout, for lease keys in the status.
     private var layout: EtcdLayout { configuration.layout }
 
+    /// Where the packet engine's descriptors were kept by the previous run (systemd's store).
+    let descriptorKeeper: any DescriptorKeeper
+
     public init(
         configuration: AgentConfiguration, logger: Logger = Logger(label: "twill.agent"),
+        descriptorKeeper: any DescriptorKeeper = NoDescriptorKeeper(),
         onReady: @escaping @Sendable () -> Void = {}, makeBackend: @escaping BackendFactory
     ) {
+        self.descriptorKeeper = descriptorKeeper
         self.configuration = configuration
         self.logger = logger
         self.onReady = onReady
@@ -101,13 +106,15 @@ public final class Agent: Service, Sendable {
             if running?.spec != config.backend || running?.families != [config.enableIPv4, config.enableIPv6] {
                 if let old = running {
                     state.setBackend(type: old.backend.type, up: false)
-                    await old.backend.stop()
-                    logger.notice("stopped the \(old.backend.type) backend for the new network config")
+                    await old.backend.teardown()
+                    logger.notice("removed the \(old.backend.type) backend for the new network config")
                     running = nil
                     backendBox.withLock { $0 = nil }
                 }
                 do {
                     let backend = try makeBackend(config, external)
+                    // Devices another backend left (a udp node turned vxlan while stopped, say).
+                    await removeOtherTwillDevices(keeping: backend.devices)
                     backendBox.withLock { $0 = backend }
                     state.setBackend(type: backend.type, up: false)
                     running = RunningBackend(backend: backend, spec: config.backend, families: [config.enableIPv4, config.enableIPv6],
@@ -185,6 +192,10 @@ public final class Agent: Service, Sendable {
                 continue
             }
             state.setChangingOver(nil)
+            // What an earlier run kept open that this data path did not take (another TUN name,
+            // another backend) goes now.
+            let keeper = descriptorKeeper
+            await Blocking.run { EngineDescriptors.discardUntaken(keeper) }
             let ending = await cancelWhenGracefulShutdown { await session.run() }
             if stopping { break sessions }
             switch ending {
@@ -199,22 +210,33 @@ public final class Agent: Service, Sendable {
             }
         }
 
+        // A plain stop leaves the data path as it is (flanneld's behaviour): routes, devices,
+        // neighbour and FDB entries, rules and the blackhole route stay, so the node goes on
+        // forwarding while no agent runs, and the next start adopts them. --release-on-exit
+        // gives the subnet back, and then nothing of it may stay.
         // Clean-up runs in a task of its own: the current one is cancelled, and etcd calls
         // made from a cancelled task would be cut short.
         let release = configuration.releaseOnExit
         let log = logger
         let backend = running?.backend
         let masq = masquerade.get()
-        let blackhole = configuration.blackholeRoute
+        let descriptors = descriptorKeeper
         await Task {
-            if let masq { await Blocking.run { masq.teardown() } }
-            await backend?.stop()
-            if blackhole {
-                do { try await Blocking.run { () throws in try BlackholeRoute.removeAll(netlink: try Netlink()) } } catch {
-                    log.error("could not remove the blackhole route", metadata: ["error": "\(error)"])
+            guard release else {
+                await backend?.stop()
+                if descriptors.handOff() {
+                    log.info("a holder keeps the data path's queues and sockets open for the next start", metadata: ["for": "\(HeldDescriptorStore.linger) s"])
                 }
+                log.info("left the data path in place for the next start (`twill cleanup` removes it)",
+                         metadata: ["backend": "\(backend?.type ?? "-")"])
+                return
             }
-            if release, let lease = keeper.lease {
+            if let masq { await Blocking.run { masq.teardown() } }
+            await backend?.teardown()
+            do { try await Blocking.run { () throws in try BlackholeRoute.removeAll(netlink: try Netlink()) } } catch {
+                log.error("could not remove the blackhole route", metadata: ["error": "\(error)"])
+            }
+            if let lease = keeper.lease {
                 do {
                     try await keeper.release()
                     log.info("released subnet lease", metadata: ["subnet": "\(lease.subnet.ipv4)"])
@@ -224,6 +246,22 @@ public final class Agent: Service, Sendable {
             }
         }.value
         logger.info("agent stopped")
+    }
+
+    /// Removes Twill's devices that the running backend does not use (``BackendRegistry/isTwillDevice(_:tunName:)``).
+    func removeOtherTwillDevices(keeping wanted: [String]) async {
+        let (log, tunName) = (logger, configuration.tunName)
+        await Blocking.run {
+            do {
+                let netlink = try Netlink()
+                for link in try netlink.links() where BackendRegistry.isTwillDevice(link, tunName: tunName) && !wanted.contains(link.name) {
+                    try netlink.deleteLink(index: link.index)
+                    log.notice("removed a device an earlier run's backend left", metadata: ["device": "\(link.name)", "kind": "\(link.kind ?? "-")"])
+                }
+            } catch {
+                log.warning("cannot check for devices an earlier run left", metadata: ["error": "\(error)"])
+            }
+        }
     }
 
     /// Whether the agent is asked to stop (its task cancelled, or a graceful shutdown).

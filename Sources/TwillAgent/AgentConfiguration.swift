@@ -16,6 +16,8 @@ public struct AgentConfiguration: Sendable {
     public var ipMasqFullyRandom: Bool = true
     /// `--ip-blackhole-route`: a blackhole route for this node's subnet.
     public var blackholeRoute: Bool = false
+    /// `--tun-name`: the udp backend's TUN, one of Twill's devices.
+    public var tunName: String = "twill0"
     /// `--public-ip`: the address peers send to, when it is not the interface's own (NAT).
     public var publicIP: IPv4Address?
     public var publicIPv6: IPv6Address?

@@ -86,7 +86,17 @@ final class NodeSession: Sendable {
     func configureNode(_ lease: Lease) async throws {
         let subnet6 = overlay6 == nil ? nil : lease.subnet.ipv6
         let local = LocalLease(network: overlay, subnet: lease.subnet.ipv4, network6: overlay6, subnet6: subnet6)
-        try await datapath.withLock { try await backend.start(local: local) }
+        // The peers as etcd has them now, without waiting for the watch: a restarted udp or
+        // wireguard engine forwards what queued while no agent ran (rather than answering
+        // "net unreachable") from its first packet. The watch's first list follows and
+        // reconciles again; a failure here is left to it.
+        var known: [PeerLease] = []
+        if let listed = try? await etcd.list(prefix: registry.layout.subnetsPrefix) {
+            var peers = PeerSet(layout: registry.layout, context: context())
+            _ = peers.reset(listed.kvs)
+            known = peers.peers.map(Agent.peer)
+        }
+        try await datapath.withLock { try await backend.start(local: local, peers: known) }
         state.setBackend(type: backend.type, up: true)
         state.setDatapathFailure(nil)
         await keepBlackholeRoute(lease.subnet.ipv4)

@@ -1,11 +1,7 @@
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 #endif
 import TwillAddress
 import TwillNetlink
@@ -19,16 +15,32 @@ import TwillNetlink
 /// 3. `peerAdded` / `peerRemoved` as other nodes' leases come and go, and `reconcile(peers:)`
 ///    with the full current set at start, after a watch resync and whenever the kernel state
 ///    may have drifted: it must make the kernel match exactly, touching only what Twill owns;
-/// 4. `stop()` on shutdown: remove what the backend created.
+/// 4. `stop()` on shutdown: let go of what the process holds (threads, descriptors) and leave
+///    the kernel state (devices, routes, neighbours, FDB entries) in place, as flanneld does,
+///    so that the node goes on forwarding while no agent runs and the next start adopts it;
+///    or `teardown()` when the data path must go (`--release-on-exit`, another backend):
+///    remove what the backend created.
+///
+/// Adopting means a start on kernel state an earlier run left changes only what differs
+/// from what this run wants: a device whose settings match is kept (same index, no flap),
+/// routes and entries are diffed.
 public protocol Backend: AnyObject, Sendable {
     /// The BackendType this backend writes into leases ("udp", "vxlan", "host-gw", "alloc").
     var type: String { get }
     func prepare() async throws -> BackendAdvert
     func start(local: LocalLease) async throws
+    /// `start(local:)` with the peers known at that moment, so that the data path forwards to
+    /// them from its first packet (a restarted packet engine reads what queued meanwhile).
+    func start(local: LocalLease, peers: [PeerLease]) async throws
     func peerAdded(_ peer: PeerLease) async throws
     func peerRemoved(_ peer: PeerLease) async throws
     func reconcile(peers: [PeerLease]) async throws
     func stop() async
+    /// Stops like `stop()` and removes every device, route and entry the backend made.
+    func teardown() async
+    /// The devices this backend runs on (`twill0`, `flannel.1`...): devices of Twill's that
+    /// another backend left are removed when this one starts.
+    var devices: [String] { get }
     /// Whether a kernel change (from a netlink monitor) may have disturbed this backend's
     /// state, so that the agent should call `reconcile(peers:)`.
     func needsReconcile(after change: NetlinkChange) -> Bool
@@ -83,6 +95,12 @@ public struct BackendTraffic: Sendable, Equatable {
 }
 
 extension Backend {
+    public func start(local: LocalLease, peers: [PeerLease]) async throws {
+        try await start(local: local)
+        // A peer the backend cannot route yet is the agent's reconcile loop's to report and retry.
+        try? await reconcile(peers: peers)
+    }
+    public var devices: [String] { [] }
     /// Backends without kernel state never need a kernel-triggered reconcile.
     public func needsReconcile(after change: NetlinkChange) -> Bool { false }
     /// Backends whose data path is the kernel's own report damage through netlink events.
@@ -219,4 +237,5 @@ public final class AllocBackend: Backend {
     public func peerRemoved(_ peer: PeerLease) async throws {}
     public func reconcile(peers: [PeerLease]) async throws {}
     public func stop() async {}
+    public func teardown() async {}
 }

@@ -1,5 +1,6 @@
 import TwillAddress
 import TwillNetlink
+import TwillSystem
 
 /// A network config's `Backend` object as the backends need it: the type and its settings
 /// (keys lower-cased, as flannel matches them case-insensitively).
@@ -64,6 +65,19 @@ public enum BackendRegistry {
     /// The backend types Twill runs.
     public static let types = ["udp", "vxlan", "host-gw", "wireguard", "alloc"]
 
+    /// Whether `link` is a device Twill's backends make: `tunName` (the udp backend's TUN),
+    /// `flannel-wg` (wireguard, the kernel's or a TUN), `flannel.<VNI>` and
+    /// `flannel-v6.<VNI>` (vxlan). Devices of other names or kinds are never Twill's.
+    public static func isTwillDevice(_ link: Link, tunName: String) -> Bool {
+        let kind = link.kind ?? ""
+        if link.name == tunName { return kind == "tun" }
+        if link.name == WireGuardBackend.deviceName { return kind == "tun" || kind == "wireguard" }
+        for prefix in ["flannel.", "flannel-v6."] where link.name.hasPrefix(prefix) {
+            return kind == "vxlan" && UInt32(link.name.dropFirst(prefix.count)) != nil
+        }
+        return false
+    }
+
     /// What the agent's own flags set for the backends.
     public struct Options: Sendable, Equatable {
         /// udp: the TUN device's name (`--tun-name`).
@@ -81,6 +95,15 @@ public enum BackendRegistry {
         public var wireGuardTimers: WireGuardTimers
         /// wireguard: the kernel's engine, Twill's own, or whichever the kernel allows (`--wireguard-engine`).
         public var wireGuardEngine: WireGuardBackend.Engine
+        /// udp and wireguard (userspace): where the packet engine's TUN queues and sockets are
+        /// kept across a restart (systemd's descriptor store under systemd).
+        public var descriptorKeeper: any DescriptorKeeper = NoDescriptorKeeper()
+
+        public static func == (a: Options, b: Options) -> Bool {
+            (a.tunName, a.acceptAnySource, a.udpQueues, a.udpOffloads, a.wireGuardKeyFile, a.wireGuardEngine)
+                == (b.tunName, b.acceptAnySource, b.udpQueues, b.udpOffloads, b.wireGuardKeyFile, b.wireGuardEngine)
+                && a.wireGuardTimers == b.wireGuardTimers
+        }
 
         public init(tunName: String = "twill0", acceptAnySource: Bool = false, udpQueues: Int? = nil, udpOffloads: Bool = true,
                     wireGuardKeyFile: String = WireGuardKeyFile.defaultPath, wireGuardTimers: WireGuardTimers = WireGuardTimers(),
@@ -181,7 +204,7 @@ public enum BackendRegistry {
         case .udp(let port, let mtu):
             return UDPBackend(netlink: try Netlink(), external: external, tunName: options.tunName, port: port,
                               checkSources: !options.acceptAnySource, offloads: options.udpOffloads, queues: options.udpQueues, mtu: mtu,
-                              ipv4: ipv4)
+                              ipv4: ipv4, keeper: options.descriptorKeeper)
         case .vxlan(let vni, let port, let directRouting, let gbp, let learning, let mtu):
             return VXLANBackend(netlink: try Netlink(), external: external, vni: vni, port: port, directRouting: directRouting,
                                 gbp: gbp, learning: learning, mtu: mtu, ipv6: ipv6, ipv4: ipv4)
@@ -191,7 +214,7 @@ public enum BackendRegistry {
             return WireGuardBackend(netlink: try Netlink(), external: external, listenPort: w.listenPort, keyFile: options.wireGuardKeyFile,
                                     presharedKey: w.presharedKey.map(Secret.init), persistentKeepalive: w.persistentKeepalive > 0 ? .seconds(w.persistentKeepalive) : nil,
                                     mtu: w.mtu, offloads: options.udpOffloads, queues: options.udpQueues, timers: options.wireGuardTimers,
-                                    engine: options.wireGuardEngine)
+                                    engine: options.wireGuardEngine, keeper: options.descriptorKeeper)
         case .alloc(let mtu):
             return AllocBackend(mtu: mtu ?? external.mtu)
         }

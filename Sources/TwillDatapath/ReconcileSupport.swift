@@ -7,6 +7,32 @@ import Glibc
 
 /// Kernel bookkeeping shared by the backends that program the kernel (host-gw, vxlan):
 /// on-link checks and the route diff that touches only Twill's own routes.
+/// A device's addresses made exactly what a backend wants (the kernel's own link-local IPv6
+/// address aside): a device kept from an earlier run may hold an older subnet's.
+enum KernelAddresses {
+    /// Adds what is missing from `wanted` and deletes every other address of `family` on
+    /// device `index`; true when something changed.
+    @discardableResult
+    static func ensureExactly(_ netlink: Netlink, index: Int32, family: Int32, _ wanted: [InterfaceAddress]) throws -> Bool {
+        var missing = wanted
+        var changed = false
+        for a in try netlink.addresses(interfaceIndex: index, family: family) {
+            if let v6 = a.address.v6, v6.isLinkLocal { continue }
+            if let i = missing.firstIndex(where: { $0.address == a.address && $0.prefixLength == a.prefixLength }) {
+                missing.remove(at: i)
+            } else {
+                try netlink.deleteAddress(a)
+                changed = true
+            }
+        }
+        for a in missing {
+            try netlink.addAddress(a)
+            changed = true
+        }
+        return changed
+    }
+}
+
 enum KernelRoutes {
     /// The IPv4 prefixes directly attached to interface `index` (from its addresses).
     static func onLinkNetworks(_ netlink: Netlink, interfaceIndex index: Int32) throws -> [IPv4Network] {

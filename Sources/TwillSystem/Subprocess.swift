@@ -139,7 +139,7 @@ public enum Subprocess {
 }
 
 /// A NULL-terminated array of C strings that lives as long as this value.
-private final class CStringArray {
+final class CStringArray {
     private var pointers: [UnsafeMutablePointer<CChar>?]
 
     init(_ strings: [String]) {

@@ -128,6 +128,7 @@ struct AgentCommand: AsyncParsableCommand {
         if let r = iptablesResync { c.iptablesResync = .seconds(r) }
         if let f = iptablesForwardRules { c.iptablesForwardRules = f }
         c.releaseOnExit = releaseOnExit
+        c.tunName = tunName ?? "twill0"
         return c
     }
 
@@ -149,7 +150,14 @@ struct AgentCommand: AsyncParsableCommand {
         let configuration = resolvedConfiguration(logger: Logger(label: "twill.etcd"))
         let notifier = SystemdNotifier()
         let subnetFile = configuration.subnetFile
-        let agent = Agent(configuration: configuration, logger: logger, onReady: {
+        // The packet engine's TUN queues and sockets are kept across restarts: in systemd's
+        // descriptor store under systemd (FileDescriptorStoreMax= in the unit), otherwise by a
+        // holder process the stopping agent leaves for the next one.
+        let keeper: any DescriptorKeeper = SystemdDescriptorStore.fromEnvironment() ?? HeldDescriptorStore()
+        if !keeper.untaken().isEmpty { logger.info("descriptors kept by the previous run", metadata: ["names": "\(keeper.untaken().joined(separator: ","))"]) }
+        var options = backendOptions
+        options.descriptorKeeper = keeper
+        let agent = Agent(configuration: configuration, logger: logger, descriptorKeeper: keeper, onReady: {
             // systemd (Type=notify) starts dependent units, Docker among them, only now.
             notifier.notify("READY=1\nSTATUS=subnet.env written to \(subnetFile)")
             // Start-up ran code from all over the binary and its libraries; an idle agent needs
@@ -159,8 +167,8 @@ struct AgentCommand: AsyncParsableCommand {
                 CodeMappings.adviseRandomAccess()
                 CodeMappings.dropMappedPages()
             }
-        }) { [backendOptions] network, external in
-            try BackendRegistry.make(BackendSpec(network), external: external, options: backendOptions, ipv6: network.enableIPv6,
+        }) { [options] network, external in
+            try BackendRegistry.make(BackendSpec(network), external: external, options: options, ipv6: network.enableIPv6,
                                      ipv4: network.enableIPv4)
         }
         // WATCHDOG=1 at half the unit's WatchdogSec, only while the agent's loops make progress

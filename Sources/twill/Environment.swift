@@ -42,6 +42,7 @@ enum FlannelEnvironment {
         switch first {
         case "agent": return AgentCommand.environmentFlags
         case "network", "leases": return EtcdOptions.environmentFlags + LoggingOptions.environmentFlags
+        case "cleanup": return CleanupCommand.environmentFlags
         default: return []
         }
     }

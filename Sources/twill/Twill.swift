@@ -15,7 +15,7 @@ struct Twill: AsyncParsableCommand {
         commandName: "twill",
         abstract: "Overlay network agent for Docker hosts and Kubernetes nodes (flannel-compatible).",
         version: TwillVersion.string,
-        subcommands: [AgentCommand.self, StatusCommand.self, NetworkCommand.self, LeasesCommand.self, DockerOptsCommand.self, CNICommand.self, VersionCommand.self]
+        subcommands: [AgentCommand.self, StatusCommand.self, NetworkCommand.self, LeasesCommand.self, DockerOptsCommand.self, CNICommand.self, CleanupCommand.self, VersionCommand.self]
     )
 
     static func main() async {
@@ -26,6 +26,8 @@ struct Twill: AsyncParsableCommand {
         // health checks run most.
         switch Array(CommandLine.arguments.dropFirst()) {
         case ["version"]: return StandardIO.write("twill \(TwillVersion.string)\n")
+        // The holder a stopping agent leaves (HeldDescriptorStore); not for operators.
+        case let args where args.count == 2 && args[0] == "hold-descriptors": return HeldDescriptorStore.hold(names: args[1])
         case ["--version"]: return StandardIO.write(TwillVersion.string + "\n")
         default: break
         }

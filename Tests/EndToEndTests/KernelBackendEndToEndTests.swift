@@ -83,9 +83,14 @@ import TwillTestSupport
             #expect(hosts[1].pingEventually(Self.gateway(again), from: Self.gateway(subnets[1])))
             // The foreign route survived every reconcile.
             #expect(try hosts[0].ip("route", "show", "198.18.250.0/24").contains("via \(underlay).3"))
-            // A clean stop takes the agent's own kernel state with it, masquerade rules included.
+            // A clean stop leaves the data path (routes, rules) in place; `twill cleanup` takes the
+            // agent's own kernel state away, masquerade rules included, and leaves the foreign route.
             #expect(cluster.stopAgent(0) == 0)
+            #expect(masq().contains("MASQUERADE"))
+            #expect(Self.ownedDestinations(cluster, 0) == [subnets[1]])
+            try cluster.cleanup(0)
             #expect(!masq().contains("MASQUERADE"))
+            #expect(try hosts[0].ip("route", "show", "198.18.250.0/24").contains("via \(underlay).3"))
             #expect(!((try? hosts[0].exec("/usr/sbin/iptables", ["-w", "-S"])) ?? "").contains("FLANNEL-FWD"))
             // Without --ip-masq the FORWARD rules are still there (flannel's default), no nat rules.
             let fwd = (try? hosts[1].exec("/usr/sbin/iptables", ["-w", "-S", "FLANNEL-FWD"])) ?? ""

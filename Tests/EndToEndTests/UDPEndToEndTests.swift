@@ -104,8 +104,11 @@ import TwillTestSupport
             #expect(await eventually(timeout: .seconds(10)) {
                 Self.pingSaysUnreachable(hosts[0], from: Self.gateway(subnets[0]), to: Self.gateway(subnets[2]))
             })
-            // A clean stop removes the device and its route.
+            // A clean stop keeps the device (persistent) and its route; `twill cleanup` removes them.
             #expect(cluster.stopAgent(0) == 0)
+            #expect((try? hosts[0].ip("link", "show", "twill0")) != nil)
+            #expect(try !hosts[0].ip("route", "show", "proto", "84").isEmpty)
+            try cluster.cleanup(0)
             #expect((try? hosts[0].ip("link", "show", "twill0")) == nil)
             #expect(try hosts[0].ip("route", "show", "proto", "84").isEmpty)
         }

@@ -78,14 +78,32 @@ public final class TestCluster: @unchecked Sendable {
     /// The subnet.env path of host `i` (0-based).
     public func subnetFile(_ i: Int) -> String { dir + "/h\(i + 1)/subnet.env" }
 
+    /// Stops host `i`'s agent with `signal` and starts it again at once with `extra` and
+    /// `environment` (the new process is made ready beforehand, so that only the agent's own
+    /// stop and start are in between). Returns the old one's exit status.
+    @discardableResult
+    public func restartAgent(_ i: Int, signal: Int32 = SIGTERM, extra: [String] = [], environment: [String: String] = [:]) throws -> Int32 {
+        let gate = dir + "/restart-gate-\(i)"
+        unlink(gate)
+        guard mkfifo(gate, 0o600) == 0 else { throw HarnessError("mkfifo \(gate): errno \(errno)") }
+        defer { unlink(gate) }
+        lock.lock()
+        let old = agents.removeValue(forKey: i)
+        lock.unlock()
+        try startAgent(i, extra: extra, environment: environment, gate: gate)
+        let status = old?.stop(signal: signal) ?? -1
+        ChildProcess.openGate(gate)
+        return status
+    }
+
     /// Starts `twill agent` in host `i`; `extra` are more flags, `environment` more variables.
-    public func startAgent(_ i: Int, extra: [String] = [], environment: [String: String] = [:]) throws {
+    public func startAgent(_ i: Int, extra: [String] = [], environment: [String: String] = [:], gate: String? = nil) throws {
         let binary = try twillBinary()
         let host = hosts[i]
         let env = environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         let p = try ChildProcess("/usr/sbin/ip", ["netns", "exec", host.name, binary, "agent", "--etcd-endpoints", etcdEndpoint,
                                                   "--iface", net.interface, "--subnet-file", subnetFile(i), "--log-level", "debug"] + extra,
-                                 environment: env, logPath: dir + "/agent-h\(i + 1).\(Int.random(in: 0..<1_000_000)).log")
+                                 environment: env, logPath: dir + "/agent-h\(i + 1).\(Int.random(in: 0..<1_000_000)).log", gate: gate)
         lock.lock()
         agents[i] = p
         lock.unlock()
@@ -170,6 +188,12 @@ public final class TestCluster: @unchecked Sendable {
     /// where a bridge on the host would sit.
     public static func gateway6(_ subnet6: String) -> String {
         subnet6.replacingOccurrences(of: "::/64", with: "::1")
+    }
+
+    /// Runs `twill cleanup` (with `extra` flags) in host `i`: its output.
+    @discardableResult
+    public func cleanup(_ i: Int, extra: [String] = []) throws -> String {
+        try hosts[i].exec(try twillBinary(), ["cleanup"] + extra)
     }
 
     public func leaseKey(_ subnet: String) -> String {

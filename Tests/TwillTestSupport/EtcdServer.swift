@@ -281,13 +281,17 @@ public final class ChildProcess: @unchecked Sendable {
     private let lock = NSLock()
 
     /// Starts `path` with `arguments`; output goes to `logPath`.
-    public init(_ path: String, _ arguments: [String], environment: [String: String]? = nil, logPath: String) throws {
+    ///
+    /// With `gate` (a FIFO's path), the program starts only once the FIFO is opened for
+    /// writing (``openGate(_:)``): a restart can then be timed without the launcher's own start-up.
+    public init(_ path: String, _ arguments: [String], environment: [String: String]? = nil, logPath: String, gate: String? = nil) throws {
         process = Process()
         // Test threads run with most signals blocked (dispatch's workers do), and a spawned
         // child inherits that mask, and its children after it: a dockerd started so hands it
         // to every container, where busybox's ping then dies. Start from an empty mask.
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])", path] + arguments
+        process.arguments = ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); g = sys.argv[1]; g and os.close(os.open(g, os.O_RDONLY)); os.execv(sys.argv[2], sys.argv[2:])",
+                             gate ?? "", path] + arguments
         if let environment { process.environment = environment }
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         self.logPath = logPath
@@ -310,7 +314,7 @@ public final class ChildProcess: @unchecked Sendable {
         if process.isRunning {
             kill(process.processIdentifier, signal)
             let deadline = ContinuousClock.now + timeout
-            while process.isRunning, ContinuousClock.now < deadline { usleep(20_000) }
+            while process.isRunning, ContinuousClock.now < deadline { usleep(1_000) }
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
         }
@@ -318,6 +322,12 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     deinit { stop(signal: SIGKILL) }
+
+    /// Lets a program started with `gate` go on (see ``init(_:_:environment:logPath:gate:)``).
+    public static func openGate(_ gate: String) {
+        let fd = open(gate, O_WRONLY)
+        if fd >= 0 { close(fd) }
+    }
 }
 
 /// Polls `condition` every 100 ms until it holds or `timeout` passes; returns whether it held.

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <spawn.h>
 
 /// Layout-identical to the kernel's struct mmsghdr (declared here so Swift sees it without
 /// _GNU_SOURCE in the Glibc module).
@@ -26,6 +27,11 @@ int twill_setns_net(int fd);
 int twill_ioctl_value(int fd, unsigned long request, unsigned long value);
 /// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): the engine's stop wakeup.
 int twill_eventfd(void);
+/// posix_spawn_file_actions_addclosefrom_np: the child closes every descriptor from `from` on
+/// (what it inherited without close-on-exec, too).
+int twill_spawn_close_from(posix_spawn_file_actions_t *actions, int from);
+/// memfd_create(name, MFD_CLOEXEC): an anonymous file in memory.
+int twill_memfd(const char *name);
 /// Names the calling thread (at most 15 bytes are kept), for ps/top.
 void twill_set_thread_name(const char *name);
 
@@ -45,6 +51,10 @@ void twill_put_cmsg(struct msghdr *msg, int level, int type, const void *data, s
 /// Finds the first cmsg of (level, type) in `msg` and copies up to `len` bytes of its data to
 /// `out`; returns 1 if found, 0 if not.
 int twill_get_cmsg(const struct msghdr *msg, int level, int type, void *out, size_t len);
+
+/// Copies the descriptors of `msg`'s first SCM_RIGHTS message (at most `max`) to `fds`;
+/// returns how many.
+int twill_get_rights(const struct msghdr *msg, int *fds, int max);
 
 /// counter += n for a counter with a single writing thread (relaxed; no lock prefix needed).
 static inline void twill_counter_add(uint64_t *counter, uint64_t n) {

@@ -227,7 +227,16 @@ public final class HostGWBackend: Backend {
         }
     }
 
+    /// Leaves the routes in place: the node goes on forwarding; the next start adopts them.
     public func stop() async {
+        state.withLock { st in
+            st.peers = [:]
+            st.routes6 = [:]
+        }
+    }
+
+    /// Removes the routes this backend made.
+    public func teardown() async {
         state.withLock { st in
             for subnet in st.peers.keys {
                 do {

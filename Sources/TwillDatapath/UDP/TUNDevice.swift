@@ -8,8 +8,8 @@ import Glibc
 /// A layer-3 TUN device from `/dev/net/tun`, opened with `IFF_TUN | IFF_NO_PI` as flannel's
 /// udp backend does: each read returns one IPv4/IPv6 packet, each write injects one.
 ///
-/// The device lives as long as the file descriptor: ``close()`` (or deinit) removes it. It
-/// belongs to the network namespace of the thread that opened it (see ``NamespaceThread``).
+/// The device lives as long as the file descriptor (``close()`` or deinit removes it) unless
+/// it is made persistent (``setPersistent(_:)``), as the agent does. It belongs to the network namespace of the thread that opened it (see ``NamespaceThread``).
 /// Addresses, MTU, link state and routes are set from outside (netlink or `ip`).
 public final class TUNDevice: PacketDevice {
     // From <linux/if_tun.h>; Swift cannot import the _IOW macros.
@@ -23,6 +23,8 @@ public final class TUNDevice: PacketDevice {
     static let TUN_F_TSO4: UInt = 0x02
     static let TUN_F_TSO6: UInt = 0x04
     static let SIOCSIFTXQLEN: UInt = 0x8943
+    static let TUNSETPERSIST: UInt = 0x4004_54CB
+    static let TUNGETIFF: UInt = 0x8004_54D2
 
     /// The interface name, e.g. `twill0`.
     public let name: String
@@ -99,6 +101,56 @@ public final class TUNDevice: PacketDevice {
         return queues
     }
 
+    /// Takes over `descriptor`, a TUN queue an earlier run of the agent kept open (see
+    /// ``DescriptorKeeper``), after checking that it is what a fresh open would give: a queue
+    /// attached to the layer-3 device `name`, without packet information, with a virtio header
+    /// exactly when `offloads` is asked for, and multi-queue exactly when `multiQueue` is.
+    /// The offloads are asked for again (they are the device's, and may have been changed).
+    ///
+    /// - Throws: ``SystemError`` saying what does not match; the descriptor is left open for
+    ///   the caller to dispose of.
+    public init(adopting descriptor: Int32, name: String, offloads: Bool, multiQueue: Bool) throws(SystemError) {
+        var request = ifreq()
+        guard ioctl(descriptor, Self.TUNGETIFF, &request) == 0 else {
+            throw SystemError("TUNGETIFF on the kept descriptor for \(name) (not an attached TUN queue)")
+        }
+        let found = withUnsafeBytes(of: &request.ifr_ifrn.ifrn_name) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        let flags = request.ifr_ifru.ifru_flags
+        func has(_ flag: Int16) -> Bool { flags & flag == flag }
+        var problems: [String] = []
+        if found != name { problems.append("device \(found), not \(name)") }
+        if !has(Self.IFF_TUN) || !has(Self.IFF_NO_PI) { problems.append("not a layer-3 TUN without packet information") }
+        if has(Self.IFF_MULTI_QUEUE) != multiQueue { problems.append(multiQueue ? "single-queue, several queues wanted" : "multi-queue, one queue wanted") }
+        var virtio = has(Self.IFF_VNET_HDR)
+        if virtio != offloads { problems.append(offloads ? "no virtio header, offloads wanted" : "virtio header, offloads not wanted") }
+        if virtio, twill_ioctl_value(descriptor, Self.TUNSETOFFLOAD, Self.TUN_F_CSUM | Self.TUN_F_TSO4 | Self.TUN_F_TSO6) != 0,
+           twill_ioctl_value(descriptor, Self.TUNSETOFFLOAD, Self.TUN_F_CSUM | Self.TUN_F_TSO4) != 0 {
+            problems.append("the kernel refuses its offloads now")
+            virtio = false
+        }
+        guard problems.isEmpty else {
+            throw SystemError("kept TUN queue does not match: \(problems.joined(separator: "; "))", errno: EINVAL)
+        }
+        let status = fcntl(descriptor, F_GETFL)
+        if status >= 0, status & O_NONBLOCK == 0 { _ = fcntl(descriptor, F_SETFL, status | O_NONBLOCK) }
+        _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+        self.name = name
+        self.isMultiQueue = multiQueue
+        self.hasVirtioHeader = virtio
+        self.fd = Atomic(descriptor)
+    }
+
+    /// Makes the device outlive its descriptors (`TUNSETPERSIST`): with `true` it stays, with
+    /// its addresses and routes, when the agent exits, so a restart is no outage; with
+    /// `false` it goes once the last descriptor closes.
+    public func setPersistent(_ persistent: Bool) throws(SystemError) {
+        guard twill_ioctl_value(fileDescriptor, Self.TUNSETPERSIST, persistent ? 1 : 0) == 0 else {
+            throw SystemError("TUNSETPERSIST \(name)")
+        }
+    }
+
     private static func open(_ name: String, flags: Int16) throws(SystemError) -> Int32 {
         let descriptor = Glibc.open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)
         guard descriptor >= 0 else { throw SystemError("open /dev/net/tun") }
@@ -167,6 +219,12 @@ public final class TUNDevice: PacketDevice {
     public func write(_ packet: UnsafeRawBufferPointer) throws(SystemError) {
         let n = writePacket(packet.baseAddress!, length: packet.count)
         if n < 0 { throw SystemError("write \(name)", errno: Int32(-n)) }
+    }
+
+    /// Gives up the descriptor without closing it (for the next engine or the next run to
+    /// take over): this object no longer uses it. -1 when it was already closed or released.
+    public func release() -> Int32 {
+        fd.exchange(-1, ordering: .acquiringAndReleasing)
     }
 
     /// Closes the descriptor, which removes the interface (and its addresses and routes).

@@ -1,11 +1,7 @@
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 #endif
 import Logging
 import Metrics
@@ -46,6 +42,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     let netlink: Netlink
     let external: ExternalInterface
     let logger: Logger
+    /// The engine's TUN queues and sockets across rebuilds and restarts.
+    let descriptors: EngineDescriptors
 
     /// What the backend is asked to run (`local`, the peers) and what runs now. `engine` is
     /// nil after a rebuild failed: the next reconcile tries again.
@@ -67,7 +65,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     ///   interface's IPv6 address to the peers' PublicIPv6), the TUN gets no IPv4 address or route.
     public init(netlink: Netlink, external: ExternalInterface, tunName: String = "twill0", port: UInt16 = 8285,
                 checkSources: Bool = true, offloads: Bool = true, queues: Int? = nil, mtu: Int? = nil, ipv4: Bool = true,
-                logger: Logger = Logger(label: "twill.backend.udp")) {
+                keeper: any DescriptorKeeper = NoDescriptorKeeper(), logger: Logger = Logger(label: "twill.backend.udp")) {
+        self.descriptors = EngineDescriptors(device: tunName, keeper: keeper, netlink: netlink)
         self.outerMTU = mtu
         self.ipv4 = ipv4
         self.queues = queues
@@ -97,6 +96,11 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         return BackendAdvert(mtu: mtu, backendType: nil)
     }
 
+    public func start(local: LocalLease, peers: [PeerLease]) async throws {
+        apply { current in current = Dictionary(peers.filter(Self.isUDPPeer).map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a }) }
+        try await start(local: local)
+    }
+
     /// Opens the TUN and the sockets, configures the device and starts the packet threads.
     /// Called again on a running backend (a new subnet, a repair), it replaces the engine and
     /// keeps the peers.
@@ -105,7 +109,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             defer { s.engine = nil; s.local = local }
             return s.engine
         }
-        old?.stop()
+        if let old { descriptors.handBack(old) }
         let (engine, index) = try openEngine(local)
         let superseded = state.withLock { s -> Bool in
             // stop() or another start() came in meanwhile: this engine is not wanted.
@@ -128,32 +132,53 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     /// A started engine on a configured TUN for `local`.
     private func openEngine(_ local: LocalLease) throws -> (UDPEngine, Int32) {
+        var configuration = UDPEngineConfiguration(
+            localSubnet: local.subnet, peerPort: port, checkSources: checkSources, udpOffloads: offloads, queues: queues,
+            localSubnet6: local.network6 == nil ? nil : local.subnet6)
+        configuration.ipv6Underlay = !ipv4
+        return try Self.startEngine(descriptors, configuration: configuration, offloads: offloads, external: external, netlink: netlink,
+                                    mtu: mtu, local: local, askedQueues: queues, backend: type, logger: logger) { engine, _ in
+            // Routes before the first packet: what queued in a kept TUN is forwarded, not refused.
+            engine.update(peers: self.state.withLock { Array($0.peers.values) })
+        }
+    }
+
+    /// Opens an engine on `descriptors` (taking over what the previous engine or run left),
+    /// configures its TUN for `local`, calls `configure` (peers and keys go in there: the
+    /// engine reads packets as soon as it starts), starts it and keeps its descriptors for the
+    /// next run.
+    /// Returns the engine and the TUN's index. Shared by the backends on the packet engine.
+    static func startEngine(_ descriptors: EngineDescriptors, configuration: UDPEngineConfiguration, offloads: Bool, external: ExternalInterface,
+                            netlink: Netlink, mtu: Int, local: LocalLease, askedQueues: Int?, backend: String, logger: Logger,
+                            configure: (UDPEngine, Int32) throws -> Void = { _, _ in }) throws -> (UDPEngine, Int32) {
+        let name = descriptors.device
+        let listen = configuration.ipv6Underlay ? "[\(external.localIPv6.map(\.description) ?? "::")]" : "\(external.localIP)"
         let engine: UDPEngine
         do {
-            var configuration = UDPEngineConfiguration(
-                localSubnet: local.subnet, peerPort: port, checkSources: checkSources, udpOffloads: offloads, queues: queues,
-                localSubnet6: local.network6 == nil ? nil : local.subnet6)
-            configuration.ipv6Underlay = !ipv4
-            engine = try UDPEngine.open(tunName: tunName, tunOffloads: offloads, address: external.localIP, address6: external.localIPv6,
-                                        configuration: configuration)
+            let opened = try descriptors.open(tunOffloads: offloads, address: external.localIP, address6: external.localIPv6,
+                                              configuration: configuration)
+            engine = opened.engine
+            for note in opened.notes { logger.notice("\(note)", metadata: ["tun": "\(name)"]) }
         } catch {
-            throw BackendError(backend: type, "cannot open TUN device \(tunName) or bind UDP \(listenAddress):\(port): \(error)")
+            throw BackendError(backend: backend, "cannot open TUN device \(name) or bind UDP \(listen):\(configuration.peerPort): \(error)")
         }
         let index: Int32
         do {
-            index = try Self.configureTUN(engine, netlink: netlink, name: tunName, mtu: mtu, local: local)
+            index = try configureTUN(engine, netlink: netlink, name: name, mtu: mtu, local: local)
+            try configure(engine, index)
         } catch {
-            engine.stop()
-            throw BackendError(backend: type, "cannot configure \(tunName): \(error)")
+            descriptors.handBack(engine)
+            throw BackendError(backend: backend, "cannot configure \(name): \(error)")
         }
-        if let queues, engine.queueCount < queues {
-            logger.warning("udp backend: fewer queues than asked (the kernel refused a multi-queue TUN or more queues)",
-                           metadata: ["asked": "\(queues)", "got": "\(engine.queueCount)"])
+        if let asked = askedQueues, engine.queueCount < asked {
+            logger.warning("fewer packet queues than asked (the kernel refused a multi-queue TUN or more queues)",
+                           metadata: ["tun": "\(name)", "asked": "\(asked)", "got": "\(engine.queueCount)"])
         }
         do { try engine.start() } catch {
-            engine.stop()
-            throw BackendError(backend: type, "cannot start the packet engine: \(error)")
+            descriptors.handBack(engine)
+            throw BackendError(backend: backend, "cannot start the packet engine: \(error)")
         }
+        descriptors.keep(engine)
         return (engine, index)
     }
 
@@ -162,11 +187,14 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     static func configureTUN(_ engine: UDPEngine, netlink: Netlink, name: String, mtu: Int, local: LocalLease) throws -> Int32 {
         // Queue room for bursts of TSO-split segments; the default 500 overflows.
         try? engine.setTransmitQueueLength(5000)
-        let index = try netlink.link(named: name).index
-        try netlink.setMTU(mtu, index: index)
+        let link = try netlink.link(named: name)
+        let index = link.index
+        if link.mtu != mtu { try netlink.setMTU(mtu, index: index) }
         // An IPv6-only lease's IPv4 part is 0.0.0.0/0: no IPv4 address, and never a default route.
         let ipv4 = local.subnet.prefixLength > 0
-        if ipv4 { try netlink.addAddress(InterfaceAddress(interfaceIndex: index, address: local.subnet.address, prefixLength: 32)) }
+        // A device kept from an earlier run holds its addresses already (perhaps an older subnet's).
+        try KernelAddresses.ensureExactly(netlink, index: index, family: AF_INET,
+                                          ipv4 ? [InterfaceAddress(interfaceIndex: index, address: local.subnet.address, prefixLength: 32)] : [])
         // ICMP net unreachable comes from the TUN's own address; without accept_local the
         // kernel would drop it as a martian.
         try? Syscall.setSysctl("net/ipv4/conf/\(name)/accept_local", "1")
@@ -177,12 +205,12 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             try? Syscall.setSysctl("net/ipv6/conf/\(name)/accept_ra", "0")
             try? Syscall.setSysctl("net/ipv6/conf/\(name)/router_solicitations", "0")
             try? Syscall.setSysctl("net/ipv6/conf/\(name)/disable_ipv6", "0")
-            try netlink.setLinkUp(index: index)
-            try netlink.addAddress(InterfaceAddress(interfaceIndex: index, address: .v6(subnet6.address), prefixLength: 128,
-                                                    flags: InterfaceAddress.noDAD))
+            if !link.isUp { try netlink.setLinkUp(index: index) }
+            try KernelAddresses.ensureExactly(netlink, index: index, family: AF_INET6, [
+                InterfaceAddress(interfaceIndex: index, address: .v6(subnet6.address), prefixLength: 128, flags: InterfaceAddress.noDAD)])
             try netlink.replaceRoute6(networkRoute6(network6, index: index))
         }
-        try netlink.setLinkUp(index: index)
+        if !link.isUp { try netlink.setLinkUp(index: index) }
         if ipv4 { try netlink.replaceRoute(networkRoute(local.network, index: index)) }
         return index
     }
@@ -289,7 +317,9 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         return Self.deviceNeedsReconcile(change, name: tunName, index: index, network: local.network, network6: local.network6)
     }
 
-    /// Stops the threads and closes the TUN: the device and its route go with it.
+    /// Stops the threads and lets go of the descriptors; the TUN (persistent), its addresses
+    /// and route stay, and under systemd its queues and sockets stay open in the descriptor
+    /// store, queueing packets for the next run.
     public func stop() async {
         let engine = state.withLock { s -> UDPEngine? in
             defer { s = State() }
@@ -297,8 +327,20 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         }
         guard let engine else { return }
         engine.stop()
-        logger.info("udp backend stopped", metadata: ["tun": "\(tunName)"])
+        logger.info("udp backend stopped; \(tunName) and its routes stay for the next start", metadata: ["tun": "\(tunName)"])
     }
+
+    /// Stops and deletes the TUN (its addresses and route go with it).
+    public func teardown() async {
+        let engine = state.withLock { s -> UDPEngine? in
+            defer { s = State() }
+            return s.engine
+        }
+        descriptors.discard(engine)
+        logger.info("udp backend removed", metadata: ["tun": "\(tunName)"])
+    }
+
+    public var devices: [String] { [tunName] }
 
     public func traffic() -> BackendTraffic {
         var t = BackendTraffic(device: tunName)

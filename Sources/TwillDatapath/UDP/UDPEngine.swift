@@ -226,6 +226,8 @@ public final class UDPEngine: Sendable {
     public var hasTUNOffloads: Bool { queues[0].tun.hasVirtioHeader }
     /// The TUN interface's name.
     public var tunName: String { queues[0].tun.name }
+    /// Each queue's TUN and listening socket descriptors, for keeping across a restart.
+    var queueDescriptors: [(tun: Int32, socket: Int32)] { queues.map { ($0.tun.fileDescriptor, $0.socket.fileDescriptor) } }
     /// The local ports datagrams leave from (the service port alone with one queue).
     public var sourcePorts: [UInt16] { sendSockets.map(\.port) }
     /// The first queue's socket, bound to the listening port (WireGuard's handshakes leave by it).
@@ -439,6 +441,25 @@ public final class UDPEngine: Sendable {
     /// Stops the threads (they wake at once through an eventfd), waits for all of them, and
     /// closes the TUN queues and the sockets. Idempotent; the engine cannot be started again.
     public func stop() {
+        stopThreads()
+        for queue in queues {
+            queue.tun.close()
+            queue.socket.close()
+        }
+        for socket in sendSockets { socket.close() }
+    }
+
+    /// Stops the threads like ``stop()`` but hands the TUN queues and their listening sockets
+    /// back open, for the engine that replaces this one: the TUN keeps its queues (and the
+    /// packets waiting in them) and the sockets their port. Only the sending sockets close.
+    public func stopHandingOver() -> [UDPEngineQueue] {
+        stopThreads()
+        let listening = Set(queues.map { ObjectIdentifier($0.socket) })
+        for socket in sendSockets where !listening.contains(ObjectIdentifier(socket)) { socket.close() }
+        return queues.map { UDPEngineQueue(tun: $0.tun, socket: $0.socket) }
+    }
+
+    private func stopThreads() {
         let threads = state.withLock { state -> [OSThread] in
             guard !state.stopped else { return [] }
             state.stopped = true
@@ -456,11 +477,6 @@ public final class UDPEngine: Sendable {
             state.wakeFD = -1
             state.retired.removeAll()
         }
-        for queue in queues {
-            queue.tun.close()
-            queue.socket.close()
-        }
-        for socket in sendSockets { socket.close() }
     }
 
     /// A value snapshot of all counters, summed over the queues.

@@ -83,6 +83,57 @@ public final class UDPSocket: DatagramSocket {
         self.fd = Atomic(s)
     }
 
+    /// Takes over `descriptor`, a socket an earlier run of the agent kept open (see
+    /// ``DescriptorKeeper``), after checking that it is what a fresh socket would be: UDP,
+    /// bound to `address` (or `address6`) and `port` (any port when `port` is 0).
+    ///
+    /// - Throws: ``SystemError`` saying what does not match; the descriptor is left open for
+    ///   the caller to dispose of.
+    public init(adopting descriptor: Int32, address: IPv4Address, address6: IPv6Address?, port: UInt16) throws(SystemError) {
+        var type: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(descriptor, SOL_SOCKET, SO_TYPE, &type, &length) == 0 else {
+            throw SystemError("SO_TYPE on the kept socket for \(address6.map { "[\($0)]" } ?? "\(address)"):\(port)")
+        }
+        var storage = sockaddr_in6()
+        var size = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        let named = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &size) } }
+        guard named == 0 else { throw SystemError("getsockname on the kept socket") }
+        let bound: String
+        let boundPort: UInt16
+        var matches = type == Int32(Glibc.SOCK_DGRAM.rawValue)
+        if Int32(storage.sin6_family) == AF_INET6 {
+            let high = withUnsafeBytes(of: storage.sin6_addr) { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) }
+            let low = withUnsafeBytes(of: storage.sin6_addr) { UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+            let found = IPv6Address(high: high, low: low)
+            boundPort = UInt16(bigEndian: storage.sin6_port)
+            bound = "[\(found)]:\(boundPort)"
+            matches = matches && address6 == found
+        } else if Int32(storage.sin6_family) == AF_INET {
+            let sin = withUnsafeBytes(of: storage) { $0.loadUnaligned(as: sockaddr_in.self) }
+            let found = IPv4Address(rawValue: UInt32(bigEndian: sin.sin_addr.s_addr))
+            boundPort = UInt16(bigEndian: sin.sin_port)
+            bound = "\(found):\(boundPort)"
+            matches = matches && address6 == nil && address == found
+        } else {
+            boundPort = 0
+            bound = "family \(storage.sin6_family)"
+            matches = false
+        }
+        matches = matches && (port == 0 || port == boundPort)
+        guard matches else {
+            let wanted = address6.map { "[\($0)]" } ?? "\(address)"
+            throw SystemError("kept socket is \(type == Int32(Glibc.SOCK_DGRAM.rawValue) ? "UDP" : "not UDP") bound to \(bound), not \(wanted):\(port)", errno: EINVAL)
+        }
+        let status = fcntl(descriptor, F_GETFL)
+        if status >= 0, status & O_NONBLOCK == 0 { _ = fcntl(descriptor, F_SETFL, status | O_NONBLOCK) }
+        _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+        self.address = address
+        self.address6 = address6
+        self.port = boundPort
+        self.fd = Atomic(descriptor)
+    }
+
     /// Sends one datagram (for control paths and tests; the engine batches with sendmmsg).
     ///
     /// - Returns: false if the socket buffer is full (EAGAIN).
@@ -137,6 +188,12 @@ public final class UDPSocket: DatagramSocket {
     public func waitWritable(milliseconds: Int32) {
         var p = pollfd(fd: fileDescriptor, events: Int16(POLLOUT), revents: 0)
         _ = Syscall.retryOnInterrupt { poll(&p, 1, milliseconds) }
+    }
+
+    /// Gives up the descriptor without closing it (for the next engine or the next run to
+    /// take over): this object no longer uses it. -1 when it was already closed or released.
+    public func release() -> Int32 {
+        fd.exchange(-1, ordering: .acquiringAndReleasing)
     }
 
     /// Closes the socket. Safe to call more than once.

@@ -1,11 +1,7 @@
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 #endif
 import Logging
 import Synchronization
@@ -239,20 +235,11 @@ public final class VXLANBackend: Backend {
     }
 
     private func ensureAddress(_ want: IPAddress, prefixLength: Int, family: Int32, on index: Int32) throws {
-        var present = false
-        for a in try netlink.addresses(interfaceIndex: index, family: family) {
-            if let v6 = a.address.v6, v6.isLinkLocal { continue }  // the kernel's own
-            if a.address == want && a.prefixLength == prefixLength {
-                present = true
-            } else {
-                try netlink.deleteAddress(a)
-                logger.info("removed a foreign address from the device", metadata: ["address": "\(a.address)/\(a.prefixLength)"])
-            }
-        }
-        if !present {
-            // The subnet's own address is unique by construction: no DAD, usable at once.
-            let flags = want.v6 == nil ? 0 : InterfaceAddress.noDAD
-            try netlink.addAddress(InterfaceAddress(interfaceIndex: index, address: want, prefixLength: prefixLength, flags: flags))
+        // The subnet's own address is unique by construction: no DAD, usable at once.
+        let flags = want.v6 == nil ? 0 : InterfaceAddress.noDAD
+        if try KernelAddresses.ensureExactly(netlink, index: index, family: family, [
+            InterfaceAddress(interfaceIndex: index, address: want, prefixLength: prefixLength, flags: flags)]) {
+            logger.info("device address set", metadata: ["address": "\(want)/\(prefixLength)"])
         }
     }
 
@@ -508,7 +495,19 @@ public final class VXLANBackend: Backend {
         return failures
     }
 
+    /// Leaves the devices, their neighbours and FDB entries and the routes in place: the node
+    /// goes on forwarding; the next start adopts them (a device whose settings match is kept).
     public func stop() async {
+        state.withLock { st in
+            st.peers = [:]
+            st.peers6 = [:]
+        }
+    }
+
+    public var devices: [String] { [ipv4 ? deviceName : nil, ipv6 ? deviceName6 : nil].compactMap { $0 } }
+
+    /// Removes the routes and deletes the devices (their neighbours and FDB entries go with them).
+    public func teardown() async {
         state.withLock { st in
             for subnet in st.peers.keys {
                 try? KernelRoutes.deleteOwned(netlink, destination: subnet)
@@ -523,7 +522,7 @@ public final class VXLANBackend: Backend {
                     try netlink.deleteLink(index: dev)
                 } catch let e as NetlinkError where e.isNotFound {
                 } catch {
-                    logger.warning("could not delete a vxlan device on stop", metadata: ["error": "\(error)"])
+                    logger.warning("could not delete a vxlan device", metadata: ["error": "\(error)"])
                 }
             }
             st.v4.index = nil

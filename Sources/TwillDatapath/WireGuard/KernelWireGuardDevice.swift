@@ -3,6 +3,9 @@ import Synchronization
 import TwillAddress
 import TwillNetlink
 import TwillSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The wireguard backend's kernel engine: a device of kind "wireguard" configured over
 /// generic netlink, the kernel doing the crypto. Peers are changed one by one (a peer that
@@ -28,23 +31,41 @@ final class KernelWireGuardDevice: Sendable {
         self.logger = logger
     }
 
-    /// Makes the device (replacing one left by an earlier run), keys it, gives it the
+    /// Makes the device, or adopts the one an earlier run left (its sessions go on: the same
+    /// key is set again, peers are diffed, not replaced), keys it, gives it exactly the
     /// subnet's address, `mtu`, and the network's route, and programs `peers`. Returns its index.
     func up(local: LocalLease, mtu: Int, peers: [WireGuardPeerConfig]) throws -> Int32 {
-        if let stale = try? netlink.link(named: name) { try netlink.deleteLink(index: stale.index) }
-        let link = try netlink.createLink(name: name, kind: "wireguard", mtu: mtu)
+        var link = try netlink.linkIfPresent(named: name)
+        if let stale = link, stale.kind != "wireguard" {
+            logger.warning("replacing a device of kind \(stale.kind ?? "unknown") named \(name)")
+            try netlink.deleteLink(index: stale.index)
+            link = nil
+        }
+        let adopted = link != nil
+        let device = try link ?? netlink.createLink(name: name, kind: "wireguard", mtu: mtu)
         do {
-            try privateKey.withBytes { try wireGuard.setDevice(name, privateKey: $0, listenPort: listenPort, replacePeers: true) }
-            try netlink.addAddress(InterfaceAddress(interfaceIndex: link.index, address: local.subnet.address, prefixLength: 32))
-            try netlink.setLinkUp(index: link.index)
-            try netlink.replaceRoute(UDPBackend.networkRoute(local.network, index: link.index))
+            try privateKey.withBytes { try wireGuard.setDevice(name, privateKey: $0, listenPort: listenPort, replacePeers: !adopted) }
+            if device.mtu != mtu { try netlink.setMTU(mtu, index: device.index) }
+            try KernelAddresses.ensureExactly(netlink, index: device.index, family: AF_INET, [
+                InterfaceAddress(interfaceIndex: device.index, address: .v4(local.subnet.address), prefixLength: 32)])
+            if !device.isUp { try netlink.setLinkUp(index: device.index) }
+            try netlink.replaceRoute(UDPBackend.networkRoute(local.network, index: device.index))
         } catch {
-            try? netlink.deleteLink(index: link.index)
+            if !adopted { try? netlink.deleteLink(index: device.index) }
             throw error
         }
-        programmed.withLock { $0 = [:] }
+        // An adopted device's peers are unknown in detail: each is set again (which keeps its
+        // session) and those no lease names are removed.
+        let present = adopted ? status().map(\.publicKey) : []
+        programmed.withLock { programmed in
+            programmed = [:]
+            for key in present {
+                programmed[key] = WireGuardPeerConfig(publicKey: key, endpoint: WireGuardEndpoint(address: .any, port: 0), allowedIPs: .all)
+            }
+        }
+        if adopted { logger.info("adopted the kernel wireguard device an earlier run left", metadata: ["peers": "\(present.count)"]) }
         try setPeers(peers)
-        return link.index
+        return device.index
     }
 
     /// Makes the device's peers `configs`: new and changed ones set, gone ones removed.

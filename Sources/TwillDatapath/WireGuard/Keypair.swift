@@ -32,6 +32,24 @@ public final class Keypair: @unchecked Sendable {  // keys are written only at i
         self.created = created
     }
 
+    /// A keypair carried over from the previous run of the agent: its send counter goes on
+    /// from `sent` (never reusing a nonce), its receive window past `highestReceived`.
+    convenience init(resuming state: WireGuardSessions.KeypairState, sendKey: Secret, receiveKey: Secret) {
+        self.init(sendKey: sendKey, receiveKey: receiveKey, localIndex: state.localIndex, remoteIndex: state.remoteIndex,
+                  isInitiator: state.isInitiator, created: state.created)
+        counter.store(state.sent, ordering: .relaxed)
+        if let h = state.highestReceived { replay.withLock { $0 = ReplayWindow(resumingAfter: h) } }
+        confirmed.store(state.confirmed, ordering: .relaxed)
+    }
+
+    /// What the next run needs to go on with this keypair (call once no thread sends with it).
+    func state(slot: UInt8) -> WireGuardSessions.KeypairState {
+        WireGuardSessions.KeypairState(slot: slot, isInitiator: isInitiator, confirmed: confirmed.load(ordering: .relaxed),
+                                       localIndex: localIndex, remoteIndex: remoteIndex, created: created, sent: sentMessages,
+                                       highestReceived: replay.withLock { $0.highestAccepted },
+                                       sendKey: sendKey.array, receiveKey: receiveKey.array)
+    }
+
     /// Reserves the next send counter.
     @inline(__always)
     func nextCounter() -> UInt64 { counter.wrappingAdd(1, ordering: .relaxed).oldValue }

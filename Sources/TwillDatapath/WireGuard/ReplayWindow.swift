@@ -14,6 +14,19 @@ public struct ReplayWindow: Sendable {
 
     public init() {}
 
+    /// A window that has seen every counter up to `highest` and no later one: a session
+    /// resumed by the next run of the agent accepts only newer counters (late packets of the
+    /// old run are refused rather than risk a replay).
+    public init(resumingAfter highest: UInt64) {
+        last = highest
+        ring = [UInt64](repeating: .max, count: Int(Self.ringBlocks))
+        let bit = highest % Self.blockBits
+        ring[Int((highest / Self.blockBits) % Self.ringBlocks)] = bit == Self.blockBits - 1 ? .max : (UInt64(1) << (bit + 1)) - 1
+    }
+
+    /// The highest counter accepted so far, nil before the first.
+    public var highestAccepted: UInt64? { last > 0 || ring.contains(where: { $0 != 0 }) ? last : nil }
+
     /// Accepts `counter` (and records it) unless it was seen, is too old, or is `limit` or above.
     public mutating func accept(_ counter: UInt64, limit: UInt64) -> Bool {
         guard counter < limit else { return false }

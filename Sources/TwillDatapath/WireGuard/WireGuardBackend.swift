@@ -9,6 +9,9 @@ import Synchronization
 import TwillAddress
 import TwillNetlink
 import TwillSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// flannel's wireguard backend, on one of two engines: the kernel's WireGuard (a device of kind
 /// "wireguard" configured over generic netlink) where the kernel has it, and otherwise (or when
@@ -47,6 +50,8 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     let netlink: Netlink
     let external: ExternalInterface
     let logger: Logger
+    /// The userspace engine's TUN queues and sockets across rebuilds and restarts.
+    let descriptors: EngineDescriptors
 
     struct State {
         var local: LocalLease?
@@ -64,7 +69,8 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     public init(netlink: Netlink, external: ExternalInterface, listenPort: UInt16 = 51820, keyFile: String = WireGuardKeyFile.defaultPath,
                 presharedKey: Secret? = nil, persistentKeepalive: Duration? = nil, mtu: Int? = nil, offloads: Bool = true,
                 queues: Int? = nil, timers: WireGuardTimers = WireGuardTimers(), engine: Engine = .auto,
-                logger: Logger = Logger(label: "twill.backend.wireguard")) {
+                keeper: any DescriptorKeeper = NoDescriptorKeeper(), logger: Logger = Logger(label: "twill.backend.wireguard")) {
+        self.descriptors = EngineDescriptors(device: Self.deviceName, keeper: keeper, netlink: netlink)
         self.engineChoice = engine
         self.netlink = netlink
         self.external = external
@@ -118,6 +124,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
             }
             try control.start()
             engine = "userspace"
+            resumeSessions(control)
         }
         logger.info("wireguard identity ready", metadata: [
             "public_key": "\(Data(identity.publicKey).base64EncodedString())", "key_file": "\(keyFile)", "generated": "\(created)",
@@ -128,6 +135,12 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     /// The engine running: "kernel" or "userspace" (nil before ``prepare()``).
     public var runningEngine: String? {
         state.withLock { s in s.kernel != nil ? "kernel" : (s.control != nil ? "userspace" : nil) }
+    }
+
+    public func start(local: LocalLease, peers: [PeerLease]) async throws {
+        let configs = peers.compactMap { p in peerConfig(p).map { (p, $0) } }
+        apply { current in current = Dictionary(configs.map { ($0.0.subnet, $0) }, uniquingKeysWith: { a, _ in a }) }
+        try await start(local: local)
     }
 
     /// Opens the TUN and the listening sockets, configures the device and starts the packet
@@ -153,26 +166,21 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
         }
         guard let control else { throw BackendError(backend: type, "start before prepare") }
         control.attach(nil)
-        old?.stop()
-        let engine: UDPEngine
+        if let old { descriptors.handBack(old) }
         var configuration = UDPEngineConfiguration(localSubnet: local.subnet, peerPort: listenPort, checkSources: true,
                                                    udpOffloads: offloads, queues: queues)
         configuration.wireGuard = control.engineOptions(mtu: mtu)
-        do {
-            engine = try UDPEngine.open(tunName: Self.deviceName, tunOffloads: offloads, address: external.localIP, configuration: configuration)
-        } catch {
-            throw BackendError(backend: type, "cannot open TUN device \(Self.deviceName) or bind UDP \(external.localIP):\(listenPort): \(error)")
-        }
-        let index: Int32
-        do {
-            index = try UDPBackend.configureTUN(engine, netlink: netlink, name: Self.deviceName, mtu: mtu, local: local)
+        let (engine, index) = try UDPBackend.startEngine(
+            descriptors, configuration: configuration, offloads: offloads, external: external, netlink: netlink, mtu: mtu, local: local,
+            askedQueues: queues, backend: type, logger: logger
+        ) { engine, _ in
             // The wireguard backend carries IPv4 only (for now): the kernel's router solicitations and
             // MLD reports would only be dropped (and counted) by the engine.
             try? Syscall.setSysctl("net/ipv6/conf/\(Self.deviceName)/disable_ipv6", "1")
-            try engine.start()
-        } catch {
-            engine.stop()
-            throw BackendError(backend: type, "cannot configure \(Self.deviceName): \(error)")
+            // Routes and keys before the first packet: what queued in a kept TUN or socket is
+            // sealed or opened, not refused.
+            engine.update(peers: self.state.withLock { $0.peers.values.map(\.lease) })
+            control.attach(engine)
         }
         let superseded = state.withLock { s -> Bool in
             guard s.local == local, s.engine == nil else { return true }
@@ -273,18 +281,65 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
         return UDPBackend.deviceNeedsReconcile(change, name: Self.deviceName, index: index, network: network)
     }
 
-    /// Stops the packet and control threads (every key wiped) and closes the TUN.
+    /// Stops the packet and control threads (every key wiped) and lets go of the descriptors;
+    /// the device (the kernel's, or Twill's persistent TUN), its address, route and peers stay,
+    /// and under systemd the TUN's queues and the sockets stay open in the descriptor store.
     public func stop() async {
+        let (engine, control) = state.withLock { s -> (UDPEngine?, WireGuardControl?) in
+            defer { s = State() }
+            return (s.engine, s.control)
+        }
+        // The packet threads first: they may use the keys the control then zeroes.
+        engine?.stop()
+        let sessions = control?.stop(exportingSessions: descriptors.keeper.persists)
+        if let sessions { keepSessions(sessions) }
+        logger.info("wireguard backend stopped; \(Self.deviceName) stays for the next start")
+    }
+
+    /// The name the sessions are kept under (``WireGuardSessions``).
+    static let sessionsName = "\(deviceName).sessions"
+
+    /// Keeps the sessions for the next run, in memory only (a memory file, in systemd's
+    /// descriptor store or the agent's holder): session keys never go to a disk.
+    private func keepSessions(_ sessions: WireGuardSessions) {
+        guard !sessions.peers.isEmpty else { return }
+        do {
+            let fd = try MemoryFile.create(name: "twill-wireguard-sessions", bytes: sessions.encoded)
+            descriptors.keeper.keep(fd, name: Self.sessionsName)
+            Glibc.close(fd)
+            logger.info("kept the wireguard sessions for the next start", metadata: ["peers": "\(sessions.peers.count)"])
+        } catch {
+            logger.warning("cannot keep the wireguard sessions; the next start makes new ones", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Takes the sessions the previous run kept, once (the file is emptied before it is
+    /// used): peers then need no handshake.
+    private func resumeSessions(_ control: WireGuardControl) {
+        guard let fd = descriptors.keeper.take(Self.sessionsName) else { return }
+        descriptors.keeper.forget(Self.sessionsName)
+        guard let bytes = MemoryFile.consume(fd), let sessions = WireGuardSessions(decoding: bytes) else {
+            logger.warning("the kept wireguard sessions are unreadable or used already; new ones are made")
+            return
+        }
+        let taken = control.resume(sessions)
+        logger.info("resuming the previous run's wireguard sessions", metadata: ["peers": "\(taken)"])
+    }
+
+    /// Stops and deletes the device (its address, route and peers go with it); no session is kept.
+    public func teardown() async {
         let (engine, control, kernel) = state.withLock { s -> (UDPEngine?, WireGuardControl?, KernelWireGuardDevice?) in
             defer { s = State() }
             return (s.engine, s.control, s.kernel)
         }
         kernel?.down()
-        // The packet threads first: they may use the keys the control then zeroes.
         engine?.stop()
         control?.stop()
-        if engine != nil { logger.info("wireguard backend stopped") }
+        descriptors.discard(nil)
+        logger.info("wireguard backend removed")
     }
+
+    public var devices: [String] { [Self.deviceName] }
 
     /// Per peer: packets and bytes each way, drops, last handshake and endpoint.
     public func traffic() -> BackendTraffic {

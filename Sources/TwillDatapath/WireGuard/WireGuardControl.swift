@@ -87,19 +87,28 @@ public final class WireGuardControl: Sendable {
     }
 
     /// Stops the thread and zeroes every key. Stop the engine first: its packet threads
-    /// may be using the keys until then.
-    public func stop() {
-        guard running.exchange(false, ordering: .sequentiallyConsistent) else { return }
+    /// may be using the keys until then. With `exportingSessions`, returns the sessions as
+    /// they are once nothing seals any more, for the next run (``WireGuardSessions``).
+    @discardableResult
+    public func stop(exportingSessions: Bool = false) -> WireGuardSessions? {
+        guard running.exchange(false, ordering: .sequentiallyConsistent) else { return nil }
         queue.wake()
         thread.withLock { t in
             t?.join()
             t = nil
         }
-        device.withLock { d in
+        return device.withLock { d -> WireGuardSessions? in
+            let sessions = exportingSessions ? d.exportSessions() : nil
             d.setPeers([])
             d.zeroRetired(all: true)
+            engine.withLock { $0 = nil }
+            return sessions
         }
-        engine.withLock { $0 = nil }
+    }
+
+    /// Hands the previous run's sessions to the device (see ``WireGuardDevice/resume(_:now:)``).
+    public func resume(_ sessions: WireGuardSessions) -> Int {
+        device.withLock { $0.resume(sessions, now: EngineClock.now()) }
     }
 
     private func loop() {

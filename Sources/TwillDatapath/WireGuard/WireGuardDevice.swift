@@ -102,6 +102,9 @@ public final class WireGuardDevice {
     }
 
     private var peers: [[UInt8]: Peer] = [:]
+    /// Sessions of the previous run, by peer key, waiting for their peer to be set (and
+    /// until when they may be).
+    private var resumable: (peers: [[UInt8]: WireGuardSessions.PeerState], until: UInt64) = ([:], 0)
     /// Local index -> the peer's public key (handshakes and keypairs).
     private var indices: [UInt32: [UInt8]] = [:]
     private var cookieSecret = Secret.random(count: 32)
@@ -142,10 +145,57 @@ public final class WireGuardDevice {
                 if peer.config.allowedIPs != config.allowedIPs || peer.config.endpoint != config.endpoint { keysChanged = true }
                 peer.config = config
             } else {
-                peers[key] = Peer(config: config, statics: PeerStatic(publicKey: key, presharedKey: presharedKey, identity: identity))
+                let peer = Peer(config: config, statics: PeerStatic(publicKey: key, presharedKey: presharedKey, identity: identity))
+                peers[key] = peer
+                resume(peer)
                 keysChanged = true
             }
         }
+    }
+
+    // MARK: Sessions across a restart
+
+    /// Every peer's keypairs, for the next run (``WireGuardSessions``). Call only once no
+    /// thread seals any more: the send counters must be final.
+    public func exportSessions() -> WireGuardSessions {
+        WireGuardSessions(publicKey: identity.publicKey, peers: peers.values.map { p in
+            let slots: [(UInt8, Keypair?)] = [(0, p.previous), (1, p.current), (2, p.next)]
+            return WireGuardSessions.PeerState(publicKey: p.statics.publicKey, lastHandshakeUnix: p.lastHandshakeUnix, lastTimestamp: p.lastTimestamp,
+                                               keypairs: slots.compactMap { slot, k in k.flatMap { $0.isLive ? $0.state(slot: slot) : nil } })
+        })
+    }
+
+    /// Takes the previous run's sessions: each goes to its peer when that peer is set (now,
+    /// or within RejectAfterTime). Another identity's sessions are ignored; returns how many
+    /// peers' sessions were taken.
+    @discardableResult
+    public func resume(_ sessions: WireGuardSessions, now: UInt64) -> Int {
+        guard sessions.publicKey == identity.publicKey else { return 0 }
+        clock = max(clock, now)
+        resumable = (Dictionary(sessions.peers.map { ($0.publicKey, $0) }, uniquingKeysWith: { a, _ in a }),
+                     now + timers.rejectAfterTime.nanoseconds)
+        for peer in peers.values { resume(peer) }
+        return resumable.peers.count + 0
+    }
+
+    /// Gives `peer` its keypairs from the previous run, if any are still young enough.
+    private func resume(_ peer: Peer) {
+        guard let state = resumable.peers.removeValue(forKey: peer.statics.publicKey), clock < resumable.until else { return }
+        for k in state.keypairs where clock &- k.created < timers.rejectAfterTime.nanoseconds && indices[k.localIndex] == nil {
+            guard k.sendKey.count == 32, k.receiveKey.count == 32 else { continue }
+            let keypair = Keypair(resuming: k, sendKey: Secret(k.sendKey), receiveKey: Secret(k.receiveKey))
+            switch k.slot {
+            case 0: peer.previous = keypair
+            case 1: peer.current = keypair
+            default: peer.next = keypair
+            }
+            indices[k.localIndex] = peer.statics.publicKey
+        }
+        peer.lastHandshakeUnix = state.lastHandshakeUnix
+        peer.lastTimestamp = state.lastTimestamp
+        if peer.current != nil { peer.zeroKeysAt = clock + timers.zeroKeysAfter.nanoseconds }
+        keysChanged = true
+        logger.debug("wireguard session resumed", metadata: ["peer": "\(peer.config.allowedIPs)", "keypairs": "\(peer.keypairs.count)"])
     }
 
     /// The PSK set on every peer (flannel's `PSK`); applies to peers added after it is set.
