@@ -32,26 +32,20 @@ public enum OwnedKernelState {
     public static func removeRoutes(_ netlink: Netlink, logger: Logger) throws -> (removed: [String], failures: [String]) {
         var removed: [String] = []
         var failures: [String] = []
-        for route in try netlink.routes(table: mainRoutingTable) where route.isTwillOwned {
-            do {
-                try netlink.deleteRoute(route)
-                removed.append("route \(route)")
-            } catch let e as NetlinkError where e.isNotFound {
-                continue
-            } catch {
-                failures.append("route \(route): \(error)")
+        func remove<R: CustomStringConvertible>(_ routes: [R], _ delete: (R) throws -> Void) {
+            for route in routes {
+                do {
+                    try delete(route)
+                    removed.append("route \(route)")
+                } catch let e as NetlinkError where e.isNotFound {
+                    continue
+                } catch {
+                    failures.append("route \(route): \(error)")
+                }
             }
         }
-        for route in try netlink.routes6(table: mainRoutingTable) where route.isTwillOwned {
-            do {
-                try netlink.deleteRoute6(route)
-                removed.append("route \(route)")
-            } catch let e as NetlinkError where e.isNotFound {
-                continue
-            } catch {
-                failures.append("route \(route): \(error)")
-            }
-        }
+        remove(try netlink.routes(table: mainRoutingTable).filter(\.isTwillOwned), netlink.deleteRoute)
+        remove(try netlink.routes6(table: mainRoutingTable).filter(\.isTwillOwned), netlink.deleteRoute6)
         for line in removed { logger.notice("removed \(line)") }
         return (removed, failures)
     }

@@ -63,7 +63,7 @@ public final class SystemdDescriptorStore: DescriptorKeeper {
             let names = (env("LISTEN_FDNAMES") ?? "").split(separator: ":", omittingEmptySubsequences: false).map(String.init)
             for i in 0..<count {
                 let fd = 3 + i  // SD_LISTEN_FDS_START
-                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)  // the agent's own children must not inherit it
                 let name = Int(i) < names.count ? names[Int(i)] : "unknown"
                 if let duplicate = handed[name] { Glibc.close(duplicate) }
                 handed[name] = fd

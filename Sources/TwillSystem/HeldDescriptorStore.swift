@@ -88,17 +88,9 @@ public final class HeldDescriptorStore: DescriptorKeeper {
         // Nothing else: a descriptor the agent inherited (its parent's pipes) must not be kept
         // open by the holder.
         _ = twill_spawn_close_from(&actions, Int32(4 + passed.count))
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
         // Its own session: a stop of the agent's process group does not take it along.
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | 0x80 /* POSIX_SPAWN_SETSID */))
+        var attributes = Subprocess.spawnAttributes(newSession: true)
+        defer { posix_spawnattr_destroy(&attributes) }
         let arguments = ["twill", "hold-descriptors", passed.map(\.0).joined(separator: ":")]
         var pid = pid_t()
         let rc = CStringArray(arguments).withPointers { argv in

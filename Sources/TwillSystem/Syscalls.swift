@@ -28,6 +28,14 @@ public enum Syscall {
         return result
     }
 
+    /// Makes a descriptor taken over from elsewhere (an earlier run, systemd) behave as the
+    /// ones this process opens: non-blocking and closed on exec.
+    public static func makeNonBlockingCloseOnExec(_ fd: Int32) {
+        let status = fcntl(fd, F_GETFL)
+        if status >= 0, status & O_NONBLOCK == 0 { _ = fcntl(fd, F_SETFL, status | O_NONBLOCK) }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+    }
+
     /// Writes all of `bytes` to `fd`, resuming after short writes and EINTR.
     public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, operation: @autoclosure () -> String) throws(SystemError) {
         var offset = 0

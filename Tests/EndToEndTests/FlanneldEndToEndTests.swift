@@ -91,7 +91,10 @@ import TwillTestSupport
             // Without the bridge the blackhole is what covers the subnet (and not the default route).
             let covering = try hosts[0].ip("route", "show", "match", s0.replacingOccurrences(of: ".0/24", with: ".77"))
             #expect(covering.contains("blackhole \(s0)") && !covering.contains("twb0"), "\(covering)")
+            // A stop keeps it with the rest of the data path; `twill cleanup` removes it.
             #expect(cluster.stopAgent(0) == 0)
+            #expect(blackhole().contains("blackhole \(s0)"), "\(blackhole())")
+            try cluster.cleanup(0)
             #expect(blackhole().isEmpty, "left behind: \(blackhole())")
         }
     }

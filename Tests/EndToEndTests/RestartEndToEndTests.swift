@@ -124,6 +124,35 @@ import TwillTestSupport
         }
     }
 
+    /// A rolling restart of every node (each agent stopped with SIGTERM and started at once,
+    /// one after the other) under pings every 20 ms around a ring of three pods: what an
+    /// upgrade of a whole cluster costs, per backend.
+    @Test(arguments: ["host-gw", "vxlan", "udp", "wireguard"])
+    func rollingRestartOfEveryNode(backend: String) async throws {
+        try await withCluster(hosts: 3, underlay: "198.51.100") { cluster in
+            guard let subnets = try await Self.startCluster(cluster, backend: backend) else { return }
+            let hosts = cluster.hosts
+            let pods = subnets.map(TestCluster.gateway)
+            let pings = try (0..<3).map { i in
+                try AgentProbe.Ping(from: hosts[i], source: pods[i], to: pods[(i + 1) % 3], interval: 0.02, count: 300,
+                                    logPath: cluster.dir + "/ping-\(i).log")
+            }
+            try await Task.sleep(for: .seconds(1))
+            for i in 0..<3 {
+                let flags = Self.agentFlags(backend, cluster, i)
+                #expect(try cluster.restartAgent(i, extra: flags.extra, environment: flags.environment) == 0)
+                #expect(await eventually(timeout: .seconds(20)) { cluster.agentLog(i).contains("wrote subnet file") }, "\(cluster.agentLog(i))")
+                try await Task.sleep(for: .seconds(1))
+            }
+            for (i, ping) in pings.enumerated() {
+                let result = await ping.finish(timeout: .seconds(30))
+                let lost = result.map { $0.sent - $0.received }
+                print("restart-loss \(backend) rolling h\(i + 1) pod -> h\((i + 1) % 3 + 1) pod: \(lost.map(String.init) ?? "?") lost of \(result?.sent ?? 0) at 20 ms")
+                #expect(lost == 0, "\(backend) rolling restart, h\(i + 1) -> h\((i + 1) % 3 + 1): \(String(describing: result))\n\(ping.log)")
+            }
+        }
+    }
+
     /// udp and wireguard under a real systemd, with the shipped unit: `systemctl restart`
     /// loses no ping either way (the TUN queues and sockets wait in systemd's descriptor store).
     @Test(arguments: ["udp", "wireguard"])

@@ -52,7 +52,17 @@ public final class EngineDescriptors: Sendable {
               configuration: UDPEngineConfiguration) throws(SystemError) -> (engine: UDPEngine, notes: [String]) {
         var notes: [String] = []
         let previous = takePrevious()
-        var tuns = try openTUN(previous.tun, count: configuration.queues, offloads: tunOffloads, notes: &notes)
+        var tuns: [TUNDevice]
+        do {
+            tuns = try openTUN(previous.tun, count: configuration.queues, offloads: tunOffloads, notes: &notes)
+        } catch {
+            // The sockets wait for the next try: a new one beside them in their SO_REUSEPORT
+            // group would get a share of the datagrams nobody reads.
+            spare.withLock { held in held.sockets += previous.sockets }
+            throw error
+        }
+        // Previous sockets not taken over (yet): closed if anything below fails.
+        var pendingSockets = Set(previous.sockets.indices)
         var sockets: [UDPSocket] = []
         var senders: [UDPSocket] = []
         do throws(SystemError) {
@@ -64,6 +74,7 @@ public final class EngineDescriptors: Sendable {
             var adopted = 0
             for i in 0..<tuns.count {
                 if i < previous.sockets.count {
+                    pendingSockets.remove(i)
                     do {
                         let socket = try UDPSocket(adopting: previous.sockets[i], address: address, address6: wantedAddress6, port: port)
                         sockets.append(socket)
@@ -81,7 +92,10 @@ public final class EngineDescriptors: Sendable {
                 port = socket.port  // port 0 (tests): the others join the port the first got
                 sockets.append(socket)
             }
-            for (i, extra) in previous.sockets.enumerated().dropFirst(tuns.count) { letGo(extra, name: socketName(i)) }
+            for (i, extra) in previous.sockets.enumerated().dropFirst(tuns.count) {
+                pendingSockets.remove(i)
+                letGo(extra, name: socketName(i))
+            }
             if adopted > 0 { notes.append("took over \(adopted) listening socket(s) on port \(port)") }
             // WireGuard sends from the listening port (peers answer and roam to it).
             if tuns.count > 1 && configuration.wireGuard == nil {
@@ -92,6 +106,7 @@ public final class EngineDescriptors: Sendable {
         } catch {
             for t in tuns { t.close() }
             for s in sockets + senders { s.close() }
+            for i in pendingSockets { letGo(previous.sockets[i], name: socketName(i)) }
             tuns = []
             throw error
         }
@@ -182,8 +197,7 @@ public final class EngineDescriptors: Sendable {
             defer { held = ([], []) }
             return held
         }
-        if !held.tun.isEmpty { return held }
-        for fd in held.sockets { Glibc.close(fd) }
+        if !held.tun.isEmpty || !held.sockets.isEmpty { return held }
         var tun: [Int32] = []
         var sockets: [Int32] = []
         for i in 0..<Self.maxQueues {

@@ -133,9 +133,7 @@ public final class TUNDevice: PacketDevice {
         guard problems.isEmpty else {
             throw SystemError("kept TUN queue does not match: \(problems.joined(separator: "; "))", errno: EINVAL)
         }
-        let status = fcntl(descriptor, F_GETFL)
-        if status >= 0, status & O_NONBLOCK == 0 { _ = fcntl(descriptor, F_SETFL, status | O_NONBLOCK) }
-        _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+        Syscall.makeNonBlockingCloseOnExec(descriptor)
         self.name = name
         self.isMultiQueue = multiQueue
         self.hasVirtioHeader = virtio

@@ -125,9 +125,7 @@ public final class UDPSocket: DatagramSocket {
             let wanted = address6.map { "[\($0)]" } ?? "\(address)"
             throw SystemError("kept socket is \(type == Int32(Glibc.SOCK_DGRAM.rawValue) ? "UDP" : "not UDP") bound to \(bound), not \(wanted):\(port)", errno: EINVAL)
         }
-        let status = fcntl(descriptor, F_GETFL)
-        if status >= 0, status & O_NONBLOCK == 0 { _ = fcntl(descriptor, F_SETFL, status | O_NONBLOCK) }
-        _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+        Syscall.makeNonBlockingCloseOnExec(descriptor)
         self.address = address
         self.address6 = address6
         self.port = boundPort
