@@ -90,12 +90,7 @@ final class NodeSession: Sendable {
         // wireguard engine forwards what queued while no agent ran (rather than answering
         // "net unreachable") from its first packet. The watch's first list follows and
         // reconciles again; a failure here is left to it.
-        var known: [PeerLease] = []
-        if let listed = try? await etcd.list(prefix: registry.layout.subnetsPrefix) {
-            var peers = PeerSet(layout: registry.layout, context: context())
-            _ = peers.reset(listed.kvs)
-            known = peers.peers.map(Agent.peer)
-        }
+        let known = await currentPeers(within: .seconds(2))
         try await datapath.withLock { try await backend.start(local: local, peers: known) }
         state.setBackend(type: backend.type, up: true)
         state.setDatapathFailure(nil)
@@ -141,6 +136,26 @@ final class NodeSession: Sendable {
         expectedEnv.withLock { $0 = env }
         await writeSubnetEnv(env, reason: "wrote subnet file")
         agent.notifyReadyOnce()
+    }
+
+    /// The peers etcd has now, validated; none when etcd does not answer within `limit` (a
+    /// hung member must not hold the data path back: the watch brings them later).
+    private func currentPeers(within limit: Duration) async -> [PeerLease] {
+        let (etcd, prefix) = (self.etcd, registry.layout.subnetsPrefix)
+        let listed = await withTaskGroup(of: RangeResult?.self) { group -> RangeResult? in
+            group.addTask { try? await etcd.list(prefix: prefix) }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        guard let listed else { return [] }
+        var peers = PeerSet(layout: registry.layout, context: context())
+        _ = peers.reset(listed.kvs)
+        return peers.peers.map(Agent.peer)
     }
 
     /// `--ip-blackhole-route`: puts the route for `subnet` in place (and takes away one left

@@ -129,6 +129,10 @@ public final class HeldDescriptorStore: DescriptorKeeper {
         guard let s = socket() else { return [:] }
         defer { Glibc.close(s) }
         guard withAddress({ connect(s, $0, $1) }) == 0 else { return [:] }
+        // Only a root holder's descriptors are taken: anybody can bind an abstract name.
+        var credentials: (Int32, UInt32, UInt32) = (0, .max, .max)
+        var length = socklen_t(MemoryLayout<(Int32, UInt32, UInt32)>.size)
+        guard getsockopt(s, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0, credentials.1 == 0 else { return [:] }
         var timeout = timeval(tv_sec: 2, tv_usec: 0)
         _ = setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var payload = [UInt8](repeating: 0, count: 1 << 16)

@@ -165,6 +165,11 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
             return (s.engine, s.control)
         }
         guard let control else { throw BackendError(backend: type, "start before prepare") }
+        // A kernel WireGuard device an earlier run (the kernel engine) left holds the name.
+        if let kernelDevice = try? netlink.linkIfPresent(named: Self.deviceName), kernelDevice.kind == "wireguard" {
+            try? netlink.deleteLink(index: kernelDevice.index)
+            logger.notice("removed the kernel wireguard device an earlier run left; Twill's engine runs now")
+        }
         control.attach(nil)
         if let old { descriptors.handBack(old) }
         var configuration = UDPEngineConfiguration(localSubnet: local.subnet, peerPort: listenPort, checkSources: true,
