@@ -248,16 +248,12 @@ public final class Agent: Service, Sendable {
         logger.info("agent stopped")
     }
 
-    /// Removes Twill's devices that the running backend does not use (``BackendRegistry/isTwillDevice(_:tunName:)``).
+    /// Removes Twill's devices that the running backend does not use (``OwnedKernelState``).
     func removeOtherTwillDevices(keeping wanted: [String]) async {
         let (log, tunName) = (logger, configuration.tunName)
         await Blocking.run {
             do {
-                let netlink = try Netlink()
-                for link in try netlink.links() where BackendRegistry.isTwillDevice(link, tunName: tunName) && !wanted.contains(link.name) {
-                    try netlink.deleteLink(index: link.index)
-                    log.notice("removed a device an earlier run's backend left", metadata: ["device": "\(link.name)", "kind": "\(link.kind ?? "-")"])
-                }
+                try OwnedKernelState.removeDevices(try Netlink(), tunName: tunName, keeping: wanted, logger: log)
             } catch {
                 log.warning("cannot check for devices an earlier run left", metadata: ["error": "\(error)"])
             }
