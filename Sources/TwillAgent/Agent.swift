@@ -163,7 +163,7 @@ public final class Agent: Service, Sendable {
                 logger.error("cannot lease a subnet; retrying in 30 s or when the network config changes", metadata: [
                     "network": "\(config.network.map { "\($0)" } ?? "-")", "error": "\(error)"])
                 state.setChangingOver("cannot lease a subnet: \(error)")
-                switch await waitForChange(registry, from: config, upTo: .seconds(30)) {
+                switch await waitForChange(registry, from: config, upTo: .seconds(30), orFreedSubnetIn: etcd) {
                 case .shutdown: break sessions
                 case .changed(let new): config = new
                 case .unchanged: break
@@ -324,7 +324,41 @@ public final class Agent: Service, Sendable {
     enum ConfigWait { case changed(NetworkConfig), unchanged, shutdown }
 
     /// After a failure: waits up to `limit` for a different valid config.
-    func waitForChange(_ registry: SubnetRegistry, from config: NetworkConfig, upTo limit: Duration) async -> ConfigWait {
+    /// With `etcd`, also returns (`.unchanged`, to try again at once) when a lease is deleted
+    /// or expires: a node out of subnets takes a freed one within moments, not at the next timer.
+    func waitForChange(_ registry: SubnetRegistry, from config: NetworkConfig, upTo limit: Duration,
+                       orFreedSubnetIn etcd: EtcdClient? = nil) async -> ConfigWait {
+        guard let etcd else { return await pollForChange(registry, from: config, upTo: limit) }
+        let (layout, log) = (configuration.layout, logger)
+        return await withTaskGroup(of: ConfigWait?.self) { group -> ConfigWait in
+            group.addTask { await self.pollForChange(registry, from: config, upTo: limit) }
+            group.addTask {
+                for await event in ClusterWatcher(etcd: etcd, layout: layout, logger: log).events() {
+                    switch event {
+                    case .leaseDeleted(let key):
+                        log.info("a lease was deleted or expired; trying to lease a subnet again", metadata: ["key": "\(key)"])
+                        return .unchanged
+                    case .reset(_, _, _, let reason) where reason != .initial:
+                        return .unchanged
+                    default:
+                        continue
+                    }
+                }
+                return nil
+            }
+            var outcome = ConfigWait.unchanged
+            for await result in group {
+                if let result {
+                    outcome = result
+                    break
+                }
+            }
+            group.cancelAll()
+            return outcome
+        }
+    }
+
+    private func pollForChange(_ registry: SubnetRegistry, from config: NetworkConfig, upTo limit: Duration) async -> ConfigWait {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
             do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) } } catch { return .shutdown }
