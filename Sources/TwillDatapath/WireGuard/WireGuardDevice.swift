@@ -167,7 +167,7 @@ public final class WireGuardDevice {
 
     /// Takes the previous run's sessions: each goes to its peer when that peer is set (now,
     /// or within RejectAfterTime). Another identity's sessions are ignored; returns how many
-    /// peers' sessions were taken.
+    /// peers' sessions were accepted (0 for another identity's).
     @discardableResult
     public func resume(_ sessions: WireGuardSessions, now: UInt64) -> Int {
         guard sessions.publicKey == identity.publicKey else { return 0 }
@@ -175,7 +175,7 @@ public final class WireGuardDevice {
         resumable = (Dictionary(sessions.peers.map { ($0.publicKey, $0) }, uniquingKeysWith: { a, _ in a }),
                      now + timers.rejectAfterTime.nanoseconds)
         for peer in peers.values { resume(peer) }
-        return resumable.peers.count + 0
+        return sessions.peers.count
     }
 
     /// Gives `peer` its keypairs from the previous run, if any are still young enough.
