@@ -4,7 +4,7 @@ SWIFT ?= swift
 # Debian packages the build and the tests need.
 APT_PACKAGES := etcd-server etcd-client libcurl4-openssl-dev libmnl-dev iproute2 iputils-ping openssl iperf3 procps util-linux curl iptables nftables libssl-dev wireguard-go wireguard-tools containernetworking-plugins busybox-static docker.io python3 debootstrap
 
-.PHONY: deps build test run clean-test-leftovers demo demo-down release release-check
+.PHONY: deps build test unit integration e2e unit-run integration-run e2e-run lint format run clean-test-leftovers demo demo-down release release-check
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
@@ -17,13 +17,53 @@ deps:
 build: deps
 	$(SWIFT) build
 
-# The whole suite: unit tests and integration tests against a real etcd and the real kernel.
-# Suites run one after another: many start their own etcd, agents and namespaces, and
-# timing-sensitive checks (lease TTLs) stay honest on a 2-core machine that way.
+# The whole suite, tier by tier: formatting, then unit tests (no root, no etcd, no network),
+# then integration tests (a real etcd, the real kernel), then end-to-end tests (whole agents,
+# CNI, Docker, systemd). Integration and end-to-end suites run one after another: many start
+# their own etcd, agents and namespaces, and lease TTL checks stay honest on 2 cores that way.
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --no-parallel; rc=$$?; $(MAKE) -s clean-test-leftovers; [ $$rc = 0 ] || exit $$rc
+	$(MAKE) -s lint
+	$(MAKE) -s unit-run
+	$(MAKE) -s integration-run
+	$(MAKE) -s e2e-run
 	$(MAKE) release-check
+
+# Logic behind small protocols, on in-memory fakes (etcd, kernel routing, TUN, sockets):
+# passes inside `unshare -n`, as any user, in seconds once built.
+unit: deps
+	$(SWIFT) build --build-tests
+	$(MAKE) -s unit-run
+
+# A real etcd on loopback ports (one member and a 3-member cluster) and the real kernel
+# (namespaces, veth, TUN, routes, iptables/nftables), as root.
+integration: deps
+	$(SWIFT) build --build-tests
+	$(MAKE) -s integration-run
+
+# Whole agents in namespace hosts, flanneld beside Twill, CNI plugins, Docker, systemd.
+e2e: deps
+	$(SWIFT) build --build-tests
+	$(MAKE) -s e2e-run
+
+# The -run targets assume a build (make test builds once for all three).
+unit-run:
+	TWILL_TEST_TIER=unit $(SWIFT) test --skip-build --skip EndToEndTests
+
+integration-run:
+	TWILL_TEST_TIER=integration $(SWIFT) test --skip-build --no-parallel --skip EndToEndTests; rc=$$?; $(MAKE) -s clean-test-leftovers; [ $$rc = 0 ] || exit $$rc
+
+e2e-run:
+	TWILL_TEST_TIER=e2e $(SWIFT) test --skip-build --no-parallel --filter EndToEndTests; rc=$$?; $(MAKE) -s clean-test-leftovers; [ $$rc = 0 ] || exit $$rc
+
+# swift format with the committed .swift-format; `make format` rewrites, `make lint` checks.
+LINT_PATHS := Package.swift Sources Tests
+lint:
+	$(SWIFT) format lint --strict --recursive --parallel $(LINT_PATHS)
+	@echo "lint: swift format finds nothing to change"
+
+format:
+	$(SWIFT) format format --in-place --recursive --parallel $(LINT_PATHS)
 
 # The release binary carries the Swift runtime: it runs with an empty environment and ldd
 # shows no Swift library, only system ones (libcurl, libmnl, libc...).

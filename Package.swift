@@ -1,9 +1,9 @@
 // swift-tools-version:6.1
+// Twill is Linux-only (netlink, TUN, network namespaces): no platforms are declared for others.
 import PackageDescription
 
 let package = Package(
     name: "twill",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "twill", targets: ["twill"]),
         .library(name: "TwillEtcd", targets: ["TwillEtcd"]),
@@ -97,8 +97,10 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: ["TwillTestSupport", "TwillNetlink", "TwillSystem", "twill"]),
         // Test-only: saves the input a fuzz test was trying when the process crashed.
         .target(name: "CFuzzSupport", path: "Tests/CFuzzSupport"),
-        .testTarget(name: "TwillDatapathTests", dependencies: ["TwillDatapath", "TwillNetlink", "TwillAddress", "TwillSystem", "TwillTestSupport", "CFuzzSupport"],
-                    exclude: ["UDP/FuzzCorpus"]),
+        .testTarget(
+            name: "TwillDatapathTests",
+            dependencies: ["TwillDatapath", "TwillNetlink", "TwillAddress", "TwillSystem", "TwillTestSupport", "CFuzzSupport"],
+            exclude: ["UDP/FuzzCorpus"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -85,19 +85,22 @@ enum ParseSupport {
         var value = 0
         for scalar in text.unicodeScalars {
             guard let digit = decimalValue(scalar) else {
-                return .failure(PrefixFailure(
-                    reason: "prefix length \(quoted(text)) is not a decimal number"))
+                return .failure(
+                    PrefixFailure(
+                        reason: "prefix length \(quoted(text)) is not a decimal number"))
             }
             // Cap accumulation so absurdly long digit strings cannot overflow.
             if value <= maximum { value = value * 10 + digit }
         }
         if text.utf8.count > 1, text.utf8.first == UInt8(ascii: "0") {
-            return .failure(PrefixFailure(
-                reason: "leading zeros are not allowed in prefix length \(quoted(text))"))
+            return .failure(
+                PrefixFailure(
+                    reason: "leading zeros are not allowed in prefix length \(quoted(text))"))
         }
         if value > maximum {
-            return .failure(PrefixFailure(
-                reason: "prefix length \(text) is larger than \(maximum)"))
+            return .failure(
+                PrefixFailure(
+                    reason: "prefix length \(text) is larger than \(maximum)"))
         }
         return .success(value)
     }

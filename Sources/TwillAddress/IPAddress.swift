@@ -82,8 +82,8 @@ public enum IPAddress: Hashable, Comparable, Sendable, CustomStringConvertible,
     /// Orders IPv4 before IPv6, then by numeric value within a family.
     public static func < (lhs: IPAddress, rhs: IPAddress) -> Bool {
         switch (lhs, rhs) {
-        case let (.v4(a), .v4(b)): a < b
-        case let (.v6(a), .v6(b)): a < b
+        case (.v4(let a), .v4(let b)): a < b
+        case (.v6(let a), .v6(let b)): a < b
         case (.v4, .v6): true
         case (.v6, .v4): false
         }

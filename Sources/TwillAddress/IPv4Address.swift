@@ -50,8 +50,10 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
 
     /// The four octets in network order (most significant first).
     public var octets: [UInt8] {
-        [UInt8(truncatingIfNeeded: rawValue >> 24), UInt8(truncatingIfNeeded: rawValue >> 16),
-         UInt8(truncatingIfNeeded: rawValue >> 8), UInt8(truncatingIfNeeded: rawValue)]
+        [
+            UInt8(truncatingIfNeeded: rawValue >> 24), UInt8(truncatingIfNeeded: rawValue >> 16),
+            UInt8(truncatingIfNeeded: rawValue >> 8), UInt8(truncatingIfNeeded: rawValue),
+        ]
     }
 
     /// Creates an address from exactly four octets in network order.
@@ -59,8 +61,9 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
     /// - Throws: ``AddressError`` if the collection does not hold exactly four elements.
     public init(octets: some Collection<UInt8>) throws(AddressError) {
         guard octets.count == 4 else {
-            throw AddressError(kind: .ipv4Address, input: "\(Array(octets))",
-                               reason: "expected 4 octets, found \(octets.count)")
+            throw AddressError(
+                kind: .ipv4Address, input: "\(Array(octets))",
+                reason: "expected 4 octets, found \(octets.count)")
         }
         var value: UInt32 = 0
         for octet in octets { value = value << 8 | UInt32(octet) }

@@ -36,8 +36,9 @@ public struct IPv4Network: Hashable, Sendable, CustomStringConvertible,
     /// - Throws: ``AddressError`` if `prefixLength` is outside `0...32`.
     public init(containing address: IPv4Address, prefixLength: Int) throws(AddressError) {
         try Self.checkPrefix(prefixLength, input: "\(address)/\(prefixLength)")
-        self.init(uncheckedAddress: IPv4Address(rawValue: address.rawValue & Self.mask(prefixLength)),
-                  prefixLength: prefixLength)
+        self.init(
+            uncheckedAddress: IPv4Address(rawValue: address.rawValue & Self.mask(prefixLength)),
+            prefixLength: prefixLength)
     }
 
     /// Parses CIDR notation such as `10.0.0.0/8`.
@@ -155,8 +156,9 @@ public struct IPv4Network: Hashable, Sendable, CustomStringConvertible,
     public func previous() -> IPv4Network? {
         guard address.rawValue != 0 else { return nil }
         let before = address.rawValue - 1
-        return IPv4Network(uncheckedAddress: IPv4Address(rawValue: before & Self.mask(prefixLength)),
-                           prefixLength: prefixLength)
+        return IPv4Network(
+            uncheckedAddress: IPv4Address(rawValue: before & Self.mask(prefixLength)),
+            prefixLength: prefixLength)
     }
 
     /// The enclosing network of the given shorter (or equal) length.
@@ -164,8 +166,9 @@ public struct IPv4Network: Hashable, Sendable, CustomStringConvertible,
     /// - Returns: nil if `length` is not in `0...prefixLength`.
     public func supernet(length: Int) -> IPv4Network? {
         guard (0...prefixLength).contains(length) else { return nil }
-        return IPv4Network(uncheckedAddress: IPv4Address(rawValue: address.rawValue & Self.mask(length)),
-                           prefixLength: length)
+        return IPv4Network(
+            uncheckedAddress: IPv4Address(rawValue: address.rawValue & Self.mask(length)),
+            prefixLength: length)
     }
 
     /// How many subnets of prefix length `length` fit in this network.
@@ -185,8 +188,9 @@ public struct IPv4Network: Hashable, Sendable, CustomStringConvertible,
         // index < 2^(length - prefixLength) ≤ 2^32, so it fits and the shifted offset only
         // touches host bits of self; OR-ing is therefore exact.
         let offset = UInt32(truncatingIfNeeded: index) << UInt32(32 - length)
-        return IPv4Network(uncheckedAddress: IPv4Address(rawValue: address.rawValue | offset),
-                           prefixLength: length)
+        return IPv4Network(
+            uncheckedAddress: IPv4Address(rawValue: address.rawValue | offset),
+            prefixLength: length)
     }
 
     /// All subnets of prefix length `length` inside this network, in address order.
@@ -243,8 +247,9 @@ public struct IPv4Network: Hashable, Sendable, CustomStringConvertible,
     /// Throws unless `prefixLength` is in `0...32`.
     static func checkPrefix(_ prefixLength: Int, input: String) throws(AddressError) {
         guard (0...32).contains(prefixLength) else {
-            throw AddressError(kind: .ipv4Network, input: input,
-                               reason: "prefix length \(prefixLength) is outside 0...32")
+            throw AddressError(
+                kind: .ipv4Network, input: input,
+                reason: "prefix length \(prefixLength) is outside 0...32")
         }
     }
 }

@@ -29,8 +29,9 @@ public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertib
     /// - Throws: ``AddressError`` if the collection does not hold exactly eight elements.
     public init(groups: some Collection<UInt16>) throws(AddressError) {
         guard groups.count == 8 else {
-            throw AddressError(kind: .ipv6Address, input: "\(Array(groups))",
-                               reason: "expected 8 groups, found \(groups.count)")
+            throw AddressError(
+                kind: .ipv6Address, input: "\(Array(groups))",
+                reason: "expected 8 groups, found \(groups.count)")
         }
         var high: UInt64 = 0
         var low: UInt64 = 0
@@ -85,8 +86,9 @@ public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertib
     /// - Throws: ``AddressError`` if the collection does not hold exactly 16 elements.
     public init(bytes: some Collection<UInt8>) throws(AddressError) {
         guard bytes.count == 16 else {
-            throw AddressError(kind: .ipv6Address, input: "\(Array(bytes))",
-                               reason: "expected 16 bytes, found \(bytes.count)")
+            throw AddressError(
+                kind: .ipv6Address, input: "\(Array(bytes))",
+                reason: "expected 16 bytes, found \(bytes.count)")
         }
         var high: UInt64 = 0
         var low: UInt64 = 0
@@ -223,8 +225,9 @@ public struct IPv6Address: Hashable, Comparable, Sendable, CustomStringConvertib
             if scalar == ":" || scalar == "." || ParseSupport.hexValue(scalar) != nil { continue }
             if scalar == "%" {
                 let zone = String(text.unicodeScalars.dropFirst(offset))
-                throw fail("zone identifiers (\(ParseSupport.quoted(zone))) are not supported; "
-                    + "strip the zone before parsing")
+                throw fail(
+                    "zone identifiers (\(ParseSupport.quoted(zone))) are not supported; "
+                        + "strip the zone before parsing")
             }
             if ParseSupport.isWhitespace(scalar) {
                 throw fail("whitespace (\(ParseSupport.quoted(scalar))) is not allowed")

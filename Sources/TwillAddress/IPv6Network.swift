@@ -71,7 +71,8 @@ public struct IPv6Network: Hashable, Sendable, CustomStringConvertible,
             throw AddressError(kind: .ipv6Network, input: text, reason: failure.reason)
         }
         do throws(AddressError) {
-            self = strict
+            self =
+                strict
                 ? try IPv6Network(address: address, prefixLength: length)
                 : try IPv6Network(containing: address, prefixLength: length)
         } catch {
@@ -296,8 +297,9 @@ public struct IPv6Network: Hashable, Sendable, CustomStringConvertible,
     /// Throws unless `prefixLength` is in `0...128`.
     static func checkPrefix(_ prefixLength: Int, input: String) throws(AddressError) {
         guard (0...128).contains(prefixLength) else {
-            throw AddressError(kind: .ipv6Network, input: input,
-                               reason: "prefix length \(prefixLength) is outside 0...128")
+            throw AddressError(
+                kind: .ipv6Network, input: input,
+                reason: "prefix length \(prefixLength) is outside 0...128")
         }
     }
 }
@@ -326,8 +328,9 @@ public struct IPv6SubnetSequence: Sequence, Sendable {
 
     /// Returns an iterator starting at the first subnet.
     public func makeIterator() -> Iterator {
-        Iterator(current: IPv6Network(uncheckedAddress: network.address, prefixLength: length),
-                 end: network.lastAddress)
+        Iterator(
+            current: IPv6Network(uncheckedAddress: network.address, prefixLength: length),
+            end: network.lastAddress)
     }
 
     /// Walks the subnets by stepping from one to the next.

@@ -79,11 +79,16 @@ public final class Agent: Service, Sendable {
             external = lenient
             unfitForIPv4 = error.description
         }
-        logger.info("using interface", metadata: ["iface": "\(external.name)", "local_ip": "\(external.localIP)", "public_ip": "\(external.publicIP)",
-                                                  "public_ipv6": "\(external.publicIPv6.map(\.description) ?? "-")", "mtu": "\(external.mtu)"])
+        logger.info(
+            "using interface",
+            metadata: [
+                "iface": "\(external.name)", "local_ip": "\(external.localIP)", "public_ip": "\(external.publicIP)",
+                "public_ipv6": "\(external.publicIPv6.map(\.description) ?? "-")", "mtu": "\(external.mtu)",
+            ])
         statusFacts.withLock { $0.external = external }
-        let keeper = LeaseKeeper(registry: registry, ttl: configuration.ttlSeconds, schedule: RenewSchedule(interval: configuration.renewInterval),
-                                 requestTimeout: configuration.etcd.requestTimeout, logger: logger, state: state)
+        let keeper = LeaseKeeper(
+            registry: registry, ttl: configuration.ttlSeconds, schedule: RenewSchedule(interval: configuration.renewInterval),
+            requestTimeout: configuration.etcd.requestTimeout, logger: logger, state: state)
         let masquerade = RulesSlot()
 
         guard var config = try await cancellable({ try await self.waitForConfig(registry) }) else { return }
@@ -117,16 +122,21 @@ public final class Agent: Service, Sendable {
                     await removeOtherTwillDevices(keeping: backend.devices)
                     backendBox.withLock { $0 = backend }
                     state.setBackend(type: backend.type, up: false)
-                    running = RunningBackend(backend: backend, spec: config.backend, families: [config.enableIPv4, config.enableIPv6],
-                                             advert: try await backend.prepare())
+                    running = RunningBackend(
+                        backend: backend, spec: config.backend, families: [config.enableIPv4, config.enableIPv6],
+                        advert: try await backend.prepare())
                     if let wanted = try? BackendSpec(config).int("MTU", in: 0...Int.max), wanted > external.mtu {
                         // flannel takes Backend.MTU as given; so does Twill, but larger than the
                         // underlay's own MTU it means fragmented or dropped packets.
-                        logger.warning("Backend.MTU is larger than the external interface's MTU; packets that big will be fragmented or dropped", metadata: [
-                            "backend_mtu": "\(wanted)", "iface": "\(external.name)", "iface_mtu": "\(external.mtu)"])
+                        logger.warning(
+                            "Backend.MTU is larger than the external interface's MTU; packets that big will be fragmented or dropped",
+                            metadata: [
+                                "backend_mtu": "\(wanted)", "iface": "\(external.name)", "iface_mtu": "\(external.mtu)",
+                            ])
                     }
                 } catch {
-                    logger.error("cannot set up the backend; retrying", metadata: ["backend": "\(config.backendType)", "error": "\(error)"])
+                    logger.error(
+                        "cannot set up the backend; retrying", metadata: ["backend": "\(config.backendType)", "error": "\(error)"])
                     if let b = backendBox.withLock({ $0 }) { await b.stop() }
                     backendBox.withLock { $0 = nil }
                     switch await waitForChange(registry, from: config, upTo: .seconds(10)) {
@@ -138,30 +148,39 @@ public final class Agent: Service, Sendable {
                 }
             }
             guard let current = running else { continue }
-            statusFacts.withLock { $0.config = config; $0.mtu = current.advert.mtu }
+            statusFacts.withLock {
+                $0.config = config
+                $0.mtu = current.advert.mtu
+            }
             // PublicIPv6 is published only for a dual-stack network: peers route to it.
             // An IPv6-only node publishes no IPv4 address (flannel's "0.0.0.0"): it is known by PublicIPv6.
-            let attributes = LeaseAttributes(publicIP: config.enableIPv4 ? external.publicIP : .any,
-                                             publicIPv6: config.enableIPv6 ? external.publicIPv6 : nil,
-                                             backendType: current.advert.backendType, backendData: current.advert.backendData,
-                                             backendV6Data: config.enableIPv6 ? current.advert.backendV6Data : nil)
+            let attributes = LeaseAttributes(
+                publicIP: config.enableIPv4 ? external.publicIP : .any,
+                publicIPv6: config.enableIPv6 ? external.publicIPv6 : nil,
+                backendType: current.advert.backendType, backendData: current.advert.backendData,
+                backendV6Data: config.enableIPv6 ? current.advert.backendV6Data : nil)
 
             // 2. The lease.
             let lease: Lease
             let (wanted, reuse, reuse6) = (config, previous, previous6)
             do {
-                guard let l = try await cancellable({
-                    try await self.retrying("acquire a subnet lease") { () async throws(LeaseError) -> Lease in
-                        try await keeper.establish(config: wanted, attributes: attributes, previous: reuse, previous6: reuse6)
-                    }
-                }) else { break sessions }
+                guard
+                    let l = try await cancellable({
+                        try await self.retrying("acquire a subnet lease") { () async throws(LeaseError) -> Lease in
+                            try await keeper.establish(config: wanted, attributes: attributes, previous: reuse, previous6: reuse6)
+                        }
+                    })
+                else { break sessions }
                 lease = l
             } catch {
                 // Not transient (out of subnets under a new config, etcd refusing this node):
                 // the node stays up, says why it is not ready, and tries again, sooner when
                 // the config changes. Other nodes' leases expiring can free a subnet too.
-                logger.error("cannot lease a subnet; retrying in 30 s or when the network config changes", metadata: [
-                    "network": "\(config.network.map { "\($0)" } ?? "-")", "error": "\(error)"])
+                logger.error(
+                    "cannot lease a subnet; retrying in 30 s or when the network config changes",
+                    metadata: [
+                        "network": "\(config.network.map { "\($0)" } ?? "-")", "error": "\(error)",
+                    ])
                 state.setChangingOver("cannot lease a subnet: \(error)")
                 switch await waitForChange(registry, from: config, upTo: .seconds(30), orFreedSubnetIn: etcd) {
                 case .shutdown: break sessions
@@ -172,11 +191,17 @@ public final class Agent: Service, Sendable {
             }
             previous = nil
             previous6 = nil
-            logger.info("holding subnet lease", metadata: ["subnet": "\(lease.subnet.ipv4)", "subnet6": "\(lease.subnet.ipv6.map(\.description) ?? "-")", "reservation": "\(lease.isReservation)", "etcd_lease": "\(lease.etcdLease)"])
+            logger.info(
+                "holding subnet lease",
+                metadata: [
+                    "subnet": "\(lease.subnet.ipv4)", "subnet6": "\(lease.subnet.ipv6.map(\.description) ?? "-")",
+                    "reservation": "\(lease.isReservation)", "etcd_lease": "\(lease.etcdLease)",
+                ])
 
             // 3. The node: data path, iptables rules, subnet.env; then the session's loops.
-            let session = NodeSession(agent: self, etcd: etcd, registry: registry, keeper: keeper, config: config,
-                                      backend: current.backend, mtu: current.advert.mtu, external: external, masquerade: masquerade)
+            let session = NodeSession(
+                agent: self, etcd: etcd, registry: registry, keeper: keeper, config: config,
+                backend: current.backend, mtu: current.advert.mtu, external: external, masquerade: masquerade)
             do {
                 try await session.configureNode(lease)
             } catch {
@@ -203,9 +228,13 @@ public final class Agent: Service, Sendable {
                 break sessions
             case .configChanged(let new):
                 state.setChangingOver("applying a new network config")
-                logger.notice("applying the new network config", metadata: [
-                    "network": "\(new.network.map { "\($0)" } ?? "-")", "subnet_len": "\(new.subnetLength)", "backend": "\(new.backendType)",
-                    "backend_changed": "\(new.backend != config.backend)"])
+                logger.notice(
+                    "applying the new network config",
+                    metadata: [
+                        "network": "\(new.network.map { "\($0)" } ?? "-")", "subnet_len": "\(new.subnetLength)",
+                        "backend": "\(new.backendType)",
+                        "backend_changed": "\(new.backend != config.backend)",
+                    ])
                 config = new
             }
         }
@@ -225,10 +254,13 @@ public final class Agent: Service, Sendable {
             guard release else {
                 await backend?.stop()
                 if descriptors.handOff() {
-                    log.info("a holder keeps the data path's queues and sockets open for the next start", metadata: ["for": "\(HeldDescriptorStore.linger) s"])
+                    log.info(
+                        "a holder keeps the data path's queues and sockets open for the next start",
+                        metadata: ["for": "\(HeldDescriptorStore.linger) s"])
                 }
-                log.info("left the data path in place for the next start (`twill cleanup` removes it)",
-                         metadata: ["backend": "\(backend?.type ?? "-")"])
+                log.info(
+                    "left the data path in place for the next start (`twill cleanup` removes it)",
+                    metadata: ["backend": "\(backend?.type ?? "-")"])
                 return
             }
             if let masq { await Blocking.run { masq.teardown() } }
@@ -270,7 +302,7 @@ public final class Agent: Service, Sendable {
             return stopping ? nil : value
         } catch is CancellationError {
             return nil
-        } catch where stopping {
+        } catch  where stopping {
             return nil
         }
     }
@@ -282,7 +314,12 @@ public final class Agent: Service, Sendable {
             do {
                 let config = try await registry.networkConfig()
                 try validate(config)
-                logger.info("network config", metadata: ["network": "\(config.network.map { "\($0)" } ?? "-")", "subnet_len": "\(config.subnetLength)", "backend": "\(config.backendType)"])
+                logger.info(
+                    "network config",
+                    metadata: [
+                        "network": "\(config.network.map { "\($0)" } ?? "-")", "subnet_len": "\(config.subnetLength)",
+                        "backend": "\(config.backendType)",
+                    ])
                 return config
             } catch {
                 let message = "\(error)"
@@ -298,36 +335,49 @@ public final class Agent: Service, Sendable {
     /// Checks what the config asks of the backend (type, Port, VNI...) without touching the kernel.
     func validate(_ config: NetworkConfig) throws {
         if !config.enableIPv4, !BackendRegistry.ipv6OnlyTypes.contains(config.backendType) {
-            throw AgentError("""
+            throw AgentError(
+                """
                 EnableIPv4 is false (an IPv6-only network), but Twill's \(config.backendType) backend sends over IPv4; \
                 use \(BackendRegistry.ipv6OnlyTypes.filter { $0 != "alloc" }.joined(separator: ", ")), or enable IPv4
                 """)
         }
         // The interface the agent runs with (it is chosen once, at start); before that, the flags'.
-        guard let external = statusFacts.withLock({ $0.external }) ?? (try? resolveInterface(allowIPv6Only: !config.enableIPv4)) else { return }
+        guard let external = statusFacts.withLock({ $0.external }) ?? (try? resolveInterface(allowIPv6Only: !config.enableIPv4)) else {
+            return
+        }
         if config.enableIPv4, external.publicIP == .any {
-            throw AgentError("interface \(external.name) has no IPv4 address, but the network config has an IPv4 Network; give it one (and restart the agent), or set EnableIPv4 to false for an IPv6-only network")
+            throw AgentError(
+                "interface \(external.name) has no IPv4 address, but the network config has an IPv4 Network; give it one (and restart the agent), or set EnableIPv4 to false for an IPv6-only network"
+            )
         }
         if !config.enableIPv4, external.publicIPv6 == nil {
-            throw AgentError("EnableIPv4 is false (an IPv6-only network), but interface \(external.name) has no global IPv6 address and no --public-ipv6 is given")
+            throw AgentError(
+                "EnableIPv4 is false (an IPv6-only network), but interface \(external.name) has no global IPv6 address and no --public-ipv6 is given"
+            )
         }
         _ = try makeBackend(config, external)
     }
 
     /// The external interface from the flags (``ExternalInterfaceResolver``).
     func resolveInterface(allowIPv6Only: Bool) throws(ExternalInterfaceResolver.Failure) -> ExternalInterface {
-        try ExternalInterfaceResolver.resolve(ifaces: configuration.ifaces, ifaceRegex: configuration.ifaceRegex,
-                                              canReach: configuration.ifaceCanReach, publicIP: configuration.publicIP,
-                                              publicIPv6: configuration.publicIPv6, allowIPv6Only: allowIPv6Only)
+        try ExternalInterfaceResolver.resolve(
+            ifaces: configuration.ifaces, ifaceRegex: configuration.ifaceRegex,
+            canReach: configuration.ifaceCanReach, publicIP: configuration.publicIP,
+            publicIPv6: configuration.publicIPv6, allowIPv6Only: allowIPv6Only)
     }
 
-    enum ConfigWait { case changed(NetworkConfig), unchanged, shutdown }
+    enum ConfigWait {
+        case changed(NetworkConfig)
+        case unchanged, shutdown
+    }
 
     /// After a failure: waits up to `limit` for a different valid config.
     /// With `etcd`, also returns (`.unchanged`, to try again at once) when a lease is deleted
     /// or expires: a node out of subnets takes a freed one within moments, not at the next timer.
-    func waitForChange(_ registry: SubnetRegistry, from config: NetworkConfig, upTo limit: Duration,
-                       orFreedSubnetIn etcd: EtcdClient? = nil) async -> ConfigWait {
+    func waitForChange(
+        _ registry: SubnetRegistry, from config: NetworkConfig, upTo limit: Duration,
+        orFreedSubnetIn etcd: EtcdClient? = nil
+    ) async -> ConfigWait {
         guard let etcd else { return await pollForChange(registry, from: config, upTo: limit) }
         let (layout, log) = (configuration.layout, logger)
         return await withTaskGroup(of: ConfigWait?.self) { group -> ConfigWait in
@@ -409,10 +459,12 @@ public final class Agent: Service, Sendable {
             let t = traffic.traffic(of: p)
             // An IPv6-only peer has no IPv4 subnet or address to show ("-").
             let only6 = p.subnet.prefixLength == 0
-            return NodeStatus.PeerInfo(subnet: only6 ? "-" : "\(p.subnet)", publicIP: only6 ? "-" : "\(p.publicIP)",
-                                       subnet6: p.subnet6.map { "\($0)" }, publicIPv6: p.publicIPv6.map { "\($0)" }, backend: p.backendType ?? "udp", state: "routed",
-                                       txPackets: t?.txPackets, txBytes: t?.txBytes, rxPackets: t?.rxPackets, rxBytes: t?.rxBytes,
-                                       drops: t?.drops, lastHandshake: t?.lastHandshake)
+            return NodeStatus.PeerInfo(
+                subnet: only6 ? "-" : "\(p.subnet)", publicIP: only6 ? "-" : "\(p.publicIP)",
+                subnet6: p.subnet6.map { "\($0)" }, publicIPv6: p.publicIPv6.map { "\($0)" }, backend: p.backendType ?? "udp",
+                state: "routed",
+                txPackets: t?.txPackets, txBytes: t?.txBytes, rxPackets: t?.rxPackets, rxBytes: t?.rxBytes,
+                drops: t?.drops, lastHandshake: t?.lastHandshake)
         }
         return NodeStatus(
             version: version, publicIP: facts.external.map { "\($0.publicIP)" }, interface: facts.external?.name,
@@ -420,21 +472,28 @@ public final class Agent: Service, Sendable {
             network6: facts.config.flatMap { $0.enableIPv6 ? $0.ipv6Network.map { "\($0)" } : nil },
             publicIPv6: facts.config?.enableIPv6 == true ? facts.external?.publicIPv6.map { "\($0)" } : nil,
             lease: lease.map { l in
-                NodeStatus.LeaseInfo(subnet: "\(l.subnet.ipv4)", subnet6: l.subnet.ipv6.map { "\($0)" }, key: layout.key(for: l.subnet), etcdLease: String(UInt64(bitPattern: l.etcdLease), radix: 16),
-                                     reservation: l.isReservation, expiresInSeconds: l.isReservation ? nil : state.leaseExpiresIn.map { $0.components.seconds })
+                NodeStatus.LeaseInfo(
+                    subnet: "\(l.subnet.ipv4)", subnet6: l.subnet.ipv6.map { "\($0)" }, key: layout.key(for: l.subnet),
+                    etcdLease: String(UInt64(bitPattern: l.etcdLease), radix: 16),
+                    reservation: l.isReservation,
+                    expiresInSeconds: l.isReservation ? nil : state.leaseExpiresIn.map { $0.components.seconds })
             },
             backend: backend.map { NodeStatus.BackendInfo(type: $0.type, device: traffic.device, up: state.backendUp, mtu: facts.mtu) },
             ready: ready, readyReasons: readyReasons, healthy: healthy, healthReasons: healthReasons,
             etcdReachable: state.etcdReachable,
-            etcd: etcdHealth.map { NodeStatus.EndpointInfo(endpoint: $0.endpoint, healthy: $0.healthy, inUse: $0.preferred, lastError: $0.lastError) },
+            etcd: etcdHealth.map {
+                NodeStatus.EndpointInfo(endpoint: $0.endpoint, healthy: $0.healthy, inUse: $0.preferred, lastError: $0.lastError)
+            },
             peers: peers, drops: traffic.drops,
             ignoredLeases: Dictionary(uniqueKeysWithValues: state.rejections.map { ($0.key.rawValue, $0.value) }),
             configProblem: state.configProblem)
     }
 
     static func peer(_ lease: Lease) -> PeerLease {
-        PeerLease(subnet: lease.subnet.ipv4, publicIP: lease.attributes.publicIP, backendType: lease.attributes.backendType, backendData: lease.attributes.backendData,
-                  subnet6: lease.subnet.ipv6, publicIPv6: lease.attributes.publicIPv6, backendV6Data: lease.attributes.backendV6Data)
+        PeerLease(
+            subnet: lease.subnet.ipv4, publicIP: lease.attributes.publicIP, backendType: lease.attributes.backendType,
+            backendData: lease.attributes.backendData,
+            subnet6: lease.subnet.ipv6, publicIPv6: lease.attributes.publicIPv6, backendV6Data: lease.attributes.backendV6Data)
     }
 }
 

@@ -1,16 +1,13 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
+import Metrics
+import Synchronization
+import TwillDatapath
+import TwillLease
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-#endif
-import Metrics
-import Synchronization
-import TwillDatapath
-import TwillLease
 
 /// The one health model of the agent: what it holds and whether its loops make progress.
 /// `/readyz`, `/healthz`, the systemd watchdog and the node status all read it, never their
@@ -84,7 +81,8 @@ public final class AgentState: Sendable {
             var reasons: [String] = []
             if let lease = v.lease {
                 if let expiry = v.expiry, expiry < .now {
-                    reasons.append("the lease of \(lease.subnet.ipv4) has expired and could not be renewed (etcd reachable: \(v.etcdReachable))")
+                    reasons.append(
+                        "the lease of \(lease.subnet.ipv4) has expired and could not be renewed (etcd reachable: \(v.etcdReachable))")
                 }
             } else {
                 reasons.append("no subnet lease yet")
@@ -108,7 +106,9 @@ public final class AgentState: Sendable {
                 guard let beat = v.heartbeats[loop] else { continue }
                 let silent = now - beat.last
                 if silent > beat.deadline {
-                    reasons.append("the \(loop.rawValue) loop has made no progress for \(silent.roundedSeconds)s" + (v.stuck[loop].map { ": \($0)" } ?? ""))
+                    reasons.append(
+                        "the \(loop.rawValue) loop has made no progress for \(silent.roundedSeconds)s"
+                            + (v.stuck[loop].map { ": \($0)" } ?? ""))
                 }
             }
             if let f = v.datapathFailure { reasons.append("the data path is broken beyond self-repair: \(f)") }
@@ -138,7 +138,9 @@ public final class AgentState: Sendable {
             $0.expiry = lease?.isReservation == true ? nil : expiry
         }
         guard let lease else { return }
-        let unix = lease.isReservation ? 0 : Date().timeIntervalSince1970 + Double(max(0, (expiry.map { $0 - .now } ?? .seconds(ttl)).roundedSeconds))
+        let unix =
+            lease.isReservation
+            ? 0 : Date().timeIntervalSince1970 + Double(max(0, (expiry.map { $0 - .now } ?? .seconds(ttl)).roundedSeconds))
         Gauge(label: "twill_lease_expiry_timestamp_seconds", dimensions: [("subnet", "\(lease.subnet.ipv4)")]).record(unix)
         publishReadiness()
     }

@@ -1,11 +1,12 @@
+import TwillAddress
+import TwillLease
+import TwillSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import TwillAddress
-import TwillLease
-import TwillSystem
 
 /// A CNI plugin that does what flannel's does: reads subnet.env, builds a delegate config
 /// (bridge + host-local by default), saves it for DEL, and runs the delegate plugin.
@@ -23,7 +24,9 @@ public struct CNIPlugin: Sendable {
         public var description: String { details.isEmpty ? message : "\(message): \(details)" }
 
         public func json(cniVersion: String) -> String {
-            let obj: JSONValue = .object(["cniVersion": .string(cniVersion), "code": .number(Double(code)), "msg": .string(message), "details": .string(details)])
+            let obj: JSONValue = .object([
+                "cniVersion": .string(cniVersion), "code": .number(Double(code)), "msg": .string(message), "details": .string(details),
+            ])
             return String(decoding: obj.encoded(), as: UTF8.self)
         }
     }
@@ -64,7 +67,8 @@ public struct CNIPlugin: Sendable {
         let v4 = env.subnet.flatMap { s in env.network.map { (s, $0) } }
         let v6 = env.ipv6Subnet.flatMap { s in env.ipv6Network.map { (s, $0) } }
         guard v4 != nil || v6 != nil, env.mtu > 0 else {
-            throw Failure(code: 11, "subnet file \(config.subnetFile) lacks FLANNEL_SUBNET and FLANNEL_NETWORK (or their IPv6 pair) or FLANNEL_MTU")
+            throw Failure(
+                code: 11, "subnet file \(config.subnetFile) lacks FLANNEL_SUBNET and FLANNEL_NETWORK (or their IPv6 pair) or FLANNEL_MTU")
         }
         var d = config.delegate
         if d["type"] == nil { d["type"] = .string("bridge") }
@@ -105,12 +109,15 @@ public struct CNIPlugin: Sendable {
             throw Failure(code: 4, "CNI_COMMAND is not set: this is a CNI plugin, run by the container runtime")
         }
         if command == "VERSION" {
-            let obj: JSONValue = .object(["cniVersion": .string("1.0.0"), "supportedVersions": .array(Self.supportedVersions.map(JSONValue.string))])
+            let obj: JSONValue = .object([
+                "cniVersion": .string("1.0.0"), "supportedVersions": .array(Self.supportedVersions.map(JSONValue.string)),
+            ])
             return obj.encoded()
         }
         let config = try Config(json: stdin)
         guard let containerID = environment["CNI_CONTAINERID"], !containerID.isEmpty,
-              !containerID.contains("/"), containerID != "..", containerID != "." else {
+            !containerID.contains("/"), containerID != "..", containerID != "."
+        else {
             throw Failure(code: 4, "CNI_CONTAINERID is missing or not a plain identifier")
         }
         let saved = config.dataDir + "/" + containerID
@@ -144,7 +151,8 @@ public struct CNIPlugin: Sendable {
             return Data()
         case "CHECK":
             guard let bytes = FileManager.default.contents(atPath: saved),
-                  let v = try? JSONValue.parse(bytes), case .object(var delegate) = v else {
+                let v = try? JSONValue.parse(bytes), case .object(var delegate) = v
+            else {
                 throw Failure(code: 11, "no saved configuration for container \(containerID) in \(config.dataDir)")
             }
             // The runtime hands CHECK the ADD result as prevResult; the delegate needs it too.
@@ -183,9 +191,12 @@ public struct CNIPlugin: Sendable {
         guard outcome.succeeded else {
             // Pass the delegate's own CNI error through when it gave one.
             if let v = try? JSONValue.parse(out), let msg = v[caseInsensitive: "msg"]?.stringValue {
-                throw Failure(code: v[caseInsensitive: "code"]?.intValue ?? 999, "delegate \(type): \(msg)", details: v[caseInsensitive: "details"]?.stringValue ?? "")
+                throw Failure(
+                    code: v[caseInsensitive: "code"]?.intValue ?? 999, "delegate \(type): \(msg)",
+                    details: v[caseInsensitive: "details"]?.stringValue ?? "")
             }
-            throw Failure(code: 999, "delegate \(type) failed (\(outcome.summary))", details: String(decoding: out.prefix(500), as: UTF8.self))
+            throw Failure(
+                code: 999, "delegate \(type) failed (\(outcome.summary))", details: String(decoding: out.prefix(500), as: UTF8.self))
         }
         return out
     }

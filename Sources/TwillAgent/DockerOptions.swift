@@ -1,11 +1,12 @@
+import TwillAddress
+import TwillLease
+import TwillNetlink
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import TwillAddress
-import TwillLease
-import TwillNetlink
 
 /// Docker daemon options from subnet.env, as flannel's mk-docker-opts.sh makes them.
 public struct DockerOptions: Sendable, Equatable {
@@ -29,7 +30,8 @@ public struct DockerOptions: Sendable, Equatable {
 
     /// The environment file's text: individual `DOCKER_OPT_*` variables and/or one combined
     /// variable, with mk-docker-opts.sh's names and quoting.
-    public func environmentFile(individual: Bool, combined: Bool, combinedKey: String = "DOCKER_OPTS", includeIPMasq: Bool = true) -> String {
+    public func environmentFile(individual: Bool, combined: Bool, combinedKey: String = "DOCKER_OPTS", includeIPMasq: Bool = true) -> String
+    {
         let both = !individual && !combined
         var opts: [(String, String)] = [("DOCKER_OPT_BIP", "--bip=\(bip)")]
         if includeIPMasq { opts.append(("DOCKER_OPT_IPMASQ", "--ip-masq=\(ipMasq)")) }

@@ -1,12 +1,13 @@
+import TwillAddress
+import TwillDatapath
+import TwillNetlink
+import TwillSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import TwillSystem
-import TwillAddress
-import TwillDatapath
-import TwillNetlink
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,8 +37,10 @@ public enum ExternalInterfaceResolver {
     ///   IPv6 address, if it has one, is what peers see (as flanneld does).
     /// - Parameter allowIPv6Only: also take an interface with IPv6 addresses only (for an
     ///   IPv6-only network); its local IPv4 address is then 0.0.0.0.
-    public static func resolve(ifaces: [String], ifaceRegex: [String], canReach: IPv4Address? = nil,
-                               publicIP: IPv4Address?, publicIPv6: IPv6Address? = nil, allowIPv6Only: Bool = false) throws(Failure) -> ExternalInterface {
+    public static func resolve(
+        ifaces: [String], ifaceRegex: [String], canReach: IPv4Address? = nil,
+        publicIP: IPv4Address?, publicIPv6: IPv6Address? = nil, allowIPv6Only: Bool = false
+    ) throws(Failure) -> ExternalInterface {
         let all = interfaces()
         var chosen: (Candidate, IPv4Address)?
         // As flanneld: each way given is tried in turn (names or addresses, then patterns,
@@ -45,26 +48,42 @@ public enum ExternalInterfaceResolver {
         var misses: [String] = []
         for spec in ifaces where chosen == nil {
             if let ip = IPv4Address(spec) {
-                if let c = all.first(where: { $0.addresses.contains(ip) }) { chosen = (c, ip) } else { misses.append("no interface has address \(spec)") }
+                if let c = all.first(where: { $0.addresses.contains(ip) }) {
+                    chosen = (c, ip)
+                } else {
+                    misses.append("no interface has address \(spec)")
+                }
             } else if let ip6 = IPv6Address(spec) {
                 // An interface with IPv6 only is for an IPv6-only network (its local IPv4 is 0.0.0.0).
                 if let c = all.first(where: { $0.addresses6.contains(ip6) }) {
-                    if let ip = c.addresses.first ?? (allowIPv6Only ? .any : nil) { chosen = (c, ip) } else { misses.append("\(c.name) (which has \(spec)) has no IPv4 address") }
+                    if let ip = c.addresses.first ?? (allowIPv6Only ? .any : nil) {
+                        chosen = (c, ip)
+                    } else {
+                        misses.append("\(c.name) (which has \(spec)) has no IPv4 address")
+                    }
                 } else {
                     misses.append("no interface has address \(spec)")
                 }
             } else if let c = all.first(where: { $0.name == spec }) {
-                if let ip = c.addresses.first ?? (allowIPv6Only && !c.addresses6.isEmpty ? .any : nil) { chosen = (c, ip) } else { misses.append("\(spec) has no IPv4 address") }
+                if let ip = c.addresses.first ?? (allowIPv6Only && !c.addresses6.isEmpty ? .any : nil) {
+                    chosen = (c, ip)
+                } else {
+                    misses.append("\(spec) has no IPv4 address")
+                }
             } else {
                 misses.append("no interface \(spec)")
             }
         }
         for pattern in ifaceRegex where chosen == nil {
-            guard let re = try? Regex(pattern) else { throw Failure(description: "--iface-regex \(pattern) is not a valid regular expression") }
+            guard let re = try? Regex(pattern) else {
+                throw Failure(description: "--iface-regex \(pattern) is not a valid regular expression")
+            }
             for c in all where chosen == nil {
-                if c.name.firstMatch(of: re) != nil, let ip = c.addresses.first ?? (allowIPv6Only && !c.addresses6.isEmpty ? .any : nil) { chosen = (c, ip) }
-                else if let ip = c.addresses.first(where: { "\($0)".firstMatch(of: re) != nil }) { chosen = (c, ip) }
-                else if allowIPv6Only || !c.addresses.isEmpty, c.addresses6.contains(where: { "\($0)".firstMatch(of: re) != nil }) {
+                if c.name.firstMatch(of: re) != nil, let ip = c.addresses.first ?? (allowIPv6Only && !c.addresses6.isEmpty ? .any : nil) {
+                    chosen = (c, ip)
+                } else if let ip = c.addresses.first(where: { "\($0)".firstMatch(of: re) != nil }) {
+                    chosen = (c, ip)
+                } else if allowIPv6Only || !c.addresses.isEmpty, c.addresses6.contains(where: { "\($0)".firstMatch(of: re) != nil }) {
                     chosen = (c, c.addresses.first ?? .any)
                 }
             }
@@ -76,7 +95,11 @@ public enum ExternalInterfaceResolver {
                 let route = try Netlink().routeGet(target)
                 if let index = route.outputInterface, let c = all.first(where: { $0.index == index }) {
                     let source = route.preferredSource.flatMap { s in c.addresses.contains(s) ? s : nil } ?? c.addresses.first
-                    if let ip = source { chosen = (c, ip) } else { misses.append("--iface-can-reach \(target): interface \(c.name) has no IPv4 address") }
+                    if let ip = source {
+                        chosen = (c, ip)
+                    } else {
+                        misses.append("--iface-can-reach \(target): interface \(c.name) has no IPv4 address")
+                    }
                 } else {
                     misses.append("--iface-can-reach \(target): the route to it leaves by an interface without an IPv4 address")
                 }
@@ -92,24 +115,31 @@ public enum ExternalInterfaceResolver {
             // the one of the default route.
             if let ip = publicIP, let c = all.first(where: { $0.addresses.contains(ip) }) {
                 chosen = (c, ip)
-            } else if let index = defaultRouteInterfaceIndex(), let c = all.first(where: { $0.index == index }), let ip = c.addresses.first {
+            } else if let index = defaultRouteInterfaceIndex(), let c = all.first(where: { $0.index == index }), let ip = c.addresses.first
+            {
                 chosen = (c, ip)
-            } else if allowIPv6Only, let index = defaultRouteInterfaceIndex6(), let c = all.first(where: { $0.index == index }), !c.addresses6.isEmpty {
+            } else if allowIPv6Only, let index = defaultRouteInterfaceIndex6(), let c = all.first(where: { $0.index == index }),
+                !c.addresses6.isEmpty
+            {
                 // A node with IPv6 only: the interface of its IPv6 default route.
                 chosen = (c, c.addresses.first ?? .any)
             }
         }
         guard let (c, local) = chosen else {
-            throw Failure(description: "no default route and no --iface given: cannot tell which interface carries overlay traffic (have: \(describe(all)))")
+            throw Failure(
+                description:
+                    "no default route and no --iface given: cannot tell which interface carries overlay traffic (have: \(describe(all)))")
         }
         // An --iface given as an IPv6 address names the local IPv6 address too.
         let local6 = ifaces.lazy.compactMap(IPv6Address.init).first { c.addresses6.contains($0) } ?? preferredIPv6(c)
-        return ExternalInterface(name: c.name, index: c.index, publicIP: publicIP ?? local, localIP: local, mtu: c.mtu,
-                                 publicIPv6: publicIPv6 ?? local6, localIPv6: local6)
+        return ExternalInterface(
+            name: c.name, index: c.index, publicIP: publicIP ?? local, localIP: local, mtu: c.mtu,
+            publicIPv6: publicIPv6 ?? local6, localIPv6: local6)
     }
 
     static func describe(_ all: [Candidate]) -> String {
-        all.map { "\($0.name) \(($0.addresses.map { "\($0)" } + $0.addresses6.map { "\($0)" }).joined(separator: ","))" }.joined(separator: "; ")
+        all.map { "\($0.name) \(($0.addresses.map { "\($0)" } + $0.addresses6.map { "\($0)" }).joined(separator: ","))" }.joined(
+            separator: "; ")
     }
 
     /// Interfaces that are up, with their IPv4 and global IPv6 addresses.
@@ -124,17 +154,22 @@ public enum ExternalInterfaceResolver {
             defer { cursor = p.pointee.ifa_next }
             let flags = Int32(p.pointee.ifa_flags)
             guard flags & Int32(IFF_UP) != 0, let sa = p.pointee.ifa_addr,
-                  sa.pointee.sa_family == sa_family_t(AF_INET) || sa.pointee.sa_family == sa_family_t(AF_INET6) else { continue }
+                sa.pointee.sa_family == sa_family_t(AF_INET) || sa.pointee.sa_family == sa_family_t(AF_INET6)
+            else { continue }
             let name = String(cString: p.pointee.ifa_name)
             if byName[name] == nil {
                 order.append(name)
                 byName[name] = Candidate(name: name, index: Int32(if_nametoindex(name)), addresses: [], mtu: mtu(of: name))
             }
             if sa.pointee.sa_family == sa_family_t(AF_INET) {
-                let addr = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { IPv4Address(rawValue: UInt32(bigEndian: $0.pointee.sin_addr.s_addr)) }
+                let addr = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                    IPv4Address(rawValue: UInt32(bigEndian: $0.pointee.sin_addr.s_addr))
+                }
                 byName[name]?.addresses.append(addr)
             } else {
-                let bytes = sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in withUnsafeBytes(of: p.pointee.sin6_addr) { Array($0) } }
+                let bytes = sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
+                    withUnsafeBytes(of: p.pointee.sin6_addr) { Array($0) }
+                }
                 if let addr = try? IPv6Address(bytes: bytes), !addr.isLinkLocal, !addr.isLoopback, addr.ipv4Mapped == nil {
                     byName[name]?.addresses6.append(addr)
                 }

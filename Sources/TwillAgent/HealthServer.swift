@@ -15,9 +15,11 @@ public struct HealthServer: Service {
     /// - Parameter refresh: called before each scrape to bring pull-style figures (the data
     ///   path's counters) up to date.
     /// - Parameter status: the node's view for `GET /status` (JSON), when the agent gives one.
-    public init(host: String, port: Int, state: AgentState, registry: PrometheusCollectorRegistry,
-                refresh: @escaping @Sendable () -> Void = {}, status: (@Sendable () -> NodeStatus)? = nil,
-                logger: Logger = Logger(label: "twill.health")) {
+    public init(
+        host: String, port: Int, state: AgentState, registry: PrometheusCollectorRegistry,
+        refresh: @escaping @Sendable () -> Void = {}, status: (@Sendable () -> NodeStatus)? = nil,
+        logger: Logger = Logger(label: "twill.health")
+    ) {
         let router = Router()
         router.get("healthz") { _, _ -> Response in
             let (alive, reasons) = state.liveness
@@ -29,8 +31,9 @@ public struct HealthServer: Service {
         }
         if let status {
             router.get("status") { _, _ -> Response in
-                Response(status: .ok, headers: [.contentType: "application/json"],
-                         body: .init(byteBuffer: ByteBuffer(bytes: status().json())))
+                Response(
+                    status: .ok, headers: [.contentType: "application/json"],
+                    body: .init(byteBuffer: ByteBuffer(bytes: status().json())))
             }
         }
         router.get("metrics") { _, _ -> Response in

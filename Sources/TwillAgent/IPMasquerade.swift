@@ -78,9 +78,11 @@ public struct IPMasquerade: Sendable {
     ///   - network6, subnet6: the IPv6 overlay and this node's IPv6 subnet (dual stack): the
     ///     same rules in ip6tables.
     ///   - ipv4: false for an IPv6-only network: no IPv4 rules at all.
-    public init(network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
-                network6: IPv6Network? = nil, subnet6: IPv6Network? = nil, ipv4: Bool = true,
-                logger: Logger = Logger(label: "twill.ipmasq"), commandPrefix: [String] = []) {
+    public init(
+        network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
+        network6: IPv6Network? = nil, subnet6: IPv6Network? = nil, ipv4: Bool = true,
+        logger: Logger = Logger(label: "twill.ipmasq"), commandPrefix: [String] = []
+    ) {
         self.network = network
         self.subnet = subnet
         self.network6 = network6
@@ -89,10 +91,13 @@ public struct IPMasquerade: Sendable {
         self.logger = logger
         self.iptables = IPTables(commandPrefix: commandPrefix)
         self.ip6tables = IPTables(commandPrefix: commandPrefix, ipv6: true)
-        var chains: [ManagedChain] = masquerade && ipv4 ? [Self.masqueradeChain(network: "\(network)", subnet: "\(subnet)", fullyRandom: fullyRandom)] : []
+        var chains: [ManagedChain] =
+            masquerade && ipv4 ? [Self.masqueradeChain(network: "\(network)", subnet: "\(subnet)", fullyRandom: fullyRandom)] : []
         if forwardRules && ipv4 { chains.append(Self.forwardChain(network: "\(network)")) }
         if let network6, let subnet6 {
-            if masquerade { chains.append(Self.masqueradeChain(network: "\(network6)", subnet: "\(subnet6)", fullyRandom: fullyRandom, ipv6: true)) }
+            if masquerade {
+                chains.append(Self.masqueradeChain(network: "\(network6)", subnet: "\(subnet6)", fullyRandom: fullyRandom, ipv6: true))
+            }
             if forwardRules { chains.append(Self.forwardChain(network: "\(network6)", ipv6: true)) }
         }
         self.chains = chains
@@ -108,7 +113,8 @@ public struct IPMasquerade: Sendable {
     static func removeLeftovers(logger: Logger, commandPrefix: [String] = []) {
         removeIPv6Leftovers(logger: logger, commandPrefix: commandPrefix)
         guard (try? IPTables.locate("iptables", prefix: commandPrefix)) != nil else { return }
-        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix).teardown()
+        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix)
+            .teardown()
     }
 
     /// Removes flannel's ip6tables chains (and jumps) where the network has no IPv6 (any more):
@@ -121,8 +127,10 @@ public struct IPMasquerade: Sendable {
             ((try? ip6tables.listTable(table)) ?? []).contains { $0 == "-N FLANNEL-POSTRTG" || $0 == "-N FLANNEL-FWD" }
         }
         guard present else { return }
-        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, network6: .all, subnet6: .all, ipv4: false,
-                     logger: logger, commandPrefix: commandPrefix).teardown()
+        IPMasquerade(
+            network: .all, subnet: .all, forwardRules: true, masquerade: true, network6: .all, subnet6: .all, ipv4: false,
+            logger: logger, commandPrefix: commandPrefix
+        ).teardown()
     }
 
     /// Removes flannel's IPv4 chains (and jumps) on an IPv6-only node: what an earlier run
@@ -134,7 +142,8 @@ public struct IPMasquerade: Sendable {
             ((try? iptables.listTable(table)) ?? []).contains { $0 == "-N FLANNEL-POSTRTG" || $0 == "-N FLANNEL-FWD" }
         }
         guard present else { return }
-        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix).teardown()
+        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix)
+            .teardown()
     }
 
     /// ``ensure()`` on a thread of its own (iptables blocks), for async callers.
@@ -175,7 +184,8 @@ public struct IPMasquerade: Sendable {
     ///     caller's own ``ensure()`` failed, say).
     ///   - onPass: told after every pass whether the rules are in place (nil) or why not.
     public func run(resync: Duration, firstPassNow: Bool = false, onPass: (@Sendable (String?) -> Void)? = nil) async {
-        await RulesResync.run(what: "iptables rules", period: resync, firstPassNow: firstPassNow, logger: logger, onPass: onPass) { cancelled in
+        await RulesResync.run(what: "iptables rules", period: resync, firstPassNow: firstPassNow, logger: logger, onPass: onPass) {
+            cancelled in
             await ensureOffPool(unless: cancelled)
         }
     }
@@ -201,12 +211,19 @@ public struct IPMasquerade: Sendable {
                         try iptables.run(["-t", chain.table, "-X", chain.name])
                     }
                     if state.exists || state.jumps > 0 {
-                        logger.info("removed iptables rules", metadata: [
-                            "family": "\(chain.ipv6 ? "ipv6" : "ipv4")", "table": "\(chain.table)", "chain": "\(chain.name)", "jumps": "\(state.jumps)"])
+                        logger.info(
+                            "removed iptables rules",
+                            metadata: [
+                                "family": "\(chain.ipv6 ? "ipv6" : "ipv4")", "table": "\(chain.table)", "chain": "\(chain.name)",
+                                "jumps": "\(state.jumps)",
+                            ])
                     }
                 } catch {
-                    logger.error("cannot remove iptables rules", metadata: [
-                        "table": "\(chain.table)", "chain": "\(chain.name)", "error": "\(error)"])
+                    logger.error(
+                        "cannot remove iptables rules",
+                        metadata: [
+                            "table": "\(chain.table)", "chain": "\(chain.name)", "error": "\(error)",
+                        ])
                 }
             }
         }
@@ -287,31 +304,35 @@ public struct IPMasquerade: Sendable {
     static func masqueradeChain(network n: String, subnet s: String, fullyRandom: Bool = true, ipv6: Bool = false) -> ManagedChain {
         let tag = ["-m", "comment", "--comment", masqComment]
         let random = fullyRandom ? ["--random-fully"] : []
-        return ManagedChain(table: "nat", parent: "POSTROUTING", name: "FLANNEL-POSTRTG", comment: masqComment, ipv6: ipv6, rules: [
-            // Packets kube-proxy marked are masqueraded by kube-proxy's own rules.
-            ["-m", "mark", "--mark", kubeProxyMark] + tag + ["-j", "RETURN"],
-            // Pod to pod (here or on another node) keeps the pod's address.
-            ["-s", s, "-d", n] + tag + ["-j", "RETURN"],
-            ["-s", n, "-d", s] + tag + ["-j", "RETURN"],
-            // Traffic from outside to a local pod that arrives through another node keeps its
-            // source, so the pod can answer it directly.
-            ["!", "-s", n, "-d", s] + tag + ["-j", "RETURN"],
-            // Pods reaching beyond the overlay leave with the node's address (multicast is
-            // never NATed, as it is not routed anyway).
-            ["-s", n, "!", "-d", ipv6 ? "ff00::/8" : "224.0.0.0/4"] + tag + ["-j", "MASQUERADE"] + random,
-            // The host (or anything outside the overlay) reaching remote pods takes an
-            // address those pods can answer.
-            ["!", "-s", n, "-d", n] + tag + ["-j", "MASQUERADE"] + random,
-        ])
+        return ManagedChain(
+            table: "nat", parent: "POSTROUTING", name: "FLANNEL-POSTRTG", comment: masqComment, ipv6: ipv6,
+            rules: [
+                // Packets kube-proxy marked are masqueraded by kube-proxy's own rules.
+                ["-m", "mark", "--mark", kubeProxyMark] + tag + ["-j", "RETURN"],
+                // Pod to pod (here or on another node) keeps the pod's address.
+                ["-s", s, "-d", n] + tag + ["-j", "RETURN"],
+                ["-s", n, "-d", s] + tag + ["-j", "RETURN"],
+                // Traffic from outside to a local pod that arrives through another node keeps its
+                // source, so the pod can answer it directly.
+                ["!", "-s", n, "-d", s] + tag + ["-j", "RETURN"],
+                // Pods reaching beyond the overlay leave with the node's address (multicast is
+                // never NATed, as it is not routed anyway).
+                ["-s", n, "!", "-d", ipv6 ? "ff00::/8" : "224.0.0.0/4"] + tag + ["-j", "MASQUERADE"] + random,
+                // The host (or anything outside the overlay) reaching remote pods takes an
+                // address those pods can answer.
+                ["!", "-s", n, "-d", n] + tag + ["-j", "MASQUERADE"] + random,
+            ])
     }
 
     static func forwardChain(network n: String, ipv6: Bool = false) -> ManagedChain {
         let tag = ["-m", "comment", "--comment", forwardComment]
-        return ManagedChain(table: "filter", parent: "FORWARD", name: "FLANNEL-FWD", comment: forwardComment, ipv6: ipv6, rules: [
-            // Overlay traffic is forwarded even where the FORWARD policy is DROP (Docker).
-            ["-s", n] + tag + ["-j", "ACCEPT"],
-            ["-d", n] + tag + ["-j", "ACCEPT"],
-        ])
+        return ManagedChain(
+            table: "filter", parent: "FORWARD", name: "FLANNEL-FWD", comment: forwardComment, ipv6: ipv6,
+            rules: [
+                // Overlay traffic is forwarded even where the FORWARD policy is DROP (Docker).
+                ["-s", n] + tag + ["-j", "ACCEPT"],
+                ["-d", n] + tag + ["-j", "ACCEPT"],
+            ])
     }
 }
 
@@ -366,7 +387,6 @@ struct ChainState: Equatable {
         isCorrect = exists && rules == chain.ruleLines && jumps == 1
     }
 }
-
 
 extension IPMasquerade: TrafficRules {
     var mode: String { "iptables" }

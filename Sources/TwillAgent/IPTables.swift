@@ -1,9 +1,10 @@
+import TwillSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import TwillSystem
 
 /// A failed `iptables` or `iptables-restore` run: the command line, its exit status and
 /// what it wrote to stderr, so that an operator can rerun it by hand.
@@ -91,9 +92,10 @@ struct IPTables: Sendable {
         do {
             // A fixed environment: iptables needs none, and a caller's XTABLES_LIBDIR or locale
             // must not change what the agent installs or how errors read.
-            outcome = try Subprocess.run(full[0], Array(full.dropFirst()),
-                                         environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"],
-                                         input: input.map { Array($0.utf8) })
+            outcome = try Subprocess.run(
+                full[0], Array(full.dropFirst()),
+                environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"],
+                input: input.map { Array($0.utf8) })
         } catch {
             throw IPTablesError(command: full, status: nil, stderr: "\(error)", input: input)
         }
@@ -110,8 +112,9 @@ struct IPTables: Sendable {
         for dir in ["/usr/sbin", "/sbin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
             return "\(dir)/\(name)"
         }
-        throw IPTablesError(command: prefix + [name], status: nil,
-                            stderr: "\(name) not found in /usr/sbin or /sbin; install the \(package) package")
+        throw IPTablesError(
+            command: prefix + [name], status: nil,
+            stderr: "\(name) not found in /usr/sbin or /sbin; install the \(package) package")
     }
 
     /// One command line as a shell would take it, quoting arguments with spaces or quotes.

@@ -76,18 +76,23 @@ final class LeaseKeeper: Sendable {
     /// The lease for `config` with `attributes`: this node's current one when it still fits
     /// (its value rewritten if the backend changed), else a new one (the old key deleted).
     /// At first start: flannel's order (our old lease, then `previous`, then a free subnet).
-    func establish(config: NetworkConfig, attributes: LeaseAttributes, previous: IPv4Network?, previous6: IPv6Network? = nil) async throws(LeaseError) -> Lease {
+    func establish(config: NetworkConfig, attributes: LeaseAttributes, previous: IPv4Network?, previous6: IPv6Network? = nil)
+        async throws(LeaseError) -> Lease
+    {
         let held = lease
         var result: Lease
         if let held, config.fits(held.subnet) {
             if held.attributes == attributes {
                 result = held
             } else if let updated = try await registry.update(held, attributes: attributes) {
-                logger.info("updated this node's lease for the new backend", metadata: ["subnet": "\(held.subnet.ipv4)", "backend": "\(attributes.backendType ?? "udp")"])
+                logger.info(
+                    "updated this node's lease for the new backend",
+                    metadata: ["subnet": "\(held.subnet.ipv4)", "backend": "\(attributes.backendType ?? "udp")"])
                 result = updated
             } else {
-                result = try await registry.acquire(config: config, attributes: attributes, previous: nil, ttl: ttl,
-                                                    avoid: [held.subnet.ipv4], avoid6: Set([held.subnet.ipv6].compactMap { $0 }), etcdLease: held.etcdLease)
+                result = try await registry.acquire(
+                    config: config, attributes: attributes, previous: nil, ttl: ttl,
+                    avoid: [held.subnet.ipv4], avoid6: Set([held.subnet.ipv6].compactMap { $0 }), etcdLease: held.etcdLease)
             }
         } else if let held {
             logger.notice("this node's subnet does not fit the new network config; leasing another", metadata: ["key": "\(held.subnet)"])
@@ -148,7 +153,11 @@ final class LeaseKeeper: Sendable {
         return await renew()
     }
 
-    private enum Outcome { case done, moved(Move), failed }
+    private enum Outcome {
+        case done
+        case moved(Move)
+        case failed
+    }
 
     /// Runs `body` with every etcd request bounded so that the lease cannot expire meanwhile.
     private func bounded<T: Sendable>(_ body: () async throws(LeaseError) -> T) async throws(LeaseError) -> T {
@@ -165,8 +174,11 @@ final class LeaseKeeper: Sendable {
         do {
             let ttl = try await bounded { () async throws(LeaseError) in try await registry.keepAlive(lease) }
             guard let ttl else {
-                logger.warning("this node's etcd lease is gone (expired or revoked); leasing the subnet again", metadata: [
-                    "subnet": "\(lease.subnet.ipv4)", "etcd_lease": "\(lease.etcdLease)"])
+                logger.warning(
+                    "this node's etcd lease is gone (expired or revoked); leasing the subnet again",
+                    metadata: [
+                        "subnet": "\(lease.subnet.ipv4)", "etcd_lease": "\(lease.etcdLease)",
+                    ])
                 return try await reacquire(lease, because: "the etcd lease expired")
             }
             let now = ContinuousClock.now
@@ -179,7 +191,8 @@ final class LeaseKeeper: Sendable {
                 return c.failures
             }
             if recovered > 0 {
-                logger.notice("renewed the subnet lease again", metadata: ["subnet": "\(lease.subnet.ipv4)", "failed_attempts": "\(recovered)"])
+                logger.notice(
+                    "renewed the subnet lease again", metadata: ["subnet": "\(lease.subnet.ipv4)", "failed_attempts": "\(recovered)"])
             } else {
                 logger.debug("renewed subnet lease", metadata: ["subnet": "\(lease.subnet.ipv4)", "ttl": "\(ttl)"])
             }
@@ -198,9 +211,12 @@ final class LeaseKeeper: Sendable {
             let delay = schedule.retryDelay(attempt: attempt, remaining: remaining)
             current.withLock { $0.nextRenewal = .now + delay }
             if attempt == 1 || attempt % 10 == 0 {
-                logger.warning("could not renew the subnet lease; retrying", metadata: [
-                    "subnet": "\(lease.subnet.ipv4)", "error": "\(error)", "attempt": "\(attempt)", "retry_in": "\(delay)",
-                    "expires_in": "\(remaining.map { "\($0)" } ?? "never")"])
+                logger.warning(
+                    "could not renew the subnet lease; retrying",
+                    metadata: [
+                        "subnet": "\(lease.subnet.ipv4)", "error": "\(error)", "attempt": "\(attempt)", "retry_in": "\(delay)",
+                        "expires_in": "\(remaining.map { "\($0)" } ?? "never")",
+                    ])
             }
             return nil
         }
@@ -223,11 +239,16 @@ final class LeaseKeeper: Sendable {
                     return .done
                 }
                 guard let other = try? LeaseAttributes(json: kv.value, key: kv.key) else {
-                    logger.warning("this node's lease key holds an unreadable value; writing this node's value back", metadata: [
-                        "key": "\(key)", "value": "\(String(decoding: kv.value.prefix(80), as: UTF8.self))"])
+                    logger.warning(
+                        "this node's lease key holds an unreadable value; writing this node's value back",
+                        metadata: [
+                            "key": "\(key)", "value": "\(String(decoding: kv.value.prefix(80), as: UTF8.self))",
+                        ])
                     var seen = lease
                     seen.modRevision = kv.modRevision
-                    if let repaired = try await bounded({ () async throws(LeaseError) in try await registry.update(seen, attributes: attributes, force: true) }) {
+                    if let repaired = try await bounded({ () async throws(LeaseError) in
+                        try await registry.update(seen, attributes: attributes, force: true)
+                    }) {
                         current.withLock { $0.lease = repaired }
                     }
                     return .done
@@ -235,7 +256,8 @@ final class LeaseKeeper: Sendable {
                 return .moved(try await move(away: lease, takenBy: other, kv: kv))
             }
         } catch {
-            logger.warning("could not act on a change of this node's lease key; retrying", metadata: ["key": "\(key)", "error": "\(error)"])
+            logger.warning(
+                "could not act on a change of this node's lease key; retrying", metadata: ["key": "\(key)", "error": "\(error)"])
             return .failed
         }
     }
@@ -257,15 +279,20 @@ final class LeaseKeeper: Sendable {
             throw .refused("no network config yet")
         }
         state.countConflict()
-        logger.error("another node took this node's subnet; moving to a fresh subnet (workloads here keep addresses in the old one: restart them)", metadata: [
-            "key": "\(key)", "this_node": "\(SubnetRegistry.node(attributes))", "other_node": "\(SubnetRegistry.node(other))",
-            "other_backend": "\(other.backendType ?? "udp")", "our_backend": "\(attributes.backendType ?? "udp")"])
+        logger.error(
+            "another node took this node's subnet; moving to a fresh subnet (workloads here keep addresses in the old one: restart them)",
+            metadata: [
+                "key": "\(key)", "this_node": "\(SubnetRegistry.node(attributes))", "other_node": "\(SubnetRegistry.node(other))",
+                "other_backend": "\(other.backendType ?? "udp")", "our_backend": "\(attributes.backendType ?? "udp")",
+            ])
         let fresh = try await bounded { () async throws(LeaseError) in
-            try await registry.acquire(config: config, attributes: attributes, previous: nil, ttl: ttl,
-                                       avoid: [lease.subnet.ipv4], avoid6: Set([lease.subnet.ipv6].compactMap { $0 }), etcdLease: lease.etcdLease)
+            try await registry.acquire(
+                config: config, attributes: attributes, previous: nil, ttl: ttl,
+                avoid: [lease.subnet.ipv4], avoid6: Set([lease.subnet.ipv6].compactMap { $0 }), etcdLease: lease.etcdLease)
         }
         install(fresh)
-        logger.notice("moved to a new subnet", metadata: ["old": "\(lease.subnet)", "new": "\(fresh.subnet)", "etcd_lease": "\(fresh.etcdLease)"])
+        logger.notice(
+            "moved to a new subnet", metadata: ["old": "\(lease.subnet)", "new": "\(fresh.subnet)", "etcd_lease": "\(fresh.etcdLease)"])
         return Move(from: lease, to: fresh, reason: "\(lease.subnet) was taken by \(SubnetRegistry.node(other))")
     }
 
@@ -273,12 +300,14 @@ final class LeaseKeeper: Sendable {
     private func reacquire(_ lease: Lease, because reason: String) async throws(LeaseError) -> Move? {
         if let restored = try await bounded({ () async throws(LeaseError) in try await registry.restore(lease, ttl: ttl) }) {
             install(restored)
-            logger.notice("this node's lease is back", metadata: ["subnet": "\(restored.subnet.ipv4)", "etcd_lease": "\(restored.etcdLease)"])
+            logger.notice(
+                "this node's lease is back", metadata: ["subnet": "\(restored.subnet.ipv4)", "etcd_lease": "\(restored.etcdLease)"])
             return nil
         }
         // Someone created the key in between: whose is it?
         if let kv = try await bounded({ () async throws(LeaseError) in try await registry.current(lease) }),
-           let other = try? LeaseAttributes(json: kv.value, key: kv.key), other != lease.attributes {
+            let other = try? LeaseAttributes(json: kv.value, key: kv.key), other != lease.attributes
+        {
             return try await move(away: lease, takenBy: other, kv: kv)
         }
         throw .refused("\(layout.key(for: lease.subnet)) changed while \(reason); trying again")

@@ -64,9 +64,11 @@ public struct NFTablesRules: Sendable {
     ///
     /// - Parameter commandPrefix: prepended to every `nft` command line; tests pass
     ///   `["/usr/sbin/ip", "netns", "exec", NAME]`.
-    public init(network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
-                network6: IPv6Network? = nil, subnet6: IPv6Network? = nil, ipv4: Bool = true,
-                logger: Logger = Logger(label: "twill.nftables"), commandPrefix: [String] = []) {
+    public init(
+        network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
+        network6: IPv6Network? = nil, subnet6: IPv6Network? = nil, ipv4: Bool = true,
+        logger: Logger = Logger(label: "twill.nftables"), commandPrefix: [String] = []
+    ) {
         self.ipv4 = ipv4
         self.network = network
         self.subnet = subnet
@@ -84,11 +86,13 @@ public struct NFTablesRules: Sendable {
     /// `ip6` table is only deleted (one left from a dual-stack config, or flanneld's).
     func script(fullyRandom: Bool) -> String {
         // An IPv6-only network keeps an empty `ip` table: it marks the node as in nftables mode.
-        var lines = Self.tableScript(family: "ip", name: Self.table, network: "\(network)", subnet: "\(subnet)", multicast: "224.0.0.0/4",
-                                     forwardRules: forwardRules && ipv4, masquerade: masquerade && ipv4, fullyRandom: fullyRandom)
+        var lines = Self.tableScript(
+            family: "ip", name: Self.table, network: "\(network)", subnet: "\(subnet)", multicast: "224.0.0.0/4",
+            forwardRules: forwardRules && ipv4, masquerade: masquerade && ipv4, fullyRandom: fullyRandom)
         if let network6, let subnet6 {
-            lines += Self.tableScript(family: "ip6", name: Self.ipv6Table, network: "\(network6)", subnet: "\(subnet6)", multicast: "ff00::/8",
-                                      forwardRules: forwardRules, masquerade: masquerade, fullyRandom: fullyRandom)
+            lines += Self.tableScript(
+                family: "ip6", name: Self.ipv6Table, network: "\(network6)", subnet: "\(subnet6)", multicast: "ff00::/8",
+                forwardRules: forwardRules, masquerade: masquerade, fullyRandom: fullyRandom)
         } else {
             lines += ["add table ip6 \(Self.ipv6Table)", "delete table ip6 \(Self.ipv6Table)"]
         }
@@ -96,30 +100,38 @@ public struct NFTablesRules: Sendable {
     }
 
     /// One family's table (`ip` or `ip6`; the match keywords are the family's name).
-    static func tableScript(family f: String, name: String, network n: String, subnet s: String, multicast: String,
-                            forwardRules: Bool, masquerade: Bool, fullyRandom: Bool) -> [String] {
+    static func tableScript(
+        family f: String, name: String, network n: String, subnet s: String, multicast: String,
+        forwardRules: Bool, masquerade: Bool, fullyRandom: Bool
+    ) -> [String] {
         let masq = fullyRandom ? "masquerade fully-random" : "masquerade"
-        var lines = ["add table \(f) \(name)", "delete table \(f) \(name)", "table \(f) \(name) {",
-                     "\tcomment \"rules for \(name)\""]
+        var lines = [
+            "add table \(f) \(name)", "delete table \(f) \(name)", "table \(f) \(name) {",
+            "\tcomment \"rules for \(name)\"",
+        ]
         if forwardRules {
-            lines += ["\tchain forward {", "\t\tcomment \"chain to accept flannel traffic\"",
-                      "\t\ttype filter hook forward priority filter; policy accept;",
-                      // Overlay traffic is forwarded even where the FORWARD policy is DROP.
-                      "\t\t\(f) saddr \(n) accept", "\t\t\(f) daddr \(n) accept", "\t}"]
+            lines += [
+                "\tchain forward {", "\t\tcomment \"chain to accept flannel traffic\"",
+                "\t\ttype filter hook forward priority filter; policy accept;",
+                // Overlay traffic is forwarded even where the FORWARD policy is DROP.
+                "\t\t\(f) saddr \(n) accept", "\t\t\(f) daddr \(n) accept", "\t}",
+            ]
         }
         if masquerade {
-            lines += ["\tchain postrtg {", "\t\tcomment \"chain to manage traffic masquerading by flannel\"",
-                      "\t\ttype nat hook postrouting priority srcnat; policy accept;",
-                      // kube-proxy masquerades what it marked itself.
-                      "\t\tmeta mark & 0x00004000 == 0x00004000 return",
-                      // Pod to pod keeps the pod's address, here or on another node.
-                      "\t\t\(f) saddr \(s) \(f) daddr \(n) return", "\t\t\(f) saddr \(n) \(f) daddr \(s) return",
-                      // Outside traffic reaching a local pod keeps its source.
-                      "\t\t\(f) saddr != \(n) \(f) daddr \(s) return",
-                      // Pods reaching beyond the overlay leave with the node's address.
-                      "\t\t\(f) saddr \(n) \(f) daddr != \(multicast) \(masq)",
-                      // The host reaching remote pods takes an address they can answer.
-                      "\t\t\(f) saddr != \(n) \(f) daddr \(n) \(masq)", "\t}"]
+            lines += [
+                "\tchain postrtg {", "\t\tcomment \"chain to manage traffic masquerading by flannel\"",
+                "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+                // kube-proxy masquerades what it marked itself.
+                "\t\tmeta mark & 0x00004000 == 0x00004000 return",
+                // Pod to pod keeps the pod's address, here or on another node.
+                "\t\t\(f) saddr \(s) \(f) daddr \(n) return", "\t\t\(f) saddr \(n) \(f) daddr \(s) return",
+                // Outside traffic reaching a local pod keeps its source.
+                "\t\t\(f) saddr != \(n) \(f) daddr \(s) return",
+                // Pods reaching beyond the overlay leave with the node's address.
+                "\t\t\(f) saddr \(n) \(f) daddr != \(multicast) \(masq)",
+                // The host reaching remote pods takes an address they can answer.
+                "\t\t\(f) saddr != \(n) \(f) daddr \(n) \(masq)", "\t}",
+            ]
         }
         lines.append("}")
         return lines
@@ -139,9 +151,10 @@ public struct NFTablesRules: Sendable {
         var random = fullyRandom
         do {
             try nft(["-f", "-"], input: script(fullyRandom: random))
-        } catch where random {
+        } catch  where random {
             // Kernels before 5.x lack fully-random for nftables masquerade (flannel checks too).
-            logger.warning("nftables masquerade fully-random is not supported here; masquerading without it", metadata: ["error": "\(error)"])
+            logger.warning(
+                "nftables masquerade fully-random is not supported here; masquerading without it", metadata: ["error": "\(error)"])
             random = false
             try nft(["-f", "-"], input: script(fullyRandom: false))
         }
@@ -152,9 +165,11 @@ public struct NFTablesRules: Sendable {
             defer { installed = after }
             return installed
         }
-        let metadata: Logger.Metadata = ["table": "ip \(Self.table)", "network": "\(network)", "subnet": "\(subnet)",
-                                         "network6": "\(network6.map { "\($0)" } ?? "-")", "subnet6": "\(subnet6.map { "\($0)" } ?? "-")",
-                                         "forward": "\(forwardRules)", "masquerade": "\(masquerade)", "fully_random": "\(random)"]
+        let metadata: Logger.Metadata = [
+            "table": "ip \(Self.table)", "network": "\(network)", "subnet": "\(subnet)",
+            "network6": "\(network6.map { "\($0)" } ?? "-")", "subnet6": "\(subnet6.map { "\($0)" } ?? "-")",
+            "forward": "\(forwardRules)", "masquerade": "\(masquerade)", "fully_random": "\(random)",
+        ]
         if before == nil {
             logger.info("installed nftables rules", metadata: metadata)
         } else if ours != nil {
@@ -170,7 +185,9 @@ public struct NFTablesRules: Sendable {
     func listTable() throws(IPTablesError) -> String? {
         func list(_ family: String, _ name: String) throws(IPTablesError) -> String? {
             let tables = try nft(["list", "tables", family])
-            guard tables.split(separator: "\n").contains(where: { $0.trimmingWhitespace() == "table \(family) \(name)" }) else { return nil }
+            guard tables.split(separator: "\n").contains(where: { $0.trimmingWhitespace() == "table \(family) \(name)" }) else {
+                return nil
+            }
             return try nft(["list", "table", family, name])
         }
         guard let v4 = try list("ip", Self.table) else { return nil }
@@ -196,7 +213,9 @@ public struct NFTablesRules: Sendable {
         for (family, name) in [("ip", table), ("ip6", ipv6Table)] {
             do {
                 let tables = try run(binary, ["list", "tables", family], prefix: commandPrefix, input: nil)
-                guard tables.split(separator: "\n").contains(where: { $0.trimmingWhitespace() == "table \(family) \(name)" }) else { continue }
+                guard tables.split(separator: "\n").contains(where: { $0.trimmingWhitespace() == "table \(family) \(name)" }) else {
+                    continue
+                }
                 try run(binary, ["delete", "table", family, name], prefix: commandPrefix, input: nil)
                 logger.info("removed nftables rules", metadata: ["table": "\(family) \(name)"])
             } catch {
@@ -232,7 +251,9 @@ extension NFTablesRules: TrafficRules {
 
     func sameRules(as other: any TrafficRules) -> Bool {
         guard let o = other as? NFTablesRules else { return false }
-        return (o.network, o.subnet, o.forwardRules, o.masquerade, o.fullyRandom) == (network, subnet, forwardRules, masquerade, fullyRandom)
+        return (o.network, o.subnet, o.forwardRules, o.masquerade, o.fullyRandom) == (
+            network, subnet, forwardRules, masquerade, fullyRandom
+        )
             && (o.network6, o.subnet6, o.ipv4) == (network6, subnet6, ipv4)
     }
 
@@ -247,7 +268,8 @@ extension NFTablesRules: TrafficRules {
 
     /// Calls ``ensure()`` every `resync` until cancelled (see ``RulesResync``).
     func run(resync: Duration, firstPassNow: Bool, onPass: (@Sendable (String?) -> Void)?) async {
-        await RulesResync.run(what: "nftables rules", period: resync, firstPassNow: firstPassNow, logger: logger, onPass: onPass) { cancelled in
+        await RulesResync.run(what: "nftables rules", period: resync, firstPassNow: firstPassNow, logger: logger, onPass: onPass) {
+            cancelled in
             await ensureOffPool(unless: cancelled)
         }
     }

@@ -1,12 +1,13 @@
+import Logging
+import TwillDatapath
+import TwillNetlink
+import TwillSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Logging
-import TwillDatapath
-import TwillNetlink
-import TwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -59,11 +60,14 @@ public enum NodeCleanup {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
         for entry in entries {
             guard let pid = Int32(entry), pid != me,
-                  let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
+                let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")
+            else { continue }
             let argv = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
             guard let program = argv.first?.split(separator: "/").last.map(String.init) else { continue }
             let isAgent = (program == "twill" && argv.dropFirst().first == "agent") || program == "flanneld"
-            guard isAgent, (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/net")) == ownNamespace else { continue }
+            guard isAgent, (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/net")) == ownNamespace else {
+                continue
+            }
             return pid
         }
         return nil

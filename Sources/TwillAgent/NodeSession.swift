@@ -66,8 +66,10 @@ final class NodeSession: Sendable {
     /// The IPv6 overlay, when the network is dual stack.
     var overlay6: IPv6Network? { config.enableIPv6 ? config.ipv6Network : nil }
 
-    init(agent: Agent, etcd: EtcdClient, registry: SubnetRegistry, keeper: LeaseKeeper, config: NetworkConfig,
-         backend: any Backend, mtu: Int, external: ExternalInterface, masquerade: RulesSlot) {
+    init(
+        agent: Agent, etcd: EtcdClient, registry: SubnetRegistry, keeper: LeaseKeeper, config: NetworkConfig,
+        backend: any Backend, mtu: Int, external: ExternalInterface, masquerade: RulesSlot
+    ) {
         self.agent = agent
         self.etcd = etcd
         self.registry = registry
@@ -100,13 +102,15 @@ final class NodeSession: Sendable {
             // FORWARD policy is DROP (Docker sets it). A failure is retried by the resync loop.
             let rules: any TrafficRules
             if config.enableNFTables {
-                rules = NFTablesRules(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
-                                      masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom,
-                                      network6: overlay6, subnet6: subnet6, ipv4: config.enableIPv4, logger: logger)
+                rules = NFTablesRules(
+                    network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
+                    masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom,
+                    network6: overlay6, subnet6: subnet6, ipv4: config.enableIPv4, logger: logger)
             } else {
-                rules = IPMasquerade(network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
-                                     masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom,
-                                     network6: overlay6, subnet6: subnet6, ipv4: config.enableIPv4, logger: logger)
+                rules = IPMasquerade(
+                    network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
+                    masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom,
+                    network6: overlay6, subnet6: subnet6, ipv4: config.enableIPv4, logger: logger)
             }
             if let old = masquerade.get(), old.mode != rules.mode {
                 // A live switch of EnableNFTables: the old mode's rules go first.
@@ -126,13 +130,18 @@ final class NodeSession: Sendable {
                 await Blocking.run { v4 ? IPMasquerade.removeIPv6Leftovers(logger: log) : IPMasquerade.removeIPv4Leftovers(logger: log) }
             }
             do { try await rules.ensureOffPool() } catch {
-                logger.error("cannot install the \(rules.mode) rules yet; retrying every \(configuration.iptablesResync)", metadata: [
-                    "masquerade": "\(configuration.ipMasq)", "forward_rules": "\(configuration.iptablesForwardRules)", "error": "\(error)"])
+                logger.error(
+                    "cannot install the \(rules.mode) rules yet; retrying every \(configuration.iptablesResync)",
+                    metadata: [
+                        "masquerade": "\(configuration.ipMasq)", "forward_rules": "\(configuration.iptablesForwardRules)",
+                        "error": "\(error)",
+                    ])
             }
             masquerade.set(rules)
         }
-        let env = SubnetEnv(network: config.network, subnet: lease.subnet.ipv4Subnet, ipv6Network: overlay6, ipv6Subnet: subnet6,
-                            mtu: mtu, ipMasq: configuration.ipMasq)
+        let env = SubnetEnv(
+            network: config.network, subnet: lease.subnet.ipv4Subnet, ipv6Network: overlay6, ipv6Subnet: subnet6,
+            mtu: mtu, ipMasq: configuration.ipMasq)
         expectedEnv.withLock { $0 = env }
         await writeSubnetEnv(env, reason: "wrote subnet file")
         agent.notifyReadyOnce()
@@ -172,7 +181,8 @@ final class NodeSession: Sendable {
             }
             if changed { logger.info("blackhole route in place", metadata: ["subnet": "\(subnet)"]) }
         } catch {
-            logger.error("cannot set the blackhole route; retrying at the next resync", metadata: ["subnet": "\(subnet)", "error": "\(error)"])
+            logger.error(
+                "cannot set the blackhole route; retrying at the next resync", metadata: ["subnet": "\(subnet)", "error": "\(error)"])
         }
     }
 
@@ -195,7 +205,10 @@ final class NodeSession: Sendable {
                 last = (message, now)
                 return true
             }
-            if logIt { logger.error("cannot write subnet.env; the old file is left as it was", metadata: ["path": "\(path)", "error": "\(message)"]) }
+            if logIt {
+                logger.error(
+                    "cannot write subnet.env; the old file is left as it was", metadata: ["path": "\(path)", "error": "\(message)"])
+            }
         }
     }
 
@@ -211,18 +224,31 @@ final class NodeSession: Sendable {
             writtenEnv.withLock { $0 = FileIdentity(path: path) }
             return state.setSubnetEnvProblem(nil)
         }
-        await writeSubnetEnv(env, reason: onDisk == nil ? "subnet.env was missing; wrote it again" : "subnet.env did not match the lease; wrote it again")
+        await writeSubnetEnv(
+            env, reason: onDisk == nil ? "subnet.env was missing; wrote it again" : "subnet.env did not match the lease; wrote it again")
     }
 
     // MARK: The loops
 
     func run() async -> SessionEnding {
         let ending = await withTaskGroup(of: SessionEnding?.self) { group -> SessionEnding in
-            group.addTask { await self.forwardWatch(); return nil }
+            group.addTask {
+                await self.forwardWatch()
+                return nil
+            }
             group.addTask { await self.peerLoop() }
-            group.addTask { await self.leaseLoop(); return nil }
-            group.addTask { await self.kernelLoop(); return nil }
-            group.addTask { await self.iptablesLoop(); return nil }
+            group.addTask {
+                await self.leaseLoop()
+                return nil
+            }
+            group.addTask {
+                await self.kernelLoop()
+                return nil
+            }
+            group.addTask {
+                await self.iptablesLoop()
+                return nil
+            }
             var ending = SessionEnding.shutdown
             for await result in group {
                 if let result {
@@ -245,7 +271,10 @@ final class NodeSession: Sendable {
     /// A peer's subnets and addresses for the log (each family only where the lease has it).
     static func describe(_ lease: Lease) -> Logger.Metadata {
         var m: Logger.Metadata = [:]
-        if let s = lease.subnet.ipv4Subnet { m["subnet"] = "\(s)"; m["public_ip"] = "\(lease.attributes.publicIP)" }
+        if let s = lease.subnet.ipv4Subnet {
+            m["subnet"] = "\(s)"
+            m["public_ip"] = "\(lease.attributes.publicIP)"
+        }
         if let s = lease.subnet.ipv6 { m["subnet6"] = "\(s)" }
         if let a = lease.attributes.publicIPv6 { m["public_ipv6"] = "\(a)" }
         return m
@@ -253,10 +282,11 @@ final class NodeSession: Sendable {
 
     private func context() -> PeerSet.Context {
         let lease = keeper.lease
-        return PeerSet.Context(network: overlay, subnetLength: config.subnetLength, ownKey: keeper.ownKey,
-                               ownSubnet: lease?.subnet.ipv4, ownPublicIP: external.publicIP, ownAttributes: lease?.attributes,
-                               ipv6Network: overlay6, ipv6SubnetLength: config.ipv6SubnetLength, ownSubnet6: lease?.subnet.ipv6,
-                               ipv4: config.enableIPv4, ownPublicIPv6: external.publicIPv6)
+        return PeerSet.Context(
+            network: overlay, subnetLength: config.subnetLength, ownKey: keeper.ownKey,
+            ownSubnet: lease?.subnet.ipv4, ownPublicIP: external.publicIP, ownAttributes: lease?.attributes,
+            ipv6Network: overlay6, ipv6SubnetLength: config.ipv6SubnetLength, ownSubnet6: lease?.subnet.ipv6,
+            ipv4: config.enableIPv4, ownPublicIPv6: external.publicIPv6)
     }
 
     /// Leases and config from the watch: validated, then to the backend or the keeper.
@@ -271,7 +301,9 @@ final class NodeSession: Sendable {
                 if let next = judge(configKV) { return .configChanged(next) }
                 if reason != .initial {
                     state.countResync(reason)
-                    logger.notice("re-listed every lease", metadata: ["reason": "\(reason.rawValue)", "revision": "\(revision)", "leases": "\(leases.count)"])
+                    logger.notice(
+                        "re-listed every lease",
+                        metadata: ["reason": "\(reason.rawValue)", "revision": "\(revision)", "leases": "\(leases.count)"])
                 }
                 _ = peers.update(context: context())
                 let change = peers.reset(leases)
@@ -327,8 +359,11 @@ final class NodeSession: Sendable {
             return new
         } catch {
             let problem = "the network config at \(key) is invalid and was not applied (the running one stays in force): \(error)"
-            logger.error("refusing an invalid network config; the running one stays in force", metadata: [
-                "key": "\(key)", "revision": "\(kv.modRevision)", "error": "\(error)"])
+            logger.error(
+                "refusing an invalid network config; the running one stays in force",
+                metadata: [
+                    "key": "\(key)", "revision": "\(kv.modRevision)", "error": "\(error)",
+                ])
             state.setConfigProblem(problem)
             return nil
         }
@@ -340,8 +375,13 @@ final class NodeSession: Sendable {
         }
         guard !quietly else { return }
         for l in change.removed { logger.info("peer removed", metadata: Self.describe(l)) }
-        for l in change.added { logger.info("peer added", metadata: Self.describe(l).merging(["backend": "\(l.attributes.backendType ?? "udp")"]) { a, _ in a }) }
-        for l in change.changed { logger.info("peer changed", metadata: Self.describe(l).merging(["backend": "\(l.attributes.backendType ?? "udp")"]) { a, _ in a }) }
+        for l in change.added {
+            logger.info("peer added", metadata: Self.describe(l).merging(["backend": "\(l.attributes.backendType ?? "udp")"]) { a, _ in a })
+        }
+        for l in change.changed {
+            logger.info(
+                "peer changed", metadata: Self.describe(l).merging(["backend": "\(l.attributes.backendType ?? "udp")"]) { a, _ in a })
+        }
     }
 
     private func apply(_ change: PeerSet.Change) async {
@@ -384,7 +424,9 @@ final class NodeSession: Sendable {
                     inboxContinuation.yield(.moved(lease))
                 } catch {
                     state.setBackend(type: backend.type, up: false)
-                    logger.error("cannot reconfigure the node for its new subnet; retrying", metadata: ["subnet": "\(lease.subnet.ipv4)", "error": "\(error)"])
+                    logger.error(
+                        "cannot reconfigure the node for its new subnet; retrying",
+                        metadata: ["subnet": "\(lease.subnet.ipv4)", "error": "\(error)"])
                 }
             }
             do { try await Task.sleep(for: .milliseconds(250)) } catch { return }
@@ -494,9 +536,12 @@ final class NodeSession: Sendable {
                 }
                 let state = self.state
                 state.beat(.iptables, deadline: deadline)
-                running = (rules, Task {
-                    await rules.run(resync: period, firstPassNow: true) { _ in state.beat(.iptables, deadline: deadline) }
-                })
+                running = (
+                    rules,
+                    Task {
+                        await rules.run(resync: period, firstPassNow: true) { _ in state.beat(.iptables, deadline: deadline) }
+                    }
+                )
             }
             do { try await Task.sleep(for: .seconds(1)) } catch { break }
         }

@@ -86,15 +86,22 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     /// The human-readable view `twill status` prints; `now` (Unix seconds) dates handshakes.
     public func rendered(now: Int64 = Int64(Date().timeIntervalSince1970)) -> String {
         var lines: [String] = []
-        let backendText = backend.map { b in "\(b.type)\(b.device.map { " on \($0)" } ?? "")\(b.up ? "" : " (down)")\(b.mtu.map { ", mtu \($0)" } ?? "")" } ?? "-"
-        lines.append("node     \(publicIP ?? "-")\(interface.map { " (\($0))" } ?? "")   backend \(backendText)   \(ready ? "ready" : "NOT READY")\(healthy ? "" : ", UNHEALTHY")")
+        let backendText =
+            backend.map { b in "\(b.type)\(b.device.map { " on \($0)" } ?? "")\(b.up ? "" : " (down)")\(b.mtu.map { ", mtu \($0)" } ?? "")"
+            } ?? "-"
+        lines.append(
+            "node     \(publicIP ?? "-")\(interface.map { " (\($0))" } ?? "")   backend \(backendText)   \(ready ? "ready" : "NOT READY")\(healthy ? "" : ", UNHEALTHY")"
+        )
         if let lease {
-            let expiry = lease.reservation ? "reservation (never expires)" : lease.expiresInSeconds.map { "expires in \(Self.duration($0))" } ?? "-"
+            let expiry =
+                lease.reservation ? "reservation (never expires)" : lease.expiresInSeconds.map { "expires in \(Self.duration($0))" } ?? "-"
             lines.append("lease    \(lease.subnet)\(lease.subnet6.map { " \($0)" } ?? "")   etcd lease \(lease.etcdLease)   \(expiry)")
         } else {
             lines.append("lease    none")
         }
-        if let network { lines.append("network  \(network)\(subnetLength.map { ", subnets /\($0)" } ?? "")\(network6.map { "   \($0)" } ?? "")") }
+        if let network {
+            lines.append("network  \(network)\(subnetLength.map { ", subnets /\($0)" } ?? "")\(network6.map { "   \($0)" } ?? "")")
+        }
         let endpoints = etcd.map { e in
             "\(e.endpoint) (\(e.inUse ? "in use, " : "")\(e.healthy ? "healthy" : "failing: \(e.lastError ?? "?")"))"
         }
@@ -105,19 +112,31 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         lines.append("")
         var table = [["SUBNET", "PUBLIC IP", "BACKEND", "STATE", "TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES", "RX DROPS", "HANDSHAKE"]]
         for p in peers {
-            let drops = p.drops.map { d in d.isEmpty ? "0" : d.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") } ?? "-"
-            table.append([p.subnet + (p.subnet6.map { " " + $0 } ?? ""), p.publicIP + (p.publicIPv6.map { " " + $0 } ?? ""), p.backend, p.state, p.txPackets.map(String.init) ?? "-", p.txBytes.map(Self.bytes) ?? "-",
-                          p.rxPackets.map(String.init) ?? "-", p.rxBytes.map(Self.bytes) ?? "-", drops,
-                          p.lastHandshake.map { Self.ago(now - $0) } ?? "-"])
+            let drops =
+                p.drops.map { d in d.isEmpty ? "0" : d.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") }
+                ?? "-"
+            table.append([
+                p.subnet + (p.subnet6.map { " " + $0 } ?? ""), p.publicIP + (p.publicIPv6.map { " " + $0 } ?? ""), p.backend, p.state,
+                p.txPackets.map(String.init) ?? "-", p.txBytes.map(Self.bytes) ?? "-",
+                p.rxPackets.map(String.init) ?? "-", p.rxBytes.map(Self.bytes) ?? "-", drops,
+                p.lastHandshake.map { Self.ago(now - $0) } ?? "-",
+            ])
         }
         let widths = (0..<table[0].count).map { c in table.map { $0[c].count }.max() ?? 0 }
         for row in table {
-            lines.append(row.enumerated().map { $1 + String(repeating: " ", count: widths[$0] - $1.count) }.joined(separator: "  ").trimmingTrailingSpaces())
+            lines.append(
+                row.enumerated().map { $1 + String(repeating: " ", count: widths[$0] - $1.count) }.joined(separator: "  ")
+                    .trimmingTrailingSpaces())
         }
         if peers.isEmpty { lines.append("(no peers)") }
-        if !drops.isEmpty { lines.append("drops    " + drops.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")) }
+        if !drops.isEmpty {
+            lines.append("drops    " + drops.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
         let ignored = ignoredLeases.filter { $0.value > 0 }
-        if !ignored.isEmpty { lines.append("ignored  " + ignored.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + " lease(s)") }
+        if !ignored.isEmpty {
+            lines.append(
+                "ignored  " + ignored.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + " lease(s)")
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -127,7 +146,10 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     /// 93784 -> "1d2h3m".
     static func duration(_ seconds: Int64) -> String {
         guard seconds > 0 else { return "0s (expired)" }
-        let d = seconds / 86400, h = seconds % 86400 / 3600, m = seconds % 3600 / 60, s = seconds % 60
+        let d = seconds / 86400
+        let h = seconds % 86400 / 3600
+        let m = seconds % 3600 / 60
+        let s = seconds % 60
         if d > 0 { return "\(d)d\(h)h\(m)m" }
         if h > 0 { return "\(h)h\(m)m" }
         if m > 0 { return "\(m)m\(s)s" }
@@ -139,7 +161,10 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var value = Double(n)
         var unit = 0
-        while value >= 1024, unit < units.count - 1 { value /= 1024; unit += 1 }
+        while value >= 1024, unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
         return unit == 0 ? "\(n) B" : "\((value * 10).rounded() / 10) \(units[unit])"
     }
 }

@@ -1,9 +1,10 @@
+import TwillSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import TwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -33,8 +33,10 @@ enum RulesResync {
     /// raised to 100 ms so a misconfiguration cannot spin the firewall tool. Failures are
     /// logged, not thrown: a passing problem (a held xtables lock) must not stop the agent;
     /// repeats of one failure are logged about once a minute, recovery once.
-    static func run(what: String, period resync: Duration, firstPassNow: Bool, logger: Logger,
-                    onPass: (@Sendable (String?) -> Void)?, pass: @escaping @Sendable (CancelFlag) async -> RulesPass) async {
+    static func run(
+        what: String, period resync: Duration, firstPassNow: Bool, logger: Logger,
+        onPass: (@Sendable (String?) -> Void)?, pass: @escaping @Sendable (CancelFlag) async -> RulesPass
+    ) async {
         let cancelled = CancelFlag()
         let period = max(resync, .milliseconds(100))
         await withTaskCancellationHandler {
@@ -70,7 +72,8 @@ enum RulesResync {
                         repeats += 1
                         // About once a minute at flannel's default 5 s period.
                         if repeats % 12 == 0 {
-                            logger.error("still cannot ensure \(what)", metadata: ["error": "\(message)", "failed_passes": "\(repeats + 1)"])
+                            logger.error(
+                                "still cannot ensure \(what)", metadata: ["error": "\(message)", "failed_passes": "\(repeats + 1)"])
                         }
                     }
                 }

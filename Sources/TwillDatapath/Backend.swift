@@ -1,10 +1,11 @@
+import TwillAddress
+import TwillNetlink
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import TwillAddress
-import TwillNetlink
 
 /// A data path for the overlay: how packets for other nodes' subnets reach them.
 ///
@@ -62,8 +63,10 @@ public struct BackendTraffic: Sendable, Equatable {
         public var lastHandshake: Int64?
         /// Where the backend sends to this peer (wireguard: `ip:port`), if it differs from its lease's PublicIP.
         public var endpoint: String?
-        public init(txPackets: UInt64, txBytes: UInt64, rxPackets: UInt64, rxBytes: UInt64, drops: [String: UInt64] = [:],
-                    lastHandshake: Int64? = nil, endpoint: String? = nil) {
+        public init(
+            txPackets: UInt64, txBytes: UInt64, rxPackets: UInt64, rxBytes: UInt64, drops: [String: UInt64] = [:],
+            lastHandshake: Int64? = nil, endpoint: String? = nil
+        ) {
             self.txPackets = txPackets
             self.txBytes = txBytes
             self.rxPackets = rxPackets
@@ -149,8 +152,10 @@ public struct ExternalInterface: Sendable, Equatable {
     /// The interface's own global IPv6 address, the local end of IPv6 tunnels.
     public var localIPv6: IPv6Address?
 
-    public init(name: String, index: Int32, publicIP: IPv4Address, localIP: IPv4Address, mtu: Int,
-                publicIPv6: IPv6Address? = nil, localIPv6: IPv6Address? = nil) {
+    public init(
+        name: String, index: Int32, publicIP: IPv4Address, localIP: IPv4Address, mtu: Int,
+        publicIPv6: IPv6Address? = nil, localIPv6: IPv6Address? = nil
+    ) {
         self.name = name
         self.index = index
         self.publicIP = publicIP
@@ -202,8 +207,10 @@ public struct PeerLease: Sendable, Hashable {
 
     public var key: Key { Key(subnet: subnet, subnet6: subnet6) }
 
-    public init(subnet: IPv4Network, publicIP: IPv4Address, backendType: String?, backendData: Data?,
-                subnet6: IPv6Network? = nil, publicIPv6: IPv6Address? = nil, backendV6Data: Data? = nil) {
+    public init(
+        subnet: IPv4Network, publicIP: IPv4Address, backendType: String?, backendData: Data?,
+        subnet6: IPv6Network? = nil, publicIPv6: IPv6Address? = nil, backendV6Data: Data? = nil
+    ) {
         self.subnet = subnet
         self.publicIP = publicIP
         self.backendType = backendType

@@ -30,21 +30,27 @@ public struct BackendSpec: Sendable, Equatable {
             throw BackendError(backend: type, "Backend.\(key) must be a whole number, not \(Self.describe(value))")
         }
         let i = Int(n)
-        guard range.contains(i) else { throw BackendError(backend: type, "Backend.\(key) \(i) is outside \(range.lowerBound)..\(range.upperBound)") }
+        guard range.contains(i) else {
+            throw BackendError(backend: type, "Backend.\(key) \(i) is outside \(range.lowerBound)..\(range.upperBound)")
+        }
         return i
     }
 
     /// `Backend.<key>` as true or false; nil when absent.
     public func bool(_ key: String) throws(BackendError) -> Bool? {
         guard let value = settings[key.lowercased()] else { return nil }
-        guard case .bool(let b) = value else { throw BackendError(backend: type, "Backend.\(key) must be true or false, not \(Self.describe(value))") }
+        guard case .bool(let b) = value else {
+            throw BackendError(backend: type, "Backend.\(key) must be true or false, not \(Self.describe(value))")
+        }
         return b
     }
 
     /// `Backend.<key>` as a string; nil when absent.
     public func string(_ key: String) throws(BackendError) -> String? {
         guard let value = settings[key.lowercased()] else { return nil }
-        guard case .string(let s) = value else { throw BackendError(backend: type, "Backend.\(key) must be a string, not \(Self.describe(value))") }
+        guard case .string(let s) = value else {
+            throw BackendError(backend: type, "Backend.\(key) must be a string, not \(Self.describe(value))")
+        }
         return s
     }
 
@@ -105,9 +111,11 @@ public enum BackendRegistry {
                 && a.wireGuardTimers == b.wireGuardTimers
         }
 
-        public init(tunName: String = "twill0", acceptAnySource: Bool = false, udpQueues: Int? = nil, udpOffloads: Bool = true,
-                    wireGuardKeyFile: String = WireGuardKeyFile.defaultPath, wireGuardTimers: WireGuardTimers = WireGuardTimers(),
-                    wireGuardEngine: WireGuardBackend.Engine = .auto) {
+        public init(
+            tunName: String = "twill0", acceptAnySource: Bool = false, udpQueues: Int? = nil, udpOffloads: Bool = true,
+            wireGuardKeyFile: String = WireGuardKeyFile.defaultPath, wireGuardTimers: WireGuardTimers = WireGuardTimers(),
+            wireGuardEngine: WireGuardBackend.Engine = .auto
+        ) {
             self.wireGuardEngine = wireGuardEngine
             self.tunName = tunName
             self.acceptAnySource = acceptAnySource
@@ -148,7 +156,9 @@ public enum BackendRegistry {
 
     static func settings(_ spec: BackendSpec, options: Options, ipv6: Bool = false) throws(BackendError) -> Checked {
         if ipv6, !dualStackTypes.contains(spec.type), types.contains(spec.type) {
-            throw BackendError(backend: spec.type, """
+            throw BackendError(
+                backend: spec.type,
+                """
                 EnableIPv6 is set, but Twill's \(spec.type) backend carries IPv4 only so far; \
                 use \(dualStackTypes.filter { $0 != "alloc" }.joined(separator: " or ")) for a dual-stack network
                 """)
@@ -166,8 +176,9 @@ public enum BackendRegistry {
         case "vxlan":
             let vni = try spec.int("VNI", in: 1...16_777_215) ?? 1
             let port = try spec.int("Port", in: 1...65535) ?? 8472
-            return .vxlan(vni: UInt32(vni), port: UInt16(port), directRouting: try spec.bool("DirectRouting") ?? false,
-                          gbp: try spec.bool("GBP") ?? false, learning: try spec.bool("Learning") ?? false, mtu: mtu)
+            return .vxlan(
+                vni: UInt32(vni), port: UInt16(port), directRouting: try spec.bool("DirectRouting") ?? false,
+                gbp: try spec.bool("GBP") ?? false, learning: try spec.bool("Learning") ?? false, mtu: mtu)
         case "host-gw":
             return .hostGW(mtu: mtu)
         case "wireguard":
@@ -177,14 +188,18 @@ public enum BackendRegistry {
             var psk: [UInt8]?
             if let text = try spec.string("PSK"), !text.isEmpty {
                 guard let bytes = WireGuardKeyFile.decodeKey(text) else {
-                    throw BackendError(backend: "wireguard", "Backend.PSK must be base64 of 32 bytes (as `wg genpsk` prints), not \"\(text.prefix(60))\"")
+                    throw BackendError(
+                        backend: "wireguard", "Backend.PSK must be base64 of 32 bytes (as `wg genpsk` prints), not \"\(text.prefix(60))\"")
                 }
                 psk = bytes
             }
             switch try spec.string("Mode")?.lowercased() ?? "separate" {
             case "separate", "auto", "ipv4": break
             case "ipv6":
-                throw BackendError(backend: "wireguard", "Backend.Mode \"ipv6\" (WireGuard over IPv6) is not supported by Twill's wireguard backend yet; use \"separate\" or \"ipv4\"")
+                throw BackendError(
+                    backend: "wireguard",
+                    "Backend.Mode \"ipv6\" (WireGuard over IPv6) is not supported by Twill's wireguard backend yet; use \"separate\" or \"ipv4\""
+                )
             case let other:
                 throw BackendError(backend: "wireguard", "Backend.Mode \"\(other)\" is not one of separate, auto, ipv4, ipv6")
             }
@@ -192,29 +207,36 @@ public enum BackendRegistry {
         case "alloc":
             return .alloc(mtu: mtu)
         default:
-            throw BackendError(backend: spec.type, "Backend.Type \"\(spec.type)\" is not known (available: \(types.joined(separator: ", ")))")
+            throw BackendError(
+                backend: spec.type, "Backend.Type \"\(spec.type)\" is not known (available: \(types.joined(separator: ", ")))")
         }
     }
 
     /// The backend for `spec` on `external`; `ipv6` for a network with IPv6, `ipv4` false for
     /// an IPv6-only one.
-    public static func make(_ spec: BackendSpec, external: ExternalInterface, options: Options = Options(), ipv6: Bool = false,
-                            ipv4: Bool = true) throws -> any Backend {
+    public static func make(
+        _ spec: BackendSpec, external: ExternalInterface, options: Options = Options(), ipv6: Bool = false,
+        ipv4: Bool = true
+    ) throws -> any Backend {
         switch try settings(spec, options: options, ipv6: ipv6) {
         case .udp(let port, let mtu):
-            return UDPBackend(netlink: try Netlink(), external: external, tunName: options.tunName, port: port,
-                              checkSources: !options.acceptAnySource, offloads: options.udpOffloads, queues: options.udpQueues, mtu: mtu,
-                              ipv4: ipv4, keeper: options.descriptorKeeper)
+            return UDPBackend(
+                netlink: try Netlink(), external: external, tunName: options.tunName, port: port,
+                checkSources: !options.acceptAnySource, offloads: options.udpOffloads, queues: options.udpQueues, mtu: mtu,
+                ipv4: ipv4, keeper: options.descriptorKeeper)
         case .vxlan(let vni, let port, let directRouting, let gbp, let learning, let mtu):
-            return VXLANBackend(netlink: try Netlink(), external: external, vni: vni, port: port, directRouting: directRouting,
-                                gbp: gbp, learning: learning, mtu: mtu, ipv6: ipv6, ipv4: ipv4)
+            return VXLANBackend(
+                netlink: try Netlink(), external: external, vni: vni, port: port, directRouting: directRouting,
+                gbp: gbp, learning: learning, mtu: mtu, ipv6: ipv6, ipv4: ipv4)
         case .hostGW(let mtu):
             return HostGWBackend(netlink: try Netlink(), external: external, mtu: mtu, ipv6: ipv6, ipv4: ipv4)
         case .wireGuard(let w):
-            return WireGuardBackend(netlink: try Netlink(), external: external, listenPort: w.listenPort, keyFile: options.wireGuardKeyFile,
-                                    presharedKey: w.presharedKey.map(Secret.init), persistentKeepalive: w.persistentKeepalive > 0 ? .seconds(w.persistentKeepalive) : nil,
-                                    mtu: w.mtu, offloads: options.udpOffloads, queues: options.udpQueues, timers: options.wireGuardTimers,
-                                    engine: options.wireGuardEngine, keeper: options.descriptorKeeper)
+            return WireGuardBackend(
+                netlink: try Netlink(), external: external, listenPort: w.listenPort, keyFile: options.wireGuardKeyFile,
+                presharedKey: w.presharedKey.map(Secret.init),
+                persistentKeepalive: w.persistentKeepalive > 0 ? .seconds(w.persistentKeepalive) : nil,
+                mtu: w.mtu, offloads: options.udpOffloads, queues: options.udpQueues, timers: options.wireGuardTimers,
+                engine: options.wireGuardEngine, keeper: options.descriptorKeeper)
         case .alloc(let mtu):
             return AllocBackend(mtu: mtu ?? external.mtu)
         }

@@ -1,6 +1,7 @@
 import Logging
 import TwillAddress
 import TwillNetlink
+
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,7 @@
 import Logging
 import TwillAddress
 import TwillNetlink
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -64,8 +65,9 @@ enum KernelRoutes {
         } catch {
             return ["listing routes: \(error)"]
         }
-        return reconcile(existing: existing, desired: desired, destination: \.destination, same: same,
-                         delete: netlink.deleteRoute, replace: netlink.replaceRoute, logger: logger)
+        return reconcile(
+            existing: existing, desired: desired, destination: \.destination, same: same,
+            delete: netlink.deleteRoute, replace: netlink.replaceRoute, logger: logger)
     }
 
     /// The diff both families share: of `existing` (Twill's routes in the network), those
@@ -83,7 +85,7 @@ enum KernelRoutes {
             let d = destination(r)
             if let w = wanted[d], !satisfied.contains(d) {
                 if same(r, w) { satisfied.insert(d) }
-                continue  // a differing one is replaced below
+                continue // a differing one is replaced below
             }
             do {
                 try delete(r)
@@ -135,9 +137,12 @@ enum KernelRoutes {
         } catch {
             return ["listing IPv6 routes: \(error)"]
         }
-        return reconcile(existing: existing, desired: desired, destination: \.destination, same: {
-            $0.destination == $1.destination && $0.gateway == $1.gateway && $0.outputInterface == $1.outputInterface && $0.onLink == $1.onLink
-        }, delete: netlink.deleteRoute6, replace: netlink.replaceRoute6, logger: logger)
+        return reconcile(
+            existing: existing, desired: desired, destination: \.destination,
+            same: {
+                $0.destination == $1.destination && $0.gateway == $1.gateway && $0.outputInterface == $1.outputInterface
+                    && $0.onLink == $1.onLink
+            }, delete: netlink.deleteRoute6, replace: netlink.replaceRoute6, logger: logger)
     }
 
     /// Deletes the Twill IPv6 route to `destination`; absent is fine.
@@ -174,14 +179,17 @@ extension VXLANBackend {
     public func needsReconcile(after change: NetlinkChange) -> Bool {
         if case .linkRemoved(let l) = change, l.name == deviceName || l.name == deviceName6 { return true }
         if case .linkChanged(let l) = change, l.name == deviceName || l.name == deviceName6 { return true }
-        return KernelRoutes.affects(change, network: currentNetwork, network6: currentNetwork6, externalIndex: externalIndex,
-                                    devices: currentDeviceIndices)
+        return KernelRoutes.affects(
+            change, network: currentNetwork, network6: currentNetwork6, externalIndex: externalIndex,
+            devices: currentDeviceIndices)
     }
 }
 
 extension KernelRoutes {
     /// - Parameter devices: the backend's own devices (the vxlan devices), besides the external one.
-    static func affects(_ change: NetlinkChange, network: IPv4Network?, network6: IPv6Network?, externalIndex: Int32, devices: Set<Int32>) -> Bool {
+    static func affects(_ change: NetlinkChange, network: IPv4Network?, network6: IPv6Network?, externalIndex: Int32, devices: Set<Int32>)
+        -> Bool
+    {
         func inNetwork(_ r: Route) -> Bool {
             guard r.table == mainRoutingTable else { return false }
             // Not started yet: any route may matter. IPv6-only: no IPv4 route does.

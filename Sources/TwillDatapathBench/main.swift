@@ -13,6 +13,7 @@
 import CAllocationCounter
 import TwillAddress
 import TwillDatapath
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -69,16 +70,18 @@ func runBench() {
             }
             peerKeys[subnet] = key
         case "--peer":
-            peers.append(parse(arguments.popFirst(), flag) { text -> PeerLease? in
-                let parts = text.split(separator: "=")
-                guard (2...4).contains(parts.count), let subnet = IPv4Network(String(parts[0])),
-                      let ip = IPv4Address(String(parts[1])) else { return nil }
-                let subnet6 = parts.count >= 3 ? IPv6Network(String(parts[2])) : nil
-                let ip6 = parts.count == 4 ? IPv6Address(String(parts[3])) : nil
-                if parts.count >= 3, subnet6 == nil { return nil }
-                if parts.count == 4, ip6 == nil { return nil }
-                return PeerLease(subnet: subnet, publicIP: ip, backendType: nil, backendData: nil, subnet6: subnet6, publicIPv6: ip6)
-            })
+            peers.append(
+                parse(arguments.popFirst(), flag) { text -> PeerLease? in
+                    let parts = text.split(separator: "=")
+                    guard (2...4).contains(parts.count), let subnet = IPv4Network(String(parts[0])),
+                        let ip = IPv4Address(String(parts[1]))
+                    else { return nil }
+                    let subnet6 = parts.count >= 3 ? IPv6Network(String(parts[2])) : nil
+                    let ip6 = parts.count == 4 ? IPv6Address(String(parts[3])) : nil
+                    if parts.count >= 3, subnet6 == nil { return nil }
+                    if parts.count == 4, ip6 == nil { return nil }
+                    return PeerLease(subnet: subnet, publicIP: ip, backendType: nil, backendData: nil, subnet6: subnet6, publicIPv6: ip6)
+                })
         default: fail("unknown argument \(flag)")
         }
     }
@@ -108,13 +111,16 @@ func runBench() {
                 guard let text = peerKeys[p.subnet], let publicKey = WireGuardKeyFile.decodeKey(text) else {
                     fail("--peer-key: no valid key for \(p.subnet)")
                 }
-                configs.append(WireGuardPeerConfig(publicKey: publicKey, endpoint: WireGuardEndpoint(address: p.publicIP, port: port), allowedIPs: p.subnet))
+                configs.append(
+                    WireGuardPeerConfig(
+                        publicKey: publicKey, endpoint: WireGuardEndpoint(address: p.publicIP, port: port), allowedIPs: p.subnet))
             }
             c.setPeers(configs)
             control = c
         }
-        let engine = try UDPEngine.open(tunName: tunName, tunOffloads: offloads, address: bindAddress, address6: bindAddress6,
-                                        configuration: configuration)
+        let engine = try UDPEngine.open(
+            tunName: tunName, tunOffloads: offloads, address: bindAddress, address6: bindAddress6,
+            configuration: configuration)
         if txQueueLength > 0 { try engine.setTransmitQueueLength(txQueueLength) }
         engine.update(peers: peers)
         control?.attach(engine)
@@ -133,10 +139,13 @@ func runBench() {
         let c = engine.counters()
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
-        let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+        let cpu =
+            Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
             + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
         let drops = DropReason.allCases.filter { c[drop: $0] > 0 }.map { "\($0)=\(c[drop: $0])" }
-        print("cpu_seconds=\(cpu) tx_packets=\(c.txPackets) tx_bytes=\(c.txBytes) rx_packets=\(c.rxPackets) rx_bytes=\(c.rxBytes) drops=\(drops.isEmpty ? "none" : drops.joined(separator: ",")) allocations=\(allocationsWhileRunning)")
+        print(
+            "cpu_seconds=\(cpu) tx_packets=\(c.txPackets) tx_bytes=\(c.txBytes) rx_packets=\(c.rxPackets) rx_bytes=\(c.rxBytes) drops=\(drops.isEmpty ? "none" : drops.joined(separator: ",")) allocations=\(allocationsWhileRunning)"
+        )
         fflush(nil)
     } catch {
         fail("\(error)")

@@ -77,7 +77,7 @@ final class CancelFlag: Sendable {
 }
 
 /// Receives the body of one transfer on the thread running it.
-final class TransferSink: @unchecked Sendable {  // touched only by the thread performing the transfer
+final class TransferSink: @unchecked Sendable { // touched only by the thread performing the transfer
     var body: [UInt8] = []
     /// For streams: called with each piece as it arrives; returning false aborts the transfer.
     let onChunk: (@Sendable (UnsafeRawBufferPointer) -> Bool)?
@@ -113,7 +113,7 @@ private let progressCallback: curl_xferinfo_callback = { userdata, _, _, _, _ in
 
 /// A libcurl easy handle. It is reused request after request so that its connection cache
 /// keeps TCP (and TLS) connections to etcd open: no handshake per request.
-final class CurlEasyHandle: @unchecked Sendable {  // owned by one thread at a time, handed over through the pool's lock
+final class CurlEasyHandle: @unchecked Sendable { // owned by one thread at a time, handed over through the pool's lock
     let raw: UnsafeMutableRawPointer
     private let errorBuffer: UnsafeMutablePointer<CChar>
 
@@ -145,7 +145,7 @@ final class CurlEasyHandle: @unchecked Sendable {  // owned by one thread at a t
         let h = raw
         _ = twill_curl_setopt_pointer(h, CURLOPT_ERRORBUFFER, errorBuffer)
         _ = twill_curl_setopt_string(h, CURLOPT_URL, request.url)
-        _ = twill_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1)  // threads + signals do not mix
+        _ = twill_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1) // threads + signals do not mix
         _ = twill_curl_setopt_long(h, request.get ? CURLOPT_HTTPGET : CURLOPT_POST, 1)
         _ = twill_curl_setopt_slist(h, CURLOPT_HTTPHEADER, headers)
         _ = twill_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, request.connectTimeoutMs)
@@ -164,11 +164,14 @@ final class CurlEasyHandle: @unchecked Sendable {  // owned by one thread at a t
         _ = twill_curl_setopt_pointer(h, CURLOPT_WRITEDATA, opaque)
         _ = twill_curl_setopt_pointer(h, CURLOPT_XFERINFODATA, opaque)
 
-        let code: CURLcode = request.get ? withExtendedLifetime(sink) { twill_curl_easy_perform(h) } : request.body.withUnsafeBytes { body in
-            _ = twill_curl_setopt_long(h, CURLOPT_POSTFIELDSIZE, body.count)
-            _ = twill_curl_setopt_pointer(h, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: body.baseAddress))
-            return withExtendedLifetime(sink) { twill_curl_easy_perform(h) }
-        }
+        let code: CURLcode =
+            request.get
+            ? withExtendedLifetime(sink) { twill_curl_easy_perform(h) }
+            : request.body.withUnsafeBytes { body in
+                _ = twill_curl_setopt_long(h, CURLOPT_POSTFIELDSIZE, body.count)
+                _ = twill_curl_setopt_pointer(h, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: body.baseAddress))
+                return withExtendedLifetime(sink) { twill_curl_easy_perform(h) }
+            }
         // The body pointer must not outlive this call.
         _ = twill_curl_setopt_pointer(h, CURLOPT_POSTFIELDS, nil)
 
@@ -187,8 +190,8 @@ final class CurlEasyHandle: @unchecked Sendable {  // owned by one thread at a t
         case CURLE_OPERATION_TIMEDOUT:
             return .failure(.timedOut(message))
         case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER,
-             CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_ENGINE_NOTFOUND, CURLE_SSL_ENGINE_SETFAILED,
-             CURLE_SSL_SHUTDOWN_FAILED, CURLE_SSL_CRL_BADFILE, CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS:
+            CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_ENGINE_NOTFOUND, CURLE_SSL_ENGINE_SETFAILED,
+            CURLE_SSL_SHUTDOWN_FAILED, CURLE_SSL_CRL_BADFILE, CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS:
             return .failure(.tls(message))
         default:
             return .failure(.failed(message))

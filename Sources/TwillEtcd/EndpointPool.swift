@@ -78,8 +78,9 @@ final class EndpointPool: Sendable {
     func health() -> [EndpointHealth] {
         state.withLock { s in
             endpoints.indices.map { i in
-                EndpointHealth(endpoint: endpoints[i], healthy: s.entries[i].failures == 0, preferred: i == s.preferred,
-                               consecutiveFailures: s.entries[i].failures, lastError: s.entries[i].lastError)
+                EndpointHealth(
+                    endpoint: endpoints[i], healthy: s.entries[i].failures == 0, preferred: i == s.preferred,
+                    consecutiveFailures: s.entries[i].failures, lastError: s.entries[i].lastError)
             }
         }
     }

@@ -1,11 +1,7 @@
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 #endif
 
 extension EtcdClient {
@@ -61,7 +57,8 @@ extension EtcdClient {
     public func txn(compare: [Compare], success: [RequestOp], failure: [RequestOp] = []) async throws(EtcdError) -> TxnResult {
         let answer: WireTxnResponse = try await call(
             "/v3/kv/txn",
-            WireTxnRequest(compare: compare.map(WireCompare.init), success: success.map(WireRequestOp.init), failure: failure.map(WireRequestOp.init)))
+            WireTxnRequest(
+                compare: compare.map(WireCompare.init), success: success.map(WireRequestOp.init), failure: failure.map(WireRequestOp.init)))
         return TxnResult(
             header: answer.header?.model ?? ResponseHeader(revision: 0),
             succeeded: answer.succeeded ?? false,

@@ -1,13 +1,10 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
+import Synchronization
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-#endif
-import Synchronization
 
 extension EtcdClient {
     /// Watches every key starting with `prefix`; see ``watch(key:rangeEnd:fromRevision:prevKV:progressNotify:)``.
@@ -37,8 +34,9 @@ extension EtcdClient {
         prevKV: Bool = false, progressNotify: Bool = true
     ) -> AsyncThrowingStream<WatchResponse, any Error> {
         let (stream, continuation) = AsyncThrowingStream<WatchResponse, any Error>.makeStream()
-        let session = WatchSession(client: self, key: key, rangeEnd: rangeEnd, prevKV: prevKV, progressNotify: progressNotify,
-                                   fromRevision: fromRevision, continuation: continuation)
+        let session = WatchSession(
+            client: self, key: key, rangeEnd: rangeEnd, prevKV: prevKV, progressNotify: progressNotify,
+            fromRevision: fromRevision, continuation: continuation)
         let task = Task { await session.run() }
         continuation.onTermination = { _ in task.cancel() }
         return stream
@@ -56,8 +54,10 @@ final class WatchSession: Sendable {
     /// Shared with the transfer thread that parses the stream.
     let state: Mutex<WatchProgress>
 
-    init(client: EtcdClient, key: String, rangeEnd: [UInt8]?, prevKV: Bool, progressNotify: Bool, fromRevision: Int64?,
-         continuation: AsyncThrowingStream<WatchResponse, any Error>.Continuation) {
+    init(
+        client: EtcdClient, key: String, rangeEnd: [UInt8]?, prevKV: Bool, progressNotify: Bool, fromRevision: Int64?,
+        continuation: AsyncThrowingStream<WatchResponse, any Error>.Continuation
+    ) {
         self.client = client
         self.key = key
         self.rangeEnd = rangeEnd
@@ -66,8 +66,10 @@ final class WatchSession: Sendable {
         self.continuation = continuation
         // The cluster this watch's revisions belong to: the one the client last talked to
         // (the listing the caller resumes from), not whatever another request saw later.
-        state = Mutex(WatchProgress(resume: fromRevision, highWater: fromRevision.map { $0 - 1 } ?? 0,
-                                    clusterID: client.clusterID.load(ordering: .relaxed)))
+        state = Mutex(
+            WatchProgress(
+                resume: fromRevision, highWater: fromRevision.map { $0 - 1 } ?? 0,
+                clusterID: client.clusterID.load(ordering: .relaxed)))
     }
 
     /// How an attempt on one endpoint ended.
@@ -136,9 +138,12 @@ final class WatchSession: Sendable {
                     messages.append("\(endpoint): \(message)")
                 }
                 let resume = state.withLock { $0.resume }
-                logger.warning("etcd watch lost its endpoint; resuming on the next", metadata: [
-                    "endpoint": "\(endpoint)", "reason": "\(kind)", "error": "\(message)",
-                    "key": "\(key)", "from_revision": "\(resume.map { "\($0)" } ?? "now")"])
+                logger.warning(
+                    "etcd watch lost its endpoint; resuming on the next",
+                    metadata: [
+                        "endpoint": "\(endpoint)", "reason": "\(kind)", "error": "\(message)",
+                        "key": "\(key)", "from_revision": "\(resume.map { "\($0)" } ?? "now")",
+                    ])
             }
         }
     }
@@ -155,9 +160,11 @@ final class WatchSession: Sendable {
         }
         let body: [UInt8]
         do {
-            body = try EtcdClient.encode(WireWatchCreate(create_request: .init(
-                key: WireBytes(key), range_end: rangeEnd.map(WireBytes.init),
-                start_revision: resume.map(WireInt.init), progress_notify: progressNotify, prev_kv: prevKV)), for: "/v3/watch")
+            body = try EtcdClient.encode(
+                WireWatchCreate(
+                    create_request: .init(
+                        key: WireBytes(key), range_end: rangeEnd.map(WireBytes.init),
+                        start_revision: resume.map(WireInt.init), progress_notify: progressNotify, prev_kv: prevKV)), for: "/v3/watch")
         } catch {
             return .terminal(error)
         }
@@ -216,7 +223,9 @@ final class WatchSession: Sendable {
         let configuration = client.configuration
         while true {
             do { try await Task.sleep(for: .milliseconds(200)) } catch { return nil }
-            let (finished, created, lastActivity, suspect) = state.withLock { ($0.finished, $0.created, $0.lastActivity, $0.suspectBackwards) }
+            let (finished, created, lastActivity, suspect) = state.withLock {
+                ($0.finished, $0.created, $0.lastActivity, $0.suspectBackwards)
+            }
             if finished { return nil }
             let now = ContinuousClock.now
             if !created {
@@ -242,7 +251,8 @@ final class WatchSession: Sendable {
         do { body = try EtcdClient.encode(WireRangeRequest(key: WireBytes(key), count_only: true), for: "/v3/kv/range") } catch {
             return .terminal(error)
         }
-        let answer: EtcdClient.Attempt<WireRangeResponse> = await client.attempt(index, "/v3/kv/range", body, timeout: client.configuration.endpointTimeout)
+        let answer: EtcdClient.Attempt<WireRangeResponse> = await client.attempt(
+            index, "/v3/kv/range", body, timeout: client.configuration.endpointTimeout)
         switch answer {
         case .answer(let range):
             let revision = range.header?.revision?.value ?? 0
@@ -258,7 +268,9 @@ final class WatchSession: Sendable {
                 s.refusedProbes = 0
                 s.highWater = max(s.highWater, revision)
                 s.lastActivity = .now
-                continuation.yield(WatchResponse(kind: .idle, revision: revision, events: [], resumeRevision: s.resume ?? revision + 1, endpoint: endpoint))
+                continuation.yield(
+                    WatchResponse(kind: .idle, revision: revision, events: [], resumeRevision: s.resume ?? revision + 1, endpoint: endpoint)
+                )
                 return nil
             }
         case .memberFailed(let kind, let message):
@@ -332,7 +344,8 @@ final class WatchStreamParser: @unchecked Sendable {
                 if outcome == nil { handle(line) }
             }
         } catch {
-            outcome = .malformedResponse(endpoint: endpoint, path: "/v3/watch", reason: "a watch message larger than \(LineSplitter.maxLine) bytes", snippet: "")
+            outcome = .malformedResponse(
+                endpoint: endpoint, path: "/v3/watch", reason: "a watch message larger than \(LineSplitter.maxLine) bytes", snippet: "")
         }
         return outcome == nil
     }
@@ -344,16 +357,19 @@ final class WatchStreamParser: @unchecked Sendable {
             if let body = try? decoder.decode(WireErrorBody.self, from: Data(line)), let m = body.message ?? body.error {
                 outcome = EtcdClient.classify(endpoint: endpoint, code: body.code ?? 0, httpStatus: 0, message: m)
             } else {
-                outcome = .malformedResponse(endpoint: endpoint, path: "/v3/watch", reason: "not a watch message", snippet: EtcdClient.snippet(line))
+                outcome = .malformedResponse(
+                    endpoint: endpoint, path: "/v3/watch", reason: "not a watch message", snippet: EtcdClient.snippet(line))
             }
             return
         }
         if let error = message.error {
-            outcome = EtcdClient.classify(endpoint: endpoint, code: error.grpc_code ?? 0, httpStatus: error.http_code ?? 0, message: error.message ?? "")
+            outcome = EtcdClient.classify(
+                endpoint: endpoint, code: error.grpc_code ?? 0, httpStatus: error.http_code ?? 0, message: error.message ?? "")
             return
         }
         guard let result = message.result else {
-            outcome = .malformedResponse(endpoint: endpoint, path: "/v3/watch", reason: "neither result nor error", snippet: EtcdClient.snippet(line))
+            outcome = .malformedResponse(
+                endpoint: endpoint, path: "/v3/watch", reason: "neither result nor error", snippet: EtcdClient.snippet(line))
             return
         }
         if result.canceled == true {
@@ -378,7 +394,8 @@ final class WatchStreamParser: @unchecked Sendable {
             }
         }
         let events = (result.events ?? []).map { e in
-            WatchEvent(kind: e.type == "DELETE" ? .delete : .put, kv: e.kv?.model ?? KeyValue(key: "", value: Data()), previous: e.prev_kv?.model)
+            WatchEvent(
+                kind: e.type == "DELETE" ? .delete : .put, kv: e.kv?.model ?? KeyValue(key: "", value: Data()), previous: e.prev_kv?.model)
         }
         session.state.withLock { s in
             s.lastActivity = .now
@@ -397,8 +414,10 @@ final class WatchStreamParser: @unchecked Sendable {
             }
             if !s.suspectBackwards { s.highWater = max(s.highWater, revision) }
             delivered = true
-            session.continuation.yield(WatchResponse(kind: kind, revision: revision, events: events,
-                                                     resumeRevision: s.resume ?? revision + 1, endpoint: endpoint))
+            session.continuation.yield(
+                WatchResponse(
+                    kind: kind, revision: revision, events: events,
+                    resumeRevision: s.resume ?? revision + 1, endpoint: endpoint))
         }
     }
 }

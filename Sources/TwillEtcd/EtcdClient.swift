@@ -1,15 +1,12 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
+import Logging
+import Metrics
+import Synchronization
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-#endif
-import Logging
-import Metrics
-import Synchronization
 
 /// A client for etcd's v3 HTTP/JSON gateway, calling libcurl directly.
 ///
@@ -142,8 +139,12 @@ public final class EtcdClient: EtcdAPI {
                 case .answer(let answer):
                     pool.succeeded(index)
                     if !failures.isEmpty {
-                        logger.notice("etcd request served by another endpoint", metadata: [
-                            "path": "\(path)", "endpoint": "\(endpoint)", "failed": "\(Set(failures.map(\.endpoint)).sorted().joined(separator: ","))"])
+                        logger.notice(
+                            "etcd request served by another endpoint",
+                            metadata: [
+                                "path": "\(path)", "endpoint": "\(endpoint)",
+                                "failed": "\(Set(failures.map(\.endpoint)).sorted().joined(separator: ","))",
+                            ])
                     }
                     return answer
                 case .refused(let error):
@@ -158,8 +159,11 @@ public final class EtcdClient: EtcdAPI {
                     if kind == "timeout" || kind == "unavailable" || kind == "transport" { anyReachable = true }
                     failures.removeAll { $0.endpoint == endpoint }
                     failures.append((endpoint, message))
-                    logger.warning("etcd endpoint failed, trying the next", metadata: [
-                        "endpoint": "\(endpoint)", "path": "\(path)", "reason": "\(kind)", "error": "\(message)"])
+                    logger.warning(
+                        "etcd endpoint failed, trying the next",
+                        metadata: [
+                            "endpoint": "\(endpoint)", "path": "\(path)", "reason": "\(kind)", "error": "\(message)",
+                        ])
                 }
             }
             guard anyReachable, !Task.isCancelled else { break }
@@ -197,7 +201,8 @@ public final class EtcdClient: EtcdAPI {
                 return .refused(.malformedResponse(endpoint: endpoint, path: path, reason: "\(error)", snippet: Self.snippet(result.body)))
             }
             if let e = answer.wireError {
-                let error = Self.classify(endpoint: endpoint, code: e.grpc_code ?? 0, httpStatus: e.http_code ?? 0, message: e.message ?? "")
+                let error = Self.classify(
+                    endpoint: endpoint, code: e.grpc_code ?? 0, httpStatus: e.http_code ?? 0, message: e.message ?? "")
                 if case .unavailable(_, let message) = error { return .memberFailed(kind: "unavailable", message: message) }
                 return .refused(error)
             }
@@ -213,8 +218,9 @@ public final class EtcdClient: EtcdAPI {
         let current = UInt64(bitPattern: raw)
         let known = clusterID.exchange(current, ordering: .relaxed)
         guard known != 0, known != current else { return nil }
-        logger.error("etcd answered for another cluster than before (restored from a snapshot, or endpoints of two clusters?)",
-                     metadata: ["endpoint": "\(endpoint)", "was": "\(String(known, radix: 16))", "now": "\(String(current, radix: 16))"])
+        logger.error(
+            "etcd answered for another cluster than before (restored from a snapshot, or endpoints of two clusters?)",
+            metadata: ["endpoint": "\(endpoint)", "was": "\(String(known, radix: 16))", "now": "\(String(current, radix: 16))"])
         return (known, current)
     }
 
@@ -235,7 +241,8 @@ public final class EtcdClient: EtcdAPI {
             throw .unauthenticated(endpoint: endpoint, message: message)
         }
         guard let t = answer.token, !t.isEmpty else {
-            throw .unauthenticated(endpoint: endpoints.joined(separator: ","), message: "etcd returned no token for user \(name) (is auth enabled?)")
+            throw .unauthenticated(
+                endpoint: endpoints.joined(separator: ","), message: "etcd returned no token for user \(name) (is auth enabled?)")
         }
         token.withLock { $0 = t }
     }
@@ -253,7 +260,7 @@ public final class EtcdClient: EtcdAPI {
     /// Turns the gateway's error body into a case a caller can act on.
     static func mapError(endpoint: String, path: String, status: Int, body: [UInt8]) -> EtcdError {
         guard let e = try? JSONDecoder().decode(WireErrorBody.self, from: Data(body)),
-              let message = e.message ?? e.error
+            let message = e.message ?? e.error
         else {
             // A proxy's or a dying member's page: the member's fault when the status says so.
             if status >= 500 || status == 429 { return .unavailable(endpoint: endpoint, message: "HTTP \(status): \(snippet(body))") }
@@ -272,13 +279,15 @@ public final class EtcdClient: EtcdAPI {
         if message.contains("required revision has been compacted") { return .compacted(revision: 0) }
         if message.contains("requested lease not found") { return .leaseNotFound(id: 0) }
         if code == 16 || httpStatus == 401 || message.contains("authentication failed")
-            || message.contains("user name is empty") || message.contains("invalid auth token") {
+            || message.contains("user name is empty") || message.contains("invalid auth token")
+        {
             return .unauthenticated(endpoint: endpoint, message: message)
         }
         // gRPC Unavailable (14), ResourceExhausted (8, "too many requests"), DeadlineExceeded
         // (4); HTTP 5xx and 429 as the gateway maps them.
         if code == 14 || code == 8 || code == 4 || httpStatus >= 500 || httpStatus == 429
-            || unavailableMessages.contains(where: message.contains) {
+            || unavailableMessages.contains(where: message.contains)
+        {
             return .unavailable(endpoint: endpoint, message: message)
         }
         return .server(endpoint: endpoint, code: code, httpStatus: httpStatus, message: message)

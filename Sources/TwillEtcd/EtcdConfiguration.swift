@@ -81,8 +81,10 @@ public struct EtcdConfiguration: Sendable {
         if (username == nil) != (password == nil) {
             throw .invalidConfiguration("an etcd username needs a password, and a password a username")
         }
-        for (name, value) in [("connect timeout", connectTimeout), ("endpoint timeout", endpointTimeout),
-                              ("request timeout", requestTimeout), ("watch progress timeout", watchProgressTimeout)]
+        for (name, value) in [
+            ("connect timeout", connectTimeout), ("endpoint timeout", endpointTimeout),
+            ("request timeout", requestTimeout), ("watch progress timeout", watchProgressTimeout),
+        ]
         where value <= .zero {
             throw .invalidConfiguration("the etcd \(name) must be positive (got \(value))")
         }

@@ -55,9 +55,11 @@ public enum EtcdError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidConfiguration(let message):
             return "etcd client configuration: \(message)"
         case .revisionWentBackwards(let endpoint, let known, let current):
-            return "etcd at \(endpoint) is at revision \(current), below the \(known) already seen: it was restored from a snapshot or started afresh"
+            return
+                "etcd at \(endpoint) is at revision \(current), below the \(known) already seen: it was restored from a snapshot or started afresh"
         case .clusterChanged(let endpoint, let known, let current):
-            return "etcd at \(endpoint) belongs to cluster \(String(current, radix: 16)), not \(String(known, radix: 16)) as before: it was restored or replaced"
+            return
+                "etcd at \(endpoint) belongs to cluster \(String(current, radix: 16)), not \(String(known, radix: 16)) as before: it was restored or replaced"
         }
     }
 

@@ -1,11 +1,7 @@
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 #endif
 
 /// One condition of a transaction.
@@ -19,7 +15,10 @@ public struct Compare: Sendable, Equatable {
         case lease(Int64)
     }
     public enum Result: String, Sendable, Equatable {
-        case equal = "EQUAL", greater = "GREATER", less = "LESS", notEqual = "NOT_EQUAL"
+        case equal = "EQUAL"
+        case greater = "GREATER"
+        case less = "LESS"
+        case notEqual = "NOT_EQUAL"
     }
     public var key: String
     public var target: Target

@@ -1,6 +1,9 @@
 /// One change seen by a watch.
 public struct WatchEvent: Sendable, Equatable {
-    public enum Kind: String, Sendable, Equatable { case put = "PUT", delete = "DELETE" }
+    public enum Kind: String, Sendable, Equatable {
+        case put = "PUT"
+        case delete = "DELETE"
+    }
     public var kind: Kind
     /// The key after the change; for a delete, the key with an empty value and `modRevision`
     /// the revision of the delete.

@@ -1,11 +1,7 @@
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 #endif
 
 // The gateway's JSON (grpc-gateway v1): proto field names, base64 bytes, 64-bit integers as
@@ -18,8 +14,14 @@ struct WireInt: Codable, Sendable {
     init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
         if let s = try? c.decode(String.self) {
-            if let v = Int64(s) { value = v; return }
-            if let u = UInt64(s) { value = Int64(bitPattern: u); return }  // cluster/member IDs are uint64
+            if let v = Int64(s) {
+                value = v
+                return
+            }
+            if let u = UInt64(s) {
+                value = Int64(bitPattern: u)
+                return
+            } // cluster/member IDs are uint64
             throw DecodingError.dataCorruptedError(in: c, debugDescription: "\"\(s)\" is not an integer")
         }
         value = try c.decode(Int64.self)
@@ -141,11 +143,21 @@ struct WireCompare: Encodable {
         key = WireBytes(c.key)
         result = c.result.rawValue
         switch c.target {
-        case .version(let v): target = "VERSION"; version = WireInt(v)
-        case .createRevision(let v): target = "CREATE"; create_revision = WireInt(v)
-        case .modRevision(let v): target = "MOD"; mod_revision = WireInt(v)
-        case .value(let d): target = "VALUE"; value = WireBytes(d)
-        case .lease(let v): target = "LEASE"; lease = WireInt(v)
+        case .version(let v):
+            target = "VERSION"
+            version = WireInt(v)
+        case .createRevision(let v):
+            target = "CREATE"
+            create_revision = WireInt(v)
+        case .modRevision(let v):
+            target = "MOD"
+            mod_revision = WireInt(v)
+        case .value(let d):
+            target = "VALUE"
+            value = WireBytes(d)
+        case .lease(let v):
+            target = "LEASE"
+            lease = WireInt(v)
         }
     }
 }
@@ -193,7 +205,10 @@ struct WireTxnResponse: Decodable {
     var responses: [WireResponseOp]?
 }
 
-struct WireLeaseGrantRequest: Encodable { var TTL: WireInt; var ID: WireInt }
+struct WireLeaseGrantRequest: Encodable {
+    var TTL: WireInt
+    var ID: WireInt
+}
 struct WireLeaseGrantResponse: Decodable {
     var header: WireHeader?
     var ID: WireInt?
@@ -201,9 +216,16 @@ struct WireLeaseGrantResponse: Decodable {
     var error: String?
 }
 struct WireLeaseIDRequest: Encodable { var ID: WireInt }
-struct WireLeaseTTLRequest: Encodable { var ID: WireInt; var keys: Bool }
+struct WireLeaseTTLRequest: Encodable {
+    var ID: WireInt
+    var keys: Bool
+}
 struct WireKeepAliveResponse: Decodable {
-    struct Result: Decodable { var header: WireHeader?; var ID: WireInt?; var TTL: WireInt? }
+    struct Result: Decodable {
+        var header: WireHeader?
+        var ID: WireInt?
+        var TTL: WireInt?
+    }
     var result: Result?
     var error: WireStreamError?
 }
@@ -216,10 +238,19 @@ struct WireTimeToLiveResponse: Decodable {
 }
 struct WireEmptyResponse: Decodable { var header: WireHeader? }
 
-struct WireAuthRequest: Encodable { var name: String; var password: String }
-struct WireAuthResponse: Decodable { var header: WireHeader?; var token: String? }
+struct WireAuthRequest: Encodable {
+    var name: String
+    var password: String
+}
+struct WireAuthResponse: Decodable {
+    var header: WireHeader?
+    var token: String?
+}
 
-struct WireCompactionRequest: Encodable { var revision: WireInt; var physical: Bool }
+struct WireCompactionRequest: Encodable {
+    var revision: WireInt
+    var physical: Bool
+}
 
 struct WireWatchCreate: Encodable {
     struct Create: Encodable {

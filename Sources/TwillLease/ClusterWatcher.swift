@@ -75,7 +75,8 @@ public struct ClusterWatcher: Sendable {
                     reason = nil
                     backoff = .seconds(1)
                 } catch {
-                    logger.warning("cannot list the network config and leases; retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
+                    logger.warning(
+                        "cannot list the network config and leases; retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
                     out.yield(.connectivity(reachable: false))
                     try? await Task.sleep(for: backoff)
                     backoff = min(backoff * 2, maxBackoff)
@@ -94,7 +95,9 @@ public struct ClusterWatcher: Sendable {
                 if Task.isCancelled { break }
                 switch e {
                 case .compacted(let compactRevision):
-                    logger.notice("watch fell behind a compaction; listing again", metadata: ["from_revision": "\(resume)", "compact_revision": "\(compactRevision)"])
+                    logger.notice(
+                        "watch fell behind a compaction; listing again",
+                        metadata: ["from_revision": "\(resume)", "compact_revision": "\(compactRevision)"])
                     reason = .compacted
                     continue
                 case .revisionWentBackwards, .clusterChanged:
@@ -102,7 +105,8 @@ public struct ClusterWatcher: Sendable {
                     reason = .restored
                     continue
                 default:
-                    logger.warning("watch ended; resuming", metadata: ["error": "\(e)", "from_revision": "\(resume)", "retry_in": "\(backoff)"])
+                    logger.warning(
+                        "watch ended; resuming", metadata: ["error": "\(e)", "from_revision": "\(resume)", "retry_in": "\(backoff)"])
                     out.yield(.connectivity(reachable: false))
                 }
             } catch {

@@ -1,13 +1,10 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
+import TwillAddress
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-#endif
-import TwillAddress
 
 /// The subnet a lease key names: `10.244.5.0-24`, or dual stack `10.244.5.0-24&fd00:10:244:5::-64`.
 /// flannel writes an IPv6-only node's key with an empty IPv4 part: `0.0.0.0-0&fd00::-64`.
@@ -67,7 +64,10 @@ public struct LeaseAttributes: Sendable, Equatable {
     public var backendData: Data?
     public var backendV6Data: Data?
 
-    public init(publicIP: IPv4Address, publicIPv6: IPv6Address? = nil, backendType: String? = nil, backendData: Data? = nil, backendV6Data: Data? = nil) {
+    public init(
+        publicIP: IPv4Address, publicIPv6: IPv6Address? = nil, backendType: String? = nil, backendData: Data? = nil,
+        backendV6Data: Data? = nil
+    ) {
         self.publicIP = publicIP
         self.publicIPv6 = publicIPv6
         self.backendType = backendType
@@ -82,8 +82,14 @@ public struct LeaseAttributes: Sendable, Equatable {
         s += publicIPv6.map { "\"\($0)\"" } ?? "null"
         if let t = backendType, !t.isEmpty { s += ",\"BackendType\":" + Self.quote(t) }
         var out = Data(s.utf8)
-        if let d = backendData, !d.isEmpty { out.append(contentsOf: Array(",\"BackendData\":".utf8)); out.append(d) }
-        if let d = backendV6Data, !d.isEmpty { out.append(contentsOf: Array(",\"BackendV6Data\":".utf8)); out.append(d) }
+        if let d = backendData, !d.isEmpty {
+            out.append(contentsOf: Array(",\"BackendData\":".utf8))
+            out.append(d)
+        }
+        if let d = backendV6Data, !d.isEmpty {
+            out.append(contentsOf: Array(",\"BackendV6Data\":".utf8))
+            out.append(d)
+        }
         out.append(UInt8(ascii: "}"))
         return out
     }

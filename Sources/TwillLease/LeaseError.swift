@@ -23,7 +23,8 @@ public enum LeaseError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .configNotFound(let key):
-            return "network config not found at \(key): write one with `twill network set` (flannel: etcdctl put \(key) '{\"Network\":\"10.244.0.0/16\"}'); note that Twill reads etcd's v3 API, not v2"
+            return
+                "network config not found at \(key): write one with `twill network set` (flannel: etcdctl put \(key) '{\"Network\":\"10.244.0.0/16\"}'); note that Twill reads etcd's v3 API, not v2"
         case .invalidConfig(let key, let reason):
             return "network config at \(key) is invalid: \(reason)"
         case .outOfSubnets(let network, let len, let total, let taken):

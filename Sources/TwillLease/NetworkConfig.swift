@@ -1,13 +1,10 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
+import TwillAddress
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-#endif
-import TwillAddress
 
 /// The cluster network config stored at `<prefix>/config`, in flannel's JSON, with flannel's
 /// defaults applied and its rules checked.
@@ -50,7 +47,9 @@ public struct NetworkConfig: Sendable, Equatable {
         }
         func int(_ key: String) throws(ConfigError) -> Int? {
             guard let v = root[caseInsensitive: key], !v.isNull else { return nil }
-            guard let n = v.intValue else { throw ConfigError("\(key) must be a whole number, not \(v.kindName == "a number" ? "\(v.numberValue ?? 0)" : v.kindName)") }
+            guard let n = v.intValue else {
+                throw ConfigError("\(key) must be a whole number, not \(v.kindName == "a number" ? "\(v.numberValue ?? 0)" : v.kindName)")
+            }
             return n
         }
         func bool(_ key: String) throws(ConfigError) -> Bool? {
@@ -93,7 +92,9 @@ public struct NetworkConfig: Sendable, Equatable {
             if let len = try int("SubnetLen"), len != 0 {
                 guard len <= 30 else { throw ConfigError("SubnetLen \(len) is larger than /30") }
                 guard len >= net.prefixLength + 2 else {
-                    throw ConfigError("SubnetLen \(len) is too short for Network \(net): it must be at least /\(net.prefixLength + 2) so the network holds at least four subnets")
+                    throw ConfigError(
+                        "SubnetLen \(len) is too short for Network \(net): it must be at least /\(net.prefixLength + 2) so the network holds at least four subnets"
+                    )
                 }
                 subnetLength = len
             } else if net.prefixLength <= 22 {
@@ -105,8 +106,10 @@ public struct NetworkConfig: Sendable, Equatable {
             }
             let first = net.subnet(at: 1, length: subnetLength)
             let last = net.subnet(at: net.subnetCount(length: subnetLength) - 1, length: subnetLength)
-            subnetMin = try Self.bound("SubnetMin", try string("SubnetMin"), default: first?.address ?? net.address, in: net, length: subnetLength)
-            subnetMax = try Self.bound("SubnetMax", try string("SubnetMax"), default: last?.address ?? net.address, in: net, length: subnetLength)
+            subnetMin = try Self.bound(
+                "SubnetMin", try string("SubnetMin"), default: first?.address ?? net.address, in: net, length: subnetLength)
+            subnetMax = try Self.bound(
+                "SubnetMax", try string("SubnetMax"), default: last?.address ?? net.address, in: net, length: subnetLength)
             guard subnetMin <= subnetMax else { throw ConfigError("SubnetMin \(subnetMin) is above SubnetMax \(subnetMax)") }
         }
 
@@ -125,7 +128,8 @@ public struct NetworkConfig: Sendable, Equatable {
             if let len = try int("IPv6SubnetLen"), len != 0 {
                 guard len <= 126 else { throw ConfigError("IPv6SubnetLen \(len) is larger than /126") }
                 guard len >= net.prefixLength + 2 else {
-                    throw ConfigError("IPv6SubnetLen \(len) is too short for IPv6Network \(net): it must be at least /\(net.prefixLength + 2)")
+                    throw ConfigError(
+                        "IPv6SubnetLen \(len) is too short for IPv6Network \(net): it must be at least /\(net.prefixLength + 2)")
                 }
                 ipv6SubnetLength = len
             } else if net.prefixLength <= 62 {
@@ -155,7 +159,9 @@ public struct NetworkConfig: Sendable, Equatable {
         }
     }
 
-    private static func bound(_ key: String, _ text: String?, default d: IPv4Address, in net: IPv4Network, length: Int) throws(ConfigError) -> IPv4Address {
+    private static func bound(_ key: String, _ text: String?, default d: IPv4Address, in net: IPv4Network, length: Int) throws(ConfigError)
+        -> IPv4Address
+    {
         guard let text else { return d }
         let a: IPv4Address
         do { a = try IPv4Address(parsing: text) } catch { throw ConfigError("\(key): \(error)") }
@@ -174,9 +180,9 @@ public struct NetworkConfig: Sendable, Equatable {
     /// Every subnet leases may use: from SubnetMin to SubnetMax.
     public var subnetRange: (first: IPv4Network, count: UInt64)? {
         guard let net = network,
-              let first = try? IPv4Network(address: subnetMin, prefixLength: subnetLength),
-              let last = try? IPv4Network(address: subnetMax, prefixLength: subnetLength),
-              let i0 = net.index(of: first), let i1 = net.index(of: last), i1 >= i0
+            let first = try? IPv4Network(address: subnetMin, prefixLength: subnetLength),
+            let last = try? IPv4Network(address: subnetMax, prefixLength: subnetLength),
+            let i0 = net.index(of: first), let i1 = net.index(of: last), i1 >= i0
         else { return nil }
         return (first, i1 - i0 + 1)
     }
@@ -192,9 +198,9 @@ public struct NetworkConfig: Sendable, Equatable {
     /// 2^64 is capped: nobody scans that far).
     public var ipv6SubnetRange: (first: IPv6Network, count: UInt64)? {
         guard let net = ipv6Network, let lo = ipv6SubnetMin, let hi = ipv6SubnetMax,
-              let first = try? IPv6Network(address: lo, prefixLength: ipv6SubnetLength),
-              let last = try? IPv6Network(address: hi, prefixLength: ipv6SubnetLength),
-              let i0 = net.index(of: first), let i1 = net.index(of: last), i1 >= i0
+            let first = try? IPv6Network(address: lo, prefixLength: ipv6SubnetLength),
+            let last = try? IPv6Network(address: hi, prefixLength: ipv6SubnetLength),
+            let i0 = net.index(of: first), let i1 = net.index(of: last), i1 >= i0
         else { return nil }
         return (first, i1 - i0 == UInt64.max ? UInt64.max : i1 - i0 + 1)
     }

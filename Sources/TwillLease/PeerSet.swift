@@ -55,9 +55,11 @@ public struct PeerSet: Sendable {
         public var ipv4: Bool
         public var ownPublicIPv6: IPv6Address?
 
-        public init(network: IPv4Network, subnetLength: Int, ownKey: String?, ownSubnet: IPv4Network?, ownPublicIP: IPv4Address,
-                    ownAttributes: LeaseAttributes? = nil, ipv6Network: IPv6Network? = nil, ipv6SubnetLength: Int = 64,
-                    ownSubnet6: IPv6Network? = nil, ipv4: Bool = true, ownPublicIPv6: IPv6Address? = nil) {
+        public init(
+            network: IPv4Network, subnetLength: Int, ownKey: String?, ownSubnet: IPv4Network?, ownPublicIP: IPv4Address,
+            ownAttributes: LeaseAttributes? = nil, ipv6Network: IPv6Network? = nil, ipv6SubnetLength: Int = 64,
+            ownSubnet6: IPv6Network? = nil, ipv4: Bool = true, ownPublicIPv6: IPv6Address? = nil
+        ) {
             self.ipv4 = ipv4
             self.ownPublicIPv6 = ownPublicIPv6
             self.network = network
@@ -169,7 +171,8 @@ public struct PeerSet: Sendable {
         }
         if !context.ipv4 { return judge6(kv, subnet, attributes) }
         guard let net = subnet.ipv4Subnet else {
-            return reject(.wrongLength, "it names no IPv4 subnet (an IPv6-only node); this network's subnets are IPv4 /\(context.subnetLength)")
+            return reject(
+                .wrongLength, "it names no IPv4 subnet (an IPv6-only node); this network's subnets are IPv4 /\(context.subnetLength)")
         }
         guard net.prefixLength == context.subnetLength else {
             return reject(.wrongLength, "\(net) is a /\(net.prefixLength); the network's subnets are /\(context.subnetLength)")
@@ -187,7 +190,8 @@ public struct PeerSet: Sendable {
         }
         if let net6 = subnet.ipv6, let network6 = context.ipv6Network {
             guard net6.prefixLength == context.ipv6SubnetLength else {
-                return reject(.wrongLength, "\(net6) is a /\(net6.prefixLength); the network's IPv6 subnets are /\(context.ipv6SubnetLength)")
+                return reject(
+                    .wrongLength, "\(net6) is a /\(net6.prefixLength); the network's IPv6 subnets are /\(context.ipv6SubnetLength)")
             }
             guard network6.contains(net6) else {
                 return reject(.outsideNetwork, "\(net6) is not inside the IPv6 network \(network6)")
@@ -200,8 +204,10 @@ public struct PeerSet: Sendable {
         if context.ipv6Network != nil, let ip6 = attributes.publicIPv6, !Self.isUnicast(ip6) {
             return reject(.badPublicIP, "PublicIPv6 \(ip6) is not a unicast address of a node")
         }
-        return .success(Lease(subnet: subnet, attributes: attributes, etcdLease: kv.lease, modRevision: kv.modRevision,
-                              createRevision: kv.createRevision))
+        return .success(
+            Lease(
+                subnet: subnet, attributes: attributes, etcdLease: kv.lease, modRevision: kv.modRevision,
+                createRevision: kv.createRevision))
     }
 
     /// ``judge(_:)`` in an IPv6-only network: the IPv6 subnet and PublicIPv6 are what count.
@@ -231,8 +237,10 @@ public struct PeerSet: Sendable {
         if let own = context.ownSubnet6, own.overlaps(net6) {
             return reject(.overlapsOwnSubnet, "\(net6) overlaps this node's IPv6 subnet \(own)")
         }
-        return .success(Lease(subnet: subnet, attributes: attributes, etcdLease: kv.lease, modRevision: kv.modRevision,
-                              createRevision: kv.createRevision))
+        return .success(
+            Lease(
+                subnet: subnet, attributes: attributes, etcdLease: kv.lease, modRevision: kv.modRevision,
+                createRevision: kv.createRevision))
     }
 
     /// Whether `ip` can be another node's address: not 0/8, loopback, link-local broadcast,

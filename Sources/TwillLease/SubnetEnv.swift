@@ -1,3 +1,6 @@
+import TwillAddress
+import TwillSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -6,8 +9,6 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-import TwillAddress
-import TwillSystem
 
 /// flannel's `subnet.env`: what Docker's `--bip`/`--mtu` and CNI bridge configs are made from.
 ///
@@ -29,7 +30,9 @@ public struct SubnetEnv: Sendable, Equatable {
 
     public static let defaultPath = "/run/flannel/subnet.env"
 
-    public init(network: IPv4Network?, subnet: IPv4Network?, ipv6Network: IPv6Network? = nil, ipv6Subnet: IPv6Network? = nil, mtu: Int, ipMasq: Bool) {
+    public init(
+        network: IPv4Network?, subnet: IPv4Network?, ipv6Network: IPv6Network? = nil, ipv6Subnet: IPv6Network? = nil, mtu: Int, ipMasq: Bool
+    ) {
         self.network = network
         self.subnet = subnet
         self.ipv6Network = ipv6Network
@@ -80,11 +83,13 @@ public struct SubnetEnv: Sendable, Equatable {
         if requireComplete {
             // One family's pair is enough (an IPv6-only network has no FLANNEL_SUBNET), as for
             // flannel's CNI plugin.
-            let v4 = ["FLANNEL_NETWORK", "FLANNEL_SUBNET"], v6 = ["FLANNEL_IPV6_NETWORK", "FLANNEL_IPV6_SUBNET"]
+            let v4 = ["FLANNEL_NETWORK", "FLANNEL_SUBNET"]
+            let v6 = ["FLANNEL_IPV6_NETWORK", "FLANNEL_IPV6_SUBNET"]
             let pair = v4.allSatisfy { values[$0] != nil } || !v6.allSatisfy({ values[$0] != nil }) ? v4 : []
             let missing = (pair + ["FLANNEL_MTU"]).filter { values[$0] == nil }
             if !missing.isEmpty {
-                throw .subnetFile(path: path, reason: "missing \(missing.joined(separator: ", ")) (is the agent running and has it written the file?)")
+                throw .subnetFile(
+                    path: path, reason: "missing \(missing.joined(separator: ", ")) (is the agent running and has it written the file?)")
             }
         }
     }

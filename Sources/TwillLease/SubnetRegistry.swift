@@ -1,15 +1,12 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
+import Logging
+import TwillAddress
+import TwillEtcd
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-#endif
-import Logging
-import TwillAddress
-import TwillEtcd
 
 /// Subnet leases in etcd, in flannel's layout: read the network config, acquire a subnet
 /// atomically, keep it alive, give it back, and (for operators) reserve subnets.
@@ -20,7 +17,8 @@ public final class SubnetRegistry: Sendable {
     /// How many times acquisition retries after losing a race for a subnet.
     public let maxAttempts: Int
 
-    public init(etcd: any EtcdAPI, layout: EtcdLayout = EtcdLayout(), logger: Logger = Logger(label: "twill.lease"), maxAttempts: Int = 10) {
+    public init(etcd: any EtcdAPI, layout: EtcdLayout = EtcdLayout(), logger: Logger = Logger(label: "twill.lease"), maxAttempts: Int = 10)
+    {
         self.etcd = etcd
         self.layout = layout
         self.logger = logger
@@ -53,8 +51,9 @@ public final class SubnetRegistry: Sendable {
         let result: RangeResult
         do { result = try await etcd.list(prefix: layout.subnetsPrefix) } catch { throw .etcd(error) }
         let keys = result.kvs.compactMap { try? layout.subnet(fromKey: $0.key) }
-        return Snapshot(revision: result.header.revision, leases: result.kvs.compactMap { parse($0) },
-                        occupied: Set(keys.compactMap(\.ipv4Subnet)), occupied6: Set(keys.compactMap(\.ipv6)))
+        return Snapshot(
+            revision: result.header.revision, leases: result.kvs.compactMap { parse($0) },
+            occupied: Set(keys.compactMap(\.ipv4Subnet)), occupied6: Set(keys.compactMap(\.ipv6)))
     }
 
     struct Snapshot {
@@ -69,7 +68,8 @@ public final class SubnetRegistry: Sendable {
         do {
             guard let subnet = try layout.subnet(fromKey: kv.key) else { return nil }
             let attrs = try LeaseAttributes(json: kv.value, key: kv.key)
-            return Lease(subnet: subnet, attributes: attrs, etcdLease: kv.lease, modRevision: kv.modRevision, createRevision: kv.createRevision)
+            return Lease(
+                subnet: subnet, attributes: attrs, etcdLease: kv.lease, modRevision: kv.modRevision, createRevision: kv.createRevision)
         } catch {
             logger.warning("skipping a lease that cannot be read", metadata: ["key": "\(kv.key)", "error": "\(error)"])
             return nil
@@ -111,11 +111,14 @@ public final class SubnetRegistry: Sendable {
                     continue
                 }
                 if lease.isReservation {
-                    logger.warning("a reservation for this node does not fit the network config; ignoring it", metadata: ["key": "\(lease.subnet)"])
+                    logger.warning(
+                        "a reservation for this node does not fit the network config; ignoring it", metadata: ["key": "\(lease.subnet)"])
                 } else {
-                    logger.notice("this node's old lease no longer fits the network config; deleting it", metadata: ["key": "\(lease.subnet)"])
-                    _ = try? await etcd.txn(compare: [.unchanged(layout.key(for: lease.subnet), modRevision: lease.modRevision)],
-                                            success: [.delete(key: layout.key(for: lease.subnet))], failure: [])
+                    logger.notice(
+                        "this node's old lease no longer fits the network config; deleting it", metadata: ["key": "\(lease.subnet)"])
+                    _ = try? await etcd.txn(
+                        compare: [.unchanged(layout.key(for: lease.subnet), modRevision: lease.modRevision)],
+                        success: [.delete(key: layout.key(for: lease.subnet))], failure: [])
                 }
             }
             // Our own unfitting leases were just deleted; everything else is taken. Their
@@ -137,7 +140,9 @@ public final class SubnetRegistry: Sendable {
                     v4 = choice
                 } else {
                     let usage = SubnetPicker.usage(config, taken: taken)
-                    throw .outOfSubnets(network: config.network.map { "\($0)" } ?? "?", subnetLength: config.subnetLength, total: usage.total, taken: usage.taken)
+                    throw .outOfSubnets(
+                        network: config.network.map { "\($0)" } ?? "?", subnetLength: config.subnetLength, total: usage.total,
+                        taken: usage.taken)
                 }
             }
             var v6: IPv6Network?
@@ -149,22 +154,27 @@ public final class SubnetRegistry: Sendable {
                 } else if let choice = SubnetPicker.pick(config, taken: taken6, using: &rng) {
                     v6 = choice
                 } else {
-                    throw .outOfSubnets(network: config.ipv6Network.map { "\($0)" } ?? "?", subnetLength: config.ipv6SubnetLength,
-                                        total: config.ipv6SubnetRange?.count ?? 0, taken: taken6.filter { config.fits($0) }.count)
+                    throw .outOfSubnets(
+                        network: config.ipv6Network.map { "\($0)" } ?? "?", subnetLength: config.ipv6SubnetLength,
+                        total: config.ipv6SubnetRange?.count ?? 0, taken: taken6.filter { config.fits($0) }.count)
                 }
             }
             let key = SubnetKey(ipv4: v4, ipv6: v6)
             if let lease = try await create(key, attributes: attributes, ttl: ttl, etcdLease: etcdLease) {
                 if let older = try await olderHolder(of: lease, config: config) {
                     // Raced with another node for one of the subnets under a different key.
-                    logger.notice("another node's older key holds a subnet just leased; giving it up", metadata: ["key": "\(key)", "older": "\(older)"])
+                    logger.notice(
+                        "another node's older key holds a subnet just leased; giving it up",
+                        metadata: ["key": "\(key)", "older": "\(older)"])
                     try await retire(lease)
                     if lease.etcdLease != etcdLease { try? await etcd.revoke(lease: lease.etcdLease) }
                     if let s = key.ipv4Subnet, let o = older.ipv4Subnet, o.overlaps(s) { lost.insert(s) }
                     if let s = key.ipv6, let o = older.ipv6, o.overlaps(s) { lost6.insert(s) }
                     continue
                 }
-                if key.ipv4Subnet != nil, key.ipv4 == previous { logger.info("reusing the subnet from the previous subnet.env", metadata: ["subnet": "\(key.ipv4)"]) }
+                if key.ipv4Subnet != nil, key.ipv4 == previous {
+                    logger.info("reusing the subnet from the previous subnet.env", metadata: ["subnet": "\(key.ipv4)"])
+                }
                 return lease
             }
             logger.debug("lost the race for a subnet, trying another", metadata: ["key": "\(key)", "attempt": "\(attempt)"])
@@ -217,12 +227,16 @@ public final class SubnetRegistry: Sendable {
             }
             let granted = id == 0
             if granted { id = try await etcd.grant(ttl: ttl).id }
-            let r = try await etcd.txn(compare: [.absent(key)], success: [.put(key: key, value: value, lease: id)], failure: [.get(key: key)])
+            let r = try await etcd.txn(
+                compare: [.absent(key)], success: [.put(key: key, value: value, lease: id)], failure: [.get(key: key)])
             if r.succeeded {
-                return Lease(subnet: subnet, attributes: attributes, etcdLease: id, modRevision: r.header.revision, createRevision: r.header.revision)
+                return Lease(
+                    subnet: subnet, attributes: attributes, etcdLease: id, modRevision: r.header.revision, createRevision: r.header.revision
+                )
             }
             if case .range(let existing)? = r.responses.first, let kv = existing.kvs.first, kv.value == value, kv.lease == id {
-                return Lease(subnet: subnet, attributes: attributes, etcdLease: id, modRevision: kv.modRevision, createRevision: kv.createRevision)
+                return Lease(
+                    subnet: subnet, attributes: attributes, etcdLease: id, modRevision: kv.modRevision, createRevision: kv.createRevision)
             }
             if granted { try? await etcd.revoke(lease: id) }
             return nil
@@ -241,13 +255,17 @@ public final class SubnetRegistry: Sendable {
                 do { _ = try await etcd.keepAlive(lease: etcdLease) } catch .leaseNotFound { etcdLease = try await etcd.grant(ttl: ttl).id }
             }
             if etcdLease == lease.etcdLease && lease.attributes == attributes {
-                logger.info("taking over this node's existing lease", metadata: ["subnet": "\(lease.subnet.ipv4)", "reservation": "\(lease.isReservation)"])
+                logger.info(
+                    "taking over this node's existing lease",
+                    metadata: ["subnet": "\(lease.subnet.ipv4)", "reservation": "\(lease.isReservation)"])
                 return lease
             }
             var moved = lease
             moved.etcdLease = etcdLease
             guard let updated = try await write(moved, attributes: attributes) else { return nil }
-            logger.info("taking over this node's existing lease", metadata: ["subnet": "\(lease.subnet.ipv4)", "reservation": "\(lease.isReservation)"])
+            logger.info(
+                "taking over this node's existing lease",
+                metadata: ["subnet": "\(lease.subnet.ipv4)", "reservation": "\(lease.isReservation)"])
             return updated
         } catch {
             throw .etcd(error)
@@ -258,15 +276,21 @@ public final class SubnetRegistry: Sendable {
     /// unchanged since `lease.modRevision`. nil when someone changed it.
     func write(_ lease: Lease, attributes: LeaseAttributes) async throws(EtcdError) -> Lease? {
         let key = layout.key(for: lease.subnet)
-        let r = try await etcd.txn(compare: [.unchanged(key, modRevision: lease.modRevision)],
-                                   success: [.put(key: key, value: attributes.json(), lease: lease.etcdLease)], failure: [.get(key: key)])
+        let r = try await etcd.txn(
+            compare: [.unchanged(key, modRevision: lease.modRevision)],
+            success: [.put(key: key, value: attributes.json(), lease: lease.etcdLease)], failure: [.get(key: key)])
         if r.succeeded {
-            return Lease(subnet: lease.subnet, attributes: attributes, etcdLease: lease.etcdLease, modRevision: r.header.revision,
-                         createRevision: lease.createRevision)
+            return Lease(
+                subnet: lease.subnet, attributes: attributes, etcdLease: lease.etcdLease, modRevision: r.header.revision,
+                createRevision: lease.createRevision)
         }
         // Our own earlier attempt, applied but unanswered.
-        if case .range(let existing)? = r.responses.first, let kv = existing.kvs.first, kv.value == attributes.json(), kv.lease == lease.etcdLease {
-            return Lease(subnet: lease.subnet, attributes: attributes, etcdLease: kv.lease, modRevision: kv.modRevision, createRevision: kv.createRevision)
+        if case .range(let existing)? = r.responses.first, let kv = existing.kvs.first, kv.value == attributes.json(),
+            kv.lease == lease.etcdLease
+        {
+            return Lease(
+                subnet: lease.subnet, attributes: attributes, etcdLease: kv.lease, modRevision: kv.modRevision,
+                createRevision: kv.createRevision)
         }
         return nil
     }
@@ -342,23 +366,30 @@ public final class SubnetRegistry: Sendable {
         if try await keepAlive(lease) != nil {
             let current = try await current(lease)
             if let kv = current, let l = parse(kv), l.attributes == lease.attributes {
-                return .renewed(Lease(subnet: lease.subnet, attributes: l.attributes, etcdLease: kv.lease, modRevision: kv.modRevision,
-                                      createRevision: kv.createRevision))
+                return .renewed(
+                    Lease(
+                        subnet: lease.subnet, attributes: l.attributes, etcdLease: kv.lease, modRevision: kv.modRevision,
+                        createRevision: kv.createRevision))
             }
             if current != nil {
-                logger.error("this node's lease key holds another node's value; leaving it to that node and acquiring a new subnet",
-                             metadata: ["subnet": "\(lease.subnet.ipv4)"])
-                return .reacquired(try await acquire(config: config, attributes: lease.attributes, previous: nil, ttl: ttl,
-                                                     avoid: [lease.subnet.ipv4], avoid6: Set([lease.subnet.ipv6].compactMap { $0 }),
-                                                     etcdLease: lease.etcdLease))
+                logger.error(
+                    "this node's lease key holds another node's value; leaving it to that node and acquiring a new subnet",
+                    metadata: ["subnet": "\(lease.subnet.ipv4)"])
+                return .reacquired(
+                    try await acquire(
+                        config: config, attributes: lease.attributes, previous: nil, ttl: ttl,
+                        avoid: [lease.subnet.ipv4], avoid6: Set([lease.subnet.ipv6].compactMap { $0 }),
+                        etcdLease: lease.etcdLease))
             }
         }
         logger.warning("this node's lease is gone (expired or deleted); acquiring again", metadata: ["subnet": "\(lease.subnet.ipv4)"])
         if config.fits(lease.subnet), let same = try await restore(lease, ttl: ttl) {
             return .reacquired(same)
         }
-        return .reacquired(try await acquire(config: config, attributes: lease.attributes, previous: nil, ttl: ttl, avoid: [lease.subnet.ipv4],
-                                             avoid6: Set([lease.subnet.ipv6].compactMap { $0 })))
+        return .reacquired(
+            try await acquire(
+                config: config, attributes: lease.attributes, previous: nil, ttl: ttl, avoid: [lease.subnet.ipv4],
+                avoid6: Set([lease.subnet.ipv6].compactMap { $0 })))
     }
 
     /// Gives the subnet back: revokes the etcd lease (deleting the key). Reservations stay.
@@ -383,11 +414,16 @@ public final class SubnetRegistry: Sendable {
         let key = layout.key(for: subnet)
         do {
             if let kv = try await etcd.get(key).kvs.first {
-                guard let existing = parse(kv) else { throw LeaseError.refused("\(key) holds a value Twill cannot read; fix or delete it first") }
-                guard Self.sameNode(existing.attributes, attrs) else {
-                    throw LeaseError.refused("\(subnet) is leased by \(Self.node(existing.attributes)), not \(Self.node(attrs)); release it first")
+                guard let existing = parse(kv) else {
+                    throw LeaseError.refused("\(key) holds a value Twill cannot read; fix or delete it first")
                 }
-                let r = try await etcd.txn(compare: [.unchanged(key, modRevision: kv.modRevision)], success: [.put(key: key, value: kv.value, lease: 0)], failure: [])
+                guard Self.sameNode(existing.attributes, attrs) else {
+                    throw LeaseError.refused(
+                        "\(subnet) is leased by \(Self.node(existing.attributes)), not \(Self.node(attrs)); release it first")
+                }
+                let r = try await etcd.txn(
+                    compare: [.unchanged(key, modRevision: kv.modRevision)], success: [.put(key: key, value: kv.value, lease: 0)],
+                    failure: [])
                 guard r.succeeded else { throw LeaseError.refused("\(key) changed while reserving; try again") }
                 return Lease(subnet: existing.subnet, attributes: existing.attributes, etcdLease: 0, modRevision: r.header.revision)
             }
@@ -435,8 +471,11 @@ public final class SubnetRegistry: Sendable {
     private func remove(where matches: (SubnetKey) -> Bool) async throws(LeaseError) -> Lease? {
         do {
             let all = try await etcd.list(prefix: layout.subnetsPrefix).kvs
-            guard let kv = all.first(where: { (try? layout.subnet(fromKey: $0.key)).flatMap { $0 }.map(matches) ?? false }) else { return nil }
-            let r = try await etcd.txn(compare: [.unchanged(kv.key, modRevision: kv.modRevision)], success: [.delete(key: kv.key)], failure: [])
+            guard let kv = all.first(where: { (try? layout.subnet(fromKey: $0.key)).flatMap { $0 }.map(matches) ?? false }) else {
+                return nil
+            }
+            let r = try await etcd.txn(
+                compare: [.unchanged(kv.key, modRevision: kv.modRevision)], success: [.delete(key: kv.key)], failure: [])
             guard r.succeeded else { throw LeaseError.refused("\(kv.key) changed while releasing; try again") }
             return parse(kv)
         } catch {

@@ -1,4 +1,5 @@
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -2,6 +2,7 @@ import CNetlink
 import Logging
 import Synchronization
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -67,8 +68,10 @@ public final class NetlinkMonitor: Sendable {
         let capacity = NetlinkSocket.receiveCapacity
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
         defer { buffer.deallocate() }
-        var fds = [pollfd(fd: socket.fileDescriptor, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+        var fds = [
+            pollfd(fd: socket.fileDescriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
+        ]
         while true {
             fds[0].revents = 0
             fds[1].revents = 0

@@ -1,6 +1,7 @@
 import CNetlink
 import TwillAddress
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif

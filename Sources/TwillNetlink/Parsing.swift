@@ -1,5 +1,6 @@
 import CNetlink
 import TwillAddress
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -89,14 +90,16 @@ func parseNeighbour(_ msg: UnsafePointer<nlmsghdr>) -> Neighbour? {
     guard family == AF_INET || family == AF_INET6 else { return nil }
     let attrs = AttributeTable(message: msg, headerSize: MemoryLayout<ndmsg>.size)
     guard let ip = attrs.ip(Int(NDA_DST)) else { return nil }
-    return Neighbour(interfaceIndex: nd.ndm_ifindex, address: ip, mac: attrs.mac(Int(NDA_LLADDR)),
-                     state: nd.ndm_state, flags: nd.ndm_flags)
+    return Neighbour(
+        interfaceIndex: nd.ndm_ifindex, address: ip, mac: attrs.mac(Int(NDA_LLADDR)),
+        state: nd.ndm_state, flags: nd.ndm_flags)
 }
 
 func parseFDB(_ msg: UnsafePointer<nlmsghdr>) -> FDBEntry? {
     guard let nd = familyHeader(msg, as: ndmsg.self), Int32(nd.ndm_family) == AF_BRIDGE else { return nil }
     let attrs = AttributeTable(message: msg, headerSize: MemoryLayout<ndmsg>.size)
     guard let mac = attrs.mac(Int(NDA_LLADDR)) else { return nil }
-    return FDBEntry(interfaceIndex: nd.ndm_ifindex, mac: mac, destination: attrs.ip(Int(NDA_DST)),
-                    state: nd.ndm_state, flags: nd.ndm_flags, vni: attrs.u32(Int(NDA_VNI)))
+    return FDBEntry(
+        interfaceIndex: nd.ndm_ifindex, mac: mac, destination: attrs.ip(Int(NDA_DST)),
+        state: nd.ndm_state, flags: nd.ndm_flags, vni: attrs.u32(Int(NDA_VNI)))
 }

@@ -74,7 +74,9 @@ public struct VXLANAttributes: Hashable, Sendable {
     /// Group Based Policy extension (IFLA_VXLAN_GBP).
     public var gbp: Bool
 
-    public init(vni: UInt32, local: IPv4Address?, local6: IPv6Address? = nil, underlayIndex: Int32?, port: UInt16, learning: Bool, gbp: Bool = false) {
+    public init(
+        vni: UInt32, local: IPv4Address?, local6: IPv6Address? = nil, underlayIndex: Int32?, port: UInt16, learning: Bool, gbp: Bool = false
+    ) {
         self.vni = vni
         self.local = local
         self.local6 = local6
@@ -123,8 +125,10 @@ public struct VXLANLinkSpec: Sendable, Hashable {
     /// A MAC to give the device (to keep the VtepMAC across re-creation); nil for a random one.
     public var mac: MACAddress?
 
-    public init(name: String, vni: UInt32, local: IPv4Address?, local6: IPv6Address? = nil, underlayIndex: Int32?,
-                port: UInt16 = 8472, learning: Bool = false, gbp: Bool = false, mtu: Int? = nil, mac: MACAddress? = nil) {
+    public init(
+        name: String, vni: UInt32, local: IPv4Address?, local6: IPv6Address? = nil, underlayIndex: Int32?,
+        port: UInt16 = 8472, learning: Bool = false, gbp: Bool = false, mtu: Int? = nil, mac: MACAddress? = nil
+    ) {
         self.gbp = gbp
         self.name = name
         self.vni = vni
@@ -209,10 +213,12 @@ public struct Route: Hashable, Sendable, CustomStringConvertible {
     public var metric: UInt32?
     public var preferredSource: IPv4Address?
 
-    public init(destination: IPv4Network, gateway: IPv4Address? = nil, outputInterface: Int32? = nil,
-                onLink: Bool = false, scope: UInt8? = nil, table: UInt32 = mainRoutingTable,
-                routeProtocol: UInt8 = twillRouteProtocol, type: UInt8 = 1, metric: UInt32? = nil,
-                preferredSource: IPv4Address? = nil) {
+    public init(
+        destination: IPv4Network, gateway: IPv4Address? = nil, outputInterface: Int32? = nil,
+        onLink: Bool = false, scope: UInt8? = nil, table: UInt32 = mainRoutingTable,
+        routeProtocol: UInt8 = twillRouteProtocol, type: UInt8 = 1, metric: UInt32? = nil,
+        preferredSource: IPv4Address? = nil
+    ) {
         self.destination = destination
         self.gateway = gateway
         self.outputInterface = outputInterface
@@ -254,8 +260,10 @@ public struct Route6: Hashable, Sendable, CustomStringConvertible {
     public var type: UInt8
     public var metric: UInt32?
 
-    public init(destination: IPv6Network, gateway: IPv6Address? = nil, outputInterface: Int32? = nil, onLink: Bool = false,
-                table: UInt32 = mainRoutingTable, routeProtocol: UInt8 = twillRouteProtocol, type: UInt8 = 1, metric: UInt32? = nil) {
+    public init(
+        destination: IPv6Network, gateway: IPv6Address? = nil, outputInterface: Int32? = nil, onLink: Bool = false,
+        table: UInt32 = mainRoutingTable, routeProtocol: UInt8 = twillRouteProtocol, type: UInt8 = 1, metric: UInt32? = nil
+    ) {
         self.destination = destination
         self.gateway = gateway
         self.outputInterface = outputInterface
@@ -302,8 +310,10 @@ public struct Neighbour: Hashable, Sendable, CustomStringConvertible {
     /// `NTF_*` bits.
     public var flags: UInt8
 
-    public init(interfaceIndex: Int32, address: IPAddress, mac: MACAddress?,
-                state: UInt16 = NeighbourState.permanent, flags: UInt8 = 0) {
+    public init(
+        interfaceIndex: Int32, address: IPAddress, mac: MACAddress?,
+        state: UInt16 = NeighbourState.permanent, flags: UInt8 = 0
+    ) {
         self.interfaceIndex = interfaceIndex
         self.address = address
         self.mac = mac
@@ -333,8 +343,10 @@ public struct FDBEntry: Hashable, Sendable, CustomStringConvertible {
     public static let ntfSelf: UInt8 = 0x02
     public static let ntfMaster: UInt8 = 0x04
 
-    public init(interfaceIndex: Int32, mac: MACAddress, destination: IPAddress?,
-                state: UInt16 = NeighbourState.permanent, flags: UInt8 = FDBEntry.ntfSelf, vni: UInt32? = nil) {
+    public init(
+        interfaceIndex: Int32, mac: MACAddress, destination: IPAddress?,
+        state: UInt16 = NeighbourState.permanent, flags: UInt8 = FDBEntry.ntfSelf, vni: UInt32? = nil
+    ) {
         self.interfaceIndex = interfaceIndex
         self.mac = mac
         self.destination = destination

@@ -2,6 +2,7 @@ import CNetlink
 import Synchronization
 import TwillAddress
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -43,9 +44,13 @@ public final class WireGuardNetlink: Sendable {
     static let version: UInt8 = 1
     static let commandGetDevice: UInt8 = 0
     static let commandSetDevice: UInt8 = 1
-    enum Device { static let ifname = 2, privateKey = 3, flags = 5, listenPort = 6, peers = 8; static let replacePeers: UInt32 = 1 }
+    enum Device {
+        static let ifname = 2, privateKey = 3, flags = 5, listenPort = 6, peers = 8
+        static let replacePeers: UInt32 = 1
+    }
     enum Peer {
-        static let publicKey = 1, presharedKey = 2, flags = 3, endpoint = 4, keepalive = 5, lastHandshake = 6, rxBytes = 7, txBytes = 8, allowedIPs = 9
+        static let publicKey = 1, presharedKey = 2, flags = 3, endpoint = 4, keepalive = 5, lastHandshake = 6, rxBytes = 7, txBytes = 8,
+            allowedIPs = 9
         static let removeMe: UInt32 = 1, replaceAllowedIPs: UInt32 = 2
     }
     enum AllowedIP { static let family = 1, address = 2, cidr = 3 }
@@ -65,11 +70,12 @@ public final class WireGuardNetlink: Sendable {
                 throw NetlinkError(object: "generic netlink family \"wireguard\"", errno: error.errno, kernelMessage: error.kernelMessage)
             }
         }
-        let (s, id) = try namespacePath.map { path in
-            do { return try NetworkNamespace.run(inNamespace: path, open) } catch let e as SystemError {
-                throw NetlinkError(object: "network namespace \(path)", errno: e.errno.rawValue)
-            }
-        } ?? open()
+        let (s, id) =
+            try namespacePath.map { path in
+                do { return try NetworkNamespace.run(inNamespace: path, open) } catch let e as SystemError {
+                    throw NetlinkError(object: "network namespace \(path)", errno: e.errno.rawValue)
+                }
+            } ?? open()
         socket = Mutex(s)
         familyID = id
     }
@@ -79,12 +85,15 @@ public final class WireGuardNetlink: Sendable {
 
     static func resolveFamily(_ s: NetlinkSocket, name: String) throws(RawFailure) -> UInt16 {
         var id: UInt16?
-        try s.execute(type: Int(GENL_ID_CTRL), flags: 0, build: { b in
-            b.header(genlmsghdr(cmd: UInt8(CTRL_CMD_GETFAMILY), version: 1, reserved: 0))
-            b.putString(Int(CTRL_ATTR_FAMILY_NAME), name)
-        }, onMessage: { msg in
-            id = AttributeTable(message: msg, headerSize: MemoryLayout<genlmsghdr>.size).u16(Int(CTRL_ATTR_FAMILY_ID))
-        })
+        try s.execute(
+            type: Int(GENL_ID_CTRL), flags: 0,
+            build: { b in
+                b.header(genlmsghdr(cmd: UInt8(CTRL_CMD_GETFAMILY), version: 1, reserved: 0))
+                b.putString(Int(CTRL_ATTR_FAMILY_NAME), name)
+            },
+            onMessage: { msg in
+                id = AttributeTable(message: msg, headerSize: MemoryLayout<genlmsghdr>.size).u16(Int(CTRL_ATTR_FAMILY_ID))
+            })
         guard let id else { throw RawFailure(errno: ENOENT, kernelMessage: "no family id in the answer") }
         return id
     }
@@ -93,9 +102,11 @@ public final class WireGuardNetlink: Sendable {
     public func setDevice(_ name: String, privateKey: UnsafeRawBufferPointer, listenPort: UInt16, replacePeers: Bool) throws {
         try perform("wireguard device \"\(name)\"") { s throws(RawFailure) in
             defer { s.wipeSendBuffer() }
-            try s.execute(type: Int(familyID), flags: 0, build: { b in
-                Self.buildSetDevice(&b, name: name, privateKey: privateKey, listenPort: listenPort, replacePeers: replacePeers)
-            })
+            try s.execute(
+                type: Int(familyID), flags: 0,
+                build: { b in
+                    Self.buildSetDevice(&b, name: name, privateKey: privateKey, listenPort: listenPort, replacePeers: replacePeers)
+                })
         }
     }
 
@@ -103,23 +114,26 @@ public final class WireGuardNetlink: Sendable {
     public func setPeer(_ name: String, _ peer: WireGuardKernelPeer, presharedKey: UnsafeRawBufferPointer?) throws {
         try perform("wireguard device \"\(name)\" peer \(peer.endpoint):\(peer.port)") { s throws(RawFailure) in
             defer { s.wipeSendBuffer() }
-            try s.execute(type: Int(familyID), flags: 0, build: { b in Self.buildSetPeer(&b, name: name, peer, presharedKey: presharedKey) })
+            try s.execute(
+                type: Int(familyID), flags: 0, build: { b in Self.buildSetPeer(&b, name: name, peer, presharedKey: presharedKey) })
         }
     }
 
     /// Removes the peer with `publicKey` (nothing happens when there is none).
     public func removePeer(_ name: String, publicKey: [UInt8]) throws {
         try perform("wireguard device \"\(name)\": removing a peer") { s throws(RawFailure) in
-            try s.execute(type: Int(familyID), flags: 0, build: { b in
-                b.header(genlmsghdr(cmd: Self.commandSetDevice, version: Self.version, reserved: 0))
-                b.putString(Device.ifname, name)
-                b.nested(Device.peers) { b in
-                    b.nested(0) { b in
-                        b.put(Peer.publicKey, publicKey)
-                        b.putU32(Peer.flags, Peer.removeMe)
+            try s.execute(
+                type: Int(familyID), flags: 0,
+                build: { b in
+                    b.header(genlmsghdr(cmd: Self.commandSetDevice, version: Self.version, reserved: 0))
+                    b.putString(Device.ifname, name)
+                    b.nested(Device.peers) { b in
+                        b.nested(0) { b in
+                            b.put(Peer.publicKey, publicKey)
+                            b.putU32(Peer.flags, Peer.removeMe)
+                        }
                     }
-                }
-            })
+                })
         }
     }
 
@@ -127,12 +141,15 @@ public final class WireGuardNetlink: Sendable {
     public func peers(_ name: String) throws -> [WireGuardKernelPeerStatus] {
         try perform("wireguard device \"\(name)\"") { s throws(RawFailure) in
             var out: [WireGuardKernelPeerStatus] = []
-            try s.execute(type: Int(familyID), flags: 0, dump: true, build: { b in
-                b.header(genlmsghdr(cmd: Self.commandGetDevice, version: Self.version, reserved: 0))
-                b.putString(Device.ifname, name)
-            }, onMessage: { msg in
-                out += Self.parsePeers(AttributeTable(message: msg, headerSize: MemoryLayout<genlmsghdr>.size))
-            })
+            try s.execute(
+                type: Int(familyID), flags: 0, dump: true,
+                build: { b in
+                    b.header(genlmsghdr(cmd: Self.commandGetDevice, version: Self.version, reserved: 0))
+                    b.putString(Device.ifname, name)
+                },
+                onMessage: { msg in
+                    out += Self.parsePeers(AttributeTable(message: msg, headerSize: MemoryLayout<genlmsghdr>.size))
+                })
             // A peer whose allowed IPs fill a message goes on in the next: one entry per key.
             var merged: [WireGuardKernelPeerStatus] = []
             for p in out {
@@ -149,7 +166,9 @@ public final class WireGuardNetlink: Sendable {
         }
     }
 
-    static func buildSetDevice(_ b: inout MessageBuilder, name: String, privateKey: UnsafeRawBufferPointer, listenPort: UInt16, replacePeers: Bool) {
+    static func buildSetDevice(
+        _ b: inout MessageBuilder, name: String, privateKey: UnsafeRawBufferPointer, listenPort: UInt16, replacePeers: Bool
+    ) {
         b.header(genlmsghdr(cmd: commandSetDevice, version: version, reserved: 0))
         b.putString(Device.ifname, name)
         b.put(Device.privateKey, bytes: privateKey)
@@ -199,8 +218,9 @@ public final class WireGuardNetlink: Sendable {
                 let seconds = t.withUnsafeBytes { $0.loadUnaligned(as: Int64.self) }
                 if seconds > 0 { handshake = seconds }
             }
-            return WireGuardKernelPeerStatus(publicKey: key, endpoint: endpoint, lastHandshake: handshake,
-                                             rxBytes: p.u64(Peer.rxBytes) ?? 0, txBytes: p.u64(Peer.txBytes) ?? 0)
+            return WireGuardKernelPeerStatus(
+                publicKey: key, endpoint: endpoint, lastHandshake: handshake,
+                rxBytes: p.u64(Peer.rxBytes) ?? 0, txBytes: p.u64(Peer.txBytes) ?? 0)
         }
     }
 

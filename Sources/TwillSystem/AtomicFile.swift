@@ -15,8 +15,10 @@ public enum AtomicFile {
     ///   - mode: permissions of the new file (applied with fchmod, whatever the umask).
     ///   - directoryMode: when set, missing parent directories are created with it.
     /// - Throws: ``SystemError`` naming the step and the file (ENOSPC on a full disk).
-    public static func write(_ bytes: some Collection<UInt8>, to path: String, mode: mode_t = 0o644,
-                             directoryMode: mode_t? = 0o755) throws(SystemError) {
+    public static func write(
+        _ bytes: some Collection<UInt8>, to path: String, mode: mode_t = 0o644,
+        directoryMode: mode_t? = 0o755
+    ) throws(SystemError) {
         let directory = parent(of: path)
         if let directoryMode { try makeDirectories(directory, mode: directoryMode) }
         let (fd, temporary) = try createTemporary(near: path, mode: mode)

@@ -22,7 +22,8 @@ public enum CodeMappings {
             guard fields.count >= 6, fields[1] == "r-xp", fields[5].hasPrefix("/") else { continue }
             let range = fields[0].split(separator: "-")
             guard range.count == 2, let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16), end > start,
-                  let pointer = UnsafeMutableRawPointer(bitPattern: start) else { continue }
+                let pointer = UnsafeMutableRawPointer(bitPattern: start)
+            else { continue }
             out.append((pointer, Int(end - start)))
         }
         return out

@@ -1,5 +1,6 @@
 import CTwillSystem
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -62,8 +63,8 @@ public final class SystemdDescriptorStore: DescriptorKeeper {
         if let pid = env("LISTEN_PID").flatMap(Int32.init), pid == getpid(), let count = env("LISTEN_FDS").flatMap(Int32.init), count > 0 {
             let names = (env("LISTEN_FDNAMES") ?? "").split(separator: ":", omittingEmptySubsequences: false).map(String.init)
             for i in 0..<count {
-                let fd = 3 + i  // SD_LISTEN_FDS_START
-                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)  // the agent's own children must not inherit it
+                let fd = 3 + i // SD_LISTEN_FDS_START
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC) // the agent's own children must not inherit it
                 let name = Int(i) < names.count ? names[Int(i)] : "unknown"
                 if let duplicate = handed[name] { Glibc.close(duplicate) }
                 handed[name] = fd

@@ -1,4 +1,5 @@
 import CTwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,5 +1,6 @@
 import CTwillSystem
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -69,7 +70,9 @@ public final class HeldDescriptorStore: DescriptorKeeper {
         guard !held.isEmpty else { return false }
         // Bound before the holder starts: an agent started right after this one connects
         // (and waits in the backlog) even before the holder runs.
-        guard let listener = Self.socket(), Self.withAddress({ bind(listener, $0, $1) }) == 0, listen(listener, 4) == 0 else { return false }
+        guard let listener = Self.socket(), Self.withAddress({ bind(listener, $0, $1) }) == 0, listen(listener, 4) == 0 else {
+            return false
+        }
         defer { Glibc.close(listener) }
         // Copies above every target number first, so that no dup2 below overwrites a source.
         let high = ([listener] + held.prefix(Self.maxDescriptors).map(\.1)).map { fcntl($0, F_DUPFD_CLOEXEC, 1024) }

@@ -1,5 +1,6 @@
 import CTwillSystem
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,12 +18,14 @@ public final class OSThread: Sendable {
         let threadName = String(decoding: name.utf8.prefix(15), as: UTF8.self)
         let context = Unmanaged.passRetained(Context(name: threadName, body: body)).toOpaque()
         var handle = pthread_t()
-        let rc = pthread_create(&handle, nil, { raw in
-            let context = Unmanaged<Context>.fromOpaque(raw!).takeRetainedValue()
-            twill_set_thread_name(context.name)
-            context.body()
-            return nil
-        }, context)
+        let rc = pthread_create(
+            &handle, nil,
+            { raw in
+                let context = Unmanaged<Context>.fromOpaque(raw!).takeRetainedValue()
+                twill_set_thread_name(context.name)
+                context.body()
+                return nil
+            }, context)
         guard rc == 0 else {
             Unmanaged<Context>.fromOpaque(context).release()
             throw SystemError("pthread_create \(name)", errno: rc)

@@ -1,4 +1,5 @@
 import CTwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -37,7 +38,8 @@ public enum Subprocess {
         sigfillset(&allSignals)
         posix_spawnattr_setsigmask(&attributes, &noSignals)
         posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | (newSession ? 0x80 /* POSIX_SPAWN_SETSID */ : 0)))
+        posix_spawnattr_setflags(
+            &attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | (newSession ? 0x80 /* POSIX_SPAWN_SETSID */ : 0)))
         return attributes
     }
 
@@ -51,8 +53,10 @@ public enum Subprocess {
     ///   - input: bytes for its stdin; nil connects stdin to /dev/null.
     /// - Throws: ``SystemError`` when the program cannot be started (ENOENT for a missing
     ///   binary) or its pipes fail; a program that runs and fails is an ``Outcome``.
-    public static func run(_ path: String, _ arguments: [String], environment: [String: String]? = nil,
-                           input: [UInt8]? = nil) throws(SystemError) -> Outcome {
+    public static func run(
+        _ path: String, _ arguments: [String], environment: [String: String]? = nil,
+        input: [UInt8]? = nil
+    ) throws(SystemError) -> Outcome {
         _ = ignoreBrokenPipes
         var stdoutPipe: [Int32] = [-1, -1]
         var stderrPipe: [Int32] = [-1, -1]
@@ -63,12 +67,15 @@ public enum Subprocess {
             for fd in parentEnds + childEnds { Syscall.close(fd) }
         }
         try Syscall.valueOrThrow("pipe") { twill_pipe_cloexec(&stdoutPipe) }
-        parentEnds.append(stdoutPipe[0]); childEnds.append(stdoutPipe[1])
+        parentEnds.append(stdoutPipe[0])
+        childEnds.append(stdoutPipe[1])
         try Syscall.valueOrThrow("pipe") { twill_pipe_cloexec(&stderrPipe) }
-        parentEnds.append(stderrPipe[0]); childEnds.append(stderrPipe[1])
+        parentEnds.append(stderrPipe[0])
+        childEnds.append(stderrPipe[1])
         if input != nil {
             try Syscall.valueOrThrow("pipe") { twill_pipe_cloexec(&stdinPipe) }
-            childEnds.append(stdinPipe[0]); parentEnds.append(stdinPipe[1])
+            childEnds.append(stdinPipe[0])
+            parentEnds.append(stdinPipe[1])
         } else {
             stdinPipe[0] = try Syscall.open("/dev/null", O_RDONLY)
             childEnds.append(stdinPipe[0])
@@ -98,7 +105,7 @@ public enum Subprocess {
         childEnds = []
 
         let (out, err) = pump(stdout: stdoutPipe[0], stderr: stderrPipe[0], stdin: input == nil ? -1 : stdinPipe[1], input: input ?? [])
-        parentEnds = []  // pump closed them
+        parentEnds = [] // pump closed them
         var status: Int32 = 0
         _ = Syscall.retryOnInterrupt { waitpid(pid, &status, 0) }
         let signal = status & 0x7f
@@ -109,21 +116,28 @@ public enum Subprocess {
     /// that fills one pipe while we wait on another would otherwise never finish); closes all
     /// three descriptors.
     private static func pump(stdout: Int32, stderr: Int32, stdin: Int32, input: [UInt8]) -> ([UInt8], [UInt8]) {
-        var out: [UInt8] = [], err: [UInt8] = []
-        var fds = [pollfd(fd: stdout, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: stderr, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: stdin, events: Int16(POLLOUT), revents: 0)]
+        var out: [UInt8] = []
+        var err: [UInt8] = []
+        var fds = [
+            pollfd(fd: stdout, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: stderr, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: stdin, events: Int16(POLLOUT), revents: 0),
+        ]
         var written = 0
         if stdin >= 0 {
             _ = fcntl(stdin, F_SETFL, fcntl(stdin, F_GETFL) | O_NONBLOCK)
-            if input.isEmpty { Syscall.close(stdin); fds[2].fd = -1 }
+            if input.isEmpty {
+                Syscall.close(stdin)
+                fds[2].fd = -1
+            }
         }
         var buffer = [UInt8](repeating: 0, count: 16384)
         while fds[0].fd >= 0 || fds[1].fd >= 0 {
             for i in fds.indices { fds[i].revents = 0 }
             if Syscall.retryOnInterrupt({ poll(&fds, 3, -1) }) < 0 { break }
             if fds[2].fd >= 0, fds[2].revents != 0 {
-                let n = input.withUnsafeBytes { p in Syscall.retryOnInterrupt { write(stdin, p.baseAddress! + written, p.count - written) } }
+                let n = input.withUnsafeBytes { p in Syscall.retryOnInterrupt { write(stdin, p.baseAddress! + written, p.count - written) }
+                }
                 if n > 0 { written += n }
                 if n < 0 && Errno.current.rawValue != EAGAIN || written == input.count {
                     Syscall.close(stdin)

@@ -1,11 +1,12 @@
 import ArgumentParser
+import TwillAgent
+import TwillSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import TwillAgent
-import TwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,7 +15,9 @@ struct CNICommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cni",
         abstract: "Act as a CNI plugin (flannel's): bridge + host-local from subnet.env.",
-        discussion: "Normally run by the container runtime with CNI_COMMAND set and the network config on stdin. Installed as /opt/cni/bin/flannel (or twill) it does this without the subcommand.")
+        discussion:
+            "Normally run by the container runtime with CNI_COMMAND set and the network config on stdin. Installed as /opt/cni/bin/flannel (or twill) it does this without the subcommand."
+    )
 
     func run() throws {
         Self.runPlugin()

@@ -31,7 +31,9 @@ struct CleanupCommand: ParsableCommand {
         let report = NodeCleanup.run(tunName: tunName ?? "twill0", logger: Logger(label: "twill.cleanup"))
         for line in report.removed { StandardIO.write("removed \(line)\n") }
         for line in report.failures { StandardIO.write("could not remove \(line)\n", to: 2) }
-        StandardIO.write("cleanup: \(report.removed.count) device(s) and route(s) removed, \(report.failures.count) failure(s); rules removed as logged\n")
+        StandardIO.write(
+            "cleanup: \(report.removed.count) device(s) and route(s) removed, \(report.failures.count) failure(s); rules removed as logged\n"
+        )
         if !report.failures.isEmpty { throw ExitCode(1) }
     }
 }

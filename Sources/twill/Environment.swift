@@ -1,9 +1,10 @@
+import TwillSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import TwillSystem
 
 /// One flag that can also come from flanneld's environment (`FLANNELD_<NAME>`).
 struct EnvironmentFlag: Sendable, Hashable {
@@ -51,12 +52,15 @@ enum FlannelEnvironment {
     /// command line but set in the environment. Booleans: `true`/`1` add the flag,
     /// `false`/`0` add nothing, anything else is passed on for the parser to refuse. A
     /// repeatable flag takes a comma-separated list.
-    static func merge(_ arguments: [String], flags: [EnvironmentFlag], environment: [String: String] = ProcessInfo.processInfo.environment) -> [String] {
+    static func merge(_ arguments: [String], flags: [EnvironmentFlag], environment: [String: String] = ProcessInfo.processInfo.environment)
+        -> [String]
+    {
         var out = arguments
-        let given = Set(arguments.compactMap { a -> String? in
-            guard a.hasPrefix("--") else { return nil }
-            return String(a.dropFirst(2).prefix { $0 != "=" })
-        })
+        let given = Set(
+            arguments.compactMap { a -> String? in
+                guard a.hasPrefix("--") else { return nil }
+                return String(a.dropFirst(2).prefix { $0 != "=" })
+            })
         for flag in flags where !given.contains(flag.name) {
             guard let raw = environment[flag.variable], !raw.isEmpty else { continue }
             switch flag.kind {
@@ -83,7 +87,9 @@ enum FlannelEnvironment {
             var a = arg
             if a.hasPrefix("-"), !a.hasPrefix("--"), a.count > 2 {
                 let name = a.dropFirst().split(separator: "=", maxSplits: 1).first.map(String.init) ?? ""
-                if name.count > 1, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }), name.contains("-") || booleanFlags.contains(name) || name == "iface" {
+                if name.count > 1, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }),
+                    name.contains("-") || booleanFlags.contains(name) || name == "iface"
+                {
                     a = "-" + a
                 }
             }
@@ -91,9 +97,12 @@ enum FlannelEnvironment {
                 let name = String(a[a.index(a.startIndex, offsetBy: 2)..<eq])
                 let value = a[a.index(after: eq)...].lowercased()
                 if booleanFlags.contains(name) {
-                    if value == "true" || value == "1" { out.append("--" + name) }
-                    else if value == "false" || value == "0" { /* the default */ }
-                    else { out.append(a) }  // let the parser complain about it
+                    if value == "true" || value == "1" {
+                        out.append("--" + name)
+                    } else if value == "false" || value == "0" { /* the default */
+                    } else {
+                        out.append(a)
+                    } // let the parser complain about it
                     continue
                 }
             }

@@ -1,13 +1,15 @@
-import TwillSystem
 import ArgumentParser
 import Logging
 import TwillEtcd
 import TwillLease
+import TwillSystem
 
 /// The etcd flags every command takes (flanneld's names); FLANNELD_ values are merged into
 /// the arguments before parsing (``FlannelEnvironment/merge(_:flags:environment:)``).
 struct EtcdOptions: ParsableArguments {
-    @Option(name: .customLong("etcd-endpoints"), help: "Comma-separated etcd client URLs (default http://127.0.0.1:4001,http://127.0.0.1:2379).")
+    @Option(
+        name: .customLong("etcd-endpoints"), help: "Comma-separated etcd client URLs (default http://127.0.0.1:4001,http://127.0.0.1:2379)."
+    )
     var endpoints: String?
     @Option(name: .customLong("etcd-prefix"), help: "etcd key prefix (default /coreos.com/network).")
     var prefix: String?
@@ -21,11 +23,16 @@ struct EtcdOptions: ParsableArguments {
     var username: String?
     @Option(name: .customLong("etcd-password"), help: "etcd password.")
     var password: String?
-    @Option(name: .customLong("etcd-endpoint-timeout"), help: "Twill: seconds one etcd member may take to answer before the next is tried (default 3).")
+    @Option(
+        name: .customLong("etcd-endpoint-timeout"),
+        help: "Twill: seconds one etcd member may take to answer before the next is tried (default 3).")
     var endpointTimeout: Double?
-    @Option(name: .customLong("etcd-request-timeout"), help: "Twill: seconds one etcd request may take in all, failover included (default 10).")
+    @Option(
+        name: .customLong("etcd-request-timeout"), help: "Twill: seconds one etcd request may take in all, failover included (default 10).")
     var requestTimeout: Double?
-    @Option(name: .customLong("etcd-watch-timeout"), help: "Twill: seconds of silence after which the watch's member is probed, and left if it fails (default 5).")
+    @Option(
+        name: .customLong("etcd-watch-timeout"),
+        help: "Twill: seconds of silence after which the watch's member is probed, and left if it fails (default 5).")
     var watchTimeout: Double?
 
     static let defaultEndpoints = "http://127.0.0.1:4001,http://127.0.0.1:2379"

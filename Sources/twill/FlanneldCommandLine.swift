@@ -44,9 +44,18 @@ enum FlanneldCommandLine {
         agent("etcd-cafile", .string, "", "SSL Certificate Authority file used to secure etcd communication"),
         agent("etcd-username", .string, "", "username for BasicAuth to etcd"),
         agent("etcd-password", .string, "", "password for BasicAuth to etcd"),
-        agent("iface", .list, "", "interface to use (IP or name) for inter-host communication. Can be specified multiple times to check each option in order. Returns the first match found."),
-        agent("iface-regex", .list, "", "regex expression to match the first interface to use (IP or name) for inter-host communication. Can be specified multiple times to check each regex in order. Returns the first match found. Regexes are checked after specific interfaces specified by the iface option have already been checked."),
-        agent("iface-can-reach", .string, "", "detect interface to use (IP or name) for inter-host communication based on which will be used for provided IP. This is exactly the interface to use of command 'ip route get <ip-address>'"),
+        agent(
+            "iface", .list, "",
+            "interface to use (IP or name) for inter-host communication. Can be specified multiple times to check each option in order. Returns the first match found."
+        ),
+        agent(
+            "iface-regex", .list, "",
+            "regex expression to match the first interface to use (IP or name) for inter-host communication. Can be specified multiple times to check each regex in order. Returns the first match found. Regexes are checked after specific interfaces specified by the iface option have already been checked."
+        ),
+        agent(
+            "iface-can-reach", .string, "",
+            "detect interface to use (IP or name) for inter-host communication based on which will be used for provided IP. This is exactly the interface to use of command 'ip route get <ip-address>'"
+        ),
         agent("public-ip", .string, "", "IP accessible by other nodes for inter-host communication"),
         agent("public-ipv6", .string, "", "IPv6 accessible by other nodes for inter-host communication"),
         agent("subnet-file", .string, "/run/flannel/subnet.env", "filename where env variables (subnet, MTU, ... ) will be written to"),
@@ -59,22 +68,44 @@ enum FlanneldCommandLine {
         agent("iptables-resync", .int, "5", "resync period for iptables rules, in seconds"),
         agent("iptables-forward-rules", .bool, "true", "add default accept rules to FORWARD chain in iptables"),
         Flag(name: "version", kind: .bool, defaultValue: "false", usage: "print version and exit", role: .version),
-        Flag(name: "kube-subnet-mgr", kind: .bool, defaultValue: "false", usage: "contact the Kubernetes API for subnet assignment instead of etcd", role: .kubernetes),
-        Flag(name: "kube-api-url", kind: .string, defaultValue: "", usage: "Kubernetes API server URL. Does not need to be specified if flannel is running in a pod.", role: .kubernetes),
-        Flag(name: "kube-annotation-prefix", kind: .string, defaultValue: "flannel.alpha.coreos.com", usage: "Kubernetes annotation prefix. Can contain single slash \"/\", otherwise it will be appended at the end.", role: .kubernetes),
-        Flag(name: "kubeconfig-file", kind: .string, defaultValue: "", usage: "kubeconfig file location. Does not need to be specified if flannel is running in a pod.", role: .kubernetes),
-        Flag(name: "net-config-path", kind: .string, defaultValue: "/etc/kube-flannel/net-conf.json", usage: "path to the network configuration file", role: .kubernetes),
-        Flag(name: "set-node-network-unavailable", kind: .bool, defaultValue: "true", usage: "set NodeNetworkUnavailable after ready", role: .kubernetes),
+        Flag(
+            name: "kube-subnet-mgr", kind: .bool, defaultValue: "false",
+            usage: "contact the Kubernetes API for subnet assignment instead of etcd", role: .kubernetes),
+        Flag(
+            name: "kube-api-url", kind: .string, defaultValue: "",
+            usage: "Kubernetes API server URL. Does not need to be specified if flannel is running in a pod.", role: .kubernetes),
+        Flag(
+            name: "kube-annotation-prefix", kind: .string, defaultValue: "flannel.alpha.coreos.com",
+            usage: "Kubernetes annotation prefix. Can contain single slash \"/\", otherwise it will be appended at the end.",
+            role: .kubernetes),
+        Flag(
+            name: "kubeconfig-file", kind: .string, defaultValue: "",
+            usage: "kubeconfig file location. Does not need to be specified if flannel is running in a pod.", role: .kubernetes),
+        Flag(
+            name: "net-config-path", kind: .string, defaultValue: "/etc/kube-flannel/net-conf.json",
+            usage: "path to the network configuration file", role: .kubernetes),
+        Flag(
+            name: "set-node-network-unavailable", kind: .bool, defaultValue: "true", usage: "set NodeNetworkUnavailable after ready",
+            role: .kubernetes),
         Flag(name: "v", kind: .int, defaultValue: "0", usage: "number for the log level verbosity", role: .verbosity),
-        Flag(name: "vmodule", kind: .string, defaultValue: "", usage: "comma-separated list of pattern=N settings for file-filtered logging", role: .ignored),
-        Flag(name: "log_backtrace_at", kind: .string, defaultValue: ":0", usage: "when logging hits line file:N, emit a stack trace", role: .ignored),
+        Flag(
+            name: "vmodule", kind: .string, defaultValue: "", usage: "comma-separated list of pattern=N settings for file-filtered logging",
+            role: .ignored),
+        Flag(
+            name: "log_backtrace_at", kind: .string, defaultValue: ":0", usage: "when logging hits line file:N, emit a stack trace",
+            role: .ignored),
     ]
 
     /// flanneld's flags, then Twill's own agent flags that flanneld does not have.
     static let flags: [Flag] = {
         let known = Set(flanneldFlags.map(\.name))
         let twill = AgentCommand.environmentFlags.filter { !known.contains($0.name) }.map { f -> Flag in
-            let kind: Kind = switch f.kind { case .value: .string; case .flag: .bool; case .repeatable: .list }
+            let kind: Kind =
+                switch f.kind {
+                case .value: .string
+                case .flag: .bool
+                case .repeatable: .list
+                }
             return Flag(name: f.name, kind: kind, defaultValue: "", usage: "Twill: see `twill agent --help`", role: .agent(f.name))
         }
         return flanneldFlags + twill
@@ -95,7 +126,10 @@ enum FlanneldCommandLine {
         while index < arguments.count {
             let arg = arguments[index]
             // Go's flag package stops at the first non-flag argument or at "--".
-            if arg == "--" { index += 1; break }
+            if arg == "--" {
+                index += 1
+                break
+            }
             guard arg.hasPrefix("-"), arg != "-" else { break }
             let body = arg.hasPrefix("--") ? arg.dropFirst(2) : arg.dropFirst()
             guard !body.isEmpty, !body.hasPrefix("-"), !body.hasPrefix("=") else { return failure("bad flag syntax: \(arg)") }
@@ -133,11 +167,13 @@ enum FlanneldCommandLine {
         if let v = values["version"]?.last, v == "true" { return .exit(status: 0, stdout: "", stderr: version + "\n") }
         for flag in flags where flag.role.isKubernetes {
             guard let given = values[flag.name]?.last, given != flag.defaultValue else { continue }
-            return .exit(status: 1, stdout: "", stderr: """
-                -\(flag.name) is not supported: Twill keeps subnet leases in etcd, not in the Kubernetes API. \
-                Run it with -etcd-endpoints (see docs/migrating-from-flanneld.md).
+            return .exit(
+                status: 1, stdout: "",
+                stderr: """
+                    -\(flag.name) is not supported: Twill keeps subnet leases in etcd, not in the Kubernetes API. \
+                    Run it with -etcd-endpoints (see docs/migrating-from-flanneld.md).
 
-                """)
+                    """)
         }
         var out: [String] = []
         for flag in flags {
@@ -147,7 +183,11 @@ enum FlanneldCommandLine {
                 switch flag.kind {
                 case .bool:
                     let on = given.last == "true"
-                    if agentName == "iptables-forward-rules" { out.append("--\(agentName)=\(on)") } else if on { out.append("--\(agentName)") }
+                    if agentName == "iptables-forward-rules" {
+                        out.append("--\(agentName)=\(on)")
+                    } else if on {
+                        out.append("--\(agentName)")
+                    }
                 case .list:
                     out += given.map { "--\(agentName)=\($0)" }
                 case .string, .int:
@@ -188,13 +228,25 @@ enum FlanneldCommandLine {
     static func goInt(_ text: String) -> Int64? {
         var s = Substring(text)
         var negative = false
-        if s.first == "+" || s.first == "-" { negative = s.first == "-"; s = s.dropFirst() }
+        if s.first == "+" || s.first == "-" {
+            negative = s.first == "-"
+            s = s.dropFirst()
+        }
         var radix = 10
         let lower = s.lowercased()
-        if lower.hasPrefix("0x") { radix = 16; s = s.dropFirst(2) }
-        else if lower.hasPrefix("0b") { radix = 2; s = s.dropFirst(2) }
-        else if lower.hasPrefix("0o") { radix = 8; s = s.dropFirst(2) }
-        else if s.count > 1, s.first == "0" { radix = 8; s = s.dropFirst() }
+        if lower.hasPrefix("0x") {
+            radix = 16
+            s = s.dropFirst(2)
+        } else if lower.hasPrefix("0b") {
+            radix = 2
+            s = s.dropFirst(2)
+        } else if lower.hasPrefix("0o") {
+            radix = 8
+            s = s.dropFirst(2)
+        } else if s.count > 1, s.first == "0" {
+            radix = 8
+            s = s.dropFirst()
+        }
         guard !s.isEmpty, let magnitude = Int64(s.replacing("_", with: ""), radix: radix) else { return nil }
         return negative ? -magnitude : magnitude
     }
@@ -213,7 +265,13 @@ enum FlanneldCommandLine {
     static func usage() -> String {
         var text = "Usage of flanneld:\n"
         for flag in flanneldFlags.sorted(by: { $0.name < $1.name }) {
-            let type: String = switch flag.kind { case .bool: ""; case .int: " int"; case .string: " string"; case .list: " value" }
+            let type: String =
+                switch flag.kind {
+                case .bool: ""
+                case .int: " int"
+                case .string: " string"
+                case .list: " value"
+                }
             text += "  -\(flag.name)\(type)\n    \t\(flag.usage)"
             if !flag.defaultValue.isEmpty, flag.defaultValue != "false" {
                 text += flag.kind == .string ? " (default \"\(flag.defaultValue)\")" : " (default \(flag.defaultValue))"

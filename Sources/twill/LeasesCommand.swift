@@ -1,13 +1,14 @@
-import TwillSystem
 import ArgumentParser
+import TwillAddress
+import TwillEtcd
+import TwillLease
+import TwillSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import TwillAddress
-import TwillEtcd
-import TwillLease
 
 struct LeasesCommand: AsyncParsableCommand {
     /// A lease key's subnets as CIDRs: `10.244.7.0/24`, `10.244.7.0/24 and fd00::/64`, `fd00::/64`.
@@ -46,9 +47,12 @@ struct LeasesCommand: AsyncParsableCommand {
             for l in leases {
                 var ttl: Int64?
                 if !l.isReservation { ttl = try await client.timeToLive(lease: l.etcdLease)?.ttl }
-                rows.append(Row(subnet: l.subnet.ipv4Subnet.map { "\($0)" } ?? "-",
-                                publicIP: l.attributes.publicIP == .any ? "-" : "\(l.attributes.publicIP)",
-                                subnet6: l.subnet.ipv6.map { "\($0)" }, publicIPv6: l.attributes.publicIPv6.map { "\($0)" }, backend: l.attributes.backendType ?? "udp", expiresIn: ttl, reserved: l.isReservation))
+                rows.append(
+                    Row(
+                        subnet: l.subnet.ipv4Subnet.map { "\($0)" } ?? "-",
+                        publicIP: l.attributes.publicIP == .any ? "-" : "\(l.attributes.publicIP)",
+                        subnet6: l.subnet.ipv6.map { "\($0)" }, publicIPv6: l.attributes.publicIPv6.map { "\($0)" },
+                        backend: l.attributes.backendType ?? "udp", expiresIn: ttl, reserved: l.isReservation))
             }
             if json {
                 let e = JSONEncoder()
@@ -58,18 +62,24 @@ struct LeasesCommand: AsyncParsableCommand {
             }
             // The IPv6 columns only when some lease is dual stack.
             let dual = rows.contains { $0.subnet6 != nil || $0.publicIPv6 != nil }
-            let table = [["SUBNET", "PUBLIC-IP"] + (dual ? ["IPV6-SUBNET", "PUBLIC-IPV6"] : []) + ["BACKEND", "EXPIRES"]] + rows.map { r in
-                [r.subnet, r.publicIP] + (dual ? [r.subnet6 ?? "-", r.publicIPv6 ?? "-"] : [])
-                    + [r.backend, r.reserved ? "reserved" : (r.expiresIn.map(Self.human) ?? "expired")]
-            }
+            let table =
+                [["SUBNET", "PUBLIC-IP"] + (dual ? ["IPV6-SUBNET", "PUBLIC-IPV6"] : []) + ["BACKEND", "EXPIRES"]]
+                + rows.map { r in
+                    [r.subnet, r.publicIP] + (dual ? [r.subnet6 ?? "-", r.publicIPv6 ?? "-"] : [])
+                        + [r.backend, r.reserved ? "reserved" : (r.expiresIn.map(Self.human) ?? "expired")]
+                }
             let widths = (0..<table[0].count).map { c in table.map { $0[c].count }.max() ?? 0 }
             for row in table {
-                print(row.enumerated().map { $1 + String(repeating: " ", count: max(0, widths[$0] - $1.count)) }.joined(separator: "  ").trimmingWhitespace())
+                print(
+                    row.enumerated().map { $1 + String(repeating: " ", count: max(0, widths[$0] - $1.count)) }.joined(separator: "  ")
+                        .trimmingWhitespace())
             }
         }
 
         static func human(_ seconds: Int64) -> String {
-            let h = seconds / 3600, m = (seconds % 3600) / 60, s = seconds % 60
+            let h = seconds / 3600
+            let m = (seconds % 3600) / 60
+            let s = seconds % 60
             if h > 0 { return "in \(h)h\(m)m" }
             if m > 0 { return "in \(m)m\(s)s" }
             return "in \(s)s"
@@ -79,7 +89,8 @@ struct LeasesCommand: AsyncParsableCommand {
     struct Reserve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Reserve a subnet for a node: a lease that never expires.",
-            discussion: "Dual stack: give the IPv6 subnet with --ipv6-subnet. IPv6-only: give the IPv6 subnet as the argument and --public-ipv6.")
+            discussion:
+                "Dual stack: give the IPv6 subnet with --ipv6-subnet. IPv6-only: give the IPv6 subnet as the argument and --public-ipv6.")
         @OptionGroup var etcd: EtcdOptions
         @Argument(help: "The subnet, e.g. 10.244.7.0/24 (or, IPv6-only, fd00:10:244:7::/64).") var subnet: String
         @Option(name: .customLong("ipv6-subnet"), help: "Dual stack: the node's IPv6 subnet too.") var ipv6Subnet: String?
@@ -92,10 +103,14 @@ struct LeasesCommand: AsyncParsableCommand {
                 guard ipv6Subnet == nil else { throw ValidationError("--ipv6-subnet goes with an IPv4 subnet argument") }
                 key = SubnetKey(ipv4: SubnetKey.ipv6OnlyPart, ipv6: v6)
             } else {
-                guard let net = try? IPv4Network(parsing: subnet) else { throw ValidationError("\(subnet) is not a subnet like 10.244.7.0/24 or fd00:10:244:7::/64") }
+                guard let net = try? IPv4Network(parsing: subnet) else {
+                    throw ValidationError("\(subnet) is not a subnet like 10.244.7.0/24 or fd00:10:244:7::/64")
+                }
                 key = SubnetKey(ipv4: net)
                 if let text = ipv6Subnet {
-                    guard let v6 = try? IPv6Network(parsing: text) else { throw ValidationError("--ipv6-subnet \(text) is not an IPv6 subnet like fd00:10:244:7::/64") }
+                    guard let v6 = try? IPv6Network(parsing: text) else {
+                        throw ValidationError("--ipv6-subnet \(text) is not an IPv6 subnet like fd00:10:244:7::/64")
+                    }
                     key.ipv6 = v6
                 }
             }
@@ -141,7 +156,9 @@ struct LeasesCommand: AsyncParsableCommand {
                 throw ValidationError("\(subnet) is not a subnet like 10.244.7.0/24 or fd00:10:244:7::/64")
             }
             guard let old else { throw CLIError("no lease for \(subnet)") }
-            print("released \(LeasesCommand.cidrs(old.subnet)) (was \(old.attributes.publicIP == .any ? old.attributes.publicIPv6.map { "\($0)" } ?? "?" : "\(old.attributes.publicIP)")\(old.isReservation ? ", reserved" : ""))")
+            print(
+                "released \(LeasesCommand.cidrs(old.subnet)) (was \(old.attributes.publicIP == .any ? old.attributes.publicIPv6.map { "\($0)" } ?? "?" : "\(old.attributes.publicIP)")\(old.isReservation ? ", reserved" : ""))"
+            )
         }
     }
 }

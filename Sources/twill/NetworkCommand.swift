@@ -1,12 +1,13 @@
 import ArgumentParser
+import TwillEtcd
+import TwillLease
+import TwillSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import TwillEtcd
-import TwillLease
-import TwillSystem
 
 struct NetworkCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,7 +27,9 @@ struct NetworkCommand: AsyncParsableCommand {
             print(kv.valueString)
             do {
                 let c = try NetworkConfig(json: kv.value)
-                print("# network \(c.network.map { "\($0)" } ?? "-"), subnets /\(c.subnetLength) from \(c.subnetMin) to \(c.subnetMax) (\(c.subnetRange?.count ?? 0) subnets), backend \(c.backendType)")
+                print(
+                    "# network \(c.network.map { "\($0)" } ?? "-"), subnets /\(c.subnetLength) from \(c.subnetMin) to \(c.subnetMax) (\(c.subnetRange?.count ?? 0) subnets), backend \(c.backendType)"
+                )
             } catch {
                 throw LeaseError.invalidConfig(key: key, reason: error.reason)
             }
@@ -36,7 +39,9 @@ struct NetworkCommand: AsyncParsableCommand {
     struct Set: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Write the network config, after checking it.",
-            discussion: "Give --file (flannel's JSON) or --network with optional --subnet-len and --backend. A different existing config is only replaced with --force.")
+            discussion:
+                "Give --file (flannel's JSON) or --network with optional --subnet-len and --backend. A different existing config is only replaced with --force."
+        )
         @OptionGroup var etcd: EtcdOptions
         @Option(help: "A file holding the config JSON ('-' for standard input).") var file: String?
         @Option(help: "The overlay network, e.g. 10.244.0.0/16.") var network: String?
@@ -44,8 +49,10 @@ struct NetworkCommand: AsyncParsableCommand {
         @Option(help: "Backend type: udp, vxlan, host-gw (or alloc).") var backend: String?
         @Option(help: "Backend UDP port (udp, vxlan).") var port: Int?
         @Option(help: "VXLAN network identifier.") var vni: Int?
-        @Option(name: .customLong("ipv6-network"), help: "Dual stack: the IPv6 overlay network (EnableIPv6), e.g. fd00:10:244::/56.") var ipv6Network: String?
-        @Option(name: .customLong("ipv6-subnet-len"), help: "Prefix length of each node's IPv6 subnet (default 64).") var ipv6SubnetLen: Int?
+        @Option(name: .customLong("ipv6-network"), help: "Dual stack: the IPv6 overlay network (EnableIPv6), e.g. fd00:10:244::/56.")
+        var ipv6Network: String?
+        @Option(name: .customLong("ipv6-subnet-len"), help: "Prefix length of each node's IPv6 subnet (default 64).") var ipv6SubnetLen:
+            Int?
         @Flag(help: "Replace an existing, different config.") var force = false
 
         func validate() throws {
@@ -94,13 +101,18 @@ struct NetworkCommand: AsyncParsableCommand {
                     return
                 }
                 guard force else {
-                    throw CLIError("\(key) already holds a different config:\n  \(existing.valueString)\nrefusing to replace it without --force (nodes keep leases only while they fit the config)")
+                    throw CLIError(
+                        "\(key) already holds a different config:\n  \(existing.valueString)\nrefusing to replace it without --force (nodes keep leases only while they fit the config)"
+                    )
                 }
-                let r = try await client.txn(compare: [.unchanged(key, modRevision: existing.modRevision)], success: [.put(key: key, value: data)], failure: [])
+                let r = try await client.txn(
+                    compare: [.unchanged(key, modRevision: existing.modRevision)], success: [.put(key: key, value: data)], failure: [])
                 guard r.succeeded else { throw CLIError("\(key) changed while writing; try again") }
             } else {
                 let r = try await client.txn(compare: [.absent(key)], success: [.put(key: key, value: data)], failure: [])
-                guard r.succeeded else { throw CLIError("\(key) was written by someone else meanwhile; check it with `twill network show`") }
+                guard r.succeeded else {
+                    throw CLIError("\(key) was written by someone else meanwhile; check it with `twill network show`")
+                }
             }
             print("wrote \(key): \(String(decoding: data, as: UTF8.self))")
         }

@@ -1,19 +1,22 @@
 import ArgumentParser
+import TwillAgent
+import TwillEtcd
+import TwillSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import TwillAgent
-import TwillEtcd
-import TwillSystem
 
 /// `twill status`: the running agent's view of the node, from its health endpoint.
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "Show the node's lease, backend, etcd endpoints and peers, from the running agent.",
-        discussion: "Reads GET /status on the agent's --healthz-ip:--healthz-port (default: FLANNELD_HEALTHZ_IP/PORT, else 127.0.0.1 and no port: give --endpoint).")
+        discussion:
+            "Reads GET /status on the agent's --healthz-ip:--healthz-port (default: FLANNELD_HEALTHZ_IP/PORT, else 127.0.0.1 and no port: give --endpoint)."
+    )
 
     @Option(help: "The agent's health endpoint, e.g. http://127.0.0.1:9100.") var endpoint: String?
     @Flag(help: "Print the JSON as the agent sends it.") var json = false
@@ -35,7 +38,8 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         guard let url else {
-            throw CLIError("no endpoint: give --endpoint http://HOST:PORT (the agent's --healthz-port; the health server is off by default)")
+            throw CLIError(
+                "no endpoint: give --endpoint http://HOST:PORT (the agent's --healthz-port; the health server is off by default)")
         }
         repeat {
             let text = try await Self.fetch(url, json: json)
@@ -50,7 +54,9 @@ struct StatusCommand: AsyncParsableCommand {
         case .failure(let e):
             throw CLIError("\(e) (is the agent running with --healthz-port?)")
         case .success(let (status, body)):
-            guard status == 200 else { throw CLIError("\(url) answered HTTP \(status): \(String(decoding: body.prefix(200), as: UTF8.self))") }
+            guard status == 200 else {
+                throw CLIError("\(url) answered HTTP \(status): \(String(decoding: body.prefix(200), as: UTF8.self))")
+            }
             if json { return String(decoding: body, as: UTF8.self) + "\n" }
             do {
                 return try JSONDecoder().decode(NodeStatus.self, from: Data(body)).rendered()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,7 +16,10 @@ struct Twill: AsyncParsableCommand {
         commandName: "twill",
         abstract: "Overlay network agent for Docker hosts and Kubernetes nodes (flannel-compatible).",
         version: TwillVersion.string,
-        subcommands: [AgentCommand.self, StatusCommand.self, NetworkCommand.self, LeasesCommand.self, DockerOptsCommand.self, CNICommand.self, CleanupCommand.self, VersionCommand.self]
+        subcommands: [
+            AgentCommand.self, StatusCommand.self, NetworkCommand.self, LeasesCommand.self, DockerOptsCommand.self, CNICommand.self,
+            CleanupCommand.self, VersionCommand.self,
+        ]
     )
 
     static func main() async {
@@ -55,8 +59,10 @@ struct Twill: AsyncParsableCommand {
     /// The agent with flanneld's command line (``FlanneldCommandLine``).
     static func runAsFlanneld() async {
         let environment = ProcessInfo.processInfo.environment
-        switch FlanneldCommandLine.parse(Array(CommandLine.arguments.dropFirst()), environment: environment,
-                                         version: "\(TwillVersion.string) (Twill, flanneld-compatible)") {
+        switch FlanneldCommandLine.parse(
+            Array(CommandLine.arguments.dropFirst()), environment: environment,
+            version: "\(TwillVersion.string) (Twill, flanneld-compatible)")
+        {
         case .exit(let status, let stdout, let stderr):
             if !stdout.isEmpty { StandardIO.write(stdout, to: 1) }
             if !stderr.isEmpty { StandardIO.write(stderr, to: 2) }

@@ -4,7 +4,8 @@ import TwillTestSupport
 
 /// deploy/kubernetes/bootstrap-node.sh, installing into a scratch root (no systemd here).
 @Suite struct BootstrapScriptTests {
-    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .path
     static var script: String { repo + "/deploy/kubernetes/bootstrap-node.sh" }
 
     @Test func helpAndMissingArguments() throws {
@@ -16,10 +17,15 @@ import TwillTestSupport
     @Test func installsOnceAndIsIdempotent() throws {
         let root = try makeTempDir(prefix: "twill-test-bootstrap-")
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let args = [Self.script, "--etcd-endpoints", "http://198.51.100.254:2379", "--binary", try twillBinary(),
-                    "--iface", "eth0", "--prefix", root, "--no-start"]
+        let args = [
+            Self.script, "--etcd-endpoints", "http://198.51.100.254:2379", "--binary", try twillBinary(),
+            "--iface", "eth0", "--prefix", root, "--no-start",
+        ]
         let first = try run("/bin/bash", args)
-        for path in ["/usr/local/bin/twill", "/opt/cni/bin/flannel", "/etc/systemd/system/twill.service", "/etc/twill/twill.env", "/etc/cni/net.d/10-twill.conflist"] {
+        for path in [
+            "/usr/local/bin/twill", "/opt/cni/bin/flannel", "/etc/systemd/system/twill.service", "/etc/twill/twill.env",
+            "/etc/cni/net.d/10-twill.conflist",
+        ] {
             #expect(first.contains("installed \(root)\(path)"), "\(first)")
             #expect(FileManager.default.fileExists(atPath: root + path))
         }

@@ -10,9 +10,11 @@ import TwillTestSupport
 
     /// Runs the plugin for `command` inside `host`, for the pod namespace `pod`.
     static func cni(_ cluster: TestCluster, host i: Int, pod: TestNamespace, id: String, command: String) throws -> String {
-        let conf = #"{"cniVersion":"0.4.0","name":"twill-e2e","type":"flannel","subnetFile":"\#(cluster.subnetFile(i))","dataDir":"\#(cluster.dir)/cni-h\#(i + 1)","delegate":{"ipam":{"dataDir":"\#(cluster.dir)/ipam-h\#(i + 1)"}}}"#
+        let conf =
+            #"{"cniVersion":"0.4.0","name":"twill-e2e","type":"flannel","subnetFile":"\#(cluster.subnetFile(i))","dataDir":"\#(cluster.dir)/cni-h\#(i + 1)","delegate":{"ipam":{"dataDir":"\#(cluster.dir)/ipam-h\#(i + 1)"}}}"#
         let env = ["CNI_COMMAND": command, "CNI_CONTAINERID": id, "CNI_NETNS": pod.path, "CNI_IFNAME": "eth0", "CNI_PATH": cniPath]
-        return try run("/usr/sbin/ip", ["netns", "exec", cluster.net.hosts[i].name, try twillBinary(), "cni"], environment: env, input: conf)
+        return try run(
+            "/usr/sbin/ip", ["netns", "exec", cluster.net.hosts[i].name, try twillBinary(), "cni"], environment: env, input: conf)
     }
 
     /// The pod's IPv4 address on eth0.
@@ -45,12 +47,16 @@ import TwillTestSupport
                 let addresses = placement.map { Self.address(of: $0.0) ?? "" }
                 for (n, (_, host)) in placement.enumerated() {
                     let subnet = cluster.subnet(host) ?? ""
-                    #expect(addresses[n].hasPrefix(subnet.replacingOccurrences(of: ".0/24", with: ".")), "pod \(n) got \(addresses[n]), host subnet \(subnet)")
+                    #expect(
+                        addresses[n].hasPrefix(subnet.replacingOccurrences(of: ".0/24", with: ".")),
+                        "pod \(n) got \(addresses[n]), host subnet \(subnet)")
                 }
                 // Every pod pings every other pod, across nodes and on the same node.
                 for (a, (podA, _)) in placement.enumerated() {
                     for (b, _) in placement.enumerated() where a != b {
-                        #expect(podA.pingEventually(addresses[b], attempts: 5), "pod \(a) (\(addresses[a])) cannot reach pod \(b) (\(addresses[b]))")
+                        #expect(
+                            podA.pingEventually(addresses[b], attempts: 5),
+                            "pod \(a) (\(addresses[a])) cannot reach pod \(b) (\(addresses[b]))")
                     }
                 }
                 // DEL takes the pod's interface away and frees its address.
@@ -84,8 +90,10 @@ import TwillTestSupport
             return
         }
         try await withCluster(hosts: 2, underlay: "198.51.100", ipv6: true) { cluster in
-            try cluster.etcdctl(["put", "/coreos.com/network/config",
-                                 #"{"Network":"198.18.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:100::/48","Backend":{"Type":"\#(backend)"}}"#])
+            try cluster.etcdctl([
+                "put", "/coreos.com/network/config",
+                #"{"Network":"198.18.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:100::/48","Backend":{"Type":"\#(backend)"}}"#,
+            ])
             for i in 0..<2 {
                 try cluster.net.hosts[i].exec("/usr/sbin/sysctl", ["-qw", "net.ipv4.ip_forward=1"])
                 // --ip-masq, as flannel's manifests run it: pod-to-pod traffic keeps its
@@ -109,7 +117,8 @@ import TwillTestSupport
                 }
                 let diagnose = { () -> String in
                     cluster.net.hosts.map { h in
-                        ((try? h.ip("route")) ?? "") + ((try? h.ip("-6", "route")) ?? "") + ((try? h.exec("/usr/sbin/iptables", ["-w", "-S"])) ?? "")
+                        ((try? h.ip("route")) ?? "") + ((try? h.ip("-6", "route")) ?? "")
+                            + ((try? h.exec("/usr/sbin/iptables", ["-w", "-S"])) ?? "")
                     }.joined(separator: "\n---\n") + "\n" + String(cluster.agentLog(0).suffix(3000))
                 }
                 #expect(pods[0].pingEventually(v4[1], attempts: 5), "pod a cannot reach \(v4[1]): \(diagnose())")

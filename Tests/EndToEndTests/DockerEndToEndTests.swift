@@ -18,10 +18,12 @@ import TwillTestSupport
             self.dir = dir
             socket = "unix://\(dir)/docker.sock"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            process = try ChildProcess("/usr/bin/nsenter", [
-                "--net=\(host.path)", "/usr/sbin/dockerd", "--data-root", dir + "/data", "--exec-root", dir + "/exec",
-                "--pidfile", dir + "/docker.pid", "-H", socket, "--storage-driver", "vfs",
-            ] + options, logPath: dir + "/dockerd.log")
+            process = try ChildProcess(
+                "/usr/bin/nsenter",
+                [
+                    "--net=\(host.path)", "/usr/sbin/dockerd", "--data-root", dir + "/data", "--exec-root", dir + "/exec",
+                    "--pidfile", dir + "/docker.pid", "-H", socket, "--storage-driver", "vfs",
+                ] + options, logPath: dir + "/dockerd.log")
         }
 
         @discardableResult
@@ -41,7 +43,9 @@ import TwillTestSupport
             process?.stop(signal: SIGTERM, timeout: .seconds(15))
             process = nil
             let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
-            for m in mounts.split(separator: "\n").compactMap({ $0.split(separator: " ").dropFirst().first }).filter({ $0.hasPrefix(dir) }).sorted().reversed() {
+            for m in mounts.split(separator: "\n").compactMap({ $0.split(separator: " ").dropFirst().first }).filter({ $0.hasPrefix(dir) })
+                .sorted().reversed()
+            {
                 _ = try? run("/usr/bin/umount", ["-l", String(m)])
             }
             try? FileManager.default.removeItem(atPath: dir)
@@ -65,7 +69,8 @@ import TwillTestSupport
 
     @Test(arguments: [("udp", "198.51.100"), ("vxlan", "203.0.113")])
     func containersOnTwoNodesTalk(backend: String, underlay: String) async throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/dockerd"), FileManager.default.fileExists(atPath: "/bin/busybox") else {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/dockerd"), FileManager.default.fileExists(atPath: "/bin/busybox")
+        else {
             Issue.record("docker.io and busybox-static are needed (make deps installs them)")
             return
         }
@@ -102,10 +107,13 @@ import TwillTestSupport
                 #expect(try cluster.net.hosts[i].ip("-4", "addr", "show", "docker0").contains(gw))
             }
             try daemons[1].docker(["run", "-d", "--name", "web", "twill-busybox", "httpd", "-f", "-p", "8080", "-h", "/www"])
-            let ip = try daemons[1].docker(["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"]).trimmingCharacters(in: .whitespacesAndNewlines)
+            let ip = try daemons[1].docker(["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"]).trimmingCharacters(
+                in: .whitespacesAndNewlines)
             #expect(ip.hasPrefix((cluster.subnet(1) ?? "-").replacingOccurrences(of: "0/24", with: "")), "web container address \(ip)")
-            let out = try daemons[0].docker(["run", "--rm", "twill-busybox", "sh", "-c",
-                                             "ping -c1 -W3 \(ip) && printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 \(ip) 8080"])
+            let out = try daemons[0].docker([
+                "run", "--rm", "twill-busybox", "sh", "-c",
+                "ping -c1 -W3 \(ip) && printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 \(ip) 8080",
+            ])
             #expect(out.contains("1 packets received"), "\(out)")
             #expect(out.contains("hello from twill"), "\(out)")
         }

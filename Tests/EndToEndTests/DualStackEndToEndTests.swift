@@ -35,16 +35,18 @@ import TwillTestSupport
     /// A byte-exact TCP transfer of `size` bytes from `from`'s address `src` to `dst` on `to`.
     static func transfer(_ cluster: TestCluster, from: Int, src: String, to: Int, dst: String, size: Int) async throws -> (String, String) {
         let hosts = cluster.net.hosts
-        let sink = try ChildProcess("/usr/sbin/ip", ["netns", "exec", hosts[to].name, "/usr/bin/python3", "-c", TCPTransferScripts.sink, dst, "5001"],
-                                    logPath: cluster.dir + "/sink.\(Int.random(in: 0..<1_000_000)).log")
+        let sink = try ChildProcess(
+            "/usr/sbin/ip", ["netns", "exec", hosts[to].name, "/usr/bin/python3", "-c", TCPTransferScripts.sink, dst, "5001"],
+            logPath: cluster.dir + "/sink.\(Int.random(in: 0..<1_000_000)).log")
         defer { sink.stop(signal: SIGKILL) }
         let sent = try hosts[from].exec("/usr/bin/python3", ["-c", TCPTransferScripts.source, src, dst, "5001", "\(size)"])
         _ = await eventually(timeout: .seconds(30)) { !sink.isRunning }
         return (sent.trimmingCharacters(in: .whitespacesAndNewlines), sink.log.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
-    @Test("three dual-stack nodes: both families routed pair by pair, TCP over IPv6 byte-identical, flannel's literal lease JSON, ip6tables masquerade, stale IPv6 state removed",
-          arguments: ["host-gw", "vxlan", "udp"])
+    @Test(
+        "three dual-stack nodes: both families routed pair by pair, TCP over IPv6 byte-identical, flannel's literal lease JSON, ip6tables masquerade, stale IPv6 state removed",
+        arguments: ["host-gw", "vxlan", "udp"])
     func threeNodes(backend: String) async throws {
         try await withCluster(hosts: 3, underlay: "198.51.100", ipv6: true) { cluster in
             let hosts = cluster.net.hosts
@@ -65,15 +67,16 @@ import TwillTestSupport
             // subnet.env: flannel's lines in flannel's order.
             let env = try String(contentsOfFile: cluster.subnetFile(0), encoding: .utf8)
             let mtu = ["vxlan": 1430, "udp": 1472][backend] ?? 1500
-            #expect(env == """
-                FLANNEL_NETWORK=198.18.0.0/16
-                FLANNEL_SUBNET=\(TestCluster.gateway(subnets[0]))/24
-                FLANNEL_IPV6_NETWORK=2001:db8:100::/48
-                FLANNEL_IPV6_SUBNET=\(TestCluster.gateway6(subnets6[0]))/64
-                FLANNEL_MTU=\(mtu)
-                FLANNEL_IPMASQ=true
+            #expect(
+                env == """
+                    FLANNEL_NETWORK=198.18.0.0/16
+                    FLANNEL_SUBNET=\(TestCluster.gateway(subnets[0]))/24
+                    FLANNEL_IPV6_NETWORK=2001:db8:100::/48
+                    FLANNEL_IPV6_SUBNET=\(TestCluster.gateway6(subnets6[0]))/64
+                    FLANNEL_MTU=\(mtu)
+                    FLANNEL_IPMASQ=true
 
-                """)
+                    """)
             // The lease: flannel's dual-stack key, PublicIPv6 auto-detected, BackendV6Data for vxlan.
             let v4Part = subnets[0].replacingOccurrences(of: "/", with: "-")
             let v6Part = subnets6[0].replacingOccurrences(of: "/", with: "-")
@@ -83,7 +86,9 @@ import TwillTestSupport
             let typed = backend == "udp" ? "}" : #","BackendType":"\#(backend)""#
             #expect(value.hasPrefix(#"{"PublicIP":"198.51.100.1","PublicIPv6":"2001:db8:1::1""# + typed), "\(key): \(value)")
             if backend == "vxlan" {
-                let mac6 = try hosts[0].ip("link", "show", "flannel-v6.1").split(separator: " ").drop { $0 != "link/ether" }.dropFirst().first.map(String.init) ?? "?"
+                let mac6 =
+                    try hosts[0].ip("link", "show", "flannel-v6.1").split(separator: " ").drop { $0 != "link/ether" }.dropFirst().first.map(
+                        String.init) ?? "?"
                 #expect(value.hasSuffix(#","BackendV6Data":{"VNI":1,"VtepMAC":"\#(mac6)"}}"#), "\(value)")
                 let dev6 = try hosts[0].ip("-d", "link", "show", "flannel-v6.1")
                 #expect(dev6.contains("vxlan id 1") && dev6.contains("local 2001:db8:1::1") && dev6.contains("mtu 1430"), "\(dev6)")
@@ -94,17 +99,21 @@ import TwillTestSupport
             // udp routes each whole network through its TUN; the others, each peer's subnet.
             let peerRoutes = backend != "udp"
             let wanted = { (i: Int) -> Bool in
-                peerRoutes ? Self.owned6(hosts[i]).count == 2 && Self.owned4(hosts[i]).count == 2
+                peerRoutes
+                    ? Self.owned6(hosts[i]).count == 2 && Self.owned4(hosts[i]).count == 2
                     : Self.owned6(hosts[i]) == ["2001:db8:100::/48"] && Self.owned4(hosts[i]) == ["198.18.0.0/16"]
             }
             for i in 0..<3 {
-                #expect(await eventually(timeout: .seconds(15)) { wanted(i) },
-                        "host \(i + 1) routes:\n\(Self.routes4(hosts[i]))\n\(Self.routes6(hosts[i]))\n\(cluster.agentLog(i))")
+                #expect(
+                    await eventually(timeout: .seconds(15)) { wanted(i) },
+                    "host \(i + 1) routes:\n\(Self.routes4(hosts[i]))\n\(Self.routes6(hosts[i]))\n\(cluster.agentLog(i))")
                 for j in 0..<3 where j != i {
-                    #expect(hosts[i].pingEventually(TestCluster.gateway(subnets[j]), from: TestCluster.gateway(subnets[i])),
-                            "\(backend): h\(i + 1) cannot reach h\(j + 1)'s \(subnets[j])")
-                    #expect(Self.ping6(hosts[i], TestCluster.gateway6(subnets6[j]), from: TestCluster.gateway6(subnets6[i])),
-                            "\(backend): h\(i + 1) cannot reach h\(j + 1)'s \(subnets6[j])")
+                    #expect(
+                        hosts[i].pingEventually(TestCluster.gateway(subnets[j]), from: TestCluster.gateway(subnets[i])),
+                        "\(backend): h\(i + 1) cannot reach h\(j + 1)'s \(subnets[j])")
+                    #expect(
+                        Self.ping6(hosts[i], TestCluster.gateway6(subnets6[j]), from: TestCluster.gateway6(subnets6[i])),
+                        "\(backend): h\(i + 1) cannot reach h\(j + 1)'s \(subnets6[j])")
                 }
             }
             if backend == "host-gw" {
@@ -113,13 +122,16 @@ import TwillTestSupport
                 #expect(Self.routes6(hosts[0]).contains("2001:db8:100::/48 dev twill0"), "\(Self.routes6(hosts[0]))")
                 #expect(try hosts[0].ip("-6", "addr", "show", "dev", "twill0").contains("\(subnets6[0].dropLast(3))/128"))
             } else {
-                #expect(Self.routes6(hosts[0]).contains("\(subnets6[1]) via \(subnets6[1].dropLast(3)) dev flannel-v6.1"), "\(Self.routes6(hosts[0]))")
+                #expect(
+                    Self.routes6(hosts[0]).contains("\(subnets6[1]) via \(subnets6[1].dropLast(3)) dev flannel-v6.1"),
+                    "\(Self.routes6(hosts[0]))")
                 #expect(try hosts[0].exec("/usr/sbin/bridge", ["fdb", "show", "dev", "flannel-v6.1"]).contains("dst 2001:db8:1::2"))
             }
 
             // 20 MB over TCP over IPv6, byte for byte.
-            let (sent, received) = try await Self.transfer(cluster, from: 0, src: TestCluster.gateway6(subnets6[0]), to: 1,
-                                                           dst: TestCluster.gateway6(subnets6[1]), size: 20 << 20)
+            let (sent, received) = try await Self.transfer(
+                cluster, from: 0, src: TestCluster.gateway6(subnets6[0]), to: 1,
+                dst: TestCluster.gateway6(subnets6[1]), size: 20 << 20)
             #expect(sent.hasPrefix("\(20 << 20) ") && sent == received, "sent \(sent) received \(received)")
 
             // --ip-masq: flannel's rules in ip6tables too, restored when flushed by hand.
@@ -132,31 +144,38 @@ import TwillTestSupport
             // A peer written by hand in flannel's literal dual-stack JSON is routed for both families.
             var literal = #"{"PublicIP":"198.51.100.3","PublicIPv6":"2001:db8:1::3","BackendType":"\#(backend)""#
             if backend == "vxlan" {
-                literal += #","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:77:04"},"BackendV6Data":{"VNI":1,"VtepMAC":"02:00:00:00:77:06"}"#
+                literal +=
+                    #","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:77:04"},"BackendV6Data":{"VNI":1,"VtepMAC":"02:00:00:00:77:06"}"#
             }
             literal += "}"
             // A subnet of each family no agent holds (theirs are random).
             let hand = (77...99).first { !subnets.contains("198.18.\($0).0/24") && !subnets6.contains("2001:db8:100:\($0)::/64") } ?? 77
-            let hand4 = "198.18.\(hand).0", hand6 = "2001:db8:100:\(hand)::"
+            let hand4 = "198.18.\(hand).0"
+            let hand6 = "2001:db8:100:\(hand)::"
             let handKey = "/coreos.com/network/subnets/\(hand4)-24&\(hand6)-64"
             try cluster.etcdctl(["put", handKey, literal.replacingOccurrences(of: #","BackendType":"udp""#, with: "")])
             for i in 0..<2 where backend == "udp" {
                 // The engine's peers are what the node status shows.
-                #expect(await eventually(timeout: .seconds(10)) {
-                    let s = (try? hosts[i].exec("/usr/bin/curl", ["-s", "http://127.0.0.1:9100/status"])) ?? ""
-                    return s.contains("\"\(hand6)\\/64\"") || s.contains("\"\(hand6)/64\"")
-                }, "host \(i + 1): \((try? hosts[i].exec("/usr/bin/curl", ["-s", "http://127.0.0.1:9100/status"])) ?? "")")
+                #expect(
+                    await eventually(timeout: .seconds(10)) {
+                        let s = (try? hosts[i].exec("/usr/bin/curl", ["-s", "http://127.0.0.1:9100/status"])) ?? ""
+                        return s.contains("\"\(hand6)\\/64\"") || s.contains("\"\(hand6)/64\"")
+                    }, "host \(i + 1): \((try? hosts[i].exec("/usr/bin/curl", ["-s", "http://127.0.0.1:9100/status"])) ?? "")")
             }
             for i in 0..<2 where peerRoutes {
-                #expect(await eventually(timeout: .seconds(10)) {
-                    Self.owned6(hosts[i]).contains("\(hand6)/64") && Self.owned4(hosts[i]).contains("\(hand4)/24")
-                }, "host \(i + 1): \(Self.routes4(hosts[i]))\n\(Self.routes6(hosts[i]))")
+                #expect(
+                    await eventually(timeout: .seconds(10)) {
+                        Self.owned6(hosts[i]).contains("\(hand6)/64") && Self.owned4(hosts[i]).contains("\(hand4)/24")
+                    }, "host \(i + 1): \(Self.routes4(hosts[i]))\n\(Self.routes6(hosts[i]))")
             }
             if backend == "host-gw" {
                 #expect(Self.routes6(hosts[0]).contains("\(hand6)/64 via 2001:db8:1::3 dev eth0"))
             } else if backend == "vxlan" {
-                #expect(try hosts[0].ip("-6", "neigh", "show", "dev", "flannel-v6.1").contains("\(hand6) lladdr 02:00:00:00:77:06 PERMANENT"))
-                #expect(try hosts[0].exec("/usr/sbin/bridge", ["fdb", "show", "dev", "flannel-v6.1"]).contains("02:00:00:00:77:06 dst 2001:db8:1::3"))
+                #expect(
+                    try hosts[0].ip("-6", "neigh", "show", "dev", "flannel-v6.1").contains("\(hand6) lladdr 02:00:00:00:77:06 PERMANENT"))
+                #expect(
+                    try hosts[0].exec("/usr/sbin/bridge", ["fdb", "show", "dev", "flannel-v6.1"]).contains(
+                        "02:00:00:00:77:06 dst 2001:db8:1::3"))
             }
             try cluster.etcdctl(["del", handKey])
 
@@ -169,18 +188,26 @@ import TwillTestSupport
             cluster.stopAgent(2, signal: SIGKILL)
             try cluster.etcdctl(["del", "--prefix", cluster.leaseKey(subnets[2])])
             for i in 0..<2 where backend == "udp" {
-                #expect(await eventually(timeout: .seconds(10)) {
-                    let s = (try? hosts[i].exec("/usr/bin/curl", ["-s", "http://127.0.0.1:9100/status"])) ?? ""
-                    return s.contains("\"peers\"") && !s.contains(String(subnets6[2].dropLast(3)))
-                })
+                #expect(
+                    await eventually(timeout: .seconds(10)) {
+                        let s = (try? hosts[i].exec("/usr/bin/curl", ["-s", "http://127.0.0.1:9100/status"])) ?? ""
+                        return s.contains("\"peers\"") && !s.contains(String(subnets6[2].dropLast(3)))
+                    })
                 // Traffic to its IPv6 subnet is now answered with ICMPv6 "no route" by the engine.
-                let out = (try? hosts[i].exec("/bin/sh", ["-c", "ping -6 -n -c1 -W2 -I \(TestCluster.gateway6(subnets6[i])) \(TestCluster.gateway6(subnets6[2])) 2>&1; true"])) ?? ""
+                let out =
+                    (try? hosts[i].exec(
+                        "/bin/sh",
+                        [
+                            "-c",
+                            "ping -6 -n -c1 -W2 -I \(TestCluster.gateway6(subnets6[i])) \(TestCluster.gateway6(subnets6[2])) 2>&1; true",
+                        ])) ?? ""
                 #expect(out.contains("Destination unreachable: No route"), "\(out)")
             }
             for i in 0..<2 where peerRoutes {
-                #expect(await eventually(timeout: .seconds(10)) {
-                    Self.owned6(hosts[i]) == [subnets6[1 - i]] && Self.owned4(hosts[i]) == [subnets[1 - i]]
-                }, "host \(i + 1) still has \(Self.routes4(hosts[i]))\n\(Self.routes6(hosts[i]))")
+                #expect(
+                    await eventually(timeout: .seconds(10)) {
+                        Self.owned6(hosts[i]) == [subnets6[1 - i]] && Self.owned4(hosts[i]) == [subnets[1 - i]]
+                    }, "host \(i + 1) still has \(Self.routes4(hosts[i]))\n\(Self.routes6(hosts[i]))")
             }
             if backend == "vxlan" {
                 #expect(try !hosts[0].ip("-6", "neigh", "show", "dev", "flannel-v6.1").contains(String(subnets6[2].dropLast(3))))
@@ -191,9 +218,10 @@ import TwillTestSupport
             try cluster.etcdctl(["del", "--prefix", cluster.leaseKey(subnets[0])])
             try hosts[0].ip("-6", "route", "add", "2001:db8:100:99::/64", "via", "2001:db8:1::2", "dev", "eth0", "proto", "84")
             try cluster.startAgent(0, extra: status + ["--ip-masq", "--iptables-resync", "1"])
-            #expect(await eventually(timeout: .seconds(20)) {
-                Self.owned6(hosts[0]) == (peerRoutes ? [subnets6[1]] : ["2001:db8:100::/48"]) && cluster.subnet6(0) != nil
-            }, "host 1 after restart: \(Self.routes6(hosts[0]))\n\(cluster.agentLog(0))")
+            #expect(
+                await eventually(timeout: .seconds(20)) {
+                    Self.owned6(hosts[0]) == (peerRoutes ? [subnets6[1]] : ["2001:db8:100::/48"]) && cluster.subnet6(0) != nil
+                }, "host 1 after restart: \(Self.routes6(hosts[0]))\n\(cluster.agentLog(0))")
             // It keeps its subnets from subnet.env.
             #expect(cluster.subnet6(0) == subnets6[0] && cluster.subnet(0) == subnets[0])
             // A clean stop leaves the data path as it is (flanneld's way); `twill cleanup` takes
@@ -210,7 +238,8 @@ import TwillTestSupport
 
     /// An IPv4 cluster turns IPv6 on and off again while running: no restart, the IPv4
     /// subnets kept, the IPv6 state made and then removed.
-    @Test("IPv6 turned on and off live: IPv4 subnets kept, both families routed, then the IPv6 state gone", arguments: ["host-gw", "vxlan"])
+    @Test(
+        "IPv6 turned on and off live: IPv4 subnets kept, both families routed, then the IPv6 state gone", arguments: ["host-gw", "vxlan"])
     func liveSwitch(backend: String) async throws {
         try await withCluster(hosts: 2, underlay: "198.51.100", ipv6: true) { cluster in
             let hosts = cluster.net.hosts
@@ -230,26 +259,34 @@ import TwillTestSupport
             #expect((0..<2).map { cluster.subnet($0) ?? "" } == subnets, "the IPv4 subnets are kept")
             let keys = try cluster.etcdctl(["get", "--prefix", "/coreos.com/network/subnets/", "--keys-only"])
             for i in 0..<2 {
-                #expect(keys.contains("\(subnets[i].replacingOccurrences(of: "/", with: "-"))&\(subnets6[i].replacingOccurrences(of: "/", with: "-"))"), "\(keys)")
+                #expect(
+                    keys.contains(
+                        "\(subnets[i].replacingOccurrences(of: "/", with: "-"))&\(subnets6[i].replacingOccurrences(of: "/", with: "-"))"),
+                    "\(keys)")
             }
             #expect(keys.split(separator: "\n").filter { !$0.isEmpty }.count == 2, "the IPv4-only keys are gone: \(keys)")
             for (i, h) in hosts.enumerated() { try Self.addBridge(h, subnets[i], subnets6[i]) }
-            #expect(await eventually(timeout: .seconds(15)) { Self.owned6(hosts[0]) == [subnets6[1]] && Self.owned4(hosts[0]) == [subnets[1]] },
-                    "\(Self.routes4(hosts[0]))\n\(Self.routes6(hosts[0]))\n\(cluster.agentLog(0))")
+            #expect(
+                await eventually(timeout: .seconds(15)) { Self.owned6(hosts[0]) == [subnets6[1]] && Self.owned4(hosts[0]) == [subnets[1]] },
+                "\(Self.routes4(hosts[0]))\n\(Self.routes6(hosts[0]))\n\(cluster.agentLog(0))")
             #expect(hosts[0].pingEventually(TestCluster.gateway(subnets[1]), from: TestCluster.gateway(subnets[0])))
-            #expect(await eventually(timeout: .seconds(10)) {
-                Self.ping6(hosts[0], TestCluster.gateway6(subnets6[1]), from: TestCluster.gateway6(subnets6[0]), attempts: 1)
-            })
+            #expect(
+                await eventually(timeout: .seconds(10)) {
+                    Self.ping6(hosts[0], TestCluster.gateway6(subnets6[1]), from: TestCluster.gateway6(subnets6[0]), attempts: 1)
+                })
             let nat6 = { (try? hosts[0].exec("/usr/sbin/ip6tables", ["-w", "-t", "nat", "-S"])) ?? "" }
             #expect(await eventually(timeout: .seconds(10)) { nat6().contains("FLANNEL-POSTRTG") })
             // IPv6 off again: the IPv6 routes, device and rules go, the IPv4 side stays.
             try cluster.etcdctl(["put", "/coreos.com/network/config", v4Config])
             for i in 0..<2 {
-                #expect(await eventually(timeout: .seconds(20)) { cluster.subnet6(i) == nil && cluster.subnet(i) == subnets[i] }, "\(cluster.agentLog(i))")
+                #expect(
+                    await eventually(timeout: .seconds(20)) { cluster.subnet6(i) == nil && cluster.subnet(i) == subnets[i] },
+                    "\(cluster.agentLog(i))")
             }
-            #expect(await eventually(timeout: .seconds(15)) {
-                Self.owned6(hosts[0]).isEmpty && Self.owned4(hosts[0]) == [subnets[1]] && !nat6().contains("FLANNEL")
-            }, "\(Self.routes6(hosts[0]))\n\(nat6())")
+            #expect(
+                await eventually(timeout: .seconds(15)) {
+                    Self.owned6(hosts[0]).isEmpty && Self.owned4(hosts[0]) == [subnets[1]] && !nat6().contains("FLANNEL")
+                }, "\(Self.routes6(hosts[0]))\n\(nat6())")
             if backend == "vxlan" { #expect((try? hosts[0].ip("link", "show", "flannel-v6.1")) == nil) }
             #expect(hosts[0].pingEventually(TestCluster.gateway(subnets[1]), from: TestCluster.gateway(subnets[0])))
             let after = try cluster.etcdctl(["get", "--prefix", "/coreos.com/network/subnets/", "--keys-only"])
@@ -262,12 +299,15 @@ import TwillTestSupport
         try await withCluster(hosts: 1, underlay: "198.51.100") { cluster in
             try cluster.etcdctl(["put", "/coreos.com/network/config", Self.config.replacingOccurrences(of: "BACKEND", with: "wireguard")])
             try cluster.startAgent(0)
-            #expect(await eventually(timeout: .seconds(15)) {
-                cluster.agentLog(0).contains("EnableIPv6 is set, but Twill's wireguard backend carries IPv4 only so far")
-            }, "\(cluster.agentLog(0))")
+            #expect(
+                await eventually(timeout: .seconds(15)) {
+                    cluster.agentLog(0).contains("EnableIPv6 is set, but Twill's wireguard backend carries IPv4 only so far")
+                }, "\(cluster.agentLog(0))")
             try cluster.etcdctl(["put", "/coreos.com/network/config", Self.config.replacingOccurrences(of: "BACKEND", with: "host-gw")])
             // This segment has no IPv6: the agent says so and leases nothing.
-            #expect(await eventually(timeout: .seconds(15)) { cluster.agentLog(0).contains("has no global IPv6 address") }, "\(cluster.agentLog(0))")
+            #expect(
+                await eventually(timeout: .seconds(15)) { cluster.agentLog(0).contains("has no global IPv6 address") },
+                "\(cluster.agentLog(0))")
             #expect(cluster.subnet(0) == nil)
             cluster.stopAgent(0)
         }
@@ -276,8 +316,9 @@ import TwillTestSupport
     /// An IPv6-only segment (no IPv4 anywhere, etcd over IPv6) and an IPv6-only network: each
     /// node leases an IPv6 subnet under flannel's `0.0.0.0-0&<v6>-<len>` key, with its
     /// interface's IPv6 address as PublicIPv6, and the nodes reach each other's subnets.
-    @Test("an IPv6-only cluster: no IPv4 on the hosts, PublicIPv6 auto-detected, every pair routed (udp over IPv6); wireguard is refused with the reason",
-          arguments: ["host-gw", "vxlan", "udp"])
+    @Test(
+        "an IPv6-only cluster: no IPv4 on the hosts, PublicIPv6 auto-detected, every pair routed (udp over IPv6); wireguard is refused with the reason",
+        arguments: ["host-gw", "vxlan", "udp"])
     func ipv6Only(backend: String) async throws {
         try await withCluster(hosts: 3, underlay: "198.51.100", ipv6Only: true) { cluster in
             let hosts = cluster.net.hosts
@@ -292,13 +333,14 @@ import TwillTestSupport
             let subnets6 = (0..<3).map { cluster.subnet6($0) ?? "" }
             #expect(Set(subnets6).count == 3)
             let env = try String(contentsOfFile: cluster.subnetFile(0), encoding: .utf8)
-            #expect(env == """
-                FLANNEL_IPV6_NETWORK=2001:db8:100::/48
-                FLANNEL_IPV6_SUBNET=\(TestCluster.gateway6(subnets6[0]))/64
-                FLANNEL_MTU=\(["vxlan": 1430, "udp": 1452][backend] ?? 1500)
-                FLANNEL_IPMASQ=true
+            #expect(
+                env == """
+                    FLANNEL_IPV6_NETWORK=2001:db8:100::/48
+                    FLANNEL_IPV6_SUBNET=\(TestCluster.gateway6(subnets6[0]))/64
+                    FLANNEL_MTU=\(["vxlan": 1430, "udp": 1452][backend] ?? 1500)
+                    FLANNEL_IPMASQ=true
 
-                """)
+                    """)
             let key = "/coreos.com/network/subnets/0.0.0.0-0&\(subnets6[0].replacingOccurrences(of: "/", with: "-"))"
             let value = try cluster.etcdctl(["get", key, "--print-value-only"]).trimmingCharacters(in: .whitespacesAndNewlines)
             let typed6 = backend == "udp" ? "}" : #","BackendType":"\#(backend)""#
@@ -317,16 +359,20 @@ import TwillTestSupport
                 backend == "udp" ? ["2001:db8:100::/48"] : Set((0..<3).filter { $0 != i }.map { subnets6[$0] })
             }
             for i in 0..<3 {
-                #expect(await eventually(timeout: .seconds(15)) { Self.owned6(hosts[i]) == expected6(i) },
-                        "host \(i + 1): \(Self.routes6(hosts[i]))\n\(cluster.agentLog(i))")
+                #expect(
+                    await eventually(timeout: .seconds(15)) { Self.owned6(hosts[i]) == expected6(i) },
+                    "host \(i + 1): \(Self.routes6(hosts[i]))\n\(cluster.agentLog(i))")
                 #expect(Self.routes4(hosts[i]).isEmpty, "no IPv4 route on an IPv6-only node: \(Self.routes4(hosts[i]))")
                 for j in 0..<3 where j != i {
-                    #expect(Self.ping6(hosts[i], TestCluster.gateway6(subnets6[j]), from: TestCluster.gateway6(subnets6[i])),
-                            "\(backend): h\(i + 1) cannot reach h\(j + 1)'s \(subnets6[j])")
+                    #expect(
+                        Self.ping6(hosts[i], TestCluster.gateway6(subnets6[j]), from: TestCluster.gateway6(subnets6[i])),
+                        "\(backend): h\(i + 1) cannot reach h\(j + 1)'s \(subnets6[j])")
                 }
             }
             // --ip-masq on an IPv6-only node: ip6tables rules only, no IPv4 rule at all.
-            #expect(((try? hosts[0].exec("/usr/sbin/ip6tables", ["-w", "-t", "nat", "-S", "FLANNEL-POSTRTG"])) ?? "").contains("-s \(subnets6[0]) -d 2001:db8:100::/48"))
+            #expect(
+                ((try? hosts[0].exec("/usr/sbin/ip6tables", ["-w", "-t", "nat", "-S", "FLANNEL-POSTRTG"])) ?? "").contains(
+                    "-s \(subnets6[0]) -d 2001:db8:100::/48"))
             #expect(!(((try? hosts[0].exec("/usr/sbin/iptables", ["-w", "-t", "nat", "-S"])) ?? "FLANNEL")).contains("FLANNEL"))
             // A node dies hard and its lease goes: its routes go from the others.
             cluster.stopAgent(2, signal: SIGKILL)
@@ -336,32 +382,49 @@ import TwillTestSupport
             }
             if backend == "udp" {
                 // The engine answers for the subnet nobody leases now: ICMPv6 no route.
-                #expect(await eventually(timeout: .seconds(10)) {
-                    let out = (try? hosts[0].exec("/bin/sh", ["-c", "ping -6 -n -c1 -W1 -I \(TestCluster.gateway6(subnets6[0])) \(TestCluster.gateway6(subnets6[2])) 2>&1; true"])) ?? ""
-                    return out.contains("No route")
-                })
+                #expect(
+                    await eventually(timeout: .seconds(10)) {
+                        let out =
+                            (try? hosts[0].exec(
+                                "/bin/sh",
+                                [
+                                    "-c",
+                                    "ping -6 -n -c1 -W1 -I \(TestCluster.gateway6(subnets6[0])) \(TestCluster.gateway6(subnets6[2])) 2>&1; true",
+                                ])) ?? ""
+                        return out.contains("No route")
+                    })
                 // A TCP transfer over the IPv6 underlay arrives byte for byte.
-                let (sent, received) = try await Self.transfer(cluster, from: 0, src: TestCluster.gateway6(subnets6[0]), to: 1,
-                                                               dst: TestCluster.gateway6(subnets6[1]), size: 10 << 20)
+                let (sent, received) = try await Self.transfer(
+                    cluster, from: 0, src: TestCluster.gateway6(subnets6[0]), to: 1,
+                    dst: TestCluster.gateway6(subnets6[1]), size: 10 << 20)
                 #expect(sent.hasPrefix("\(10 << 20) ") && sent == received, "sent \(sent) received \(received)")
                 #expect(try hosts[0].exec("/usr/bin/ss", ["-uan"]).contains("[2001:db8:1::1]:8285"))
             }
             // A restart keeps the subnet (the lease is taken over by PublicIPv6).
             cluster.stopAgent(1, signal: SIGKILL)
             try cluster.startAgent(1)
-            #expect(await eventually(timeout: .seconds(20)) { (try? cluster.etcdctl(["get", "--prefix", "/coreos.com/network/subnets/", "--keys-only"]))?
-                .split(separator: "\n").filter { !$0.isEmpty }.count == 2 })
+            #expect(
+                await eventually(timeout: .seconds(20)) {
+                    (try? cluster.etcdctl(["get", "--prefix", "/coreos.com/network/subnets/", "--keys-only"]))?
+                        .split(separator: "\n").filter { !$0.isEmpty }.count == 2
+                })
             #expect(cluster.subnet6(1) == subnets6[1])
             // Its data path is back (udp's TUN went with the killed process).
-            #expect(await eventually(timeout: .seconds(20)) {
-                Self.ping6(hosts[0], TestCluster.gateway6(subnets6[1]), from: TestCluster.gateway6(subnets6[0]), attempts: 1)
-            }, "\(String(cluster.agentLog(1).suffix(4000)))\n\(Self.routes6(hosts[1]))")
+            #expect(
+                await eventually(timeout: .seconds(20)) {
+                    Self.ping6(hosts[0], TestCluster.gateway6(subnets6[1]), from: TestCluster.gateway6(subnets6[0]), attempts: 1)
+                }, "\(String(cluster.agentLog(1).suffix(4000)))\n\(Self.routes6(hosts[1]))")
 
             // wireguard sends over IPv4 only: refused with the reason, the running config stays.
-            try cluster.etcdctl(["put", "/coreos.com/network/config", config.replacingOccurrences(of: #""Type":"\#(backend)""#, with: #""Type":"wireguard""#)])
-            #expect(await eventually(timeout: .seconds(10)) { cluster.agentLog(0).contains("an IPv6-only network") }, "\(cluster.agentLog(0))")
-            #expect(Self.ping6(hosts[0], TestCluster.gateway6(subnets6[1]), from: TestCluster.gateway6(subnets6[0])),
-                    "\(String(cluster.agentLog(1).suffix(4000)))")
+            try cluster.etcdctl([
+                "put", "/coreos.com/network/config",
+                config.replacingOccurrences(of: #""Type":"\#(backend)""#, with: #""Type":"wireguard""#),
+            ])
+            #expect(
+                await eventually(timeout: .seconds(10)) { cluster.agentLog(0).contains("an IPv6-only network") }, "\(cluster.agentLog(0))")
+            #expect(
+                Self.ping6(hosts[0], TestCluster.gateway6(subnets6[1]), from: TestCluster.gateway6(subnets6[0])),
+                "\(String(cluster.agentLog(1).suffix(4000)))")
         }
     }
 }

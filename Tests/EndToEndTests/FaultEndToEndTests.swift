@@ -25,7 +25,9 @@ import TwillTestSupport
 
     static func key(_ cluster: TestCluster, _ i: Int) -> String { cluster.leaseKey(cluster.subnet(i) ?? "") }
 
-    static func status(_ cluster: TestCluster, _ i: Int, _ path: String) -> Int { AgentProbe.get(cluster.hosts[i], port: 9100, path).status }
+    static func status(_ cluster: TestCluster, _ i: Int, _ path: String) -> Int {
+        AgentProbe.get(cluster.hosts[i], port: 9100, path).status
+    }
 
     // MARK: etcd members
 
@@ -53,9 +55,10 @@ import TwillTestSupport
                 print("first etcd member \(fault): the new node leased and was routed by all in \(took)")
                 #expect(routed, "member \(fault): new node\n\(cluster.agentLog(2))\nnode 1\n\(cluster.agentLog(0))")
                 // The running nodes keep renewing through the fault.
-                #expect(await eventually(timeout: .seconds(15)) {
-                    cluster.agentLog(0).components(separatedBy: "renewed subnet lease").count > renewalsBefore
-                }, "node 1 stopped renewing: \(cluster.agentLog(0))")
+                #expect(
+                    await eventually(timeout: .seconds(15)) {
+                        cluster.agentLog(0).components(separatedBy: "renewed subnet lease").count > renewalsBefore
+                    }, "node 1 stopped renewing: \(cluster.agentLog(0))")
                 // Stop the new node and give its subnet back for the next round.
                 cluster.stopAgent(2)
                 try cluster.etcdctl(["del", Self.key(cluster, 2)])
@@ -71,8 +74,9 @@ import TwillTestSupport
             try await etcd.waitHealthy()
             try cluster.etcdctl(["put", "/coreos.com/network/subnets/198.18.222.0-24", #"{"PublicIP":"198.51.100.99","PublicIPv6":null}"#])
             for i in 0..<2 {
-                #expect(await eventually(timeout: .seconds(15)) { AgentProbe.metric(cluster.hosts[i], port: 9100, "twill_peers") == 2 },
-                        "node \(i + 1) after the leader died: \(cluster.agentLog(i))")
+                #expect(
+                    await eventually(timeout: .seconds(15)) { AgentProbe.metric(cluster.hosts[i], port: 9100, "twill_peers") == 2 },
+                    "node \(i + 1) after the leader died: \(cluster.agentLog(i))")
             }
             #expect(cluster.reaches(0, 1))
             try etcd.restart(leader)
@@ -90,8 +94,9 @@ import TwillTestSupport
             #expect(cluster.reaches(0, 1, attempts: 10))
             let subnets = (0..<2).map { cluster.subnet($0) }
             let leases = (0..<2).map { cluster.leaseID(ofKey: Self.key(cluster, $0)) }
-            let ping = try AgentProbe.Ping(from: cluster.hosts[0], source: TestCluster.gateway(subnets[0]!), to: TestCluster.gateway(subnets[1]!),
-                                           interval: 0.2, count: 350, logPath: cluster.dir + "/ping.log")
+            let ping = try AgentProbe.Ping(
+                from: cluster.hosts[0], source: TestCluster.gateway(subnets[0]!), to: TestCluster.gateway(subnets[1]!),
+                interval: 0.2, count: 350, logPath: cluster.dir + "/ping.log")
             try await Task.sleep(for: .seconds(2))
             let pids = (0..<2).map { cluster.agentPID($0) ?? 0 }
             for m in 0..<3 { etcd.kill9(m) }
@@ -102,7 +107,9 @@ import TwillTestSupport
             try await etcd.waitHealthy()
             let stats = try #require(await ping.finish(timeout: .seconds(30)), "\(ping.log)")
             let loss = Double(stats.sent - stats.received) / Double(max(stats.sent, 1))
-            print("etcd down 60 s: \(stats.sent) pings, \(stats.sent - stats.received) lost (\(loss * 100)%); agent CPU during the outage: \(cpu.map { String(format: "%.2f s", $0) })")
+            print(
+                "etcd down 60 s: \(stats.sent) pings, \(stats.sent - stats.received) lost (\(loss * 100)%); agent CPU during the outage: \(cpu.map { String(format: "%.2f s", $0) })"
+            )
             #expect(stats.sent >= 300)
             #expect(loss <= 0.01)
             for c in cpu { #expect(c < 1.0) }
@@ -110,8 +117,9 @@ import TwillTestSupport
             #expect((0..<2).map { cluster.leaseID(ofKey: Self.key(cluster, $0)) } == leases)
             try cluster.etcdctl(["put", "/coreos.com/network/subnets/198.18.222.0-24", #"{"PublicIP":"203.0.113.99","PublicIPv6":null}"#])
             for i in 0..<2 {
-                #expect(await eventually(timeout: .seconds(30)) { AgentProbe.metric(cluster.hosts[i], port: 9100, "twill_peers") == 2 },
-                        "node \(i + 1) sees no events after the outage: \(cluster.agentLog(i))")
+                #expect(
+                    await eventually(timeout: .seconds(30)) { AgentProbe.metric(cluster.hosts[i], port: 9100, "twill_peers") == 2 },
+                    "node \(i + 1) sees no events after the outage: \(cluster.agentLog(i))")
                 #expect(Self.status(cluster, i, "/healthz") == 200)
             }
         }
@@ -135,9 +143,11 @@ import TwillTestSupport
             // Right after a renewal.
             #expect(await eventually(timeout: .seconds(10)) { (remaining() ?? 0) >= 11 })
             let host = cluster.hosts[0]
-            try host.exec("/usr/sbin/iptables", ["-w", "-I", "OUTPUT", "-p", "tcp", "-d", "198.51.100.254", "--dport", "2379", "-j", "DROP"])
+            try host.exec(
+                "/usr/sbin/iptables", ["-w", "-I", "OUTPUT", "-p", "tcp", "-d", "198.51.100.254", "--dport", "2379", "-j", "DROP"])
             try await Task.sleep(for: .seconds(8))
-            try host.exec("/usr/sbin/iptables", ["-w", "-D", "OUTPUT", "-p", "tcp", "-d", "198.51.100.254", "--dport", "2379", "-j", "DROP"])
+            try host.exec(
+                "/usr/sbin/iptables", ["-w", "-D", "OUTPUT", "-p", "tcp", "-d", "198.51.100.254", "--dport", "2379", "-j", "DROP"])
             #expect(await eventually(timeout: .seconds(6)) { (remaining() ?? 0) >= 9 }, "\(cluster.agentLog(0))")
             #expect(cluster.leaseID(ofKey: key) == lease, "\(cluster.agentLog(0))")
             #expect(cluster.agentLog(0).contains("could not renew the subnet lease"))
@@ -159,7 +169,8 @@ import TwillTestSupport
             #expect(await eventually(timeout: .seconds(15)) { cluster.reaches(0, 2, attempts: 1) })
             try await etcd.restore(from: snapshot)
             let converged = await eventually(timeout: .seconds(30)) {
-                cluster.value(ofKey: cluster.leaseKey(third)) != nil && cluster.reaches(0, 2, attempts: 1) && cluster.reaches(1, 2, attempts: 1)
+                cluster.value(ofKey: cluster.leaseKey(third)) != nil && cluster.reaches(0, 2, attempts: 1)
+                    && cluster.reaches(1, 2, attempts: 1)
             }
             #expect(converged, "node 3: \(cluster.agentLog(2))\nnode 1: \(cluster.agentLog(0))")
             #expect(cluster.subnet(2) == third)
@@ -226,9 +237,10 @@ import TwillTestSupport
             ]
             for (name, value) in hostile { try cluster.etcdctl(["put", "/coreos.com/network/subnets/\(name)", value]) }
             let node2 = cluster.hosts[1]
-            #expect(await eventually(timeout: .seconds(10)) {
-                AgentProbe.metric(node2, port: 9100, "twill_leases_ignored", label: #"reason="wrong_length""#) == 5
-            }, "\(AgentProbe.get(node2, port: 9100, "/metrics").body)")
+            #expect(
+                await eventually(timeout: .seconds(10)) {
+                    AgentProbe.metric(node2, port: 9100, "twill_leases_ignored", label: #"reason="wrong_length""#) == 5
+                }, "\(AgentProbe.get(node2, port: 9100, "/metrics").body)")
             #expect(AgentProbe.metric(node2, port: 9100, "twill_leases_ignored", label: #"reason="outside_network""#) == 1)
             #expect(AgentProbe.metric(node2, port: 9100, "twill_leases_ignored", label: #"reason="malformed""#) == 1)
             #expect(AgentProbe.metric(node2, port: 9100, "twill_leases_ignored", label: #"reason="bad_public_ip""#) == 1)
@@ -255,9 +267,13 @@ import TwillTestSupport
             #expect(cluster.reaches(0, 1, attempts: 10))
             let hosts = cluster.hosts
 
-            try cluster.etcdctl(["put", "/coreos.com/network/config", #"{"Network":"198.18.0.0/16","Backend":{"Type":"udp","Port":99999}}"#])
+            try cluster.etcdctl([
+                "put", "/coreos.com/network/config", #"{"Network":"198.18.0.0/16","Backend":{"Type":"udp","Port":99999}}"#,
+            ])
             #expect(await eventually(timeout: .seconds(10)) { AgentProbe.metric(hosts[0], port: 9100, "twill_config_valid") == 0 })
-            #expect(cluster.agentLog(0).contains("refusing an invalid network config") && cluster.agentLog(0).contains("/coreos.com/network/config"))
+            #expect(
+                cluster.agentLog(0).contains("refusing an invalid network config")
+                    && cluster.agentLog(0).contains("/coreos.com/network/config"))
             #expect(cluster.reaches(0, 1))
 
             try cluster.etcdctl(["put", "/coreos.com/network/config", #"{"Network":"198.19.0.0/16","Backend":{"Type":"udp"}}"#])
@@ -344,11 +360,13 @@ import TwillTestSupport
                 guard let out = try? h.ip("link", "show", "flannel.1"), let r = out.range(of: "link/ether ") else { return nil }
                 return String(out[r.upperBound...].prefix(17))
             }
-            #expect(await eventually(timeout: .seconds(20)) { mac() != nil && cluster.reaches(1, 0, attempts: 1) }, "\(cluster.agentLog(0))")
+            #expect(
+                await eventually(timeout: .seconds(20)) { mac() != nil && cluster.reaches(1, 0, attempts: 1) }, "\(cluster.agentLog(0))")
             let before = try #require(mac())
             try h.ip("link", "del", "flannel.1")
             start = ContinuousClock.now
-            #expect(await eventually(timeout: .seconds(10)) { mac() == before && cluster.reaches(1, 0, attempts: 1) }, "\(cluster.agentLog(0))")
+            #expect(
+                await eventually(timeout: .seconds(10)) { mac() == before && cluster.reaches(1, 0, attempts: 1) }, "\(cluster.agentLog(0))")
             print("vxlan device deleted: back (same MAC) and forwarding in \(ContinuousClock.now - start)")
             #expect(Self.status(cluster, 0, "/healthz") == 200)
         }
@@ -379,9 +397,10 @@ import TwillTestSupport
             let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains(".tmp") }
             #expect(leftovers.isEmpty, "temporary files left: \(leftovers)")
             try FileManager.default.removeItem(atPath: dir + "/fill")
-            #expect(await eventually(timeout: .seconds(10)) {
-                ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").contains("FLANNEL_NETWORK=198.19.0.0/16")
-            })
+            #expect(
+                await eventually(timeout: .seconds(10)) {
+                    ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").contains("FLANNEL_NETWORK=198.19.0.0/16")
+                })
             #expect(await eventually(timeout: .seconds(5)) { Self.status(cluster, 0, "/readyz") == 200 })
         }
     }

@@ -17,8 +17,9 @@ import TwillTestSupport
     /// `ip -j -d link show NAME` in `ns`, the link's info_data (vxlan settings).
     static func vxlanInfo(_ ns: TestNamespace, _ name: String) -> [String: Any]? {
         guard let text = try? ns.ip("-j", "-d", "link", "show", name),
-              let links = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]],
-              let info = links.first?["linkinfo"] as? [String: Any] else { return nil }
+            let links = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]],
+            let info = links.first?["linkinfo"] as? [String: Any]
+        else { return nil }
         var data = info["info_data"] as? [String: Any] ?? [:]
         data["mtu"] = links.first?["mtu"]
         return data
@@ -29,8 +30,12 @@ import TwillTestSupport
     }
 
     /// Runs the `flanneld` link in `ns` to completion.
-    static func flanneld(_ cluster: TestCluster, _ ns: TestNamespace, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        try runCapturing("/usr/sbin/ip", ["netns", "exec", ns.name, try cluster.flanneldLink()] + arguments, environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"])
+    static func flanneld(_ cluster: TestCluster, _ ns: TestNamespace, _ arguments: [String]) throws -> (
+        status: Int32, stdout: String, stderr: String
+    ) {
+        try runCapturing(
+            "/usr/sbin/ip", ["netns", "exec", ns.name, try cluster.flanneldLink()] + arguments,
+            environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"])
     }
 
     /// flannel's README and Documentation command lines (etcd prefix, interface selection,
@@ -40,8 +45,10 @@ import TwillTestSupport
         try await withCluster(hosts: 2, underlay: "198.51.100") { cluster in
             let hosts = cluster.hosts
             try Self.link(hosts[0], 1, hosts[1], 2)
-            try cluster.etcdctl(["put", "/vxlan/network/config",
-                                 #"{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan","MTU":1400,"GBP":true,"Learning":true}}"#])
+            try cluster.etcdctl([
+                "put", "/vxlan/network/config",
+                #"{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan","MTU":1400,"GBP":true,"Learning":true}}"#,
+            ])
 
             // kube-flannel.yml's args: a clear refusal, not a parse error.
             let kube = try Self.flanneld(cluster, hosts[0], ["--ip-masq", "--kube-subnet-mgr"])
@@ -53,12 +60,19 @@ import TwillTestSupport
             #expect(version.status == 0 && version.stderr.contains("flanneld-compatible"))
 
             // Documentation/running.md style, single dashes and `=`.
-            try cluster.startFlanneld(0, ["-etcd-endpoints=\(cluster.etcdEndpoint)", "-etcd-prefix=/vxlan/network", "-iface-can-reach=203.0.113.2",
-                                          "-ip-masq", "-v=2", "-subnet-file=\(cluster.subnetFile(0))", "-ip-blackhole-route"])
+            try cluster.startFlanneld(
+                0,
+                [
+                    "-etcd-endpoints=\(cluster.etcdEndpoint)", "-etcd-prefix=/vxlan/network", "-iface-can-reach=203.0.113.2",
+                    "-ip-masq", "-v=2", "-subnet-file=\(cluster.subnetFile(0))", "-ip-blackhole-route",
+                ])
             // An env file (FLANNELD_*) with double-dash flags and `-v 10`.
-            try cluster.startFlanneld(1, ["--ip-masq", "-v", "10"], environment: [
-                "FLANNELD_ETCD_ENDPOINTS": cluster.etcdEndpoint, "FLANNELD_ETCD_PREFIX": "/vxlan/network",
-                "FLANNELD_IFACE_CAN_REACH": "203.0.113.1", "FLANNELD_SUBNET_FILE": cluster.subnetFile(1)])
+            try cluster.startFlanneld(
+                1, ["--ip-masq", "-v", "10"],
+                environment: [
+                    "FLANNELD_ETCD_ENDPOINTS": cluster.etcdEndpoint, "FLANNELD_ETCD_PREFIX": "/vxlan/network",
+                    "FLANNELD_IFACE_CAN_REACH": "203.0.113.1", "FLANNELD_SUBNET_FILE": cluster.subnetFile(1),
+                ])
             for i in 0..<2 {
                 #expect(await eventually(timeout: .seconds(30)) { cluster.subnet(i) != nil }, "host \(i + 1): \(cluster.agentLog(i))")
             }
@@ -102,26 +116,38 @@ import TwillTestSupport
     /// Starts a UDP listener in `ns` on `address`:9999 that writes the first sender's address
     /// to a file, then sends from `source` in `sender` until it arrives (bounded); returns the
     /// source address the listener saw.
-    static func sourceSeen(_ cluster: TestCluster, listener ns: TestNamespace, at address: String,
-                           sender: TestNamespace, from source: String) async throws -> String? {
+    static func sourceSeen(
+        _ cluster: TestCluster, listener ns: TestNamespace, at address: String,
+        sender: TestNamespace, from source: String
+    ) async throws -> String? {
         let file = cluster.dir + "/seen-\(UUID().uuidString)"
-        let listen = try ChildProcess("/usr/sbin/ip", ["netns", "exec", ns.name, "/usr/bin/python3", "-c", """
-            import socket, sys
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind((sys.argv[1], 9999))
-            s.settimeout(20)
-            d, a = s.recvfrom(100)
-            open(sys.argv[2] + ".tmp", "w").write(a[0])
-            import os; os.rename(sys.argv[2] + ".tmp", sys.argv[2])
-            """, address, file], logPath: file + ".log")
-        defer { listen.stop(signal: SIGKILL) }
-        let seen = await eventually(timeout: .seconds(10)) {
-            _ = try? run("/usr/sbin/ip", ["netns", "exec", sender.name, "/usr/bin/python3", "-c", """
+        let listen = try ChildProcess(
+            "/usr/sbin/ip",
+            [
+                "netns", "exec", ns.name, "/usr/bin/python3", "-c",
+                """
                 import socket, sys
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                s.bind((sys.argv[1], 0))
-                s.sendto(b"x", (sys.argv[2], 9999))
-                """, source, address])
+                s.bind((sys.argv[1], 9999))
+                s.settimeout(20)
+                d, a = s.recvfrom(100)
+                open(sys.argv[2] + ".tmp", "w").write(a[0])
+                import os; os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+                """, address, file,
+            ], logPath: file + ".log")
+        defer { listen.stop(signal: SIGKILL) }
+        let seen = await eventually(timeout: .seconds(10)) {
+            _ = try? run(
+                "/usr/sbin/ip",
+                [
+                    "netns", "exec", sender.name, "/usr/bin/python3", "-c",
+                    """
+                    import socket, sys
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    s.bind((sys.argv[1], 0))
+                    s.sendto(b"x", (sys.argv[2], 9999))
+                    """, source, address,
+                ])
             return FileManager.default.fileExists(atPath: file)
         }
         guard seen else { return nil }
@@ -129,7 +155,8 @@ import TwillTestSupport
     }
 
     static func iptablesChains(_ ns: TestNamespace) -> String {
-        ((try? ns.exec("/usr/sbin/iptables", ["-w", "-t", "nat", "-S"])) ?? "") + ((try? ns.exec("/usr/sbin/iptables", ["-w", "-S"])) ?? "")
+        ((try? ns.exec("/usr/sbin/iptables", ["-w", "-t", "nat", "-S"])) ?? "")
+            + ((try? ns.exec("/usr/sbin/iptables", ["-w", "-S"])) ?? "")
     }
 
     static func nftTables(_ ns: TestNamespace) -> String { (try? ns.exec("/usr/sbin/nft", ["list", "tables"])) ?? "" }
@@ -156,29 +183,37 @@ import TwillTestSupport
                 #expect(await eventually(timeout: .seconds(10)) { Self.nftTables(hosts[0]).contains("table ip flannel-ipv4") })
                 #expect(!Self.iptablesChains(hosts[0]).contains("FLANNEL"), "\(Self.iptablesChains(hosts[0]))")
                 // A pod reaching outside the overlay leaves with the node's address; pod to pod keeps its own.
-                #expect(try await Self.sourceSeen(cluster, listener: outside[0], at: "203.0.113.9", sender: hosts[0], from: pod0) == "203.0.113.1")
+                #expect(
+                    try await Self.sourceSeen(cluster, listener: outside[0], at: "203.0.113.9", sender: hosts[0], from: pod0)
+                        == "203.0.113.1")
                 #expect(await eventually(timeout: .seconds(10)) { cluster.reaches(0, 1, attempts: 1) })
                 #expect(try await Self.sourceSeen(cluster, listener: hosts[1], at: pod1, sender: hosts[0], from: pod0) == pod0)
                 // The table is kept: flushed by hand, it is back within a resync.
                 try hosts[0].exec("/usr/sbin/nft", ["flush", "chain", "ip", "flannel-ipv4", "postrtg"])
-                #expect(await eventually(timeout: .seconds(10)) {
-                    ((try? hosts[0].exec("/usr/sbin/nft", ["list", "chain", "ip", "flannel-ipv4", "postrtg"])) ?? "").contains("masquerade")
-                })
+                #expect(
+                    await eventually(timeout: .seconds(10)) {
+                        ((try? hosts[0].exec("/usr/sbin/nft", ["list", "chain", "ip", "flannel-ipv4", "postrtg"])) ?? "").contains(
+                            "masquerade")
+                    })
 
                 // A live switch to iptables: the table goes, flannel's chains come.
                 try cluster.etcdctl(["put", "/coreos.com/network/config", config(false)])
-                #expect(await eventually(timeout: .seconds(20)) {
-                    !Self.nftTables(hosts[0]).contains("flannel") && Self.iptablesChains(hosts[0]).contains("-A FLANNEL-POSTRTG")
-                }, "\(Self.nftTables(hosts[0]))\n\(Self.iptablesChains(hosts[0]))\n\(cluster.agentLog(0))")
-                #expect(try await Self.sourceSeen(cluster, listener: outside[0], at: "203.0.113.9", sender: hosts[0], from: pod0) == "203.0.113.1")
+                #expect(
+                    await eventually(timeout: .seconds(20)) {
+                        !Self.nftTables(hosts[0]).contains("flannel") && Self.iptablesChains(hosts[0]).contains("-A FLANNEL-POSTRTG")
+                    }, "\(Self.nftTables(hosts[0]))\n\(Self.iptablesChains(hosts[0]))\n\(cluster.agentLog(0))")
+                #expect(
+                    try await Self.sourceSeen(cluster, listener: outside[0], at: "203.0.113.9", sender: hosts[0], from: pod0)
+                        == "203.0.113.1")
 
                 // Killed in iptables mode, restarted in nftables mode: the chains go.
                 cluster.stopAgent(0, signal: SIGKILL)
                 try cluster.etcdctl(["put", "/coreos.com/network/config", config(true)])
                 try cluster.startAgent(0, extra: ["--ip-masq", "--iptables-resync", "1"])
-                #expect(await eventually(timeout: .seconds(20)) {
-                    Self.nftTables(hosts[0]).contains("table ip flannel-ipv4") && !Self.iptablesChains(hosts[0]).contains("FLANNEL")
-                }, "\(Self.nftTables(hosts[0]))\n\(Self.iptablesChains(hosts[0]))\n\(cluster.agentLog(0))")
+                #expect(
+                    await eventually(timeout: .seconds(20)) {
+                        Self.nftTables(hosts[0]).contains("table ip flannel-ipv4") && !Self.iptablesChains(hosts[0]).contains("FLANNEL")
+                    }, "\(Self.nftTables(hosts[0]))\n\(Self.iptablesChains(hosts[0]))\n\(cluster.agentLog(0))")
                 // A clean stop keeps the table (a stop is no outage); `twill cleanup` removes it.
                 #expect(cluster.stopAgent(0) == 0)
                 #expect(Self.nftTables(hosts[0]).contains("table ip flannel-ipv4"), "\(Self.nftTables(hosts[0]))")
@@ -204,7 +239,8 @@ import TwillTestSupport
             #expect(await eventually(timeout: .seconds(15)) { cluster.reaches(0, 1, attempts: 1) })
             let twill = try twillBinary()
             let status = { (extra: [String]) in
-                try runCapturing("/usr/sbin/ip", ["netns", "exec", hosts[0].name, twill, "status", "--endpoint", "http://127.0.0.1:8471"] + extra)
+                try runCapturing(
+                    "/usr/sbin/ip", ["netns", "exec", hosts[0].name, twill, "status", "--endpoint", "http://127.0.0.1:8471"] + extra)
             }
             let table = try status([])
             #expect(table.status == 0, "\(table.stderr)")
@@ -219,12 +255,17 @@ import TwillTestSupport
             #expect((peers.first?["txPackets"] as? Int ?? 0) > 0 && (peers.first?["rxPackets"] as? Int ?? 0) > 0, "\(json.stdout)")
             #expect((object?["etcd"] as? [[String: Any]])?.first?["inUse"] as? Bool == true)
             // --watch redraws until stopped.
-            let watch = try ChildProcess("/usr/sbin/ip", ["netns", "exec", hosts[0].name, twill, "status", "--endpoint", "http://127.0.0.1:8471",
-                                                          "--watch", "--interval", "0.2"], logPath: cluster.dir + "/watch.log")
+            let watch = try ChildProcess(
+                "/usr/sbin/ip",
+                [
+                    "netns", "exec", hosts[0].name, twill, "status", "--endpoint", "http://127.0.0.1:8471",
+                    "--watch", "--interval", "0.2",
+                ], logPath: cluster.dir + "/watch.log")
             #expect(await eventually(timeout: .seconds(10)) { watch.log.components(separatedBy: "SUBNET").count > 3 }, "\(watch.log)")
             watch.stop()
             // No agent there: a message that says what to check.
-            let none = try runCapturing("/usr/sbin/ip", ["netns", "exec", hosts[0].name, twill, "status", "--endpoint", "http://127.0.0.1:8472"])
+            let none = try runCapturing(
+                "/usr/sbin/ip", ["netns", "exec", hosts[0].name, twill, "status", "--endpoint", "http://127.0.0.1:8472"])
             #expect(none.status != 0 && none.stderr.contains("is the agent running with --healthz-port?"), "\(none.stderr)")
         }
     }

@@ -42,10 +42,13 @@ import TwillTestSupport
             }
             // Everyone reaches everyone, subnet to subnet.
             for i in 0..<3 {
-                #expect(await eventually(timeout: .seconds(15)) { Self.ownedDestinations(cluster, i).count == 2 }, "host \(i + 1) routes: \(Self.routes(cluster, i))\n\(cluster.agentLog(i))")
+                #expect(
+                    await eventually(timeout: .seconds(15)) { Self.ownedDestinations(cluster, i).count == 2 },
+                    "host \(i + 1) routes: \(Self.routes(cluster, i))\n\(cluster.agentLog(i))")
                 for j in 0..<3 where j != i {
-                    #expect(hosts[i].pingEventually(Self.gateway(subnets[j]), from: Self.gateway(subnets[i])),
-                            "\(backend): h\(i + 1) cannot reach h\(j + 1)'s subnet \(subnets[j])")
+                    #expect(
+                        hosts[i].pingEventually(Self.gateway(subnets[j]), from: Self.gateway(subnets[i])),
+                        "\(backend): h\(i + 1) cannot reach h\(j + 1)'s subnet \(subnets[j])")
                 }
             }
             // --ip-masq: flannel's chain for this host's subnet, restored when flushed by hand.
@@ -60,8 +63,9 @@ import TwillTestSupport
             cluster.stopAgent(2, signal: SIGKILL)
             try cluster.etcdctl(["del", cluster.leaseKey(subnets[2])])
             for i in 0..<2 {
-                #expect(await eventually(timeout: .seconds(10)) { Self.ownedDestinations(cluster, i) == [subnets[1 - i]] },
-                        "host \(i + 1) still has \(Self.routes(cluster, i))")
+                #expect(
+                    await eventually(timeout: .seconds(10)) { Self.ownedDestinations(cluster, i) == [subnets[1 - i]] },
+                    "host \(i + 1) still has \(Self.routes(cluster, i))")
             }
             if backend == "vxlan" {
                 // Its neighbour and FDB entries went too.
@@ -73,13 +77,17 @@ import TwillTestSupport
             cluster.stopAgent(0, signal: SIGKILL)
             try cluster.etcdctl(["del", cluster.leaseKey(subnets[0])])
             try cluster.startAgent(0, extra: ["--ip-masq", "--iptables-resync", "1"])
-            #expect(await eventually(timeout: .seconds(20)) {
-                guard let s = cluster.subnet(0) else { return false }
-                return (try? cluster.etcdctl(["get", cluster.leaseKey(s)]))?.contains("PublicIP") == true
-            })
+            #expect(
+                await eventually(timeout: .seconds(20)) {
+                    guard let s = cluster.subnet(0) else { return false }
+                    return (try? cluster.etcdctl(["get", cluster.leaseKey(s)]))?.contains("PublicIP") == true
+                })
             let again = cluster.subnet(0) ?? ""
-            #expect(await eventually(timeout: .seconds(10)) { Self.ownedDestinations(cluster, 0) == [subnets[1]] }, "h1: \(Self.routes(cluster, 0))")
-            #expect(await eventually(timeout: .seconds(10)) { Self.ownedDestinations(cluster, 1) == [again] }, "h2: \(Self.routes(cluster, 1))")
+            #expect(
+                await eventually(timeout: .seconds(10)) { Self.ownedDestinations(cluster, 0) == [subnets[1]] },
+                "h1: \(Self.routes(cluster, 0))")
+            #expect(
+                await eventually(timeout: .seconds(10)) { Self.ownedDestinations(cluster, 1) == [again] }, "h2: \(Self.routes(cluster, 1))")
             #expect(hosts[1].pingEventually(Self.gateway(again), from: Self.gateway(subnets[1])))
             // The foreign route survived every reconcile.
             #expect(try hosts[0].ip("route", "show", "198.18.250.0/24").contains("via \(underlay).3"))

@@ -66,9 +66,13 @@ import TwillTestSupport
             let indexBefore = device.flatMap { Self.ifindex(hosts[0], $0) }
             let routesBefore = try hosts[0].ip("route", "show", "proto", "84")
             let pings = [
-                try AgentProbe.Ping(from: hosts[0], source: pods[0], to: pods[1], interval: 0.02, count: 750, logPath: cluster.dir + "/ping-out.log"),
-                try AgentProbe.Ping(from: hosts[1], source: pods[1], to: pods[0], interval: 0.02, count: 750, logPath: cluster.dir + "/ping-in.log"),
-                try AgentProbe.Ping(from: hosts[0], source: pods[0], to: "198.51.100.254", interval: 0.02, count: 750, logPath: cluster.dir + "/ping-masq.log"),
+                try AgentProbe.Ping(
+                    from: hosts[0], source: pods[0], to: pods[1], interval: 0.02, count: 750, logPath: cluster.dir + "/ping-out.log"),
+                try AgentProbe.Ping(
+                    from: hosts[1], source: pods[1], to: pods[0], interval: 0.02, count: 750, logPath: cluster.dir + "/ping-in.log"),
+                try AgentProbe.Ping(
+                    from: hosts[0], source: pods[0], to: "198.51.100.254", interval: 0.02, count: 750,
+                    logPath: cluster.dir + "/ping-masq.log"),
             ]
             try await Task.sleep(for: .seconds(1))
             #expect(cluster.stopAgent(0) == 0)
@@ -86,8 +90,9 @@ import TwillTestSupport
             // Adopted, not made again.
             if let device { #expect(Self.ifindex(hosts[0], device) == indexBefore, "\(device) was recreated\n\(cluster.agentLog(0))") }
             #expect(!cluster.agentLog(0).contains("created vxlan device"), "\(cluster.agentLog(0))")
-            #expect(!cluster.agentLog(0).contains("installed iptables rules") && !cluster.agentLog(0).contains("repaired iptables rules"),
-                    "the rules were rebuilt:\n\(cluster.agentLog(0))")
+            #expect(
+                !cluster.agentLog(0).contains("installed iptables rules") && !cluster.agentLog(0).contains("repaired iptables rules"),
+                "the rules were rebuilt:\n\(cluster.agentLog(0))")
             #expect(try hosts[0].ip("route", "show", "proto", "84") == routesBefore)
         }
     }
@@ -104,18 +109,26 @@ import TwillTestSupport
             let device = backend == "udp" ? "twill0" : "flannel-wg"
             let indexBefore = Self.ifindex(hosts[0], device)
             let pings = [
-                try AgentProbe.Ping(from: hosts[0], source: pods[0], to: pods[1], interval: 0.02, count: 250, logPath: cluster.dir + "/ping-out.log"),
-                try AgentProbe.Ping(from: hosts[1], source: pods[1], to: pods[0], interval: 0.02, count: 250, logPath: cluster.dir + "/ping-in.log"),
-                try AgentProbe.Ping(from: hosts[0], source: pods[0], to: "198.51.100.254", interval: 0.02, count: 250, logPath: cluster.dir + "/ping-masq.log"),
+                try AgentProbe.Ping(
+                    from: hosts[0], source: pods[0], to: pods[1], interval: 0.02, count: 250, logPath: cluster.dir + "/ping-out.log"),
+                try AgentProbe.Ping(
+                    from: hosts[1], source: pods[1], to: pods[0], interval: 0.02, count: 250, logPath: cluster.dir + "/ping-in.log"),
+                try AgentProbe.Ping(
+                    from: hosts[0], source: pods[0], to: "198.51.100.254", interval: 0.02, count: 250,
+                    logPath: cluster.dir + "/ping-masq.log"),
             ]
             try await Task.sleep(for: .seconds(1))
             let flags = Self.agentFlags(backend, cluster, 0)
             #expect(try cluster.restartAgent(0, extra: flags.extra, environment: flags.environment) == 0)
             #expect(await eventually(timeout: .seconds(20)) { cluster.agentLog(0).contains("wrote subnet file") })
-            for (ping, what, allowed) in zip3(pings, ["h1 pod -> h2 pod", "h2 pod -> h1 pod", "h1 pod -> outside (masquerade)"], [0, 0, 0]) {
+            for (ping, what, allowed) in zip3(
+                pings, ["h1 pod -> h2 pod", "h2 pod -> h1 pod", "h1 pod -> outside (masquerade)"], [0, 0, 0])
+            {
                 let result = await ping.finish(timeout: .seconds(30))
                 let lost = result.map { $0.sent - $0.received }
-                #expect(lost != nil && lost! <= allowed, "\(backend) \(what): lost \(lost.map(String.init) ?? "?") of \(result?.sent ?? 0)\n\(ping.log)\n\(cluster.agentLog(0))")
+                #expect(
+                    lost != nil && lost! <= allowed,
+                    "\(backend) \(what): lost \(lost.map(String.init) ?? "?") of \(result?.sent ?? 0)\n\(ping.log)\n\(cluster.agentLog(0))")
                 print("restart-loss \(backend) plain \(what): \(lost.map(String.init) ?? "?") lost of \(result?.sent ?? 0) at 20 ms")
             }
             #expect(Self.ifindex(hosts[0], device) == indexBefore, "\(device) was recreated\n\(cluster.agentLog(0))")
@@ -134,21 +147,26 @@ import TwillTestSupport
             let hosts = cluster.hosts
             let pods = subnets.map(TestCluster.gateway)
             let pings = try (0..<3).map { i in
-                try AgentProbe.Ping(from: hosts[i], source: pods[i], to: pods[(i + 1) % 3], interval: 0.02, count: 300,
-                                    logPath: cluster.dir + "/ping-\(i).log")
+                try AgentProbe.Ping(
+                    from: hosts[i], source: pods[i], to: pods[(i + 1) % 3], interval: 0.02, count: 300,
+                    logPath: cluster.dir + "/ping-\(i).log")
             }
             try await Task.sleep(for: .seconds(1))
             for i in 0..<3 {
                 let flags = Self.agentFlags(backend, cluster, i)
                 #expect(try cluster.restartAgent(i, extra: flags.extra, environment: flags.environment) == 0)
-                #expect(await eventually(timeout: .seconds(20)) { cluster.agentLog(i).contains("wrote subnet file") }, "\(cluster.agentLog(i))")
+                #expect(
+                    await eventually(timeout: .seconds(20)) { cluster.agentLog(i).contains("wrote subnet file") }, "\(cluster.agentLog(i))")
                 try await Task.sleep(for: .seconds(1))
             }
             for (i, ping) in pings.enumerated() {
                 let result = await ping.finish(timeout: .seconds(30))
                 let lost = result.map { $0.sent - $0.received }
-                print("restart-loss \(backend) rolling h\(i + 1) pod -> h\((i + 1) % 3 + 1) pod: \(lost.map(String.init) ?? "?") lost of \(result?.sent ?? 0) at 20 ms")
-                #expect(lost == 0, "\(backend) rolling restart, h\(i + 1) -> h\((i + 1) % 3 + 1): \(String(describing: result))\n\(ping.log)")
+                print(
+                    "restart-loss \(backend) rolling h\(i + 1) pod -> h\((i + 1) % 3 + 1) pod: \(lost.map(String.init) ?? "?") lost of \(result?.sent ?? 0) at 20 ms"
+                )
+                #expect(
+                    lost == 0, "\(backend) rolling restart, h\(i + 1) -> h\((i + 1) % 3 + 1): \(String(describing: result))\n\(ping.log)")
             }
         }
     }
@@ -167,7 +185,8 @@ import TwillTestSupport
             defer { node.stop() }
             let unit = try String(contentsOfFile: BootstrapScriptTests.repo + "/deploy/systemd/twill.service", encoding: .utf8)
             try node.write(unit, to: "/etc/systemd/system/twill.service")
-            try node.write("""
+            try node.write(
+                """
                 FLANNELD_ETCD_ENDPOINTS=\(cluster.etcdEndpoint)
                 FLANNELD_IFACE=eth0
                 FLANNELD_IP_MASQ=true
@@ -180,7 +199,8 @@ import TwillTestSupport
             try node.systemctl("start", "twill")
             let subnet0 = { () -> String? in
                 guard let env = try? node.exec(["cat", "/run/flannel/subnet.env"]),
-                      let line = env.split(separator: "\n").first(where: { $0.hasPrefix("FLANNEL_SUBNET=") }) else { return nil }
+                    let line = env.split(separator: "\n").first(where: { $0.hasPrefix("FLANNEL_SUBNET=") })
+                else { return nil }
                 return String(line.dropFirst("FLANNEL_SUBNET=".count)).replacingOccurrences(of: ".1/24", with: ".0/24")
             }
             #expect(await eventually(timeout: .seconds(30)) { subnet0() != nil && cluster.subnet(1) != nil }, "\(node.journal("twill"))")
@@ -195,8 +215,10 @@ import TwillTestSupport
             let kept = try node.systemctl("show", "twill", "-p", "NFileDescriptorStore")
             #expect(kept.trimmingCharacters(in: .whitespacesAndNewlines) == "NFileDescriptorStore=2", "\(kept)")
             let pings = [
-                try AgentProbe.Ping(from: hosts[0], source: pods[0], to: pods[1], interval: 0.02, count: 300, logPath: cluster.dir + "/ping-out.log"),
-                try AgentProbe.Ping(from: hosts[1], source: pods[1], to: pods[0], interval: 0.02, count: 300, logPath: cluster.dir + "/ping-in.log"),
+                try AgentProbe.Ping(
+                    from: hosts[0], source: pods[0], to: pods[1], interval: 0.02, count: 300, logPath: cluster.dir + "/ping-out.log"),
+                try AgentProbe.Ping(
+                    from: hosts[1], source: pods[1], to: pods[0], interval: 0.02, count: 300, logPath: cluster.dir + "/ping-in.log"),
             ]
             try await Task.sleep(for: .seconds(1))
             let clock = ContinuousClock()
@@ -206,8 +228,12 @@ import TwillTestSupport
             for (ping, what) in zip(pings, ["h1 pod -> h2 pod", "h2 pod -> h1 pod"]) {
                 let result = await ping.finish(timeout: .seconds(30))
                 let lost = result.map { $0.sent - $0.received }
-                print("restart-loss \(backend) systemctl-restart (\(restarted)) \(what): \(lost.map(String.init) ?? "?") lost of \(result?.sent ?? 0) at 20 ms")
-                #expect(lost == 0, "\(backend) \(what) across systemctl restart: \(String(describing: result))\n\(ping.log)\n\(node.journal("twill"))")
+                print(
+                    "restart-loss \(backend) systemctl-restart (\(restarted)) \(what): \(lost.map(String.init) ?? "?") lost of \(result?.sent ?? 0) at 20 ms"
+                )
+                #expect(
+                    lost == 0,
+                    "\(backend) \(what) across systemctl restart: \(String(describing: result))\n\(ping.log)\n\(node.journal("twill"))")
             }
             let journal = node.journal("twill")
             #expect(journal.contains("took over 1 queue(s)"), "\(journal)")
@@ -227,16 +253,18 @@ import TwillTestSupport
             // Wrong while stopped: the MTU, a stale Twill route, a missing FORWARD jump.
             try hosts[0].ip("link", "set", "flannel.1", "mtu", "1300")
             try hosts[0].ip("route", "add", "198.18.99.0/24", "via", "203.0.113.2", "dev", "eth0", "proto", "84")
-            try hosts[0].exec("/usr/sbin/iptables", ["-w", "-D", "FORWARD", "-m", "comment", "--comment", "flanneld forward", "-j", "FLANNEL-FWD"])
+            try hosts[0].exec(
+                "/usr/sbin/iptables", ["-w", "-D", "FORWARD", "-m", "comment", "--comment", "flanneld forward", "-j", "FLANNEL-FWD"])
             let index = Self.ifindex(hosts[0], "flannel.1")
             let flags = Self.agentFlags("vxlan", cluster, 0)
             try cluster.startAgent(0, extra: flags.extra, environment: flags.environment)
-            #expect(await eventually(timeout: .seconds(20)) {
-                let mtu = (try? hosts[0].ip("link", "show", "flannel.1"))?.contains("mtu 1450") == true
-                let stale = (try? hosts[0].ip("route", "show", "198.18.99.0/24")) ?? "x"
-                let jump = ((try? hosts[0].exec("/usr/sbin/iptables", ["-w", "-S", "FORWARD"])) ?? "").contains("-j FLANNEL-FWD")
-                return mtu && stale.isEmpty && jump
-            }, "\(cluster.agentLog(0))")
+            #expect(
+                await eventually(timeout: .seconds(20)) {
+                    let mtu = (try? hosts[0].ip("link", "show", "flannel.1"))?.contains("mtu 1450") == true
+                    let stale = (try? hosts[0].ip("route", "show", "198.18.99.0/24")) ?? "x"
+                    let jump = ((try? hosts[0].exec("/usr/sbin/iptables", ["-w", "-S", "FORWARD"])) ?? "").contains("-j FLANNEL-FWD")
+                    return mtu && stale.isEmpty && jump
+                }, "\(cluster.agentLog(0))")
             // The MTU was changed on the same device; the peer's route is as it was.
             #expect(Self.ifindex(hosts[0], "flannel.1") == index)
             #expect(try hosts[0].ip("route", "show", subnets[1]) == peerRoute)
@@ -246,11 +274,14 @@ import TwillTestSupport
             // A device with other settings (another UDP port) is replaced, and traffic flows again.
             #expect(cluster.stopAgent(0) == 0)
             try hosts[0].ip("link", "del", "flannel.1")
-            try hosts[0].ip("link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "9999", "local", "203.0.113.1", "dev", "eth0")
+            try hosts[0].ip(
+                "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "9999", "local", "203.0.113.1", "dev", "eth0")
             try cluster.startAgent(0, extra: flags.extra, environment: flags.environment)
-            #expect(await eventually(timeout: .seconds(20)) {
-                ((try? hosts[0].ip("-d", "link", "show", "flannel.1")) ?? "").contains("dstport 8472") && cluster.reaches(0, 1, attempts: 1)
-            }, "\(cluster.agentLog(0))")
+            #expect(
+                await eventually(timeout: .seconds(20)) {
+                    ((try? hosts[0].ip("-d", "link", "show", "flannel.1")) ?? "").contains("dstport 8472")
+                        && cluster.reaches(0, 1, attempts: 1)
+                }, "\(cluster.agentLog(0))")
             #expect(cluster.agentLog(0).contains("replacing an incompatible device"))
         }
     }
@@ -291,10 +322,11 @@ import TwillTestSupport
         try await withCluster(hosts: 2, underlay: "198.51.100") { cluster in
             try cluster.etcdctl(["put", "/coreos.com/network/config", Self.config("vxlan")])
             for i in 0..<2 { try cluster.startAgent(i, extra: ["--ip-masq", "--release-on-exit"]) }
-            #expect(await eventually(timeout: .seconds(20)) {
-                cluster.subnet(0) != nil && cluster.subnet(1) != nil
-                    && ((try? cluster.hosts[0].ip("route", "show", "proto", "84")) ?? "").contains("flannel.1")
-            })
+            #expect(
+                await eventually(timeout: .seconds(20)) {
+                    cluster.subnet(0) != nil && cluster.subnet(1) != nil
+                        && ((try? cluster.hosts[0].ip("route", "show", "proto", "84")) ?? "").contains("flannel.1")
+                })
             let subnet = try #require(cluster.subnet(0))
             #expect(cluster.stopAgent(0) == 0)
             let h = cluster.hosts[0]

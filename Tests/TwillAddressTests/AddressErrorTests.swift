@@ -1,15 +1,18 @@
 import Testing
+
 @testable import TwillAddress
 
 @Suite("AddressError")
 struct AddressErrorTests {
-    @Test("description names the kind, the quoted input and the reason", arguments: [
-        (AddressError.Kind.ipv4Address, "invalid IPv4 address \"x\": why"),
-        (.ipv4Network, "invalid IPv4 network \"x\": why"),
-        (.ipv6Address, "invalid IPv6 address \"x\": why"),
-        (.ipv6Network, "invalid IPv6 network \"x\": why"),
-        (.ipAddress, "invalid IP address \"x\": why"),
-    ])
+    @Test(
+        "description names the kind, the quoted input and the reason",
+        arguments: [
+            (AddressError.Kind.ipv4Address, "invalid IPv4 address \"x\": why"),
+            (.ipv4Network, "invalid IPv4 network \"x\": why"),
+            (.ipv6Address, "invalid IPv6 address \"x\": why"),
+            (.ipv6Network, "invalid IPv6 network \"x\": why"),
+            (.ipAddress, "invalid IP address \"x\": why"),
+        ])
     func descriptionPerKind(kind: AddressError.Kind, expected: String) {
         let error = AddressError(kind: kind, input: "x", reason: "why")
         #expect(error.description == expected)

@@ -1,15 +1,18 @@
 import Testing
+
 @testable import TwillAddress
 
 @Suite("IPAddress")
 struct IPAddressTests {
-    @Test("chooses the family by the presence of \":\"", arguments: [
-        ("10.0.0.1", "10.0.0.1", true),
-        ("203.0.113.255", "203.0.113.255", true),
-        ("2001:0db8::1", "2001:db8::1", false),
-        ("::ffff:198.51.100.1", "::ffff:198.51.100.1", false),
-        ("::", "::", false),
-    ])
+    @Test(
+        "chooses the family by the presence of \":\"",
+        arguments: [
+            ("10.0.0.1", "10.0.0.1", true),
+            ("203.0.113.255", "203.0.113.255", true),
+            ("2001:0db8::1", "2001:db8::1", false),
+            ("::ffff:198.51.100.1", "::ffff:198.51.100.1", false),
+            ("::", "::", false),
+        ])
     func parses(text: String, canonical: String, isV4: Bool) throws {
         let address = try IPAddress(parsing: text)
         #expect(address.description == canonical)
@@ -24,14 +27,16 @@ struct IPAddressTests {
         #expect(try IPAddress(parsing: "::1") == .v6(.loopback))
     }
 
-    @Test("rejections keep the family reason but say \"IP address\"", arguments: [
-        ("10.0.0.256", "octet 256 is larger than 255"),
-        ("", "address is empty"),
-        ("1.2.3", "expected 4 octets, found 3"),
-        ("fe80::1%eth0", "zone identifiers (\"%eth0\") are not supported; strip the zone before parsing"),
-        ("2001:db8::1::1", "\"::\" may appear only once"),
-        ("fd00::/8", "\"/\" is not allowed (is this a network?)"),
-    ])
+    @Test(
+        "rejections keep the family reason but say \"IP address\"",
+        arguments: [
+            ("10.0.0.256", "octet 256 is larger than 255"),
+            ("", "address is empty"),
+            ("1.2.3", "expected 4 octets, found 3"),
+            ("fe80::1%eth0", "zone identifiers (\"%eth0\") are not supported; strip the zone before parsing"),
+            ("2001:db8::1::1", "\"::\" may appear only once"),
+            ("fd00::/8", "\"/\" is not allowed (is this a network?)"),
+        ])
     func rejects(text: String, reason: String) throws {
         let error = try #require(addressError { try IPAddress(parsing: text) })
         #expect(error.kind == .ipAddress)
@@ -66,7 +71,8 @@ struct IPAddressTests {
     }
 
     @Test func codableRejectsBadText() throws {
-        #expect(try dataCorruptedDescription(IPAddress.self, decoding: "10.0.0.256") ==
-            #"invalid IP address "10.0.0.256": octet 256 is larger than 255"#)
+        #expect(
+            try dataCorruptedDescription(IPAddress.self, decoding: "10.0.0.256")
+                == #"invalid IP address "10.0.0.256": octet 256 is larger than 255"#)
     }
 }

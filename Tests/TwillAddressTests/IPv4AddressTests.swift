@@ -1,21 +1,24 @@
 import Testing
+
 @testable import TwillAddress
 
 @Suite("IPv4Address")
 struct IPv4AddressTests {
     // MARK: Parsing and formatting
 
-    @Test("parse/format round trip", arguments: [
-        ("0.0.0.0", UInt32(0)),
-        ("255.255.255.255", 0xFFFF_FFFF),
-        ("10.0.0.1", 0x0A00_0001),
-        ("10.255.0.9", 0x0AFF_0009),
-        ("198.18.0.1", 0xC612_0001),
-        ("198.19.255.254", 0xC613_FFFE),
-        ("198.51.100.200", 0xC633_64C8),
-        ("203.0.113.99", 0xCB00_7163),
-        ("127.0.0.1", 0x7F00_0001),
-    ])
+    @Test(
+        "parse/format round trip",
+        arguments: [
+            ("0.0.0.0", UInt32(0)),
+            ("255.255.255.255", 0xFFFF_FFFF),
+            ("10.0.0.1", 0x0A00_0001),
+            ("10.255.0.9", 0x0AFF_0009),
+            ("198.18.0.1", 0xC612_0001),
+            ("198.19.255.254", 0xC613_FFFE),
+            ("198.51.100.200", 0xC633_64C8),
+            ("203.0.113.99", 0xCB00_7163),
+            ("127.0.0.1", 0x7F00_0001),
+        ])
     func roundTrip(text: String, raw: UInt32) throws {
         let address = try IPv4Address(parsing: text)
         #expect(address.rawValue == raw)
@@ -58,37 +61,39 @@ struct IPv4AddressTests {
 
     // MARK: Rejections
 
-    @Test("rejects malformed text with a specific reason", arguments: [
-        ("", "address is empty"),
-        ("1.2.3", "expected 4 octets, found 3"),
-        ("1.2.3.4.5", "expected 4 octets, found 5"),
-        ("10", "expected 4 octets, found 1"),
-        ("256.0.0.1", "octet 256 is larger than 255"),
-        ("10.0.0.256", "octet 256 is larger than 255"),
-        ("10.0.0.1000", "octet 1000 is larger than 255"),
-        ("10.0.0.99999999999999999999999", "octet 99999999999999999999999 is larger than 255"),
-        ("01.2.3.4", "leading zeros are not allowed in \"01\""),
-        ("10.0.0.010", "leading zeros are not allowed in \"010\""),
-        ("10.00.0.1", "leading zeros are not allowed in \"00\""),
-        (" 1.2.3.4", "whitespace (\" \") is not allowed"),
-        ("1.2.3.4 ", "whitespace (\" \") is not allowed"),
-        ("1.2.3.4\n", "whitespace (\"\\n\") is not allowed"),
-        ("10.0.\t0.1", "whitespace (\"\\t\") is not allowed"),
-        ("+1.2.3.4", "signs (\"+\") are not allowed"),
-        ("-1.2.3.4", "signs (\"-\") are not allowed"),
-        ("10.0.0.-1", "signs (\"-\") are not allowed"),
-        ("1..2.3", "empty octet between dots"),
-        (".1.2.3", "address must not start with \".\""),
-        ("1.2.3.", "address must not end with \".\""),
-        ("1.2.3.4.", "address must not end with \".\""),
-        ("...", "address must not start with \".\""),
-        ("a.b.c.d", "unexpected character \"a\""),
-        ("0x0A.0.0.1", "unexpected character \"x\""),
-        ("10.0.0.1e", "unexpected character \"e\""),
-        ("１0.0.0.1", "unexpected character \"１\""),
-        ("10.0.0.0/8", "\"/\" is not allowed (is this a network?)"),
-        ("::1", "\":\" is not allowed (is this an IPv6 address?)"),
-    ])
+    @Test(
+        "rejects malformed text with a specific reason",
+        arguments: [
+            ("", "address is empty"),
+            ("1.2.3", "expected 4 octets, found 3"),
+            ("1.2.3.4.5", "expected 4 octets, found 5"),
+            ("10", "expected 4 octets, found 1"),
+            ("256.0.0.1", "octet 256 is larger than 255"),
+            ("10.0.0.256", "octet 256 is larger than 255"),
+            ("10.0.0.1000", "octet 1000 is larger than 255"),
+            ("10.0.0.99999999999999999999999", "octet 99999999999999999999999 is larger than 255"),
+            ("01.2.3.4", "leading zeros are not allowed in \"01\""),
+            ("10.0.0.010", "leading zeros are not allowed in \"010\""),
+            ("10.00.0.1", "leading zeros are not allowed in \"00\""),
+            (" 1.2.3.4", "whitespace (\" \") is not allowed"),
+            ("1.2.3.4 ", "whitespace (\" \") is not allowed"),
+            ("1.2.3.4\n", "whitespace (\"\\n\") is not allowed"),
+            ("10.0.\t0.1", "whitespace (\"\\t\") is not allowed"),
+            ("+1.2.3.4", "signs (\"+\") are not allowed"),
+            ("-1.2.3.4", "signs (\"-\") are not allowed"),
+            ("10.0.0.-1", "signs (\"-\") are not allowed"),
+            ("1..2.3", "empty octet between dots"),
+            (".1.2.3", "address must not start with \".\""),
+            ("1.2.3.", "address must not end with \".\""),
+            ("1.2.3.4.", "address must not end with \".\""),
+            ("...", "address must not start with \".\""),
+            ("a.b.c.d", "unexpected character \"a\""),
+            ("0x0A.0.0.1", "unexpected character \"x\""),
+            ("10.0.0.1e", "unexpected character \"e\""),
+            ("１0.0.0.1", "unexpected character \"１\""),
+            ("10.0.0.0/8", "\"/\" is not allowed (is this a network?)"),
+            ("::1", "\":\" is not allowed (is this an IPv6 address?)"),
+        ])
     func rejects(text: String, reason: String) throws {
         let error = try #require(addressError { try IPv4Address(parsing: text) })
         #expect(error.kind == .ipv4Address)
@@ -117,20 +122,22 @@ struct IPv4AddressTests {
 
     // MARK: Arithmetic
 
-    @Test("advanced(by:)", arguments: [
-        ("10.0.0.255", Int64(1), "10.0.1.0" as String?),
-        ("10.0.1.0", -1, "10.0.0.255"),
-        ("10.0.0.1", 0, "10.0.0.1"),
-        ("0.0.0.0", Int64(UInt32.max), "255.255.255.255"),
-        ("255.255.255.255", -Int64(UInt32.max), "0.0.0.0"),
-        ("255.255.255.254", 1, "255.255.255.255"),
-        ("255.255.255.255", 1, nil),
-        ("0.0.0.0", -1, nil),
-        ("0.0.0.0", Int64(UInt32.max) + 1, nil),
-        ("10.0.0.1", .max, nil),
-        ("10.0.0.1", .min, nil),
-        ("255.255.255.255", .max, nil),
-    ])
+    @Test(
+        "advanced(by:)",
+        arguments: [
+            ("10.0.0.255", Int64(1), "10.0.1.0" as String?),
+            ("10.0.1.0", -1, "10.0.0.255"),
+            ("10.0.0.1", 0, "10.0.0.1"),
+            ("0.0.0.0", Int64(UInt32.max), "255.255.255.255"),
+            ("255.255.255.255", -Int64(UInt32.max), "0.0.0.0"),
+            ("255.255.255.254", 1, "255.255.255.255"),
+            ("255.255.255.255", 1, nil),
+            ("0.0.0.0", -1, nil),
+            ("0.0.0.0", Int64(UInt32.max) + 1, nil),
+            ("10.0.0.1", .max, nil),
+            ("10.0.0.1", .min, nil),
+            ("255.255.255.255", .max, nil),
+        ])
     func advanced(start: String, by n: Int64, expected: String?) throws {
         let address = try IPv4Address(parsing: start)
         #expect(address.advanced(by: n)?.description == expected)
@@ -175,8 +182,7 @@ struct IPv4AddressTests {
     @Test func ordering() throws {
         let texts = ["203.0.113.1", "10.0.0.2", "255.255.255.255", "0.0.0.0", "10.0.0.10", "198.51.100.0"]
         let sorted = try texts.map { text throws(AddressError) in try IPv4Address(parsing: text) }.sorted()
-        #expect(sorted.map(\.description) ==
-            ["0.0.0.0", "10.0.0.2", "10.0.0.10", "198.51.100.0", "203.0.113.1", "255.255.255.255"])
+        #expect(sorted.map(\.description) == ["0.0.0.0", "10.0.0.2", "10.0.0.10", "198.51.100.0", "203.0.113.1", "255.255.255.255"])
     }
 
     @Test func hashable() {

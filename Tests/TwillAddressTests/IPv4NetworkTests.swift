@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TwillAddress
 
 /// Parses a network that the test author knows is valid.
@@ -15,10 +16,12 @@ private func addr(_ text: String) throws(AddressError) -> IPv4Address {
 struct IPv4NetworkTests {
     // MARK: Parsing and formatting
 
-    @Test("parse/format round trip", arguments: [
-        "0.0.0.0/0", "10.0.0.0/8", "10.1.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
-        "203.0.113.128/25", "203.0.113.7/32", "255.255.255.255/32", "0.0.0.0/32", "10.0.0.0/31",
-    ])
+    @Test(
+        "parse/format round trip",
+        arguments: [
+            "0.0.0.0/0", "10.0.0.0/8", "10.1.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+            "203.0.113.128/25", "203.0.113.7/32", "255.255.255.255/32", "0.0.0.0/32", "10.0.0.0/31",
+        ])
     func roundTrip(text: String) throws {
         let network = try net(text)
         #expect(network.description == text)
@@ -27,29 +30,31 @@ struct IPv4NetworkTests {
         #expect(try IPv4Network(address: network.address, prefixLength: network.prefixLength) == network)
     }
 
-    @Test("rejects malformed text with a specific reason", arguments: [
-        ("10.0.0.0", "missing prefix length (\"/n\")"),
-        ("", "missing prefix length (\"/n\")"),
-        ("10.0.0.0/", "prefix length after \"/\" is empty"),
-        ("10.0.0.0/33", "prefix length 33 is larger than 32"),
-        ("10.0.0.0/99999999999999999999", "prefix length 99999999999999999999 is larger than 32"),
-        ("10.0.0.0/08", "leading zeros are not allowed in prefix length \"08\""),
-        ("10.0.0.0/00", "leading zeros are not allowed in prefix length \"00\""),
-        ("10.0.0.0/-1", "prefix length \"-1\" is not a decimal number"),
-        ("10.0.0.0/+8", "prefix length \"+8\" is not a decimal number"),
-        ("10.0.0.0/ 8", "prefix length \" 8\" is not a decimal number"),
-        ("10.0.0.0/8 ", "prefix length \"8 \" is not a decimal number"),
-        ("10.0.0.0/8/8", "more than one \"/\""),
-        ("10.0.0.0/255.0.0.0", "prefix length \"255.0.0.0\" is not a decimal number"),
-        ("/8", "address is empty"),
-        ("10.0.0.256/24", "octet 256 is larger than 255"),
-        ("010.0.0.0/8", "leading zeros are not allowed in \"010\""),
-        (" 10.0.0.0/8", "whitespace (\" \") is not allowed"),
-        ("10.0.0/24", "expected 4 octets, found 3"),
-        ("10.0.0.5/24", "10.0.0.5/24 has host bits set; the network is 10.0.0.0/24"),
-        ("10.0.0.1/0", "10.0.0.1/0 has host bits set; the network is 0.0.0.0/0"),
-        ("198.19.0.0/15", "198.19.0.0/15 has host bits set; the network is 198.18.0.0/15"),
-    ])
+    @Test(
+        "rejects malformed text with a specific reason",
+        arguments: [
+            ("10.0.0.0", "missing prefix length (\"/n\")"),
+            ("", "missing prefix length (\"/n\")"),
+            ("10.0.0.0/", "prefix length after \"/\" is empty"),
+            ("10.0.0.0/33", "prefix length 33 is larger than 32"),
+            ("10.0.0.0/99999999999999999999", "prefix length 99999999999999999999 is larger than 32"),
+            ("10.0.0.0/08", "leading zeros are not allowed in prefix length \"08\""),
+            ("10.0.0.0/00", "leading zeros are not allowed in prefix length \"00\""),
+            ("10.0.0.0/-1", "prefix length \"-1\" is not a decimal number"),
+            ("10.0.0.0/+8", "prefix length \"+8\" is not a decimal number"),
+            ("10.0.0.0/ 8", "prefix length \" 8\" is not a decimal number"),
+            ("10.0.0.0/8 ", "prefix length \"8 \" is not a decimal number"),
+            ("10.0.0.0/8/8", "more than one \"/\""),
+            ("10.0.0.0/255.0.0.0", "prefix length \"255.0.0.0\" is not a decimal number"),
+            ("/8", "address is empty"),
+            ("10.0.0.256/24", "octet 256 is larger than 255"),
+            ("010.0.0.0/8", "leading zeros are not allowed in \"010\""),
+            (" 10.0.0.0/8", "whitespace (\" \") is not allowed"),
+            ("10.0.0/24", "expected 4 octets, found 3"),
+            ("10.0.0.5/24", "10.0.0.5/24 has host bits set; the network is 10.0.0.0/24"),
+            ("10.0.0.1/0", "10.0.0.1/0 has host bits set; the network is 0.0.0.0/0"),
+            ("198.19.0.0/15", "198.19.0.0/15 has host bits set; the network is 198.18.0.0/15"),
+        ])
     func rejects(text: String, reason: String) throws {
         let error = try #require(addressError { try IPv4Network(parsing: text) })
         #expect(error.kind == .ipv4Network)
@@ -61,17 +66,18 @@ struct IPv4NetworkTests {
 
     @Test func hostBitsErrorDescription() throws {
         let error = try #require(addressError { try IPv4Network(parsing: "10.0.0.5/24") })
-        #expect(error.description ==
-            #"invalid IPv4 network "10.0.0.5/24": 10.0.0.5/24 has host bits set; the network is 10.0.0.0/24"#)
+        #expect(error.description == #"invalid IPv4 network "10.0.0.5/24": 10.0.0.5/24 has host bits set; the network is 10.0.0.0/24"#)
     }
 
-    @Test("non-strict parsing masks host bits", arguments: [
-        ("10.0.0.5/24", "10.0.0.0/24"),
-        ("203.0.113.77/0", "0.0.0.0/0"),
-        ("198.19.4.5/15", "198.18.0.0/15"),
-        ("255.255.255.255/31", "255.255.255.254/31"),
-        ("10.0.0.7/32", "10.0.0.7/32"),
-    ])
+    @Test(
+        "non-strict parsing masks host bits",
+        arguments: [
+            ("10.0.0.5/24", "10.0.0.0/24"),
+            ("203.0.113.77/0", "0.0.0.0/0"),
+            ("198.19.4.5/15", "198.18.0.0/15"),
+            ("255.255.255.255/31", "255.255.255.254/31"),
+            ("10.0.0.7/32", "10.0.0.7/32"),
+        ])
     func nonStrict(text: String, expected: String) throws {
         #expect(try IPv4Network(parsing: text, strict: false).description == expected)
     }
@@ -98,16 +104,18 @@ struct IPv4NetworkTests {
 
     // MARK: Derived properties
 
-    @Test("netmask, hostmask, broadcast, addressCount", arguments: [
-        ("0.0.0.0/0", "0.0.0.0", "255.255.255.255", "255.255.255.255", UInt64(4_294_967_296)),
-        ("10.0.0.0/8", "255.0.0.0", "0.255.255.255", "10.255.255.255", 16_777_216),
-        ("198.18.0.0/15", "255.254.0.0", "0.1.255.255", "198.19.255.255", 131_072),
-        ("198.51.100.0/24", "255.255.255.0", "0.0.0.255", "198.51.100.255", 256),
-        ("203.0.113.128/25", "255.255.255.128", "0.0.0.127", "203.0.113.255", 128),
-        ("10.0.0.2/31", "255.255.255.254", "0.0.0.1", "10.0.0.3", 2),
-        ("203.0.113.7/32", "255.255.255.255", "0.0.0.0", "203.0.113.7", 1),
-        ("255.255.255.255/32", "255.255.255.255", "0.0.0.0", "255.255.255.255", 1),
-    ])
+    @Test(
+        "netmask, hostmask, broadcast, addressCount",
+        arguments: [
+            ("0.0.0.0/0", "0.0.0.0", "255.255.255.255", "255.255.255.255", UInt64(4_294_967_296)),
+            ("10.0.0.0/8", "255.0.0.0", "0.255.255.255", "10.255.255.255", 16_777_216),
+            ("198.18.0.0/15", "255.254.0.0", "0.1.255.255", "198.19.255.255", 131_072),
+            ("198.51.100.0/24", "255.255.255.0", "0.0.0.255", "198.51.100.255", 256),
+            ("203.0.113.128/25", "255.255.255.128", "0.0.0.127", "203.0.113.255", 128),
+            ("10.0.0.2/31", "255.255.255.254", "0.0.0.1", "10.0.0.3", 2),
+            ("203.0.113.7/32", "255.255.255.255", "0.0.0.0", "203.0.113.7", 1),
+            ("255.255.255.255/32", "255.255.255.255", "0.0.0.0", "255.255.255.255", 1),
+        ])
     func derived(text: String, netmask: String, hostmask: String, broadcast: String, count: UInt64) throws {
         let network = try net(text)
         #expect(network.netmask.description == netmask)
@@ -145,18 +153,20 @@ struct IPv4NetworkTests {
         #expect(!single.contains(try addr("10.0.0.8")))
     }
 
-    @Test("containment and overlap between networks", arguments: [
-        // (outer, inner, outer contains inner, overlap)
-        ("10.0.0.0/8", "10.1.0.0/16", true, true),
-        ("10.0.0.0/8", "10.0.0.0/8", true, true),
-        ("0.0.0.0/0", "203.0.113.0/24", true, true),
-        ("0.0.0.0/0", "255.255.255.255/32", true, true),
-        ("198.18.0.0/15", "198.19.255.255/32", true, true),
-        ("198.18.0.0/15", "198.20.0.0/32", false, false),
-        ("10.0.0.0/24", "10.0.1.0/24", false, false),
-        ("198.51.100.0/25", "198.51.100.128/25", false, false),
-        ("10.0.0.0/8", "198.51.100.0/24", false, false),
-    ])
+    @Test(
+        "containment and overlap between networks",
+        arguments: [
+            // (outer, inner, outer contains inner, overlap)
+            ("10.0.0.0/8", "10.1.0.0/16", true, true),
+            ("10.0.0.0/8", "10.0.0.0/8", true, true),
+            ("0.0.0.0/0", "203.0.113.0/24", true, true),
+            ("0.0.0.0/0", "255.255.255.255/32", true, true),
+            ("198.18.0.0/15", "198.19.255.255/32", true, true),
+            ("198.18.0.0/15", "198.20.0.0/32", false, false),
+            ("10.0.0.0/24", "10.0.1.0/24", false, false),
+            ("198.51.100.0/25", "198.51.100.128/25", false, false),
+            ("10.0.0.0/8", "198.51.100.0/24", false, false),
+        ])
     func networkRelations(outer: String, inner: String, contains: Bool, overlaps: Bool) throws {
         let a = try net(outer)
         let b = try net(inner)
@@ -192,18 +202,20 @@ struct IPv4NetworkTests {
         #expect(IPv4Network.all.host(4_294_967_296) == nil)
     }
 
-    @Test("next() and previous()", arguments: [
-        ("10.0.0.0/24", "10.0.1.0/24" as String?, "9.255.255.0/24" as String?),
-        ("10.255.255.0/24", "11.0.0.0/24", "10.255.254.0/24"),
-        ("198.18.0.0/15", "198.20.0.0/15", "198.16.0.0/15"),
-        ("10.0.0.0/8", "11.0.0.0/8", "9.0.0.0/8"),
-        ("255.255.255.0/24", nil, "255.255.254.0/24"),
-        ("255.255.255.255/32", nil, "255.255.255.254/32"),
-        ("0.0.0.0/32", "0.0.0.1/32", nil),
-        ("0.0.0.0/24", "0.0.1.0/24", nil),
-        ("128.0.0.0/1", nil, "0.0.0.0/1"),
-        ("0.0.0.0/0", nil, nil),
-    ])
+    @Test(
+        "next() and previous()",
+        arguments: [
+            ("10.0.0.0/24", "10.0.1.0/24" as String?, "9.255.255.0/24" as String?),
+            ("10.255.255.0/24", "11.0.0.0/24", "10.255.254.0/24"),
+            ("198.18.0.0/15", "198.20.0.0/15", "198.16.0.0/15"),
+            ("10.0.0.0/8", "11.0.0.0/8", "9.0.0.0/8"),
+            ("255.255.255.0/24", nil, "255.255.254.0/24"),
+            ("255.255.255.255/32", nil, "255.255.255.254/32"),
+            ("0.0.0.0/32", "0.0.0.1/32", nil),
+            ("0.0.0.0/24", "0.0.1.0/24", nil),
+            ("128.0.0.0/1", nil, "0.0.0.0/1"),
+            ("0.0.0.0/0", nil, nil),
+        ])
     func neighbours(text: String, next: String?, previous: String?) throws {
         let network = try net(text)
         #expect(network.next()?.description == next)
@@ -224,18 +236,20 @@ struct IPv4NetworkTests {
 
     // MARK: Subnets
 
-    @Test("subnetCount(length:)", arguments: [
-        ("10.0.0.0/16", 24, UInt64(256)),
-        ("10.0.0.0/16", 16, 1),
-        ("10.0.0.0/16", 32, 65_536),
-        ("10.0.0.0/16", 15, 0),
-        ("10.0.0.0/16", 33, 0),
-        ("10.0.0.0/16", -1, 0),
-        ("0.0.0.0/0", 32, 4_294_967_296),
-        ("0.0.0.0/0", 0, 1),
-        ("0.0.0.0/0", 1, 2),
-        ("203.0.113.7/32", 32, 1),
-    ])
+    @Test(
+        "subnetCount(length:)",
+        arguments: [
+            ("10.0.0.0/16", 24, UInt64(256)),
+            ("10.0.0.0/16", 16, 1),
+            ("10.0.0.0/16", 32, 65_536),
+            ("10.0.0.0/16", 15, 0),
+            ("10.0.0.0/16", 33, 0),
+            ("10.0.0.0/16", -1, 0),
+            ("0.0.0.0/0", 32, 4_294_967_296),
+            ("0.0.0.0/0", 0, 1),
+            ("0.0.0.0/0", 1, 2),
+            ("203.0.113.7/32", 32, 1),
+        ])
     func subnetCount(text: String, length: Int, expected: UInt64) throws {
         #expect(try net(text).subnetCount(length: length) == expected)
     }
@@ -352,14 +366,17 @@ struct IPv4NetworkTests {
         let json = try jsonText(network)
         #expect(json == #"{"value":"198.18.0.0/15"}"#)
         #expect(try decodeJSON(IPv4Network.self, from: json) == network)
-        #expect(try decodeJSON([IPv4Network].self, from: #"{"value":["10.0.0.0/8","0.0.0.0/0"]}"#)
-            == [try net("10.0.0.0/8"), .all])
+        #expect(
+            try decodeJSON([IPv4Network].self, from: #"{"value":["10.0.0.0/8","0.0.0.0/0"]}"#)
+                == [try net("10.0.0.0/8"), .all])
     }
 
     @Test func codableRejectsBadText() throws {
-        #expect(try dataCorruptedDescription(IPv4Network.self, decoding: "10.0.0.5/24") ==
-            #"invalid IPv4 network "10.0.0.5/24": 10.0.0.5/24 has host bits set; the network is 10.0.0.0/24"#)
-        #expect(try dataCorruptedDescription(IPv4Network.self, decoding: "10.0.0.0") ==
-            #"invalid IPv4 network "10.0.0.0": missing prefix length ("/n")"#)
+        #expect(
+            try dataCorruptedDescription(IPv4Network.self, decoding: "10.0.0.5/24")
+                == #"invalid IPv4 network "10.0.0.5/24": 10.0.0.5/24 has host bits set; the network is 10.0.0.0/24"#)
+        #expect(
+            try dataCorruptedDescription(IPv4Network.self, decoding: "10.0.0.0")
+                == #"invalid IPv4 network "10.0.0.0": missing prefix length ("/n")"#)
     }
 }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TwillAddress
 
 /// Parses a network that the test author knows is valid.
@@ -17,11 +18,13 @@ private let allOnes = IPv6Address(high: .max, low: .max)
 struct IPv6NetworkTests {
     // MARK: Parsing and formatting
 
-    @Test("parse/format round trip", arguments: [
-        "::/0", "2001:db8::/32", "fd00::/8", "fd00:1:2:3::/64", "fd00:0:0:ab00::/56",
-        "2001:db8::1/128", "::/128", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", "8000::/1",
-        "::ffff:10.0.0.0/104",
-    ])
+    @Test(
+        "parse/format round trip",
+        arguments: [
+            "::/0", "2001:db8::/32", "fd00::/8", "fd00:1:2:3::/64", "fd00:0:0:ab00::/56",
+            "2001:db8::1/128", "::/128", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", "8000::/1",
+            "::ffff:10.0.0.0/104",
+        ])
     func roundTrip(text: String) throws {
         let network = try net(text)
         #expect(network.description == text)
@@ -35,21 +38,23 @@ struct IPv6NetworkTests {
         #expect(try net("FD00:0000::/8").description == "fd00::/8")
     }
 
-    @Test("rejects malformed text with a specific reason", arguments: [
-        ("fd00::", "missing prefix length (\"/n\")"),
-        ("fd00::/", "prefix length after \"/\" is empty"),
-        ("fd00::/129", "prefix length 129 is larger than 128"),
-        ("fd00::/08", "leading zeros are not allowed in prefix length \"08\""),
-        ("fd00::/x", "prefix length \"x\" is not a decimal number"),
-        ("2001:db8::/32/1", "more than one \"/\""),
-        ("/64", "address is empty"),
-        ("2001:db8::12345/64", "group \"12345\" has more than 4 hex digits"),
-        ("fd00::1%eth0/64", "zone identifiers (\"%eth0\") are not supported; strip the zone before parsing"),
-        ("10.0.0.0/8", "no \":\" found"),
-        ("fd00::1/64", "fd00::1/64 has host bits set; the network is fd00::/64"),
-        ("fd00:0:0:0:0:0:0:1/127", "fd00::1/127 has host bits set; the network is fd00::/127"),
-        ("2001:db8::/16", "2001:db8::/16 has host bits set; the network is 2001::/16"),
-    ])
+    @Test(
+        "rejects malformed text with a specific reason",
+        arguments: [
+            ("fd00::", "missing prefix length (\"/n\")"),
+            ("fd00::/", "prefix length after \"/\" is empty"),
+            ("fd00::/129", "prefix length 129 is larger than 128"),
+            ("fd00::/08", "leading zeros are not allowed in prefix length \"08\""),
+            ("fd00::/x", "prefix length \"x\" is not a decimal number"),
+            ("2001:db8::/32/1", "more than one \"/\""),
+            ("/64", "address is empty"),
+            ("2001:db8::12345/64", "group \"12345\" has more than 4 hex digits"),
+            ("fd00::1%eth0/64", "zone identifiers (\"%eth0\") are not supported; strip the zone before parsing"),
+            ("10.0.0.0/8", "no \":\" found"),
+            ("fd00::1/64", "fd00::1/64 has host bits set; the network is fd00::/64"),
+            ("fd00:0:0:0:0:0:0:1/127", "fd00::1/127 has host bits set; the network is fd00::/127"),
+            ("2001:db8::/16", "2001:db8::/16 has host bits set; the network is 2001::/16"),
+        ])
     func rejects(text: String, reason: String) throws {
         let error = try #require(addressError { try IPv6Network(parsing: text) })
         #expect(error.kind == .ipv6Network)
@@ -59,13 +64,15 @@ struct IPv6NetworkTests {
         #expect(IPv6Network(text) == nil)
     }
 
-    @Test("non-strict parsing masks host bits", arguments: [
-        ("fd00::1/64", "fd00::/64"),
-        ("2001:db8:ffff::1/32", "2001:db8::/32"),
-        ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/0", "::/0"),
-        ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/65", "ffff:ffff:ffff:ffff:8000::/65"),
-        ("fd00::1/128", "fd00::1/128"),
-    ])
+    @Test(
+        "non-strict parsing masks host bits",
+        arguments: [
+            ("fd00::1/64", "fd00::/64"),
+            ("2001:db8:ffff::1/32", "2001:db8::/32"),
+            ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/0", "::/0"),
+            ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/65", "ffff:ffff:ffff:ffff:8000::/65"),
+            ("fd00::1/128", "fd00::1/128"),
+        ])
     func nonStrict(text: String, expected: String) throws {
         #expect(try IPv6Network(parsing: text, strict: false).description == expected)
     }
@@ -86,16 +93,18 @@ struct IPv6NetworkTests {
 
     // MARK: Derived properties
 
-    @Test("netmask, hostmask, lastAddress, addressCount", arguments: [
-        ("::/0", "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", UInt64.max),
-        ("fd00::/8", "ff00::", "ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", .max),
-        ("2001:db8::/32", "ffff:ffff::", "::ffff:ffff:ffff:ffff:ffff:ffff", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", .max),
-        ("fd00:1:2:3::/64", "ffff:ffff:ffff:ffff::", "::ffff:ffff:ffff:ffff", "fd00:1:2:3:ffff:ffff:ffff:ffff", .max),
-        ("fd00:1:2:3::/65", "ffff:ffff:ffff:ffff:8000::", "::7fff:ffff:ffff:ffff", "fd00:1:2:3:7fff:ffff:ffff:ffff", 1 << 63),
-        ("2001:db8::100/120", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00", "::ff", "2001:db8::1ff", 256),
-        ("2001:db8::2/127", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", "::1", "2001:db8::3", 2),
-        ("2001:db8::1/128", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::", "2001:db8::1", 1),
-    ])
+    @Test(
+        "netmask, hostmask, lastAddress, addressCount",
+        arguments: [
+            ("::/0", "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", UInt64.max),
+            ("fd00::/8", "ff00::", "ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", .max),
+            ("2001:db8::/32", "ffff:ffff::", "::ffff:ffff:ffff:ffff:ffff:ffff", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", .max),
+            ("fd00:1:2:3::/64", "ffff:ffff:ffff:ffff::", "::ffff:ffff:ffff:ffff", "fd00:1:2:3:ffff:ffff:ffff:ffff", .max),
+            ("fd00:1:2:3::/65", "ffff:ffff:ffff:ffff:8000::", "::7fff:ffff:ffff:ffff", "fd00:1:2:3:7fff:ffff:ffff:ffff", 1 << 63),
+            ("2001:db8::100/120", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00", "::ff", "2001:db8::1ff", 256),
+            ("2001:db8::2/127", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", "::1", "2001:db8::3", 2),
+            ("2001:db8::1/128", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::", "2001:db8::1", 1),
+        ])
     func derived(text: String, netmask: String, hostmask: String, last: String, count: UInt64) throws {
         let network = try net(text)
         #expect(network.netmask.description == netmask)
@@ -132,17 +141,19 @@ struct IPv6NetworkTests {
         #expect(!long.contains(try addr("fd00::ff")))
     }
 
-    @Test("containment and overlap between networks", arguments: [
-        // (a, b, a contains b, b contains a)
-        ("fd00::/8", "fd00:1::/32", true, false),
-        ("::/0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", true, false),
-        ("2001:db8::/32", "2001:db8::/32", true, true),
-        ("fd00:0:0:ff00::/56", "fd00:0:0:ff80::/57", true, false),
-        ("fd00::/8", "fc00::/7", false, true),
-        ("fd00::/64", "fd00:0:0:1::/64", false, false),
-        ("fd00::/65", "fd00:0:0:0:8000::/65", false, false),
-        ("2001:db8::/32", "fd00::/8", false, false),
-    ])
+    @Test(
+        "containment and overlap between networks",
+        arguments: [
+            // (a, b, a contains b, b contains a)
+            ("fd00::/8", "fd00:1::/32", true, false),
+            ("::/0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", true, false),
+            ("2001:db8::/32", "2001:db8::/32", true, true),
+            ("fd00:0:0:ff00::/56", "fd00:0:0:ff80::/57", true, false),
+            ("fd00::/8", "fc00::/7", false, true),
+            ("fd00::/64", "fd00:0:0:1::/64", false, false),
+            ("fd00::/65", "fd00:0:0:0:8000::/65", false, false),
+            ("2001:db8::/32", "fd00::/8", false, false),
+        ])
     func networkRelations(a: String, b: String, aContainsB: Bool, bContainsA: Bool) throws {
         let first = try net(a)
         let second = try net(b)
@@ -175,18 +186,20 @@ struct IPv6NetworkTests {
         #expect(single.host(1) == nil)
     }
 
-    @Test("next() and previous()", arguments: [
-        ("fd00::/64", "fd00:0:0:1::/64" as String?, "fcff:ffff:ffff:ffff::/64" as String?),
-        ("fd00::ff00/120", "fd00::1:0/120", "fd00::fe00/120"),
-        ("fd00::ffff:ffff:ffff:ff00/120", "fd00:0:0:1::/120", "fd00::ffff:ffff:ffff:fe00/120"),
-        ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120", nil, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fe00/120"),
-        ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", nil, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/128"),
-        ("::/128", "::1/128", nil),
-        ("::/64", "0:0:0:1::/64", nil),
-        ("8000::/1", nil, "::/1"),
-        ("fd00::/8", "fe00::/8", "fc00::/8"),
-        ("::/0", nil, nil),
-    ])
+    @Test(
+        "next() and previous()",
+        arguments: [
+            ("fd00::/64", "fd00:0:0:1::/64" as String?, "fcff:ffff:ffff:ffff::/64" as String?),
+            ("fd00::ff00/120", "fd00::1:0/120", "fd00::fe00/120"),
+            ("fd00::ffff:ffff:ffff:ff00/120", "fd00:0:0:1::/120", "fd00::ffff:ffff:ffff:fe00/120"),
+            ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120", nil, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fe00/120"),
+            ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", nil, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/128"),
+            ("::/128", "::1/128", nil),
+            ("::/64", "0:0:0:1::/64", nil),
+            ("8000::/1", nil, "::/1"),
+            ("fd00::/8", "fe00::/8", "fc00::/8"),
+            ("::/0", nil, nil),
+        ])
     func neighbours(text: String, next: String?, previous: String?) throws {
         let network = try net(text)
         #expect(network.next()?.description == next)
@@ -205,20 +218,22 @@ struct IPv6NetworkTests {
 
     // MARK: Subnets
 
-    @Test("subnetCount(length:)", arguments: [
-        ("fd00::/56", 64, UInt64(256) as UInt64?),
-        ("fd00::/56", 56, 1),
-        ("fd00::/56", 55, 0),
-        ("fd00::/56", 129, 0),
-        ("fd00::/8", 71, 1 << 63),
-        ("fd00::/8", 72, nil),
-        ("::/0", 128, nil),
-        ("::/0", 64, nil),
-        ("::/0", 63, 1 << 63),
-        ("::/0", 0, 1),
-        ("2001:db8::/32", 64, 4_294_967_296),
-        ("2001:db8::1/128", 128, 1),
-    ])
+    @Test(
+        "subnetCount(length:)",
+        arguments: [
+            ("fd00::/56", 64, UInt64(256) as UInt64?),
+            ("fd00::/56", 56, 1),
+            ("fd00::/56", 55, 0),
+            ("fd00::/56", 129, 0),
+            ("fd00::/8", 71, 1 << 63),
+            ("fd00::/8", 72, nil),
+            ("::/0", 128, nil),
+            ("::/0", 64, nil),
+            ("::/0", 63, 1 << 63),
+            ("::/0", 0, 1),
+            ("2001:db8::/32", 64, 4_294_967_296),
+            ("2001:db8::1/128", 128, 1),
+        ])
     func subnetCount(text: String, length: Int, expected: UInt64?) throws {
         #expect(try net(text).subnetCount(length: length) == expected)
     }
@@ -244,10 +259,12 @@ struct IPv6NetworkTests {
     }
 
     @Test func splitAcrossTheHalfBoundary() throws {
-        #expect(Array(try net("fd00::/63").subnets(length: 64)).map(\.description)
-            == ["fd00::/64", "fd00:0:0:1::/64"])
-        #expect(Array(try net("fd00::ffff:ffff:ffff:fe00/119").subnets(length: 120)).map(\.description)
-            == ["fd00::ffff:ffff:ffff:fe00/120", "fd00::ffff:ffff:ffff:ff00/120"])
+        #expect(
+            Array(try net("fd00::/63").subnets(length: 64)).map(\.description)
+                == ["fd00::/64", "fd00:0:0:1::/64"])
+        #expect(
+            Array(try net("fd00::ffff:ffff:ffff:fe00/119").subnets(length: 120)).map(\.description)
+                == ["fd00::ffff:ffff:ffff:fe00/120", "fd00::ffff:ffff:ffff:ff00/120"])
         let parent = try net("fd00::/120")
         let hosts = Array(try parent.subnets(length: 128))
         #expect(hosts.count == 256)
@@ -301,23 +318,25 @@ struct IPv6NetworkTests {
         #expect(doc.subnet(at: 1 << 32, length: 64) == nil)
     }
 
-    @Test("index(of:)", arguments: [
-        ("::/0", "::1/128", UInt64(1) as UInt64?),
-        ("::/0", "::ffff:ffff:ffff:ffff/128", .max),
-        ("::/0", "0:0:0:1::/128", nil),
-        ("::/0", "ffff::/128", nil),
-        ("::/0", "8000::/1", 1),
-        ("::/0", "ffff:ffff:ffff:ffff::/64", .max),
-        ("fd00::/8", "fd00::/8", 0),
-        ("fd00::/8", "fdff:ffff:ffff:ffff:ff00::/72", .max),
-        ("fd00::/8", "fd00::1:0/112", 1),
-        ("fd00::/8", "fd00:0:0:1::/112", 1 << 48),
-        ("2001:db8::/32", "2001:db8:abcd::/48", 0xABCD),
-        ("2001:db8::/32", "2001:db8:0:7::/64", 7),
-        ("2001:db8::/32", "2001:db9::/48", nil),
-        ("fd00::/56", "fd00::/48", nil),
-        ("fd00::/64", "fd00::ff/128", 255),
-    ])
+    @Test(
+        "index(of:)",
+        arguments: [
+            ("::/0", "::1/128", UInt64(1) as UInt64?),
+            ("::/0", "::ffff:ffff:ffff:ffff/128", .max),
+            ("::/0", "0:0:0:1::/128", nil),
+            ("::/0", "ffff::/128", nil),
+            ("::/0", "8000::/1", 1),
+            ("::/0", "ffff:ffff:ffff:ffff::/64", .max),
+            ("fd00::/8", "fd00::/8", 0),
+            ("fd00::/8", "fdff:ffff:ffff:ffff:ff00::/72", .max),
+            ("fd00::/8", "fd00::1:0/112", 1),
+            ("fd00::/8", "fd00:0:0:1::/112", 1 << 48),
+            ("2001:db8::/32", "2001:db8:abcd::/48", 0xABCD),
+            ("2001:db8::/32", "2001:db8:0:7::/64", 7),
+            ("2001:db8::/32", "2001:db9::/48", nil),
+            ("fd00::/56", "fd00::/48", nil),
+            ("fd00::/64", "fd00::ff/128", 255),
+        ])
     func indexOf(parent: String, child: String, expected: UInt64?) throws {
         let parentNetwork = try net(parent)
         let childNetwork = try net(child)
@@ -345,7 +364,8 @@ struct IPv6NetworkTests {
     }
 
     @Test func codableRejectsBadText() throws {
-        #expect(try dataCorruptedDescription(IPv6Network.self, decoding: "fd00::1/64") ==
-            #"invalid IPv6 network "fd00::1/64": fd00::1/64 has host bits set; the network is fd00::/64"#)
+        #expect(
+            try dataCorruptedDescription(IPv6Network.self, decoding: "fd00::1/64")
+                == #"invalid IPv6 network "fd00::1/64": fd00::1/64 has host bits set; the network is fd00::/64"#)
     }
 }

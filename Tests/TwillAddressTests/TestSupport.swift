@@ -1,6 +1,7 @@
 // Foundation is used in tests only, to prove the Codable conformances work with real JSON.
 import Foundation
 import Testing
+
 @testable import TwillAddress
 
 /// Runs a parse and returns its `AddressError`, or nil if it succeeded.

@@ -1,12 +1,14 @@
 import Testing
 import TwillAddress
-@testable import TwillAgent
 import TwillLease
+
+@testable import TwillAgent
 
 /// The health model: what makes the node ready and the agent alive, with the reasons.
 @Suite struct AgentStateTests {
-    static let lease = Lease(subnet: SubnetKey(ipv4: IPv4Network("198.18.3.0/24")!), attributes: LeaseAttributes(publicIP: IPv4Address("198.51.100.1")!),
-                             etcdLease: 42, modRevision: 7)
+    static let lease = Lease(
+        subnet: SubnetKey(ipv4: IPv4Network("198.18.3.0/24")!), attributes: LeaseAttributes(publicIP: IPv4Address("198.51.100.1")!),
+        etcdLease: 42, modRevision: 7)
 
     @Test func readyOnlyWithALiveLeaseAMatchingSubnetEnvAndTheBackendUp() {
         let state = AgentState()
@@ -41,7 +43,10 @@ import TwillLease
         state.retire(.lease)
         #expect(state.liveness.alive)
         state.setDatapathFailure("cannot open TUN device twill0: Device or resource busy (EBUSY)")
-        #expect(state.liveness.reasons == ["the data path is broken beyond self-repair: cannot open TUN device twill0: Device or resource busy (EBUSY)"])
+        #expect(
+            state.liveness.reasons == [
+                "the data path is broken beyond self-repair: cannot open TUN device twill0: Device or resource busy (EBUSY)"
+            ])
         #expect(!state.readiness.ready)
         state.setDatapathFailure(nil)
         #expect(state.liveness.alive)

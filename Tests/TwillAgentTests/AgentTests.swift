@@ -9,7 +9,7 @@ import TwillLease
 import TwillTestSupport
 
 /// The agent's control plane, in-process, with the lease-only backend and a real etcd.
-@Suite(.serialized) struct AgentTests {
+@Suite(.serialized, .requiresEtcd) struct AgentTests {
     static func configuration(_ etcd: EtcdServer, dir: String, ip: String, ttl: Int = 86400) -> AgentConfiguration {
         var c = AgentConfiguration(etcd: EtcdConfiguration(endpoints: [etcd.endpoint]))
         c.ifaces = ["lo"]
@@ -39,7 +39,7 @@ import TwillTestSupport
             let env = try #require(try SubnetEnv.read(path: dir + "/subnet.env", requireComplete: true))
             #expect(env.network == IPv4Network("198.18.0.0/16"))
             #expect(env.subnet == agent.state.lease?.subnet.ipv4)
-            #expect(env.mtu == 65536)  // lo's MTU: the alloc backend reports the interface's
+            #expect(env.mtu == 65536) // lo's MTU: the alloc backend reports the interface's
             let kv = try await c.value("/coreos.com/network/subnets/\(try #require(agent.state.lease?.subnet))")
             #expect(kv.valueString == #"{"PublicIP":"198.51.100.1","PublicIPv6":null,"BackendType":"alloc"}"#)
             #expect(kv.lease != 0)

@@ -3,7 +3,7 @@ import Testing
 import TwillTestSupport
 
 /// The `twill` binary as an operator runs it: flags, FLANNELD_ environment, signals, errors.
-@Suite(.serialized) struct CommandLineTests {
+@Suite(.serialized, .requiresEtcd) struct CommandLineTests {
     @Test func versionRuns() throws {
         #expect(try run(try twillBinary(), ["version"]).hasPrefix("twill "))
     }
@@ -18,7 +18,8 @@ import TwillTestSupport
             #expect(throws: (any Error).self) { try run(t, ["network", "set", "--network", "198.19.0.0/16"] + e) }
             let show = try run(t, ["network", "show"] + e)
             #expect(show.contains("198.18.1.0 to 198.18.255.0 (255 subnets), backend alloc"))
-            #expect(try run(t, ["leases", "reserve", "198.18.7.0/24", "--public-ip", "203.0.113.7"] + e).contains("reserved 198.18.7.0/24"))
+            #expect(
+                try run(t, ["leases", "reserve", "198.18.7.0/24", "--public-ip", "203.0.113.7"] + e).contains("reserved 198.18.7.0/24"))
             // FLANNELD_ environment in place of the flag, and Go-style single-dash flags.
             let list = try run(t, ["leases"], environment: ["FLANNELD_ETCD_ENDPOINTS": etcd.endpoint])
             #expect(list.contains("198.18.7.0/24") && list.contains("203.0.113.7") && list.contains("reserved"))
@@ -34,32 +35,51 @@ import TwillTestSupport
         try await withEtcd { etcd in
             let t = try twillBinary()
             let e = ["--etcd-endpoints", etcd.endpoint]
-            let set = try run(t, ["network", "set", "--network", "198.18.0.0/16", "--ipv6-network", "2001:db8:100::/48", "--backend", "host-gw"] + e)
+            let set = try run(
+                t, ["network", "set", "--network", "198.18.0.0/16", "--ipv6-network", "2001:db8:100::/48", "--backend", "host-gw"] + e)
             #expect(set.contains(#""EnableIPv6":true"#) && set.contains(#""IPv6Network":"2001:db8:100::/48""#), "\(set)")
             // A dual-stack network wants both subnets in a reservation.
             #expect(throws: (any Error).self) { try run(t, ["leases", "reserve", "198.18.7.0/24", "--public-ip", "203.0.113.7"] + e) }
-            let reserved = try run(t, ["leases", "reserve", "198.18.7.0/24", "--ipv6-subnet", "2001:db8:100:7::/64", "--public-ip", "203.0.113.7",
-                                       "--public-ipv6", "2001:db8:1::7"] + e)
+            let reserved = try run(
+                t,
+                [
+                    "leases", "reserve", "198.18.7.0/24", "--ipv6-subnet", "2001:db8:100:7::/64", "--public-ip", "203.0.113.7",
+                    "--public-ipv6", "2001:db8:1::7",
+                ] + e)
             #expect(reserved.contains("reserved 198.18.7.0/24 and 2001:db8:100:7::/64"), "\(reserved)")
-            #expect(try run("/usr/bin/etcdctl", ["--endpoints", etcd.endpoint, "get", "--prefix", "/coreos.com/network/subnets/", "--keys-only"])
+            #expect(
+                try run(
+                    "/usr/bin/etcdctl", ["--endpoints", etcd.endpoint, "get", "--prefix", "/coreos.com/network/subnets/", "--keys-only"]
+                )
                 .contains("/coreos.com/network/subnets/198.18.7.0-24&2001:db8:100:7::-64"))
             // Another reservation of the same IPv6 subnet under another IPv4 one is refused.
             #expect(throws: (any Error).self) {
-                try run(t, ["leases", "reserve", "198.18.8.0/24", "--ipv6-subnet", "2001:db8:100:7::/64", "--public-ip", "203.0.113.8"] + e)
+                try run(
+                    t, ["leases", "reserve", "198.18.8.0/24", "--ipv6-subnet", "2001:db8:100:7::/64", "--public-ip", "203.0.113.8"] + e)
             }
             let list = try run(t, ["leases", "list"] + e)
             #expect(list.contains("IPV6-SUBNET") && list.contains("2001:db8:100:7::/64") && list.contains("2001:db8:1::7"), "\(list)")
             // Released by its IPv6 subnet: the whole dual-stack key goes.
-            #expect(try run(t, ["leases", "release", "2001:db8:100:7::/64"] + e).contains("released 198.18.7.0/24 and 2001:db8:100:7::/64"))
+            #expect(
+                try run(t, ["leases", "release", "2001:db8:100:7::/64"] + e).contains("released 198.18.7.0/24 and 2001:db8:100:7::/64"))
             #expect(throws: (any Error).self) { try run(t, ["leases", "release", "198.18.7.0/24"] + e) }
             // IPv6-only.
-            _ = try run(t, ["network", "set", "--force", "--file", "-"] + e,
-                        input: #"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:100::/48","Backend":{"Type":"host-gw"}}"#)
+            _ = try run(
+                t, ["network", "set", "--force", "--file", "-"] + e,
+                input: #"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:100::/48","Backend":{"Type":"host-gw"}}"#)
             let only6 = try run(t, ["leases", "reserve", "2001:db8:100:9::/64", "--public-ipv6", "2001:db8:1::9"] + e)
             #expect(only6.contains("reserved 2001:db8:100:9::/64 for 2001:db8:1::9"), "\(only6)")
-            #expect(try run("/usr/bin/etcdctl", ["--endpoints", etcd.endpoint, "get", "/coreos.com/network/subnets/0.0.0.0-0&2001:db8:100:9::-64",
-                                                 "--print-value-only"]).contains(#"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:1::9"}"#))
-            #expect(try run(t, ["leases", "release", "2001:db8:100:9::/64"] + e).contains("released 2001:db8:100:9::/64 (was 2001:db8:1::9, reserved)"))
+            #expect(
+                try run(
+                    "/usr/bin/etcdctl",
+                    [
+                        "--endpoints", etcd.endpoint, "get", "/coreos.com/network/subnets/0.0.0.0-0&2001:db8:100:9::-64",
+                        "--print-value-only",
+                    ]
+                ).contains(#"{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:1::9"}"#))
+            #expect(
+                try run(t, ["leases", "release", "2001:db8:100:9::/64"] + e).contains(
+                    "released 2001:db8:100:9::/64 (was 2001:db8:1::9, reserved)"))
         }
     }
 

@@ -2,28 +2,31 @@ import Foundation
 import Logging
 import Testing
 import TwillAddress
-@testable import TwillAgent
 import TwillLease
 import TwillTestSupport
 
+@testable import TwillAgent
+
 /// What a dual-stack subnet.env turns into for Docker, CNI and the masquerade rules; the
 /// rules with the real ip6tables and nft in throwaway namespaces.
-@Suite struct DualStackNodeTests {
-    static let env = SubnetEnv(network: IPv4Network("198.18.0.0/16"), subnet: IPv4Network("198.18.7.0/24"),
-                               ipv6Network: IPv6Network("2001:db8:100::/48"), ipv6Subnet: IPv6Network("2001:db8:100:7::/64"),
-                               mtu: 1450, ipMasq: true)
+@Suite(.requiresRoot) struct DualStackNodeTests {
+    static let env = SubnetEnv(
+        network: IPv4Network("198.18.0.0/16"), subnet: IPv4Network("198.18.7.0/24"),
+        ipv6Network: IPv6Network("2001:db8:100::/48"), ipv6Subnet: IPv6Network("2001:db8:100:7::/64"),
+        mtu: 1450, ipMasq: true)
 
     @Test("subnet.env: flannel's IPv6 lines (the first address of the subnet), read back the same")
     func subnetEnv() throws {
-        #expect(Self.env.text == """
-            FLANNEL_NETWORK=198.18.0.0/16
-            FLANNEL_SUBNET=198.18.7.1/24
-            FLANNEL_IPV6_NETWORK=2001:db8:100::/48
-            FLANNEL_IPV6_SUBNET=2001:db8:100:7::1/64
-            FLANNEL_MTU=1450
-            FLANNEL_IPMASQ=true
+        #expect(
+            Self.env.text == """
+                FLANNEL_NETWORK=198.18.0.0/16
+                FLANNEL_SUBNET=198.18.7.1/24
+                FLANNEL_IPV6_NETWORK=2001:db8:100::/48
+                FLANNEL_IPV6_SUBNET=2001:db8:100:7::1/64
+                FLANNEL_MTU=1450
+                FLANNEL_IPMASQ=true
 
-            """)
+                """)
         let back = try SubnetEnv(text: Self.env.text, requireComplete: true)
         #expect(back.ipv6Subnet == IPv6Network("2001:db8:100:7::/64") && back.ipv6Network == IPv6Network("2001:db8:100::/48"))
     }
@@ -31,8 +34,10 @@ import TwillTestSupport
     @Test("docker-opts and daemon.json: --ipv6 with the node's IPv6 subnet")
     func docker() throws {
         let o = try DockerOptions(env: Self.env)
-        #expect(o.environmentFile(individual: true, combined: false) ==
-            "DOCKER_OPT_BIP=\"--bip=198.18.7.1/24\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=false\"\nDOCKER_OPT_MTU=\"--mtu=1450\"\nDOCKER_OPT_IPV6=\"--ipv6 --fixed-cidr-v6=2001:db8:100:7::/64\"\n")
+        #expect(
+            o.environmentFile(individual: true, combined: false)
+                == "DOCKER_OPT_BIP=\"--bip=198.18.7.1/24\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=false\"\nDOCKER_OPT_MTU=\"--mtu=1450\"\nDOCKER_OPT_IPV6=\"--ipv6 --fixed-cidr-v6=2001:db8:100:7::/64\"\n"
+        )
         #expect(o.daemonJSON == #"{"bip":"198.18.7.1/24","mtu":1450,"ip-masq":false,"ipv6":true,"fixed-cidr-v6":"2001:db8:100:7::/64"}"#)
     }
 
@@ -41,23 +46,30 @@ import TwillTestSupport
         let config = try CNIPlugin.Config(json: Data(#"{"cniVersion":"0.3.1","name":"cbr0","type":"flannel"}"#.utf8))
         let d = try CNIPlugin.delegateConfig(config, env: Self.env)
         let ipam = String(decoding: (d["ipam"] ?? .null).encoded(), as: UTF8.self)
-        #expect(ipam == #"{"ranges":[[{"subnet":"198.18.7.0/24"}],[{"subnet":"2001:db8:100:7::/64"}]],"routes":[{"dst":"198.18.0.0/16"},{"dst":"2001:db8:100::/48"}],"type":"host-local"}"#)
+        #expect(
+            ipam
+                == #"{"ranges":[[{"subnet":"198.18.7.0/24"}],[{"subnet":"2001:db8:100:7::/64"}]],"routes":[{"dst":"198.18.0.0/16"},{"dst":"2001:db8:100::/48"}],"type":"host-local"}"#
+        )
     }
 
     @Test("IPv6-only: the CNI delegate has the IPv6 range and route alone; the rules are ip6tables' alone")
     func ipv6OnlyNode() async throws {
-        let env = SubnetEnv(network: nil, subnet: nil, ipv6Network: IPv6Network("2001:db8:100::/48"), ipv6Subnet: IPv6Network("2001:db8:100:7::/64"),
-                            mtu: 1430, ipMasq: true)
+        let env = SubnetEnv(
+            network: nil, subnet: nil, ipv6Network: IPv6Network("2001:db8:100::/48"), ipv6Subnet: IPv6Network("2001:db8:100:7::/64"),
+            mtu: 1430, ipMasq: true)
         let config = try CNIPlugin.Config(json: Data(#"{"cniVersion":"0.3.1","name":"cbr0","type":"flannel"}"#.utf8))
         let ipam = String(decoding: (try CNIPlugin.delegateConfig(config, env: env)["ipam"] ?? .null).encoded(), as: UTF8.self)
         #expect(ipam == #"{"ranges":[[{"subnet":"2001:db8:100:7::/64"}]],"routes":[{"dst":"2001:db8:100::/48"}],"type":"host-local"}"#)
         try await withNamespaces(["node"]) { (namespaces: [TestNamespace]) async throws in
             let ns = namespaces[0]
-            let masq = IPMasquerade(network: .all, subnet: .all, forwardRules: true,
-                                    network6: IPv6Network("2001:db8:100::/48"), subnet6: IPv6Network("2001:db8:100:7::/64"), ipv4: false,
-                                    logger: Logger(label: "test"), commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
+            let masq = IPMasquerade(
+                network: .all, subnet: .all, forwardRules: true,
+                network6: IPv6Network("2001:db8:100::/48"), subnet6: IPv6Network("2001:db8:100:7::/64"), ipv4: false,
+                logger: Logger(label: "test"), commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
             #expect(try masq.ensure())
-            #expect(try !ns.exec("/usr/sbin/iptables", ["-w", "-t", "nat", "-S"]).contains("FLANNEL"), "no IPv4 rule, least of all for 0.0.0.0/0")
+            #expect(
+                try !ns.exec("/usr/sbin/iptables", ["-w", "-t", "nat", "-S"]).contains("FLANNEL"),
+                "no IPv4 rule, least of all for 0.0.0.0/0")
             #expect(try ns.exec("/usr/sbin/ip6tables", ["-w", "-t", "nat", "-S"]).contains("FLANNEL-POSTRTG"))
             // IPv6 turned off later: the leftovers go.
             IPMasquerade.removeIPv6Leftovers(logger: Logger(label: "test"), commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
@@ -70,9 +82,10 @@ import TwillTestSupport
     func ip6tables() async throws {
         try await withNamespaces(["node"]) { (namespaces: [TestNamespace]) async throws in
             let ns = namespaces[0]
-            let masq = IPMasquerade(network: IPv4Network("198.18.0.0/16")!, subnet: IPv4Network("198.18.7.0/24")!, forwardRules: true,
-                                    network6: IPv6Network("2001:db8:100::/48"), subnet6: IPv6Network("2001:db8:100:7::/64"),
-                                    logger: Logger(label: "test"), commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
+            let masq = IPMasquerade(
+                network: IPv4Network("198.18.0.0/16")!, subnet: IPv4Network("198.18.7.0/24")!, forwardRules: true,
+                network6: IPv6Network("2001:db8:100::/48"), subnet6: IPv6Network("2001:db8:100:7::/64"),
+                logger: Logger(label: "test"), commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
             #expect(try masq.ensure())
             #expect(try !masq.ensure())
             let nat6 = { try ns.exec("/usr/sbin/ip6tables", ["-w", "-t", "nat", "-S"]) }
@@ -100,9 +113,10 @@ import TwillTestSupport
         try await withNamespaces(["node"]) { (namespaces: [TestNamespace]) async throws in
             let ns = namespaces[0]
             let prefix = ["/usr/sbin/ip", "netns", "exec", ns.name]
-            let dual = NFTablesRules(network: IPv4Network("198.18.0.0/16")!, subnet: IPv4Network("198.18.7.0/24")!, forwardRules: true,
-                                     network6: IPv6Network("2001:db8:100::/48"), subnet6: IPv6Network("2001:db8:100:7::/64"),
-                                     logger: Logger(label: "test"), commandPrefix: prefix)
+            let dual = NFTablesRules(
+                network: IPv4Network("198.18.0.0/16")!, subnet: IPv4Network("198.18.7.0/24")!, forwardRules: true,
+                network6: IPv6Network("2001:db8:100::/48"), subnet6: IPv6Network("2001:db8:100:7::/64"),
+                logger: Logger(label: "test"), commandPrefix: prefix)
             #expect(try dual.ensure())
             #expect(try !dual.ensure())
             let table6 = try ns.exec("/usr/sbin/nft", ["list", "table", "ip6", "flannel-ipv6"])
@@ -114,8 +128,9 @@ import TwillTestSupport
             #expect(try dual.ensure())
             #expect(try ns.exec("/usr/sbin/nft", ["list", "tables"]).contains("table ip6 flannel-ipv6"))
             // IPv6 switched off: the IPv6 table goes, the IPv4 one stays.
-            let v4 = NFTablesRules(network: IPv4Network("198.18.0.0/16")!, subnet: IPv4Network("198.18.7.0/24")!, forwardRules: true,
-                                   logger: Logger(label: "test"), commandPrefix: prefix)
+            let v4 = NFTablesRules(
+                network: IPv4Network("198.18.0.0/16")!, subnet: IPv4Network("198.18.7.0/24")!, forwardRules: true,
+                logger: Logger(label: "test"), commandPrefix: prefix)
             #expect(try v4.ensure())
             let tables = try ns.exec("/usr/sbin/nft", ["list", "tables"])
             #expect(tables.contains("table ip flannel-ipv4") && !tables.contains("flannel-ipv6"), "\(tables)")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Testing
+
 @testable import twill
 
 /// The binary invoked as `flanneld`: flanneld's own command line, as Go's flag package reads it.
@@ -14,12 +15,16 @@ import Testing
     }
 
     @Test func goSpellingsOfEveryKind() throws {
-        let out = try #require(agentArguments([
-            "-etcd-endpoints=http://198.51.100.254:2379", "--etcd-prefix", "/vxlan/network", "-iface", "eth0", "--iface=eth1",
-            "-ip-masq", "-iptables-forward-rules=false", "--subnet-file=/run/flannel/subnet.env", "-iptables-resync", "0x0a",
-        ]))
-        #expect(out == ["--etcd-endpoints=http://198.51.100.254:2379", "--etcd-prefix=/vxlan/network", "--iface=eth0", "--iface=eth1",
-                        "--subnet-file=/run/flannel/subnet.env", "--ip-masq", "--iptables-resync=10", "--iptables-forward-rules=false"])
+        let out = try #require(
+            agentArguments([
+                "-etcd-endpoints=http://198.51.100.254:2379", "--etcd-prefix", "/vxlan/network", "-iface", "eth0", "--iface=eth1",
+                "-ip-masq", "-iptables-forward-rules=false", "--subnet-file=/run/flannel/subnet.env", "-iptables-resync", "0x0a",
+            ]))
+        #expect(
+            out == [
+                "--etcd-endpoints=http://198.51.100.254:2379", "--etcd-prefix=/vxlan/network", "--iface=eth0", "--iface=eth1",
+                "--subnet-file=/run/flannel/subnet.env", "--ip-masq", "--iptables-resync=10", "--iptables-forward-rules=false",
+            ])
     }
 
     /// klog's -v, in each spelling flanneld command lines carry, sets the log level.
@@ -41,13 +46,25 @@ import Testing
     }
 
     @Test func badValuesAndMissingValues() {
-        guard case .exit(2, _, let e1) = parse(["-ip-masq=maybe"]) else { Issue.record("expected exit 2"); return }
+        guard case .exit(2, _, let e1) = parse(["-ip-masq=maybe"]) else {
+            Issue.record("expected exit 2")
+            return
+        }
         #expect(e1.hasPrefix("invalid boolean value \"maybe\" for -ip-masq"))
-        guard case .exit(2, _, let e2) = parse(["-healthz-port", "eighty"]) else { Issue.record("expected exit 2"); return }
+        guard case .exit(2, _, let e2) = parse(["-healthz-port", "eighty"]) else {
+            Issue.record("expected exit 2")
+            return
+        }
         #expect(e2.hasPrefix("invalid value \"eighty\" for flag -healthz-port"))
-        guard case .exit(2, _, let e3) = parse(["-etcd-endpoints"]) else { Issue.record("expected exit 2"); return }
+        guard case .exit(2, _, let e3) = parse(["-etcd-endpoints"]) else {
+            Issue.record("expected exit 2")
+            return
+        }
         #expect(e3.hasPrefix("flag needs an argument: -etcd-endpoints"))
-        guard case .exit(2, _, let e4) = parse(["---iface=eth0"]) else { Issue.record("expected exit 2"); return }
+        guard case .exit(2, _, let e4) = parse(["---iface=eth0"]) else {
+            Issue.record("expected exit 2")
+            return
+        }
         #expect(e4.hasPrefix("bad flag syntax: ---iface=eth0"))
     }
 
@@ -60,7 +77,10 @@ import Testing
 
     @Test func kubernetesFlagsSayUseEtcd() {
         for args in [["--kube-subnet-mgr"], ["-kube-api-url=https://10.0.0.1"], ["--kubeconfig-file", "/etc/kubeconfig"]] {
-            guard case .exit(1, _, let stderr) = parse(args) else { Issue.record("expected exit 1 for \(args)"); continue }
+            guard case .exit(1, _, let stderr) = parse(args) else {
+                Issue.record("expected exit 1 for \(args)")
+                continue
+            }
             #expect(stderr.contains("is not supported: Twill keeps subnet leases in etcd"), "\(args)")
             #expect(stderr.contains("-etcd-endpoints"))
         }
@@ -70,20 +90,35 @@ import Testing
 
     @Test func versionAndHelp() {
         #expect(parse(["--version"]) == .exit(status: 0, stdout: "", stderr: "v9.9.9\n"))
-        #expect(parse(["-version", "-no-such"]) == .exit(status: 2, stdout: "", stderr: "flag provided but not defined: -no-such\n" + FlanneldCommandLine.usage()))
-        guard case .exit(0, _, let help) = parse(["-h"]) else { Issue.record("expected exit 0"); return }
+        #expect(
+            parse(["-version", "-no-such"])
+                == .exit(status: 2, stdout: "", stderr: "flag provided but not defined: -no-such\n" + FlanneldCommandLine.usage()))
+        guard case .exit(0, _, let help) = parse(["-h"]) else {
+            Issue.record("expected exit 0")
+            return
+        }
         for flag in FlanneldCommandLine.flanneldFlags { #expect(help.contains("  -\(flag.name)"), "\(flag.name)") }
     }
 
     /// FLANNELD_<NAME> for any flag not on the command line, checked like the flag.
     @Test func environment() {
-        let env = ["FLANNELD_IFACE": "eth9", "FLANNELD_IP_MASQ": "1", "FLANNELD_ETCD_PREFIX": "/env/network",
-                   "FLANNELD_V": "5", "FLANNELD_TUN_NAME": "fl0", "FLANNELD_PUBLIC_IP": ""]
-        #expect(agentArguments(["-etcd-prefix=/cli/network"], env) == [
-            "--etcd-prefix=/cli/network", "--iface=eth9", "--ip-masq", "--log-level=debug", "--tun-name=fl0"])
-        guard case .exit(1, _, let stderr) = parse([], ["FLANNELD_IPTABLES_FORWARD_RULES": "yes"]) else { Issue.record("expected exit 1"); return }
+        let env = [
+            "FLANNELD_IFACE": "eth9", "FLANNELD_IP_MASQ": "1", "FLANNELD_ETCD_PREFIX": "/env/network",
+            "FLANNELD_V": "5", "FLANNELD_TUN_NAME": "fl0", "FLANNELD_PUBLIC_IP": "",
+        ]
+        #expect(
+            agentArguments(["-etcd-prefix=/cli/network"], env) == [
+                "--etcd-prefix=/cli/network", "--iface=eth9", "--ip-masq", "--log-level=debug", "--tun-name=fl0",
+            ])
+        guard case .exit(1, _, let stderr) = parse([], ["FLANNELD_IPTABLES_FORWARD_RULES": "yes"]) else {
+            Issue.record("expected exit 1")
+            return
+        }
         #expect(stderr.contains("FLANNELD_IPTABLES_FORWARD_RULES"))
-        guard case .exit(1, _, _) = parse([], ["FLANNELD_KUBE_SUBNET_MGR": "true"]) else { Issue.record("expected exit 1"); return }
+        guard case .exit(1, _, _) = parse([], ["FLANNELD_KUBE_SUBNET_MGR": "true"]) else {
+            Issue.record("expected exit 1")
+            return
+        }
     }
 
     /// Every flanneld flag, given a value, becomes arguments `twill agent` accepts.

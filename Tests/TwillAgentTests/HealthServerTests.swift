@@ -3,10 +3,12 @@ import Testing
 import TwillTestSupport
 
 /// /healthz, /readyz and /metrics of a running agent, fetched over HTTP on loopback.
-@Suite struct HealthServerTests {
+@Suite(.requiresEtcd) struct HealthServerTests {
     /// GET on loopback with curl: (status, body).
     static func get(_ port: Int, _ path: String) -> (Int, String) {
-        guard let out = try? run("/usr/bin/curl", ["-s", "-m", "3", "-w", "\n%{http_code}", "http://127.0.0.1:\(port)\(path)"]) else { return (0, "") }
+        guard let out = try? run("/usr/bin/curl", ["-s", "-m", "3", "-w", "\n%{http_code}", "http://127.0.0.1:\(port)\(path)"]) else {
+            return (0, "")
+        }
         let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
         return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
     }
@@ -16,10 +18,12 @@ import TwillTestSupport
             let dir = try makeTempDir(prefix: "twill-test-health-")
             defer { try? FileManager.default.removeItem(atPath: dir) }
             let port = try freePort()
-            let agent = try ChildProcess(try twillBinary(), [
-                "agent", "--etcd-endpoints", etcd.endpoint, "--iface", "lo", "--public-ip", "198.51.100.70",
-                "--subnet-file", dir + "/subnet.env", "--healthz-ip", "127.0.0.1", "--healthz-port", "\(port)",
-            ], logPath: dir + "/agent.log")
+            let agent = try ChildProcess(
+                try twillBinary(),
+                [
+                    "agent", "--etcd-endpoints", etcd.endpoint, "--iface", "lo", "--public-ip", "198.51.100.70",
+                    "--subnet-file", dir + "/subnet.env", "--healthz-ip", "127.0.0.1", "--healthz-port", "\(port)",
+                ], logPath: dir + "/agent.log")
             defer { agent.stop() }
             // Alive, but not ready: there is no network config yet.
             #expect(await eventually { Self.get(port, "/healthz").0 == 200 }, "\(agent.log)")

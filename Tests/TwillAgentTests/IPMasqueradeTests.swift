@@ -3,12 +3,13 @@ import Logging
 import Synchronization
 import Testing
 import TwillAddress
-@testable import TwillAgent
 import TwillTestSupport
+
+@testable import TwillAgent
 
 /// flannel's masquerade and forward rules. Everything that runs iptables does so inside
 /// throwaway namespaces (through `commandPrefix`), never in the machine's own namespace.
-@Suite struct IPMasqueradeTests {
+@Suite(.requiresRoot) struct IPMasqueradeTests {
     static let network = IPv4Network("198.18.0.0/16")!
     static let subnet = IPv4Network("198.18.5.0/24")!
 
@@ -30,22 +31,30 @@ import TwillTestSupport
     static let foreignRule = "-A POSTROUTING -s 198.51.100.0/24 -j MASQUERADE"
 
     /// What `iptables -t nat -S` shows in a fresh namespace holding the foreign rule and ours.
-    static let natWithRules = ["-P PREROUTING ACCEPT", "-P INPUT ACCEPT", "-P OUTPUT ACCEPT", "-P POSTROUTING ACCEPT",
-                               "-N FLANNEL-POSTRTG", foreignRule] + masqRules
-    static let natWithoutRules = ["-P PREROUTING ACCEPT", "-P INPUT ACCEPT", "-P OUTPUT ACCEPT", "-P POSTROUTING ACCEPT",
-                                  foreignRule]
+    static let natWithRules =
+        [
+            "-P PREROUTING ACCEPT", "-P INPUT ACCEPT", "-P OUTPUT ACCEPT", "-P POSTROUTING ACCEPT",
+            "-N FLANNEL-POSTRTG", foreignRule,
+        ] + masqRules
+    static let natWithoutRules = [
+        "-P PREROUTING ACCEPT", "-P INPUT ACCEPT", "-P OUTPUT ACCEPT", "-P POSTROUTING ACCEPT",
+        foreignRule,
+    ]
     static let filterWithRules = ["-P INPUT ACCEPT", "-P FORWARD ACCEPT", "-P OUTPUT ACCEPT", "-N FLANNEL-FWD"] + forwardRules
     static let filterWithoutRules = ["-P INPUT ACCEPT", "-P FORWARD ACCEPT", "-P OUTPUT ACCEPT"]
 
     // MARK: - Helpers
 
     /// IPMasquerade acting on `ns`.
-    static func masquerade(in ns: TestNamespace, network: IPv4Network = network, subnet: IPv4Network = subnet,
-                           forwardRules: Bool = true) -> IPMasquerade {
+    static func masquerade(
+        in ns: TestNamespace, network: IPv4Network = network, subnet: IPv4Network = subnet,
+        forwardRules: Bool = true
+    ) -> IPMasquerade {
         var logger = Logger(label: "twill.ipmasq.test")
         logger.logLevel = .debug
-        return IPMasquerade(network: network, subnet: subnet, forwardRules: forwardRules, logger: logger,
-                            commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
+        return IPMasquerade(
+            network: network, subnet: subnet, forwardRules: forwardRules, logger: logger,
+            commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
     }
 
     /// `iptables -w ARGS` in `ns`.
@@ -102,7 +111,8 @@ import TwillTestSupport
             try masq.ensure()
             // Remove a rule from the middle, a jump, duplicate a jump and add a stranger.
             try Self.iptables(ns, ["-t", "nat", "-D", "FLANNEL-POSTRTG", "3"])
-            try Self.iptables(ns, ["-t", "nat", "-A", "POSTROUTING", "-m", "comment", "--comment", "flanneld masq", "-j", "FLANNEL-POSTRTG"])
+            try Self.iptables(
+                ns, ["-t", "nat", "-A", "POSTROUTING", "-m", "comment", "--comment", "flanneld masq", "-j", "FLANNEL-POSTRTG"])
             try Self.iptables(ns, ["-t", "filter", "-D", "FORWARD", "-m", "comment", "--comment", "flanneld forward", "-j", "FLANNEL-FWD"])
             try Self.iptables(ns, ["-t", "filter", "-I", "FLANNEL-FWD", "-s", "203.0.113.0/24", "-j", "ACCEPT"])
             #expect(try Self.listing(ns, "nat") != Self.natWithRules)
@@ -112,7 +122,8 @@ import TwillTestSupport
             #expect(try Self.listing(ns, "filter") == Self.filterWithRules)
 
             // A whole chain deleted (jump first, as iptables requires) comes back too.
-            try Self.iptables(ns, ["-t", "nat", "-D", "POSTROUTING", "-m", "comment", "--comment", "flanneld masq", "-j", "FLANNEL-POSTRTG"])
+            try Self.iptables(
+                ns, ["-t", "nat", "-D", "POSTROUTING", "-m", "comment", "--comment", "flanneld masq", "-j", "FLANNEL-POSTRTG"])
             try Self.iptables(ns, ["-t", "nat", "-F", "FLANNEL-POSTRTG"])
             try Self.iptables(ns, ["-t", "nat", "-X", "FLANNEL-POSTRTG"])
             #expect(try masq.ensure())
@@ -146,7 +157,7 @@ import TwillTestSupport
             masq.teardown()
             #expect(try Self.listing(ns, "nat") == Self.natWithoutRules)
             #expect(try Self.listing(ns, "filter") == Self.filterWithoutRules)
-            masq.teardown()  // nothing left to remove: harmless
+            masq.teardown() // nothing left to remove: harmless
             #expect(try Self.listing(ns, "nat") == Self.natWithoutRules)
 
             // Without forward rules the filter table is not Twill's business: neither
@@ -170,13 +181,17 @@ import TwillTestSupport
             defer { loop.cancel() }
             try Self.iptables(ns, ["-t", "nat", "-D", "FLANNEL-POSTRTG", "1"])
             try Self.iptables(ns, ["-t", "filter", "-D", "FORWARD", "1"])
-            #expect(await eventually(timeout: .seconds(5)) {
-                (try? Self.listing(ns, "nat")) == Self.natWithRules && (try? Self.listing(ns, "filter")) == Self.filterWithRules
-            })
+            #expect(
+                await eventually(timeout: .seconds(5)) {
+                    (try? Self.listing(ns, "nat")) == Self.natWithRules && (try? Self.listing(ns, "filter")) == Self.filterWithRules
+                })
             loop.cancel()
             // The loop ends promptly once cancelled (bounded wait for it).
             let done = DoneFlag()
-            Task { await loop.value; done.set() }
+            Task {
+                await loop.value
+                done.set()
+            }
             #expect(await eventually(timeout: .seconds(5)) { done.isSet })
             masq.teardown()
             try await Task.sleep(for: .milliseconds(600))
@@ -186,8 +201,9 @@ import TwillTestSupport
 
     @Test func errorsNameTheCommandAndItsStderr() async throws {
         let missing = uniqueTestPrefix() + "missing"
-        let masq = IPMasquerade(network: Self.network, subnet: Self.subnet, forwardRules: true,
-                                commandPrefix: ["/usr/sbin/ip", "netns", "exec", missing])
+        let masq = IPMasquerade(
+            network: Self.network, subnet: Self.subnet, forwardRules: true,
+            commandPrefix: ["/usr/sbin/ip", "netns", "exec", missing])
         do {
             try masq.ensure()
             Issue.record("ensure in a missing namespace succeeded")
@@ -246,8 +262,9 @@ import TwillTestSupport
             // address they saw; they exit by themselves after 60 s idle, and withNamespaces
             // kills whatever still runs in the namespaces.
             let servers = try [outside, pod2].map { ns in
-                try ChildProcess("/usr/sbin/ip", ["netns", "exec", ns.name, "/usr/bin/python3", server, "8080"],
-                                 logPath: dir + "/server-\(ns.name).log")
+                try ChildProcess(
+                    "/usr/sbin/ip", ["netns", "exec", ns.name, "/usr/bin/python3", server, "8080"],
+                    logPath: dir + "/server-\(ns.name).log")
             }
             defer { for s in servers { s.stop(signal: SIGKILL) } }
 
@@ -289,29 +306,29 @@ import TwillTestSupport
 
     /// Serves TCP on 0.0.0.0:PORT, writing each client's source address back to it.
     static let peerServer = """
-    import socket, sys
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[1])))
-    s.listen(16)
-    s.settimeout(60)
-    while True:
-        try:
-            c, peer = s.accept()
-        except socket.timeout:
-            sys.exit(0)
-        print(peer[0], flush=True)
-        c.sendall((peer[0] + "\\n").encode())
-        c.close()
-    """
+        import socket, sys
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", int(sys.argv[1])))
+        s.listen(16)
+        s.settimeout(60)
+        while True:
+            try:
+                c, peer = s.accept()
+            except socket.timeout:
+                sys.exit(0)
+            print(peer[0], flush=True)
+            c.sendall((peer[0] + "\\n").encode())
+            c.close()
+        """
 
     /// Connects to HOST PORT and prints what the server wrote (the address it saw).
     static let peerClient = """
-    import socket, sys
-    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
-    c.settimeout(2)
-    print(c.recv(64).decode().strip())
-    """
+        import socket, sys
+        c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+        c.settimeout(2)
+        print(c.recv(64).decode().strip())
+        """
 }
 
 private final class DoneFlag: Sendable {

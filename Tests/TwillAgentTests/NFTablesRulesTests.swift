@@ -2,12 +2,13 @@ import Foundation
 import Logging
 import Testing
 import TwillAddress
-@testable import TwillAgent
 import TwillTestSupport
+
+@testable import TwillAgent
 
 /// flannel's nftables mode, with the real `nft` in throwaway namespaces (through
 /// `commandPrefix`), never in the machine's own.
-@Suite struct NFTablesRulesTests {
+@Suite(.requiresRoot) struct NFTablesRulesTests {
     static let network = IPv4Network("198.18.0.0/16")!
     static let subnet = IPv4Network("198.18.5.0/24")!
 
@@ -36,11 +37,14 @@ import TwillTestSupport
 
         """
 
-    static func rules(in ns: TestNamespace, subnet: IPv4Network = subnet, forwardRules: Bool = true, fullyRandom: Bool = true) -> NFTablesRules {
+    static func rules(in ns: TestNamespace, subnet: IPv4Network = subnet, forwardRules: Bool = true, fullyRandom: Bool = true)
+        -> NFTablesRules
+    {
         var logger = Logger(label: "twill.nftables.test")
         logger.logLevel = .debug
-        return NFTablesRules(network: network, subnet: subnet, forwardRules: forwardRules, fullyRandom: fullyRandom, logger: logger,
-                             commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
+        return NFTablesRules(
+            network: network, subnet: subnet, forwardRules: forwardRules, fullyRandom: fullyRandom, logger: logger,
+            commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
     }
 
     @discardableResult
@@ -98,8 +102,9 @@ import TwillTestSupport
             #expect(!table.contains("chain forward"))
             #expect(table.contains("ip saddr 198.18.0.0/16 ip daddr != 224.0.0.0/4 masquerade\n"))
             #expect(!table.contains("fully-random"))
-            let forwardOnly = NFTablesRules(network: Self.network, subnet: Self.subnet, forwardRules: true, masquerade: false,
-                                            commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
+            let forwardOnly = NFTablesRules(
+                network: Self.network, subnet: Self.subnet, forwardRules: true, masquerade: false,
+                commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
             try forwardOnly.ensure()
             let second = try #require(try Self.table(ns))
             #expect(second.contains("chain forward") && !second.contains("chain postrtg"))
@@ -116,7 +121,7 @@ import TwillTestSupport
             try rules.ensure()
             rules.teardown()
             #expect(try Self.nft(ns, ["list", "tables"]) == "table inet someone-else\n")
-            rules.teardown()  // nothing left: harmless
+            rules.teardown() // nothing left: harmless
             #expect(try Self.nft(ns, ["list", "tables"]) == "table inet someone-else\n")
         }
     }
@@ -130,7 +135,9 @@ import TwillTestSupport
             let iptables = IPMasquerade(network: Self.network, subnet: Self.subnet, forwardRules: true, commandPrefix: prefix)
             try iptables.ensure()
             IPMasquerade.removeLeftovers(logger: logger, commandPrefix: prefix)
-            #expect(try IPMasqueradeTests.listing(ns, "nat") == IPMasqueradeTests.natWithoutRules.filter { $0 != IPMasqueradeTests.foreignRule })
+            #expect(
+                try IPMasqueradeTests.listing(ns, "nat") == IPMasqueradeTests.natWithoutRules.filter { $0 != IPMasqueradeTests.foreignRule }
+            )
             #expect(try IPMasqueradeTests.listing(ns, "filter") == IPMasqueradeTests.filterWithoutRules)
 
             try Self.rules(in: ns).ensure()
@@ -141,13 +148,15 @@ import TwillTestSupport
 
     @Test func errorsNameTheCommand() throws {
         let missing = uniqueTestPrefix() + "missing"
-        let rules = NFTablesRules(network: Self.network, subnet: Self.subnet, forwardRules: true,
-                                  commandPrefix: ["/usr/sbin/ip", "netns", "exec", missing])
+        let rules = NFTablesRules(
+            network: Self.network, subnet: Self.subnet, forwardRules: true,
+            commandPrefix: ["/usr/sbin/ip", "netns", "exec", missing])
         #expect {
             try rules.ensure()
         } throws: { error in
             guard let e = error as? IPTablesError else { return false }
-            return e.description.contains("ip netns exec \(missing)") && e.description.contains("/nft list tables ip") && e.stderr.contains(missing)
+            return e.description.contains("ip netns exec \(missing)") && e.description.contains("/nft list tables ip")
+                && e.stderr.contains(missing)
         }
     }
 }

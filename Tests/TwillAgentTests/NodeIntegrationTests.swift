@@ -1,10 +1,12 @@
 import Foundation
 import Testing
-import TwillNetlink
 import TwillAddress
-@testable import TwillAgent
 import TwillLease
+import TwillNetlink
 import TwillTestSupport
+
+@testable import TwillAgent
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,12 +16,16 @@ import Glibc
 
     @Test func mkDockerOptsFormats() throws {
         let o = try DockerOptions(env: env)
-        #expect(o.environmentFile(individual: true, combined: false) ==
-            "DOCKER_OPT_BIP=\"--bip=198.18.7.1/24\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=false\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\n")
-        #expect(o.environmentFile(individual: false, combined: true, combinedKey: "OPTS") ==
-            "OPTS=\" --bip=198.18.7.1/24 --ip-masq=false --mtu=1472\"\n")
-        #expect(o.environmentFile(individual: false, combined: false, includeIPMasq: false) ==
-            "DOCKER_OPT_BIP=\"--bip=198.18.7.1/24\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\nDOCKER_OPTS=\" --bip=198.18.7.1/24 --mtu=1472\"\n")
+        #expect(
+            o.environmentFile(individual: true, combined: false)
+                == "DOCKER_OPT_BIP=\"--bip=198.18.7.1/24\"\nDOCKER_OPT_IPMASQ=\"--ip-masq=false\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\n")
+        #expect(
+            o.environmentFile(individual: false, combined: true, combinedKey: "OPTS")
+                == "OPTS=\" --bip=198.18.7.1/24 --ip-masq=false --mtu=1472\"\n")
+        #expect(
+            o.environmentFile(individual: false, combined: false, includeIPMasq: false)
+                == "DOCKER_OPT_BIP=\"--bip=198.18.7.1/24\"\nDOCKER_OPT_MTU=\"--mtu=1472\"\nDOCKER_OPTS=\" --bip=198.18.7.1/24 --mtu=1472\"\n"
+        )
         #expect(o.daemonJSON == #"{"bip":"198.18.7.1/24","mtu":1472,"ip-masq":false}"#)
     }
 
@@ -31,7 +37,9 @@ import Glibc
             Route(destination: .all, gateway: IPv4Address("203.0.113.254"), outputInterface: 9, routeProtocol: 3),
         ]
         let name = { (i: Int32) in "eth\(i)" }
-        #expect(DockerOptions.conflictingRoute(for: IPv4Network("198.18.7.0/24")!, routes: routes, name: name) == "198.18.0.0/16 via 203.0.113.1 dev eth9")
+        #expect(
+            DockerOptions.conflictingRoute(for: IPv4Network("198.18.7.0/24")!, routes: routes, name: name)
+                == "198.18.0.0/16 via 203.0.113.1 dev eth9")
         #expect(DockerOptions.conflictingRoute(for: IPv4Network("198.51.100.0/24")!, routes: routes, name: name) == nil)
     }
 
@@ -41,7 +49,9 @@ import Glibc
         let t = try twillBinary()
         try env.write(path: dir + "/subnet.env")
         try run(t, ["docker-opts", "-f", dir + "/subnet.env", "-d", dir + "/docker_opts.env", "-c"])
-        #expect(try String(contentsOfFile: dir + "/docker_opts.env", encoding: .utf8) == "DOCKER_OPTS=\" --bip=198.18.7.1/24 --ip-masq=false --mtu=1472\"\n")
+        #expect(
+            try String(contentsOfFile: dir + "/docker_opts.env", encoding: .utf8)
+                == "DOCKER_OPTS=\" --bip=198.18.7.1/24 --ip-masq=false --mtu=1472\"\n")
         #expect(try run(t, ["docker-opts", "-f", dir + "/subnet.env", "--daemon-json"]).contains(#""bip":"198.18.7.1/24""#))
         try "FLANNEL_NETWORK=198.18.0.0/16\n".write(toFile: dir + "/partial.env", atomically: false, encoding: .utf8)
         for bad in [dir + "/missing.env", dir + "/partial.env"] {
@@ -56,12 +66,14 @@ import Glibc
     }
 }
 
-@Suite struct CNIPluginTests {
+@Suite(.requiresRoot) struct CNIPluginTests {
     @Test func delegateConfigIsFlannels() throws {
-        let config = try CNIPlugin.Config(json: Data(#"{"cniVersion":"0.3.1","name":"cbr0","type":"flannel","delegate":{"hairpinMode":true}}"#.utf8))
+        let config = try CNIPlugin.Config(
+            json: Data(#"{"cniVersion":"0.3.1","name":"cbr0","type":"flannel","delegate":{"hairpinMode":true}}"#.utf8))
         let env = SubnetEnv(network: IPv4Network("198.18.0.0/16"), subnet: IPv4Network("198.18.7.0/24"), mtu: 1472, ipMasq: true)
         let d = try CNIPlugin.delegateConfig(config, env: env)
-        let expected = #"{"cniVersion":"0.3.1","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"198.18.7.0/24"}]],"routes":[{"dst":"198.18.0.0/16"}],"type":"host-local"},"isGateway":true,"mtu":1472,"name":"cbr0","type":"bridge"}"#
+        let expected =
+            #"{"cniVersion":"0.3.1","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"198.18.7.0/24"}]],"routes":[{"dst":"198.18.0.0/16"}],"type":"host-local"},"isGateway":true,"mtu":1472,"name":"cbr0","type":"bridge"}"#
         #expect(String(decoding: JSONValue.object(d).encoded(), as: UTF8.self) == expected)
     }
 
@@ -85,7 +97,8 @@ import Glibc
             return
         }
         let tag = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
-        let host = "twc-\(tag)-h", pod = "twc-\(tag)-p"
+        let host = "twc-\(tag)-h"
+        let pod = "twc-\(tag)-p"
         let dir = try makeTempDir(prefix: "twill-test-cni-")
         defer {
             _ = try? run("/usr/sbin/ip", ["netns", "del", pod])
@@ -97,9 +110,12 @@ import Glibc
         try run("/usr/sbin/ip", ["-n", host, "link", "set", "lo", "up"])
         let env = SubnetEnv(network: IPv4Network("198.18.0.0/16"), subnet: IPv4Network("198.18.7.0/24"), mtu: 1472, ipMasq: false)
         try env.write(path: dir + "/subnet.env")
-        let conf = #"{"cniVersion":"0.4.0","name":"twill-test","type":"flannel","subnetFile":"\#(dir)/subnet.env","dataDir":"\#(dir)/data","delegate":{"bridge":"twc\#(tag)","ipam":{"dataDir":"\#(dir)/ipam"}}}"#
-        let cni: [String: String] = ["CNI_COMMAND": "ADD", "CNI_CONTAINERID": "pod1", "CNI_NETNS": "/run/netns/\(pod)",
-                                     "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"]
+        let conf =
+            #"{"cniVersion":"0.4.0","name":"twill-test","type":"flannel","subnetFile":"\#(dir)/subnet.env","dataDir":"\#(dir)/data","delegate":{"bridge":"twc\#(tag)","ipam":{"dataDir":"\#(dir)/ipam"}}}"#
+        let cni: [String: String] = [
+            "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "pod1", "CNI_NETNS": "/run/netns/\(pod)",
+            "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni",
+        ]
         let t = try twillBinary()
         let add = try run("/usr/sbin/ip", ["netns", "exec", host, t, "cni"], environment: cni, input: conf)
         #expect(add.contains("198.18.7."), "\(add)")
@@ -138,7 +154,7 @@ import Glibc
     }
 }
 
-@Suite struct SystemdNotifierTests {
+@Suite(.requiresEtcd) struct SystemdNotifierTests {
     @Test func readyIsSentOnceSubnetEnvIsWritten() async throws {
         try await withEtcd { etcd in
             let dir = try makeTempDir(prefix: "twill-test-notify-")
@@ -150,12 +166,18 @@ import Glibc
             var env = ProcessInfo.processInfo.environment
             env["NOTIFY_SOCKET"] = socketPath
             env["WATCHDOG_USEC"] = "400000"
-            let agent = try ChildProcess(try twillBinary(), ["agent", "--etcd-endpoints", etcd.endpoint, "--iface", "lo", "--public-ip", "198.51.100.60",
-                                                             "--subnet-file", dir + "/subnet.env"], environment: env, logPath: dir + "/agent.log")
+            let agent = try ChildProcess(
+                try twillBinary(),
+                [
+                    "agent", "--etcd-endpoints", etcd.endpoint, "--iface", "lo", "--public-ip", "198.51.100.60",
+                    "--subnet-file", dir + "/subnet.env",
+                ], environment: env, logPath: dir + "/agent.log")
             defer { agent.stop() }
             var messages: [String] = []
             let deadline = ContinuousClock.now + .seconds(15)
-            while ContinuousClock.now < deadline, !(messages.contains { $0.hasPrefix("READY=1") } && messages.filter { $0 == "WATCHDOG=1" }.count >= 2) {
+            while ContinuousClock.now < deadline,
+                !(messages.contains { $0.hasPrefix("READY=1") } && messages.filter { $0 == "WATCHDOG=1" }.count >= 2)
+            {
                 if let m = receive(fd) { messages.append(m) } else { try await Task.sleep(for: .milliseconds(50)) }
             }
             let ready = messages.firstIndex { $0.hasPrefix("READY=1") }

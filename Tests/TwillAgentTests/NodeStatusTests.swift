@@ -1,22 +1,28 @@
 import Foundation
 import Testing
+
 @testable import TwillAgent
 
 /// `twill status`'s rendering and the JSON of `GET /status`.
 @Suite struct NodeStatusTests {
     static let sample = NodeStatus(
         version: "1.2.3", publicIP: "198.51.100.1", interface: "eth0", network: "198.18.0.0/16", subnetLength: 24,
-        lease: .init(subnet: "198.18.5.0/24", key: "/coreos.com/network/subnets/198.18.5.0-24", etcdLease: "694d8f2a1b3c",
-                     reservation: false, expiresInSeconds: 86_280),
+        lease: .init(
+            subnet: "198.18.5.0/24", key: "/coreos.com/network/subnets/198.18.5.0-24", etcdLease: "694d8f2a1b3c",
+            reservation: false, expiresInSeconds: 86_280),
         backend: .init(type: "udp", device: "twill0", up: true, mtu: 1472),
         ready: true, readyReasons: [], healthy: true, healthReasons: [], etcdReachable: true,
-        etcd: [.init(endpoint: "http://198.51.100.254:2379", healthy: true, inUse: true, lastError: nil),
-               .init(endpoint: "http://198.51.100.253:2379", healthy: false, inUse: false, lastError: "connect timed out")],
+        etcd: [
+            .init(endpoint: "http://198.51.100.254:2379", healthy: true, inUse: true, lastError: nil),
+            .init(endpoint: "http://198.51.100.253:2379", healthy: false, inUse: false, lastError: "connect timed out"),
+        ],
         peers: [
-            .init(subnet: "198.18.7.0/24", publicIP: "198.51.100.2", backend: "udp", state: "routed", txPackets: 12, txBytes: 1536,
-                  rxPackets: 10, rxBytes: 2_097_152, drops: ["ttl_expired": 2], lastHandshake: 1_000),
-            .init(subnet: "198.18.9.0/24", publicIP: "198.51.100.3", backend: "udp", state: "routed", txPackets: 0, txBytes: 0,
-                  rxPackets: 0, rxBytes: 0, drops: [:], lastHandshake: nil),
+            .init(
+                subnet: "198.18.7.0/24", publicIP: "198.51.100.2", backend: "udp", state: "routed", txPackets: 12, txBytes: 1536,
+                rxPackets: 10, rxBytes: 2_097_152, drops: ["ttl_expired": 2], lastHandshake: 1_000),
+            .init(
+                subnet: "198.18.9.0/24", publicIP: "198.51.100.3", backend: "udp", state: "routed", txPackets: 0, txBytes: 0,
+                rxPackets: 0, rxBytes: 0, drops: [:], lastHandshake: nil),
         ],
         drops: ["no_route": 4], ignoredLeases: ["overlaps_own_subnet": 1, "malformed": 0], configProblem: nil)
 

@@ -5,7 +5,7 @@ import TwillDatapath
 import TwillNetlink
 import TwillTestSupport
 
-@Suite("host-gw backend", .serialized)
+@Suite("host-gw backend", .serialized, .requiresRoot)
 struct HostGWBackendTests {
     private let make: (Netlink, ExternalInterface) -> any Backend = { HostGWBackend(netlink: $0, external: $1) }
 
@@ -34,7 +34,7 @@ struct HostGWBackendTests {
             try h.ns.ip("route", "del", "198.18.2.0/24")
             try h.ns.ip("route", "add", "198.18.9.0/24", "via", "198.51.100.3", "proto", "static")
             try h.ns.ip("route", "add", "198.18.8.0/24", "via", "198.51.100.3", "proto", "84")
-            try h.ns.ip("route", "add", "198.18.2.128/25", "via", "198.51.100.3")  // foreign, inside a peer's subnet
+            try h.ns.ip("route", "add", "198.18.2.128/25", "via", "198.51.100.3") // foreign, inside a peer's subnet
 
             try await h.backend.reconcile(peers: hosts.map(\.lease))
             #expect(try h.route("198.18.2.0/24").contains("via 198.51.100.2 dev eth0 proto 84"))
@@ -86,14 +86,16 @@ struct HostGWBackendTests {
     func refusals() async throws {
         try await withOverlayHosts(count: 1, makeBackend: make) { hosts in
             let h = hosts[0]
-            let far = PeerLease(subnet: IPv4Network("198.18.7.0/24")!, publicIP: IPv4Address("203.0.113.50")!,
-                                backendType: "host-gw", backendData: nil)
+            let far = PeerLease(
+                subnet: IPv4Network("198.18.7.0/24")!, publicIP: IPv4Address("203.0.113.50")!,
+                backendType: "host-gw", backendData: nil)
             let error = await #expect(throws: BackendError.self) { try await h.backend.peerAdded(far) }
             #expect(error?.description.contains("peer 198.18.7.0/24 at 203.0.113.50 is not directly reachable on eth0") == true)
             #expect(try h.route("198.18.7.0/24") == "")
 
-            let vx = PeerLease(subnet: IPv4Network("198.18.6.0/24")!, publicIP: IPv4Address("198.51.100.6")!,
-                               backendType: "vxlan", backendData: Data(#"{"VNI":1,"VtepMAC":"02:00:00:00:00:06"}"#.utf8))
+            let vx = PeerLease(
+                subnet: IPv4Network("198.18.6.0/24")!, publicIP: IPv4Address("198.51.100.6")!,
+                backendType: "vxlan", backendData: Data(#"{"VNI":1,"VtepMAC":"02:00:00:00:00:06"}"#.utf8))
             try await h.backend.peerAdded(vx)
             #expect(try h.route("198.18.6.0/24") == "")
 

@@ -20,7 +20,7 @@ private func flannelLease(_ h: OverlayHost) throws -> PeerLease {
     PeerLease(subnet: h.subnet, publicIP: h.external.publicIP, backendType: "vxlan", backendData: flannelJSON(try vtepMAC(h)))
 }
 
-@Suite("vxlan backend", .serialized)
+@Suite("vxlan backend", .serialized, .requiresRoot)
 struct VXLANBackendTests {
     private let make: (Netlink, ExternalInterface) -> any Backend = { VXLANBackend(netlink: $0, external: $1) }
 
@@ -42,7 +42,9 @@ struct VXLANBackendTests {
             let macB = try vtepMAC(hosts[1])
             #expect(try h.route("198.18.2.0/24") == "198.18.2.0/24 via 198.18.2.0 dev flannel.1 proto 84 onlink")
             #expect(try h.ns.ip("neigh", "show", "dev", "flannel.1").contains("198.18.2.0 lladdr \(macB) PERMANENT"))
-            #expect(try run("/usr/sbin/bridge", ["-n", h.ns.name, "fdb", "show", "dev", "flannel.1"]).contains("\(macB) dst 198.51.100.2 self permanent"))
+            #expect(
+                try run("/usr/sbin/bridge", ["-n", h.ns.name, "fdb", "show", "dev", "flannel.1"]).contains(
+                    "\(macB) dst 198.51.100.2 self permanent"))
             #expect(allReachEachOther(hosts) == [])
         }
     }
@@ -77,7 +79,9 @@ struct VXLANBackendTests {
             try h.ns.ip("route", "del", "198.18.2.0/24")
             try h.ns.ip("neigh", "del", "198.18.3.0", "dev", "flannel.1")
             try h.ns.ip("neigh", "add", "198.18.77.0", "lladdr", "02:00:00:00:77:77", "dev", "flannel.1", "nud", "permanent")
-            try run("/usr/sbin/bridge", ["-n", h.ns.name, "fdb", "add", "02:00:00:00:77:77", "dev", "flannel.1", "dst", "198.51.100.77", "self", "permanent"])
+            try run(
+                "/usr/sbin/bridge",
+                ["-n", h.ns.name, "fdb", "add", "02:00:00:00:77:77", "dev", "flannel.1", "dst", "198.51.100.77", "self", "permanent"])
             try h.ns.ip("route", "add", "198.18.77.0/24", "via", "198.18.77.0", "dev", "flannel.1", "onlink", "proto", "84")
             try h.ns.ip("route", "add", "198.18.99.0/24", "via", "198.51.100.3", "proto", "static")
 
@@ -131,7 +135,8 @@ struct VXLANBackendTests {
             try await again.reconcile(peers: [hosts[0].lease, hosts[1].lease])
             #expect(try h.route("198.18.3.0/24") == "")
             #expect(!(try h.ns.ip("neigh", "show", "dev", "flannel.1").contains("198.18.3.0")))
-            #expect(!(try run("/usr/sbin/bridge", ["-n", h.ns.name, "fdb", "show", "dev", "flannel.1"]).contains("\(try vtepMAC(hosts[2]))")))
+            #expect(
+                !(try run("/usr/sbin/bridge", ["-n", h.ns.name, "fdb", "show", "dev", "flannel.1"]).contains("\(try vtepMAC(hosts[2]))")))
             #expect(try h.route("198.18.2.0/24") == "198.18.2.0/24 via 198.18.2.0 dev flannel.1 proto 84 onlink")
             #expect(h.canReach(hosts[1]))
         }
@@ -141,20 +146,26 @@ struct VXLANBackendTests {
     func ignoredAndMalformed() async throws {
         try await withOverlayHosts(count: 2, makeBackend: make) { hosts in
             let h = hosts[0]
-            let other = PeerLease(subnet: IPv4Network("198.18.5.0/24")!, publicIP: IPv4Address("198.51.100.2")!,
-                                  backendType: "host-gw", backendData: nil)
-            let udp = PeerLease(subnet: IPv4Network("198.18.6.0/24")!, publicIP: IPv4Address("198.51.100.2")!,
-                                backendType: nil, backendData: nil)
-            let malformed = PeerLease(subnet: IPv4Network("198.18.7.0/24")!, publicIP: IPv4Address("198.51.100.2")!,
-                                      backendType: "vxlan", backendData: Data(#"{"VNI":1,"VtepMAC":"not-a-mac"}"#.utf8))
-            let garbage = PeerLease(subnet: IPv4Network("198.18.8.0/24")!, publicIP: IPv4Address("198.51.100.2")!,
-                                    backendType: "vxlan", backendData: Data("[1,2".utf8))
+            let other = PeerLease(
+                subnet: IPv4Network("198.18.5.0/24")!, publicIP: IPv4Address("198.51.100.2")!,
+                backendType: "host-gw", backendData: nil)
+            let udp = PeerLease(
+                subnet: IPv4Network("198.18.6.0/24")!, publicIP: IPv4Address("198.51.100.2")!,
+                backendType: nil, backendData: nil)
+            let malformed = PeerLease(
+                subnet: IPv4Network("198.18.7.0/24")!, publicIP: IPv4Address("198.51.100.2")!,
+                backendType: "vxlan", backendData: Data(#"{"VNI":1,"VtepMAC":"not-a-mac"}"#.utf8))
+            let garbage = PeerLease(
+                subnet: IPv4Network("198.18.8.0/24")!, publicIP: IPv4Address("198.51.100.2")!,
+                backendType: "vxlan", backendData: Data("[1,2".utf8))
             for p in [other, udp, malformed, garbage] { try await h.backend.peerAdded(p) }
             try await h.backend.peerAdded(hosts[1].lease)
-            #expect(try h.ns.ip("route", "show", "proto", "84") .trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(
+                try h.ns.ip("route", "show", "proto", "84").trimmingCharacters(in: .whitespacesAndNewlines)
                     == "198.18.2.0/24 via 198.18.2.0 dev flannel.1 onlink")
             try await h.backend.reconcile(peers: [other, udp, malformed, garbage, hosts[1].lease])
-            #expect(try h.ns.ip("route", "show", "proto", "84").trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(
+                try h.ns.ip("route", "show", "proto", "84").trimmingCharacters(in: .whitespacesAndNewlines)
                     == "198.18.2.0/24 via 198.18.2.0 dev flannel.1 onlink")
             #expect(try h.netlink.neighbours(interfaceIndex: h.netlink.link(named: "flannel.1").index).filter(\.isPermanent).count == 1)
         }

@@ -1,14 +1,19 @@
 import Foundation
 import Testing
-@testable import TwillEtcd
 import TwillTestSupport
 
+@testable import TwillEtcd
+
 /// The client against a real 3-member cluster whose members hang, die or lose the quorum.
-@Suite(.serialized) struct EtcdFailoverTests {
-    static func client(_ endpoints: [String], endpointTimeout: Duration = .seconds(1), requestTimeout: Duration = .seconds(6),
-                       watchProgressTimeout: Duration = .seconds(2)) throws -> EtcdClient {
-        try EtcdClient(EtcdConfiguration(endpoints: endpoints, connectTimeout: .seconds(1), endpointTimeout: endpointTimeout,
-                                         requestTimeout: requestTimeout, watchProgressTimeout: watchProgressTimeout))
+@Suite(.serialized, .requiresEtcd) struct EtcdFailoverTests {
+    static func client(
+        _ endpoints: [String], endpointTimeout: Duration = .seconds(1), requestTimeout: Duration = .seconds(6),
+        watchProgressTimeout: Duration = .seconds(2)
+    ) throws -> EtcdClient {
+        try EtcdClient(
+            EtcdConfiguration(
+                endpoints: endpoints, connectTimeout: .seconds(1), endpointTimeout: endpointTimeout,
+                requestTimeout: requestTimeout, watchProgressTimeout: watchProgressTimeout))
     }
 
     /// A frozen first endpoint costs one endpoint timeout, once: the next request goes
@@ -72,7 +77,10 @@ import TwillTestSupport
             try await c.put("/q/a", "1")
             cluster.freeze(1)
             cluster.freeze(2)
-            defer { cluster.thaw(1); cluster.thaw(2) }
+            defer {
+                cluster.thaw(1)
+                cluster.thaw(2)
+            }
             let start = ContinuousClock.now
             let e = await #expect(throws: EtcdError.self) { try await c.get("/q/a") }
             let took = ContinuousClock.now - start

@@ -3,7 +3,7 @@ import Testing
 import TwillEtcd
 import TwillTestSupport
 
-@Suite(.serialized) struct EtcdKVTests {
+@Suite(.serialized, .requiresEtcd) struct EtcdKVTests {
     @Test func putGetListDelete() async throws {
         try await withEtcd { etcd in
             let c = try etcd.client()
@@ -35,10 +35,12 @@ import TwillTestSupport
     @Test func txnCreateIfAbsentAndCompareAndSwap() async throws {
         try await withEtcd { etcd in
             let c = try etcd.client()
-            let first = try await c.txn(compare: [.absent("/k")], success: [.put(key: "/k", value: Data("mine".utf8))], failure: [.get(key: "/k")])
+            let first = try await c.txn(
+                compare: [.absent("/k")], success: [.put(key: "/k", value: Data("mine".utf8))], failure: [.get(key: "/k")])
             #expect(first.succeeded)
             #expect(first.responses == [.put])
-            let second = try await c.txn(compare: [.absent("/k")], success: [.put(key: "/k", value: Data("theirs".utf8))], failure: [.get(key: "/k")])
+            let second = try await c.txn(
+                compare: [.absent("/k")], success: [.put(key: "/k", value: Data("theirs".utf8))], failure: [.get(key: "/k")])
             #expect(!second.succeeded)
             guard case .range(let r)? = second.responses.first else {
                 Issue.record("failure branch should return the range")
@@ -50,9 +52,11 @@ import TwillTestSupport
             #expect(!v.succeeded)
             // Compare-and-swap on mod_revision: the current one wins, a stale one loses.
             let kv = try await c.value("/k")
-            let cas = try await c.txn(compare: [.unchanged("/k", modRevision: kv.modRevision)], success: [.put(key: "/k", value: Data("v2".utf8))], failure: [])
+            let cas = try await c.txn(
+                compare: [.unchanged("/k", modRevision: kv.modRevision)], success: [.put(key: "/k", value: Data("v2".utf8))], failure: [])
             #expect(cas.succeeded)
-            let stale = try await c.txn(compare: [.unchanged("/k", modRevision: kv.modRevision)], success: [.put(key: "/k", value: Data("v3".utf8))], failure: [])
+            let stale = try await c.txn(
+                compare: [.unchanged("/k", modRevision: kv.modRevision)], success: [.put(key: "/k", value: Data("v3".utf8))], failure: [])
             #expect(!stale.succeeded)
             let now = try await c.value("/k")
             #expect(now.valueString == "v2" && now.version == 2 && now.modRevision == cas.header.revision)

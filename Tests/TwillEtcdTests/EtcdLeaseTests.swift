@@ -3,7 +3,7 @@ import Testing
 import TwillEtcd
 import TwillTestSupport
 
-@Suite(.serialized) struct EtcdLeaseTests {
+@Suite(.serialized, .requiresEtcd) struct EtcdLeaseTests {
     @Test func grantAttachExpire() async throws {
         try await withEtcd { etcd in
             let c = try etcd.client()

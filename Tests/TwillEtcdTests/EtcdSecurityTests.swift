@@ -3,7 +3,7 @@ import Testing
 import TwillEtcd
 import TwillTestSupport
 
-@Suite(.serialized) struct EtcdSecurityTests {
+@Suite(.serialized, .requiresEtcd) struct EtcdSecurityTests {
     static func enableAuth(_ etcd: EtcdServer) throws {
         try etcd.etcdctl(["user", "add", "root:rootpw"])
         try etcd.etcdctl(["user", "add", "twill:twillpw"])
@@ -65,8 +65,9 @@ import TwillTestSupport
     @Test func tlsWrongCAFailsClearly() async throws {
         try await withEtcd(tls: true) { etcd in
             let tls = try #require(etcd.tls)
-            let c = try EtcdClient(EtcdConfiguration(
-                endpoints: [etcd.endpoint], caFile: tls.otherCAFile, certFile: tls.clientCert, keyFile: tls.clientKey))
+            let c = try EtcdClient(
+                EtcdConfiguration(
+                    endpoints: [etcd.endpoint], caFile: tls.otherCAFile, certFile: tls.clientCert, keyFile: tls.clientKey))
             do {
                 _ = try await c.get("/tls")
                 Issue.record("a CA that did not sign the server's certificate must be refused")

@@ -3,7 +3,7 @@ import Testing
 import TwillEtcd
 import TwillTestSupport
 
-@Suite(.serialized) struct EtcdWatchTests {
+@Suite(.serialized, .requiresEtcd) struct EtcdWatchTests {
     @Test func receivesEventsWrittenAfterStart() async throws {
         try await withEtcd { etcd in
             let c = try etcd.client()

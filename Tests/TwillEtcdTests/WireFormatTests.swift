@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import TwillEtcd
 
 @Suite struct WireFormatTests {
@@ -16,10 +17,11 @@ import Testing
     }
 
     @Test func int64FieldsAreStrings() throws {
-        let json = #"{"header":{"cluster_id":"14841639068965178418","revision":"42"},"kvs":[{"key":"YQ==","value":"Yg==","create_revision":"3","mod_revision":"4","version":"2","lease":"7587"}],"count":"1"}"#
+        let json =
+            #"{"header":{"cluster_id":"14841639068965178418","revision":"42"},"kvs":[{"key":"YQ==","value":"Yg==","create_revision":"3","mod_revision":"4","version":"2","lease":"7587"}],"count":"1"}"#
         let r = try JSONDecoder().decode(WireRangeResponse.self, from: Data(json.utf8)).model
         #expect(r.header.revision == 42)
-        #expect(r.header.clusterID == 14841639068965178418)
+        #expect(r.header.clusterID == 14_841_639_068_965_178_418)
         #expect(r.kvs == [KeyValue(key: "a", value: Data("b".utf8), createRevision: 3, modRevision: 4, version: 2, lease: 7587)])
         #expect(r.count == 1)
     }
@@ -27,7 +29,8 @@ import Testing
     @Test func omittedZeroValuesDecode() throws {
         let r = try JSONDecoder().decode(WireRangeResponse.self, from: Data(#"{"header":{"revision":"5"}}"#.utf8)).model
         #expect(r.kvs.isEmpty && r.count == 0 && r.header.revision == 5)
-        let t = try JSONDecoder().decode(WireTxnResponse.self, from: Data(#"{"header":{},"responses":[{"response_range":{"header":{}}}]}"#.utf8))
+        let t = try JSONDecoder().decode(
+            WireTxnResponse.self, from: Data(#"{"header":{},"responses":[{"response_range":{"header":{}}}]}"#.utf8))
         #expect(t.succeeded == nil)
     }
 
@@ -69,7 +72,8 @@ import Testing
 
     /// A proxy's page with a 5xx is the member's fault (fail over); with a 4xx it is not.
     @Test func unreadableErrorBodiesAreClassifiedByStatus() {
-        let bad = EtcdClient.mapError(endpoint: "http://h:1", path: "/v3/kv/range", status: 502, body: Array("<html>bad gateway</html>".utf8))
+        let bad = EtcdClient.mapError(
+            endpoint: "http://h:1", path: "/v3/kv/range", status: 502, body: Array("<html>bad gateway</html>".utf8))
         guard case .unavailable(_, let message) = bad else {
             Issue.record("expected unavailable, got \(bad)")
             return
@@ -96,11 +100,14 @@ import Testing
 
 @Suite struct WatchStreamParserTests {
     /// A parser of a watch session with no server behind it (the parser never calls out).
-    static func parser(from revision: Int64? = nil) throws -> (WatchStreamParser, WatchSession, AsyncThrowingStream<WatchResponse, any Error>) {
+    static func parser(from revision: Int64? = nil) throws -> (
+        WatchStreamParser, WatchSession, AsyncThrowingStream<WatchResponse, any Error>
+    ) {
         let (stream, continuation) = AsyncThrowingStream<WatchResponse, any Error>.makeStream()
         let client = try EtcdClient(EtcdConfiguration(endpoints: ["http://127.0.0.1:1"]))
-        let session = WatchSession(client: client, key: "/p/", rangeEnd: nil, prevKV: false, progressNotify: true,
-                                   fromRevision: revision, continuation: continuation)
+        let session = WatchSession(
+            client: client, key: "/p/", rangeEnd: nil, prevKV: false, progressNotify: true,
+            fromRevision: revision, continuation: continuation)
         return (WatchStreamParser(session: session, endpoint: "e"), session, stream)
     }
 
@@ -140,8 +147,10 @@ import Testing
     /// Feeds the stream one byte at a time: messages must come out whole.
     @Test func parsesMessagesSplitAtEveryByte() async throws {
         let (parser, session, stream) = try Self.parser()
-        let text = #"{"result":{"header":{"revision":"7"},"created":true}}"# + "\n"
-            + #"{"result":{"header":{"revision":"8"},"events":[{"kv":{"key":"YQ==","value":"MQ==","mod_revision":"8"}},{"type":"DELETE","kv":{"key":"Yg==","mod_revision":"8"}}]}}"# + "\n"
+        let text =
+            #"{"result":{"header":{"revision":"7"},"created":true}}"# + "\n"
+            + #"{"result":{"header":{"revision":"8"},"events":[{"kv":{"key":"YQ==","value":"MQ==","mod_revision":"8"}},{"type":"DELETE","kv":{"key":"Yg==","mod_revision":"8"}}]}}"#
+            + "\n"
             + #"{"result":{"header":{"revision":"9"}}}"# + "\n"
         for byte in Array(text.utf8) {
             let ok = [byte].withUnsafeBytes { parser.feed($0) }

@@ -3,9 +3,10 @@ import Testing
 import TwillAddress
 import TwillEtcd
 import TwillTestSupport
+
 @testable import TwillLease
 
-@Suite(.serialized) struct ClusterWatcherTests {
+@Suite(.serialized, .requiresEtcd) struct ClusterWatcherTests {
     static let prefix = "/coreos.com/network"
 
     static func put(_ c: EtcdClient, _ subnet: String, ip: String) async throws -> Int64 {
@@ -47,7 +48,8 @@ import TwillTestSupport
             try await c.delete("\(Self.prefix)/config")
             let events = await Self.take(&it, 4)
             guard events.count == 4, case .leasePut(let a) = events[0], case .config(let cfg?) = events[1],
-                  case .leaseDeleted(let d) = events[2], case .config(nil) = events[3] else {
+                case .leaseDeleted(let d) = events[2], case .config(nil) = events[3]
+            else {
                 Issue.record("unexpected events \(events)")
                 return
             }
@@ -89,7 +91,8 @@ import TwillTestSupport
     /// backwards and lists again, so it sees the restored state, not what it had.
     @Test func aRestoreToAnOlderRevisionLeadsToAReset() async throws {
         try await withEtcdCluster(size: 1) { cluster in
-            let c = try EtcdClient(EtcdConfiguration(endpoints: cluster.endpoints, endpointTimeout: .seconds(2), watchProgressTimeout: .seconds(1)))
+            let c = try EtcdClient(
+                EtcdConfiguration(endpoints: cluster.endpoints, endpointTimeout: .seconds(2), watchProgressTimeout: .seconds(1)))
             _ = try await Self.put(c, "198.18.1.0-24", ip: "198.51.100.1")
             let snapshot = try cluster.snapshot()
             var it = ClusterWatcher(etcd: c, layout: EtcdLayout()).events().makeAsyncIterator()

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TwillAddress
+
 @testable import TwillLease
 
 @Suite struct LeaseTests {
@@ -26,8 +27,11 @@ import TwillAddress
     }
 
     @Test func vxlanValueIsByteCompatible() throws {
-        let flannel = #"{"PublicIP":"198.51.100.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#
-        let attrs = LeaseAttributes(publicIP: IPv4Address("198.51.100.3")!, backendType: "vxlan", backendData: Data(#"{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}"#.utf8))
+        let flannel =
+            #"{"PublicIP":"198.51.100.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#
+        let attrs = LeaseAttributes(
+            publicIP: IPv4Address("198.51.100.3")!, backendType: "vxlan",
+            backendData: Data(#"{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}"#.utf8))
         #expect(String(decoding: attrs.json(), as: UTF8.self) == flannel)
         let parsed = try LeaseAttributes(json: Data(flannel.utf8), key: "k")
         #expect(parsed.publicIP == attrs.publicIP)

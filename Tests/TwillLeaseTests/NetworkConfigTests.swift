@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TwillAddress
+
 @testable import TwillLease
 
 @Suite struct NetworkConfigTests {
@@ -19,9 +20,9 @@ import TwillAddress
         let c = try config(#"{"Network":"10.244.0.0/16"}"#)
         #expect(c.network == IPv4Network("10.244.0.0/16"))
         #expect(c.subnetLength == 24)
-        #expect(c.subnetMin == IPv4Address("10.244.1.0"))   // the first subnet is skipped
+        #expect(c.subnetMin == IPv4Address("10.244.1.0")) // the first subnet is skipped
         #expect(c.subnetMax == IPv4Address("10.244.255.0"))
-        #expect(c.backendType == "udp")                     // flannel's code default
+        #expect(c.backendType == "udp") // flannel's code default
         #expect(c.enableIPv4 && !c.enableIPv6)
         #expect(c.subnetRange?.count == 255)
     }
@@ -53,7 +54,10 @@ import TwillAddress
 
     @Test(arguments: [
         (#"{"Network":"10.1.0.0/16","SubnetLen":31}"#, "SubnetLen 31 is larger than /30"),
-        (#"{"Network":"10.1.0.0/16","SubnetLen":17}"#, "SubnetLen 17 is too short for Network 10.1.0.0/16: it must be at least /18 so the network holds at least four subnets"),
+        (
+            #"{"Network":"10.1.0.0/16","SubnetLen":17}"#,
+            "SubnetLen 17 is too short for Network 10.1.0.0/16: it must be at least /18 so the network holds at least four subnets"
+        ),
         (#"{"Network":"10.1.0.0/29"}"#, "Network 10.1.0.0/29 is too small: the smallest useful network is a /28"),
         (#"{"Network":"10.1.0.0/16","SubnetMin":"10.1.0.5"}"#, "SubnetMin 10.1.0.5 is not on a /24 boundary"),
         (#"{"Network":"10.1.0.0/16","SubnetMax":"10.2.0.0"}"#, "SubnetMax 10.2.0.0 is not inside Network 10.1.0.0/16"),
@@ -65,9 +69,18 @@ import TwillAddress
         (#"{"Network":"10.1.0.0/16","Backend":"vxlan"}"#, "Backend must be an object like {\"Type\":\"vxlan\"}, not a string"),
         (#"{"Network":"10.1.0.0/16","Backend":{"Port":1}}"#, "Backend has no Type (udp, vxlan, host-gw)"),
         (#"{"Network":"10.1.0.0/16","EnableIPv4":false}"#, "EnableIPv4 and EnableIPv6 are both false: nothing to do"),
-        (#"{"Network":"10.1.0.0/16","EnableIPv6":true}"#, "EnableIPv6 is true but IPv6Network is missing (a CIDR such as \"fd00:10:244::/56\")"),
-        (#"{"Network":"10.1.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetLen":127}"#, "IPv6SubnetLen 127 is larger than /126"),
-        (#"{"Network":"10.1.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/125"}"#, "IPv6Network fd00::/125 is too small: the smallest useful network is a /124"),
+        (
+            #"{"Network":"10.1.0.0/16","EnableIPv6":true}"#,
+            "EnableIPv6 is true but IPv6Network is missing (a CIDR such as \"fd00:10:244::/56\")"
+        ),
+        (
+            #"{"Network":"10.1.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetLen":127}"#,
+            "IPv6SubnetLen 127 is larger than /126"
+        ),
+        (
+            #"{"Network":"10.1.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/125"}"#,
+            "IPv6Network fd00::/125 is too small: the smallest useful network is a /124"
+        ),
         (#"[1]"#, "must be a JSON object, not an array"),
     ])
     func validationErrors(json: String, expected: String) {

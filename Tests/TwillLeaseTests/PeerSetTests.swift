@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TwillAddress
 import TwillEtcd
+
 @testable import TwillLease
 
 @Suite struct PeerSetTests {
@@ -9,12 +10,14 @@ import TwillEtcd
     static let ownKey = "/coreos.com/network/subnets/198.18.1.0-24"
 
     static func context(own: String? = ownKey) -> PeerSet.Context {
-        PeerSet.Context(network: IPv4Network("198.18.0.0/16")!, subnetLength: 24, ownKey: own,
-                        ownSubnet: own == nil ? nil : IPv4Network("198.18.1.0/24"), ownPublicIP: IPv4Address("198.51.100.1")!)
+        PeerSet.Context(
+            network: IPv4Network("198.18.0.0/16")!, subnetLength: 24, ownKey: own,
+            ownSubnet: own == nil ? nil : IPv4Network("198.18.1.0/24"), ownPublicIP: IPv4Address("198.51.100.1")!)
     }
 
     static func kv(_ name: String, _ value: String, created: Int64 = 5) -> KeyValue {
-        KeyValue(key: "/coreos.com/network/subnets/\(name)", value: Data(value.utf8), createRevision: created, modRevision: created, lease: 7)
+        KeyValue(
+            key: "/coreos.com/network/subnets/\(name)", value: Data(value.utf8), createRevision: created, modRevision: created, lease: 7)
     }
 
     static func lease(_ name: String, ip: String, created: Int64 = 5) -> KeyValue {
@@ -26,20 +29,20 @@ import TwillEtcd
     @Test func hostileLeasesAreRejectedWithTheirReason() {
         var set = PeerSet(layout: Self.layout, context: Self.context())
         let change = set.reset([
-            Self.lease("198.18.1.0-24", ip: "198.51.100.1"),           // our own: never a peer
-            Self.lease("198.18.2.0-24", ip: "198.51.100.2"),           // good
-            Self.lease("198.18.1.0-25", ip: "198.51.100.3"),           // half of our subnet
-            Self.lease("198.18.0.0-16", ip: "198.51.100.3"),           // the whole network
-            Self.lease("0.0.0.0-0", ip: "198.51.100.3"),               // everything
-            Self.lease("10.9.0.0-24", ip: "198.51.100.3"),             // outside the network
-            Self.lease("198.18.3.0-26", ip: "198.51.100.3"),           // wrong length
-            Self.lease("198.18.4.7-24", ip: "198.51.100.3"),           // host bits in the key
-            Self.kv("198.18.5.0-24", "{not json"),                      // garbage
-            Self.kv("198.18.6.0-24", #"{"PublicIPv6":null}"#),           // no PublicIP
-            Self.lease("198.18.7.0-24", ip: "0.0.0.0"),                // not a unicast address
+            Self.lease("198.18.1.0-24", ip: "198.51.100.1"), // our own: never a peer
+            Self.lease("198.18.2.0-24", ip: "198.51.100.2"), // good
+            Self.lease("198.18.1.0-25", ip: "198.51.100.3"), // half of our subnet
+            Self.lease("198.18.0.0-16", ip: "198.51.100.3"), // the whole network
+            Self.lease("0.0.0.0-0", ip: "198.51.100.3"), // everything
+            Self.lease("10.9.0.0-24", ip: "198.51.100.3"), // outside the network
+            Self.lease("198.18.3.0-26", ip: "198.51.100.3"), // wrong length
+            Self.lease("198.18.4.7-24", ip: "198.51.100.3"), // host bits in the key
+            Self.kv("198.18.5.0-24", "{not json"), // garbage
+            Self.kv("198.18.6.0-24", #"{"PublicIPv6":null}"#), // no PublicIP
+            Self.lease("198.18.7.0-24", ip: "0.0.0.0"), // not a unicast address
             Self.lease("198.18.8.0-24", ip: "224.0.0.5"),
             Self.lease("198.18.9.0-24", ip: "127.0.0.1"),
-            Self.lease("198.18.10.0-24", ip: "198.51.100.1"),          // names us, not our lease
+            Self.lease("198.18.10.0-24", ip: "198.51.100.1"), // names us, not our lease
             Self.kv("not-a-subnet", "{}"),
         ])
         #expect(change.added.map(\.subnet.description) == ["198.18.2.0-24"])

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TwillAddress
 import TwillTestSupport
+
 @testable import TwillLease
 
 @Suite struct SubnetEnvTests {
@@ -16,7 +17,10 @@ import TwillTestSupport
         e.ipv6Network = IPv6Network("fd00:10::/56")
         e.ipv6Subnet = IPv6Network("fd00:10:0:5::/64")
         e.ipMasq = true
-        #expect(e.text == "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_IPV6_NETWORK=fd00:10::/56\nFLANNEL_IPV6_SUBNET=fd00:10:0:5::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n")
+        #expect(
+            e.text
+                == "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_IPV6_NETWORK=fd00:10::/56\nFLANNEL_IPV6_SUBNET=fd00:10:0:5::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n"
+        )
     }
 
     @Test func roundTripAndSubnetIsMasked() throws {
@@ -29,7 +33,10 @@ import TwillTestSupport
     }
 
     @Test func partialOrMalformedIsRefusedWithTheReason() {
-        #expect(throws: LeaseError.subnetFile(path: "f", reason: "missing FLANNEL_SUBNET, FLANNEL_MTU (is the agent running and has it written the file?)")) {
+        #expect(
+            throws: LeaseError.subnetFile(
+                path: "f", reason: "missing FLANNEL_SUBNET, FLANNEL_MTU (is the agent running and has it written the file?)")
+        ) {
             try SubnetEnv(text: "FLANNEL_NETWORK=10.5.0.0/16\n", path: "f", requireComplete: true)
         }
         #expect(throws: LeaseError.subnetFile(path: "f", reason: "line 2 \"garbage\" is not NAME=VALUE")) {

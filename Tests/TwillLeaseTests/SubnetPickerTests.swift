@@ -2,11 +2,13 @@ import Foundation
 import Testing
 import TwillAddress
 import TwillTestSupport
+
 @testable import TwillLease
 
 @Suite struct SubnetPickerTests {
     @Test func picksOnlyFreeAlignedInRangeSubnets() throws {
-        let config = try NetworkConfig(json: Data(#"{"Network":"10.10.0.0/20","SubnetLen":26,"SubnetMin":"10.10.1.0","SubnetMax":"10.10.14.192"}"#.utf8))
+        let config = try NetworkConfig(
+            json: Data(#"{"Network":"10.10.0.0/20","SubnetLen":26,"SubnetMin":"10.10.1.0","SubnetMax":"10.10.14.192"}"#.utf8))
         let all = Array(try IPv4Network("10.10.0.0/20")!.subnets(length: 26))
         for seed in 0..<300 {
             var rng = SplitMix64(seed: UInt64(seed))

@@ -4,10 +4,11 @@ import Testing
 import TwillAddress
 import TwillEtcd
 import TwillTestSupport
+
 @testable import TwillLease
 
 /// Registry tests against a real etcd.
-@Suite(.serialized) struct SubnetRegistryTests {
+@Suite(.serialized, .requiresEtcd) struct SubnetRegistryTests {
     static func setConfig(_ c: EtcdClient, _ json: String, layout: EtcdLayout = EtcdLayout()) async throws {
         try await c.put(layout.configKey, json)
     }
@@ -163,8 +164,10 @@ import TwillTestSupport
         try await withEtcd { etcd in
             let c = try etcd.client()
             try await Self.setConfig(c, #"{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}"#)
-            try etcd.etcdctl(["put", "/coreos.com/network/subnets/198.18.5.0-24",
-                              #"{"PublicIP":"203.0.113.5","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#])
+            try etcd.etcdctl([
+                "put", "/coreos.com/network/subnets/198.18.5.0-24",
+                #"{"PublicIP":"203.0.113.5","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
+            ])
             try await c.put("/coreos.com/network/subnets/198.18.6.0-24", "{broken")
             let r = SubnetRegistry(etcd: c)
             let leases = try await r.leases().leases
@@ -188,7 +191,9 @@ import TwillTestSupport
             let r = SubnetRegistry(etcd: c)
             await #expect(throws: LeaseError.configNotFound(key: "/coreos.com/network/config")) { try await r.networkConfig() }
             try await Self.setConfig(c, #"{"Network":"198.18.0.0/16","SubnetLen":31}"#)
-            await #expect(throws: LeaseError.invalidConfig(key: "/coreos.com/network/config", reason: "SubnetLen 31 is larger than /30")) { try await r.networkConfig() }
+            await #expect(throws: LeaseError.invalidConfig(key: "/coreos.com/network/config", reason: "SubnetLen 31 is larger than /30")) {
+                try await r.networkConfig()
+            }
         }
     }
 }

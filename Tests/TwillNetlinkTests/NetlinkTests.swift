@@ -1,10 +1,11 @@
 import Foundation
 import Synchronization
 import Testing
-import TwillSystem
 import TwillAddress
-@testable import TwillNetlink
+import TwillSystem
 import TwillTestSupport
+
+@testable import TwillNetlink
 
 /// Runs `body` with a Netlink opened inside a fresh namespace (deleted afterwards).
 private func withNamespacedNetlink(_ body: (TestNamespace, Netlink) async throws -> Void) async throws {
@@ -18,7 +19,7 @@ private func withNamespacedNetlink(_ body: (TestNamespace, Netlink) async throws
 private func v4(_ s: String) -> IPv4Address { IPv4Address(s)! }
 private func net(_ s: String) -> IPv4Network { IPv4Network(s)! }
 
-@Suite("Netlink", .serialized)
+@Suite("Netlink", .serialized, .requiresRoot)
 struct NetlinkTests {
     @Test("a Netlink opened in a namespace acts there, not in the caller's namespace")
     func namespaceIsolation() async throws {
@@ -62,12 +63,15 @@ struct NetlinkTests {
 
             try nl.addAddress(InterfaceAddress(interfaceIndex: dummy.index, address: v4("198.51.100.1"), prefixLength: 24))
             let mac = MACAddress("02:11:22:33:44:55")!
-            let vx = try nl.createVXLAN(VXLANLinkSpec(name: "twvx42", vni: 42, local: v4("198.51.100.1"),
-                                                       underlayIndex: dummy.index, mtu: 1400, mac: mac))
+            let vx = try nl.createVXLAN(
+                VXLANLinkSpec(
+                    name: "twvx42", vni: 42, local: v4("198.51.100.1"),
+                    underlayIndex: dummy.index, mtu: 1400, mac: mac))
             #expect(vx.kind == "vxlan")
             #expect(vx.mac == mac)
             #expect(vx.mtu == 1400)
-            #expect(vx.vxlan == VXLANAttributes(vni: 42, local: v4("198.51.100.1"), underlayIndex: dummy.index, port: 8472, learning: false))
+            #expect(
+                vx.vxlan == VXLANAttributes(vni: 42, local: v4("198.51.100.1"), underlayIndex: dummy.index, port: 8472, learning: false))
             let shown = try ns.ip("-d", "link", "show", "twvx42")
             #expect(shown.contains("vxlan id 42"))
             #expect(shown.contains("dstport 8472"))
@@ -179,8 +183,12 @@ struct NetlinkTests {
             let f = FDBEntry(interfaceIndex: vx.index, mac: m1, destination: .v4(v4("198.51.100.2")))
             try nl.addFDBEntry(f)
             var fdb = try nl.fdbEntries(interfaceIndex: vx.index)
-            #expect(fdb.contains { $0.mac == m1 && $0.destination == .v4(v4("198.51.100.2")) && $0.isPermanent && $0.flags & FDBEntry.ntfSelf != 0 })
-            #expect(try run("/usr/sbin/bridge", ["-n", ns.name, "fdb", "show", "dev", "twvx1"]).contains("02:00:00:00:00:01 dst 198.51.100.2"))
+            #expect(
+                fdb.contains {
+                    $0.mac == m1 && $0.destination == .v4(v4("198.51.100.2")) && $0.isPermanent && $0.flags & FDBEntry.ntfSelf != 0
+                })
+            #expect(
+                try run("/usr/sbin/bridge", ["-n", ns.name, "fdb", "show", "dev", "twvx1"]).contains("02:00:00:00:00:01 dst 198.51.100.2"))
             var f2 = f
             f2.destination = .v4(v4("198.51.100.3"))
             try nl.replaceFDBEntry(f2)
@@ -221,7 +229,8 @@ struct NetlinkTests {
             #expect(vx.vxlan?.local == nil)
             try nl.setLinkUp(index: vx.index)
             let gw = try IPv6Address(parsing: "2001:db8:100:6::")
-            let on = Route6(destination: try IPv6Network(parsing: "2001:db8:100:6::/64"), gateway: gw, outputInterface: vx.index, onLink: true)
+            let on = Route6(
+                destination: try IPv6Network(parsing: "2001:db8:100:6::/64"), gateway: gw, outputInterface: vx.index, onLink: true)
             try nl.replaceRoute6(on)
             #expect(try nl.routes6().first { $0.destination == on.destination }?.onLink == true)
             let mac = try #require(MACAddress("02:00:00:00:00:06"))
@@ -230,7 +239,8 @@ struct NetlinkTests {
             let peer6 = try IPv6Address(parsing: "2001:db8:1::2")
             try nl.replaceFDBEntry(FDBEntry(interfaceIndex: vx.index, mac: mac, destination: .v6(peer6)))
             #expect(try nl.fdbEntries(interfaceIndex: vx.index).contains { $0.mac == mac && $0.destination == .v6(peer6) })
-            #expect(try run("/usr/sbin/bridge", ["-n", ns.name, "fdb", "show", "dev", "twvx6"]).contains("02:00:00:00:00:06 dst 2001:db8:1::2"))
+            #expect(
+                try run("/usr/sbin/bridge", ["-n", ns.name, "fdb", "show", "dev", "twvx6"]).contains("02:00:00:00:00:06 dst 2001:db8:1::2"))
 
             try nl.deleteRoute6(Route6(destination: dst))
             try nl.deleteRoute6(Route6(destination: on.destination))
@@ -252,7 +262,8 @@ struct NetlinkTests {
                 for t in 0..<8 {
                     group.addTask {
                         for i in 0..<128 {
-                            let dst = try IPv4Network(address: IPv4Address(198, 18, UInt8(t * 16 + i / 8), UInt8((i % 8) * 32)), prefixLength: 27)
+                            let dst = try IPv4Network(
+                                address: IPv4Address(198, 18, UInt8(t * 16 + i / 8), UInt8((i % 8) * 32)), prefixLength: 27)
                             try nl.addRoute(Route(destination: dst, gateway: v4("198.51.100.9"), outputInterface: d.index))
                             if i % 32 == 0 { _ = try nl.links() }
                         }
@@ -279,7 +290,9 @@ struct NetlinkTests {
             let r = Route(destination: net("198.18.1.0/24"), gateway: v4("203.0.113.2"), outputInterface: 9999, onLink: true)
             let noDev = #expect(throws: NetlinkError.self) { try nl.addRoute(r) }
             #expect(noDev?.errno == ENODEV)
-            #expect(noDev?.description.hasPrefix("adding route 198.18.1.0/24 via 203.0.113.2 dev #9999 onlink: No such device (ENODEV)") == true)
+            #expect(
+                noDev?.description.hasPrefix("adding route 198.18.1.0/24 via 203.0.113.2 dev #9999 onlink: No such device (ENODEV)") == true
+            )
             let unreachable = #expect(throws: NetlinkError.self) {
                 try nl.addRoute(Route(destination: net("198.18.1.0/24"), gateway: v4("203.0.113.2")))
             }
@@ -369,7 +382,7 @@ extension IPAddress {
 
 /// A consumer that falls behind the monitor's buffer is told (an overrun), not left to miss
 /// changes silently.
-@Suite struct NetlinkMonitorOverflowTests {
+@Suite(.requiresRoot) struct NetlinkMonitorOverflowTests {
     @Test func aFullBufferEndsInAnOverrun() async {
         let (stream, continuation) = AsyncStream.makeStream(of: NetlinkChange.self, bufferingPolicy: .bufferingNewest(3))
         for _ in 0..<10 { NetlinkMonitor.deliver(.routeRemoved(Route(destination: .all)), continuation) }

@@ -1,14 +1,17 @@
 import CNetlink
 import Testing
 import TwillAddress
+import TwillTestSupport
+
 @testable import TwillNetlink
+
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// The kernel WireGuard requests, byte by byte against the UAPI layout, and what this
 /// kernel says about the family.
-@Suite struct WireGuardNetlinkTests {
+@Suite(.requiresRoot) struct WireGuardNetlinkTests {
     /// Builds one generic netlink message with `build` and hands its attributes (after the
     /// 4-byte genlmsghdr) to `check`.
     static func message(_ build: (inout MessageBuilder) -> Void, _ check: (AttributeTable, genlmsghdr) -> Void) {
@@ -26,24 +29,27 @@ import Glibc
     @Test func setDeviceAndSetPeerFollowTheUAPI() {
         let key = [UInt8](repeating: 0x11, count: 32)
         Self.message({ b in
-            key.withUnsafeBytes { WireGuardNetlink.buildSetDevice(&b, name: "flannel-wg", privateKey: $0, listenPort: 51820, replacePeers: true) }
+            key.withUnsafeBytes {
+                WireGuardNetlink.buildSetDevice(&b, name: "flannel-wg", privateKey: $0, listenPort: 51820, replacePeers: true)
+            }
         }) { attrs, header in
             #expect(header.cmd == 1 && header.version == 1)
-            #expect(attrs.string(2) == "flannel-wg")  // WGDEVICE_A_IFNAME
-            #expect(attrs.bytes(3) == key)  // WGDEVICE_A_PRIVATE_KEY
-            #expect(attrs.u16(6) == 51820)  // WGDEVICE_A_LISTEN_PORT, host order
-            #expect(attrs.u32(5) == 1)  // WGDEVICE_F_REPLACE_PEERS
+            #expect(attrs.string(2) == "flannel-wg") // WGDEVICE_A_IFNAME
+            #expect(attrs.bytes(3) == key) // WGDEVICE_A_PRIVATE_KEY
+            #expect(attrs.u16(6) == 51820) // WGDEVICE_A_LISTEN_PORT, host order
+            #expect(attrs.u32(5) == 1) // WGDEVICE_F_REPLACE_PEERS
         }
         let peerKey = [UInt8](repeating: 0x22, count: 32)
-        let peer = WireGuardKernelPeer(publicKey: peerKey, endpoint: IPv4Address("198.51.100.2")!, port: 51820,
-                                       allowedIPs: [IPv4Network("198.18.2.0/24")!], persistentKeepalive: 25)
+        let peer = WireGuardKernelPeer(
+            publicKey: peerKey, endpoint: IPv4Address("198.51.100.2")!, port: 51820,
+            allowedIPs: [IPv4Network("198.18.2.0/24")!], persistentKeepalive: 25)
         Self.message({ b in WireGuardNetlink.buildSetPeer(&b, name: "flannel-wg", peer, presharedKey: nil) }) { attrs, _ in
-            let peers = attrs.nestedArray(8)  // WGDEVICE_A_PEERS
+            let peers = attrs.nestedArray(8) // WGDEVICE_A_PEERS
             #expect(peers.count == 1)
             guard let p = peers.first else { return }
-            #expect(p.bytes(1) == peerKey)  // WGPEER_A_PUBLIC_KEY
-            #expect(p.u32(3) == 2)  // WGPEER_F_REPLACE_ALLOWEDIPS
-            #expect(!p.has(2))  // no preshared key
+            #expect(p.bytes(1) == peerKey) // WGPEER_A_PUBLIC_KEY
+            #expect(p.u32(3) == 2) // WGPEER_F_REPLACE_ALLOWEDIPS
+            #expect(!p.has(2)) // no preshared key
             #expect(p.u16(5) == 25)
             // WGPEER_A_ENDPOINT: a sockaddr_in, port and address in network order.
             let endpoint = p.bytes(4) ?? []
@@ -56,7 +62,8 @@ import Glibc
     }
 
     @Test func aDeviceDumpIsRead() {
-        let k1 = [UInt8](repeating: 1, count: 32), k2 = [UInt8](repeating: 2, count: 32)
+        let k1 = [UInt8](repeating: 1, count: 32)
+        let k2 = [UInt8](repeating: 2, count: 32)
         Self.message({ b in
             b.header(genlmsghdr(cmd: 0, version: 1, reserved: 0))
             b.nested(8) { b in
@@ -70,7 +77,8 @@ import Glibc
                         withUnsafeBytes(of: &sin) { b.put(4, bytes: $0) }
                         var time = (seconds, Int64(5))
                         withUnsafeBytes(of: &time) { b.put(6, bytes: $0) }
-                        var rx = UInt64(1234), tx = UInt64(5678)
+                        var rx = UInt64(1234)
+                        var tx = UInt64(5678)
                         withUnsafeBytes(of: &rx) { b.put(7, bytes: $0) }
                         withUnsafeBytes(of: &tx) { b.put(8, bytes: $0) }
                     }
@@ -79,7 +87,10 @@ import Glibc
         }) { attrs, _ in
             let peers = WireGuardNetlink.parsePeers(attrs)
             #expect(peers.count == 2)
-            #expect(peers.first == WireGuardKernelPeerStatus(publicKey: k1, endpoint: "203.0.113.9:51820", lastHandshake: 1_700_000_000, rxBytes: 1234, txBytes: 5678))
+            #expect(
+                peers.first
+                    == WireGuardKernelPeerStatus(
+                        publicKey: k1, endpoint: "203.0.113.9:51820", lastHandshake: 1_700_000_000, rxBytes: 1234, txBytes: 5678))
             #expect(peers.last?.lastHandshake == nil)
         }
     }

@@ -12,9 +12,15 @@ import TwillSystem
             for _ in 0..<64 {
                 group.addTask {
                     await lock.withLock {
-                        counts.value.withLock { $0.now += 1; $0.most = max($0.most, $0.now) }
+                        counts.value.withLock {
+                            $0.now += 1
+                            $0.most = max($0.most, $0.now)
+                        }
                         for _ in 0..<5 { await Task.yield() }
-                        counts.value.withLock { $0.now -= 1; $0.done += 1 }
+                        counts.value.withLock {
+                            $0.now -= 1
+                            $0.done += 1
+                        }
                     }
                 }
             }

@@ -1,6 +1,7 @@
 import Testing
 import TwillSystem
 import TwillTestSupport
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,7 +12,10 @@ import Glibc
         defer { fclose(f) }
         var out: [UInt8] = []
         var c = fgetc(f)
-        while c != EOF { out.append(UInt8(c)); c = fgetc(f) }
+        while c != EOF {
+            out.append(UInt8(c))
+            c = fgetc(f)
+        }
         return String(decoding: out, as: UTF8.self)
     }
 

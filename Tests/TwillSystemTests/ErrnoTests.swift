@@ -1,5 +1,6 @@
 import Testing
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif

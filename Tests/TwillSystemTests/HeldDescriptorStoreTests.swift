@@ -1,16 +1,17 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import Testing
 import TwillSystem
 import TwillTestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The holder a stopping agent leaves outside systemd: what it was given comes back to the
 /// next store opened in the same network namespace, once, and the same open file (a write on
 /// one end is read on the other). Runs in a network namespace of its own (the socket is
 /// abstract, so scoped by namespace).
-@Suite struct HeldDescriptorStoreTests {
+@Suite(.requiresRoot) struct HeldDescriptorStoreTests {
     @Test func aDescriptorGoesToTheHolderAndComesBack() async throws {
         try await withNamespaces(["\(uniqueTestPrefix())-held"]) { namespaces in
             let ns = namespaces[0]

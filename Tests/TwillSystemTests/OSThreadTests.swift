@@ -1,6 +1,7 @@
 import Synchronization
 import Testing
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif

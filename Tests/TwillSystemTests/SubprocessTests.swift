@@ -1,5 +1,6 @@
 import Testing
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -42,8 +43,9 @@ import Glibc
         var old = sigset_t()
         pthread_sigmask(SIG_BLOCK, &set, &old)
         defer { pthread_sigmask(SIG_SETMASK, &old, nil) }
-        let r = try Subprocess.run("/bin/sh", ["-c", "grep SigBlk /proc/self/status; echo \"$ONLY\"; env | wc -l"],
-                                   environment: ["ONLY": "this", "PATH": "/usr/bin:/bin"])
+        let r = try Subprocess.run(
+            "/bin/sh", ["-c", "grep SigBlk /proc/self/status; echo \"$ONLY\"; env | wc -l"],
+            environment: ["ONLY": "this", "PATH": "/usr/bin:/bin"])
         let lines = String(decoding: r.standardOutput, as: UTF8.self).split(separator: "\n").map { String($0).trimmingWhitespace() }
         #expect(lines.first == "SigBlk:\t0000000000000000".trimmingWhitespace())
         #expect(lines.dropFirst().first == "this")

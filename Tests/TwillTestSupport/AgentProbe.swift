@@ -5,7 +5,9 @@ public enum AgentProbe {
     /// GET `path` on the agent's health port inside `host`: (status, body); status 0 when
     /// nothing answered.
     public static func get(_ host: TestNamespace, port: Int, _ path: String) -> (status: Int, body: String) {
-        guard let out = try? host.exec("/usr/bin/curl", ["-s", "-m", "3", "-w", "\n%{http_code}", "http://127.0.0.1:\(port)\(path)"]) else { return (0, "") }
+        guard let out = try? host.exec("/usr/bin/curl", ["-s", "-m", "3", "-w", "\n%{http_code}", "http://127.0.0.1:\(port)\(path)"]) else {
+            return (0, "")
+        }
         let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
         return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
     }
@@ -18,7 +20,8 @@ public enum AgentProbe {
         for line in text.split(separator: "\n") where !line.hasPrefix("#") {
             let head = line.prefix { $0 != "{" && $0 != " " }
             guard head == name, label.isEmpty || line.contains(label),
-                  let v = line.split(separator: " ").last.flatMap({ Double($0) }) else { continue }
+                let v = line.split(separator: " ").last.flatMap({ Double($0) })
+            else { continue }
             total = (total ?? 0) + v
         }
         return total
@@ -27,7 +30,8 @@ public enum AgentProbe {
     /// User + system CPU seconds a process has used.
     public static func cpuSeconds(pid: Int32) -> Double? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         // After the command: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
         guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
@@ -39,8 +43,12 @@ public enum AgentProbe {
         let process: ChildProcess
 
         public init(from host: TestNamespace, source: String, to target: String, interval: Double, count: Int, logPath: String) throws {
-            process = try ChildProcess("/usr/sbin/ip", ["netns", "exec", host.name, "/usr/bin/ping", "-n", "-q", "-i", "\(interval)",
-                                                        "-W", "1", "-c", "\(count)", "-I", source, target], logPath: logPath)
+            process = try ChildProcess(
+                "/usr/sbin/ip",
+                [
+                    "netns", "exec", host.name, "/usr/bin/ping", "-n", "-q", "-i", "\(interval)",
+                    "-W", "1", "-c", "\(count)", "-I", source, target,
+                ], logPath: logPath)
         }
 
         /// Waits for it to finish (at most `timeout`): (sent, received).
@@ -62,9 +70,10 @@ extension TestCluster {
     /// The etcd lease ID attached to `key` (0 for none), read with etcdctl.
     public func leaseID(ofKey key: String) -> Int64? {
         guard let out = try? etcdctl(["get", key, "-w", "json"]),
-              let data = out.data(using: .utf8),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let kvs = json["kvs"] as? [[String: Any]], let kv = kvs.first else { return nil }
+            let data = out.data(using: .utf8),
+            let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let kvs = json["kvs"] as? [[String: Any]], let kv = kvs.first
+        else { return nil }
         return (kv["lease"] as? NSNumber)?.int64Value ?? 0
     }
 

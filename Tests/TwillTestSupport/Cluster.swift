@@ -53,12 +53,14 @@ public final class TestCluster: @unchecked Sendable {
             etcdEndpoint = "http://\(address):2379"
             try net.switchNamespace.ip("addr", "add", "\(address)/24", "dev", "br0")
         }
-        etcd = try ChildProcess("/usr/sbin/ip", [
-            "netns", "exec", net.switchNamespace.name, "/usr/bin/etcd", "--name", "twill-e2e", "--data-dir", dir + "/etcd",
-            "--listen-client-urls", etcdEndpoint, "--advertise-client-urls", etcdEndpoint,
-            "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-            "--initial-cluster", "twill-e2e=http://127.0.0.1:2380", "--log-level", "error",
-        ], logPath: dir + "/etcd.log")
+        etcd = try ChildProcess(
+            "/usr/sbin/ip",
+            [
+                "netns", "exec", net.switchNamespace.name, "/usr/bin/etcd", "--name", "twill-e2e", "--data-dir", dir + "/etcd",
+                "--listen-client-urls", etcdEndpoint, "--advertise-client-urls", etcdEndpoint,
+                "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+                "--initial-cluster", "twill-e2e=http://127.0.0.1:2380", "--log-level", "error",
+            ], logPath: dir + "/etcd.log")
         let deadline = ContinuousClock.now + .seconds(20)
         while (try? etcdctl(["endpoint", "health"])) == nil {
             guard ContinuousClock.now < deadline, etcd?.isRunning == true else {
@@ -101,9 +103,13 @@ public final class TestCluster: @unchecked Sendable {
         let binary = try twillBinary()
         let host = hosts[i]
         let env = environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        let p = try ChildProcess("/usr/sbin/ip", ["netns", "exec", host.name, binary, "agent", "--etcd-endpoints", etcdEndpoint,
-                                                  "--iface", net.interface, "--subnet-file", subnetFile(i), "--log-level", "debug"] + extra,
-                                 environment: env, logPath: dir + "/agent-h\(i + 1).\(Int.random(in: 0..<1_000_000)).log", gate: gate)
+        let p = try ChildProcess(
+            "/usr/sbin/ip",
+            [
+                "netns", "exec", host.name, binary, "agent", "--etcd-endpoints", etcdEndpoint,
+                "--iface", net.interface, "--subnet-file", subnetFile(i), "--log-level", "debug",
+            ] + extra,
+            environment: env, logPath: dir + "/agent-h\(i + 1).\(Int.random(in: 0..<1_000_000)).log", gate: gate)
         lock.lock()
         agents[i] = p
         lock.unlock()
@@ -116,8 +122,9 @@ public final class TestCluster: @unchecked Sendable {
         let link = try flanneldLink()
         var env = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
         env.merge(environment) { _, new in new }
-        let p = try ChildProcess("/usr/sbin/ip", ["netns", "exec", hosts[i].name, link] + arguments, environment: env,
-                                 logPath: dir + "/flanneld-h\(i + 1).\(Int.random(in: 0..<1_000_000)).log")
+        let p = try ChildProcess(
+            "/usr/sbin/ip", ["netns", "exec", hosts[i].name, link] + arguments, environment: env,
+            logPath: dir + "/flanneld-h\(i + 1).\(Int.random(in: 0..<1_000_000)).log")
         lock.lock()
         agents[i] = p
         lock.unlock()
@@ -178,7 +185,7 @@ public final class TestCluster: @unchecked Sendable {
         guard let text = try? String(contentsOfFile: subnetFile(i), encoding: .utf8) else { return nil }
         for line in text.split(separator: "\n") where line.hasPrefix("FLANNEL_IPV6_SUBNET=") {
             let value = line.dropFirst("FLANNEL_IPV6_SUBNET=".count)
-            guard value.hasSuffix("::1/64") else { return nil }  // the tests use /64 subnets
+            guard value.hasSuffix("::1/64") else { return nil } // the tests use /64 subnets
             return value.dropLast("1/64".count) + "/64"
         }
         return nil
@@ -221,8 +228,10 @@ public final class TestCluster: @unchecked Sendable {
 /// its own after the agents' hosts.
 /// With `ipv6`, the segment is dual stack (see ``withBridgedHosts(count:underlay:mtu:ipv6:ipv4:_:)``).
 /// With `ipv6Only`, the hosts and etcd have IPv6 addresses only.
-public func withCluster<T>(hosts: Int, underlay: String, etcdMembers: Int = 1, ipv6: Bool = false, ipv6Only: Bool = false,
-                           _ body: (TestCluster) async throws -> T) async throws -> T {
+public func withCluster<T>(
+    hosts: Int, underlay: String, etcdMembers: Int = 1, ipv6: Bool = false, ipv6Only: Bool = false,
+    _ body: (TestCluster) async throws -> T
+) async throws -> T {
     if ipv6Only {
         return try await withBridgedHosts(count: hosts, underlay: underlay, ipv6: true, ipv4: false) { net in
             let cluster = try TestCluster(net, underlay: underlay, ipv6Only: true)

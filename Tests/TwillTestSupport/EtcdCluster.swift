@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -10,7 +11,7 @@ import Glibc
 ///
 /// ``stop()`` (or `withEtcdCluster`) kills every member and removes every data directory,
 /// even when the test failed.
-public final class EtcdCluster: @unchecked Sendable {  // mutable state under `lock`
+public final class EtcdCluster: @unchecked Sendable { // mutable state under `lock`
     public struct Member: Sendable {
         public let name: String
         /// `http://host:port`.
@@ -60,11 +61,15 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
         for i in 0..<size {
             switch placement {
             case .loopback:
-                members.append(Member(name: "m\(i + 1)", clientURL: "http://127.0.0.1:\(try freePort())",
-                                      peerURL: "http://127.0.0.1:\(try freePort())", namespace: nil))
+                members.append(
+                    Member(
+                        name: "m\(i + 1)", clientURL: "http://127.0.0.1:\(try freePort())",
+                        peerURL: "http://127.0.0.1:\(try freePort())", namespace: nil))
             case .namespaces(let namespaces, let addresses):
-                members.append(Member(name: "m\(i + 1)", clientURL: "http://\(addresses[i]):2379",
-                                      peerURL: "http://\(addresses[i]):2380", namespace: namespaces[i]))
+                members.append(
+                    Member(
+                        name: "m\(i + 1)", clientURL: "http://\(addresses[i]):2379",
+                        peerURL: "http://\(addresses[i]):2380", namespace: namespaces[i]))
             }
         }
         let cluster = EtcdCluster(members: members, dir: dir, token: token, extraArguments: extraArguments)
@@ -82,15 +87,16 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
 
     private func launch(_ i: Int, state: String) throws {
         let m = members[i]
-        let args = [
-            "--name", m.name, "--data-dir", dataDirs[i],
-            "--listen-client-urls", m.clientURL, "--advertise-client-urls", m.clientURL,
-            "--listen-peer-urls", m.peerURL, "--initial-advertise-peer-urls", m.peerURL,
-            "--initial-cluster", initialCluster, "--initial-cluster-token", token,
-            "--initial-cluster-state", state, "--log-level", "error",
-            // Short raft timers keep elections quick on a loaded 2-core machine.
-            "--heartbeat-interval", "100", "--election-timeout", "1000",
-        ] + extraArguments
+        let args =
+            [
+                "--name", m.name, "--data-dir", dataDirs[i],
+                "--listen-client-urls", m.clientURL, "--advertise-client-urls", m.clientURL,
+                "--listen-peer-urls", m.peerURL, "--initial-advertise-peer-urls", m.peerURL,
+                "--initial-cluster", initialCluster, "--initial-cluster-token", token,
+                "--initial-cluster-state", state, "--log-level", "error",
+                // Short raft timers keep elections quick on a loaded 2-core machine.
+                "--heartbeat-interval", "100", "--election-timeout", "1000",
+            ] + extraArguments
         let log = "\(dir)/\(m.name).\(Int.random(in: 0..<1_000_000)).log"
         let p: ChildProcess
         if let ns = m.namespace {
@@ -147,11 +153,13 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
     public func leader() throws -> Int? {
         let out = try etcdctl(["endpoint", "status", "-w", "json"], endpoints: liveMembers.map { members[$0].clientURL })
         guard let data = out.data(using: .utf8),
-              let list = try JSONSerialization.jsonObject(with: data) as? [[String: Any]] else { return nil }
+            let list = try JSONSerialization.jsonObject(with: data) as? [[String: Any]]
+        else { return nil }
         for entry in list {
             guard let status = entry["Status"] as? [String: Any], let header = status["header"] as? [String: Any],
-                  let member = header["member_id"] as? NSNumber, let leader = status["leader"] as? NSNumber,
-                  member == leader, let endpoint = entry["Endpoint"] as? String else { continue }
+                let member = header["member_id"] as? NSNumber, let leader = status["leader"] as? NSNumber,
+                member == leader, let endpoint = entry["Endpoint"] as? String
+            else { continue }
             return members.firstIndex { $0.clientURL == endpoint }
         }
         return nil
@@ -178,7 +186,10 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
     /// SIGKILL; the data directory stays for ``restart(_:)``.
     public func kill9(_ i: Int) {
         let p = lock.withLock { () -> ChildProcess? in
-            defer { processes[i] = nil; frozen.remove(i) }
+            defer {
+                processes[i] = nil
+                frozen.remove(i)
+            }
             return processes[i]
         }
         p?.stop(signal: SIGKILL)
@@ -225,10 +236,14 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
         for i in members.indices { kill9(i) }
         for (i, m) in members.enumerated() {
             let newDir = "\(dir)/\(m.name)-restored-\(Int.random(in: 0..<1_000_000))"
-            try run("/usr/bin/etcdctl", ["snapshot", "restore", snapshot, "--name", m.name, "--data-dir", newDir,
-                                         "--initial-cluster", initialCluster, "--initial-cluster-token", token,
-                                         "--initial-advertise-peer-urls", m.peerURL],
-                    environment: ["ETCDCTL_API": "3"])
+            try run(
+                "/usr/bin/etcdctl",
+                [
+                    "snapshot", "restore", snapshot, "--name", m.name, "--data-dir", newDir,
+                    "--initial-cluster", initialCluster, "--initial-cluster-token", token,
+                    "--initial-advertise-peer-urls", m.peerURL,
+                ],
+                environment: ["ETCDCTL_API": "3"])
             lock.withLock { dataDirs[i] = newDir }
         }
         for i in members.indices { try launch(i, state: "existing") }
@@ -238,7 +253,10 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
     /// Kills every member (thawing frozen ones first) and removes every file.
     public func stop() {
         let all = lock.withLock { () -> [ChildProcess?] in
-            defer { processes = Array(repeating: nil, count: members.count); frozen = [] }
+            defer {
+                processes = Array(repeating: nil, count: members.count)
+                frozen = []
+            }
             return processes
         }
         for p in all.compactMap({ $0 }) {
@@ -252,8 +270,10 @@ public final class EtcdCluster: @unchecked Sendable {  // mutable state under `l
 }
 
 /// Runs `body` with a fresh cluster and stops it afterwards, even when `body` throws.
-public func withEtcdCluster<T>(size: Int = 3, placement: EtcdCluster.Placement = .loopback,
-                               _ body: (EtcdCluster) async throws -> T) async throws -> T {
+public func withEtcdCluster<T>(
+    size: Int = 3, placement: EtcdCluster.Placement = .loopback,
+    _ body: (EtcdCluster) async throws -> T
+) async throws -> T {
     let cluster = try await EtcdCluster.start(size: size, placement: placement)
     defer { cluster.stop() }
     return try await body(cluster)

@@ -2,6 +2,8 @@ import Foundation
 import Logging
 import Synchronization
 import TwillEtcd
+import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,7 +16,7 @@ public struct HarnessError: Error, CustomStringConvertible {
 
 /// A real etcd (Debian's etcd-server) on free loopback ports, with a throwaway data
 /// directory. Stop it with `stop()`; `withEtcd` does so even when the test fails.
-public final class EtcdServer: @unchecked Sendable {  // the Process is touched under `lock` only
+public final class EtcdServer: @unchecked Sendable { // the Process is touched under `lock` only
     public let endpoint: String
     public let clientPort: Int
     public let dataDir: String
@@ -89,18 +91,20 @@ public final class EtcdServer: @unchecked Sendable {  // the Process is touched 
         username: String? = nil, password: String? = nil,
         endpoints: [String]? = nil, requestTimeout: Duration = .seconds(5)
     ) throws -> EtcdClient {
-        try EtcdClient(EtcdConfiguration(
-            endpoints: endpoints ?? [endpoint], username: username, password: password,
-            caFile: tls?.caFile, certFile: tls?.clientCert, keyFile: tls?.clientKey,
-            connectTimeout: .seconds(2), requestTimeout: requestTimeout))
+        try EtcdClient(
+            EtcdConfiguration(
+                endpoints: endpoints ?? [endpoint], username: username, password: password,
+                caFile: tls?.caFile, certFile: tls?.clientCert, keyFile: tls?.clientKey,
+                connectTimeout: .seconds(2), requestTimeout: requestTimeout))
     }
 
     private func waitReady() async throws {
         var quiet = Logger(label: "twill.test.etcd-ready")
         quiet.logLevel = .critical
-        let c = try EtcdClient(EtcdConfiguration(
-            endpoints: [endpoint], caFile: tls?.caFile, certFile: tls?.clientCert, keyFile: tls?.clientKey,
-            connectTimeout: .seconds(1), requestTimeout: .seconds(2), logger: quiet))
+        let c = try EtcdClient(
+            EtcdConfiguration(
+                endpoints: [endpoint], caFile: tls?.caFile, certFile: tls?.clientCert, keyFile: tls?.clientKey,
+                connectTimeout: .seconds(1), requestTimeout: .seconds(2), logger: quiet))
         let deadline = ContinuousClock.now + .seconds(20)
         var last: any Error = HarnessError("etcd did not start")
         while ContinuousClock.now < deadline {
@@ -189,58 +193,30 @@ public func makeTempDir(prefix: String) throws -> String {
 }
 
 /// Runs a program to completion; throws with its output when it fails.
+///
+/// Through `Subprocess` (posix_spawn and waitpid), not Foundation's `Process`, whose
+/// `waitUntilExit` was seen to hang on a child that had already exited.
 @discardableResult
 public func run(_ path: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = arguments
     var env = ProcessInfo.processInfo.environment
     for (k, v) in environment { env[k] = v }
-    p.environment = env
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = out
-    if let input {
-        let inPipe = Pipe()
-        p.standardInput = inPipe
-        try p.run()
-        inPipe.fileHandleForWriting.write(Data(input.utf8))
-        try? inPipe.fileHandleForWriting.close()
-    } else {
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-    }
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    let text = String(decoding: data, as: UTF8.self)
-    guard p.terminationStatus == 0 else {
-        throw HarnessError("\(path) \(arguments.joined(separator: " ")) failed (\(p.terminationStatus)): \(text)")
+    let outcome = try Subprocess.run(path, arguments, environment: env, input: input.map { Array($0.utf8) })
+    // stdout then stderr: the callers search the text, they do not parse the interleaving.
+    let text = String(decoding: outcome.standardOutput + outcome.standardError, as: UTF8.self)
+    guard outcome.succeeded else {
+        throw HarnessError("\(path) \(arguments.joined(separator: " ")) failed (\(outcome.summary)): \(text)")
     }
     return text
 }
 
 /// Runs a program to completion and returns its exit status, stdout and stderr, whatever
 /// the status (for tests of how a command fails).
-public func runCapturing(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = arguments
-    if let environment { p.environment = environment }
-    // stderr goes through a file: reading two pipes in turn could block on the second.
-    let errPath = NSTemporaryDirectory() + "twill-test-stderr-\(UUID().uuidString)"
-    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-    defer { try? FileManager.default.removeItem(atPath: errPath) }
-    let out = Pipe()
-    guard let err = FileHandle(forWritingAtPath: errPath) else { throw HarnessError("cannot create \(errPath)") }
-    p.standardOutput = out
-    p.standardError = err
-    p.standardInput = FileHandle.nullDevice
-    try p.run()
-    try? err.close()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    let errData = FileManager.default.contents(atPath: errPath) ?? Data()
-    return (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+public func runCapturing(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (
+    status: Int32, stdout: String, stderr: String
+) {
+    let outcome = try Subprocess.run(path, arguments, environment: environment)
+    let status = outcome.signal.map { 128 + $0 } ?? outcome.status
+    return (status, String(decoding: outcome.standardOutput, as: UTF8.self), String(decoding: outcome.standardError, as: UTF8.self))
 }
 
 extension EtcdServer.TLSFiles {
@@ -249,17 +225,37 @@ extension EtcdServer.TLSFiles {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let ssl = "/usr/bin/openssl"
         func req(_ name: String, _ cn: String, _ ext: String) throws {
-            try run(ssl, ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/\(name).key", "-out", "\(dir)/\(name).csr", "-subj", "/CN=\(cn)"])
+            try run(
+                ssl,
+                [
+                    "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/\(name).key", "-out", "\(dir)/\(name).csr", "-subj",
+                    "/CN=\(cn)",
+                ])
             try ext.write(toFile: "\(dir)/\(name).ext", atomically: false, encoding: .utf8)
-            try run(ssl, ["x509", "-req", "-in", "\(dir)/\(name).csr", "-CA", "\(dir)/ca.crt", "-CAkey", "\(dir)/ca.key",
-                          "-CAcreateserial", "-out", "\(dir)/\(name).crt", "-days", "2", "-extfile", "\(dir)/\(name).ext"])
+            try run(
+                ssl,
+                [
+                    "x509", "-req", "-in", "\(dir)/\(name).csr", "-CA", "\(dir)/ca.crt", "-CAkey", "\(dir)/ca.key",
+                    "-CAcreateserial", "-out", "\(dir)/\(name).crt", "-days", "2", "-extfile", "\(dir)/\(name).ext",
+                ])
         }
-        try run(ssl, ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/ca.key", "-out", "\(dir)/ca.crt", "-days", "2", "-subj", "/CN=twill-test-ca"])
-        try run(ssl, ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/other.key", "-out", "\(dir)/other.crt", "-days", "2", "-subj", "/CN=twill-other-ca"])
+        try run(
+            ssl,
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/ca.key", "-out", "\(dir)/ca.crt", "-days", "2", "-subj",
+                "/CN=twill-test-ca",
+            ])
+        try run(
+            ssl,
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(dir)/other.key", "-out", "\(dir)/other.crt", "-days", "2",
+                "-subj", "/CN=twill-other-ca",
+            ])
         try req("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
         try req("client", "root", "extendedKeyUsage=clientAuth\n")
-        return .init(dir: dir, caFile: "\(dir)/ca.crt", serverCert: "\(dir)/server.crt", serverKey: "\(dir)/server.key",
-                     clientCert: "\(dir)/client.crt", clientKey: "\(dir)/client.key", otherCAFile: "\(dir)/other.crt")
+        return .init(
+            dir: dir, caFile: "\(dir)/ca.crt", serverCert: "\(dir)/server.crt", serverKey: "\(dir)/server.key",
+            clientCert: "\(dir)/client.crt", clientKey: "\(dir)/client.key", otherCAFile: "\(dir)/other.crt")
     }
 }
 
@@ -290,8 +286,12 @@ public final class ChildProcess: @unchecked Sendable {
         // child inherits that mask, and its children after it: a dockerd started so hands it
         // to every container, where busybox's ping then dies. Start from an empty mask.
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); g = sys.argv[1]; g and os.close(os.open(g, os.O_RDONLY)); os.execv(sys.argv[2], sys.argv[2:])",
-                             gate ?? "", path] + arguments
+        process.arguments =
+            [
+                "-c",
+                "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); g = sys.argv[1]; g and os.close(os.open(g, os.O_RDONLY)); os.execv(sys.argv[2], sys.argv[2:])",
+                gate ?? "", path,
+            ] + arguments
         if let environment { process.environment = environment }
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         self.logPath = logPath

@@ -100,8 +100,10 @@ public let ipv6Underlay = "2001:db8:1::"
 ///
 /// With `ipv6`, each host also gets `2001:db8:1::<i+1>/64` on eth0 (no DAD, so it is usable at
 /// once) and IPv6 forwarding on; with `ipv4: false`, no IPv4 address at all (an IPv6-only segment).
-public func withBridgedHosts<T>(count: Int, underlay: String = "198.51.100", mtu: Int = 1500, ipv6: Bool = false, ipv4: Bool = true,
-                                _ body: (BridgedHosts) async throws -> T) async throws -> T {
+public func withBridgedHosts<T>(
+    count: Int, underlay: String = "198.51.100", mtu: Int = 1500, ipv6: Bool = false, ipv4: Bool = true,
+    _ body: (BridgedHosts) async throws -> T
+) async throws -> T {
     precondition(underlay == "198.51.100" || underlay == "203.0.113", "underlay must be a documentation range")
     precondition(count >= 1 && count <= 50)
     let names = (0..<count).map { "h\($0 + 1)" } + ["sw"]

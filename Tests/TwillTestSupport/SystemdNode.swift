@@ -7,7 +7,9 @@ import TwillSystem
 public final class SystemdNode: @unchecked Sendable {
     public let dir: String
     static var script: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Scripts/systemd-node.sh").path
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(
+            "Scripts/systemd-node.sh"
+        ).path
     }
 
     /// Boots the node in `host`'s namespace with `binary` as /usr/local/bin/twill; its
@@ -56,7 +58,9 @@ public final class SystemdNode: @unchecked Sendable {
         let outcome = try Subprocess.run("/bin/bash", [script] + arguments, input: input.map { Array($0.utf8) })
         let out = String(decoding: outcome.standardOutput, as: UTF8.self)
         guard outcome.succeeded else {
-            throw HarnessError("systemd-node.sh \(arguments.prefix(3).joined(separator: " ")): \(outcome.summary): \(out)\(String(decoding: outcome.standardError, as: UTF8.self))")
+            throw HarnessError(
+                "systemd-node.sh \(arguments.prefix(3).joined(separator: " ")): \(outcome.summary): \(out)\(String(decoding: outcome.standardError, as: UTF8.self))"
+            )
         }
         return out
     }

@@ -38,8 +38,10 @@ public final class HostGWBackend: Backend {
     /// - Parameter mtu: flannel's `Backend.MTU` for FLANNEL_MTU (nil: the external interface's).
     /// - Parameter ipv6: the network has IPv6: the node needs a public IPv6 address.
     /// - Parameter ipv4: false for an IPv6-only network.
-    public init(netlink: Netlink, external: ExternalInterface, mtu: Int? = nil, ipv6: Bool = false, ipv4: Bool = true,
-                logger: Logger = Logger(label: "twill.backend.host-gw")) {
+    public init(
+        netlink: Netlink, external: ExternalInterface, mtu: Int? = nil, ipv6: Bool = false, ipv4: Bool = true,
+        logger: Logger = Logger(label: "twill.backend.host-gw")
+    ) {
         self.configuredMTU = mtu
         self.ipv6 = ipv6
         self.ipv4 = ipv4
@@ -58,14 +60,18 @@ public final class HostGWBackend: Backend {
     public func prepare() async throws -> BackendAdvert {
         let own = try KernelRoutes.ownAddresses(netlink, interfaceIndex: external.index)
         guard !ipv4 || own.contains(external.publicIP) else {
-            throw BackendError(backend: type, """
+            throw BackendError(
+                backend: type,
+                """
                 public IP \(external.publicIP) is not an address of interface \(external.name) \
                 (it has \(own.isEmpty ? "no IPv4 address" : own.map(\.description).joined(separator: ", "))): \
                 host-gw needs peers to reach this node directly, not through NAT; use vxlan or udp instead
                 """)
         }
         if ipv6, external.publicIPv6 == nil {
-            throw BackendError(backend: type, """
+            throw BackendError(
+                backend: type,
+                """
                 EnableIPv6 is set but interface \(external.name) has no global IPv6 address; \
                 give it one, pass --public-ipv6, or choose another interface with --iface
                 """)
@@ -73,7 +79,9 @@ public final class HostGWBackend: Backend {
         if ipv6, let v6 = external.publicIPv6 {
             let own6 = try KernelRoutes.ownAddresses6(netlink, interfaceIndex: external.index)
             guard own6.contains(v6) else {
-                throw BackendError(backend: type, """
+                throw BackendError(
+                    backend: type,
+                    """
                     public IPv6 address \(v6) is not an address of interface \(external.name) \
                     (it has \(own6.isEmpty ? "no IPv6 address" : own6.map(\.description).joined(separator: ", "))): \
                     host-gw needs peers to reach this node directly
@@ -107,21 +115,27 @@ public final class HostGWBackend: Backend {
         guard let local, let network6 = local.network6, let subnet6 = peer.subnet6 else { return nil }
         guard network6.contains(subnet6), subnet6 != local.subnet6 else { return nil }
         guard let via = peer.publicIPv6 else {
-            return .failure(BackendError(backend: type, "peer \(peer.subnet) leases \(subnet6) but has no PublicIPv6: its IPv6 subnet is not routed"))
+            return .failure(
+                BackendError(backend: type, "peer \(peer.subnet) leases \(subnet6) but has no PublicIPv6: its IPv6 subnet is not routed"))
         }
         guard onLink.contains(where: { $0.contains(via) }) else {
-            return .failure(BackendError(backend: type, """
-                peer \(subnet6) at \(via) is not directly reachable on \(external.name) \
-                (IPv6 on-link: \(onLink.isEmpty ? "nothing" : onLink.map(\.description).joined(separator: ", "))); \
-                host-gw needs all nodes on one L2 segment
-                """))
+            return .failure(
+                BackendError(
+                    backend: type,
+                    """
+                    peer \(subnet6) at \(via) is not directly reachable on \(external.name) \
+                    (IPv6 on-link: \(onLink.isEmpty ? "nothing" : onLink.map(\.description).joined(separator: ", "))); \
+                    host-gw needs all nodes on one L2 segment
+                    """))
         }
         return .success(Route6(destination: subnet6, gateway: via, outputInterface: external.index))
     }
 
     private func checkOnLink(_ peer: PeerLease, _ networks: [IPv4Network]) throws {
         guard networks.contains(where: { $0.contains(peer.publicIP) }) else {
-            throw BackendError(backend: type, """
+            throw BackendError(
+                backend: type,
+                """
                 peer \(peer.subnet) at \(peer.publicIP) is not directly reachable on \(external.name) \
                 (on-link: \(networks.isEmpty ? "nothing" : networks.map(\.description).joined(separator: ", "))); \
                 host-gw needs all nodes on one L2 segment
@@ -144,11 +158,13 @@ public final class HostGWBackend: Backend {
                 return
             }
             if st.local?.network6 != nil {
-                switch route6(for: peer, local: st.local, onLink: try KernelRoutes.onLinkNetworks6(netlink, interfaceIndex: external.index)) {
+                switch route6(for: peer, local: st.local, onLink: try KernelRoutes.onLinkNetworks6(netlink, interfaceIndex: external.index))
+                {
                 case .success(let r)?:
                     try netlink.replaceRoute6(r)
                     st.routes6[r.destination] = r
-                    logger.info("IPv6 route to peer added", metadata: ["peer": "\(r.destination)", "via": "\(r.gateway.map(\.description) ?? "-")"])
+                    logger.info(
+                        "IPv6 route to peer added", metadata: ["peer": "\(r.destination)", "via": "\(r.gateway.map(\.description) ?? "-")"])
                 case .failure(let e)?:
                     logger.warning("peer's IPv6 subnet not routed", metadata: ["peer": "\(peer.subnet)", "reason": "\(e.message)"])
                     // A route made for the lease's earlier value must not outlive it.

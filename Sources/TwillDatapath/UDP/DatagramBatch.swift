@@ -1,6 +1,7 @@
 import CTwillSystem
 import TwillAddress
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -51,11 +52,12 @@ final class DatagramBatch {
         }
     }
 
-
     /// Initializes a message addressed through `address` (IPv4, `port`, the host set per
     /// send) over `count` iovecs at `pieces`.
-    static func initializeMessage(_ message: UnsafeMutablePointer<twill_mmsghdr>, address: UnsafeMutablePointer<sockaddr_in>,
-                                  port: UInt16, pieces: UnsafeMutablePointer<iovec>, count: Int) {
+    static func initializeMessage(
+        _ message: UnsafeMutablePointer<twill_mmsghdr>, address: UnsafeMutablePointer<sockaddr_in>,
+        port: UInt16, pieces: UnsafeMutablePointer<iovec>, count: Int
+    ) {
         var sin = sockaddr_in()
         sin.sin_family = sa_family_t(AF_INET)
         sin.sin_port = port.bigEndian
@@ -64,8 +66,10 @@ final class DatagramBatch {
     }
 
     /// ``initializeMessage(_:address:port:pieces:count:)`` for an IPv6 name.
-    static func initializeMessage(_ message: UnsafeMutablePointer<twill_mmsghdr>, address6: UnsafeMutablePointer<sockaddr_in6>,
-                                  port: UInt16, pieces: UnsafeMutablePointer<iovec>, count: Int) {
+    static func initializeMessage(
+        _ message: UnsafeMutablePointer<twill_mmsghdr>, address6: UnsafeMutablePointer<sockaddr_in6>,
+        port: UInt16, pieces: UnsafeMutablePointer<iovec>, count: Int
+    ) {
         var sin6 = sockaddr_in6()
         sin6.sin6_family = sa_family_t(AF_INET6)
         sin6.sin6_port = port.bigEndian
@@ -74,8 +78,10 @@ final class DatagramBatch {
     }
 
     /// A message whose name is the socket address at `name` (of its type's size).
-    private static func initializeMessage<Name>(_ message: UnsafeMutablePointer<twill_mmsghdr>, name: UnsafeMutablePointer<Name>,
-                                                pieces: UnsafeMutablePointer<iovec>, count: Int) {
+    private static func initializeMessage<Name>(
+        _ message: UnsafeMutablePointer<twill_mmsghdr>, name: UnsafeMutablePointer<Name>,
+        pieces: UnsafeMutablePointer<iovec>, count: Int
+    ) {
         var header = msghdr()
         header.msg_name = UnsafeMutableRawPointer(name)
         header.msg_namelen = socklen_t(MemoryLayout<Name>.size)
@@ -141,8 +147,9 @@ final class DatagramBatch {
     func sourceAddress6(_ i: Int) -> IPv6Address {
         guard let addresses6 else { return .any }
         return withUnsafeBytes(of: addresses6[i].sin6_addr) { raw in
-            IPv6Address(high: UInt64(bigEndian: raw.loadUnaligned(as: UInt64.self)),
-                        low: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+            IPv6Address(
+                high: UInt64(bigEndian: raw.loadUnaligned(as: UInt64.self)),
+                low: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
         }
     }
 
@@ -163,12 +170,15 @@ final class DatagramBatch {
     /// the batch's port; WireGuard peers each listen on the port their lease names); with
     /// `segmentSize` > 0 and below `length`, cut into datagrams of that size (UDP_SEGMENT).
     @inline(__always)
-    func setOutgoing(_ i: Int, base: UnsafeMutableRawPointer, length: Int, addressNetworkOrder: UInt32, portNetworkOrder: UInt16? = nil,
-                     segmentSize: Int = 0) {
+    func setOutgoing(
+        _ i: Int, base: UnsafeMutableRawPointer, length: Int, addressNetworkOrder: UInt32, portNetworkOrder: UInt16? = nil,
+        segmentSize: Int = 0
+    ) {
         iovecs[i] = iovec(iov_base: base, iov_len: length)
         if let portNetworkOrder { addresses[i].sin_port = portNetworkOrder }
-        Self.address(messages + i, addresses + i, control: controls + i * Self.controlSpace,
-                     networkOrder: addressNetworkOrder, length: length, segmentSize: segmentSize)
+        Self.address(
+            messages + i, addresses + i, control: controls + i * Self.controlSpace,
+            networkOrder: addressNetworkOrder, length: length, segmentSize: segmentSize)
     }
 
     /// ``setOutgoing(_:base:length:addressNetworkOrder:portNetworkOrder:segmentSize:)`` to an
@@ -177,13 +187,17 @@ final class DatagramBatch {
     func setOutgoing(_ i: Int, base: UnsafeMutableRawPointer, length: Int, address6: IPv6Address, segmentSize: Int = 0) {
         iovecs[i] = iovec(iov_base: base, iov_len: length)
         guard let addresses6 else { return }
-        Self.address(messages + i, addresses6 + i, control: controls + i * Self.controlSpace, address6: address6, length: length, segmentSize: segmentSize)
+        Self.address(
+            messages + i, addresses6 + i, control: controls + i * Self.controlSpace, address6: address6, length: length,
+            segmentSize: segmentSize)
     }
 
     /// ``address(_:_:control:networkOrder:length:segmentSize:)`` for an IPv6 name.
     @inline(__always)
-    static func address(_ message: UnsafeMutablePointer<twill_mmsghdr>, _ address: UnsafeMutablePointer<sockaddr_in6>,
-                        control: UnsafeMutableRawPointer, address6: IPv6Address, length: Int, segmentSize: Int) {
+    static func address(
+        _ message: UnsafeMutablePointer<twill_mmsghdr>, _ address: UnsafeMutablePointer<sockaddr_in6>,
+        control: UnsafeMutableRawPointer, address6: IPv6Address, length: Int, segmentSize: Int
+    ) {
         withUnsafeMutableBytes(of: &address.pointee.sin6_addr) { raw in
             raw.storeBytes(of: address6.high.bigEndian, as: UInt64.self)
             raw.storeBytes(of: address6.low.bigEndian, toByteOffset: 8, as: UInt64.self)
@@ -209,8 +223,10 @@ final class DatagramBatch {
     /// > 0 and below `length` the kernel cuts it into datagrams of that size (UDP_SEGMENT,
     /// written into `control`, which has room for ``controlSpace`` bytes).
     @inline(__always)
-    static func address(_ message: UnsafeMutablePointer<twill_mmsghdr>, _ address: UnsafeMutablePointer<sockaddr_in>,
-                        control: UnsafeMutableRawPointer, networkOrder: UInt32, length: Int, segmentSize: Int) {
+    static func address(
+        _ message: UnsafeMutablePointer<twill_mmsghdr>, _ address: UnsafeMutablePointer<sockaddr_in>,
+        control: UnsafeMutableRawPointer, networkOrder: UInt32, length: Int, segmentSize: Int
+    ) {
         address.pointee.sin_addr.s_addr = networkOrder
         message.pointee.msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
         if segmentSize > 0 && segmentSize < length {
@@ -241,8 +257,10 @@ final class DatagramBatch {
     /// - Returns: how many messages were not sent, and whether a UDP_SEGMENT message was
     ///   refused with EIO (the route's device cannot segment).
     @inline(__always)
-    static func sendMessages(_ socket: any DatagramSocket, _ messages: UnsafeMutablePointer<twill_mmsghdr>, count: Int,
-                             stallBudget: inout Int32) -> (failed: Int, segmentationRefused: Bool) {
+    static func sendMessages(
+        _ socket: any DatagramSocket, _ messages: UnsafeMutablePointer<twill_mmsghdr>, count: Int,
+        stallBudget: inout Int32
+    ) -> (failed: Int, segmentationRefused: Bool) {
         var offset = 0
         var failed = 0
         var refused = false

@@ -3,7 +3,7 @@ import TwillAddress
 
 /// A block of UInt64 counters each written by a single thread and read by any, without
 /// locked instructions: the writer does a relaxed load and store, readers a relaxed load.
-final class CounterBlock: @unchecked Sendable {  // every access goes through the C atomics
+final class CounterBlock: @unchecked Sendable { // every access goes through the C atomics
     let base: UnsafeMutablePointer<UInt64>
     let count: Int
 
@@ -26,7 +26,7 @@ final class CounterBlock: @unchecked Sendable {  // every access goes through th
 /// Slots of an engine thread's ``CounterBlock``: drop reasons first, then these.
 enum ThreadCounter {
     static let dropCount = DropReason.allCases.count
-    static let packets = dropCount  // outbound: datagrams queued; inbound: packets written to the TUN
+    static let packets = dropCount // outbound: datagrams queued; inbound: packets written to the TUN
     static let bytes = dropCount + 1
     static let icmpSent = dropCount + 2
     static let size = dropCount + 3
@@ -43,7 +43,9 @@ enum PeerCounter {
     static let rxWrongDestination = 5
     static let rxTTLExpired = 6
     static let size = 7
-    static let rxDrops: [(DropReason, Int)] = [(.spoofedInnerSource, rxSpoofed), (.wrongInnerDestination, rxWrongDestination), (.ttlExpired, rxTTLExpired)]
+    static let rxDrops: [(DropReason, Int)] = [
+        (.spoofedInnerSource, rxSpoofed), (.wrongInnerDestination, rxWrongDestination), (.ttlExpired, rxTTLExpired),
+    ]
 }
 
 /// A value snapshot of a ``UDPEngine``'s counters (monotonic since the engine was made).

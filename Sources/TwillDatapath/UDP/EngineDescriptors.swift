@@ -1,8 +1,9 @@
+import CTwillSystem
 import Synchronization
 import TwillAddress
 import TwillNetlink
 import TwillSystem
-import CTwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,8 +49,10 @@ public final class EngineDescriptors: Sendable {
     /// An engine for `configuration` (not started), on the descriptors of the previous engine
     /// or run where they match, on new ones otherwise. The notes say what was taken over and
     /// what had to be made anew, and why, for the log.
-    func open(tunOffloads: Bool, address: IPv4Address, address6: IPv6Address?,
-              configuration: UDPEngineConfiguration) throws(SystemError) -> (engine: UDPEngine, notes: [String]) {
+    func open(
+        tunOffloads: Bool, address: IPv4Address, address6: IPv6Address?,
+        configuration: UDPEngineConfiguration
+    ) throws(SystemError) -> (engine: UDPEngine, notes: [String]) {
         var notes: [String] = []
         let previous = takePrevious()
         var tuns: [TUNDevice]
@@ -89,7 +92,7 @@ public final class EngineDescriptors: Sendable {
                 // SO_REUSEPORT always: queues share the port, and an agent started while the old
                 // one still runs can bind it before the old one lets go.
                 let socket = try Self.socket(address, wantedAddress6, port: port, reusePort: true)
-                port = socket.port  // port 0 (tests): the others join the port the first got
+                port = socket.port // port 0 (tests): the others join the port the first got
                 sockets.append(socket)
             }
             for (i, extra) in previous.sockets.enumerated().dropFirst(tuns.count) {
@@ -110,8 +113,9 @@ public final class EngineDescriptors: Sendable {
             tuns = []
             throw error
         }
-        let engine = UDPEngine(queues: zip(tuns, sockets).map { UDPEngineQueue(tun: $0, socket: $1) }, sendSockets: senders,
-                               configuration: configuration)
+        let engine = UDPEngine(
+            queues: zip(tuns, sockets).map { UDPEngineQueue(tun: $0, socket: $1) }, sendSockets: senders,
+            configuration: configuration)
         return (engine, notes)
     }
 
@@ -159,7 +163,10 @@ public final class EngineDescriptors: Sendable {
             for fd in held.tun + held.sockets { Glibc.close(fd) }
             held = ([], [])
         }
-        for name in kept.withLock({ names -> Set<String> in defer { names = [] }; return names }) { keeper.forget(name) }
+        for name in kept.withLock({ names -> Set<String> in
+            defer { names = [] }
+            return names
+        }) { keeper.forget(name) }
         for i in 0..<Self.maxQueues {
             guard let tun = keeper.take(tunName(i)) else { break }
             letGo(tun, name: tunName(i))
@@ -186,7 +193,9 @@ public final class EngineDescriptors: Sendable {
 
     // MARK: Internals
 
-    private static func socket(_ address: IPv4Address, _ address6: IPv6Address?, port: UInt16, reusePort: Bool) throws(SystemError) -> UDPSocket {
+    private static func socket(_ address: IPv4Address, _ address6: IPv6Address?, port: UInt16, reusePort: Bool) throws(SystemError)
+        -> UDPSocket
+    {
         if let address6 { return try UDPSocket(address6: address6, port: port, reusePort: reusePort) }
         return try UDPSocket(address: address, port: port, reusePort: reusePort)
     }
@@ -230,7 +239,8 @@ public final class EngineDescriptors: Sendable {
             }
             adopted = Array(adopted.prefix(count))
             while adopted.count < count, let more = try? TUNDevice(name: device, offloads: adopted[0].hasVirtioHeader, multiQueue: true),
-                  more.hasVirtioHeader == adopted[0].hasVirtioHeader {
+                more.hasVirtioHeader == adopted[0].hasVirtioHeader
+            {
                 adopted.append(more)
             }
             notes.append("took over \(previous.count) queue(s) of \(device) (now \(adopted.count))")

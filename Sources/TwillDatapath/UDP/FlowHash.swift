@@ -42,7 +42,8 @@ public enum FlowHash {
         let fragment = packet[6] & 0x3F != 0 || packet[7] != 0
         var ports: UInt32 = 0
         if !fragment, proto == 6 || proto == 17 || proto == 132 || proto == 136,
-           headerLength >= 20, packet.count >= headerLength + 4 {
+            headerLength >= 20, packet.count >= headerLength + 4
+        {
             let sp = UInt32(packet.loadUnaligned(fromByteOffset: headerLength, as: UInt16.self))
             let dp = UInt32(packet.loadUnaligned(fromByteOffset: headerLength + 2, as: UInt16.self))
             // Order-independent: (min, max) of the two ports.

@@ -26,13 +26,15 @@ public enum ICMPUnreachable {
     /// default) ICMP queries (echo, timestamp, information, address mask) are answered, so
     /// `ping` reports "Destination Net Unreachable". Pass false for flannel's exact rule.
     @inlinable
-    public static func shouldAnswer(_ header: IPv4Header, packet: UnsafeRawBufferPointer,
-                                    answeringQueries: Bool = true) -> Bool {
+    public static func shouldAnswer(
+        _ header: IPv4Header, packet: UnsafeRawBufferPointer,
+        answeringQueries: Bool = true
+    ) -> Bool {
         guard header.isFirstFragment else { return false }
         guard header.protocolNumber == IPv4Header.protocolICMP else { return true }
         guard answeringQueries, packet.count > header.headerLength else { return false }
         switch packet[header.headerLength] {
-        case 0, 8, 13, 14, 15, 16, 17, 18: return true  // echo reply/request, timestamp, info, mask
+        case 0, 8, 13, 14, 15, 16, 17, 18: return true // echo reply/request, timestamp, info, mask
         default: return false
         }
     }
@@ -46,7 +48,9 @@ public enum ICMPUnreachable {
         offending: UnsafeRawBufferPointer, header: IPv4Header, source: IPv4Address,
         into output: UnsafeMutableRawBufferPointer, answeringQueries: Bool = true
     ) -> Int {
-        guard shouldAnswer(header, packet: offending, answeringQueries: answeringQueries), let out = output.baseAddress, let inPtr = offending.baseAddress else { return 0 }
+        guard shouldAnswer(header, packet: offending, answeringQueries: answeringQueries), let out = output.baseAddress,
+            let inPtr = offending.baseAddress
+        else { return 0 }
         let quoted = min(header.headerLength + 8, offending.count)
         let length = 28 + quoted
         guard output.count >= length else { return 0 }
@@ -54,7 +58,7 @@ public enum ICMPUnreachable {
         out.storeBytes(of: 0x45, toByteOffset: 0, as: UInt8.self)
         out.storeBytes(of: 0, toByteOffset: 1, as: UInt8.self)
         out.storeBytes(of: UInt16(length).bigEndian, toByteOffset: 2, as: UInt16.self)
-        out.storeBytes(of: 0, toByteOffset: 4, as: UInt32.self)  // ID 0, flags/offset 0
+        out.storeBytes(of: 0, toByteOffset: 4, as: UInt32.self) // ID 0, flags/offset 0
         out.storeBytes(of: ttl, toByteOffset: 8, as: UInt8.self)
         out.storeBytes(of: IPv4Header.protocolICMP, toByteOffset: 9, as: UInt8.self)
         out.storeBytes(of: 0, toByteOffset: 10, as: UInt16.self)

@@ -41,14 +41,17 @@ public enum ICMPv6Unreachable {
     ///
     /// - Returns: the message length, or 0 when it is not to be answered or `output` is too short.
     @inlinable
-    public static func build(offending: UnsafeRawBufferPointer, header: IPv6Header, source: IPv6Address,
-                             into output: UnsafeMutableRawBufferPointer, answeringQueries: Bool = true) -> Int {
+    public static func build(
+        offending: UnsafeRawBufferPointer, header: IPv6Header, source: IPv6Address,
+        into output: UnsafeMutableRawBufferPointer, answeringQueries: Bool = true
+    ) -> Int {
         guard shouldAnswer(header, packet: offending, answeringQueries: answeringQueries),
-              let out = output.baseAddress, let inPtr = offending.baseAddress else { return 0 }
+            let out = output.baseAddress, let inPtr = offending.baseAddress
+        else { return 0 }
         let quoted = min(offending.count, maximumLength - IPv6Header.length - 8)
         let length = IPv6Header.length + 8 + quoted
         guard output.count >= length else { return 0 }
-        out.storeBytes(of: UInt32(0x6000_0000).bigEndian, as: UInt32.self)  // version 6, class 0, flow 0
+        out.storeBytes(of: UInt32(0x6000_0000).bigEndian, as: UInt32.self) // version 6, class 0, flow 0
         out.storeBytes(of: UInt16(8 + quoted).bigEndian, toByteOffset: 4, as: UInt16.self)
         out.storeBytes(of: IPv6Header.nextHeaderICMPv6, toByteOffset: 6, as: UInt8.self)
         out.storeBytes(of: hopLimit, toByteOffset: 7, as: UInt8.self)

@@ -73,7 +73,8 @@ public struct IPv4Header: Sendable, Equatable {
         let total = Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
         guard total == packet.count, total >= ihl else { throw .totalLengthMismatch }
         if verifyChecksum,
-           InternetChecksum.sum(UnsafeRawBufferPointer(start: p, count: ihl)) != 0xFFFF {
+            InternetChecksum.sum(UnsafeRawBufferPointer(start: p, count: ihl)) != 0xFFFF
+        {
             throw .badHeaderChecksum
         }
         headerLength = ihl

@@ -54,8 +54,9 @@ public struct IPv6Header: Sendable, Equatable {
     /// The address stored (network order) at `p`.
     @inlinable @inline(__always)
     public static func address(_ p: UnsafeRawPointer) -> IPv6Address {
-        IPv6Address(high: UInt64(bigEndian: p.loadUnaligned(as: UInt64.self)),
-                    low: UInt64(bigEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        IPv6Address(
+            high: UInt64(bigEndian: p.loadUnaligned(as: UInt64.self)),
+            low: UInt64(bigEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
     }
 
     /// Stores `address` (network order) at `p`.

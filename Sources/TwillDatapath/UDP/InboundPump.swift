@@ -1,5 +1,6 @@
 import CTwillSystem
 import TwillAddress
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -50,8 +51,9 @@ final class InboundPump {
         // WireGuard adds its header, padding and tag to each datagram.
         let overhead = configuration.wireGuard != nil ? 48 : 0
         ipv6Underlay = configuration.ipv6Underlay
-        batch = DatagramBatch(capacity: configuration.batchSize, slotSize: gro ? 65536 : configuration.maxPacketSize + overhead,
-                              port: configuration.peerPort, ipv6: ipv6Underlay)
+        batch = DatagramBatch(
+            capacity: configuration.batchSize, slotSize: gro ? 65536 : configuration.maxPacketSize + overhead,
+            port: configuration.peerPort, ipv6: ipv6Underlay)
         zeroHeader = .allocate(byteCount: 16, alignment: 16)
         zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
         aead = configuration.wireGuard != nil ? AEADContext() : nil
@@ -92,8 +94,11 @@ final class InboundPump {
     /// - Returns: true if the budget ran out with the last batch full (more may be
     ///   waiting), false once a batch came back short or empty.
     func run(budget: Int) -> Bool {
-        let socket = self.socket, gro = self.gro, virtio = self.virtio
-        let batch = self.batch, coalescer = self.coalescer
+        let socket = self.socket
+        let gro = self.gro
+        let virtio = self.virtio
+        let batch = self.batch
+        let coalescer = self.coalescer
         let counters = queue.rxCounters
         let peerOffset = queue.peerOffset
         let configuration = engine.configuration
@@ -107,8 +112,10 @@ final class InboundPump {
         /// Checks one datagram and passes it on (merged or as it is).
         // The snapshot is a parameter, not a capture: a captured variable that the loop
         // reassigns would be boxed, with an exclusivity check on every access.
-        @inline(__always) func deliver(_ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: RouteTable.Sender,
-                                       _ snapshot: EngineSnapshot) {
+        @inline(__always) func deliver(
+            _ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: RouteTable.Sender,
+            _ snapshot: EngineSnapshot
+        ) {
             if length > maxPacketSize {
                 counters.add(DropReason.oversize.rawValue)
                 return
@@ -149,8 +156,10 @@ final class InboundPump {
 
         /// ``deliver`` for an IPv6 inner packet (a dual-stack node): the same checks against
         /// the peers' and this node's IPv6 subnets, the hop limit for the TTL.
-        @inline(__always) func deliver6(_ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: RouteTable.Sender,
-                                        _ snapshot: EngineSnapshot) {
+        @inline(__always) func deliver6(
+            _ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: RouteTable.Sender,
+            _ snapshot: EngineSnapshot
+        ) {
             guard let localSubnet6 else {
                 counters.add(DropReason.notIPv4.rawValue)
                 return
@@ -164,7 +173,9 @@ final class InboundPump {
             }
             let check = checkSources ? snapshot.table.checkSender(outer, innerSource: header.source) : nil
             guard let peer = sender(check, outer, snapshot) else { return }
-            guard localSubnet6.contains(header.destination) else { return reject(.wrongInnerDestination, PeerCounter.rxWrongDestination, peer, snapshot) }
+            guard localSubnet6.contains(header.destination) else {
+                return reject(.wrongInnerDestination, PeerCounter.rxWrongDestination, peer, snapshot)
+            }
             guard IPv6Header.decrementHopLimit(slot) else { return reject(.ttlExpired, PeerCounter.rxTTLExpired, peer, snapshot) }
             accept(slot, length, peer, snapshot)
         }
@@ -193,8 +204,10 @@ final class InboundPump {
         }
 
         /// Passes one checked inner packet (from peer index `peer`, -1 if none) on.
-        @inline(__always) func forward(_ slot: UnsafeMutableRawPointer, _ length: Int, _ header: IPv4Header, _ peer: Int,
-                                       _ snapshot: EngineSnapshot) {
+        @inline(__always) func forward(
+            _ slot: UnsafeMutableRawPointer, _ length: Int, _ header: IPv4Header, _ peer: Int,
+            _ snapshot: EngineSnapshot
+        ) {
             // An IPv6-only node's IPv4 "subnet" is 0.0.0.0/0: it takes no IPv4 at all.
             guard localSubnet.prefixLength > 0, localSubnet.contains(header.destination) else {
                 return reject(.wrongInnerDestination, PeerCounter.rxWrongDestination, peer, snapshot)
@@ -205,8 +218,10 @@ final class InboundPump {
 
         /// One WireGuard datagram: a handshake message queued for the control thread, or a
         /// transport message opened in place and its inner packet forwarded.
-        @inline(__always) func openWireGuard(_ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: IPv4Address, _ port: UInt16,
-                                             _ snapshot: EngineSnapshot, _ plane: WireGuardPlane, _ aead: AEADContext) {
+        @inline(__always) func openWireGuard(
+            _ slot: UnsafeMutableRawPointer, _ length: Int, _ outer: IPv4Address, _ port: UInt16,
+            _ snapshot: EngineSnapshot, _ plane: WireGuardPlane, _ aead: AEADContext
+        ) {
             guard let type = WireGuardMessage.type(of: UnsafeRawBufferPointer(start: slot, count: length)) else {
                 counters.add(DropReason.malformed.rawValue)
                 return
@@ -234,12 +249,13 @@ final class InboundPump {
             let textLength = length - WireGuardMessage.keepaliveSize
             entry.activity.receivedAuthenticated(at: now, data: textLength > 0)
             if !entry.keypair.isInitiator, !entry.keypair.confirmed.load(ordering: .relaxed),
-               !entry.keypair.confirmed.exchange(true, ordering: .relaxed) {
+                !entry.keypair.confirmed.exchange(true, ordering: .relaxed)
+            {
                 // The initiator sends with the responder's new keypair: it may become current.
                 entry.activity.confirmedIndex.store(receiver, ordering: .relaxed)
                 plane.control.wake()
             }
-            if textLength == 0 { return }  // a keepalive
+            if textLength == 0 { return } // a keepalive
             let text = slot + WireGuardMessage.transportHeaderSize
             // The padding goes: the inner packet is as long as its header says.
             var packetLength = textLength

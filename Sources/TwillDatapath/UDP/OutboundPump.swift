@@ -1,5 +1,6 @@
 import CTwillSystem
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -82,8 +83,9 @@ final class OutboundPump {
         capacity = virtio ? max(configuration.batchSize, 128) : configuration.batchSize
         // WireGuard: header before, at most 15 bytes of padding and the tag after.
         ipv6Underlay = configuration.ipv6Underlay
-        batch = DatagramBatch(capacity: capacity, slotSize: configuration.maxPacketSize + (wireGuard ? 48 : 0), port: configuration.peerPort,
-                              ipv6: ipv6Underlay)
+        batch = DatagramBatch(
+            capacity: capacity, slotSize: configuration.maxPacketSize + (wireGuard ? 48 : 0), port: configuration.peerPort,
+            ipv6: ipv6Underlay)
         if gso {
             scatter = ScatterBatch(capacity: configuration.batchSize, port: configuration.peerPort, ipv6: ipv6Underlay)
             frames = ZeroedMemory.allocate(byteCount: Self.frameCount * Self.superSize)
@@ -117,8 +119,10 @@ final class OutboundPump {
 
     /// Validates, routes and TTL-decrements one packet from the TUN.
     @inline(__always)
-    private func classify(_ packet: UnsafeMutableRawBufferPointer, _ snapshot: EngineSnapshot,
-                          icmp: UnsafeMutableRawBufferPointer) -> Verdict {
+    private func classify(
+        _ packet: UnsafeMutableRawBufferPointer, _ snapshot: EngineSnapshot,
+        icmp: UnsafeMutableRawBufferPointer
+    ) -> Verdict {
         if packet.count > 0, packet[0] >> 4 == 6 { return classify6(packet, snapshot, icmp: icmp) }
         // An IPv6-only node carries no IPv4 (and has no IPv4 address to answer from).
         if engine.configuration.localSubnet.prefixLength == 0 { return .drop(.notIPv4) }
@@ -130,9 +134,10 @@ final class OutboundPump {
         }
         guard let peer = snapshot.table.lookup(header.destination) else {
             let configuration = engine.configuration
-            let n = ICMPUnreachable.build(offending: UnsafeRawBufferPointer(packet), header: header,
-                                          source: configuration.tunAddress, into: icmp,
-                                          answeringQueries: configuration.answerICMPQueries)
+            let n = ICMPUnreachable.build(
+                offending: UnsafeRawBufferPointer(packet), header: header,
+                source: configuration.tunAddress, into: icmp,
+                answeringQueries: configuration.answerICMPQueries)
             return n > 0 ? .answer(n) : .drop(.noRoute)
         }
         guard IPv4Header.decrementTTL(packet.baseAddress!) else { return .drop(.ttlExpired) }
@@ -142,15 +147,18 @@ final class OutboundPump {
     /// ``classify(_:_:icmp:)`` for an IPv6 packet: routed by the peers' IPv6 subnets on a
     /// dual-stack node, dropped as not IPv4 otherwise.
     @inline(__always)
-    private func classify6(_ packet: UnsafeMutableRawBufferPointer, _ snapshot: EngineSnapshot,
-                           icmp: UnsafeMutableRawBufferPointer) -> Verdict {
+    private func classify6(
+        _ packet: UnsafeMutableRawBufferPointer, _ snapshot: EngineSnapshot,
+        icmp: UnsafeMutableRawBufferPointer
+    ) -> Verdict {
         let configuration = engine.configuration
         guard let tunAddress6 = configuration.tunAddress6 else { return .drop(.notIPv4) }
         let header: IPv6Header
         do { header = try IPv6Header(parsing: UnsafeRawBufferPointer(packet)) } catch { return .drop(.malformed) }
         guard let peer = snapshot.table.lookup(header.destination) else {
-            let n = ICMPv6Unreachable.build(offending: UnsafeRawBufferPointer(packet), header: header, source: tunAddress6,
-                                            into: icmp, answeringQueries: configuration.answerICMPQueries)
+            let n = ICMPv6Unreachable.build(
+                offending: UnsafeRawBufferPointer(packet), header: header, source: tunAddress6,
+                into: icmp, answeringQueries: configuration.answerICMPQueries)
             return n > 0 ? .answer(n) : .drop(.noRoute)
         }
         guard IPv6Header.decrementHopLimit(packet.baseAddress!) else { return .drop(.ttlExpired) }
@@ -188,10 +196,13 @@ final class OutboundPump {
     /// Readies a packet the TUN handed over whole (no GSO): finishes a partial checksum and
     /// checks its size. False once it has been dropped and counted.
     @inline(__always)
-    private func finishSingle(_ packet: UnsafeMutableRawBufferPointer, _ header: VirtioNetHeader, limit: Int,
-                              _ counters: CounterBlock) -> Bool {
+    private func finishSingle(
+        _ packet: UnsafeMutableRawBufferPointer, _ header: VirtioNetHeader, limit: Int,
+        _ counters: CounterBlock
+    ) -> Bool {
         if header.flags & VirtioNetHeader.needsChecksum != 0,
-           !TCPSegmenter.finishChecksum(packet, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) {
+            !TCPSegmenter.finishChecksum(packet, start: Int(header.checksumStart), offset: Int(header.checksumOffset))
+        {
             counters.add(DropReason.malformed.rawValue)
             return false
         }
@@ -211,9 +222,14 @@ final class OutboundPump {
     ///   found it empty.
     func run(budget: Int) -> Bool {
         if gso, let scatter, let frames { return runGathered(budget: budget, scatter, frames) }
-        let tun = self.tun, virtio = self.virtio, capacity = self.capacity
-        let batch = self.batch, lengths = self.lengths, slotSender = self.slotSender
-        let superFrame = self.superFrame, superSize = Self.superSize
+        let tun = self.tun
+        let virtio = self.virtio
+        let capacity = self.capacity
+        let batch = self.batch
+        let lengths = self.lengths
+        let slotSender = self.slotSender
+        let superFrame = self.superFrame
+        let superSize = Self.superSize
         let counters = queue.txCounters
         let peerOffset = queue.peerOffset
         let headroom = self.headroom
@@ -246,7 +262,10 @@ final class OutboundPump {
                 let n = tun.readPacket(into: superFrame + 6, capacity: superSize - 6)
                 if n < 0 { return false }
                 reads += 1
-                guard n >= VirtioNetHeader.size else { counters.add(DropReason.malformed.rawValue); continue }
+                guard n >= VirtioNetHeader.size else {
+                    counters.add(DropReason.malformed.rawValue)
+                    continue
+                }
                 header = VirtioNetHeader(reading: superFrame + 6)
                 packet = UnsafeMutableRawBufferPointer(start: superFrame + 16, count: n - VirtioNetHeader.size)
             } else {
@@ -282,12 +301,14 @@ final class OutboundPump {
             }
             let segmentSize = Int(header.gsoSize)
             guard gsoType == VirtioNetHeader.gsoTCPv4 || gsoType == VirtioNetHeader.gsoTCPv6,
-                  let needed = TCPSegmenter.segmentCount(UnsafeRawBufferPointer(packet), segmentSize: segmentSize) else {
+                let needed = TCPSegmenter.segmentCount(UnsafeRawBufferPointer(packet), segmentSize: segmentSize)
+            else {
                 counters.add(DropReason.malformed.rawValue)
                 continue drain
             }
             if wireGuardGSO, let plane = snapshot.wireGuard, let aead,
-               let headerLengths = TCPSegmenter.headerLengths(UnsafeRawBufferPointer(packet)) {
+                let headerLengths = TCPSegmenter.headerLengths(UnsafeRawBufferPointer(packet))
+            {
                 // Sealed datagrams back to back, one UDP_SEGMENT message per run of them.
                 let full = headerLengths.ip + headerLengths.tcp + segmentSize
                 let stride = WireGuardMessage.keepaliveSize + WireGuardMessage.paddedLength(full, mtu: plane.mtu)
@@ -302,14 +323,17 @@ final class OutboundPump {
                     if queued == capacity || room < min(perMessage, needed - first) { flushQueued() }
                     let base = batch.slot(slotsUsed)
                     let made = TCPSegmenter.split(
-                        UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first, output: base + WireGuardMessage.transportHeaderSize,
+                        UnsafeRawBufferPointer(packet), segmentSize: segmentSize, first: first,
+                        output: base + WireGuardMessage.transportHeaderSize,
                         stride: stride, room: stride - WireGuardMessage.keepaliveSize, maxSegments: perMessage, lengths: lengths)
                     guard made > 0 else {
                         counters.add(DropReason.malformed.rawValue)
                         continue drain
                     }
                     slotSender[queued] = sender
-                    guard let bytes = sealRun(queued, base, stride, made, peer, plane, aead, destination, peerCounters, peerOffset, counters) else {
+                    guard
+                        let bytes = sealRun(queued, base, stride, made, peer, plane, aead, destination, peerCounters, peerOffset, counters)
+                    else {
                         // Staged for after the handshake; the next segments reuse the place.
                         first += made
                         continue
@@ -349,8 +373,12 @@ final class OutboundPump {
     /// userspace. Each read lands in a frame of its own; a frame is reused only after the
     /// messages pointing into it have been sent.
     private func runGathered(budget: Int, _ scatter: ScatterBatch, _ frames: UnsafeMutableRawPointer) -> Bool {
-        let tun = self.tun, frameSize = Self.superSize, frameCount = Self.frameCount
-        let capacity = scatter.capacity, lengths = self.lengths, slotSender = self.slotSender
+        let tun = self.tun
+        let frameSize = Self.superSize
+        let frameCount = Self.frameCount
+        let capacity = scatter.capacity
+        let lengths = self.lengths
+        let slotSender = self.slotSender
         let counters = queue.txCounters
         let peerOffset = queue.peerOffset
         let maxPacketSize = engine.configuration.maxPacketSize
@@ -378,14 +406,17 @@ final class OutboundPump {
         drain: while reads < budget && !refused {
             if framesUsed == frameCount || queued == capacity {
                 flushQueued(live: nil)
-                if refused { break }  // read nothing more for this mode: the copy path takes over
+                if refused { break } // read nothing more for this mode: the copy path takes over
             }
             let frameIndex = framesUsed
             let frame = frames + frameIndex * frameSize
             let n = tun.readPacket(into: frame + 6, capacity: frameSize - 6)
             if n < 0 { return false }
             reads += 1
-            guard n >= VirtioNetHeader.size else { counters.add(DropReason.malformed.rawValue); continue }
+            guard n >= VirtioNetHeader.size else {
+                counters.add(DropReason.malformed.rawValue)
+                continue
+            }
             let header = VirtioNetHeader(reading: frame + 6)
             let packet = UnsafeMutableRawBufferPointer(start: frame + 16, count: n - VirtioNetHeader.size)
             guard let peer = route(packet, snapshot, counters) else { continue drain }
@@ -412,8 +443,9 @@ final class OutboundPump {
             }
             let segmentSize = Int(header.gsoSize)
             guard gsoType == VirtioNetHeader.gsoTCPv4 || gsoType == VirtioNetHeader.gsoTCPv6,
-                  let needed = TCPSegmenter.segmentCount(UnsafeRawBufferPointer(packet), segmentSize: segmentSize),
-                  let headerLengths = TCPSegmenter.headerLengths(UnsafeRawBufferPointer(packet)) else {
+                let needed = TCPSegmenter.segmentCount(UnsafeRawBufferPointer(packet), segmentSize: segmentSize),
+                let headerLengths = TCPSegmenter.headerLengths(UnsafeRawBufferPointer(packet))
+            else {
                 counters.add(DropReason.malformed.rawValue)
                 continue drain
             }
@@ -453,10 +485,12 @@ final class OutboundPump {
                     bytes += lengths[k]
                 }
                 if ipv6Underlay {
-                    scatter.finish(queued, pieces: 2 * made, length: bytes, address6: snapshot.destinations6[peer], segmentSize: segmentLength)
+                    scatter.finish(
+                        queued, pieces: 2 * made, length: bytes, address6: snapshot.destinations6[peer], segmentSize: segmentLength)
                 } else {
-                    scatter.finish(queued, pieces: 2 * made, length: bytes, addressNetworkOrder: destination,
-                                   segmentSize: segmentLength)
+                    scatter.finish(
+                        queued, pieces: 2 * made, length: bytes, addressNetworkOrder: destination,
+                        segmentSize: segmentLength)
                 }
                 slotSender[queued] = sender
                 peerCounters.add(peerOffset + PeerCounter.txPackets, UInt64(made))
@@ -475,8 +509,10 @@ final class OutboundPump {
     /// first. False when they were dropped (and counted): WireGuard has no session keys for
     /// the peer yet.
     @inline(__always)
-    private func finishQueued(_ first: Int, _ slot: Int, _ count: Int, _ peer: Int, _ snapshot: EngineSnapshot, _ destination: UInt32,
-                              _ peerCounters: CounterBlock, _ peerOffset: Int, _ counters: CounterBlock) -> Bool {
+    private func finishQueued(
+        _ first: Int, _ slot: Int, _ count: Int, _ peer: Int, _ snapshot: EngineSnapshot, _ destination: UInt32,
+        _ peerCounters: CounterBlock, _ peerOffset: Int, _ counters: CounterBlock
+    ) -> Bool {
         if let plane = snapshot.wireGuard, let aead {
             return sealQueued(first, slot, count, peer, plane, aead, destination, peerCounters, peerOffset, counters)
         }
@@ -500,8 +536,10 @@ final class OutboundPump {
     /// A packet for a peer without session keys (a handshake is under way): kept for the
     /// control thread to send once it completes; the oldest staged one is dropped (and
     /// counted) when too many wait.
-    private func stage(_ packet: UnsafeRawBufferPointer, _ peer: Int, _ plane: WireGuardPlane, _ peerCounters: CounterBlock, _ peerOffset: Int,
-                       _ counters: CounterBlock) {
+    private func stage(
+        _ packet: UnsafeRawBufferPointer, _ peer: Int, _ plane: WireGuardPlane, _ peerCounters: CounterBlock, _ peerOffset: Int,
+        _ counters: CounterBlock
+    ) {
         guard let activity = plane.activity[peer] else {
             counters.add(DropReason.noSessionKeys.rawValue)
             return
@@ -529,8 +567,11 @@ final class OutboundPump {
         let text = message + WireGuardMessage.transportHeaderSize
         (text + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
         var piece = iovec(iov_base: text, iov_len: padded)
-        guard TransportCrypto.seal(context: aead, keypair: keypair, counter: keypair.nextCounter(), header: message,
-                                   pieces: &piece, count: 1, tag: text + padded) else { return nil }
+        guard
+            TransportCrypto.seal(
+                context: aead, keypair: keypair, counter: keypair.nextCounter(), header: message,
+                pieces: &piece, count: 1, tag: text + padded)
+        else { return nil }
         return WireGuardMessage.keepaliveSize + padded
     }
 
@@ -539,17 +580,22 @@ final class OutboundPump {
     /// False when nothing was queued: the packets were staged for a handshake, or (a cipher
     /// failure, which only a broken libcrypto causes) dropped and counted.
     @inline(__always)
-    private func sealQueued(_ first: Int, _ slot: Int, _ count: Int, _ peer: Int, _ plane: WireGuardPlane, _ aead: AEADContext,
-                            _ destination: UInt32, _ peerCounters: CounterBlock, _ peerOffset: Int, _ counters: CounterBlock) -> Bool {
+    private func sealQueued(
+        _ first: Int, _ slot: Int, _ count: Int, _ peer: Int, _ plane: WireGuardPlane, _ aead: AEADContext,
+        _ destination: UInt32, _ peerCounters: CounterBlock, _ peerOffset: Int, _ counters: CounterBlock
+    ) -> Bool {
         let now = EngineClock.now()
         guard let keypair = plane.sendKeypair(peer, now: now) else {
             for i in 0..<count {
-                stage(UnsafeRawBufferPointer(start: batch.slot(slot + i) + WireGuardMessage.transportHeaderSize, count: lengths[i]), peer, plane,
-                      peerCounters, peerOffset, counters)
+                stage(
+                    UnsafeRawBufferPointer(start: batch.slot(slot + i) + WireGuardMessage.transportHeaderSize, count: lengths[i]), peer,
+                    plane,
+                    peerCounters, peerOffset, counters)
             }
             return false
         }
-        let port = plane.ports[peer], mtu = plane.mtu
+        let port = plane.ports[peer]
+        let mtu = plane.mtu
         var bytes = 0
         for i in 0..<count {
             let base = batch.slot(slot + i)
@@ -571,14 +617,17 @@ final class OutboundPump {
     /// UDP_SEGMENT send cut every `stride` bytes. The message's length, or nil when nothing
     /// was queued (staged for a handshake, or a cipher failure on the first segment, counted).
     @inline(__always)
-    private func sealRun(_ message: Int, _ base: UnsafeMutableRawPointer, _ stride: Int, _ count: Int, _ peer: Int, _ plane: WireGuardPlane,
-                         _ aead: AEADContext, _ destination: UInt32, _ peerCounters: CounterBlock, _ peerOffset: Int,
-                         _ counters: CounterBlock) -> Int? {
+    private func sealRun(
+        _ message: Int, _ base: UnsafeMutableRawPointer, _ stride: Int, _ count: Int, _ peer: Int, _ plane: WireGuardPlane,
+        _ aead: AEADContext, _ destination: UInt32, _ peerCounters: CounterBlock, _ peerOffset: Int,
+        _ counters: CounterBlock
+    ) -> Int? {
         let now = EngineClock.now()
         guard let keypair = plane.sendKeypair(peer, now: now) else {
             for k in 0..<count {
-                stage(UnsafeRawBufferPointer(start: base + k * stride + WireGuardMessage.transportHeaderSize, count: lengths[k]), peer, plane,
-                      peerCounters, peerOffset, counters)
+                stage(
+                    UnsafeRawBufferPointer(start: base + k * stride + WireGuardMessage.transportHeaderSize, count: lengths[k]), peer, plane,
+                    peerCounters, peerOffset, counters)
             }
             return nil
         }
@@ -593,8 +642,9 @@ final class OutboundPump {
         // A cipher failure: a hole would shift every later datagram, so what came before it goes.
         if sealed < count { counters.add(DropReason.sendFailed.rawValue, UInt64(count - sealed)) }
         guard sealed > 0 else { return nil }
-        batch.setOutgoing(message, base: base, length: total, addressNetworkOrder: destination, portNetworkOrder: plane.ports[peer],
-                          segmentSize: stride)
+        batch.setOutgoing(
+            message, base: base, length: total, addressNetworkOrder: destination, portNetworkOrder: plane.ports[peer],
+            segmentSize: stride)
         plane.activity[peer]?.sentData(at: now)
         account(sealed, bytes, peerCounters, peerOffset, counters)
         return total
@@ -604,8 +654,10 @@ final class OutboundPump {
     /// failed), each run of messages with the same sending socket in one call (a flow's
     /// datagrams keep their order: they share a socket).
     @inline(__always)
-    private func flushRuns(_ count: Int, _ counters: CounterBlock, _ stallBudget: inout Int32,
-                           _ send: (any DatagramSocket, Int, Int, inout Int32) -> Int) {
+    private func flushRuns(
+        _ count: Int, _ counters: CounterBlock, _ stallBudget: inout Int32,
+        _ send: (any DatagramSocket, Int, Int, inout Int32) -> Int
+    ) {
         var start = 0
         while start < count {
             let index = slotSender[start]

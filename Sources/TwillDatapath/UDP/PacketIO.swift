@@ -1,5 +1,6 @@
 import CTwillSystem
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif

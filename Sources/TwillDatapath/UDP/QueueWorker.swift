@@ -1,4 +1,5 @@
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -39,14 +40,16 @@ enum QueueWorker {
         outboundBudget: Int = outboundBudget, inboundBudget: Int = inboundBudget, running: () -> Bool
     ) -> Bool {
         var fds: [pollfd] = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
-        let outboundIndex = outbound.map { pump in
-            fds.append(pollfd(fd: pump.fileDescriptor, events: Int16(POLLIN), revents: 0))
-            return fds.count - 1
-        } ?? -1
-        let inboundIndex = inbound.map { pump in
-            fds.append(pollfd(fd: pump.fileDescriptor, events: Int16(POLLIN), revents: 0))
-            return fds.count - 1
-        } ?? -1
+        let outboundIndex =
+            outbound.map { pump in
+                fds.append(pollfd(fd: pump.fileDescriptor, events: Int16(POLLIN), revents: 0))
+                return fds.count - 1
+            } ?? -1
+        let inboundIndex =
+            inbound.map { pump in
+                fds.append(pollfd(fd: pump.fileDescriptor, events: Int16(POLLIN), revents: 0))
+                return fds.count - 1
+            } ?? -1
         let count = nfds_t(fds.count)
         let closed = Int16(POLLNVAL)
         let tunGone = Int16(POLLERR | POLLNVAL | POLLHUP)
@@ -60,7 +63,8 @@ enum QueueWorker {
                 inbound?.refreshSnapshot()
                 continue
             }
-            var outboundReady = false, inboundReady = false
+            var outboundReady = false
+            var inboundReady = false
             if let outbound {
                 let events = fds[outboundIndex].revents
                 if events & tunGone != 0 { return false }
@@ -79,7 +83,8 @@ enum QueueWorker {
             // the download being received) must not wait until the busy side runs dry.
             var firstRound = true
             while (outboundReady || inboundReady) && running() {
-                let runOutbound = outboundReady || !firstRound, runInbound = inboundReady || !firstRound
+                let runOutbound = outboundReady || !firstRound
+                let runInbound = inboundReady || !firstRound
                 firstRound = false
                 outboundReady = false
                 inboundReady = false

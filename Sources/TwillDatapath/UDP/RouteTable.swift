@@ -86,7 +86,9 @@ public struct RouteTable: Sendable {
             return x.address < y.address
         }
         var groups6: [(maskHigh: UInt64, maskLow: UInt64, range: Range<Int>)] = []
-        var high: [UInt64] = [], low: [UInt64] = [], peers6: [Int32] = []
+        var high: [UInt64] = []
+        var low: [UInt64] = []
+        var peers6: [Int32] = []
         start = 0
         for (position, index) in byLength6.enumerated() {
             let subnet = unique[index].subnet6!
@@ -228,7 +230,8 @@ public struct RouteTable: Sendable {
     @inline(__always)
     private func check4(_ outer: IPv4Address, _ covers: (PeerLease) -> Bool) -> SenderCheck {
         guard var position = Self.lowerBound(senders, 0..<senders.count, outer.rawValue),
-              senders[position] == outer.rawValue else { return .unknownSender }
+            senders[position] == outer.rawValue
+        else { return .unknownSender }
         while position < senders.count, senders[position] == outer.rawValue {
             let index = Int(senderPeers[position])
             if covers(peers[index]) { return .peer(index) }
@@ -241,7 +244,8 @@ public struct RouteTable: Sendable {
     @inline(__always)
     public func peer(publicIP: IPv4Address) -> Int? {
         guard let position = Self.lowerBound(senders, 0..<senders.count, publicIP.rawValue),
-              senders[position] == publicIP.rawValue else { return nil }
+            senders[position] == publicIP.rawValue
+        else { return nil }
         return Int(senderPeers[position])
     }
 
@@ -255,7 +259,8 @@ public struct RouteTable: Sendable {
     /// the range's end.
     @inline(__always)
     private static func lowerBound(_ high: [UInt64], _ low: [UInt64], _ range: Range<Int>, _ keyHigh: UInt64, _ keyLow: UInt64) -> Int {
-        var lo = range.lowerBound, hi = range.upperBound
+        var lo = range.lowerBound
+        var hi = range.upperBound
         while lo < hi {
             let mid = (lo + hi) >> 1
             if high[mid] < keyHigh || (high[mid] == keyHigh && low[mid] < keyLow) { lo = mid + 1 } else { hi = mid }

@@ -1,6 +1,7 @@
 import CTwillSystem
 import TwillAddress
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -40,11 +41,13 @@ final class ScatterBatch {
         messages = .allocate(capacity: capacity)
         for i in 0..<capacity {
             if let addresses6 {
-                DatagramBatch.initializeMessage(messages + i, address6: addresses6 + i, port: port,
-                                                pieces: iovecs + i * Self.piecesPerMessage, count: 0)
+                DatagramBatch.initializeMessage(
+                    messages + i, address6: addresses6 + i, port: port,
+                    pieces: iovecs + i * Self.piecesPerMessage, count: 0)
             } else {
-                DatagramBatch.initializeMessage(messages + i, address: addresses + i, port: port,
-                                                pieces: iovecs + i * Self.piecesPerMessage, count: 0)
+                DatagramBatch.initializeMessage(
+                    messages + i, address: addresses + i, port: port,
+                    pieces: iovecs + i * Self.piecesPerMessage, count: 0)
             }
         }
     }
@@ -76,8 +79,9 @@ final class ScatterBatch {
     @inline(__always)
     func finish(_ i: Int, pieces: Int, length: Int, addressNetworkOrder: UInt32, segmentSize: Int) {
         messages[i].msg_hdr.msg_iovlen = pieces
-        DatagramBatch.address(messages + i, addresses + i, control: controls + i * DatagramBatch.controlSpace,
-                              networkOrder: addressNetworkOrder, length: length, segmentSize: segmentSize)
+        DatagramBatch.address(
+            messages + i, addresses + i, control: controls + i * DatagramBatch.controlSpace,
+            networkOrder: addressNetworkOrder, length: length, segmentSize: segmentSize)
     }
 
     /// ``finish(_:pieces:length:addressNetworkOrder:segmentSize:)`` to an IPv6 peer.
@@ -85,8 +89,9 @@ final class ScatterBatch {
     func finish(_ i: Int, pieces: Int, length: Int, address6: IPv6Address, segmentSize: Int) {
         messages[i].msg_hdr.msg_iovlen = pieces
         guard let addresses6 else { return }
-        DatagramBatch.address(messages + i, addresses6 + i, control: controls + i * DatagramBatch.controlSpace,
-                              address6: address6, length: length, segmentSize: segmentSize)
+        DatagramBatch.address(
+            messages + i, addresses6 + i, control: controls + i * DatagramBatch.controlSpace,
+            address6: address6, length: length, segmentSize: segmentSize)
     }
 
     /// Sends messages `start..<start + count` (see

@@ -76,7 +76,7 @@ final class TCPCoalescer {
         if first == 0x45 {
             guard p.load(fromByteOffset: 9, as: UInt8.self) == 6 else { return nil }
             let fragment = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
-            guard fragment & 0x3FFF == 0 else { return nil }  // MF clear, offset 0 (DF allowed)
+            guard fragment & 0x3FFF == 0 else { return nil } // MF clear, offset 0 (DF allowed)
             ip = 20
         } else if first >> 4 == 6 {
             guard length >= 60, p.load(fromByteOffset: 6, as: UInt8.self) == 6 else { return nil }
@@ -106,8 +106,9 @@ final class TCPCoalescer {
     @inline(__always)
     static func checksumIsValid(_ p: UnsafeRawPointer, _ length: Int, ip: Int = 20) -> Bool {
         let tcpLength = length - ip
-        let sum = InternetChecksum.add(pseudoHeaderSum(p, ip: ip, tcpLength: tcpLength),
-                                       InternetChecksum.sum(UnsafeRawBufferPointer(start: p + ip, count: tcpLength)))
+        let sum = InternetChecksum.add(
+            pseudoHeaderSum(p, ip: ip, tcpLength: tcpLength),
+            InternetChecksum.sum(UnsafeRawBufferPointer(start: p + ip, count: tcpLength)))
         return sum == 0xFFFF
     }
 
@@ -137,13 +138,17 @@ final class TCPCoalescer {
         }
         let pending = state.pointee
         guard !pending.closed, ip == pending.ipLength, ip + tcpHeader == pending.headerLength, payload <= pending.segmentSize,
-              sequence == pending.nextSequence, pending.length + payload <= Self.maximumLength,
-              pending.count < Self.maximumSegments, sameFlow(p) else { return false }
+            sequence == pending.nextSequence, pending.length + payload <= Self.maximumLength,
+            pending.count < Self.maximumSegments, sameFlow(p)
+        else { return false }
         pieces[1 + count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: p + state.pointee.headerLength), iov_len: payload)
         state.pointee.length += payload
         state.pointee.count += 1
         state.pointee.nextSequence = sequence &+ UInt32(payload)
-        if flags & 0x08 != 0 { state.pointee.sawPSH = true; state.pointee.closed = true }
+        if flags & 0x08 != 0 {
+            state.pointee.sawPSH = true
+            state.pointee.closed = true
+        }
         if payload < state.pointee.segmentSize { state.pointee.closed = true }
         return true
     }
@@ -156,20 +161,22 @@ final class TCPCoalescer {
         if state.pointee.ipLength == 40 { return sameFlow6(p, q) }
         // ToS (byte 1); DF (byte 6 high bits); TTL (8); addresses (12..<20).
         guard p.load(fromByteOffset: 1, as: UInt8.self) == q.load(fromByteOffset: 1, as: UInt8.self),
-              p.load(fromByteOffset: 6, as: UInt8.self) & 0x40 == q.load(fromByteOffset: 6, as: UInt8.self) & 0x40,
-              p.load(fromByteOffset: 8, as: UInt8.self) == q.load(fromByteOffset: 8, as: UInt8.self),
-              p.loadUnaligned(fromByteOffset: 12, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 12, as: UInt64.self),
-              // Ports (20..<24), ACK number (28..<32), data offset (32), window (34..<36).
-              p.loadUnaligned(fromByteOffset: 20, as: UInt32.self) == q.loadUnaligned(fromByteOffset: 20, as: UInt32.self),
-              p.loadUnaligned(fromByteOffset: 28, as: UInt32.self) == q.loadUnaligned(fromByteOffset: 28, as: UInt32.self),
-              p.load(fromByteOffset: 32, as: UInt8.self) == q.load(fromByteOffset: 32, as: UInt8.self),
-              p.loadUnaligned(fromByteOffset: 34, as: UInt16.self) == q.loadUnaligned(fromByteOffset: 34, as: UInt16.self)
+            p.load(fromByteOffset: 6, as: UInt8.self) & 0x40 == q.load(fromByteOffset: 6, as: UInt8.self) & 0x40,
+            p.load(fromByteOffset: 8, as: UInt8.self) == q.load(fromByteOffset: 8, as: UInt8.self),
+            p.loadUnaligned(fromByteOffset: 12, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 12, as: UInt64.self),
+            // Ports (20..<24), ACK number (28..<32), data offset (32), window (34..<36).
+            p.loadUnaligned(fromByteOffset: 20, as: UInt32.self) == q.loadUnaligned(fromByteOffset: 20, as: UInt32.self),
+            p.loadUnaligned(fromByteOffset: 28, as: UInt32.self) == q.loadUnaligned(fromByteOffset: 28, as: UInt32.self),
+            p.load(fromByteOffset: 32, as: UInt8.self) == q.load(fromByteOffset: 32, as: UInt8.self),
+            p.loadUnaligned(fromByteOffset: 34, as: UInt16.self) == q.loadUnaligned(fromByteOffset: 34, as: UInt16.self)
         else { return false }
         // Options (40..<headerLength) byte for byte (timestamps included, as Linux GRO).
         var offset = 40
         let headerLength = state.pointee.headerLength
         while offset < headerLength {
-            if p.loadUnaligned(fromByteOffset: offset, as: UInt32.self) != q.loadUnaligned(fromByteOffset: offset, as: UInt32.self) { return false }
+            if p.loadUnaligned(fromByteOffset: offset, as: UInt32.self) != q.loadUnaligned(fromByteOffset: offset, as: UInt32.self) {
+                return false
+            }
             offset += 4
         }
         return true
@@ -180,21 +187,23 @@ final class TCPCoalescer {
     @inline(__always)
     private func sameFlow6(_ p: UnsafeRawPointer, _ q: UnsafeRawPointer) -> Bool {
         guard p.loadUnaligned(as: UInt32.self) == q.loadUnaligned(as: UInt32.self),
-              p.load(fromByteOffset: 7, as: UInt8.self) == q.load(fromByteOffset: 7, as: UInt8.self),
-              p.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
-              p.loadUnaligned(fromByteOffset: 16, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 16, as: UInt64.self),
-              p.loadUnaligned(fromByteOffset: 24, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 24, as: UInt64.self),
-              p.loadUnaligned(fromByteOffset: 32, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 32, as: UInt64.self),
-              // Ports (40..<44), ACK number (48..<52), data offset (52), window (54..<56).
-              p.loadUnaligned(fromByteOffset: 40, as: UInt32.self) == q.loadUnaligned(fromByteOffset: 40, as: UInt32.self),
-              p.loadUnaligned(fromByteOffset: 48, as: UInt32.self) == q.loadUnaligned(fromByteOffset: 48, as: UInt32.self),
-              p.load(fromByteOffset: 52, as: UInt8.self) == q.load(fromByteOffset: 52, as: UInt8.self),
-              p.loadUnaligned(fromByteOffset: 54, as: UInt16.self) == q.loadUnaligned(fromByteOffset: 54, as: UInt16.self)
+            p.load(fromByteOffset: 7, as: UInt8.self) == q.load(fromByteOffset: 7, as: UInt8.self),
+            p.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+            p.loadUnaligned(fromByteOffset: 16, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 16, as: UInt64.self),
+            p.loadUnaligned(fromByteOffset: 24, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 24, as: UInt64.self),
+            p.loadUnaligned(fromByteOffset: 32, as: UInt64.self) == q.loadUnaligned(fromByteOffset: 32, as: UInt64.self),
+            // Ports (40..<44), ACK number (48..<52), data offset (52), window (54..<56).
+            p.loadUnaligned(fromByteOffset: 40, as: UInt32.self) == q.loadUnaligned(fromByteOffset: 40, as: UInt32.self),
+            p.loadUnaligned(fromByteOffset: 48, as: UInt32.self) == q.loadUnaligned(fromByteOffset: 48, as: UInt32.self),
+            p.load(fromByteOffset: 52, as: UInt8.self) == q.load(fromByteOffset: 52, as: UInt8.self),
+            p.loadUnaligned(fromByteOffset: 54, as: UInt16.self) == q.loadUnaligned(fromByteOffset: 54, as: UInt16.self)
         else { return false }
         var offset = 60
         let headerLength = state.pointee.headerLength
         while offset < headerLength {
-            if p.loadUnaligned(fromByteOffset: offset, as: UInt32.self) != q.loadUnaligned(fromByteOffset: offset, as: UInt32.self) { return false }
+            if p.loadUnaligned(fromByteOffset: offset, as: UInt32.self) != q.loadUnaligned(fromByteOffset: offset, as: UInt32.self) {
+                return false
+            }
             offset += 4
         }
         return true
@@ -233,9 +242,11 @@ final class TCPCoalescer {
         // finishes it per segment or verifies nothing (NEEDS_CSUM = checksum is ours to trust).
         let pseudo = Self.pseudoHeaderSum(packet, ip: ip, tcpLength: state.pointee.length - ip)
         packet.storeBytes(of: pseudo.bigEndian, toByteOffset: ip + 16, as: UInt16.self)
-        VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: ip == 40 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4,
-                        headerLength: UInt16(state.pointee.headerLength), gsoSize: UInt16(state.pointee.segmentSize),
-                        checksumStart: UInt16(ip), checksumOffset: 16).write(to: start)
+        VirtioNetHeader(
+            flags: VirtioNetHeader.needsChecksum, gsoType: ip == 40 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4,
+            headerLength: UInt16(state.pointee.headerLength), gsoSize: UInt16(state.pointee.segmentSize),
+            checksumStart: UInt16(ip), checksumOffset: 16
+        ).write(to: start)
         return result
     }
 }

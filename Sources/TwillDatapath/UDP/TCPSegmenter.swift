@@ -55,8 +55,9 @@ public enum TCPSegmenter {
         for i in first..<count {
             let segment = output + (i - first) * stride
             let (payload, chunk) = plan.payload(i)
-            plan.writeHeader(i, chunk: chunk, payloadSum: InternetChecksum.sum(UnsafeRawBufferPointer(start: payload, count: chunk)),
-                             into: segment)
+            plan.writeHeader(
+                i, chunk: chunk, payloadSum: InternetChecksum.sum(UnsafeRawBufferPointer(start: payload, count: chunk)),
+                into: segment)
             (segment + plan.headers).copyMemory(from: payload, byteCount: chunk)
             lengths[i - first] = plan.headers + chunk
         }
@@ -77,12 +78,14 @@ public enum TCPSegmenter {
         headers: UnsafeMutableRawPointer, headerStride: Int, maxSegments: Int, lengths: UnsafeMutablePointer<Int>
     ) -> Int {
         guard let plan = Plan(packet, segmentSize: segmentSize, first: first, room: headerStride + segmentSize),
-              plan.headers <= headerStride else { return 0 }
+            plan.headers <= headerStride
+        else { return 0 }
         let count = min(plan.total, first + maxSegments)
         for i in first..<count {
             let (payload, chunk) = plan.payload(i)
-            plan.writeHeader(i, chunk: chunk, payloadSum: InternetChecksum.sum(UnsafeRawBufferPointer(start: payload, count: chunk)),
-                             into: headers + (i - first) * headerStride)
+            plan.writeHeader(
+                i, chunk: chunk, payloadSum: InternetChecksum.sum(UnsafeRawBufferPointer(start: payload, count: chunk)),
+                into: headers + (i - first) * headerStride)
             lengths[i - first] = plan.headers + chunk
         }
         return count - first
@@ -109,8 +112,9 @@ public enum TCPSegmenter {
         @inline(__always)
         init?(_ packet: UnsafeRawBufferPointer, segmentSize: Int, first: Int, room: Int) {
             guard let (ipLength, tcpLength) = headerLengths(packet), let source = packet.baseAddress,
-                  let total = segmentCount(packet, segmentSize: segmentSize), first >= 0, first < total,
-                  ipLength + tcpLength + segmentSize <= room else { return nil }
+                let total = segmentCount(packet, segmentSize: segmentSize), first >= 0, first < total,
+                ipLength + tcpLength + segmentSize <= room
+            else { return nil }
             self.source = source
             self.ipLength = ipLength
             self.tcpLength = tcpLength
@@ -121,7 +125,8 @@ public enum TCPSegmenter {
             firstID = ipv6 ? 0 : UInt16(bigEndian: source.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
             firstSequence = UInt32(bigEndian: source.loadUnaligned(fromByteOffset: ipLength + 4, as: UInt32.self))
             flags = source.load(fromByteOffset: ipLength + 13, as: UInt8.self)
-            let addresses = ipv6 ? UnsafeRawBufferPointer(start: source + 8, count: 32) : UnsafeRawBufferPointer(start: source + 12, count: 8)
+            let addresses =
+                ipv6 ? UnsafeRawBufferPointer(start: source + 8, count: 32) : UnsafeRawBufferPointer(start: source + 12, count: 8)
             pseudo = InternetChecksum.add(InternetChecksum.sum(addresses), UInt16(protocolTCP))
         }
 
@@ -151,11 +156,12 @@ public enum TCPSegmenter {
             }
             // TCP: sequence, flags, checksum.
             let tcp = segment + ipLength
-            tcp.storeBytes(of: (firstSequence &+ UInt32(truncatingIfNeeded: i * segmentSize)).bigEndian,
-                           toByteOffset: 4, as: UInt32.self)
+            tcp.storeBytes(
+                of: (firstSequence &+ UInt32(truncatingIfNeeded: i * segmentSize)).bigEndian,
+                toByteOffset: 4, as: UInt32.self)
             var segmentFlags = flags
-            if i != total - 1 { segmentFlags &= ~0x09 }  // FIN, PSH: last segment only
-            if i != 0 { segmentFlags &= ~0x80 }  // CWR: first segment only
+            if i != total - 1 { segmentFlags &= ~0x09 } // FIN, PSH: last segment only
+            if i != 0 { segmentFlags &= ~0x80 } // CWR: first segment only
             tcp.storeBytes(of: segmentFlags, toByteOffset: 13, as: UInt8.self)
             tcp.storeBytes(of: 0, toByteOffset: 16, as: UInt16.self)
             let tcpSum = InternetChecksum.add(

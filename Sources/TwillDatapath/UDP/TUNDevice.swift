@@ -1,6 +1,7 @@
-import TwillSystem
 import CTwillSystem
 import Synchronization
+import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -62,7 +63,8 @@ public final class TUNDevice: PacketDevice {
         if offloads {
             let descriptor = try Self.open(name, flags: base | Self.IFF_VNET_HDR)
             if twill_ioctl_value(descriptor, Self.TUNSETOFFLOAD, Self.TUN_F_CSUM | Self.TUN_F_TSO4 | Self.TUN_F_TSO6) == 0
-                || twill_ioctl_value(descriptor, Self.TUNSETOFFLOAD, Self.TUN_F_CSUM | Self.TUN_F_TSO4) == 0 {
+                || twill_ioctl_value(descriptor, Self.TUNSETOFFLOAD, Self.TUN_F_CSUM | Self.TUN_F_TSO4) == 0
+            {
                 self.hasVirtioHeader = true
                 self.fd = Atomic(descriptor)
                 return
@@ -95,7 +97,8 @@ public final class TUNDevice: PacketDevice {
         var queues = [first]
         for _ in 1..<count {
             guard let next = try? TUNDevice(name: name, offloads: first.hasVirtioHeader, multiQueue: true),
-                  next.hasVirtioHeader == first.hasVirtioHeader else { break }
+                next.hasVirtioHeader == first.hasVirtioHeader
+            else { break }
             queues.append(next)
         }
         return queues
@@ -122,11 +125,14 @@ public final class TUNDevice: PacketDevice {
         var problems: [String] = []
         if found != name { problems.append("device \(found), not \(name)") }
         if !has(Self.IFF_TUN) || !has(Self.IFF_NO_PI) { problems.append("not a layer-3 TUN without packet information") }
-        if has(Self.IFF_MULTI_QUEUE) != multiQueue { problems.append(multiQueue ? "single-queue, several queues wanted" : "multi-queue, one queue wanted") }
+        if has(Self.IFF_MULTI_QUEUE) != multiQueue {
+            problems.append(multiQueue ? "single-queue, several queues wanted" : "multi-queue, one queue wanted")
+        }
         var virtio = has(Self.IFF_VNET_HDR)
         if virtio != offloads { problems.append(offloads ? "no virtio header, offloads wanted" : "virtio header, offloads not wanted") }
         if virtio, twill_ioctl_value(descriptor, Self.TUNSETOFFLOAD, Self.TUN_F_CSUM | Self.TUN_F_TSO4 | Self.TUN_F_TSO6) != 0,
-           twill_ioctl_value(descriptor, Self.TUNSETOFFLOAD, Self.TUN_F_CSUM | Self.TUN_F_TSO4) != 0 {
+            twill_ioctl_value(descriptor, Self.TUNSETOFFLOAD, Self.TUN_F_CSUM | Self.TUN_F_TSO4) != 0
+        {
             problems.append("the kernel refuses its offloads now")
             virtio = false
         }

@@ -1,14 +1,15 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Logging
 import Metrics
 import Synchronization
 import TwillAddress
 import TwillNetlink
 import TwillSystem
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -63,9 +64,11 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     ///   external interface's. (flannel's udp backend has no such key: Twill's own.)
     /// - Parameter ipv4: false for an IPv6-only network: datagrams go over IPv6 (from the
     ///   interface's IPv6 address to the peers' PublicIPv6), the TUN gets no IPv4 address or route.
-    public init(netlink: Netlink, external: ExternalInterface, tunName: String = "twill0", port: UInt16 = 8285,
-                checkSources: Bool = true, offloads: Bool = true, queues: Int? = nil, mtu: Int? = nil, ipv4: Bool = true,
-                keeper: any DescriptorKeeper = NoDescriptorKeeper(), logger: Logger = Logger(label: "twill.backend.udp")) {
+    public init(
+        netlink: Netlink, external: ExternalInterface, tunName: String = "twill0", port: UInt16 = 8285,
+        checkSources: Bool = true, offloads: Bool = true, queues: Int? = nil, mtu: Int? = nil, ipv4: Bool = true,
+        keeper: any DescriptorKeeper = NoDescriptorKeeper(), logger: Logger = Logger(label: "twill.backend.udp")
+    ) {
         self.descriptors = EngineDescriptors(device: tunName, keeper: keeper, netlink: netlink)
         self.outerMTU = mtu
         self.ipv4 = ipv4
@@ -106,7 +109,10 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// keeps the peers.
     public func start(local: LocalLease) async throws {
         let old = state.withLock { s -> UDPEngine? in
-            defer { s.engine = nil; s.local = local }
+            defer {
+                s.engine = nil
+                s.local = local
+            }
             return s.engine
         }
         if let old { descriptors.handBack(old) }
@@ -123,8 +129,13 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             engine.stop()
             return
         }
-        logger.info("udp backend up", metadata: ["tun": "\(tunName)", "mtu": "\(mtu)", "ipv6": "\(local.subnet6.map(\.description) ?? "-")", "listen": "\(listenAddress):\(port)", "tun_offloads": "\(engine.hasTUNOffloads)", "queues": "\(engine.queueCount)",
-                                           "udp_offloads": "\(offloads)"])
+        logger.info(
+            "udp backend up",
+            metadata: [
+                "tun": "\(tunName)", "mtu": "\(mtu)", "ipv6": "\(local.subnet6.map(\.description) ?? "-")",
+                "listen": "\(listenAddress):\(port)", "tun_offloads": "\(engine.hasTUNOffloads)", "queues": "\(engine.queueCount)",
+                "udp_offloads": "\(offloads)",
+            ])
     }
 
     /// Where the engine's sockets are bound, for messages.
@@ -136,8 +147,10 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             localSubnet: local.subnet, peerPort: port, checkSources: checkSources, udpOffloads: offloads, queues: queues,
             localSubnet6: local.network6 == nil ? nil : local.subnet6)
         configuration.ipv6Underlay = !ipv4
-        return try Self.startEngine(descriptors, configuration: configuration, offloads: offloads, external: external, netlink: netlink,
-                                    mtu: mtu, local: local, askedQueues: queues, backend: type, logger: logger) { engine, _ in
+        return try Self.startEngine(
+            descriptors, configuration: configuration, offloads: offloads, external: external, netlink: netlink,
+            mtu: mtu, local: local, askedQueues: queues, backend: type, logger: logger
+        ) { engine, _ in
             // Routes before the first packet: what queued in a kept TUN is forwarded, not refused.
             engine.update(peers: self.state.withLock { Array($0.peers.values) })
         }
@@ -148,15 +161,18 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// engine reads packets as soon as it starts), starts it and keeps its descriptors for the
     /// next run.
     /// Returns the engine and the TUN's index. Shared by the backends on the packet engine.
-    static func startEngine(_ descriptors: EngineDescriptors, configuration: UDPEngineConfiguration, offloads: Bool, external: ExternalInterface,
-                            netlink: Netlink, mtu: Int, local: LocalLease, askedQueues: Int?, backend: String, logger: Logger,
-                            configure: (UDPEngine, Int32) throws -> Void = { _, _ in }) throws -> (UDPEngine, Int32) {
+    static func startEngine(
+        _ descriptors: EngineDescriptors, configuration: UDPEngineConfiguration, offloads: Bool, external: ExternalInterface,
+        netlink: Netlink, mtu: Int, local: LocalLease, askedQueues: Int?, backend: String, logger: Logger,
+        configure: (UDPEngine, Int32) throws -> Void = { _, _ in }
+    ) throws -> (UDPEngine, Int32) {
         let name = descriptors.device
         let listen = configuration.ipv6Underlay ? "[\(external.localIPv6.map(\.description) ?? "::")]" : "\(external.localIP)"
         let engine: UDPEngine
         do {
-            let opened = try descriptors.open(tunOffloads: offloads, address: external.localIP, address6: external.localIPv6,
-                                              configuration: configuration)
+            let opened = try descriptors.open(
+                tunOffloads: offloads, address: external.localIP, address6: external.localIPv6,
+                configuration: configuration)
             engine = opened.engine
             for note in opened.notes { logger.notice("\(note)", metadata: ["tun": "\(name)"]) }
         } catch {
@@ -171,8 +187,9 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             throw BackendError(backend: backend, "cannot configure \(name): \(error)")
         }
         if let asked = askedQueues, engine.queueCount < asked {
-            logger.warning("fewer packet queues than asked (the kernel refused a multi-queue TUN or more queues)",
-                           metadata: ["tun": "\(name)", "asked": "\(asked)", "got": "\(engine.queueCount)"])
+            logger.warning(
+                "fewer packet queues than asked (the kernel refused a multi-queue TUN or more queues)",
+                metadata: ["tun": "\(name)", "asked": "\(asked)", "got": "\(engine.queueCount)"])
         }
         do { try engine.start() } catch {
             descriptors.handBack(engine)
@@ -193,8 +210,9 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         // An IPv6-only lease's IPv4 part is 0.0.0.0/0: no IPv4 address, and never a default route.
         let ipv4 = local.subnet.prefixLength > 0
         // A device kept from an earlier run holds its addresses already (perhaps an older subnet's).
-        try KernelAddresses.ensureExactly(netlink, index: index, family: AF_INET,
-                                          ipv4 ? [InterfaceAddress(interfaceIndex: index, address: local.subnet.address, prefixLength: 32)] : [])
+        try KernelAddresses.ensureExactly(
+            netlink, index: index, family: AF_INET,
+            ipv4 ? [InterfaceAddress(interfaceIndex: index, address: local.subnet.address, prefixLength: 32)] : [])
         // ICMP net unreachable comes from the TUN's own address; without accept_local the
         // kernel would drop it as a martian.
         try? Syscall.setSysctl("net/ipv4/conf/\(name)/accept_local", "1")
@@ -206,8 +224,11 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             try? Syscall.setSysctl("net/ipv6/conf/\(name)/router_solicitations", "0")
             try? Syscall.setSysctl("net/ipv6/conf/\(name)/disable_ipv6", "0")
             if !link.isUp { try netlink.setLinkUp(index: index) }
-            try KernelAddresses.ensureExactly(netlink, index: index, family: AF_INET6, [
-                InterfaceAddress(interfaceIndex: index, address: .v6(subnet6.address), prefixLength: 128, flags: InterfaceAddress.noDAD)])
+            try KernelAddresses.ensureExactly(
+                netlink, index: index, family: AF_INET6,
+                [
+                    InterfaceAddress(interfaceIndex: index, address: .v6(subnet6.address), prefixLength: 128, flags: InterfaceAddress.noDAD)
+                ])
             try netlink.replaceRoute6(networkRoute6(network6, index: index))
         }
         if !link.isUp { try netlink.setLinkUp(index: index) }
@@ -222,8 +243,10 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// The device side of a reconcile, for a backend on a device of its own (udp's TUN,
     /// wireguard's): the reason it must be rebuilt (gone, or `damage`), or nil once it is up
     /// again and the network's route is back.
-    static func repairDevice(_ netlink: Netlink, name: String, index: Int32, network: IPv4Network, network6: IPv6Network? = nil,
-                             damage: String?, backend: String, logger: Logger) throws -> String? {
+    static func repairDevice(
+        _ netlink: Netlink, name: String, index: Int32, network: IPv4Network, network6: IPv6Network? = nil,
+        damage: String?, backend: String, logger: Logger
+    ) throws -> String? {
         let link = try? netlink.link(index: index)
         if let reason = damage ?? (link?.name == name ? nil : "device \(name) is gone") { return reason }
         if let link, !link.isUp {
@@ -233,10 +256,13 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         }
         // The only other kernel state: the network route through the device.
         // An IPv6-only network's IPv4 overlay is 0.0.0.0/0: nothing of it is routed.
-        var failures = network.prefixLength == 0 ? []
+        var failures =
+            network.prefixLength == 0
+            ? []
             : KernelRoutes.reconcile(netlink, network: network, desired: [networkRoute(network, index: index)], logger: logger)
         if let network6 {
-            failures += KernelRoutes.reconcile6(netlink, network: network6, desired: [networkRoute6(network6, index: index)], logger: logger)
+            failures += KernelRoutes.reconcile6(
+                netlink, network: network6, desired: [networkRoute6(network6, index: index)], logger: logger)
         }
         if !failures.isEmpty { throw BackendError(backend: backend, "reconcile: \(failures.joined(separator: "; "))") }
         return nil
@@ -244,8 +270,10 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     /// Whether a kernel change touches a backend's own device `name` (index `index`) or the
     /// network's route.
-    static func deviceNeedsReconcile(_ change: NetlinkChange, name: String, index: Int32, network: IPv4Network,
-                                     network6: IPv6Network? = nil) -> Bool {
+    static func deviceNeedsReconcile(
+        _ change: NetlinkChange, name: String, index: Int32, network: IPv4Network,
+        network6: IPv6Network? = nil
+    ) -> Bool {
         switch change {
         case .routeRemoved(let r), .routeAdded(let r):
             return network.prefixLength > 0 && (r.destination == network || r.outputInterface == index)
@@ -278,7 +306,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     public func peerAdded(_ peer: PeerLease) async throws {
         guard Self.isUDPPeer(peer) else {
-            logger.debug("ignoring a peer of another backend", metadata: ["subnet": "\(peer.subnet)", "backend": "\(peer.backendType ?? "")"])
+            logger.debug(
+                "ignoring a peer of another backend", metadata: ["subnet": "\(peer.subnet)", "backend": "\(peer.backendType ?? "")"])
             return
         }
         apply { $0[peer.key] = peer }
@@ -296,8 +325,10 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             current = Dictionary(peers.filter(Self.isUDPPeer).map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         }
         guard let (index, local) = state.withLock({ s in s.local.map { (s.tunIndex, $0) } }) else { return }
-        if let damage = try Self.repairDevice(netlink, name: tunName, index: index, network: local.network, network6: local.network6,
-                                              damage: damage(), backend: type, logger: logger) {
+        if let damage = try Self.repairDevice(
+            netlink, name: tunName, index: index, network: local.network, network6: local.network6,
+            damage: damage(), backend: type, logger: logger)
+        {
             logger.warning("udp data path broken; rebuilding it", metadata: ["reason": "\(damage)", "tun": "\(tunName)"])
             try await start(local: local)
             Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "udp_engine")]).increment()
@@ -346,8 +377,9 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         var t = BackendTraffic(device: tunName)
         guard let c = counters() else { return t }
         for p in c.peers {
-            let traffic = BackendTraffic.Peer(txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes,
-                                      drops: Dictionary(uniqueKeysWithValues: p.drops.map { ("\($0.key)", $0.value) }))
+            let traffic = BackendTraffic.Peer(
+                txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes,
+                drops: Dictionary(uniqueKeysWithValues: p.drops.map { ("\($0.key)", $0.value) }))
             // An IPv6-only peer (IPv4 part 0.0.0.0/0) is known by its IPv6 subnet.
             if p.subnet.prefixLength == 0, let subnet6 = p.subnet6 { t.peers6[subnet6] = traffic } else { t.peers[p.subnet] = traffic }
         }
@@ -380,8 +412,9 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             return c.failedThreads > logged
         }
         if newlyFailed {
-            logger.error("udp packet threads ended on an error; the engine is rebuilt at the next reconcile",
-                         metadata: ["tun": "\(tunName)", "failed_threads": "\(c.failedThreads)"])
+            logger.error(
+                "udp packet threads ended on an error; the engine is rebuilt at the next reconcile",
+                metadata: ["tun": "\(tunName)", "failed_threads": "\(c.failedThreads)"])
         }
     }
 }

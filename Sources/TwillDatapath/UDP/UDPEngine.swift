@@ -1,7 +1,8 @@
-import TwillSystem
 import CTwillSystem
 import Synchronization
 import TwillAddress
+import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -57,11 +58,13 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     /// again: on a 2-CPU node one queue carried as much as two or more (docs/performance.md).
     public static var defaultQueues: Int { max(1, onlineCPUs / 2) }
 
-    public init(localSubnet: IPv4Network, tunAddress: IPv4Address? = nil,
-                peerPort: UInt16 = UDPSocket.defaultPort, checkSources: Bool = true,
-                batchSize: Int = 64, maxPacketSize: Int = 9216, udpOffloads: Bool = true,
-                answerICMPQueries: Bool = true, queues: Int? = nil, threadsPerQueue: Int = 1,
-                localSubnet6: IPv6Network? = nil) {
+    public init(
+        localSubnet: IPv4Network, tunAddress: IPv4Address? = nil,
+        peerPort: UInt16 = UDPSocket.defaultPort, checkSources: Bool = true,
+        batchSize: Int = 64, maxPacketSize: Int = 9216, udpOffloads: Bool = true,
+        answerICMPQueries: Bool = true, queues: Int? = nil, threadsPerQueue: Int = 1,
+        localSubnet6: IPv6Network? = nil
+    ) {
         self.localSubnet6 = localSubnet6
         self.tunAddress6 = localSubnet6?.address
         self.queues = max(1, queues ?? Self.defaultQueues)
@@ -96,7 +99,7 @@ public struct WireGuardEngineOptions: Sendable, Equatable {
 }
 
 /// The routes and per-peer counters the packet threads see: immutable, replaced whole.
-final class EngineSnapshot: @unchecked Sendable {  // immutable after init; counters are atomics
+final class EngineSnapshot: @unchecked Sendable { // immutable after init; counters are atomics
     let generation: UInt64
     let table: RouteTable
     /// Per peer index: its counters and its PublicIP in network order (ready for sockaddr).
@@ -206,7 +209,12 @@ public final class UDPEngine: Sendable {
         if !stoppedCleanly && isRunning { failedThreads.add(1, ordering: .relaxed) }
     }
 
-    private struct PeerKey: Hashable { var subnet: IPv4Network; var publicIP: IPv4Address; var subnet6: IPv6Network?; var publicIPv6: IPv6Address? }
+    private struct PeerKey: Hashable {
+        var subnet: IPv4Network
+        var publicIP: IPv4Address
+        var subnet6: IPv6Network?
+        var publicIPv6: IPv6Address?
+    }
     private struct State {
         var generation: UInt64 = 0
         var peerCounters: [PeerKey: CounterBlock] = [:]
@@ -255,10 +263,11 @@ public final class UDPEngine: Sendable {
         self.queues = queues.enumerated().map { EngineQueue(index: $0.offset, tun: $0.element.tun, socket: $0.element.socket) }
         self.sendSockets = sendSockets.isEmpty ? [queues[0].socket] : sendSockets
         var configuration = configuration
-        configuration.queues = queues.count  // what runs, not what was asked for
+        configuration.queues = queues.count // what runs, not what was asked for
         self.configuration = configuration
-        let initial = EngineSnapshot(generation: 0, table: RouteTable(peers: []), counters: [],
-                                     wireGuard: Self.plane(RouteTable(peers: []), .empty, configuration))
+        let initial = EngineSnapshot(
+            generation: 0, table: RouteTable(peers: []), counters: [],
+            wireGuard: Self.plane(RouteTable(peers: []), .empty, configuration))
         current = Atomic(UInt(bitPattern: Unmanaged.passRetained(initial).toOpaque()))
     }
 
@@ -273,8 +282,10 @@ public final class UDPEngine: Sendable {
     ///   opened is closed.
     ///
     /// With `configuration.ipv6Underlay` the sockets are IPv6 ones bound to `address6`.
-    public static func open(tunName: String, tunOffloads: Bool, address: IPv4Address, address6: IPv6Address? = nil,
-                            configuration: UDPEngineConfiguration) throws(SystemError) -> UDPEngine {
+    public static func open(
+        tunName: String, tunOffloads: Bool, address: IPv4Address, address6: IPv6Address? = nil,
+        configuration: UDPEngineConfiguration
+    ) throws(SystemError) -> UDPEngine {
         func socket(port: UInt16, reusePort: Bool) throws(SystemError) -> UDPSocket {
             if configuration.ipv6Underlay {
                 guard let address6 else { throw SystemError("an IPv6 underlay needs an IPv6 address to bind", errno: EINVAL) }
@@ -290,7 +301,7 @@ public final class UDPEngine: Sendable {
             var port = configuration.peerPort
             for _ in tuns {
                 let socket = try socket(port: port, reusePort: shared)
-                port = socket.port  // port 0 (tests): the others join the port the first got
+                port = socket.port // port 0 (tests): the others join the port the first got
                 sockets.append(socket)
             }
             // WireGuard sends from the listening port (peers answer and roam to it).
@@ -304,8 +315,9 @@ public final class UDPEngine: Sendable {
             for s in sockets + senders { s.close() }
             throw error
         }
-        return UDPEngine(queues: zip(tuns, sockets).map { UDPEngineQueue(tun: $0, socket: $1) },
-                         sendSockets: senders, configuration: configuration)
+        return UDPEngine(
+            queues: zip(tuns, sockets).map { UDPEngineQueue(tun: $0, socket: $1) },
+            sendSockets: senders, configuration: configuration)
     }
 
     deinit {
@@ -333,8 +345,9 @@ public final class UDPEngine: Sendable {
 
     static func plane(_ table: RouteTable, _ keys: WireGuardKeyTable, _ configuration: UDPEngineConfiguration) -> WireGuardPlane? {
         configuration.wireGuard.map {
-            WireGuardPlane(table: table, keys: keys, control: $0.control, rejectAfter: $0.rejectAfter.nanoseconds, mtu: $0.mtu,
-                           defaultPort: configuration.peerPort)
+            WireGuardPlane(
+                table: table, keys: keys, control: $0.control, rejectAfter: $0.rejectAfter.nanoseconds, mtu: $0.mtu,
+                defaultPort: configuration.peerPort)
         }
     }
 
@@ -351,8 +364,9 @@ public final class UDPEngine: Sendable {
             return block
         }
         state.peerCounters = kept
-        let snapshot = EngineSnapshot(generation: state.generation, table: table, counters: counters,
-                                      wireGuard: Self.plane(table, state.keys, configuration))
+        let snapshot = EngineSnapshot(
+            generation: state.generation, table: table, counters: counters,
+            wireGuard: Self.plane(table, state.keys, configuration))
         let bits = UInt(bitPattern: Unmanaged.passRetained(snapshot).toOpaque())
         let old = current.exchange(bits, ordering: .sequentiallyConsistent)
         state.retired.append(Unmanaged<EngineSnapshot>.fromOpaque(UnsafeRawPointer(bitPattern: old)!).takeRetainedValue())
@@ -367,8 +381,9 @@ public final class UDPEngine: Sendable {
         }
         var oldestInUse = UInt64.max
         for queue in queues {
-            oldestInUse = min(oldestInUse, queue.seenByTx.load(ordering: .sequentiallyConsistent),
-                              queue.seenByRx.load(ordering: .sequentiallyConsistent))
+            oldestInUse = min(
+                oldestInUse, queue.seenByTx.load(ordering: .sequentiallyConsistent),
+                queue.seenByRx.load(ordering: .sequentiallyConsistent))
         }
         state.retired.removeAll { $0.generation < oldestInUse }
     }
@@ -405,26 +420,38 @@ public final class UDPEngine: Sendable {
                 // Each pump is made on the thread that runs it: it is that thread's alone.
                 for queue in queues {
                     if split {
-                        state.threads.append(try OSThread.spawn(name: "twill-tx\(queue.index)") { [self] in
-                            defer { queue.seenByTx.store(.max, ordering: .sequentiallyConsistent) }
-                            noteExit(QueueWorker.serve(outbound: OutboundPump(engine: self, queue: queue), inbound: InboundPump?.none,
-                                                       wakeFD: wake) { isRunning })
-                        })
-                        state.threads.append(try OSThread.spawn(name: "twill-rx\(queue.index)") { [self] in
-                            defer { queue.seenByRx.store(.max, ordering: .sequentiallyConsistent) }
-                            noteExit(QueueWorker.serve(outbound: OutboundPump?.none, inbound: InboundPump(engine: self, queue: queue),
-                                                       wakeFD: wake) { isRunning })
-                        })
+                        state.threads.append(
+                            try OSThread.spawn(name: "twill-tx\(queue.index)") { [self] in
+                                defer { queue.seenByTx.store(.max, ordering: .sequentiallyConsistent) }
+                                noteExit(
+                                    QueueWorker.serve(
+                                        outbound: OutboundPump(engine: self, queue: queue), inbound: InboundPump?.none,
+                                        wakeFD: wake
+                                    ) { isRunning })
+                            })
+                        state.threads.append(
+                            try OSThread.spawn(name: "twill-rx\(queue.index)") { [self] in
+                                defer { queue.seenByRx.store(.max, ordering: .sequentiallyConsistent) }
+                                noteExit(
+                                    QueueWorker.serve(
+                                        outbound: OutboundPump?.none, inbound: InboundPump(engine: self, queue: queue),
+                                        wakeFD: wake
+                                    ) { isRunning })
+                            })
                     } else {
-                        state.threads.append(try OSThread.spawn(name: "twill-q\(queue.index)") { [self] in
-                            // A thread that is gone holds no snapshot: let reclamation ignore it.
-                            defer {
-                                queue.seenByTx.store(.max, ordering: .sequentiallyConsistent)
-                                queue.seenByRx.store(.max, ordering: .sequentiallyConsistent)
-                            }
-                            noteExit(QueueWorker.serve(outbound: OutboundPump(engine: self, queue: queue),
-                                                       inbound: InboundPump(engine: self, queue: queue), wakeFD: wake) { isRunning })
-                        })
+                        state.threads.append(
+                            try OSThread.spawn(name: "twill-q\(queue.index)") { [self] in
+                                // A thread that is gone holds no snapshot: let reclamation ignore it.
+                                defer {
+                                    queue.seenByTx.store(.max, ordering: .sequentiallyConsistent)
+                                    queue.seenByRx.store(.max, ordering: .sequentiallyConsistent)
+                                }
+                                noteExit(
+                                    QueueWorker.serve(
+                                        outbound: OutboundPump(engine: self, queue: queue),
+                                        inbound: InboundPump(engine: self, queue: queue), wakeFD: wake
+                                    ) { isRunning })
+                            })
                     }
                 }
             } catch {
@@ -491,7 +518,9 @@ public final class UDPEngine: Sendable {
         let queueCount = queues.count
         let peers: [UDPEngineCounters.Peer] = state.withLock { state in
             // Under the lock no update can retire the current snapshot.
-            let snapshot = Unmanaged<EngineSnapshot>.fromOpaque(UnsafeRawPointer(bitPattern: current.load(ordering: .sequentiallyConsistent))!).takeUnretainedValue()
+            let snapshot = Unmanaged<EngineSnapshot>.fromOpaque(
+                UnsafeRawPointer(bitPattern: current.load(ordering: .sequentiallyConsistent))!
+            ).takeUnretainedValue()
             return zip(snapshot.table.peers, snapshot.counters).map { peer, block in
                 func sum(_ slot: Int) -> UInt64 {
                     (0..<queueCount).reduce(0) { $0 + block.load($1 * PeerCounter.size + slot) }

@@ -1,7 +1,8 @@
-import TwillSystem
 import CTwillSystem
 import Synchronization
 import TwillAddress
+import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -35,20 +36,25 @@ public final class UDPSocket: DatagramSocket {
     ///   - reusePort: set SO_REUSEPORT before binding, so several sockets (one per engine
     ///     queue) share the port and the kernel spreads arriving datagrams over them by
     ///     4-tuple hash. Only sockets of the same effective user may join the group.
-    public convenience init(address: IPv4Address = .any, port: UInt16 = UDPSocket.defaultPort,
-                            bufferBytes: Int = 4 << 20, reusePort: Bool = false) throws(SystemError) {
+    public convenience init(
+        address: IPv4Address = .any, port: UInt16 = UDPSocket.defaultPort,
+        bufferBytes: Int = 4 << 20, reusePort: Bool = false
+    ) throws(SystemError) {
         try self.init(address: address, address6: nil, port: port, bufferBytes: bufferBytes, reusePort: reusePort)
     }
 
     /// An IPv6 socket (IPV6_V6ONLY) bound to `address6`: the udp engine over an IPv6 underlay.
-    public convenience init(address6: IPv6Address, port: UInt16 = UDPSocket.defaultPort,
-                            bufferBytes: Int = 4 << 20, reusePort: Bool = false) throws(SystemError) {
+    public convenience init(
+        address6: IPv6Address, port: UInt16 = UDPSocket.defaultPort,
+        bufferBytes: Int = 4 << 20, reusePort: Bool = false
+    ) throws(SystemError) {
         try self.init(address: .any, address6: address6, port: port, bufferBytes: bufferBytes, reusePort: reusePort)
     }
 
     private init(address: IPv4Address, address6: IPv6Address?, port: UInt16, bufferBytes: Int, reusePort: Bool) throws(SystemError) {
         let family = address6 == nil ? AF_INET : AF_INET6
-        let s = socket(family, Int32(Glibc.SOCK_DGRAM.rawValue) | Int32(Glibc.SOCK_NONBLOCK.rawValue) | Int32(Glibc.SOCK_CLOEXEC.rawValue), 0)
+        let s = socket(
+            family, Int32(Glibc.SOCK_DGRAM.rawValue) | Int32(Glibc.SOCK_NONBLOCK.rawValue) | Int32(Glibc.SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { throw SystemError("socket") }
         func fail(_ what: String) -> SystemError {
             let error = SystemError(what)
@@ -71,10 +77,14 @@ public final class UDPSocket: DatagramSocket {
         if let address6 {
             var on: Int32 = 1
             _ = setsockopt(s, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &on, len)
-            guard let port6 = Self.bind(s, UDPSocket.makeAddress6(address6, port), port: \.sin6_port) else { throw fail("bind [\(address6)]:\(port)") }
+            guard let port6 = Self.bind(s, UDPSocket.makeAddress6(address6, port), port: \.sin6_port) else {
+                throw fail("bind [\(address6)]:\(port)")
+            }
             boundPort = port6
         } else {
-            guard let port4 = Self.bind(s, UDPSocket.makeAddress(address, port), port: \.sin_port) else { throw fail("bind \(address):\(port)") }
+            guard let port4 = Self.bind(s, UDPSocket.makeAddress(address, port), port: \.sin_port) else {
+                throw fail("bind \(address):\(port)")
+            }
             boundPort = port4
         }
         self.address = address
@@ -97,7 +107,9 @@ public final class UDPSocket: DatagramSocket {
         }
         var storage = sockaddr_in6()
         var size = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        let named = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &size) } }
+        let named = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &size) }
+        }
         guard named == 0 else { throw SystemError("getsockname on the kept socket") }
         let bound: String
         let boundPort: UInt16
@@ -123,7 +135,9 @@ public final class UDPSocket: DatagramSocket {
         matches = matches && (port == 0 || port == boundPort)
         guard matches else {
             let wanted = address6.map { "[\($0)]" } ?? "\(address)"
-            throw SystemError("kept socket is \(type == Int32(Glibc.SOCK_DGRAM.rawValue) ? "UDP" : "not UDP") bound to \(bound), not \(wanted):\(port)", errno: EINVAL)
+            throw SystemError(
+                "kept socket is \(type == Int32(Glibc.SOCK_DGRAM.rawValue) ? "UDP" : "not UDP") bound to \(bound), not \(wanted):\(port)",
+                errno: EINVAL)
         }
         Syscall.makeNonBlockingCloseOnExec(descriptor)
         self.address = address
@@ -140,7 +154,9 @@ public final class UDPSocket: DatagramSocket {
         var sin = UDPSocket.makeAddress(address, port)
         let n = withUnsafePointer(to: &sin) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { addr in
-                Syscall.retryOnInterrupt { sendto(fileDescriptor, payload.baseAddress, payload.count, 0, addr, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                Syscall.retryOnInterrupt {
+                    sendto(fileDescriptor, payload.baseAddress, payload.count, 0, addr, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
         }
         if n >= 0 { return true }
@@ -210,7 +226,9 @@ public final class UDPSocket: DatagramSocket {
         let rc = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(s, $0, size) } }
         guard rc == 0 else { return nil }
         var boundLength = size
-        let got = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &boundLength) } }
+        let got = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &boundLength) }
+        }
         guard got == 0 else { return nil }
         return UInt16(bigEndian: address[keyPath: port])
     }

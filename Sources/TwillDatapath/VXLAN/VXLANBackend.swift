@@ -1,13 +1,14 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Logging
 import Synchronization
 import TwillAddress
 import TwillNetlink
 import TwillSystem
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -87,7 +88,7 @@ public final class VXLANBackend: Backend {
 
     private struct Programmed: Equatable {
         var publicIP: IPAddress
-        var mac: MACAddress?  // nil when routed directly
+        var mac: MACAddress? // nil when routed directly
     }
 
     /// - Parameters:
@@ -100,9 +101,11 @@ public final class VXLANBackend: Backend {
     ///   - mtu: flannel's `Backend.MTU`, the outer (underlay) MTU; the device gets 50 less.
     ///     nil: the external interface's.
     ///   - ipv6: the network is dual stack (`EnableIPv6`): make `flannel-v6.<VNI>` too.
-    public init(netlink: Netlink, external: ExternalInterface, vni: UInt32 = 1, port: UInt16 = 8472,
-                directRouting: Bool = false, gbp: Bool = false, learning: Bool = false, mtu: Int? = nil,
-                ipv6: Bool = false, ipv4: Bool = true, logger: Logger = Logger(label: "twill.backend.vxlan")) {
+    public init(
+        netlink: Netlink, external: ExternalInterface, vni: UInt32 = 1, port: UInt16 = 8472,
+        directRouting: Bool = false, gbp: Bool = false, learning: Bool = false, mtu: Int? = nil,
+        ipv6: Bool = false, ipv4: Bool = true, logger: Logger = Logger(label: "twill.backend.vxlan")
+    ) {
         self.ipv4 = ipv4
         self.netlink = netlink
         self.external = external
@@ -139,7 +142,9 @@ public final class VXLANBackend: Backend {
 
     public func prepare() async throws -> BackendAdvert {
         if ipv6, external.localIPv6 == nil {
-            throw BackendError(backend: type, """
+            throw BackendError(
+                backend: type,
+                """
                 EnableIPv6 is set but interface \(external.name) has no global IPv6 address to tunnel from; \
                 give it one, or choose another interface with --iface
                 """)
@@ -155,8 +160,12 @@ public final class VXLANBackend: Backend {
             guard let mac6 = link6.mac else { throw BackendError(backend: type, "device \(deviceName6) has no MAC address") }
             data6 = VXLANLeaseData(vni: Int(vni), vtepMAC: mac6).json
         }
-        logger.info("vxlan device ready", metadata: ["mac": "\(link?.mac.map(\.description) ?? "-")", "mtu": "\(mtu)", "local": "\(external.localIP)",
-                                                     "local6": "\(link6 == nil ? "-" : external.localIPv6.map(\.description) ?? "-")"])
+        logger.info(
+            "vxlan device ready",
+            metadata: [
+                "mac": "\(link?.mac.map(\.description) ?? "-")", "mtu": "\(mtu)", "local": "\(external.localIP)",
+                "local6": "\(link6 == nil ? "-" : external.localIPv6.map(\.description) ?? "-")",
+            ])
         return BackendAdvert(mtu: mtu, backendType: type, backendData: data, backendV6Data: data6)
     }
 
@@ -167,8 +176,12 @@ public final class VXLANBackend: Backend {
             _ = try ensureDevice6(&st)
             try ensureAddresses(&st)
         }
-        logger.info("vxlan backend started", metadata: ["subnet": "\(local.subnet)", "network": "\(local.network)",
-                                                       "subnet6": "\(local.subnet6.map(\.description) ?? "-")"])
+        logger.info(
+            "vxlan backend started",
+            metadata: [
+                "subnet": "\(local.subnet)", "network": "\(local.network)",
+                "subnet6": "\(local.subnet6.map(\.description) ?? "-")",
+            ])
     }
 
     // MARK: Devices
@@ -204,14 +217,16 @@ public final class VXLANBackend: Backend {
     private func ensure(name: String, local: IPv4Address?, local6: IPv6Address?, mtu: Int, _ device: inout Device) throws -> Link {
         var link = try netlink.linkIfPresent(named: name)
         if let existing = link, !compatible(existing, local: local, local6: local6) {
-            logger.warning("replacing an incompatible device", metadata: ["found": "\(existing)", "vxlan": "\(String(describing: existing.vxlan))"])
+            logger.warning(
+                "replacing an incompatible device", metadata: ["found": "\(existing)", "vxlan": "\(String(describing: existing.vxlan))"])
             try netlink.deleteLink(index: existing.index)
             link = nil
         }
         if link == nil {
-            link = try netlink.createVXLAN(VXLANLinkSpec(
-                name: name, vni: vni, local: local, local6: local6, underlayIndex: external.index,
-                port: port, learning: learning, gbp: gbp, mtu: mtu, mac: device.vtepMAC))
+            link = try netlink.createVXLAN(
+                VXLANLinkSpec(
+                    name: name, vni: vni, local: local, local6: local6, underlayIndex: external.index,
+                    port: port, learning: learning, gbp: gbp, mtu: mtu, mac: device.vtepMAC))
             logger.info("created vxlan device", metadata: ["name": "\(name)", "mac": "\(link?.mac.map(\.description) ?? "?")"])
         }
         guard var dev = link else { throw BackendError(backend: type, "device \(name) could not be created") }
@@ -237,8 +252,12 @@ public final class VXLANBackend: Backend {
     private func ensureAddress(_ want: IPAddress, prefixLength: Int, family: Int32, on index: Int32) throws {
         // The subnet's own address is unique by construction: no DAD, usable at once.
         let flags = want.v6 == nil ? 0 : InterfaceAddress.noDAD
-        if try KernelAddresses.ensureExactly(netlink, index: index, family: family, [
-            InterfaceAddress(interfaceIndex: index, address: want, prefixLength: prefixLength, flags: flags)]) {
+        if try KernelAddresses.ensureExactly(
+            netlink, index: index, family: family,
+            [
+                InterfaceAddress(interfaceIndex: index, address: want, prefixLength: prefixLength, flags: flags)
+            ])
+        {
             logger.info("device address set", metadata: ["address": "\(want)/\(prefixLength)"])
         }
     }
@@ -248,7 +267,8 @@ public final class VXLANBackend: Backend {
     /// What a peer needs, or nil (with the reason logged) when it is not ours to route.
     private func plan(_ peer: PeerLease, _ st: State, onLink: [IPv4Network]) -> Programmed? {
         guard peer.backendType == type else {
-            logger.debug("ignoring lease of another backend type", metadata: ["peer": "\(peer.subnet)", "type": "\(peer.backendType ?? "none")"])
+            logger.debug(
+                "ignoring lease of another backend type", metadata: ["peer": "\(peer.subnet)", "type": "\(peer.backendType ?? "none")"])
             return nil
         }
         if let local = st.local {
@@ -269,9 +289,12 @@ public final class VXLANBackend: Backend {
     /// dual stack but incomplete).
     private func plan6(_ peer: PeerLease, _ st: State, onLink: [IPv6Network], quiet: Bool = false) -> Programmed? {
         guard peer.backendType == type, let local = st.local, let network6 = local.network6, st.v6.index != nil,
-              let subnet6 = peer.subnet6, subnet6 != local.subnet6, network6.contains(subnet6) else { return nil }
+            let subnet6 = peer.subnet6, subnet6 != local.subnet6, network6.contains(subnet6)
+        else { return nil }
         guard let via = peer.publicIPv6 else {
-            logger.log(level: quiet ? .debug : .warning, "peer's IPv6 subnet not routed: its lease has no PublicIPv6", metadata: ["peer": "\(subnet6)"])
+            logger.log(
+                level: quiet ? .debug : .warning, "peer's IPv6 subnet not routed: its lease has no PublicIPv6",
+                metadata: ["peer": "\(subnet6)"])
             return nil
         }
         if directRouting, onLink.contains(where: { $0.contains(via) }) {
@@ -291,14 +314,20 @@ public final class VXLANBackend: Backend {
         do {
             decoded = try JSONDecoder().decode(VXLANLeaseData.self, from: raw)
         } catch {
-            logger.error("skipping vxlan lease with malformed \(field)", metadata: [
-                "peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)",
-                "backendData": "\(String(decoding: raw, as: UTF8.self))", "error": "\(error)"])
+            logger.error(
+                "skipping vxlan lease with malformed \(field)",
+                metadata: [
+                    "peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)",
+                    "backendData": "\(String(decoding: raw, as: UTF8.self))", "error": "\(error)",
+                ])
             return nil
         }
         guard let mac = MACAddress(decoded.VtepMAC) else {
-            logger.error("skipping vxlan lease with a bad VtepMAC", metadata: [
-                "peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)", "field": "\(field)", "VtepMAC": "\(decoded.VtepMAC)"])
+            logger.error(
+                "skipping vxlan lease with a bad VtepMAC",
+                metadata: [
+                    "peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)", "field": "\(field)", "VtepMAC": "\(decoded.VtepMAC)",
+                ])
             return nil
         }
         if let v = decoded.VNI, v != Int(vni) {
@@ -345,12 +374,19 @@ public final class VXLANBackend: Backend {
                 }
                 try netlink.replaceRoute(desiredRoute(peer.subnet, p, device: dev))
                 st.peers[peer.subnet] = p
-                logger.info("peer added", metadata: ["peer": "\(peer.subnet)", "publicIP": "\(p.publicIP)",
-                                                     "vtepMAC": "\(p.mac.map(\.description) ?? "direct")"])
+                logger.info(
+                    "peer added",
+                    metadata: [
+                        "peer": "\(peer.subnet)", "publicIP": "\(p.publicIP)",
+                        "vtepMAC": "\(p.mac.map(\.description) ?? "direct")",
+                    ])
             }
             if let subnet6 = peer.subnet6, let dev6 = st.v6.index {
                 let p6 = plan6(peer, st, onLink: onLink6)
-                if let old = st.peers6[subnet6], old != p6 { try remove6(subnet6, old, device: dev6); st.peers6[subnet6] = nil }
+                if let old = st.peers6[subnet6], old != p6 {
+                    try remove6(subnet6, old, device: dev6)
+                    st.peers6[subnet6] = nil
+                }
                 guard let p6 else { return }
                 if let mac = p6.mac {
                     try netlink.replaceNeighbour(Neighbour(interfaceIndex: dev6, address: .v6(subnet6.address), mac: mac))
@@ -358,8 +394,12 @@ public final class VXLANBackend: Backend {
                 }
                 try netlink.replaceRoute6(desiredRoute6(subnet6, p6, device: dev6))
                 st.peers6[subnet6] = p6
-                logger.info("IPv6 peer added", metadata: ["peer": "\(subnet6)", "publicIP": "\(p6.publicIP)",
-                                                          "vtepMAC": "\(p6.mac.map(\.description) ?? "direct")"])
+                logger.info(
+                    "IPv6 peer added",
+                    metadata: [
+                        "peer": "\(subnet6)", "publicIP": "\(p6.publicIP)",
+                        "vtepMAC": "\(p6.mac.map(\.description) ?? "direct")",
+                    ])
             }
         }
     }
@@ -367,7 +407,9 @@ public final class VXLANBackend: Backend {
     public func peerRemoved(_ peer: PeerLease) async throws {
         let onLink = onLinkNetworks()
         try state.withLock { st in
-            if let subnet6 = peer.subnet6, subnet6 != st.local?.subnet6, let p6 = st.peers6.removeValue(forKey: subnet6), let dev6 = st.v6.index {
+            if let subnet6 = peer.subnet6, subnet6 != st.local?.subnet6, let p6 = st.peers6.removeValue(forKey: subnet6),
+                let dev6 = st.v6.index
+            {
                 try remove6(subnet6, p6, device: dev6)
                 logger.info("IPv6 peer removed", metadata: ["peer": "\(subnet6)"])
             }
@@ -425,8 +467,14 @@ public final class VXLANBackend: Backend {
             st.peers6 = wanted6
             var failures: [String] = []
             func entries<K>(_ w: [K: Programmed], _ address: (K) -> IPAddress) -> ([IPAddress: MACAddress], [MACAddress: IPAddress]) {
-                var neigh: [IPAddress: MACAddress] = [:], fdb: [MACAddress: IPAddress] = [:]
-                for (subnet, p) in w { if let mac = p.mac { neigh[address(subnet)] = mac; fdb[mac] = p.publicIP } }
+                var neigh: [IPAddress: MACAddress] = [:]
+                var fdb: [MACAddress: IPAddress] = [:]
+                for (subnet, p) in w {
+                    if let mac = p.mac {
+                        neigh[address(subnet)] = mac
+                        fdb[mac] = p.publicIP
+                    }
+                }
                 return (neigh, fdb)
             }
             if ipv4, let dev = st.v4.index {
@@ -455,13 +503,15 @@ public final class VXLANBackend: Backend {
     }
 
     /// Makes a device's permanent neighbours and FDB entries exactly these (one per peer).
-    private func reconcileEntries(device dev: Int32, neighbours wantNeigh: [IPAddress: MACAddress], fdb wantFDB: [MACAddress: IPAddress]) -> [String] {
+    private func reconcileEntries(device dev: Int32, neighbours wantNeigh: [IPAddress: MACAddress], fdb wantFDB: [MACAddress: IPAddress])
+        -> [String]
+    {
         var failures: [String] = []
         do {
             var have: Set<IPAddress> = []
             for n in try netlink.neighbours(interfaceIndex: dev) where n.isPermanent {
                 guard let mac = wantNeigh[n.address], n.mac == mac else {
-                    if wantNeigh[n.address] != nil { continue }  // wrong MAC: replaced below
+                    if wantNeigh[n.address] != nil { continue } // wrong MAC: replaced below
                     try netlink.deleteNeighbour(n)
                     logger.info("removed a stale neighbour", metadata: ["neighbour": "\(n)"])
                     continue

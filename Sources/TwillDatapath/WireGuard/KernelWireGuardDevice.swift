@@ -3,6 +3,7 @@ import Synchronization
 import TwillAddress
 import TwillNetlink
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,7 +22,10 @@ final class KernelWireGuardDevice: Sendable {
     /// What the device was given, by public key.
     private let programmed = Mutex<[[UInt8]: WireGuardPeerConfig]>([:])
 
-    init(netlink: Netlink, wireGuard: WireGuardNetlink, name: String, privateKey: Secret, presharedKey: Secret?, listenPort: UInt16, logger: Logger) {
+    init(
+        netlink: Netlink, wireGuard: WireGuardNetlink, name: String, privateKey: Secret, presharedKey: Secret?, listenPort: UInt16,
+        logger: Logger
+    ) {
         self.netlink = netlink
         self.wireGuard = wireGuard
         self.name = name
@@ -46,8 +50,11 @@ final class KernelWireGuardDevice: Sendable {
         do {
             try privateKey.withBytes { try wireGuard.setDevice(name, privateKey: $0, listenPort: listenPort, replacePeers: !adopted) }
             if device.mtu != mtu { try netlink.setMTU(mtu, index: device.index) }
-            try KernelAddresses.ensureExactly(netlink, index: device.index, family: AF_INET, [
-                InterfaceAddress(interfaceIndex: device.index, address: .v4(local.subnet.address), prefixLength: 32)])
+            try KernelAddresses.ensureExactly(
+                netlink, index: device.index, family: AF_INET,
+                [
+                    InterfaceAddress(interfaceIndex: device.index, address: .v4(local.subnet.address), prefixLength: 32)
+                ])
             if !device.isUp { try netlink.setLinkUp(index: device.index) }
             try netlink.replaceRoute(UDPBackend.networkRoute(local.network, index: device.index))
         } catch {
@@ -84,9 +91,10 @@ final class KernelWireGuardDevice: Sendable {
             }
         }
         for (key, config) in wanted where before[key] != config {
-            let peer = WireGuardKernelPeer(publicKey: key, endpoint: config.endpoint.address, port: config.endpoint.port,
-                                           allowedIPs: [config.allowedIPs],
-                                           persistentKeepalive: UInt16(clamping: config.persistentKeepalive.map { $0.components.seconds } ?? 0))
+            let peer = WireGuardKernelPeer(
+                publicKey: key, endpoint: config.endpoint.address, port: config.endpoint.port,
+                allowedIPs: [config.allowedIPs],
+                persistentKeepalive: UInt16(clamping: config.persistentKeepalive.map { $0.components.seconds } ?? 0))
             do {
                 if let presharedKey {
                     try presharedKey.withBytes { try wireGuard.setPeer(name, peer, presharedKey: $0) }

@@ -7,7 +7,7 @@ import Synchronization
 /// threads (which seal and open with them). The send counter is an atomic, so every queue
 /// can send with one keypair; the replay window takes a lock, held for a few instructions
 /// and contended only when two queues receive the same peer's packets at once.
-public final class Keypair: @unchecked Sendable {  // keys are written only at init and by wipe(); the rest is synchronised
+public final class Keypair: @unchecked Sendable { // keys are written only at init and by wipe(); the rest is synchronised
     let sendKey: Secret
     let receiveKey: Secret
     /// The index the peer sends to (ours) and the one we send to (theirs).
@@ -35,8 +35,9 @@ public final class Keypair: @unchecked Sendable {  // keys are written only at i
     /// A keypair carried over from the previous run of the agent: its send counter goes on
     /// from `sent` (never reusing a nonce), its receive window past `highestReceived`.
     convenience init(resuming state: WireGuardSessions.KeypairState, sendKey: Secret, receiveKey: Secret) {
-        self.init(sendKey: sendKey, receiveKey: receiveKey, localIndex: state.localIndex, remoteIndex: state.remoteIndex,
-                  isInitiator: state.isInitiator, created: state.created)
+        self.init(
+            sendKey: sendKey, receiveKey: receiveKey, localIndex: state.localIndex, remoteIndex: state.remoteIndex,
+            isInitiator: state.isInitiator, created: state.created)
         counter.store(state.sent, ordering: .relaxed)
         if let h = state.highestReceived { replay.withLock { $0 = ReplayWindow(resumingAfter: h) } }
         confirmed.store(state.confirmed, ordering: .relaxed)
@@ -44,10 +45,11 @@ public final class Keypair: @unchecked Sendable {  // keys are written only at i
 
     /// What the next run needs to go on with this keypair (call once no thread sends with it).
     func state(slot: UInt8) -> WireGuardSessions.KeypairState {
-        WireGuardSessions.KeypairState(slot: slot, isInitiator: isInitiator, confirmed: confirmed.load(ordering: .relaxed),
-                                       localIndex: localIndex, remoteIndex: remoteIndex, created: created, sent: sentMessages,
-                                       highestReceived: replay.withLock { $0.highestAccepted },
-                                       sendKey: sendKey.array, receiveKey: receiveKey.array)
+        WireGuardSessions.KeypairState(
+            slot: slot, isInitiator: isInitiator, confirmed: confirmed.load(ordering: .relaxed),
+            localIndex: localIndex, remoteIndex: remoteIndex, created: created, sent: sentMessages,
+            highestReceived: replay.withLock { $0.highestAccepted },
+            sendKey: sendKey.array, receiveKey: receiveKey.array)
     }
 
     /// Reserves the next send counter.

@@ -73,10 +73,13 @@ enum Noise {
     static let initialHash = WireGuardCrypto.hash(initialChainKey, identifier)
 
     /// Message 1: the initiation to `peer`, macs not yet filled in.
-    static func createInitiation(identity: WireGuardIdentity, peer: PeerStatic, localIndex: UInt32,
-                                 timestamp: [UInt8], ephemeral: Secret = WireGuardCrypto.generatePrivateKey()) -> ([UInt8], HandshakeState)? {
+    static func createInitiation(
+        identity: WireGuardIdentity, peer: PeerStatic, localIndex: UInt32,
+        timestamp: [UInt8], ephemeral: Secret = WireGuardCrypto.generatePrivateKey()
+    ) -> ([UInt8], HandshakeState)? {
         guard let staticStatic = peer.staticStatic else { return nil }
-        let state = HandshakeState(chainKey: initialChainKey, hash: WireGuardCrypto.hash(initialHash, peer.publicKey), localIndex: localIndex)
+        let state = HandshakeState(
+            chainKey: initialChainKey, hash: WireGuardCrypto.hash(initialHash, peer.publicKey), localIndex: localIndex)
         var msg = [UInt8](repeating: 0, count: WireGuardMessage.initiationSize)
         msg[0] = WireGuardMessage.initiation
         msg.putLE32(localIndex, at: WireGuardMessage.initiationSender)
@@ -111,8 +114,10 @@ enum Noise {
 
     /// Opens message 1 (its mac1 already checked): who sent it, and the handshake to answer
     /// it with; nil when it does not decrypt.
-    static func consumeInitiation(_ msg: [UInt8], identity: WireGuardIdentity,
-                                  lookup: ([UInt8]) -> PeerStatic?) -> (ConsumedInitiation, PeerStatic)? {
+    static func consumeInitiation(
+        _ msg: [UInt8], identity: WireGuardIdentity,
+        lookup: ([UInt8]) -> PeerStatic?
+    ) -> (ConsumedInitiation, PeerStatic)? {
         let ePub = msg.slice(WireGuardMessage.initiationEphemeral, 32)
         var chainKey = WireGuardCrypto.kdf(1, key: initialChainKey, input: ePub)[0]
         var hash = WireGuardCrypto.hash(WireGuardCrypto.hash(initialHash, identity.publicKey), ePub)
@@ -139,8 +144,10 @@ enum Noise {
 
     /// Message 2: the response to a consumed initiation, macs not yet filled in, and the
     /// keypair it makes (the responder's: it may send only once the initiator used it).
-    static func createResponse(to state: HandshakeState, peer: PeerStatic, localIndex: UInt32, now: UInt64,
-                               ephemeral: Secret = WireGuardCrypto.generatePrivateKey()) -> ([UInt8], Keypair)? {
+    static func createResponse(
+        to state: HandshakeState, peer: PeerStatic, localIndex: UInt32, now: UInt64,
+        ephemeral: Secret = WireGuardCrypto.generatePrivateKey()
+    ) -> ([UInt8], Keypair)? {
         var msg = [UInt8](repeating: 0, count: WireGuardMessage.responseSize)
         msg[0] = WireGuardMessage.response
         msg.putLE32(localIndex, at: WireGuardMessage.responseSender)
@@ -150,7 +157,8 @@ enum Noise {
         state.chainKey = WireGuardCrypto.kdf(1, key: state.chainKey, input: ePub)[0]
         state.hash = WireGuardCrypto.hash(state.hash, ePub)
         guard var ee = WireGuardCrypto.dh(ephemeral, state.remoteEphemeral),
-              var se = WireGuardCrypto.dh(ephemeral, peer.publicKey) else { return nil }
+            var se = WireGuardCrypto.dh(ephemeral, peer.publicKey)
+        else { return nil }
         state.chainKey = WireGuardCrypto.kdf(1, key: state.chainKey, input: ee)[0]
         state.chainKey = WireGuardCrypto.kdf(1, key: state.chainKey, input: se)[0]
         WireGuardCrypto.zero(&ee)
@@ -164,8 +172,9 @@ enum Noise {
         msg.put(empty, at: WireGuardMessage.responseEmpty)
         state.hash = WireGuardCrypto.hash(state.hash, empty)
         var keys = WireGuardCrypto.kdf(2, key: state.chainKey, input: [])
-        let keypair = Keypair(sendKey: Secret(keys[1]), receiveKey: Secret(keys[0]), localIndex: localIndex,
-                              remoteIndex: state.remoteIndex, isInitiator: false, created: now)
+        let keypair = Keypair(
+            sendKey: Secret(keys[1]), receiveKey: Secret(keys[0]), localIndex: localIndex,
+            remoteIndex: state.remoteIndex, isInitiator: false, created: now)
         WireGuardCrypto.zero(&keys[0])
         WireGuardCrypto.zero(&keys[1])
         ephemeral.wipe()
@@ -175,8 +184,10 @@ enum Noise {
 
     /// Opens message 2 (its mac1 already checked) for the handshake we started: the
     /// initiator's keypair, or nil when it is not authentic.
-    static func consumeResponse(_ msg: [UInt8], state: HandshakeState, identity: WireGuardIdentity, peer: PeerStatic,
-                                now: UInt64) -> Keypair? {
+    static func consumeResponse(
+        _ msg: [UInt8], state: HandshakeState, identity: WireGuardIdentity, peer: PeerStatic,
+        now: UInt64
+    ) -> Keypair? {
         guard let ephemeral = state.localEphemeral else { return nil }
         let ePub = msg.slice(WireGuardMessage.responseEphemeral, 32)
         var chainKey = WireGuardCrypto.kdf(1, key: state.chainKey, input: ePub)[0]
@@ -196,8 +207,9 @@ enum Noise {
         guard opened != nil else { return nil }
         var keys = WireGuardCrypto.kdf(2, key: chainKey, input: [])
         WireGuardCrypto.zero(&chainKey)
-        let keypair = Keypair(sendKey: Secret(keys[0]), receiveKey: Secret(keys[1]), localIndex: state.localIndex,
-                              remoteIndex: msg.le32(at: WireGuardMessage.responseSender), isInitiator: true, created: now)
+        let keypair = Keypair(
+            sendKey: Secret(keys[0]), receiveKey: Secret(keys[1]), localIndex: state.localIndex,
+            remoteIndex: msg.le32(at: WireGuardMessage.responseSender), isInitiator: true, created: now)
         WireGuardCrypto.zero(&keys[0])
         WireGuardCrypto.zero(&keys[1])
         state.wipe()

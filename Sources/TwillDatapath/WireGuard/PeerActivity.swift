@@ -32,7 +32,12 @@ public final class PeerActivity: Sendable {
     }
 
     /// The staged packets, oldest first; the queue is left empty.
-    func takeStaged() -> [[UInt8]] { staged.withLock { q in defer { q = [] }; return q } }
+    func takeStaged() -> [[UInt8]] {
+        staged.withLock { q in
+            defer { q = [] }
+            return q
+        }
+    }
 
     var hasStaged: Bool { staged.withLock { !$0.isEmpty } }
 

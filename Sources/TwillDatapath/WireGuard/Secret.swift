@@ -5,7 +5,7 @@ import Glibc
 /// Key material: fixed-size bytes in memory of their own, zeroed when the last reference
 /// goes (the timers also zero them early, ``wipe()``). Never printed: its description says
 /// only its size.
-public final class Secret: @unchecked Sendable, CustomStringConvertible {  // written only before it is shared, or by wipe()
+public final class Secret: @unchecked Sendable, CustomStringConvertible { // written only before it is shared, or by wipe()
     public let count: Int
     let bytes: UnsafeMutableRawPointer
 

@@ -8,8 +8,10 @@ enum TransportCrypto {
     /// Writes the header (type 4, the peer's index, `counter`) into the first 16 bytes and
     /// encrypts `pieces` in place (the padded plaintext), writing the tag at `tag`.
     @inline(__always)
-    static func seal(context: AEADContext, keypair: Keypair, counter: UInt64, header: UnsafeMutableRawPointer,
-                     pieces: UnsafePointer<iovec>, count: Int32, tag: UnsafeMutableRawPointer) -> Bool {
+    static func seal(
+        context: AEADContext, keypair: Keypair, counter: UInt64, header: UnsafeMutableRawPointer,
+        pieces: UnsafePointer<iovec>, count: Int32, tag: UnsafeMutableRawPointer
+    ) -> Bool {
         header.storeBytes(of: UInt32(WireGuardMessage.transport).littleEndian, as: UInt32.self)
         header.storeBytes(of: keypair.remoteIndex.littleEndian, toByteOffset: 4, as: UInt32.self)
         header.storeBytes(of: counter.littleEndian, toByteOffset: 8, as: UInt64.self)
@@ -27,8 +29,9 @@ enum TransportCrypto {
         let textLength = length - WireGuardMessage.keepaliveSize
         var piece = iovec(iov_base: message + WireGuardMessage.transportHeaderSize, iov_len: textLength)
         let ok = keypair.receiveKey.withBytes { key in
-            context.openTransport(key: key.baseAddress!, counter: counter, pieces: &piece, count: 1,
-                                  tag: UnsafeRawPointer(message + length - WireGuardMessage.tagSize))
+            context.openTransport(
+                key: key.baseAddress!, counter: counter, pieces: &piece, count: 1,
+                tag: UnsafeRawPointer(message + length - WireGuardMessage.tagSize))
         }
         return ok ? counter : nil
     }
@@ -40,8 +43,9 @@ enum TransportCrypto {
         let context = AEADContext()
         return message.withUnsafeMutableBytes { m in
             var piece = iovec(iov_base: m.baseAddress! + WireGuardMessage.transportHeaderSize, iov_len: plaintextLength)
-            return seal(context: context, keypair: keypair, counter: counter, header: m.baseAddress!, pieces: &piece, count: 1,
-                        tag: m.baseAddress! + WireGuardMessage.transportHeaderSize + plaintextLength)
+            return seal(
+                context: context, keypair: keypair, counter: counter, header: m.baseAddress!, pieces: &piece, count: 1,
+                tag: m.baseAddress! + WireGuardMessage.transportHeaderSize + plaintextLength)
         }
     }
 }

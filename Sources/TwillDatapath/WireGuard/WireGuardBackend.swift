@@ -1,14 +1,15 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Logging
 import Metrics
 import Synchronization
 import TwillAddress
 import TwillNetlink
 import TwillSystem
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -66,10 +67,12 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     private let state = Mutex(State())
     private let published = CounterPublisher()
 
-    public init(netlink: Netlink, external: ExternalInterface, listenPort: UInt16 = 51820, keyFile: String = WireGuardKeyFile.defaultPath,
-                presharedKey: Secret? = nil, persistentKeepalive: Duration? = nil, mtu: Int? = nil, offloads: Bool = true,
-                queues: Int? = nil, timers: WireGuardTimers = WireGuardTimers(), engine: Engine = .auto,
-                keeper: any DescriptorKeeper = NoDescriptorKeeper(), logger: Logger = Logger(label: "twill.backend.wireguard")) {
+    public init(
+        netlink: Netlink, external: ExternalInterface, listenPort: UInt16 = 51820, keyFile: String = WireGuardKeyFile.defaultPath,
+        presharedKey: Secret? = nil, persistentKeepalive: Duration? = nil, mtu: Int? = nil, offloads: Bool = true,
+        queues: Int? = nil, timers: WireGuardTimers = WireGuardTimers(), engine: Engine = .auto,
+        keeper: any DescriptorKeeper = NoDescriptorKeeper(), logger: Logger = Logger(label: "twill.backend.wireguard")
+    ) {
         self.descriptors = EngineDescriptors(device: Self.deviceName, keeper: keeper, netlink: netlink)
         self.engineChoice = engine
         self.netlink = netlink
@@ -103,16 +106,19 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
         if engineChoice != .userspace {
             do { kernelWireGuard = try WireGuardNetlink() } catch {
                 if engineChoice == .kernel {
-                    throw BackendError(backend: type, "the kernel has no WireGuard (\(error); try `modprobe wireguard`); "
-                                       + "--wireguard-engine=userspace (or auto) runs Twill's own engine instead")
+                    throw BackendError(
+                        backend: type,
+                        "the kernel has no WireGuard (\(error); try `modprobe wireguard`); "
+                            + "--wireguard-engine=userspace (or auto) runs Twill's own engine instead")
                 }
                 logger.info("the kernel has no WireGuard: Twill's own engine carries the traffic", metadata: ["reason": "\(error)"])
             }
         }
         let engine: String
         if let kernelWireGuard {
-            let device = KernelWireGuardDevice(netlink: netlink, wireGuard: kernelWireGuard, name: Self.deviceName, privateKey: key,
-                                               presharedKey: presharedKey, listenPort: listenPort, logger: logger)
+            let device = KernelWireGuardDevice(
+                netlink: netlink, wireGuard: kernelWireGuard, name: Self.deviceName, privateKey: key,
+                presharedKey: presharedKey, listenPort: listenPort, logger: logger)
             state.withLock { $0.kernel = device }
             engine = "kernel"
         } else {
@@ -126,10 +132,14 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
             engine = "userspace"
             resumeSessions(control)
         }
-        logger.info("wireguard identity ready", metadata: [
-            "public_key": "\(Data(identity.publicKey).base64EncodedString())", "key_file": "\(keyFile)", "generated": "\(created)",
-            "listen_port": "\(listenPort)", "engine": "\(engine)"])
-        return BackendAdvert(mtu: mtu, backendType: type, backendData: WireGuardLeaseData(publicKey: identity.publicKey, port: listenPort).json)
+        logger.info(
+            "wireguard identity ready",
+            metadata: [
+                "public_key": "\(Data(identity.publicKey).base64EncodedString())", "key_file": "\(keyFile)", "generated": "\(created)",
+                "listen_port": "\(listenPort)", "engine": "\(engine)",
+            ])
+        return BackendAdvert(
+            mtu: mtu, backendType: type, backendData: WireGuardLeaseData(publicKey: identity.publicKey, port: listenPort).json)
     }
 
     /// The engine running: "kernel" or "userspace" (nil before ``prepare()``).
@@ -161,7 +171,10 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
             return
         }
         let (old, control) = state.withLock { s -> (UDPEngine?, WireGuardControl?) in
-            defer { s.engine = nil; s.local = local }
+            defer {
+                s.engine = nil
+                s.local = local
+            }
             return (s.engine, s.control)
         }
         guard let control else { throw BackendError(backend: type, "start before prepare") }
@@ -172,8 +185,9 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
         }
         control.attach(nil)
         if let old { descriptors.handBack(old) }
-        var configuration = UDPEngineConfiguration(localSubnet: local.subnet, peerPort: listenPort, checkSources: true,
-                                                   udpOffloads: offloads, queues: queues)
+        var configuration = UDPEngineConfiguration(
+            localSubnet: local.subnet, peerPort: listenPort, checkSources: true,
+            udpOffloads: offloads, queues: queues)
         configuration.wireGuard = control.engineOptions(mtu: mtu)
         let (engine, index) = try UDPBackend.startEngine(
             descriptors, configuration: configuration, offloads: offloads, external: external, netlink: netlink, mtu: mtu, local: local,
@@ -199,8 +213,12 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
             return
         }
         control.attach(engine)
-        logger.info("wireguard backend up", metadata: ["mtu": "\(mtu)", "listen": "\(external.localIP):\(listenPort)",
-                                                      "queues": "\(engine.queueCount)", "tun_offloads": "\(engine.hasTUNOffloads)"])
+        logger.info(
+            "wireguard backend up",
+            metadata: [
+                "mtu": "\(mtu)", "listen": "\(external.localIP):\(listenPort)",
+                "queues": "\(engine.queueCount)", "tun_offloads": "\(engine.hasTUNOffloads)",
+            ])
     }
 
     public func damage() -> String? {
@@ -214,21 +232,27 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     /// The peer's WireGuard settings from its lease, or nil (logged) when it has none usable.
     func peerConfig(_ peer: PeerLease) -> WireGuardPeerConfig? {
         guard peer.backendType == type else {
-            logger.debug("ignoring a peer of another backend", metadata: ["subnet": "\(peer.subnet)", "backend": "\(peer.backendType ?? "udp")"])
+            logger.debug(
+                "ignoring a peer of another backend", metadata: ["subnet": "\(peer.subnet)", "backend": "\(peer.backendType ?? "udp")"])
             return nil
         }
         guard let raw = peer.backendData else {
-            logger.error("skipping wireguard lease without BackendData", metadata: ["peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)"])
+            logger.error(
+                "skipping wireguard lease without BackendData", metadata: ["peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)"])
             return nil
         }
         let data: WireGuardLeaseData
         do { data = try WireGuardLeaseData(parsing: raw) } catch {
-            logger.error("skipping wireguard lease with unusable BackendData", metadata: [
-                "peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)", "error": "\(error)"])
+            logger.error(
+                "skipping wireguard lease with unusable BackendData",
+                metadata: [
+                    "peer": "\(peer.subnet)", "publicIP": "\(peer.publicIP)", "error": "\(error)",
+                ])
             return nil
         }
-        return WireGuardPeerConfig(publicKey: data.publicKey, endpoint: WireGuardEndpoint(address: peer.publicIP, port: data.port ?? listenPort),
-                                   allowedIPs: peer.subnet, persistentKeepalive: persistentKeepalive)
+        return WireGuardPeerConfig(
+            publicKey: data.publicKey, endpoint: WireGuardEndpoint(address: peer.publicIP, port: data.port ?? listenPort),
+            allowedIPs: peer.subnet, persistentKeepalive: persistentKeepalive)
     }
 
     public func peerAdded(_ peer: PeerLease) async throws {
@@ -248,8 +272,10 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
             current = Dictionary(configs.map { ($0.0.subnet, $0) }, uniquingKeysWith: { a, _ in a })
         }
         guard let (index, local) = state.withLock({ s in s.local.map { (s.tunIndex, $0) } }) else { return }
-        if let damage = try UDPBackend.repairDevice(netlink, name: Self.deviceName, index: index, network: local.network, damage: damage(),
-                                                    backend: type, logger: logger) {
+        if let damage = try UDPBackend.repairDevice(
+            netlink, name: Self.deviceName, index: index, network: local.network, damage: damage(),
+            backend: type, logger: logger)
+        {
             logger.warning("wireguard data path broken; rebuilding it", metadata: ["reason": "\(damage)"])
             try await start(local: local)
             Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "wireguard_device")]).increment()
@@ -264,8 +290,9 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
             var owner: [[UInt8]: IPv4Network] = [:]
             for (subnet, p) in s.peers.sorted(by: { $0.key.address < $1.key.address }) {
                 if let first = owner[p.config.publicKey] {
-                    logger.error("two wireguard leases name one public key; only the first is used",
-                                 metadata: ["peer": "\(subnet)", "first": "\(first)"])
+                    logger.error(
+                        "two wireguard leases name one public key; only the first is used",
+                        metadata: ["peer": "\(subnet)", "first": "\(first)"])
                     s.peers[subnet] = nil
                 } else {
                     owner[p.config.publicKey] = subnet
@@ -349,11 +376,15 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     /// Per peer: packets and bytes each way, drops, last handshake and endpoint.
     public func traffic() -> BackendTraffic {
         var t = BackendTraffic(device: Self.deviceName)
-        if let (kernel, subnets) = state.withLock({ s in s.kernel.map { k in (k, Dictionary(s.peers.map { ($0.value.config.publicKey, $0.key) }, uniquingKeysWith: { a, _ in a })) } }) {
+        if let (kernel, subnets) = state.withLock({ s in
+            s.kernel.map { k in (k, Dictionary(s.peers.map { ($0.value.config.publicKey, $0.key) }, uniquingKeysWith: { a, _ in a })) }
+        }) {
             for p in kernel.status() {
                 guard let subnet = subnets[p.publicKey] else { continue }
                 // The kernel counts bytes, not packets.
-                t.peers[subnet] = .init(txPackets: 0, txBytes: p.txBytes, rxPackets: 0, rxBytes: p.rxBytes, lastHandshake: p.lastHandshake, endpoint: p.endpoint)
+                t.peers[subnet] = .init(
+                    txPackets: 0, txBytes: p.txBytes, rxPackets: 0, rxBytes: p.rxBytes, lastHandshake: p.lastHandshake, endpoint: p.endpoint
+                )
             }
             return t
         }
@@ -362,9 +393,10 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
         let status = Dictionary((control?.status() ?? []).map { ($0.allowedIPs, $0) }, uniquingKeysWith: { a, _ in a })
         for p in c.peers {
             let s = status[p.subnet]
-            t.peers[p.subnet] = .init(txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes,
-                                      drops: Dictionary(uniqueKeysWithValues: p.drops.map { ("\($0.key)", $0.value) }),
-                                      lastHandshake: s?.lastHandshakeUnix, endpoint: s.map { "\($0.endpoint)" })
+            t.peers[p.subnet] = .init(
+                txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes,
+                drops: Dictionary(uniqueKeysWithValues: p.drops.map { ("\($0.key)", $0.value) }),
+                lastHandshake: s?.lastHandshakeUnix, endpoint: s.map { "\($0.endpoint)" })
         }
         for reason in DropReason.allCases where c[drop: reason] > 0 { t.drops["\(reason)"] = c[drop: reason] }
         for (reason, n) in control?.drops() ?? [:] { t.drops["handshake_\(reason)"] = n }

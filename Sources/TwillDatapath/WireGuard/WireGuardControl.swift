@@ -3,6 +3,7 @@ import Logging
 import Synchronization
 import TwillAddress
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,8 +33,10 @@ public final class WireGuardControl: Sendable {
     /// How long "under load" lasts after the backlog went (wireguard-go: a second).
     static let loadLinger: UInt64 = 1_000_000_000
 
-    public init(identity: WireGuardIdentity, presharedKey: Secret? = nil, timers: WireGuardTimers = WireGuardTimers(),
-                logger: Logger = Logger(label: "twill.wireguard")) throws(SystemError) {
+    public init(
+        identity: WireGuardIdentity, presharedKey: Secret? = nil, timers: WireGuardTimers = WireGuardTimers(),
+        logger: Logger = Logger(label: "twill.wireguard")
+    ) throws(SystemError) {
         queue = try WireGuardControlQueue()
         publicKey = identity.publicKey
         let device = WireGuardDevice(identity: identity, timers: timers, logger: logger)

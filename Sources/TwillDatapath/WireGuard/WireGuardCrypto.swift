@@ -1,4 +1,5 @@
 import CCrypto
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -91,9 +92,10 @@ public enum WireGuardCrypto {
         var out = plaintext + [UInt8](repeating: 0, count: 16)
         out.withUnsafeMutableBytes { b in
             key.withUnsafeBytes { k in
-                _ = context.seal(key: k.baseAddress!, nonce: AEADContext.nonce(counter), aad: aad,
-                                 in: UnsafeMutableRawBufferPointer(rebasing: b[..<plaintext.count]),
-                                 tag: b.baseAddress! + plaintext.count)
+                _ = context.seal(
+                    key: k.baseAddress!, nonce: AEADContext.nonce(counter), aad: aad,
+                    in: UnsafeMutableRawBufferPointer(rebasing: b[..<plaintext.count]),
+                    tag: b.baseAddress! + plaintext.count)
             }
         }
         return out
@@ -124,8 +126,9 @@ public enum WireGuardCrypto {
         var out = plaintext + [UInt8](repeating: 0, count: 16)
         out.withUnsafeMutableBytes { b in
             subkey.withUnsafeBytes { k in
-                _ = context.seal(key: k.baseAddress!, nonce: [0, 0, 0, 0] + nonce[16..<24], aad: aad,
-                                 in: UnsafeMutableRawBufferPointer(rebasing: b[..<plaintext.count]), tag: b.baseAddress! + plaintext.count)
+                _ = context.seal(
+                    key: k.baseAddress!, nonce: [0, 0, 0, 0] + nonce[16..<24], aad: aad,
+                    in: UnsafeMutableRawBufferPointer(rebasing: b[..<plaintext.count]), tag: b.baseAddress! + plaintext.count)
             }
         }
         return out
@@ -162,10 +165,13 @@ public final class AEADContext {
     }
 
     @discardableResult
-    func seal(key: UnsafeRawPointer, nonce: [UInt8], aad: [UInt8], in buffer: UnsafeMutableRawBufferPointer, tag: UnsafeMutableRawPointer) -> Bool {
+    func seal(key: UnsafeRawPointer, nonce: [UInt8], aad: [UInt8], in buffer: UnsafeMutableRawBufferPointer, tag: UnsafeMutableRawPointer)
+        -> Bool
+    {
         var piece = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
-        return twill_aead_seal(context, key.assumingMemoryBound(to: UInt8.self), nonce, aad, aad.count, &piece, 1,
-                               tag.assumingMemoryBound(to: UInt8.self)) == 0
+        return twill_aead_seal(
+            context, key.assumingMemoryBound(to: UInt8.self), nonce, aad, aad.count, &piece, 1,
+            tag.assumingMemoryBound(to: UInt8.self)) == 0
     }
 
     func open(key: UnsafeRawPointer, nonce: [UInt8], aad: [UInt8], in buffer: UnsafeMutableRawBufferPointer, tag: [UInt8]) -> Bool {
@@ -176,25 +182,31 @@ public final class AEADContext {
     /// Transport data: encrypts `pieces` in place under `key` with the counter's nonce and no
     /// additional data, writing the tag. No allocation.
     @inline(__always)
-    func sealTransport(key: UnsafeRawPointer, counter: UInt64, pieces: UnsafePointer<iovec>, count: Int32,
-                       tag: UnsafeMutableRawPointer) -> Bool {
+    func sealTransport(
+        key: UnsafeRawPointer, counter: UInt64, pieces: UnsafePointer<iovec>, count: Int32,
+        tag: UnsafeMutableRawPointer
+    ) -> Bool {
         // Bytes 4..<16 of two words: four zero bytes, then the counter.
         var nonce: (UInt64, UInt64) = (0, counter.littleEndian)
         return withUnsafeBytes(of: &nonce) { n in
-            twill_aead_seal(context, key.assumingMemoryBound(to: UInt8.self), n.baseAddress!.assumingMemoryBound(to: UInt8.self) + 4,
-                            nil, 0, pieces, count, tag.assumingMemoryBound(to: UInt8.self)) == 0
+            twill_aead_seal(
+                context, key.assumingMemoryBound(to: UInt8.self), n.baseAddress!.assumingMemoryBound(to: UInt8.self) + 4,
+                nil, 0, pieces, count, tag.assumingMemoryBound(to: UInt8.self)) == 0
         }
     }
 
     /// Transport data: decrypts `pieces` in place and checks the tag; false when not authentic.
     @inline(__always)
-    func openTransport(key: UnsafeRawPointer, counter: UInt64, pieces: UnsafePointer<iovec>, count: Int32,
-                       tag: UnsafeRawPointer) -> Bool {
+    func openTransport(
+        key: UnsafeRawPointer, counter: UInt64, pieces: UnsafePointer<iovec>, count: Int32,
+        tag: UnsafeRawPointer
+    ) -> Bool {
         // Bytes 4..<16 of two words: four zero bytes, then the counter.
         var nonce: (UInt64, UInt64) = (0, counter.littleEndian)
         return withUnsafeBytes(of: &nonce) { n in
-            twill_aead_open(context, key.assumingMemoryBound(to: UInt8.self), n.baseAddress!.assumingMemoryBound(to: UInt8.self) + 4,
-                            nil, 0, pieces, count, tag.assumingMemoryBound(to: UInt8.self)) == 0
+            twill_aead_open(
+                context, key.assumingMemoryBound(to: UInt8.self), n.baseAddress!.assumingMemoryBound(to: UInt8.self) + 4,
+                nil, 0, pieces, count, tag.assumingMemoryBound(to: UInt8.self)) == 0
         }
     }
 }

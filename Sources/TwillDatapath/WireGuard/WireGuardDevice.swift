@@ -1,8 +1,9 @@
 import Logging
+import TwillAddress
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import TwillAddress
 
 /// A peer's UDP endpoint.
 public struct WireGuardEndpoint: Hashable, Sendable, CustomStringConvertible {
@@ -120,7 +121,8 @@ public final class WireGuardDevice {
     /// Counts what was dropped, by reason, for /metrics.
     public private(set) var drops: [String: UInt64] = [:]
 
-    public init(identity: WireGuardIdentity, timers: WireGuardTimers = WireGuardTimers(), logger: Logger = Logger(label: "twill.wireguard")) {
+    public init(identity: WireGuardIdentity, timers: WireGuardTimers = WireGuardTimers(), logger: Logger = Logger(label: "twill.wireguard"))
+    {
         self.identity = identity
         self.timers = timers
         self.logger = logger
@@ -158,11 +160,14 @@ public final class WireGuardDevice {
     /// Every peer's keypairs, for the next run (``WireGuardSessions``). Call only once no
     /// thread seals any more: the send counters must be final.
     public func exportSessions() -> WireGuardSessions {
-        WireGuardSessions(publicKey: identity.publicKey, peers: peers.values.map { p in
-            let slots: [(UInt8, Keypair?)] = [(0, p.previous), (1, p.current), (2, p.next)]
-            return WireGuardSessions.PeerState(publicKey: p.statics.publicKey, lastHandshakeUnix: p.lastHandshakeUnix, lastTimestamp: p.lastTimestamp,
-                                               keypairs: slots.compactMap { slot, k in k.flatMap { $0.isLive ? $0.state(slot: slot) : nil } })
-        })
+        WireGuardSessions(
+            publicKey: identity.publicKey,
+            peers: peers.values.map { p in
+                let slots: [(UInt8, Keypair?)] = [(0, p.previous), (1, p.current), (2, p.next)]
+                return WireGuardSessions.PeerState(
+                    publicKey: p.statics.publicKey, lastHandshakeUnix: p.lastHandshakeUnix, lastTimestamp: p.lastTimestamp,
+                    keypairs: slots.compactMap { slot, k in k.flatMap { $0.isLive ? $0.state(slot: slot) : nil } })
+            })
     }
 
     /// Takes the previous run's sessions: each goes to its peer when that peer is set (now,
@@ -172,8 +177,10 @@ public final class WireGuardDevice {
     public func resume(_ sessions: WireGuardSessions, now: UInt64) -> Int {
         guard sessions.publicKey == identity.publicKey else { return 0 }
         clock = max(clock, now)
-        resumable = (Dictionary(sessions.peers.map { ($0.publicKey, $0) }, uniquingKeysWith: { a, _ in a }),
-                     now + timers.rejectAfterTime.nanoseconds)
+        resumable = (
+            Dictionary(sessions.peers.map { ($0.publicKey, $0) }, uniquingKeysWith: { a, _ in a }),
+            now + timers.rejectAfterTime.nanoseconds
+        )
         for peer in peers.values { resume(peer) }
         return sessions.peers.count
     }
@@ -203,7 +210,10 @@ public final class WireGuardDevice {
 
     private func remove(_ peer: Peer) {
         for k in peer.keypairs { retire(k) }
-        if let h = peer.handshake { indices[h.localIndex] = nil; h.wipe() }
+        if let h = peer.handshake {
+            indices[h.localIndex] = nil
+            h.wipe()
+        }
         peers[peer.statics.publicKey] = nil
         keysChanged = true
     }
@@ -250,7 +260,8 @@ public final class WireGuardDevice {
 
     private func consumeInitiation(_ msg: [UInt8], from source: WireGuardEndpoint, now: UInt64) -> [Outgoing] {
         guard let (consumed, statics) = Noise.consumeInitiation(msg, identity: identity, lookup: { [peers] in peers[$0]?.statics }),
-              let peer = peers[statics.publicKey] else { return drop("bad_initiation") }
+            let peer = peers[statics.publicKey]
+        else { return drop("bad_initiation") }
         // A replayed initiation, or a flood of them, is ignored.
         if let last = peer.lastTimestamp, !TAI64N.isAfter(consumed.timestamp, last) { return drop("replayed_initiation") }
         if let at = peer.lastInitiationConsumed, now &- at < 20_000_000 { return drop("initiation_flood") }
@@ -278,7 +289,8 @@ public final class WireGuardDevice {
     private func consumeResponse(_ msg: [UInt8], now: UInt64) -> [Outgoing] {
         let receiver = msg.le32(at: WireGuardMessage.responseReceiver)
         guard let key = indices[receiver], let peer = peers[key], let state = peer.handshake, state.localIndex == receiver,
-              let keypair = Noise.consumeResponse(msg, state: state, identity: identity, peer: peer.statics, now: now) else {
+            let keypair = Noise.consumeResponse(msg, state: state, identity: identity, peer: peer.statics, now: now)
+        else {
             return drop("bad_response")
         }
         peer.handshake = nil
@@ -310,8 +322,10 @@ public final class WireGuardDevice {
     private func consumeCookieReply(_ msg: [UInt8], now: UInt64) -> [Outgoing] {
         let receiver = msg.le32(at: WireGuardMessage.cookieReceiver)
         guard let key = indices[receiver], let peer = peers[key], let mac1 = peer.lastSentMAC1,
-              let cookie = WireGuardCrypto.xopen(key: peer.statics.cookieKey, nonce: msg.slice(WireGuardMessage.cookieNonce, 24),
-                                                 sealed: msg.slice(WireGuardMessage.cookieEncrypted, 32), aad: mac1) else {
+            let cookie = WireGuardCrypto.xopen(
+                key: peer.statics.cookieKey, nonce: msg.slice(WireGuardMessage.cookieNonce, 24),
+                sealed: msg.slice(WireGuardMessage.cookieEncrypted, 32), aad: mac1)
+        else {
             return drop("bad_cookie_reply")
         }
         peer.cookie = (cookie, now)
@@ -324,8 +338,10 @@ public final class WireGuardDevice {
             cookieSecretAt = now
         }
         let a = source.address.rawValue
-        let bytes: [UInt8] = [UInt8(a >> 24), UInt8(a >> 16 & 0xff), UInt8(a >> 8 & 0xff), UInt8(a & 0xff),
-                              UInt8(source.port >> 8), UInt8(source.port & 0xff)]
+        let bytes: [UInt8] = [
+            UInt8(a >> 24), UInt8(a >> 16 & 0xff), UInt8(a >> 8 & 0xff), UInt8(a & 0xff),
+            UInt8(source.port >> 8), UInt8(source.port & 0xff),
+        ]
         return bytes.withUnsafeBytes { WireGuardCrypto.mac(cookieSecret.array, $0) }
     }
 
@@ -336,7 +352,9 @@ public final class WireGuardDevice {
         let nonce = Secret.random(count: 24).array
         reply.put(nonce, at: WireGuardMessage.cookieNonce)
         let mac1 = msg.slice(msg.count - 32, 16)
-        reply.put(WireGuardCrypto.xseal(key: identity.cookieKey, nonce: nonce, plaintext: cookie, aad: mac1), at: WireGuardMessage.cookieEncrypted)
+        reply.put(
+            WireGuardCrypto.xseal(key: identity.cookieKey, nonce: nonce, plaintext: cookie, aad: mac1), at: WireGuardMessage.cookieEncrypted
+        )
         drops["under_load_cookie_sent", default: 0] += 1
         return Outgoing(bytes: reply, to: source)
     }
@@ -383,7 +401,8 @@ public final class WireGuardDevice {
             h.wipe()
         }
         let index = newIndex(for: peer)
-        guard let (msg, state) = Noise.createInitiation(identity: identity, peer: peer.statics, localIndex: index, timestamp: TAI64N.now()) else {
+        guard let (msg, state) = Noise.createInitiation(identity: identity, peer: peer.statics, localIndex: index, timestamp: TAI64N.now())
+        else {
             indices[index] = nil
             return nil
         }
@@ -394,7 +413,8 @@ public final class WireGuardDevice {
         let jitter = UInt64.random(in: 0...333_000_000, using: &generator)
         peer.retransmitAt = now + timers.rekeyTimeout.nanoseconds + jitter
         peer.activity.lastAuthenticatedSent.store(now, ordering: .relaxed)
-        logger.debug("wireguard handshake initiated", metadata: ["peer": "\(peer.config.allowedIPs)", "attempt": "\(peer.handshakeAttempts + 1)"])
+        logger.debug(
+            "wireguard handshake initiated", metadata: ["peer": "\(peer.config.allowedIPs)", "attempt": "\(peer.handshakeAttempts + 1)"])
         return Outgoing(bytes: out, to: peer.config.endpoint)
     }
 
@@ -424,7 +444,8 @@ public final class WireGuardDevice {
             for packet in peer.activity.takeStaged() {
                 let padded = WireGuardMessage.paddedLength(packet.count, mtu: mtu)
                 var msg = [UInt8](repeating: 0, count: WireGuardMessage.keepaliveSize + padded)
-                msg.replaceSubrange(WireGuardMessage.transportHeaderSize..<(WireGuardMessage.transportHeaderSize + packet.count), with: packet)
+                msg.replaceSubrange(
+                    WireGuardMessage.transportHeaderSize..<(WireGuardMessage.transportHeaderSize + packet.count), with: packet)
                 guard TransportCrypto.seal(keypair: k, counter: k.nextCounter(), message: &msg, plaintextLength: padded) else { continue }
                 out.append(Outgoing(bytes: msg, to: peer.config.endpoint))
             }
@@ -480,17 +501,24 @@ public final class WireGuardDevice {
         // while it receives.
         if let c = peer.current, c.isInitiator, peer.handshake == nil {
             let age = now &- c.created
-            let sending = dataSent > c.created && (age >= timers.rekeyAfterTime.nanoseconds || c.sentMessages >= WireGuardTimers.rekeyAfterMessages)
-            let receiving = authReceived > c.created
+            let sending =
+                dataSent > c.created && (age >= timers.rekeyAfterTime.nanoseconds || c.sentMessages >= WireGuardTimers.rekeyAfterMessages)
+            let receiving =
+                authReceived > c.created
                 && age >= (timers.rejectAfterTime - timers.keepaliveTimeout - timers.rekeyTimeout).nanoseconds
             if sending || receiving, let o = initiateIfAllowed(peer, now: now) { out.append(o) }
         }
         // Unanswered initiation: again, up to the attempt limit.
         if let at = peer.retransmitAt, now >= at {
             if peer.handshakeAttempts + 1 >= timers.maxHandshakeAttempts {
-                logger.notice("wireguard handshake gave up after \(peer.handshakeAttempts + 1) attempts", metadata: ["peer": "\(peer.config.allowedIPs)", "endpoint": "\(peer.config.endpoint)"])
+                logger.notice(
+                    "wireguard handshake gave up after \(peer.handshakeAttempts + 1) attempts",
+                    metadata: ["peer": "\(peer.config.allowedIPs)", "endpoint": "\(peer.config.endpoint)"])
                 peer.retransmitAt = nil
-                if let h = peer.handshake { indices[h.localIndex] = nil; h.wipe() }
+                if let h = peer.handshake {
+                    indices[h.localIndex] = nil
+                    h.wipe()
+                }
                 peer.handshake = nil
                 if peer.zeroKeysAt == nil { peer.zeroKeysAt = now + timers.zeroKeysAfter.nanoseconds }
             } else {
@@ -531,7 +559,8 @@ public final class WireGuardDevice {
         }
         // PersistentKeepalive: something every interval, whatever the traffic.
         if let interval = peer.config.persistentKeepalive, interval > .zero,
-           now &- max(a.lastAuthenticatedSent.load(ordering: .relaxed), authReceived) >= interval.nanoseconds {
+            now &- max(a.lastAuthenticatedSent.load(ordering: .relaxed), authReceived) >= interval.nanoseconds
+        {
             if let o = keepalive(peer, now: now) {
                 out.append(o)
             } else if peer.handshake == nil, let o = initiateIfAllowed(peer, now: now) {
@@ -545,7 +574,10 @@ public final class WireGuardDevice {
             peer.previous = nil
             peer.current = nil
             peer.next = nil
-            if let h = peer.handshake { indices[h.localIndex] = nil; h.wipe() }
+            if let h = peer.handshake {
+                indices[h.localIndex] = nil
+                h.wipe()
+            }
             peer.handshake = nil
             keysChanged = true
             logger.debug("wireguard keys zeroed", metadata: ["peer": "\(peer.config.allowedIPs)"])
@@ -565,8 +597,9 @@ public final class WireGuardDevice {
 
     public func status() -> [PeerStatus] {
         peers.values.map { p in
-            PeerStatus(publicKey: p.statics.publicKey, endpoint: p.config.endpoint, allowedIPs: p.config.allowedIPs,
-                       lastHandshakeUnix: p.lastHandshakeUnix, hasSessionKeys: p.current != nil)
+            PeerStatus(
+                publicKey: p.statics.publicKey, endpoint: p.config.endpoint, allowedIPs: p.config.allowedIPs,
+                lastHandshakeUnix: p.lastHandshakeUnix, hasSessionKeys: p.current != nil)
         }.sorted { $0.allowedIPs.address < $1.allowedIPs.address }
     }
 

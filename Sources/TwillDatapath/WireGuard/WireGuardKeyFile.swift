@@ -1,9 +1,10 @@
+import TwillSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import TwillSystem
 
 /// flannel's private key file (`/run/flannel/wgkey`, or `WIREGUARD_KEY_FILE`): the key in
 /// base64 (as `wg genkey` writes it), mode 0400, generated when missing and kept across
@@ -44,8 +45,9 @@ public enum WireGuardKeyFile {
     /// A base64 private key (surrounding whitespace allowed), 32 bytes once decoded.
     static func parse(_ contents: [UInt8], path: String) throws(WireGuardError) -> Secret {
         guard var bytes = decodeKey(String(decoding: contents, as: UTF8.self)) else {
-            throw WireGuardError("the wireguard private key file \(path) does not hold a key (base64 of 32 bytes, as `wg genkey` prints); "
-                                 + "fix it, or remove it to have a new key generated")
+            throw WireGuardError(
+                "the wireguard private key file \(path) does not hold a key (base64 of 32 bytes, as `wg genkey` prints); "
+                    + "fix it, or remove it to have a new key generated")
         }
         defer { for i in bytes.indices { bytes[i] = 0 } }
         return Secret(bytes)

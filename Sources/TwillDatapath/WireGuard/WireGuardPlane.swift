@@ -2,6 +2,7 @@ import CTwillSystem
 import Synchronization
 import TwillAddress
 import TwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -10,7 +11,7 @@ import Glibc
 /// indices): the keypair to seal with and the activity to report per peer, the keypairs to
 /// open with by receiver index, and the queue for handshake messages. Part of an
 /// ``EngineSnapshot``: immutable, replaced whole.
-final class WireGuardPlane: @unchecked Sendable {  // immutable after init
+final class WireGuardPlane: @unchecked Sendable { // immutable after init
     struct Receive {
         let keypair: Keypair
         /// The route-table index of its peer (-1 when the peer has no route any more).
@@ -59,7 +60,7 @@ final class WireGuardPlane: @unchecked Sendable {  // immutable after init
 /// Handshake messages from the packet threads to the control thread: a fixed ring of
 /// message-sized slots (no allocation), an eventfd to wake the control thread, and a count
 /// of what did not fit (a flood: the rest is dropped, and the responder is "under load").
-public final class WireGuardControlQueue: @unchecked Sendable {  // the ring is guarded by the lock
+public final class WireGuardControlQueue: @unchecked Sendable { // the ring is guarded by the lock
     static let slotSize = 160
     public let capacity: Int
     private let slots: UnsafeMutableRawPointer
@@ -77,8 +78,10 @@ public final class WireGuardControlQueue: @unchecked Sendable {  // the ring is 
     public init(capacity: Int = 256) throws(SystemError) {
         self.capacity = capacity
         slots = ZeroedMemory.allocate(byteCount: capacity * Self.slotSize)
-        ring = Mutex(Ring(lengths: Array(repeating: 0, count: capacity),
-                          sources: Array(repeating: WireGuardEndpoint(address: .any, port: 0), count: capacity)))
+        ring = Mutex(
+            Ring(
+                lengths: Array(repeating: 0, count: capacity),
+                sources: Array(repeating: WireGuardEndpoint(address: .any, port: 0), count: capacity)))
         let fd = twill_eventfd()
         guard fd >= 0 else {
             ZeroedMemory.deallocate(slots)

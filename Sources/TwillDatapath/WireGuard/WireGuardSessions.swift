@@ -69,18 +69,25 @@ public struct WireGuardSessions: Sendable, Equatable {
         for _ in 0..<count {
             guard let peerKey = r.take(32), let handshake = r.le64(), let hasTimestamp = r.byte() else { return nil }
             var timestamp: [UInt8]?
-            if hasTimestamp == 1 { guard let t = r.take(12) else { return nil }; timestamp = t }
+            if hasTimestamp == 1 {
+                guard let t = r.take(12) else { return nil }
+                timestamp = t
+            }
             guard let n = r.byte(), n <= 3 else { return nil }
             var keypairs: [KeypairState] = []
             for _ in 0..<n {
                 guard let flags = r.take(4), flags[0] <= 2, let local = r.le32(), let remote = r.le32(), let created = r.le64(),
-                      let sent = r.le64(), let highest = r.le64(), let sendKey = r.take(32), let receiveKey = r.take(32) else { return nil }
-                keypairs.append(KeypairState(slot: flags[0], isInitiator: flags[1] == 1, confirmed: flags[2] == 1, localIndex: local,
-                                             remoteIndex: remote, created: created, sent: sent, highestReceived: flags[3] == 1 ? highest : nil,
-                                             sendKey: sendKey, receiveKey: receiveKey))
+                    let sent = r.le64(), let highest = r.le64(), let sendKey = r.take(32), let receiveKey = r.take(32)
+                else { return nil }
+                keypairs.append(
+                    KeypairState(
+                        slot: flags[0], isInitiator: flags[1] == 1, confirmed: flags[2] == 1, localIndex: local,
+                        remoteIndex: remote, created: created, sent: sent, highestReceived: flags[3] == 1 ? highest : nil,
+                        sendKey: sendKey, receiveKey: receiveKey))
             }
             let unix = Int64(bitPattern: handshake)
-            peers.append(PeerState(publicKey: peerKey, lastHandshakeUnix: unix < 0 ? nil : unix, lastTimestamp: timestamp, keypairs: keypairs))
+            peers.append(
+                PeerState(publicKey: peerKey, lastHandshakeUnix: unix < 0 ? nil : unix, lastTimestamp: timestamp, keypairs: keypairs))
         }
         guard r.atEnd else { return nil }
         self.publicKey = key

@@ -3,7 +3,10 @@ import Testing
 import TwillAddress
 import TwillNetlink
 import TwillSystem
+import TwillTestSupport
+
 @testable import TwillDatapath
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,14 +23,19 @@ final class RecordingKeeper: DescriptorKeeper, @unchecked Sendable {
         store.withLock { if let old = $0.updateValue(copy, forKey: name) { close(old) } }
     }
     func forget(_ name: String) { store.withLock { if let old = $0.removeValue(forKey: name) { close(old) } } }
-    func closeAll() { store.withLock { for fd in $0.values { close(fd) }; $0 = [:] } }
+    func closeAll() {
+        store.withLock {
+            for fd in $0.values { close(fd) }
+            $0 = [:]
+        }
+    }
 }
 
 /// The packet engine's TUN queues and sockets across engine rebuilds and restarts, on a real
 /// TUN in a namespace of its own: taken over when they match (same device, no packet lost
 /// between), made anew when the queues, offloads or address changed, let go of for good by
 /// ``EngineDescriptors/discard(_:)``.
-@Suite(.serialized) struct EngineDescriptorsTests {
+@Suite(.serialized, .requiresRoot) struct EngineDescriptorsTests {
     static let underlay = IPv4Address("198.51.100.1")!
 
     func withNamespace(_ body: (String, Netlink) throws -> Void) throws {
@@ -40,7 +48,9 @@ final class RecordingKeeper: DescriptorKeeper, @unchecked Sendable {
         try body(ns, try Netlink(namespacePath: NetworkNamespace.path(named: ns)))
     }
 
-    func open(_ d: EngineDescriptors, in ns: String, queues: Int, offloads: Bool = true, port: UInt16 = 8285) throws -> (UDPEngine, [String]) {
+    func open(_ d: EngineDescriptors, in ns: String, queues: Int, offloads: Bool = true, port: UInt16 = 8285) throws -> (
+        UDPEngine, [String]
+    ) {
         try NetworkNamespace.run(inNamespace: NetworkNamespace.path(named: ns)) {
             var configuration = UDPEngineConfiguration(localSubnet: IPv4Network("198.18.1.0/24")!, peerPort: port, queues: queues)
             configuration.udpOffloads = true
@@ -49,7 +59,9 @@ final class RecordingKeeper: DescriptorKeeper, @unchecked Sendable {
         }
     }
 
-    func index(_ ns: String) -> String? { (try? ip("-n", ns, "-o", "link", "show", "twill0"))?.split(separator: ":").first.map(String.init) }
+    func index(_ ns: String) -> String? {
+        (try? ip("-n", ns, "-o", "link", "show", "twill0"))?.split(separator: ":").first.map(String.init)
+    }
 
     @Test func takenOverWhenTheyMatchAndMadeAnewWhenNot() throws {
         try withNamespace { ns, netlink in
@@ -65,7 +77,9 @@ final class RecordingKeeper: DescriptorKeeper, @unchecked Sendable {
             // The next run: the same settings take everything over, and the device is the same.
             let second = EngineDescriptors(device: "twill0", keeper: keeper, netlink: netlink)
             let (again, notes2) = try open(second, in: ns, queues: 2)
-            #expect(notes2.contains("took over 2 queue(s) of twill0 (now 2)") && notes2.contains("took over 2 listening socket(s) on port 8285"), "\(notes2)")
+            #expect(
+                notes2.contains("took over 2 queue(s) of twill0 (now 2)")
+                    && notes2.contains("took over 2 listening socket(s) on port 8285"), "\(notes2)")
             #expect(again.queueCount == 2 && again.hasTUNOffloads && index(ns) == device)
             second.keep(again)
             again.stop()

@@ -1,8 +1,10 @@
 import CTwillSystem
 import Synchronization
 import TwillAddress
-@testable import TwillDatapath
 import TwillSystem
+
+@testable import TwillDatapath
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,7 +13,7 @@ import Glibc
 /// engine reads; what the engine writes lands in ``written``. Readiness for the engine's poll
 /// is a real pipe holding one byte per waiting packet; ``close()`` closes its write end, so
 /// the engine's poll sees POLLHUP, as when a TUN is deleted under it.
-final class FakeTUN: PacketDevice, @unchecked Sendable {  // mutable state under `lock`
+final class FakeTUN: PacketDevice, @unchecked Sendable { // mutable state under `lock`
     let name: String
     let hasVirtioHeader: Bool
     private var ends: [Int32] = [-1, -1]
@@ -104,7 +106,7 @@ final class FakeTUN: PacketDevice, @unchecked Sendable {  // mutable state under
 
 /// An in-memory network of ``FakeSocket``s, addressed by IPv4 address and port. A hook may
 /// change or drop datagrams in flight (to corrupt one, say).
-final class FakeNetwork: @unchecked Sendable {  // mutable state under `lock`
+final class FakeNetwork: @unchecked Sendable { // mutable state under `lock`
     private let lock = Mutex(())
     private var sockets: [UInt64: FakeSocket] = [:]
     private var hook: (@Sendable (inout [UInt8], _ index: Int) -> Bool)?
@@ -134,7 +136,7 @@ final class FakeNetwork: @unchecked Sendable {  // mutable state under `lock`
 /// UDP_SEGMENT on send (a message split into datagrams), and UDP_GRO on receive (consecutive
 /// datagrams of one sender and size coalesced into one message with the segment size in a
 /// control message) when the test gives it GRO.
-final class FakeSocket: DatagramSocket, @unchecked Sendable {  // mutable state under `lock`
+final class FakeSocket: DatagramSocket, @unchecked Sendable { // mutable state under `lock`
     let address: IPv4Address
     let port: UInt16
     let network: FakeNetwork
@@ -220,8 +222,9 @@ final class FakeSocket: DatagramSocket, @unchecked Sendable {  // mutable state 
                     // As the kernel's UDP GRO: same sender, same size, only the last shorter.
                     let size = first.bytes.count
                     while let next = queue.first, next.source == first.source, next.port == first.port,
-                          next.bytes.count <= size, first.bytes.count + next.bytes.count <= 65535,
-                          first.bytes.count % size == 0 {
+                        next.bytes.count <= size, first.bytes.count + next.bytes.count <= 65535,
+                        first.bytes.count % size == 0
+                    {
                         first.bytes += next.bytes
                         queue.removeFirst()
                         segment = size
@@ -280,16 +283,22 @@ struct FakePair {
     let a: UDPEngine, b: UDPEngine
 
     /// With `subnetA6` and `subnetB6`, each engine is dual stack (and knows the other's IPv6 subnet).
-    init(virtio: Bool = false, gso: Bool = false, gro: Bool = false, checkSources: Bool = true,
-         subnetA6: IPv6Network? = nil, subnetB6: IPv6Network? = nil) throws {
+    init(
+        virtio: Bool = false, gso: Bool = false, gro: Bool = false, checkSources: Bool = true,
+        subnetA6: IPv6Network? = nil, subnetB6: IPv6Network? = nil
+    ) throws {
         tunA = FakeTUN(name: "fakeA", virtio: virtio)
         tunB = FakeTUN(name: "fakeB", virtio: virtio)
         socketA = FakeSocket(address: Self.addressA, port: 8285, network: network, gso: gso, gro: gro)
         socketB = FakeSocket(address: Self.addressB, port: 8285, network: network, gso: gso, gro: gro)
-        a = UDPEngine(tun: tunA, socket: socketA, configuration: UDPEngineConfiguration(
-            localSubnet: Self.subnetA, peerPort: 8285, checkSources: checkSources, udpOffloads: gso || gro, localSubnet6: subnetA6))
-        b = UDPEngine(tun: tunB, socket: socketB, configuration: UDPEngineConfiguration(
-            localSubnet: Self.subnetB, peerPort: 8285, checkSources: checkSources, udpOffloads: gso || gro, localSubnet6: subnetB6))
+        a = UDPEngine(
+            tun: tunA, socket: socketA,
+            configuration: UDPEngineConfiguration(
+                localSubnet: Self.subnetA, peerPort: 8285, checkSources: checkSources, udpOffloads: gso || gro, localSubnet6: subnetA6))
+        b = UDPEngine(
+            tun: tunB, socket: socketB,
+            configuration: UDPEngineConfiguration(
+                localSubnet: Self.subnetB, peerPort: 8285, checkSources: checkSources, udpOffloads: gso || gro, localSubnet6: subnetB6))
         a.update(peers: [PeerLease(subnet: Self.subnetB, publicIP: Self.addressB, backendType: nil, backendData: nil, subnet6: subnetB6)])
         b.update(peers: [PeerLease(subnet: Self.subnetA, publicIP: Self.addressA, backendType: nil, backendData: nil, subnet6: subnetA6)])
         try a.start()

@@ -2,6 +2,7 @@ import CFuzzSupport
 import Foundation
 import Testing
 import TwillAddress
+
 @testable import TwillDatapath
 
 /// Seeded fuzzing of every parser on the inbound path: IPv4 headers, the TCP coalescer, UDP
@@ -30,7 +31,8 @@ enum Fuzz {
 
     /// Runs `body` on the corpus, then on `iterations` generated inputs; each input is
     /// recorded first so that a crash saves it.
-    static func run(_ target: String, iterations: Int = Fuzz.iterations, generate: (inout SplitMix64) -> [UInt8], _ body: ([UInt8]) -> Void) {
+    static func run(_ target: String, iterations: Int = Fuzz.iterations, generate: (inout SplitMix64) -> [UInt8], _ body: ([UInt8]) -> Void)
+    {
         _ = installed
         // Each target its own stream, the same from run to run (FNV-1a of its name).
         var rng = SplitMix64(seed: seed ^ target.utf8.reduce(0xCBF2_9CE4_8422_2325) { ($0 ^ UInt64($1)) &* 0x100_0000_01B3 })
@@ -92,10 +94,14 @@ enum Fuzz {
 @Suite("Fuzz: inbound parsers", .serialized)
 struct FuzzTests {
     @Test func ipv4HeaderParsing() {
-        let base = Packets.ipv4(source: IPv4Address("198.18.1.1")!, destination: IPv4Address("198.18.2.2")!, payload: Packets.udp(data: [1, 2, 3]))
-        Fuzz.run("ipv4-header", generate: { rng in
-            rng.next() % 4 == 0 ? [UInt8].random(count: Int(rng.next() % 80), using: &rng) : Fuzz.mutate(base, &rng)
-        }) { input in
+        let base = Packets.ipv4(
+            source: IPv4Address("198.18.1.1")!, destination: IPv4Address("198.18.2.2")!, payload: Packets.udp(data: [1, 2, 3]))
+        Fuzz.run(
+            "ipv4-header",
+            generate: { rng in
+                rng.next() % 4 == 0 ? [UInt8].random(count: Int(rng.next() % 80), using: &rng) : Fuzz.mutate(base, &rng)
+            }
+        ) { input in
             input.withUnsafeBytes { raw in
                 for verify in [false, true] {
                     guard let h = try? IPv4Header(parsing: raw, verifyChecksum: verify) else { continue }
@@ -109,16 +115,19 @@ struct FuzzTests {
     /// whose checksums verify, its pieces add up, and the merged packet's IP header is sound.
     @Test func tcpCoalescer() {
         let coalescer = TCPCoalescer()
-        Fuzz.run("tcp-coalescer", generate: { rng in
-            var seq: UInt32 = UInt32(truncatingIfNeeded: rng.next())
-            var segments: [[UInt8]] = []
-            for _ in 0..<(1 + Int(rng.next() % 24)) {
-                let s = Fuzz.segment(&rng, seq: seq)
-                seq &+= UInt32(max(0, s.count - 52))
-                segments.append(s)
+        Fuzz.run(
+            "tcp-coalescer",
+            generate: { rng in
+                var seq: UInt32 = UInt32(truncatingIfNeeded: rng.next())
+                var segments: [[UInt8]] = []
+                for _ in 0..<(1 + Int(rng.next() % 24)) {
+                    let s = Fuzz.segment(&rng, seq: seq)
+                    seq &+= UInt32(max(0, s.count - 52))
+                    segments.append(s)
+                }
+                return Fuzz.encode(segments)
             }
-            return Fuzz.encode(segments)
-        }) { input in
+        ) { input in
             var buffers = Fuzz.records(input)
             var merged: [[UInt8]] = []
             func take() {
@@ -135,7 +144,10 @@ struct FuzzTests {
             for i in buffers.indices {
                 let ok = buffers[i].withUnsafeMutableBytes { raw -> Bool in
                     guard (try? IPv4Header(parsing: UnsafeRawBufferPointer(raw), verifyChecksum: true)) != nil else { return true }
-                    if coalescer.offer(raw.baseAddress!, raw.count) { merged.append(Array(raw)); return true }
+                    if coalescer.offer(raw.baseAddress!, raw.count) {
+                        merged.append(Array(raw))
+                        return true
+                    }
                     if coalescer.count > 0 { take() }
                     if coalescer.offer(raw.baseAddress!, raw.count) { merged.append(Array(raw)) }
                     return true
@@ -148,8 +160,9 @@ struct FuzzTests {
     }
 
     @Test func icmpBuilder() {
-        let base = Packets.ipv4(source: IPv4Address("198.18.1.1")!, destination: IPv4Address("198.18.9.9")!, protocolNumber: 1,
-                                payload: [8, 0, 0, 0, 0, 1, 0, 1] + Array(repeating: 7, count: 40))
+        let base = Packets.ipv4(
+            source: IPv4Address("198.18.1.1")!, destination: IPv4Address("198.18.9.9")!, protocolNumber: 1,
+            payload: [8, 0, 0, 0, 0, 1, 0, 1] + Array(repeating: 7, count: 40))
         let output = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 16)
         defer { output.deallocate() }
         Fuzz.run("icmp-builder", generate: { rng in Fuzz.mutate(base, &rng) + [UInt8(rng.next() % 200)] }) { input in
@@ -171,13 +184,19 @@ struct FuzzTests {
     @Test func tcpSegmenter() {
         let out = UnsafeMutableRawPointer.allocate(byteCount: 64 * 2048, alignment: 64)
         let lengths = UnsafeMutablePointer<Int>.allocate(capacity: 64)
-        defer { out.deallocate(); lengths.deallocate() }
-        Fuzz.run("tcp-segmenter", iterations: Fuzz.iterations / 3, generate: { rng in
-            var rng2 = rng
-            let packet = Fuzz.mutate(tcpPacket(payload: [UInt8].random(count: Int(rng.next() % 9000), using: &rng2)), &rng)
-            rng = rng2
-            return [UInt8(rng.next() % 256), UInt8(rng.next() % 256)] + packet
-        }) { input in
+        defer {
+            out.deallocate()
+            lengths.deallocate()
+        }
+        Fuzz.run(
+            "tcp-segmenter", iterations: Fuzz.iterations / 3,
+            generate: { rng in
+                var rng2 = rng
+                let packet = Fuzz.mutate(tcpPacket(payload: [UInt8].random(count: Int(rng.next() % 9000), using: &rng2)), &rng)
+                rng = rng2
+                return [UInt8(rng.next() % 256), UInt8(rng.next() % 256)] + packet
+            }
+        ) { input in
             guard input.count >= 2 else { return }
             let mss = Int(input[0]) << 8 | Int(input[1])
             Array(input.dropFirst(2)).withUnsafeBytes { raw in
@@ -195,21 +214,29 @@ struct FuzzTests {
     @Test func engineGROSplittingAndVirtioHeaders() throws {
         let pair = try FakePair(virtio: true, gso: true, gro: true)
         defer { pair.stop() }
-        let valid = tcpPacket(payload: Array(repeating: 3, count: 600), source: IPv4Address("198.18.1.5")!, destination: IPv4Address("198.18.2.7")!)
-        Fuzz.run("engine-gro-virtio", iterations: max(50, Fuzz.iterations / 30), generate: { rng in
-            var records: [[UInt8]] = []
-            for _ in 0..<(1 + Int(rng.next() % 6)) {
-                var flow = [UInt8]()
-                for i in 0..<(1 + Int(rng.next() % 5)) { flow += Fuzz.mutate(tcpPacket(payload: [UInt8].random(count: 100 + Int(rng.next() % 1300), using: &rng), seq: UInt32(i * 1400),
-                                                                                        source: IPv4Address("198.18.1.5")!, destination: IPv4Address("198.18.2.7")!), &rng) }
-                let segment = [0, 1, 7, 20, 40, 1400, 65535, Int(rng.next() % 3000)][Int(rng.next() % 8)]
-                records.append([UInt8(segment >> 8 & 0xFF), UInt8(segment & 0xFF)] + flow)
-                var virtio = [UInt8].random(count: VirtioNetHeader.size, using: &rng)
-                if rng.next() % 2 == 0 { virtio[1] = [0, 1, 3, 4, 0x81][Int(rng.next() % 5)] }
-                records.append(virtio + Fuzz.mutate(valid, &rng))
+        let valid = tcpPacket(
+            payload: Array(repeating: 3, count: 600), source: IPv4Address("198.18.1.5")!, destination: IPv4Address("198.18.2.7")!)
+        Fuzz.run(
+            "engine-gro-virtio", iterations: max(50, Fuzz.iterations / 30),
+            generate: { rng in
+                var records: [[UInt8]] = []
+                for _ in 0..<(1 + Int(rng.next() % 6)) {
+                    var flow = [UInt8]()
+                    for i in 0..<(1 + Int(rng.next() % 5)) {
+                        flow += Fuzz.mutate(
+                            tcpPacket(
+                                payload: [UInt8].random(count: 100 + Int(rng.next() % 1300), using: &rng), seq: UInt32(i * 1400),
+                                source: IPv4Address("198.18.1.5")!, destination: IPv4Address("198.18.2.7")!), &rng)
+                    }
+                    let segment = [0, 1, 7, 20, 40, 1400, 65535, Int(rng.next() % 3000)][Int(rng.next() % 8)]
+                    records.append([UInt8(segment >> 8 & 0xFF), UInt8(segment & 0xFF)] + flow)
+                    var virtio = [UInt8].random(count: VirtioNetHeader.size, using: &rng)
+                    if rng.next() % 2 == 0 { virtio[1] = [0, 1, 3, 4, 0x81][Int(rng.next() % 5)] }
+                    records.append(virtio + Fuzz.mutate(valid, &rng))
+                }
+                return Fuzz.encode(records)
             }
-            return Fuzz.encode(records)
-        }) { input in
+        ) { input in
             let records = Fuzz.records(input)
             for (i, r) in records.enumerated() {
                 if i % 2 == 0, r.count >= 2 {

@@ -1,5 +1,6 @@
 import Testing
 import TwillAddress
+
 @testable import TwillDatapath
 
 @Suite("ICMPUnreachable")
@@ -21,8 +22,9 @@ struct ICMPUnreachableTests {
 
     @Test("bytes match flannel's message for a UDP offender")
     func exactBytes() {
-        let offender = Packets.ipv4(source: sender, destination: nowhere, ttl: 64, protocolNumber: 17,
-                                    payload: Packets.udp(sourcePort: 0x1111, destinationPort: 0x2222, data: [9, 9, 9, 9]))
+        let offender = Packets.ipv4(
+            source: sender, destination: nowhere, ttl: 64, protocolNumber: 17,
+            payload: Packets.udp(sourcePort: 0x1111, destinationPort: 0x2222, data: [9, 9, 9, 9]))
         let message = build(offender)
         #expect(message.count == 20 + 8 + 20 + 8)
         // IPv4 header: 45 00, length 56, ID 0, no fragment bits, TTL 8, ICMP, checksum, src, dst.
@@ -36,14 +38,17 @@ struct ICMPUnreachableTests {
         #expect(Array(message[28...]) == Array(offender[0..<28]))
         #expect(message[20...].withUnsafeBytes { InternetChecksum.checksum($0) } == 0)
         // The exact ICMP checksum, computed independently over the ICMP part.
-        var icmp = Array(message[20...]); icmp[2] = 0; icmp[3] = 0
+        var icmp = Array(message[20...])
+        icmp[2] = 0
+        icmp[3] = 0
         let expected = icmp.withUnsafeBytes { InternetChecksum.referenceChecksum($0) }
         #expect(UInt16(message[22]) << 8 | UInt16(message[23]) == expected)
     }
 
     @Test("the offender's options are quoted with its header")
     func options() {
-        let offender = Packets.ipv4(source: sender, destination: nowhere, payload: Array(repeating: 7, count: 30), options: [1, 1, 1, 0, 1, 1, 1, 0])
+        let offender = Packets.ipv4(
+            source: sender, destination: nowhere, payload: Array(repeating: 7, count: 30), options: [1, 1, 1, 0, 1, 1, 1, 0])
         let message = build(offender)
         #expect(message.count == 28 + 28 + 8)
         #expect(Array(message[28...]) == Array(offender[0..<36]))
@@ -64,7 +69,10 @@ struct ICMPUnreachableTests {
         #expect(build(Packets.ipv4(source: sender, destination: nowhere, protocolNumber: 1, payload: [])).isEmpty)
         for queryType: UInt8 in [8, 0, 13] { #expect(!build(icmp(queryType)).isEmpty, "type \(queryType)") }
         #expect(build(Packets.ipv4(source: sender, destination: nowhere, fragmentOffset: 3)).isEmpty)
-        #expect(build(Packets.ipv4(source: sender, destination: nowhere, protocolNumber: 1, payload: [8, 0, 0, 0, 0, 0, 0, 0], fragmentOffset: 3)).isEmpty)
+        #expect(
+            build(
+                Packets.ipv4(source: sender, destination: nowhere, protocolNumber: 1, payload: [8, 0, 0, 0, 0, 0, 0, 0], fragmentOffset: 3)
+            ).isEmpty)
         #expect(!build(Packets.ipv4(source: sender, destination: nowhere, moreFragments: true)).isEmpty)
     }
 

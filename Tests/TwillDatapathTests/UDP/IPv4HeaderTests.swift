@@ -1,5 +1,6 @@
 import Testing
 import TwillAddress
+
 @testable import TwillDatapath
 
 @Suite("IPv4Header")
@@ -9,7 +10,9 @@ struct IPv4HeaderTests {
 
     func parse(_ bytes: [UInt8], verify: Bool = false) -> Result<IPv4Header, IPv4Header.Rejection> {
         bytes.withUnsafeBytes { raw in
-            do throws(IPv4Header.Rejection) { return .success(try IPv4Header(parsing: raw, verifyChecksum: verify)) } catch { return .failure(error) }
+            do throws(IPv4Header.Rejection) { return .success(try IPv4Header(parsing: raw, verifyChecksum: verify)) } catch {
+                return .failure(error)
+            }
         }
     }
 
@@ -46,22 +49,34 @@ struct IPv4HeaderTests {
         let good = Packets.ipv4(source: a, destination: b)
         #expect(parse([]) == .failure(.tooShort))
         #expect(parse(Array(good[0..<19])) == .failure(.tooShort))
-        var v6 = good; v6[0] = 0x65
+        var v6 = good
+        v6[0] = 0x65
         #expect(parse(v6) == .failure(.notVersion4))
-        var ihl4 = good; ihl4[0] = 0x44
+        var ihl4 = good
+        ihl4[0] = 0x44
         #expect(parse(ihl4) == .failure(.headerLengthTooSmall))
-        var ihl15 = Array(good[0..<20]); ihl15[0] = 0x4F; ihl15[2] = 0; ihl15[3] = 20
+        var ihl15 = Array(good[0..<20])
+        ihl15[0] = 0x4F
+        ihl15[2] = 0
+        ihl15[3] = 20
         #expect(parse(ihl15) == .failure(.headerBeyondBuffer))
-        var longer = good; longer[3] &+= 1
+        var longer = good
+        longer[3] &+= 1
         #expect(parse(longer) == .failure(.totalLengthMismatch))
-        var shorter = good; shorter[3] &-= 1
+        var shorter = good
+        shorter[3] &-= 1
         #expect(parse(shorter) == .failure(.totalLengthMismatch))
-        var belowHeader = Array(good[0..<24]); belowHeader[0] = 0x46; belowHeader[2] = 0; belowHeader[3] = 24
-        #expect(parse(belowHeader) != .failure(.totalLengthMismatch))  // 24 == header: valid, empty payload
-        var trailing = good; trailing.append(0)
+        var belowHeader = Array(good[0..<24])
+        belowHeader[0] = 0x46
+        belowHeader[2] = 0
+        belowHeader[3] = 24
+        #expect(parse(belowHeader) != .failure(.totalLengthMismatch)) // 24 == header: valid, empty payload
+        var trailing = good
+        trailing.append(0)
         #expect(parse(trailing) == .failure(.totalLengthMismatch))
-        var corrupt = good; corrupt[15] ^= 1
-        #expect(parse(corrupt) != .failure(.badHeaderChecksum))  // not checked unless asked
+        var corrupt = good
+        corrupt[15] ^= 1
+        #expect(parse(corrupt) != .failure(.badHeaderChecksum)) // not checked unless asked
         #expect(parse(corrupt, verify: true) == .failure(.badHeaderChecksum))
     }
 

@@ -1,6 +1,8 @@
 import Testing
 import TwillAddress
+
 @testable import TwillDatapath
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,8 +11,10 @@ func v6(_ text: String) -> IPv6Address { IPv6Address(text)! }
 
 extension Packets {
     /// A valid IPv6 packet: the 40-byte fixed header, then `payload`.
-    static func ipv6(source: IPv6Address, destination: IPv6Address, hopLimit: UInt8 = 64, nextHeader: UInt8 = 17,
-                     payload: [UInt8] = Array(repeating: 0xCD, count: 12)) -> [UInt8] {
+    static func ipv6(
+        source: IPv6Address, destination: IPv6Address, hopLimit: UInt8 = 64, nextHeader: UInt8 = 17,
+        payload: [UInt8] = Array(repeating: 0xCD, count: 12)
+    ) -> [UInt8] {
         var bytes: [UInt8] = [0x60, 0, 0, 0, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF), nextHeader, hopLimit]
         bytes += source.bytes + destination.bytes
         return bytes + payload
@@ -20,15 +24,18 @@ extension Packets {
 /// The TCP checksum of an IPv6 packet (TCP right after the fixed header) computed from scratch.
 func tcpChecksum6(_ packet: [UInt8]) -> UInt16 {
     var segment = Array(packet[40...])
-    segment[16] = 0; segment[17] = 0
+    segment[16] = 0
+    segment[17] = 0
     let n = segment.count
     let pseudo = Array(packet[8..<40]) + [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF), 0, 0, 0, 6]
     return (pseudo + segment).withUnsafeBytes { InternetChecksum.referenceChecksum($0) }
 }
 
 /// A TCP/IPv6 packet with timestamps, its checksum right.
-func tcpPacket6(payload: [UInt8], seq: UInt32 = 1_000_000, flags: UInt8 = 0x10, source: IPv6Address, destination: IPv6Address,
-                hopLimit: UInt8 = 64) -> [UInt8] {
+func tcpPacket6(
+    payload: [UInt8], seq: UInt32 = 1_000_000, flags: UInt8 = 0x10, source: IPv6Address, destination: IPv6Address,
+    hopLimit: UInt8 = 64
+) -> [UInt8] {
     let options: [UInt8] = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]
     var tcp: [UInt8] = [0x9C, 0x40, 0x14, 0x51]
     tcp += [UInt8(seq >> 24), UInt8(seq >> 16 & 0xFF), UInt8(seq >> 8 & 0xFF), UInt8(seq & 0xFF)]
@@ -36,7 +43,8 @@ func tcpPacket6(payload: [UInt8], seq: UInt32 = 1_000_000, flags: UInt8 = 0x10, 
     tcp += options
     var p = Packets.ipv6(source: source, destination: destination, hopLimit: hopLimit, nextHeader: 6, payload: tcp + payload)
     let sum = tcpChecksum6(p)
-    p[56] = UInt8(sum >> 8); p[57] = UInt8(sum & 0xFF)
+    p[56] = UInt8(sum >> 8)
+    p[57] = UInt8(sum & 0xFF)
     return p
 }
 
@@ -66,7 +74,11 @@ struct IPv6PathTests {
         var out = [UInt8](repeating: 0, count: 1400)
         func answer(_ p: [UInt8], queries: Bool = true) -> [UInt8] {
             let h = try! p.withUnsafeBytes { try IPv6Header(parsing: $0) }
-            let n = p.withUnsafeBytes { inp in out.withUnsafeMutableBytes { ICMPv6Unreachable.build(offending: inp, header: h, source: source, into: $0, answeringQueries: queries) } }
+            let n = p.withUnsafeBytes { inp in
+                out.withUnsafeMutableBytes {
+                    ICMPv6Unreachable.build(offending: inp, header: h, source: source, into: $0, answeringQueries: queries)
+                }
+            }
             return Array(out.prefix(n))
         }
         let big = Packets.ipv6(source: Self.a6, destination: v6("2001:db8:100:77::1"), payload: [UInt8](repeating: 7, count: 1400))
@@ -80,28 +92,35 @@ struct IPv6PathTests {
         let pseudo = Array(m[8..<40]) + [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF), 0, 0, 0, 58]
         #expect((pseudo + Array(m[40...])).withUnsafeBytes { InternetChecksum.referenceChecksum($0) } == 0)
         // Echo request: answered only with queries on; an error message never; multicast never.
-        let echo = Packets.ipv6(source: Self.a6, destination: v6("2001:db8:100:77::1"), nextHeader: 58, payload: [128, 0, 0, 0, 0, 1, 0, 1])
+        let echo = Packets.ipv6(
+            source: Self.a6, destination: v6("2001:db8:100:77::1"), nextHeader: 58, payload: [128, 0, 0, 0, 0, 1, 0, 1])
         #expect(answer(echo).count == 48 + echo.count)
         #expect(answer(echo, queries: false).isEmpty)
         let error = Packets.ipv6(source: Self.a6, destination: v6("2001:db8:100:77::1"), nextHeader: 58, payload: [1, 0, 0, 0, 0, 0, 0, 0])
         #expect(answer(error).isEmpty)
-        #expect(answer(Packets.ipv6(source: Self.a6, destination: v6("ff02::16"), nextHeader: 0, payload: [58, 0, 5, 2, 0, 0, 1, 0])).isEmpty)
+        #expect(
+            answer(Packets.ipv6(source: Self.a6, destination: v6("ff02::16"), nextHeader: 0, payload: [58, 0, 5, 2, 0, 0, 1, 0])).isEmpty)
         #expect(answer(Packets.ipv6(source: .any, destination: v6("2001:db8:100:77::1"))).isEmpty)
         // Fragments: the first is answered, a later one not.
-        let first = Packets.ipv6(source: Self.a6, destination: v6("2001:db8:100:77::1"), nextHeader: 44, payload: [17, 0, 0, 1, 0, 0, 0, 9])
-        let later = Packets.ipv6(source: Self.a6, destination: v6("2001:db8:100:77::1"), nextHeader: 44, payload: [17, 0, 0x05, 0x00, 0, 0, 0, 9])
+        let first = Packets.ipv6(
+            source: Self.a6, destination: v6("2001:db8:100:77::1"), nextHeader: 44, payload: [17, 0, 0, 1, 0, 0, 0, 9])
+        let later = Packets.ipv6(
+            source: Self.a6, destination: v6("2001:db8:100:77::1"), nextHeader: 44, payload: [17, 0, 0x05, 0x00, 0, 0, 0, 9])
         #expect(!answer(first).isEmpty && answer(later).isEmpty)
     }
 
     @Test("route table: longest IPv6 prefix, sender checks by the IPv6 subnet of the sender's lease")
     func routeTable6() {
         let peers = [
-            PeerLease(subnet: IPv4Network("198.18.2.0/24")!, publicIP: IPv4Address("203.0.113.2")!, backendType: nil, backendData: nil,
-                      subnet6: IPv6Network("2001:db8:100:2::/64")!),
-            PeerLease(subnet: IPv4Network("198.18.3.0/24")!, publicIP: IPv4Address("203.0.113.3")!, backendType: nil, backendData: nil,
-                      subnet6: IPv6Network("2001:db8:100:3::/64")!),
-            PeerLease(subnet: IPv4Network("198.18.4.0/24")!, publicIP: IPv4Address("203.0.113.4")!, backendType: nil, backendData: nil,
-                      subnet6: IPv6Network("2001:db8:100:3:8000::/65")!),
+            PeerLease(
+                subnet: IPv4Network("198.18.2.0/24")!, publicIP: IPv4Address("203.0.113.2")!, backendType: nil, backendData: nil,
+                subnet6: IPv6Network("2001:db8:100:2::/64")!),
+            PeerLease(
+                subnet: IPv4Network("198.18.3.0/24")!, publicIP: IPv4Address("203.0.113.3")!, backendType: nil, backendData: nil,
+                subnet6: IPv6Network("2001:db8:100:3::/64")!),
+            PeerLease(
+                subnet: IPv4Network("198.18.4.0/24")!, publicIP: IPv4Address("203.0.113.4")!, backendType: nil, backendData: nil,
+                subnet6: IPv6Network("2001:db8:100:3:8000::/65")!),
             PeerLease(subnet: IPv4Network("198.18.5.0/24")!, publicIP: IPv4Address("203.0.113.5")!, backendType: nil, backendData: nil),
         ]
         let t = RouteTable(peers: peers)
@@ -119,10 +138,12 @@ struct IPv6PathTests {
     @Test("IPv6-only leases (IPv4 part 0.0.0.0/0) never route IPv4; over an IPv6 underlay senders are known by PublicIPv6")
     func routeTableIPv6Only() {
         let only6 = [
-            PeerLease(subnet: .all, publicIP: .any, backendType: nil, backendData: nil,
-                      subnet6: IPv6Network("2001:db8:100:2::/64")!, publicIPv6: v6("2001:db8:1::2")),
-            PeerLease(subnet: .all, publicIP: .any, backendType: nil, backendData: nil,
-                      subnet6: IPv6Network("2001:db8:100:3::/64")!, publicIPv6: v6("2001:db8:1::3")),
+            PeerLease(
+                subnet: .all, publicIP: .any, backendType: nil, backendData: nil,
+                subnet6: IPv6Network("2001:db8:100:2::/64")!, publicIPv6: v6("2001:db8:1::2")),
+            PeerLease(
+                subnet: .all, publicIP: .any, backendType: nil, backendData: nil,
+                subnet6: IPv6Network("2001:db8:100:3::/64")!, publicIPv6: v6("2001:db8:1::3")),
         ]
         let t = RouteTable(peers: only6)
         #expect(t.peers.count == 2, "two IPv6-only leases are two peers")
@@ -147,8 +168,12 @@ struct IPv6PathTests {
         var out = [UInt8](repeating: 0, count: 6 * 1100)
         var lengths = [Int](repeating: 0, count: 6)
         let made = p.withUnsafeBytes { inp in
-            out.withUnsafeMutableBytes { o in lengths.withUnsafeMutableBufferPointer {
-                TCPSegmenter.split(inp, segmentSize: 1000, output: o.baseAddress!, stride: 1100, maxSegments: 6, lengths: $0.baseAddress!) } }
+            out.withUnsafeMutableBytes { o in
+                lengths.withUnsafeMutableBufferPointer {
+                    TCPSegmenter.split(
+                        inp, segmentSize: 1000, output: o.baseAddress!, stride: 1100, maxSegments: 6, lengths: $0.baseAddress!)
+                }
+            }
         }
         #expect(made == 6)
         var joined: [UInt8] = []
@@ -170,7 +195,9 @@ struct IPv6PathTests {
         let c = TCPCoalescer()
         var rng = SplitMix64(seed: 7)
         let chunks = (0..<4).map { _ in [UInt8].random(count: 1000, using: &rng) }
-        let segments = chunks.enumerated().map { tcpPacket6(payload: $1, seq: 5000 + UInt32($0 * 1000), source: Self.a6, destination: Self.b6) }
+        let segments = chunks.enumerated().map {
+            tcpPacket6(payload: $1, seq: 5000 + UInt32($0 * 1000), source: Self.a6, destination: Self.b6)
+        }
         for s in segments {
             #expect(s.withUnsafeBytes { c.offer($0.baseAddress!, s.count) })
         }
@@ -181,7 +208,8 @@ struct IPv6PathTests {
         #expect(!v4.withUnsafeBytes { c.offer($0.baseAddress!, v4.count) })
         let merged = gathered(c.take())
         let header = merged.withUnsafeBytes { VirtioNetHeader(reading: $0.baseAddress!) }
-        #expect(header.gsoType == VirtioNetHeader.gsoTCPv6 && header.gsoSize == 1000 && header.checksumStart == 40
+        #expect(
+            header.gsoType == VirtioNetHeader.gsoTCPv6 && header.gsoSize == 1000 && header.checksumStart == 40
                 && header.checksumOffset == 16 && header.headerLength == 72 && header.flags == VirtioNetHeader.needsChecksum)
         let packet = Array(merged.dropFirst(VirtioNetHeader.size))
         #expect((try? packet.withUnsafeBytes { try IPv6Header(parsing: $0) }) != nil, "payload length covers the merged packet")
@@ -233,7 +261,8 @@ struct UDPEngineIPv6FakeTests {
         // No peer covers it: ICMPv6 type 1 code 0 from the TUN's IPv6 address.
         pair.tunA.inject(Packets.ipv6(source: Self.a6, destination: v6("2001:db8:100:77::1")))
         let answers = pair.tunA.waitForWrites(1)
-        #expect(answers.first.map { $0.count > 48 && $0[6] == 58 && $0[40] == 1 && Array($0[8..<24]) == Self.subnetA6.address.bytes } == true)
+        #expect(
+            answers.first.map { $0.count > 48 && $0[6] == 58 && $0[40] == 1 && Array($0[8..<24]) == Self.subnetA6.address.bytes } == true)
         // From a peer: spoofed inner source, not for this node, hop limit out, garbage.
         let from = FakePair.addressA
         pair.socketB.receiveFrom(from, Packets.ipv6(source: v6("2001:db8:100:9::1"), destination: Self.b6))
@@ -241,11 +270,12 @@ struct UDPEngineIPv6FakeTests {
         pair.socketB.receiveFrom(from, Packets.ipv6(source: Self.a6, destination: Self.b6, hopLimit: 1))
         pair.socketB.receiveFrom(from, [0x60, 0, 0, 0, 0, 99] + [UInt8](repeating: 0, count: 40))
         pair.socketB.receiveFrom(IPv4Address("203.0.113.9")!, Packets.ipv6(source: Self.a6, destination: Self.b6))
-        #expect(waitUntil {
-            let c = pair.b.counters()
-            return c[drop: .spoofedInnerSource] == 1 && c[drop: .wrongInnerDestination] == 1 && c[drop: .ttlExpired] == 1
-                && c[drop: .malformed] == 1 && c[drop: .unknownSender] == 1
-        }, "\(pair.b.counters().drops)")
+        #expect(
+            waitUntil {
+                let c = pair.b.counters()
+                return c[drop: .spoofedInnerSource] == 1 && c[drop: .wrongInnerDestination] == 1 && c[drop: .ttlExpired] == 1
+                    && c[drop: .malformed] == 1 && c[drop: .unknownSender] == 1
+            }, "\(pair.b.counters().drops)")
         #expect(pair.tunB.written.count == 1)
     }
 
@@ -264,16 +294,23 @@ struct UDPEngineIPv6FakeTests {
         let network = FakeNetwork()
         let tun = FakeTUN(name: "fake6", virtio: false)
         let socket = FakeSocket(address: FakePair.addressB, port: 8285, network: network, gso: false, gro: false)
-        let engine = UDPEngine(tun: tun, socket: socket, configuration: UDPEngineConfiguration(
-            localSubnet: .all, peerPort: 8285, localSubnet6: Self.subnetB6))
+        let engine = UDPEngine(
+            tun: tun, socket: socket,
+            configuration: UDPEngineConfiguration(
+                localSubnet: .all, peerPort: 8285, localSubnet6: Self.subnetB6))
         // Even a peer whose lease names an IPv4 subnet (never accepted by the peer set here).
-        engine.update(peers: [PeerLease(subnet: FakePair.subnetA, publicIP: FakePair.addressA, backendType: nil, backendData: nil,
-                                        subnet6: Self.subnetA6, publicIPv6: nil)])
+        engine.update(peers: [
+            PeerLease(
+                subnet: FakePair.subnetA, publicIP: FakePair.addressA, backendType: nil, backendData: nil,
+                subnet6: Self.subnetA6, publicIPv6: nil)
+        ])
         try engine.start()
         defer { engine.stop() }
         tun.inject(Packets.ipv4(source: IPv4Address("198.18.2.7")!, destination: IPv4Address("198.18.1.5")!))
         socket.receiveFrom(FakePair.addressA, Packets.ipv4(source: IPv4Address("198.18.1.5")!, destination: IPv4Address("8.8.8.8")!))
-        #expect(waitUntil { engine.counters()[drop: .notIPv4] == 1 && engine.counters()[drop: .wrongInnerDestination] == 1 }, "\(engine.counters().drops)")
+        #expect(
+            waitUntil { engine.counters()[drop: .notIPv4] == 1 && engine.counters()[drop: .wrongInnerDestination] == 1 },
+            "\(engine.counters().drops)")
         #expect(tun.written.isEmpty && socket.sentDatagrams == 0)
     }
 
@@ -284,8 +321,9 @@ struct UDPEngineIPv6FakeTests {
         var rng = SplitMix64(seed: 66)
         let payload = [UInt8].random(count: 20 * 1400, using: &rng)
         let superPacket = tcpPacket6(payload: payload, source: Self.a6, destination: Self.b6)
-        let header = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoTCPv6, headerLength: 72,
-                                     gsoSize: 1400, checksumStart: 40, checksumOffset: 16)
+        let header = VirtioNetHeader(
+            flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoTCPv6, headerLength: 72,
+            gsoSize: 1400, checksumStart: 40, checksumOffset: 16)
         var frame = [UInt8](repeating: 0, count: VirtioNetHeader.size)
         frame.withUnsafeMutableBytes { header.write(to: $0.baseAddress!) }
         pair.tunA.inject(frame + superPacket)

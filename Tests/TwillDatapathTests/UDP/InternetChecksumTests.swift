@@ -1,5 +1,6 @@
 import Testing
 import TwillAddress
+
 @testable import TwillDatapath
 
 @Suite("InternetChecksum")
@@ -16,8 +17,10 @@ struct InternetChecksumTests {
 
     @Test("a known IPv4 header has checksum 0xB861 and verifies to zero")
     func knownHeader() {
-        var header: [UInt8] = [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00,
-                               0xC0, 0xA8, 0x00, 0x01, 0xC0, 0xA8, 0x00, 0xC7]
+        var header: [UInt8] = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00,
+            0xC0, 0xA8, 0x00, 0x01, 0xC0, 0xA8, 0x00, 0xC7,
+        ]
         #expect(header.withUnsafeBytes { InternetChecksum.checksum($0) } == 0xB861)
         header[10] = 0xB8
         header[11] = 0x61
@@ -38,11 +41,12 @@ struct InternetChecksumTests {
             let length = round < 200 ? round : Int.random(in: 0...3000, using: &rng)
             let offset = Int.random(in: 0...7, using: &rng)
             var bytes = [UInt8].random(count: length + offset, using: &rng)
-            if round % 7 == 0 { for i in bytes.indices { bytes[i] = 0xFF } }  // carry-heavy
+            if round % 7 == 0 { for i in bytes.indices { bytes[i] = 0xFF } } // carry-heavy
             bytes.withUnsafeBytes { all in
                 let slice = UnsafeRawBufferPointer(rebasing: all[offset...])
-                #expect(InternetChecksum.checksum(slice) == InternetChecksum.referenceChecksum(slice),
-                        "length \(length) offset \(offset)")
+                #expect(
+                    InternetChecksum.checksum(slice) == InternetChecksum.referenceChecksum(slice),
+                    "length \(length) offset \(offset)")
             }
         }
     }

@@ -1,6 +1,6 @@
-import TwillTestSupport
 import TwillAddress
 import TwillDatapath
+import TwillTestSupport
 
 /// Builders of test packets (plain byte arrays) shared by the unit and engine tests.
 enum Packets {
@@ -29,8 +29,10 @@ enum Packets {
     /// A UDP payload (8-byte UDP header with zero checksum, then `data`).
     static func udp(sourcePort: UInt16 = 40000, destinationPort: UInt16 = 9, data: [UInt8]) -> [UInt8] {
         let length = 8 + data.count
-        return [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xFF), UInt8(destinationPort >> 8), UInt8(destinationPort & 0xFF),
-                UInt8(length >> 8), UInt8(length & 0xFF), 0, 0] + data
+        return [
+            UInt8(sourcePort >> 8), UInt8(sourcePort & 0xFF), UInt8(destinationPort >> 8), UInt8(destinationPort & 0xFF),
+            UInt8(length >> 8), UInt8(length & 0xFF), 0, 0,
+        ] + data
     }
 }
 
@@ -41,7 +43,7 @@ extension Array where Element == UInt8 {
     static func random(count: Int, using rng: inout SplitMix64) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         var i = 0
-        while i < count {  // 8 bytes per draw: debug builds make per-byte draws slow
+        while i < count { // 8 bytes per draw: debug builds make per-byte draws slow
             var word = rng.next()
             for _ in 0..<8 where i < count {
                 bytes[i] = UInt8(truncatingIfNeeded: word)

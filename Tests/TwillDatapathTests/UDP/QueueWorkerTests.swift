@@ -1,6 +1,8 @@
-import Testing
 import CTwillSystem
+import Testing
+
 @testable import TwillDatapath
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -50,7 +52,8 @@ final class PipePump: QueuePump {
 struct QueueWorkerTests {
     @Test("a busy direction does not starve the other: an idle side is tried again while the busy one has more")
     func fairness() {
-        let outbound = PipePump(), inbound = PipePump()
+        let outbound = PipePump()
+        let inbound = PipePump()
         let busyTurns = 1000
         var inboundServedAtOutboundTurn: Int?
         // Outbound always has more for 1000 turns; data for the inbound side arrives during

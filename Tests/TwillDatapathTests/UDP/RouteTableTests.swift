@@ -1,5 +1,6 @@
 import Testing
 import TwillAddress
+
 @testable import TwillDatapath
 
 @Suite("RouteTable")
@@ -39,7 +40,9 @@ struct RouteTableTests {
             let length = [16, 20, 24, 24, 24, 26, 28][Int.random(in: 0..<7, using: &rng)]
             let address = IPv4Address(rawValue: 0xC612_0000 | UInt32.random(in: 0...0xFFFF, using: &rng))
             let subnet = try! IPv4Network(containing: address, prefixLength: length)
-            leases.append(PeerLease(subnet: subnet, publicIP: IPv4Address(rawValue: 0xC633_6400 | UInt32(i % 250)), backendType: nil, backendData: nil))
+            leases.append(
+                PeerLease(
+                    subnet: subnet, publicIP: IPv4Address(rawValue: 0xC633_6400 | UInt32(i % 250)), backendType: nil, backendData: nil))
         }
         let table = RouteTable(peers: leases)
         for _ in 0..<5000 {

@@ -1,28 +1,36 @@
 import Testing
 import TwillAddress
+
 @testable import TwillDatapath
+
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// A TCP/IPv4 packet for the offload tests: IP ID 0x0100, DF, TTL 64; TCP with a 12-byte
 /// timestamp option block, ACK plus `flags`.
-func tcpPacket(payload: [UInt8], seq: UInt32 = 1_000_000, flags: UInt8 = 0x10, sourcePort: UInt16 = 40000,
-               window: UInt16 = 512, ttl: UInt8 = 64, destinationPort: UInt16 = 5201,
-               source: IPv4Address = IPv4Address(198, 18, 1, 1), destination: IPv4Address = IPv4Address(198, 18, 2, 1)) -> [UInt8] {
+func tcpPacket(
+    payload: [UInt8], seq: UInt32 = 1_000_000, flags: UInt8 = 0x10, sourcePort: UInt16 = 40000,
+    window: UInt16 = 512, ttl: UInt8 = 64, destinationPort: UInt16 = 5201,
+    source: IPv4Address = IPv4Address(198, 18, 1, 1), destination: IPv4Address = IPv4Address(198, 18, 2, 1)
+) -> [UInt8] {
     let options: [UInt8] = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]
     var tcp: [UInt8] = [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xFF), UInt8(destinationPort >> 8), UInt8(destinationPort & 0xFF)]
     tcp += [UInt8(seq >> 24), UInt8(seq >> 16 & 0xFF), UInt8(seq >> 8 & 0xFF), UInt8(seq & 0xFF)]
     tcp += [0, 0, 0x30, 0x39, UInt8((20 + options.count) / 4) << 4, flags, UInt8(window >> 8), UInt8(window & 0xFF), 0, 0, 0, 0]
     tcp += options
-    var ip = Packets.ipv4(source: source, destination: destination, ttl: ttl,
-                          protocolNumber: 6, payload: tcp + payload, identification: 0x0100)
-    ip[6] = 0x40  // DF
-    ip[10] = 0; ip[11] = 0
+    var ip = Packets.ipv4(
+        source: source, destination: destination, ttl: ttl,
+        protocolNumber: 6, payload: tcp + payload, identification: 0x0100)
+    ip[6] = 0x40 // DF
+    ip[10] = 0
+    ip[11] = 0
     let ipSum = ip[0..<20].withUnsafeBytes { InternetChecksum.referenceChecksum($0) }
-    ip[10] = UInt8(ipSum >> 8); ip[11] = UInt8(ipSum & 0xFF)
+    ip[10] = UInt8(ipSum >> 8)
+    ip[11] = UInt8(ipSum & 0xFF)
     let tcpSum = tcpChecksum(ip)
-    ip[36] = UInt8(tcpSum >> 8); ip[37] = UInt8(tcpSum & 0xFF)
+    ip[36] = UInt8(tcpSum >> 8)
+    ip[37] = UInt8(tcpSum & 0xFF)
     return ip
 }
 
@@ -30,7 +38,8 @@ func tcpPacket(payload: [UInt8], seq: UInt32 = 1_000_000, flags: UInt8 = 0x10, s
 func tcpChecksum(_ packet: [UInt8]) -> UInt16 {
     let ihl = Int(packet[0] & 0x0F) * 4
     var segment = Array(packet[ihl...])
-    segment[16] = 0; segment[17] = 0
+    segment[16] = 0
+    segment[17] = 0
     let pseudo = Array(packet[12..<20]) + [0, 6, UInt8(segment.count >> 8), UInt8(segment.count & 0xFF)]
     return (pseudo + segment).withUnsafeBytes { InternetChecksum.referenceChecksum($0) }
 }
@@ -63,7 +72,7 @@ struct TCPOffloadTests {
     func segmentation() throws {
         var rng = SplitMix64(seed: 6)
         let payload = [UInt8].random(count: 5000, using: &rng)
-        let superPacket = tcpPacket(payload: payload, flags: 0x10 | 0x08 | 0x01 | 0x80)  // ACK PSH FIN CWR
+        let superPacket = tcpPacket(payload: payload, flags: 0x10 | 0x08 | 0x01 | 0x80) // ACK PSH FIN CWR
         #expect(superPacket.withUnsafeBytes { TCPSegmenter.segmentCount($0, segmentSize: 1400) } == 4)
         let segments = split(superPacket, mss: 1400)
         #expect(segments.map(\.count) == [1452, 1452, 1452, 852])
@@ -79,7 +88,8 @@ struct TCPOffloadTests {
             #expect((flags & 0x09 != 0) == (i == 3), "FIN/PSH on the last segment only")
             #expect((flags & 0x80 != 0) == (i == 0), "CWR on the first segment only")
             #expect(UInt16(segment[36]) << 8 | UInt16(segment[37]) == tcpChecksum(segment))
-            #expect(Array(segment[20..<52].enumerated().filter { ![4, 5, 6, 7, 13, 16, 17].contains($0.offset) }.map(\.element))
+            #expect(
+                Array(segment[20..<52].enumerated().filter { ![4, 5, 6, 7, 13, 16, 17].contains($0.offset) }.map(\.element))
                     == Array(superPacket[20..<52].enumerated().filter { ![4, 5, 6, 7, 13, 16, 17].contains($0.offset) }.map(\.element)))
             joined += segment[52...]
         }
@@ -92,7 +102,8 @@ struct TCPOffloadTests {
         let superPacket = tcpPacket(payload: [UInt8].random(count: 20_000, using: &rng))
         let whole = split(superPacket, mss: 1420)
         #expect(whole.count == 15)
-        let parts = split(superPacket, mss: 1420, first: 0, max: 6, backToBack: true)
+        let parts =
+            split(superPacket, mss: 1420, first: 0, max: 6, backToBack: true)
             + split(superPacket, mss: 1420, first: 6, max: 6, backToBack: true)
             + split(superPacket, mss: 1420, first: 12, max: 6, backToBack: true)
         #expect(parts == whole)
@@ -107,16 +118,19 @@ struct TCPOffloadTests {
         defer { headers.deallocate() }
         let lengths = UnsafeMutablePointer<Int>.allocate(capacity: 64)
         defer { lengths.deallocate() }
-        for (payloadLength, mss) in [(1, 1400), (1399, 1400), (1400, 1400), (1401, 1400), (5000, 1400), (20_000, 1420),
-                                     (9_999, 537), (64_000, 1448), (777, 1)] {
+        for (payloadLength, mss) in [
+            (1, 1400), (1399, 1400), (1400, 1400), (1401, 1400), (5000, 1400), (20_000, 1420),
+            (9_999, 537), (64_000, 1448), (777, 1),
+        ] {
             let superPacket = tcpPacket(payload: [UInt8].random(count: payloadLength, using: &rng), flags: 0x10 | 0x08 | 0x80)
             let copied = split(superPacket, mss: mss)
             var gathered: [[UInt8]] = []
             var first = 0
             while first < copied.count {
                 let made = superPacket.withUnsafeBytes {
-                    TCPSegmenter.segmentHeaders($0, segmentSize: mss, first: first, headers: headers,
-                                                headerStride: headerStride, maxSegments: 64, lengths: lengths)
+                    TCPSegmenter.segmentHeaders(
+                        $0, segmentSize: mss, first: first, headers: headers,
+                        headerStride: headerStride, maxSegments: 64, lengths: lengths)
                 }
                 #expect(made > 0)
                 if made == 0 { break }
@@ -131,14 +145,16 @@ struct TCPOffloadTests {
         }
         // A header longer than the stride is refused, not overrun.
         let packet = tcpPacket(payload: [UInt8](repeating: 1, count: 3000))
-        #expect(packet.withUnsafeBytes {
-            TCPSegmenter.segmentHeaders($0, segmentSize: 1400, headers: headers, headerStride: 40, maxSegments: 64, lengths: lengths)
-        } == 0)
+        #expect(
+            packet.withUnsafeBytes {
+                TCPSegmenter.segmentHeaders($0, segmentSize: 1400, headers: headers, headerStride: 40, maxSegments: 64, lengths: lengths)
+            } == 0)
     }
 
     @Test("non-TCP or empty packets do not split")
     func notSplittable() {
-        let udp = Packets.ipv4(source: IPv4Address(198, 18, 1, 1), destination: IPv4Address(198, 18, 2, 1), payload: Array(repeating: 0, count: 3000))
+        let udp = Packets.ipv4(
+            source: IPv4Address(198, 18, 1, 1), destination: IPv4Address(198, 18, 2, 1), payload: Array(repeating: 0, count: 3000))
         #expect(udp.withUnsafeBytes { TCPSegmenter.segmentCount($0, segmentSize: 1400) } == nil)
         let empty = tcpPacket(payload: [])
         #expect(empty.withUnsafeBytes { TCPSegmenter.segmentCount($0, segmentSize: 1400) } == nil)
@@ -153,8 +169,11 @@ struct TCPOffloadTests {
             let expected = tcpChecksum(packet)
             // The kernel leaves the pseudo-header sum (not inverted) in the field.
             let tcpLength = packet.count - 20
-            let pseudo = (Array(packet[12..<20]) + [0, 6, UInt8(tcpLength >> 8), UInt8(tcpLength & 0xFF)]).withUnsafeBytes { InternetChecksum.sum($0) }
-            packet[36] = UInt8(pseudo >> 8); packet[37] = UInt8(pseudo & 0xFF)
+            let pseudo = (Array(packet[12..<20]) + [0, 6, UInt8(tcpLength >> 8), UInt8(tcpLength & 0xFF)]).withUnsafeBytes {
+                InternetChecksum.sum($0)
+            }
+            packet[36] = UInt8(pseudo >> 8)
+            packet[37] = UInt8(pseudo & 0xFF)
             #expect(packet.withUnsafeMutableBytes { TCPSegmenter.finishChecksum($0, start: 20, offset: 16) })
             #expect(UInt16(packet[36]) << 8 | UInt16(packet[37]) == expected)
         }
@@ -194,7 +213,9 @@ struct TCPOffloadTests {
         #expect(merged[33] == 0x18, "PSH from the last segment")
         // The checksum field holds the pseudo-header sum for the kernel to finish.
         let tcpLength = merged.count - 20
-        let pseudo = (Array(merged[12..<20]) + [0, 6, UInt8(tcpLength >> 8), UInt8(tcpLength & 0xFF)]).withUnsafeBytes { InternetChecksum.sum($0) }
+        let pseudo = (Array(merged[12..<20]) + [0, 6, UInt8(tcpLength >> 8), UInt8(tcpLength & 0xFF)]).withUnsafeBytes {
+            InternetChecksum.sum($0)
+        }
         #expect(UInt16(merged[36]) << 8 | UInt16(merged[37]) == pseudo)
         #expect(coalescer.count == 0)
     }
@@ -223,18 +244,22 @@ struct TCPOffloadTests {
         #expect(offers([first, tcpPacket(payload: data, seq: 1000, window: 513)]) == [true, false])
         #expect(offers([first, tcpPacket(payload: data, seq: 1000, ttl: 63)]) == [true, false])
         #expect(offers([first, tcpPacket(payload: data + [1], seq: 1000)]) == [true, false], "longer than the first")
-        #expect(offers([tcpPacket(payload: Array(data[0..<500]), seq: 0), tcpPacket(payload: Array(data[0..<500]), seq: 500),
-                        tcpPacket(payload: Array(data[0..<400]), seq: 1000), tcpPacket(payload: Array(data[0..<400]), seq: 1400)])
+        #expect(
+            offers([
+                tcpPacket(payload: Array(data[0..<500]), seq: 0), tcpPacket(payload: Array(data[0..<500]), seq: 500),
+                tcpPacket(payload: Array(data[0..<400]), seq: 1000), tcpPacket(payload: Array(data[0..<400]), seq: 1400),
+            ])
                 == [true, true, true, false], "a short segment closes the packet")
         #expect(offers([tcpPacket(payload: data, seq: 0, flags: 0x18), tcpPacket(payload: data, seq: 1000)]) == [true, false])
         #expect(offers([tcpPacket(payload: data, flags: 0x02)]) == [false], "SYN")
         #expect(offers([tcpPacket(payload: data, flags: 0x11)]) == [false], "FIN")
         #expect(offers([tcpPacket(payload: [])]) == [false], "no payload")
-        var withOptions = Packets.ipv4(source: IPv4Address(198, 18, 1, 1), destination: IPv4Address(198, 18, 2, 1), protocolNumber: 6,
-                                       payload: Array(first[20...]), options: [1, 1, 1, 0])
+        var withOptions = Packets.ipv4(
+            source: IPv4Address(198, 18, 1, 1), destination: IPv4Address(198, 18, 2, 1), protocolNumber: 6,
+            payload: Array(first[20...]), options: [1, 1, 1, 0])
         #expect(offers([withOptions]) == [false])
         withOptions = first
-        withOptions[6] = 0x20  // MF
+        withOptions[6] = 0x20 // MF
         #expect(offers([withOptions]) == [false])
     }
 }

@@ -10,17 +10,12 @@ func ip(_ arguments: String...) throws -> String { try run("/usr/sbin/ip", argum
 
 /// Runs a command and returns its exit status and combined output, without throwing on failure.
 func runStatus(_ path: String, _ arguments: [String]) -> (status: Int32, output: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = arguments
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = out
-    p.standardInput = FileHandle.nullDevice
-    do { try p.run() } catch { return (-1, "\(error)") }
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    do {
+        let r = try runCapturing(path, arguments)
+        return (r.status, r.stdout + r.stderr)
+    } catch {
+        return (-1, "\(error)")
+    }
 }
 
 /// Runs a command inside a namespace (`ip netns exec`), without throwing on failure.
@@ -40,7 +35,7 @@ func eventually(within seconds: Double = 5, _ condition: () -> Bool) -> Bool {
 
 /// Throwaway network namespaces named `twu-<random>-<suffix>`, deleted by `cleanup()`
 /// (call it in a defer right after creating the set, so a failing test removes them too).
-final class TestNamespaces: @unchecked Sendable {  // used from one test at a time
+final class TestNamespaces: @unchecked Sendable { // used from one test at a time
     let prefix = "twu-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))-"
     private(set) var names: [String] = []
 
@@ -73,9 +68,11 @@ struct TestNode {
     var lease: PeerLease { PeerLease(subnet: subnet, publicIP: underlay, backendType: nil, backendData: nil) }
 
     /// Opens the TUN and socket inside `namespace`, configures them with `ip`, starts an engine.
-    static func make(namespace: String, underlay: IPv4Address, subnet: IPv4Network, offloads: Bool = false,
-                     udpOffloads: Bool = true, queues: Int = 1, mtu: Int = 1472,
-                     configure: (inout UDPEngineConfiguration) -> Void = { _ in }) throws -> TestNode {
+    static func make(
+        namespace: String, underlay: IPv4Address, subnet: IPv4Network, offloads: Bool = false,
+        udpOffloads: Bool = true, queues: Int = 1, mtu: Int = 1472,
+        configure: (inout UDPEngineConfiguration) -> Void = { _ in }
+    ) throws -> TestNode {
         var configuration = UDPEngineConfiguration(localSubnet: subnet, udpOffloads: udpOffloads, queues: queues)
         configure(&configuration)
         let engine = try NetworkNamespace.run(inNamespace: NetworkNamespace.path(named: namespace)) { [configuration] in
@@ -132,7 +129,9 @@ struct TCPTransfer {
     var sentLine: String { Self.lastLine(sourceOutput) }
     var receivedLine: String { Self.lastLine(sinkOutput) }
     /// Throughput including python's own overhead, for the log.
-    var megabitsPerSecond: Double { seconds > 0 ? Double(sentLine.split(separator: " ").first.flatMap { Int($0) } ?? 0) * 8 / seconds / 1e6 : 0 }
+    var megabitsPerSecond: Double {
+        seconds > 0 ? Double(sentLine.split(separator: " ").first.flatMap { Int($0) } ?? 0) * 8 / seconds / 1e6 : 0
+    }
 
     static func lastLine(_ text: String) -> String {
         text.split(separator: "\n").last.map(String.init) ?? text
@@ -147,12 +146,19 @@ struct TCPTransfer {
         sink.standardOutput = sinkOut
         sink.standardError = sinkOut
         try sink.run()
-        defer { if sink.isRunning { sink.terminate(); sink.waitUntilExit() } }
-        let sent = inNamespace(from.namespace, "/usr/bin/python3", "-c", TCPTransferScripts.source,
-                               "\(from.host)", "\(to.host)", "\(port)", "\(size)")
+        defer {
+            if sink.isRunning {
+                sink.terminate()
+                sink.waitUntilExit()
+            }
+        }
+        let sent = inNamespace(
+            from.namespace, "/usr/bin/python3", "-c", TCPTransferScripts.source,
+            "\(from.host)", "\(to.host)", "\(port)", "\(size)")
         let received = String(decoding: sinkOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         sink.waitUntilExit()
-        return TCPTransfer(sourceStatus: sent.status, sourceOutput: sent.output, sinkOutput: received,
-                           seconds: Date().timeIntervalSince(started))
+        return TCPTransfer(
+            sourceStatus: sent.status, sourceOutput: sent.output, sinkOutput: received,
+            seconds: Date().timeIntervalSince(started))
     }
 }

@@ -1,8 +1,9 @@
 import Foundation
 import Testing
 import TwillAddress
-@testable import TwillDatapath
 import TwillSystem
+
+@testable import TwillDatapath
 
 /// One node in a namespace, fed crafted datagrams from local addresses standing in for a
 /// peer and a stranger: every drop reason the kernel lets us provoke, each counted once.
@@ -17,12 +18,16 @@ struct UDPEngineDropTests {
         for last in [1, 2, 3] { try ip("-n", ns, "addr", "add", "198.51.100.\(last)/24", "dev", "und0") }
         try ip("-n", ns, "link", "set", "und0", "up")
 
-        let node = try TestNode.make(namespace: ns, underlay: IPv4Address(198, 51, 100, 1),
-                                     subnet: IPv4Network("198.18.1.0/24")!, offloads: offloads) { $0.maxPacketSize = 2048 }
+        let node = try TestNode.make(
+            namespace: ns, underlay: IPv4Address(198, 51, 100, 1),
+            subnet: IPv4Network("198.18.1.0/24")!, offloads: offloads
+        ) { $0.maxPacketSize = 2048 }
         defer { node.engine.stop() }
-        let peer = PeerLease(subnet: IPv4Network("198.18.2.0/24")!, publicIP: IPv4Address(198, 51, 100, 2), backendType: nil, backendData: nil)
+        let peer = PeerLease(
+            subnet: IPv4Network("198.18.2.0/24")!, publicIP: IPv4Address(198, 51, 100, 2), backendType: nil, backendData: nil)
         // A peer whose underlay address has no route here: sends to it fail.
-        let unreachable = PeerLease(subnet: IPv4Network("198.18.3.0/24")!, publicIP: IPv4Address(203, 0, 113, 9), backendType: nil, backendData: nil)
+        let unreachable = PeerLease(
+            subnet: IPv4Network("198.18.3.0/24")!, publicIP: IPv4Address(203, 0, 113, 9), backendType: nil, backendData: nil)
         node.engine.update(peers: [peer, unreachable])
 
         let fromPeer = try senderSocket(in: ns, address: peer.publicIP)
@@ -43,7 +48,7 @@ struct UDPEngineDropTests {
         #expect(engine.counters().rxPackets == 1)
 
         try expectDrop(.malformed) { try fromPeer.send([0x45, 0, 0, 99] + Array(repeating: 1, count: 40), to: node.underlay) }
-        try expectDrop(.malformed) {  // a bad header checksum from the network
+        try expectDrop(.malformed) { // a bad header checksum from the network
             var packet = Packets.ipv4(source: peerHost, destination: node.host, payload: udp)
             packet[11] ^= 0xFF
             try fromPeer.send(packet, to: node.underlay)
@@ -61,7 +66,8 @@ struct UDPEngineDropTests {
             try fromPeer.send(Packets.ipv4(source: peerHost, destination: node.host, ttl: 1, payload: udp), to: node.underlay)
         }
         try expectDrop(.oversize) {
-            try fromPeer.send(Packets.ipv4(source: peerHost, destination: node.host, payload: Array(repeating: 0, count: 3000)), to: node.underlay)
+            try fromPeer.send(
+                Packets.ipv4(source: peerHost, destination: node.host, payload: Array(repeating: 0, count: 3000)), to: node.underlay)
         }
 
         // TUN side: no route answers ICMP net unreachable.
@@ -110,14 +116,19 @@ struct UDPEngineDropTests {
         try ip("-n", ns, "link", "add", "und0", "type", "bridge")
         for last in [1, 3] { try ip("-n", ns, "addr", "add", "198.51.100.\(last)/24", "dev", "und0") }
         try ip("-n", ns, "link", "set", "und0", "up")
-        let node = try TestNode.make(namespace: ns, underlay: IPv4Address(198, 51, 100, 1),
-                                     subnet: IPv4Network("198.18.1.0/24")!) { $0.checkSources = false }
+        let node = try TestNode.make(
+            namespace: ns, underlay: IPv4Address(198, 51, 100, 1),
+            subnet: IPv4Network("198.18.1.0/24")!
+        ) { $0.checkSources = false }
         defer { node.engine.stop() }
         let stranger = try senderSocket(in: ns, address: IPv4Address(198, 51, 100, 3))
-        try stranger.send(Packets.ipv4(source: IPv4Address(198, 18, 7, 7), destination: node.host, payload: Packets.udp(data: [1])), to: node.underlay)
+        try stranger.send(
+            Packets.ipv4(source: IPv4Address(198, 18, 7, 7), destination: node.host, payload: Packets.udp(data: [1])), to: node.underlay)
         #expect(eventually { node.engine.counters().rxPackets == 1 })
         // The destination check stays on.
-        try stranger.send(Packets.ipv4(source: IPv4Address(198, 18, 7, 7), destination: IPv4Address(198, 18, 2, 1), payload: Packets.udp(data: [1])), to: node.underlay)
+        try stranger.send(
+            Packets.ipv4(source: IPv4Address(198, 18, 7, 7), destination: IPv4Address(198, 18, 2, 1), payload: Packets.udp(data: [1])),
+            to: node.underlay)
         #expect(eventually { node.engine.counters()[drop: .wrongInnerDestination] == 1 })
         // (The kernel's ICMP port unreachable for the first datagram finds no peer: noRoute.)
         let counters = node.engine.counters()
@@ -134,17 +145,23 @@ struct UDPEngineDropTests {
         try ip("-n", ns, "link", "set", "und0", "up")
         let node = try TestNode.make(namespace: ns, underlay: IPv4Address(198, 51, 100, 1), subnet: IPv4Network("198.18.1.0/24")!)
         defer { node.engine.stop() }
-        let peer = PeerLease(subnet: IPv4Network("198.18.2.0/24")!, publicIP: IPv4Address(198, 51, 100, 2), backendType: nil, backendData: nil)
-        let others = (3..<40).map { PeerLease(subnet: IPv4Network("198.18.\($0).0/24")!, publicIP: IPv4Address(198, 51, 100, UInt8($0)), backendType: nil, backendData: nil) }
+        let peer = PeerLease(
+            subnet: IPv4Network("198.18.2.0/24")!, publicIP: IPv4Address(198, 51, 100, 2), backendType: nil, backendData: nil)
+        let others = (3..<40).map {
+            PeerLease(
+                subnet: IPv4Network("198.18.\($0).0/24")!, publicIP: IPv4Address(198, 51, 100, UInt8($0)), backendType: nil,
+                backendData: nil)
+        }
         node.engine.update(peers: [peer])
         let sender = try senderSocket(in: ns, address: peer.publicIP)
-        let packet = Packets.ipv4(source: IPv4Address(198, 18, 2, 5), destination: IPv4Address(198, 18, 1, 200), payload: Packets.udp(data: [7]))
+        let packet = Packets.ipv4(
+            source: IPv4Address(198, 18, 2, 5), destination: IPv4Address(198, 18, 1, 200), payload: Packets.udp(data: [7]))
         let total = 20_000
         let engine = node.engine
         let flood = Thread {
             for i in 0..<total {
                 try? sender.send(packet, to: node.underlay)
-                if i % 500 == 499 {  // stay within the receive buffer: let the engine catch up
+                if i % 500 == 499 { // stay within the receive buffer: let the engine catch up
                     _ = eventually { engine.counters().rxPackets + 1000 >= UInt64(i + 1) }
                 }
             }
@@ -175,15 +192,19 @@ struct UDPEngineDropTests {
         try ip("-n", ns, "link", "add", "und0", "type", "bridge")
         try ip("-n", ns, "addr", "add", "198.51.100.1/24", "dev", "und0")
         let node = try TestNode.make(namespace: ns, underlay: IPv4Address(198, 51, 100, 1), subnet: IPv4Network("198.18.1.0/24")!)
-        for round in 0..<50 {  // swaps while the threads run
-            node.engine.update(peers: [PeerLease(subnet: IPv4Network("198.18.\(2 + round % 5).0/24")!, publicIP: IPv4Address(198, 51, 100, 2), backendType: nil, backendData: nil)])
+        for round in 0..<50 { // swaps while the threads run
+            node.engine.update(peers: [
+                PeerLease(
+                    subnet: IPv4Network("198.18.\(2 + round % 5).0/24")!, publicIP: IPv4Address(198, 51, 100, 2), backendType: nil,
+                    backendData: nil)
+            ])
         }
         let started = Date()
         node.engine.stop()
         #expect(Date().timeIntervalSince(started) < 0.5)
         #expect(node.engine.counters().peers.count == 1)
         #expect(!(try ip("-n", ns, "link", "show")).contains("twill0"))
-        node.engine.stop()  // idempotent
+        node.engine.stop() // idempotent
         #expect(throws: SystemError.self) { try node.engine.start() }
     }
 }

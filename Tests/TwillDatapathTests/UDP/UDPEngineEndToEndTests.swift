@@ -1,15 +1,17 @@
 import Foundation
 import Testing
 import TwillAddress
-@testable import TwillDatapath
 import TwillTestSupport
+
+@testable import TwillDatapath
 
 /// Two hosts (namespaces over a veth pair on 198.51.100.0/24), each with a TUN, a bridge
 /// holding an address of its subnet, and an engine in this process with the other as peer.
-@Suite("UDPEngine end to end", .serialized)
+@Suite("UDPEngine end to end", .serialized, .requiresRoot)
 struct UDPEngineEndToEndTests {
-    @Test("ping, a 50 MB TCP transfer, hostile datagrams dropped by reason, lease removal -> net unreachable",
-          .timeLimit(.minutes(2)), arguments: [(false, false), (false, true), (true, false), (true, true)])
+    @Test(
+        "ping, a 50 MB TCP transfer, hostile datagrams dropped by reason, lease removal -> net unreachable",
+        .timeLimit(.minutes(2)), arguments: [(false, false), (false, true), (true, false), (true, true)])
     func twoHosts(offloads: Bool, udpOffloads: Bool) throws {
         let namespaces = TestNamespaces()
         defer { namespaces.cleanup() }
@@ -18,13 +20,17 @@ struct UDPEngineEndToEndTests {
         try ip("-n", nsA, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", nsB)
         try ip("-n", nsA, "addr", "add", "198.51.100.1/24", "dev", "eth0")
         try ip("-n", nsB, "addr", "add", "198.51.100.2/24", "dev", "eth0")
-        try ip("-n", nsB, "addr", "add", "198.51.100.99/24", "dev", "eth0")  // a stranger's address
+        try ip("-n", nsB, "addr", "add", "198.51.100.99/24", "dev", "eth0") // a stranger's address
         try ip("-n", nsA, "link", "set", "eth0", "up")
         try ip("-n", nsB, "link", "set", "eth0", "up")
 
-        let a = try TestNode.make(namespace: nsA, underlay: IPv4Address(198, 51, 100, 1), subnet: IPv4Network("198.18.1.0/24")!, offloads: offloads, udpOffloads: udpOffloads)
+        let a = try TestNode.make(
+            namespace: nsA, underlay: IPv4Address(198, 51, 100, 1), subnet: IPv4Network("198.18.1.0/24")!, offloads: offloads,
+            udpOffloads: udpOffloads)
         defer { a.engine.stop() }
-        let b = try TestNode.make(namespace: nsB, underlay: IPv4Address(198, 51, 100, 2), subnet: IPv4Network("198.18.2.0/24")!, offloads: offloads, udpOffloads: udpOffloads)
+        let b = try TestNode.make(
+            namespace: nsB, underlay: IPv4Address(198, 51, 100, 2), subnet: IPv4Network("198.18.2.0/24")!, offloads: offloads,
+            udpOffloads: udpOffloads)
         defer { b.engine.stop() }
         a.engine.update(peers: [b.lease])
         b.engine.update(peers: [a.lease])
@@ -52,7 +58,9 @@ struct UDPEngineEndToEndTests {
         #expect(transfer.sourceStatus == 0, "\(transfer.sourceOutput)")
         #expect(transfer.sentLine.hasPrefix("\(size) "), "\(transfer.sourceOutput)")
         #expect(transfer.receivedLine == transfer.sentLine, "received \(transfer.sinkOutput) sent \(transfer.sourceOutput)")
-        print("50 MB TCP (TUN offloads \(offloads), UDP offloads \(udpOffloads)): \(String(format: "%.2f", transfer.seconds)) s (\(String(format: "%.0f", transfer.megabitsPerSecond)) Mbit/s incl. python)")
+        print(
+            "50 MB TCP (TUN offloads \(offloads), UDP offloads \(udpOffloads)): \(String(format: "%.2f", transfer.seconds)) s (\(String(format: "%.0f", transfer.megabitsPerSecond)) Mbit/s incl. python)"
+        )
         #expect(a.engine.counters()[drop: .sendFailed] == 0)
 
         // Hostile datagrams to A's port, from B's namespace.
@@ -80,9 +88,12 @@ struct UDPEngineEndToEndTests {
         let junkAfter = a.engine.counters()
         #expect(junkAfter.totalDrops - junkBefore.totalDrops == 10_000)
         // Junk whose first nibble is 6 looks like IPv6, which this IPv4-only engine does not carry.
-        #expect(junkAfter[drop: .malformed] - junkBefore[drop: .malformed] + junkAfter[drop: .notIPv4] - junkBefore[drop: .notIPv4] >= 9_990)
+        #expect(
+            junkAfter[drop: .malformed] - junkBefore[drop: .malformed] + junkAfter[drop: .notIPv4] - junkBefore[drop: .notIPv4] >= 9_990)
         #expect(junkAfter.rxPackets == junkBefore.rxPackets)
-        print("hostile datagrams: \(String(format: "%.2f", Date().timeIntervalSince(started))) s; drops \(junkAfter.drops.filter { $0.value > 0 })")
+        print(
+            "hostile datagrams: \(String(format: "%.2f", Date().timeIntervalSince(started))) s; drops \(junkAfter.drops.filter { $0.value > 0 })"
+        )
 
         let again = ping(from: a, to: b.host)
         #expect(again.ok, "\(again.output)")

@@ -1,7 +1,9 @@
 import Testing
 import TwillAddress
-@testable import TwillDatapath
 import TwillSystem
+
+@testable import TwillDatapath
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,7 +30,8 @@ struct UDPEngineFakeTests {
         let back = Packets.ipv4(source: Self.b1, destination: Self.a1, ttl: 9, payload: Packets.udp(data: [1, 2, 3]))
         pair.tunB.inject(back)
         #expect(pair.tunA.waitForWrites(1).first?[8] == 7)
-        let ca = pair.a.counters(), cb = pair.b.counters()
+        let ca = pair.a.counters()
+        let cb = pair.b.counters()
         #expect(ca.txPackets == 1 && ca.rxPackets == 1 && cb.txPackets == 1 && cb.rxPackets == 1)
         #expect(ca.peers.first?.txBytes == UInt64(ping.count) && ca.peers.first?.rxBytes == UInt64(back.count))
         #expect(pair.socketA.sentDatagrams == 1)
@@ -40,15 +43,15 @@ struct UDPEngineFakeTests {
         defer { pair.stop() }
         let from = FakePair.addressA
         let good = { (src: IPv4Address, dst: IPv4Address, ttl: UInt8) in Packets.ipv4(source: src, destination: dst, ttl: ttl) }
-        pair.socketB.receiveFrom(IPv4Address("203.0.113.9")!, good(Self.a1, Self.b1, 64))           // a stranger
-        pair.socketB.receiveFrom(from, good(IPv4Address("198.18.9.1")!, Self.b1, 64))              // spoofed inner source
-        pair.socketB.receiveFrom(from, good(Self.a1, IPv4Address("198.18.7.7")!, 64))              // not for this node
-        pair.socketB.receiveFrom(from, good(Self.a1, Self.b1, 1))                                 // TTL runs out
-        pair.socketB.receiveFrom(from, [0x45, 0, 0, 99, 1, 2, 3])                                 // garbage
+        pair.socketB.receiveFrom(IPv4Address("203.0.113.9")!, good(Self.a1, Self.b1, 64)) // a stranger
+        pair.socketB.receiveFrom(from, good(IPv4Address("198.18.9.1")!, Self.b1, 64)) // spoofed inner source
+        pair.socketB.receiveFrom(from, good(Self.a1, IPv4Address("198.18.7.7")!, 64)) // not for this node
+        pair.socketB.receiveFrom(from, good(Self.a1, Self.b1, 1)) // TTL runs out
+        pair.socketB.receiveFrom(from, [0x45, 0, 0, 99, 1, 2, 3]) // garbage
         var badSum = good(Self.a1, Self.b1, 64)
         badSum[10] ^= 0xFF
-        pair.socketB.receiveFrom(from, badSum)                                                   // IP checksum wrong
-        pair.socketB.receiveFrom(from, [UInt8](repeating: 0x45, count: 10_000))                   // larger than any packet
+        pair.socketB.receiveFrom(from, badSum) // IP checksum wrong
+        pair.socketB.receiveFrom(from, [UInt8](repeating: 0x45, count: 10_000)) // larger than any packet
         let done = waitUntil {
             let c = pair.b.counters()
             return c[drop: .unknownSender] == 1 && c[drop: .spoofedInnerSource] == 1 && c[drop: .wrongInnerDestination] == 1
@@ -93,8 +96,11 @@ struct UDPEngineFakeTests {
         defer { feeder.join() }
         for i in 0..<200 {
             // The same peer among changing others: its counters must survive every swap.
-            let others = (0..<(i % 7)).map { PeerLease(subnet: IPv4Network("198.18.\(100 + $0).0/24")!, publicIP: IPv4Address("203.0.113.\(100 + $0)")!,
-                                                      backendType: nil, backendData: nil) }
+            let others = (0..<(i % 7)).map {
+                PeerLease(
+                    subnet: IPv4Network("198.18.\(100 + $0).0/24")!, publicIP: IPv4Address("203.0.113.\(100 + $0)")!,
+                    backendType: nil, backendData: nil)
+            }
             pair.a.update(peers: others + [peerB])
         }
         #expect(pair.tunB.waitForWrites(total, timeout: .seconds(20)).count == total)
@@ -120,8 +126,9 @@ struct UDPEngineFakeTests {
             var rng = SplitMix64(seed: 99)
             let payload = [UInt8].random(count: 20 * 1400, using: &rng)
             let superPacket = tcpPacket(payload: payload, source: Self.a1, destination: Self.b1)
-            let header = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoTCPv4, headerLength: 52,
-                                         gsoSize: 1400, checksumStart: 20, checksumOffset: 16)
+            let header = VirtioNetHeader(
+                flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoTCPv4, headerLength: 52,
+                gsoSize: 1400, checksumStart: 20, checksumOffset: 16)
             var frame = [UInt8](repeating: 0, count: VirtioNetHeader.size)
             frame.withUnsafeMutableBytes { header.write(to: $0.baseAddress!) }
             pair.tunA.inject(frame + superPacket)
@@ -153,11 +160,15 @@ struct UDPEngineFakeTests {
                 // Nothing is corrupted: whatever was written plain (a segment alone in its
                 // receive batch) carries one segment whose checksum verifies.
                 for i in plain {
-                    #expect(packets[i].count == 52 + 1400 && tcpChecksum(packets[i]) == UInt16(packets[i][36]) << 8 | UInt16(packets[i][37]), "\(headers)")
+                    #expect(
+                        packets[i].count == 52 + 1400 && tcpChecksum(packets[i]) == UInt16(packets[i][36]) << 8 | UInt16(packets[i][37]),
+                        "\(headers)")
                 }
             }
             for i in headers.indices where !plain.contains(i) {
-                #expect(headers[i].gsoType == VirtioNetHeader.gsoTCPv4 && headers[i].gsoSize == 1400 && headers[i].flags == VirtioNetHeader.needsChecksum)
+                #expect(
+                    headers[i].gsoType == VirtioNetHeader.gsoTCPv4 && headers[i].gsoSize == 1400
+                        && headers[i].flags == VirtioNetHeader.needsChecksum)
             }
             #expect(writes.count < 20, "segments must be merged")
             #expect(received == expected)

@@ -1,12 +1,14 @@
+import Testing
+import TwillAddress
+import TwillSystem
+
+@testable import TwillDatapath
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import Testing
-import TwillAddress
-@testable import TwillDatapath
-import TwillSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,36 +28,50 @@ import Glibc
 
     @Test func settingsAreFlannelsWithClearErrors() throws {
         #expect(Self.message([:]) == nil)
-        #expect(Self.message(["ListenPort": .number(51999), "PersistentKeepaliveInterval": .number(25), "Mode": .string("auto"),
-                              "PSK": .string("ZmFrZWtleWZha2VrZXlmYWtla2V5ZmFrZWtleTEyMzQ="), "MTU": .number(1400)]) == nil)
+        #expect(
+            Self.message([
+                "ListenPort": .number(51999), "PersistentKeepaliveInterval": .number(25), "Mode": .string("auto"),
+                "PSK": .string("ZmFrZWtleWZha2VrZXlmYWtla2V5ZmFrZWtleTEyMzQ="), "MTU": .number(1400),
+            ]) == nil)
         #expect(Self.message(["ListenPort": .number(70000)]) == "wireguard backend: Backend.ListenPort 70000 is outside 1..65535")
         #expect(Self.message(["PSK": .string("not base64!")])?.contains("Backend.PSK must be base64 of 32 bytes") == true)
         #expect(Self.message(["PSK": .string("c2hvcnQ=")])?.contains("Backend.PSK") == true)
-        #expect(Self.message(["Mode": .string("bridge")]) == "wireguard backend: Backend.Mode \"bridge\" is not one of separate, auto, ipv4, ipv6")
+        #expect(
+            Self.message(["Mode": .string("bridge")])
+                == "wireguard backend: Backend.Mode \"bridge\" is not one of separate, auto, ipv4, ipv6")
         #expect(Self.message(["Mode": .string("ipv6")])?.contains("IPv6") == true)
         #expect(Self.message(["PersistentKeepaliveInterval": .string("25s")])?.contains("whole number") == true)
-        let external = ExternalInterface(name: "lo", index: 1, publicIP: IPv4Address("198.51.100.1")!, localIP: IPv4Address("198.51.100.1")!, mtu: 1500)
-        let backend = try BackendRegistry.make(BackendSpec(type: "wireguard", settings: ["ListenPort": .number(51999), "MTU": .number(1450)]),
-                                               external: external, options: .init(wireGuardKeyFile: "/nonexistent/wgkey"))
+        let external = ExternalInterface(
+            name: "lo", index: 1, publicIP: IPv4Address("198.51.100.1")!, localIP: IPv4Address("198.51.100.1")!, mtu: 1500)
+        let backend = try BackendRegistry.make(
+            BackendSpec(type: "wireguard", settings: ["ListenPort": .number(51999), "MTU": .number(1450)]),
+            external: external, options: .init(wireGuardKeyFile: "/nonexistent/wgkey"))
         let wg = try #require(backend as? WireGuardBackend)
         #expect(wg.listenPort == 51999 && wg.mtu == 1370 && wg.keyFile == "/nonexistent/wgkey" && wg.type == "wireguard")
     }
 
     @Test func peersComeFromUsableLeasesOnly() throws {
-        let external = ExternalInterface(name: "lo", index: 1, publicIP: IPv4Address("198.51.100.1")!, localIP: IPv4Address("198.51.100.1")!, mtu: 1500)
-        let wg = try #require(try BackendRegistry.make(BackendSpec(type: "wireguard", settings: ["PersistentKeepaliveInterval": .number(25)]),
-                                                      external: external) as? WireGuardBackend)
+        let external = ExternalInterface(
+            name: "lo", index: 1, publicIP: IPv4Address("198.51.100.1")!, localIP: IPv4Address("198.51.100.1")!, mtu: 1500)
+        let wg = try #require(
+            try BackendRegistry.make(
+                BackendSpec(type: "wireguard", settings: ["PersistentKeepaliveInterval": .number(25)]),
+                external: external) as? WireGuardBackend)
         let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
         func lease(_ type: String?, _ data: String?) -> PeerLease {
-            PeerLease(subnet: IPv4Network("198.18.2.0/24")!, publicIP: IPv4Address("198.51.100.2")!, backendType: type, backendData: data.map { Data($0.utf8) })
+            PeerLease(
+                subnet: IPv4Network("198.18.2.0/24")!, publicIP: IPv4Address("198.51.100.2")!, backendType: type,
+                backendData: data.map { Data($0.utf8) })
         }
         let config = try #require(wg.peerConfig(lease("wireguard", #"{"PublicKey":"\#(key)","Port":51999}"#)))
         #expect(config.endpoint == WireGuardEndpoint(address: IPv4Address("198.51.100.2")!, port: 51999))
         #expect(config.allowedIPs == IPv4Network("198.18.2.0/24")! && config.persistentKeepalive == .seconds(25))
         #expect(wg.peerConfig(lease("wireguard", #"{"PublicKey":"\#(key)"}"#))?.endpoint.port == 51820)
         // Not ours, or nothing usable: skipped (and logged), never a crash.
-        for (type, data) in [("vxlan", #"{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}"#), (nil, nil), ("wireguard", nil), ("wireguard", "{"),
-                             ("wireguard", #"{"PublicKey":"AAAA"}"#), ("wireguard", #"{"PublicKey":"\#(key)","Port":-1}"#)] as [(String?, String?)] {
+        for (type, data) in [
+            ("vxlan", #"{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}"#), (nil, nil), ("wireguard", nil), ("wireguard", "{"),
+            ("wireguard", #"{"PublicKey":"AAAA"}"#), ("wireguard", #"{"PublicKey":"\#(key)","Port":-1}"#),
+        ] as [(String?, String?)] {
             #expect(wg.peerConfig(lease(type, data)) == nil, "\(type ?? "nil") \(data ?? "nil")")
         }
     }
@@ -67,8 +83,13 @@ import Glibc
         #expect(try WireGuardLeaseData(parsing: data.json) == data)
         // flannel before v0.26.6 wrote no Port; 0 means the same: the reader's own ListenPort.
         #expect(try WireGuardLeaseData(parsing: Data(#"{"PublicKey":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="}"#.utf8)).port == nil)
-        #expect(try WireGuardLeaseData(parsing: Data(#"{"PublicKey":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=","Port":0}"#.utf8)).port == nil)
-        for bad in [#"{"PublicKey":"short"}"#, #"{"Port":51820}"#, #"{"PublicKey":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=","Port":70000}"#, "[]", "garbage"] {
+        #expect(
+            try WireGuardLeaseData(parsing: Data(#"{"PublicKey":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=","Port":0}"#.utf8)).port
+                == nil)
+        for bad in [
+            #"{"PublicKey":"short"}"#, #"{"Port":51820}"#, #"{"PublicKey":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=","Port":70000}"#,
+            "[]", "garbage",
+        ] {
             #expect(throws: WireGuardLeaseData.Invalid.self) { try WireGuardLeaseData(parsing: Data(bad.utf8)) }
         }
     }

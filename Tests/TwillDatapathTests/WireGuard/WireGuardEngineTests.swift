@@ -1,8 +1,10 @@
 import Synchronization
 import Testing
 import TwillAddress
-@testable import TwillDatapath
 import TwillSystem
+
+@testable import TwillDatapath
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,7 +28,9 @@ struct WireGuardFakePair {
     /// While `holding`: transport messages kept off the network, for the test to deliver.
     let held = WireLog()
 
-    init(virtio: Bool = false, gso: Bool = false, gro: Bool = false, timers: WireGuardTimers = WireGuardTimers(), startB: Bool = true) throws {
+    init(virtio: Bool = false, gso: Bool = false, gro: Bool = false, timers: WireGuardTimers = WireGuardTimers(), startB: Bool = true)
+        throws
+    {
         try WireGuardCrypto.load()
         tunA = FakeTUN(name: "wgA", virtio: virtio)
         tunB = FakeTUN(name: "wgB", virtio: virtio)
@@ -47,11 +51,18 @@ struct WireGuardFakePair {
         b.update(peers: [PeerLease(subnet: Self.subnetA, publicIP: Self.addressA, backendType: "wireguard", backendData: nil)])
         controlA.attach(a)
         controlB.attach(b)
-        controlA.setPeers([WireGuardPeerConfig(publicKey: idB.publicKey, endpoint: .init(address: Self.addressB, port: Self.port),
-                                               allowedIPs: Self.subnetB)])
-        controlB.setPeers([WireGuardPeerConfig(publicKey: idA.publicKey, endpoint: .init(address: Self.addressA, port: Self.port),
-                                               allowedIPs: Self.subnetA)])
-        let wire = self.wire, held = self.held
+        controlA.setPeers([
+            WireGuardPeerConfig(
+                publicKey: idB.publicKey, endpoint: .init(address: Self.addressB, port: Self.port),
+                allowedIPs: Self.subnetB)
+        ])
+        controlB.setPeers([
+            WireGuardPeerConfig(
+                publicKey: idA.publicKey, endpoint: .init(address: Self.addressA, port: Self.port),
+                allowedIPs: Self.subnetA)
+        ])
+        let wire = self.wire
+        let held = self.held
         network.intercept { d, _ in
             wire.datagrams.withLock { $0.append(d) }
             if held.holding.load(ordering: .relaxed), d.first == 4, d.count > 32 {
@@ -106,8 +117,10 @@ struct WireGuardEngineTests {
         #expect(pair.a.counters()[drop: .noSessionKeys] == 0)
         let before = pair.tunB.written.count
         for i in 0..<100 {
-            pair.tunA.inject(Packets.ipv4(source: Self.a1, destination: Self.b1, payload: Packets.udp(data: secret), identification: UInt16(i)))
-            pair.tunB.inject(Packets.ipv4(source: Self.b1, destination: Self.a1, payload: Packets.udp(data: secret), identification: UInt16(i)))
+            pair.tunA.inject(
+                Packets.ipv4(source: Self.a1, destination: Self.b1, payload: Packets.udp(data: secret), identification: UInt16(i)))
+            pair.tunB.inject(
+                Packets.ipv4(source: Self.b1, destination: Self.a1, payload: Packets.udp(data: secret), identification: UInt16(i)))
         }
         let atB = pair.tunB.waitForWrites(before + 100)
         let atA = pair.tunA.waitForWrites(100)
@@ -122,7 +135,10 @@ struct WireGuardEngineTests {
         #expect(wire.contains { $0.first == 1 && $0.count == 148 } && wire.contains { $0.first == 2 && $0.count == 92 })
         // Transport plaintext is padded to 16 bytes.
         #expect(wire.allSatisfy { $0.first != 4 || ($0.count - 32) % 16 == 0 })
-        #expect(!wire.contains { d in d.count >= secret.count && (0...(d.count - secret.count)).contains { Array(d[$0..<($0 + secret.count)]) == secret } })
+        #expect(
+            !wire.contains { d in
+                d.count >= secret.count && (0...(d.count - secret.count)).contains { Array(d[$0..<($0 + secret.count)]) == secret }
+            })
         let status = pair.controlA.status()
         #expect(status.count == 1 && status.first?.hasSessionKeys == true && status.first?.lastHandshakeUnix != nil)
         let peer = pair.b.counters().peers.first
@@ -168,21 +184,30 @@ struct WireGuardEngineTests {
         #expect(waitUntil { pair.b.counters()[drop: .notAuthentic] == 1 })
         // A receiver index nobody gave out.
         var unknown = sealed
-        unknown[4] ^= 0xFF; unknown[5] ^= 0xFF
+        unknown[4] ^= 0xFF
+        unknown[5] ^= 0xFF
         pair.socketB.receiveFrom(from, port: WireGuardFakePair.port, unknown)
         #expect(waitUntil { pair.b.counters()[drop: .unknownReceiver] == 1 })
         // Garbage, and messages of each type with the wrong size, an unknown type, and
         // reserved bytes that are not zero.
         var rng = SplitMix64(seed: 7)
-        let cases: [(type: UInt8?, size: Int)] = [(nil, 0), (nil, 3), (1, 31), (1, 147), (1, 149), (2, 91), (2, 93), (2, 148),
-                                                  (3, 63), (3, 65), (4, 31), (4, 16), (5, 148), (0, 64)]
+        let cases: [(type: UInt8?, size: Int)] = [
+            (nil, 0), (nil, 3), (1, 31), (1, 147), (1, 149), (2, 91), (2, 93), (2, 148),
+            (3, 63), (3, 65), (4, 31), (4, 16), (5, 148), (0, 64),
+        ]
         for (type, size) in cases {
             var g = [UInt8].random(count: size, using: &rng)
-            if let type, size >= 4 { g[0] = type; g[1] = 0; g[2] = 0; g[3] = 0 }
+            if let type, size >= 4 {
+                g[0] = type
+                g[1] = 0
+                g[2] = 0
+                g[3] = 0
+            }
             pair.socketB.receiveFrom(from, port: WireGuardFakePair.port, g)
         }
         var reserved = [UInt8](repeating: 0, count: 148)
-        reserved[0] = 1; reserved[2] = 1
+        reserved[0] = 1
+        reserved[2] = 1
         pair.socketB.receiveFrom(from, port: WireGuardFakePair.port, reserved)
         #expect(waitUntil { pair.b.counters()[drop: .malformed] == UInt64(cases.count + 1) })
         // A's own inner source outside its subnet: sealed by A, refused by B's allowed IPs.
@@ -194,8 +219,9 @@ struct WireGuardEngineTests {
         #expect(pair.tunB.waitForWrites(written + 1).count == written + 1)
     }
 
-    @Test("TSO super-packet: sealed per segment, sent with and without UDP GSO, opened per GRO segment, merged again, byte-identical",
-          arguments: [false, true])
+    @Test(
+        "TSO super-packet: sealed per segment, sent with and without UDP GSO, opened per GRO segment, merged again, byte-identical",
+        arguments: [false, true])
     func offloadsAreKept(gso: Bool) throws {
         let pair = try WireGuardFakePair(virtio: true, gso: gso, gro: true)
         defer { pair.stop() }
@@ -205,8 +231,9 @@ struct WireGuardEngineTests {
         var rng = SplitMix64(seed: 5)
         let payload = [UInt8].random(count: 20 * 1368, using: &rng)
         let superPacket = tcpPacket(payload: payload, source: Self.a1, destination: Self.b1)
-        let header = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoTCPv4, headerLength: 52,
-                                     gsoSize: 1368, checksumStart: 20, checksumOffset: 16)
+        let header = VirtioNetHeader(
+            flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoTCPv4, headerLength: 52,
+            gsoSize: 1368, checksumStart: 20, checksumOffset: 16)
         plainHeader.withUnsafeMutableBytes { header.write(to: $0.baseAddress!) }
         // The 20 sealed segments reach B as the kernel's UDP GRO hands them over: one message.
         pair.held.holding.store(true, ordering: .relaxed)
@@ -226,9 +253,11 @@ extension IPv4Header {
     /// `packet` with its header checksum recomputed (after a test changed the TTL).
     static func decrementTTLForTest(_ packet: [UInt8]) -> [UInt8] {
         var p = packet
-        p[10] = 0; p[11] = 0
+        p[10] = 0
+        p[11] = 0
         let sum = p[0..<20].withUnsafeBytes { InternetChecksum.referenceChecksum($0) }
-        p[10] = UInt8(sum >> 8); p[11] = UInt8(sum & 0xFF)
+        p[10] = UInt8(sum >> 8)
+        p[11] = UInt8(sum & 0xFF)
         return p
     }
 }

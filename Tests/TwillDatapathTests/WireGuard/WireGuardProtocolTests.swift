@@ -1,6 +1,8 @@
 import Testing
 import TwillAddress
+
 @testable import TwillDatapath
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -45,7 +47,9 @@ import Glibc
         guard let entry = device.keyTable().receive[index] else { return nil }
         let context = AEADContext()
         let length = m.count
-        let counter = m.withUnsafeMutableBytes { TransportCrypto.open(context: context, keypair: entry.keypair, message: $0.baseAddress!, length: length) }
+        let counter = m.withUnsafeMutableBytes {
+            TransportCrypto.open(context: context, keypair: entry.keypair, message: $0.baseAddress!, length: length)
+        }
         guard let counter, entry.keypair.acceptReceived(counter) else { return nil }
         if !entry.keypair.isInitiator { entry.activity.confirmedIndex.store(entry.keypair.localIndex, ordering: .relaxed) }
         return Array(m[16..<(m.count - 16)])
@@ -73,7 +77,7 @@ import Glibc
         _ = p.b.tick(now: Self.second)
         let packet: [UInt8] = Array(0..<100)
         let sealed = Self.seal(p.a, to: Self.netB, packet)!
-        #expect(sealed.count == 16 + 112 + 16)  // padded to 16
+        #expect(sealed.count == 16 + 112 + 16) // padded to 16
         #expect(Self.open(p.b, sealed)?.prefix(100).elementsEqual(packet) == true)
         // A replay of the same message is refused.
         #expect(Self.open(p.b, sealed) == nil)
@@ -98,7 +102,10 @@ import Glibc
         badMAC[20] ^= 1
         #expect(p.b.receive(badMAC, from: Self.endA, underLoad: false, now: 3 * Self.second).isEmpty)
         #expect(p.b.drops["bad_mac1"] == 1)
-        for bytes in [Array(initiation.prefix(147)), [5, 0, 0, 0] + [UInt8](repeating: 0, count: 60), [1, 1, 0, 0] + Array(initiation.dropFirst(4)), []] {
+        for bytes in [
+            Array(initiation.prefix(147)), [5, 0, 0, 0] + [UInt8](repeating: 0, count: 60), [1, 1, 0, 0] + Array(initiation.dropFirst(4)),
+            [],
+        ] {
             #expect(p.b.receive(bytes, from: Self.endA, underLoad: false, now: 3 * Self.second).isEmpty)
         }
         #expect(p.b.drops["malformed"] == 4)
@@ -142,7 +149,7 @@ import Glibc
     /// Retransmission every RekeyTimeout (+ jitter), giving up after the attempt limit.
     @Test func retransmitsThenGivesUp() {
         var timers = WireGuardTimers()
-        timers.rekeyAttemptTime = .seconds(20)  // 4 attempts of 5 s
+        timers.rekeyAttemptTime = .seconds(20) // 4 attempts of 5 s
         let p = Pair(timers: timers)
         p.activityAB.wantHandshake()
         var now = Self.second

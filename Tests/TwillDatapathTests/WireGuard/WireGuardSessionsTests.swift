@@ -1,7 +1,9 @@
 import Testing
 import TwillAddress
 import TwillSystem
+
 @testable import TwillDatapath
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -87,9 +89,11 @@ import Glibc
         for highest: UInt64 in [0, 5, 63, 64, 1000, 8200] {
             var w = ReplayWindow(resumingAfter: highest)
             #expect(w.highestAccepted == highest)
-            let results = [w.accept(highest, limit: .max), highest > 0 ? w.accept(highest - 1, limit: .max) : false,
-                           w.accept(highest + 1, limit: .max), w.accept(highest + 3, limit: .max),
-                           w.accept(highest + 2, limit: .max), w.accept(highest + 2, limit: .max)]
+            let results = [
+                w.accept(highest, limit: .max), highest > 0 ? w.accept(highest - 1, limit: .max) : false,
+                w.accept(highest + 1, limit: .max), w.accept(highest + 3, limit: .max),
+                w.accept(highest + 2, limit: .max), w.accept(highest + 2, limit: .max),
+            ]
             #expect(results == [false, false, true, true, true, false], "after \(highest)")
         }
         #expect(ReplayWindow().highestAccepted == nil)
