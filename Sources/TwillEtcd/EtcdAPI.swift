@@ -30,3 +30,11 @@ public protocol EtcdAPI: Sendable {
     /// Watches every key starting with `prefix` from `fromRevision` (or from now when nil).
     func watch(prefix: String, fromRevision: Int64?) -> AsyncThrowingStream<WatchResponse, any Error>
 }
+
+extension EtcdAPI {
+    /// Writes a UTF-8 string value.
+    @discardableResult
+    public func put(_ key: String, _ value: String, lease: Int64 = 0) async throws(EtcdError) -> ResponseHeader {
+        try await put(key, value: Data(value.utf8), lease: lease)
+    }
+}

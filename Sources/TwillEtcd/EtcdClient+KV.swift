@@ -32,12 +32,6 @@ extension EtcdClient {
         return answer.header?.model ?? ResponseHeader(revision: 0)
     }
 
-    /// Writes a UTF-8 string value.
-    @discardableResult
-    public func put(_ key: String, _ value: String, lease: Int64 = 0) async throws(EtcdError) -> ResponseHeader {
-        try await put(key, value: Data(value.utf8), lease: lease)
-    }
-
     /// Deletes `key`; returns how many keys went (0 or 1).
     @discardableResult
     public func delete(_ key: String) async throws(EtcdError) -> Int64 {

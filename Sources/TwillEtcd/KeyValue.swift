@@ -53,6 +53,13 @@ public struct RangeResult: Sendable, Equatable {
     /// How many keys matched (may exceed `kvs.count` when a limit was set).
     public var count: Int64
     public var more: Bool
+
+    public init(header: ResponseHeader, kvs: [KeyValue], count: Int64, more: Bool = false) {
+        self.header = header
+        self.kvs = kvs
+        self.count = count
+        self.more = more
+    }
 }
 
 /// The range end that selects every key starting with `prefix`: the prefix with its last

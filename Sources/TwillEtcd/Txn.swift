@@ -59,4 +59,10 @@ public struct TxnResult: Sendable, Equatable {
     /// Whether every compare held (so the success branch ran).
     public var succeeded: Bool
     public var responses: [ResponseOp]
+
+    public init(header: ResponseHeader, succeeded: Bool, responses: [ResponseOp]) {
+        self.header = header
+        self.succeeded = succeeded
+        self.responses = responses
+    }
 }
