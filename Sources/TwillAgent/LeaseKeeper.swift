@@ -43,19 +43,27 @@ final class LeaseKeeper: Sendable {
     let requestTimeout: Duration
     let logger: Logger
     let state: AgentState
+    /// The clock renewals and expiry are judged by: `ContinuousClock`'s now, or a test's
+    /// manual clock. etcd request deadlines stay on the real clock.
+    let now: @Sendable () -> ContinuousClock.Instant
 
     private struct Current {
         var lease: Lease?
         var expiry: ContinuousClock.Instant?
         var config: NetworkConfig?
         var attributes: LeaseAttributes?
-        var nextRenewal = ContinuousClock.now
+        var nextRenewal: ContinuousClock.Instant
         var failures = 0
         var news: OwnKeyNews?
     }
-    private let current = Mutex(Current())
+    private let current: Mutex<Current>
 
-    init(registry: SubnetRegistry, ttl: Int64, schedule: RenewSchedule, requestTimeout: Duration, logger: Logger, state: AgentState) {
+    init(
+        registry: SubnetRegistry, ttl: Int64, schedule: RenewSchedule, requestTimeout: Duration, logger: Logger, state: AgentState,
+        now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }
+    ) {
+        self.now = now
+        self.current = Mutex(Current(nextRenewal: now()))
         self.registry = registry
         self.ttl = ttl
         self.schedule = schedule
@@ -101,7 +109,7 @@ final class LeaseKeeper: Sendable {
         } else {
             result = try await registry.acquire(config: config, attributes: attributes, previous: previous, previous6: previous6, ttl: ttl)
         }
-        let now = ContinuousClock.now
+        let now = self.now()
         current.withLock { c in
             c.lease = result
             c.config = config
@@ -136,7 +144,7 @@ final class LeaseKeeper: Sendable {
     func step() async -> Move? {
         let (news, due) = current.withLock { c -> (OwnKeyNews?, Bool) in
             defer { c.news = nil }
-            return (c.news, ContinuousClock.now >= c.nextRenewal)
+            return (c.news, now() >= c.nextRenewal)
         }
         if let news {
             switch await handle(news) {
@@ -161,7 +169,7 @@ final class LeaseKeeper: Sendable {
 
     /// Runs `body` with every etcd request bounded so that the lease cannot expire meanwhile.
     private func bounded<T: Sendable>(_ body: () async throws(LeaseError) -> T) async throws(LeaseError) -> T {
-        let remaining = current.withLock { $0.expiry.map { $0 - .now } }
+        let remaining = current.withLock { $0.expiry.map { $0 - now() } }
         let deadline = ContinuousClock.now + schedule.attemptDeadline(remaining: remaining, requestTimeout: requestTimeout)
         let result: Result<T, LeaseError> = await EtcdClient.$deadline.withValue(deadline) {
             do throws(LeaseError) { return .success(try await body()) } catch { return .failure(error) }
@@ -181,7 +189,7 @@ final class LeaseKeeper: Sendable {
                     ])
                 return try await reacquire(lease, because: "the etcd lease expired")
             }
-            let now = ContinuousClock.now
+            let now = self.now()
             let recovered = current.withLock { c -> Int in
                 defer {
                     c.failures = 0
@@ -206,10 +214,11 @@ final class LeaseKeeper: Sendable {
         } catch {
             let (attempt, remaining) = current.withLock { c -> (Int, Duration?) in
                 c.failures += 1
-                return (c.failures, c.expiry.map { $0 - .now })
+                return (c.failures, c.expiry.map { $0 - now() })
             }
             let delay = schedule.retryDelay(attempt: attempt, remaining: remaining)
-            current.withLock { $0.nextRenewal = .now + delay }
+            let retryAt = now() + delay
+            current.withLock { $0.nextRenewal = retryAt }
             if attempt == 1 || attempt % 10 == 0 {
                 logger.warning(
                     "could not renew the subnet lease; retrying",
@@ -314,7 +323,7 @@ final class LeaseKeeper: Sendable {
     }
 
     private func install(_ lease: Lease) {
-        let now = ContinuousClock.now
+        let now = self.now()
         let expiry: ContinuousClock.Instant? = lease.isReservation ? nil : now + .seconds(ttl)
         current.withLock { c in
             c.lease = lease
