@@ -51,10 +51,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Test-only helpers: a real etcd on free loopback ports.
+        // Test-only helpers: a real etcd on free loopback ports, namespace hosts, and the in-memory
+        // fakes the unit tier runs on (InMemoryEtcd, FakeKernel, RecordingBackend).
         .target(
             name: "TwillTestSupport",
-            dependencies: ["TwillEtcd", "TwillSystem", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "TwillEtcd", "TwillSystem", "TwillDatapath", "TwillNetlink", "TwillAddress",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Tests/TwillTestSupport"
         ),
         .target(

@@ -1,4 +1,5 @@
 import TwillAddress
+import TwillDatapath
 import TwillNetlink
 
 /// `--ip-blackhole-route`: a blackhole route for this node's own subnet, so that a packet to
@@ -20,7 +21,7 @@ enum BlackholeRoute {
     /// Makes the node's blackhole route the one for `subnet` (a moved node's old one goes).
     /// Returns whether anything had to change.
     @discardableResult
-    static func ensure(_ subnet: IPv4Network, netlink: Netlink) throws -> Bool {
+    static func ensure(_ subnet: IPv4Network, netlink: any KernelRouting) throws -> Bool {
         let ours = try netlink.routes().filter(isOurs)
         var changed = false
         for r in ours where r.destination != subnet {
@@ -35,7 +36,7 @@ enum BlackholeRoute {
     }
 
     /// Removes the node's blackhole routes (the agent stops, or the flag is off now).
-    static func removeAll(netlink: Netlink) throws {
+    static func removeAll(netlink: any KernelRouting) throws {
         for r in try netlink.routes().filter(isOurs) { try netlink.deleteRoute(route(for: r.destination)) }
     }
 

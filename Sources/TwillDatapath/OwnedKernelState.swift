@@ -14,7 +14,9 @@ public enum OwnedKernelState {
     /// Deletes Twill's devices except those named in `keeping`; returns what went, one line
     /// each. A device deleted takes its addresses, routes, neighbours and FDB entries along.
     @discardableResult
-    public static func removeDevices(_ netlink: Netlink, tunName: String, keeping: [String] = [], logger: Logger) throws -> [String] {
+    public static func removeDevices(_ netlink: any KernelRouting, tunName: String, keeping: [String] = [], logger: Logger) throws
+        -> [String]
+    {
         var removed: [String] = []
         for link in try netlink.links() where BackendRegistry.isTwillDevice(link, tunName: tunName) && !keeping.contains(link.name) {
             do {
@@ -30,7 +32,7 @@ public enum OwnedKernelState {
 
     /// Deletes every route of Twill's protocol in the main table, both families; returns what
     /// went, one line each, and the failures.
-    public static func removeRoutes(_ netlink: Netlink, logger: Logger) throws -> (removed: [String], failures: [String]) {
+    public static func removeRoutes(_ netlink: any KernelRouting, logger: Logger) throws -> (removed: [String], failures: [String]) {
         var removed: [String] = []
         var failures: [String] = []
         func remove<R: CustomStringConvertible>(_ routes: [R], _ delete: (R) throws -> Void) {

@@ -14,7 +14,7 @@ enum KernelAddresses {
     /// Adds what is missing from `wanted` and deletes every other address of `family` on
     /// device `index`; true when something changed.
     @discardableResult
-    static func ensureExactly(_ netlink: Netlink, index: Int32, family: Int32, _ wanted: [InterfaceAddress]) throws -> Bool {
+    static func ensureExactly(_ netlink: any KernelRouting, index: Int32, family: Int32, _ wanted: [InterfaceAddress]) throws -> Bool {
         var missing = wanted
         var changed = false
         for a in try netlink.addresses(interfaceIndex: index, family: family) {
@@ -36,12 +36,12 @@ enum KernelAddresses {
 
 enum KernelRoutes {
     /// The IPv4 prefixes directly attached to interface `index` (from its addresses).
-    static func onLinkNetworks(_ netlink: Netlink, interfaceIndex index: Int32) throws -> [IPv4Network] {
+    static func onLinkNetworks(_ netlink: any KernelRouting, interfaceIndex index: Int32) throws -> [IPv4Network] {
         try netlink.addresses(interfaceIndex: index, family: AF_INET).compactMap(\.ipv4Network)
     }
 
     /// The IPv4 addresses of interface `index`.
-    static func ownAddresses(_ netlink: Netlink, interfaceIndex index: Int32) throws -> [IPv4Address] {
+    static func ownAddresses(_ netlink: any KernelRouting, interfaceIndex index: Int32) throws -> [IPv4Address] {
         try netlink.addresses(interfaceIndex: index, family: AF_INET).compactMap { $0.address.v4 }
     }
 
@@ -56,7 +56,7 @@ enum KernelRoutes {
     /// replaces those that differ. Routes of any other protocol are never touched, and
     /// nothing is written when the kernel already matches (so reconciling on the monitor's
     /// events cannot feed itself). Returns one message per failure; never throws.
-    static func reconcile(_ netlink: Netlink, network: IPv4Network, desired: [Route], logger: Logger) -> [String] {
+    static func reconcile(_ netlink: any KernelRouting, network: IPv4Network, desired: [Route], logger: Logger) -> [String] {
         let existing: [Route]
         do {
             existing = try netlink.routes(table: mainRoutingTable).filter {
@@ -107,7 +107,7 @@ enum KernelRoutes {
     }
 
     /// The IPv6 addresses of interface `index`.
-    static func ownAddresses6(_ netlink: Netlink, interfaceIndex index: Int32) throws -> [IPv6Address] {
+    static func ownAddresses6(_ netlink: any KernelRouting, interfaceIndex index: Int32) throws -> [IPv6Address] {
         try netlink.addresses(interfaceIndex: index, family: AF_INET6).compactMap { $0.address.v6 }
     }
 
@@ -115,7 +115,7 @@ enum KernelRoutes {
     /// The global IPv6 prefixes on the link of interface `index`: those of its addresses, and
     /// those of gateway-less routes through it that are not Twill's (an RA's on-link prefix,
     /// where the address itself is a DHCPv6 /128).
-    static func onLinkNetworks6(_ netlink: Netlink, interfaceIndex index: Int32) throws -> [IPv6Network] {
+    static func onLinkNetworks6(_ netlink: any KernelRouting, interfaceIndex index: Int32) throws -> [IPv6Network] {
         let fromAddresses = try netlink.addresses(interfaceIndex: index, family: AF_INET6).compactMap { a in
             a.address.v6.flatMap { $0.isLinkLocal ? nil : try? IPv6Network(containing: $0, prefixLength: a.prefixLength) }
         }
@@ -128,7 +128,7 @@ enum KernelRoutes {
 
     /// The IPv6 version of ``reconcile(_:network:desired:logger:)``: Twill's IPv6 routes inside
     /// `network` become exactly `desired`; nothing else is touched.
-    static func reconcile6(_ netlink: Netlink, network: IPv6Network, desired: [Route6], logger: Logger) -> [String] {
+    static func reconcile6(_ netlink: any KernelRouting, network: IPv6Network, desired: [Route6], logger: Logger) -> [String] {
         let existing: [Route6]
         do {
             existing = try netlink.routes6(table: mainRoutingTable).filter {
@@ -146,7 +146,7 @@ enum KernelRoutes {
     }
 
     /// Deletes the Twill IPv6 route to `destination`; absent is fine.
-    static func deleteOwned6(_ netlink: Netlink, destination: IPv6Network) throws {
+    static func deleteOwned6(_ netlink: any KernelRouting, destination: IPv6Network) throws {
         do {
             try netlink.deleteRoute6(Route6(destination: destination))
         } catch let e as NetlinkError where e.isNotFound {
@@ -154,7 +154,7 @@ enum KernelRoutes {
     }
 
     /// Deletes the Twill route to `destination` (any gateway, any device); absent is fine.
-    static func deleteOwned(_ netlink: Netlink, destination: IPv4Network) throws {
+    static func deleteOwned(_ netlink: any KernelRouting, destination: IPv4Network) throws {
         do {
             try netlink.deleteRoute(Route(destination: destination))
         } catch let e as NetlinkError where e.isNotFound {

@@ -101,6 +101,20 @@ public struct Link: Hashable, Sendable, CustomStringConvertible {
     /// Present for vxlan links.
     public var vxlan: VXLANAttributes?
 
+    public init(
+        index: Int32, name: String, kind: String? = nil, mtu: Int, mac: MACAddress? = nil, flags: InterfaceFlags = [],
+        masterIndex: Int32? = nil, vxlan: VXLANAttributes? = nil
+    ) {
+        self.index = index
+        self.name = name
+        self.kind = kind
+        self.mtu = mtu
+        self.mac = mac
+        self.flags = flags
+        self.masterIndex = masterIndex
+        self.vxlan = vxlan
+    }
+
     public var isUp: Bool { flags.contains(.up) }
 
     public var description: String {

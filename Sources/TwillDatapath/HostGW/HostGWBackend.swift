@@ -20,7 +20,7 @@ public final class HostGWBackend: Backend {
     /// False for an IPv6-only network: no IPv4 address is needed and no IPv4 route made.
     let ipv4: Bool
     public let type = "host-gw"
-    private let netlink: Netlink
+    private let netlink: any KernelRouting
     private let external: ExternalInterface
     private let logger: Logger
     private let state = Mutex(State())
@@ -39,7 +39,7 @@ public final class HostGWBackend: Backend {
     /// - Parameter ipv6: the network has IPv6: the node needs a public IPv6 address.
     /// - Parameter ipv4: false for an IPv6-only network.
     public init(
-        netlink: Netlink, external: ExternalInterface, mtu: Int? = nil, ipv6: Bool = false, ipv4: Bool = true,
+        netlink: any KernelRouting, external: ExternalInterface, mtu: Int? = nil, ipv6: Bool = false, ipv4: Bool = true,
         logger: Logger = Logger(label: "twill.backend.host-gw")
     ) {
         self.configuredMTU = mtu

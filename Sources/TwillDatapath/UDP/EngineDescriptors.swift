@@ -28,7 +28,7 @@ import Glibc
 public final class EngineDescriptors: Sendable {
     let device: String
     let keeper: any DescriptorKeeper
-    private let netlink: Netlink
+    private let netlink: any KernelRouting
     /// Descriptors a stopped engine handed back, for the next one (raw, by queue).
     private let spare = Mutex<(tun: [Int32], sockets: [Int32])>(([], []))
     /// The names kept in the store now.
@@ -37,7 +37,7 @@ public final class EngineDescriptors: Sendable {
     /// Bounds the names looked for in the store: more queues than this are never opened.
     static let maxQueues = 256
 
-    init(device: String, keeper: any DescriptorKeeper, netlink: Netlink) {
+    init(device: String, keeper: any DescriptorKeeper, netlink: any KernelRouting) {
         self.device = device
         self.keeper = keeper
         self.netlink = netlink

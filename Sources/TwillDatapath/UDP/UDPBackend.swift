@@ -40,7 +40,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     public let offloads: Bool
     /// Packet queues to ask for (nil: one per online CPU); see ``UDPEngineConfiguration/queues``.
     public let queues: Int?
-    let netlink: Netlink
+    let netlink: any KernelRouting
     let external: ExternalInterface
     let logger: Logger
     /// The engine's TUN queues and sockets across rebuilds and restarts.
@@ -65,7 +65,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// - Parameter ipv4: false for an IPv6-only network: datagrams go over IPv6 (from the
     ///   interface's IPv6 address to the peers' PublicIPv6), the TUN gets no IPv4 address or route.
     public init(
-        netlink: Netlink, external: ExternalInterface, tunName: String = "twill0", port: UInt16 = 8285,
+        netlink: any KernelRouting, external: ExternalInterface, tunName: String = "twill0", port: UInt16 = 8285,
         checkSources: Bool = true, offloads: Bool = true, queues: Int? = nil, mtu: Int? = nil, ipv4: Bool = true,
         keeper: any DescriptorKeeper = NoDescriptorKeeper(), logger: Logger = Logger(label: "twill.backend.udp")
     ) {
@@ -163,7 +163,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// Returns the engine and the TUN's index. Shared by the backends on the packet engine.
     static func startEngine(
         _ descriptors: EngineDescriptors, configuration: UDPEngineConfiguration, offloads: Bool, external: ExternalInterface,
-        netlink: Netlink, mtu: Int, local: LocalLease, askedQueues: Int?, backend: String, logger: Logger,
+        netlink: any KernelRouting, mtu: Int, local: LocalLease, askedQueues: Int?, backend: String, logger: Logger,
         configure: (UDPEngine, Int32) throws -> Void = { _, _ in }
     ) throws -> (UDPEngine, Int32) {
         let name = descriptors.device
@@ -201,7 +201,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     /// Configures an engine's TUN `name` for `local`: MTU, the subnet's address /32, up, and
     /// the whole network routed through it. Returns its interface index.
-    static func configureTUN(_ engine: UDPEngine, netlink: Netlink, name: String, mtu: Int, local: LocalLease) throws -> Int32 {
+    static func configureTUN(_ engine: UDPEngine, netlink: any KernelRouting, name: String, mtu: Int, local: LocalLease) throws -> Int32 {
         // Queue room for bursts of TSO-split segments; the default 500 overflows.
         try? engine.setTransmitQueueLength(5000)
         let link = try netlink.link(named: name)
@@ -244,7 +244,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// wireguard's): the reason it must be rebuilt (gone, or `damage`), or nil once it is up
     /// again and the network's route is back.
     static func repairDevice(
-        _ netlink: Netlink, name: String, index: Int32, network: IPv4Network, network6: IPv6Network? = nil,
+        _ netlink: any KernelRouting, name: String, index: Int32, network: IPv4Network, network6: IPv6Network? = nil,
         damage: String?, backend: String, logger: Logger
     ) throws -> String? {
         let link = try? netlink.link(index: index)

@@ -67,7 +67,7 @@ public final class VXLANBackend: Backend {
     public let deviceName: String
     /// `flannel-v6.<VNI>`.
     public let deviceName6: String
-    private let netlink: Netlink
+    private let netlink: any KernelRouting
     private let external: ExternalInterface
     private let logger: Logger
     private let state = Mutex(State())
@@ -102,7 +102,7 @@ public final class VXLANBackend: Backend {
     ///     nil: the external interface's.
     ///   - ipv6: the network is dual stack (`EnableIPv6`): make `flannel-v6.<VNI>` too.
     public init(
-        netlink: Netlink, external: ExternalInterface, vni: UInt32 = 1, port: UInt16 = 8472,
+        netlink: any KernelRouting, external: ExternalInterface, vni: UInt32 = 1, port: UInt16 = 8472,
         directRouting: Bool = false, gbp: Bool = false, learning: Bool = false, mtu: Int? = nil,
         ipv6: Bool = false, ipv4: Bool = true, logger: Logger = Logger(label: "twill.backend.vxlan")
     ) {

@@ -14,7 +14,7 @@ import Glibc
 final class KernelWireGuardDevice: Sendable {
     let name: String
     let listenPort: UInt16
-    private let netlink: Netlink
+    private let netlink: any KernelRouting
     private let wireGuard: WireGuardNetlink
     private let privateKey: Secret
     private let presharedKey: Secret?
@@ -23,7 +23,8 @@ final class KernelWireGuardDevice: Sendable {
     private let programmed = Mutex<[[UInt8]: WireGuardPeerConfig]>([:])
 
     init(
-        netlink: Netlink, wireGuard: WireGuardNetlink, name: String, privateKey: Secret, presharedKey: Secret?, listenPort: UInt16,
+        netlink: any KernelRouting, wireGuard: WireGuardNetlink, name: String, privateKey: Secret, presharedKey: Secret?,
+        listenPort: UInt16,
         logger: Logger
     ) {
         self.netlink = netlink

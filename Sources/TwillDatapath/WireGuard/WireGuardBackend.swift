@@ -48,7 +48,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     let offloads: Bool
     let queues: Int?
     let timers: WireGuardTimers
-    let netlink: Netlink
+    let netlink: any KernelRouting
     let external: ExternalInterface
     let logger: Logger
     /// The userspace engine's TUN queues and sockets across rebuilds and restarts.
@@ -68,7 +68,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     private let published = CounterPublisher()
 
     public init(
-        netlink: Netlink, external: ExternalInterface, listenPort: UInt16 = 51820, keyFile: String = WireGuardKeyFile.defaultPath,
+        netlink: any KernelRouting, external: ExternalInterface, listenPort: UInt16 = 51820, keyFile: String = WireGuardKeyFile.defaultPath,
         presharedKey: Secret? = nil, persistentKeepalive: Duration? = nil, mtu: Int? = nil, offloads: Bool = true,
         queues: Int? = nil, timers: WireGuardTimers = WireGuardTimers(), engine: Engine = .auto,
         keeper: any DescriptorKeeper = NoDescriptorKeeper(), logger: Logger = Logger(label: "twill.backend.wireguard")
