@@ -44,10 +44,8 @@ final class NodeSession: Sendable {
     }
     private let inbox: AsyncStream<Input>
     private let inboxContinuation: AsyncStream<Input>.Continuation
-    private let kernelDirty = Atomic<Bool>(false)
-    /// Serializes what changes the data path: a start for a new subnet, lease changes from
-    /// the watch and the kernel loop's reconciles must not interleave inside the backend.
-    private let datapath = AsyncLock()
+    /// The backend's one door: starts, lease changes and reconciles, one at a time.
+    let store: PeerStore
     /// What subnet.env must say.
     private let expectedEnv = Mutex<SubnetEnv?>(nil)
     /// The last subnet.env failure logged, so that a full disk is not logged every second.
@@ -76,6 +74,7 @@ final class NodeSession: Sendable {
         self.keeper = keeper
         self.config = config
         self.backend = backend
+        self.store = PeerStore(backend: backend, logger: agent.logger)
         self.mtu = mtu
         self.external = external
         self.masquerade = masquerade
@@ -93,7 +92,7 @@ final class NodeSession: Sendable {
         // "net unreachable") from its first packet. The watch's first list follows and
         // reconciles again; a failure here is left to it.
         let known = await currentPeers(within: .seconds(2))
-        try await datapath.withLock { try await backend.start(local: local, peers: known) }
+        try await store.start(local: local, peers: known)
         state.setBackend(type: backend.type, up: true)
         state.setDatapathFailure(nil)
         await keepBlackholeRoute(lease.subnet.ipv4)
@@ -387,26 +386,18 @@ final class NodeSession: Sendable {
     private func apply(_ change: PeerSet.Change) async {
         guard !change.isEmpty else { return }
         log(change, quietly: false)
-        do {
-            try await datapath.withLock {
-                for l in change.removed { try await backend.peerRemoved(Agent.peer(l)) }
-                for l in change.added + change.changed { try await backend.peerAdded(Agent.peer(l)) }
-            }
-        } catch {
-            logger.error("backend could not apply a lease change; the next reconcile retries", metadata: ["error": "\(error)"])
-            kernelDirty.store(true, ordering: .relaxed)
-        }
+        await store.apply(change)
     }
 
     private func reconcilePeers(_ peers: PeerSet) async {
         let list = peers.peers.map(Agent.peer)
         state.setPeers(list)
         do {
-            try await datapath.withLock { try await backend.reconcile(peers: list) }
+            try await store.reset(list)
             logger.info("peers", metadata: ["count": "\(list.count)", "ignored": "\(peers.rejections.count)"])
         } catch {
             logger.error("reconcile failed; retrying", metadata: ["error": "\(error)"])
-            kernelDirty.store(true, ordering: .relaxed)
+            store.markDirty()
         }
     }
 
@@ -450,7 +441,7 @@ final class NodeSession: Sendable {
             if let monitor {
                 group.addTask {
                     for await change in monitor.changes where self.backend.needsReconcile(after: change) {
-                        self.kernelDirty.store(true, ordering: .relaxed)
+                        self.store.markDirty()
                     }
                 }
             }
@@ -480,15 +471,14 @@ final class NodeSession: Sendable {
                 agent.notifyReadyOnce()
             }
             let damage = backend.damage()
-            let changed = kernelDirty.exchange(false, ordering: .relaxed)
+            let changed = store.takeDirty()
             guard changed || damage != nil || sinceLast >= configuration.resyncInterval else { continue }
             if sinceLast >= configuration.resyncInterval, configuration.blackholeRoute, let lease = keeper.lease {
                 await keepBlackholeRoute(lease.subnet.ipv4)
             }
             sinceLast = .zero
             do {
-                // The peer list is read under the lock, so a reconcile never undoes a newer change.
-                try await datapath.withLock { try await backend.reconcile(peers: state.peers) }
+                try await store.reconcile()
                 if failingSince != nil {
                     logger.notice("the data path is repaired")
                     state.setDatapathFailure(nil)
@@ -506,7 +496,7 @@ final class NodeSession: Sendable {
                 state.setBackend(type: backend.type, up: false)
                 logger.error("reconcile failed; retrying", metadata: ["error": "\(error)"])
                 if let since = failingSince, now - since >= .seconds(30) { state.setDatapathFailure("\(error)") }
-                kernelDirty.store(true, ordering: .relaxed)
+                store.markDirty()
                 try? await Task.sleep(for: .seconds(1))
             }
         }
