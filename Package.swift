@@ -104,7 +104,7 @@ let package = Package(
         .testTarget(
             name: "TwillDatapathTests",
             dependencies: ["TwillDatapath", "TwillNetlink", "TwillAddress", "TwillSystem", "TwillTestSupport", "CFuzzSupport"],
-            exclude: ["UDP/FuzzCorpus"]),
+            exclude: ["Engine/FuzzCorpus"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -89,7 +89,7 @@ public final class Agent: Service, Sendable {
         let keeper = LeaseKeeper(
             registry: registry, ttl: configuration.ttlSeconds, schedule: RenewSchedule(interval: configuration.renewInterval),
             requestTimeout: configuration.etcd.requestTimeout, logger: logger, state: state)
-        let masquerade = RulesSlot()
+        let rules = RulesSlot()
 
         guard var config = try await cancellable({ try await self.waitForConfig(registry) }) else { return }
         if let unfitForIPv4, config.enableIPv4 { throw AgentError(unfitForIPv4) }
@@ -201,7 +201,7 @@ public final class Agent: Service, Sendable {
             // 3. The node: data path, iptables rules, subnet.env; then the session's loops.
             let session = NodeSession(
                 agent: self, etcd: etcd, registry: registry, keeper: keeper, config: config,
-                backend: current.backend, mtu: current.advert.mtu, external: external, masquerade: masquerade)
+                backend: current.backend, mtu: current.advert.mtu, external: external, rules: rules)
             do {
                 try await session.configureNode(lease)
             } catch {
@@ -248,7 +248,7 @@ public final class Agent: Service, Sendable {
         let release = configuration.releaseOnExit
         let log = logger
         let backend = running?.backend
-        let masq = masquerade.get()
+        let masq = rules.get()
         let descriptors = descriptorKeeper
         await Task {
             guard release else {

@@ -5,7 +5,7 @@ import TwillAddress
 import TwillSystem
 
 /// flannel's nftables mode (`"EnableNFTables": true` in the network config): the same
-/// forward and masquerade rules as ``IPMasquerade``, in flannel's table `ip flannel-ipv4`
+/// forward and masquerade rules as ``IPTablesRules``, in flannel's table `ip flannel-ipv4`
 /// with its chains `forward` and `postrtg`, through Debian's `nft` tool.
 ///
 /// ```

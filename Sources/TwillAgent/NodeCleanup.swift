@@ -37,7 +37,7 @@ public enum NodeCleanup {
         // longer kept alive by them).
         EngineDescriptors.discardUntaken(HeldDescriptorStore())
         // Rules first: no masquerade for an overlay that is going away.
-        IPMasquerade.removeLeftovers(logger: logger)
+        IPTablesRules.removeLeftovers(logger: logger)
         NFTablesRules.removeLeftovers(logger: logger)
         do {
             let netlink = try Netlink()

@@ -24,7 +24,7 @@ enum SessionEnding: Sendable, Equatable {
 /// - lease: renewals and the own key's defence; a move to another subnet reconfigures the node.
 /// - kernel: netlink events and a timer reconcile the backend, which repairs what broke;
 ///   subnet.env is rewritten when it differs from the lease.
-/// - iptables: the rules' resync loop (``IPMasquerade/run(resync:firstPassNow:onPass:)``).
+/// - iptables: the rules' resync loop (``IPTablesRules/run(resync:firstPassNow:onPass:)``).
 ///
 /// Every loop reports progress to ``AgentState``.
 final class NodeSession: Sendable {
@@ -36,7 +36,8 @@ final class NodeSession: Sendable {
     let backend: any Backend
     let mtu: Int
     let external: ExternalInterface
-    let masquerade: RulesSlot
+    /// The firewall rules this node runs (iptables or nftables), shared across sessions.
+    let rules: RulesSlot
 
     private enum Input: Sendable {
         case cluster(ClusterEvent)
@@ -66,7 +67,7 @@ final class NodeSession: Sendable {
 
     init(
         agent: Agent, etcd: EtcdClient, registry: SubnetRegistry, keeper: LeaseKeeper, config: NetworkConfig,
-        backend: any Backend, mtu: Int, external: ExternalInterface, masquerade: RulesSlot
+        backend: any Backend, mtu: Int, external: ExternalInterface, rules: RulesSlot
     ) {
         self.agent = agent
         self.etcd = etcd
@@ -77,7 +78,7 @@ final class NodeSession: Sendable {
         self.store = PeerStore(backend: backend, logger: agent.logger)
         self.mtu = mtu
         self.external = external
-        self.masquerade = masquerade
+        self.rules = rules
         (inbox, inboxContinuation) = AsyncStream<Input>.makeStream()
     }
 
@@ -86,7 +87,7 @@ final class NodeSession: Sendable {
     /// Starts the data path for `lease`, installs the iptables rules and writes subnet.env.
     func configureNode(_ lease: Lease) async throws {
         let subnet6 = overlay6 == nil ? nil : lease.subnet.ipv6
-        let local = LocalLease(network: overlay, subnet: lease.subnet.ipv4, network6: overlay6, subnet6: subnet6)
+        let local = NodeAddressing(network: overlay, subnet: lease.subnet.ipv4, network6: overlay6, subnet6: subnet6)
         // The peers as etcd has them now, without waiting for the watch: a restarted udp or
         // wireguard engine forwards what queued while no agent ran (rather than answering
         // "net unreachable") from its first packet. The watch's first list follows and
@@ -106,27 +107,27 @@ final class NodeSession: Sendable {
                     masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom,
                     network6: overlay6, subnet6: subnet6, ipv4: config.enableIPv4, logger: logger)
             } else {
-                rules = IPMasquerade(
+                rules = IPTablesRules(
                     network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
                     masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom,
                     network6: overlay6, subnet6: subnet6, ipv4: config.enableIPv4, logger: logger)
             }
-            if let old = masquerade.get(), old.mode != rules.mode {
+            if let old = self.rules.get(), old.mode != rules.mode {
                 // A live switch of EnableNFTables: the old mode's rules go first.
                 await Blocking.run { old.teardown() }
             }
-            if masquerade.claimCleanup() {
+            if self.rules.claimCleanup() {
                 // As flannel: at start the other mode's rules (flanneld's, or this node's
                 // before a switch) are removed, so one set of rules is left.
                 let (log, nft) = (logger, config.enableNFTables)
                 await Blocking.run {
-                    if nft { IPMasquerade.removeLeftovers(logger: log) } else { NFTablesRules.removeLeftovers(logger: log) }
+                    if nft { IPTablesRules.removeLeftovers(logger: log) } else { NFTablesRules.removeLeftovers(logger: log) }
                 }
             }
             if !config.enableNFTables, overlay6 == nil || !config.enableIPv4 {
                 // A family off (now): no rules of an earlier run for it stay.
                 let (log, v4) = (logger, config.enableIPv4)
-                await Blocking.run { v4 ? IPMasquerade.removeIPv6Leftovers(logger: log) : IPMasquerade.removeIPv4Leftovers(logger: log) }
+                await Blocking.run { v4 ? IPTablesRules.removeIPv6Leftovers(logger: log) : IPTablesRules.removeIPv4Leftovers(logger: log) }
             }
             do { try await rules.ensureOffPool() } catch {
                 logger.error(
@@ -136,7 +137,7 @@ final class NodeSession: Sendable {
                         "error": "\(error)",
                     ])
             }
-            masquerade.set(rules)
+            self.rules.set(rules)
         }
         let env = SubnetEnv(
             network: config.network, subnet: lease.subnet.ipv4Subnet, ipv6Network: overlay6, ipv6Subnet: subnet6,
@@ -519,7 +520,7 @@ final class NodeSession: Sendable {
         let period = configuration.iptablesResync
         let deadline = period + .seconds(60)
         while !Task.isCancelled {
-            if let rules = masquerade.get(), running.map({ !$0.rules.sameRules(as: rules) }) ?? true {
+            if let rules = self.rules.get(), running.map({ !$0.rules.sameRules(as: rules) }) ?? true {
                 if let old = running {
                     old.task.cancel()
                     await old.task.value

@@ -29,7 +29,7 @@ final class PeerStore: Sendable {
     var peers: [PeerLease] { given.withLock { Array($0.values) } }
 
     /// Starts the backend for `local` with `peers`, as they are known before the watch lists.
-    func start(local: LocalLease, peers: [PeerLease]) async throws {
+    func start(local: NodeAddressing, peers: [PeerLease]) async throws {
         try await lock.withLock { () async throws in
             try await backend.start(local: local, peers: peers)
             given.withLock { $0 = Dictionary(peers.map { ($0.key, $0) }, uniquingKeysWith: { _, b in b }) }

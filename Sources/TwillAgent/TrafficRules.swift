@@ -3,7 +3,7 @@ import Logging
 import Synchronization
 
 /// The node's forward and masquerade rules (flannel's `--ip-masq` and
-/// `--iptables-forward-rules`), kept by one firewall tool: ``IPMasquerade`` (iptables) or
+/// `--iptables-forward-rules`), kept by one firewall tool: ``IPTablesRules`` (iptables) or
 /// ``NFTablesRules`` (nftables, the network config's `EnableNFTables`).
 protocol TrafficRules: Sendable {
     /// "iptables" or "nftables", for logs and for telling the modes apart.

@@ -29,10 +29,10 @@ public protocol Backend: AnyObject, Sendable {
     /// The BackendType this backend writes into leases ("udp", "vxlan", "host-gw", "alloc").
     var type: String { get }
     func prepare() async throws -> BackendAdvert
-    func start(local: LocalLease) async throws
+    func start(local: NodeAddressing) async throws
     /// `start(local:)` with the peers known at that moment, so that the data path forwards to
     /// them from its first packet (a restarted packet engine reads what queued meanwhile).
-    func start(local: LocalLease, peers: [PeerLease]) async throws
+    func start(local: NodeAddressing, peers: [PeerLease]) async throws
     func peerAdded(_ peer: PeerLease) async throws
     func peerRemoved(_ peer: PeerLease) async throws
     func reconcile(peers: [PeerLease]) async throws
@@ -80,7 +80,7 @@ public struct BackendTraffic: Sendable, Equatable {
     public var device: String?
     public var peers: [IPv4Network: Peer]
     /// IPv6-only peers (no IPv4 subnet), by IPv6 subnet.
-    public var peers6: [IPv6Network: Peer] = [:]
+    public var ipv6OnlyPeers: [IPv6Network: Peer] = [:]
     /// Dropped packets by reason (only reasons that happened).
     public var drops: [String: UInt64]
 
@@ -92,13 +92,13 @@ public struct BackendTraffic: Sendable, Equatable {
 
     /// What the backend counted for `peer`.
     public func traffic(of peer: PeerLease) -> Peer? {
-        if peer.subnet.prefixLength == 0, let subnet6 = peer.subnet6 { return peers6[subnet6] }
+        if peer.subnet.prefixLength == 0, let subnet6 = peer.subnet6 { return ipv6OnlyPeers[subnet6] }
         return peers[peer.subnet]
     }
 }
 
 extension Backend {
-    public func start(local: LocalLease, peers: [PeerLease]) async throws {
+    public func start(local: NodeAddressing, peers: [PeerLease]) async throws {
         try await start(local: local)
         // A peer the backend cannot route yet is the agent's reconcile loop's to report and retry.
         try? await reconcile(peers: peers)
@@ -167,7 +167,7 @@ public struct ExternalInterface: Sendable, Equatable {
 }
 
 /// This node's lease as the data path needs it.
-public struct LocalLease: Sendable, Equatable {
+public struct NodeAddressing: Sendable, Equatable {
     /// The whole overlay network (FLANNEL_NETWORK).
     public var network: IPv4Network
     /// This node's subnet.
@@ -239,7 +239,7 @@ public final class AllocBackend: Backend {
     private let mtu: Int
     public init(mtu: Int = 1500) { self.mtu = mtu }
     public func prepare() async throws -> BackendAdvert { BackendAdvert(mtu: mtu, backendType: "alloc") }
-    public func start(local: LocalLease) async throws {}
+    public func start(local: NodeAddressing) async throws {}
     public func peerAdded(_ peer: PeerLease) async throws {}
     public func peerRemoved(_ peer: PeerLease) async throws {}
     public func reconcile(peers: [PeerLease]) async throws {}

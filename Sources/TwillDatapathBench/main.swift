@@ -96,7 +96,7 @@ func runBench() {
     pthread_sigmask(SIG_BLOCK, &signals, nil)
 
     do {
-        var configuration = UDPEngineConfiguration(
+        var configuration = EngineConfiguration(
             localSubnet: localSubnet, peerPort: port, checkSources: checkSources, batchSize: batchSize,
             udpOffloads: udpOffloads, queues: queues, threadsPerQueue: threadsPerQueue, localSubnet6: localSubnet6)
         configuration.ipv6Underlay = bindAddress6 != nil
@@ -118,7 +118,7 @@ func runBench() {
             c.setPeers(configs)
             control = c
         }
-        let engine = try UDPEngine.open(
+        let engine = try PacketEngine.open(
             tunName: tunName, tunOffloads: offloads, address: bindAddress, address6: bindAddress6,
             configuration: configuration)
         if txQueueLength > 0 { try engine.setTransmitQueueLength(txQueueLength) }

@@ -62,7 +62,7 @@ import TwillTestSupport
         #expect(ipam == #"{"ranges":[[{"subnet":"2001:db8:100:7::/64"}]],"routes":[{"dst":"2001:db8:100::/48"}],"type":"host-local"}"#)
         try await withNamespaces(["node"]) { (namespaces: [TestNamespace]) async throws in
             let ns = namespaces[0]
-            let masq = IPMasquerade(
+            let masq = IPTablesRules(
                 network: .all, subnet: .all, forwardRules: true,
                 network6: IPv6Network("2001:db8:100::/48"), subnet6: IPv6Network("2001:db8:100:7::/64"), ipv4: false,
                 logger: Logger(label: "test"), commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
@@ -72,7 +72,7 @@ import TwillTestSupport
                 "no IPv4 rule, least of all for 0.0.0.0/0")
             #expect(try ns.exec("/usr/sbin/ip6tables", ["-w", "-t", "nat", "-S"]).contains("FLANNEL-POSTRTG"))
             // IPv6 turned off later: the leftovers go.
-            IPMasquerade.removeIPv6Leftovers(logger: Logger(label: "test"), commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
+            IPTablesRules.removeIPv6Leftovers(logger: Logger(label: "test"), commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
             #expect(try !ns.exec("/usr/sbin/ip6tables", ["-w", "-t", "nat", "-S"]).contains("FLANNEL"))
             #expect(try !ns.exec("/usr/sbin/ip6tables", ["-w", "-S"]).contains("FLANNEL"))
         }
@@ -82,7 +82,7 @@ import TwillTestSupport
     func ip6tables() async throws {
         try await withNamespaces(["node"]) { (namespaces: [TestNamespace]) async throws in
             let ns = namespaces[0]
-            let masq = IPMasquerade(
+            let masq = IPTablesRules(
                 network: IPv4Network("198.18.0.0/16")!, subnet: IPv4Network("198.18.7.0/24")!, forwardRules: true,
                 network6: IPv6Network("2001:db8:100::/48"), subnet6: IPv6Network("2001:db8:100:7::/64"),
                 logger: Logger(label: "test"), commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])

@@ -132,13 +132,14 @@ import TwillTestSupport
             let ns = namespaces[0]
             let prefix = ["/usr/sbin/ip", "netns", "exec", ns.name]
             let logger = Logger(label: "twill.test")
-            let iptables = IPMasquerade(network: Self.network, subnet: Self.subnet, forwardRules: true, commandPrefix: prefix)
+            let iptables = IPTablesRules(network: Self.network, subnet: Self.subnet, forwardRules: true, commandPrefix: prefix)
             try iptables.ensure()
-            IPMasquerade.removeLeftovers(logger: logger, commandPrefix: prefix)
+            IPTablesRules.removeLeftovers(logger: logger, commandPrefix: prefix)
             #expect(
-                try IPMasqueradeTests.listing(ns, "nat") == IPMasqueradeTests.natWithoutRules.filter { $0 != IPMasqueradeTests.foreignRule }
+                try IPTablesRulesTests.listing(ns, "nat")
+                    == IPTablesRulesTests.natWithoutRules.filter { $0 != IPTablesRulesTests.foreignRule }
             )
-            #expect(try IPMasqueradeTests.listing(ns, "filter") == IPMasqueradeTests.filterWithoutRules)
+            #expect(try IPTablesRulesTests.listing(ns, "filter") == IPTablesRulesTests.filterWithoutRules)
 
             try Self.rules(in: ns).ensure()
             NFTablesRules.removeLeftovers(logger: logger, commandPrefix: prefix)

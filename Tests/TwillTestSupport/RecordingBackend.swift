@@ -7,7 +7,7 @@ public final class RecordingBackend: Backend, Sendable {
     /// One call the agent made.
     public enum Call: Sendable, Equatable, CustomStringConvertible {
         case prepare
-        case start(LocalLease, peers: [PeerLease])
+        case start(NodeAddressing, peers: [PeerLease])
         case added(PeerLease)
         case removed(PeerLease)
         case reconcile([PeerLease])
@@ -59,8 +59,8 @@ public final class RecordingBackend: Backend, Sendable {
         return BackendAdvert(mtu: mtu, backendType: type)
     }
 
-    public func start(local: LocalLease) async throws { try await record(.start(local, peers: []), "start") }
-    public func start(local: LocalLease, peers: [PeerLease]) async throws { try await record(.start(local, peers: peers), "start") }
+    public func start(local: NodeAddressing) async throws { try await record(.start(local, peers: []), "start") }
+    public func start(local: NodeAddressing, peers: [PeerLease]) async throws { try await record(.start(local, peers: peers), "start") }
     public func peerAdded(_ peer: PeerLease) async throws { try await record(.added(peer), "added") }
     public func peerRemoved(_ peer: PeerLease) async throws { try await record(.removed(peer), "removed") }
     public func reconcile(peers: [PeerLease]) async throws { try await record(.reconcile(peers), "reconcile") }

@@ -26,7 +26,7 @@ public final class HostGWBackend: Backend {
     private let state = Mutex(State())
 
     private struct State {
-        var local: LocalLease?
+        var local: NodeAddressing?
         var peers: [IPv4Network: PeerLease] = [:]
         /// The IPv6 routes programmed, by destination.
         var routes6: [IPv6Network: Route6] = [:]
@@ -91,13 +91,13 @@ public final class HostGWBackend: Backend {
         return BackendAdvert(mtu: configuredMTU ?? external.mtu, backendType: type)
     }
 
-    public func start(local: LocalLease) async throws {
+    public func start(local: NodeAddressing) async throws {
         state.withLock { $0.local = local }
         logger.info("host-gw backend started", metadata: ["subnet": "\(local.subnet)", "network": "\(local.network)"])
     }
 
     /// Whether this backend routes to `peer`; nil when it does, else why not.
-    private func skipReason(_ peer: PeerLease, local: LocalLease?) -> String? {
+    private func skipReason(_ peer: PeerLease, local: NodeAddressing?) -> String? {
         if peer.backendType != type { return "lease of backend type \(peer.backendType ?? "none"), not host-gw" }
         if let local {
             if peer.subnet == local.subnet { return "this node's own lease" }
@@ -111,7 +111,7 @@ public final class HostGWBackend: Backend {
     }
 
     /// The IPv6 route to `peer`'s IPv6 subnet, or nil (with the reason) when there is none to make.
-    private func route6(for peer: PeerLease, local: LocalLease?, onLink: [IPv6Network]) -> Result<Route6, BackendError>? {
+    private func route6(for peer: PeerLease, local: NodeAddressing?, onLink: [IPv6Network]) -> Result<Route6, BackendError>? {
         guard let local, let network6 = local.network6, let subnet6 = peer.subnet6 else { return nil }
         guard network6.contains(subnet6), subnet6 != local.subnet6 else { return nil }
         guard let via = peer.publicIPv6 else {

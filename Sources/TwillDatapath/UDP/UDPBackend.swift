@@ -21,7 +21,7 @@ import Glibc
 /// MTU of the external interface less 28 (IPv4 + UDP headers), and one Twill-owned route: the
 /// whole overlay network through it. On a dual-stack network it also gets the IPv6 subnet's
 /// network address /128 and the IPv6 overlay's route, and IPv6 packets travel in the same
-/// IPv4 datagrams (flannel's udp backend has no IPv6: this is Twill's own). The ``UDPEngine`` moves the packets; this type wires it
+/// IPv4 datagrams (flannel's udp backend has no IPv6: this is Twill's own). The ``PacketEngine`` moves the packets; this type wires it
 /// to the kernel and to the leases.
 ///
 /// With several queues (`--udp-queues`, default one per two CPUs) datagrams leave from ephemeral
@@ -38,7 +38,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     public let checkSources: Bool
     /// Try TUN and UDP offloads (falls back by itself when the kernel refuses).
     public let offloads: Bool
-    /// Packet queues to ask for (nil: one per online CPU); see ``UDPEngineConfiguration/queues``.
+    /// Packet queues to ask for (nil: one per online CPU); see ``EngineConfiguration/queues``.
     public let queues: Int?
     let netlink: any KernelRouting
     let external: ExternalInterface
@@ -49,9 +49,9 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// What the backend is asked to run (`local`, the peers) and what runs now. `engine` is
     /// nil after a rebuild failed: the next reconcile tries again.
     struct State {
-        var local: LocalLease?
+        var local: NodeAddressing?
         var peers: [PeerLease.Key: PeerLease] = [:]
-        var engine: UDPEngine?
+        var engine: PacketEngine?
         var tunIndex: Int32 = 0
     }
     private let state = Mutex(State())
@@ -99,7 +99,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         return BackendAdvert(mtu: mtu, backendType: nil)
     }
 
-    public func start(local: LocalLease, peers: [PeerLease]) async throws {
+    public func start(local: NodeAddressing, peers: [PeerLease]) async throws {
         apply { current in current = Dictionary(peers.filter(Self.isUDPPeer).map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a }) }
         try await start(local: local)
     }
@@ -107,8 +107,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// Opens the TUN and the sockets, configures the device and starts the packet threads.
     /// Called again on a running backend (a new subnet, a repair), it replaces the engine and
     /// keeps the peers.
-    public func start(local: LocalLease) async throws {
-        let old = state.withLock { s -> UDPEngine? in
+    public func start(local: NodeAddressing) async throws {
+        let old = state.withLock { s -> PacketEngine? in
             defer {
                 s.engine = nil
                 s.local = local
@@ -142,8 +142,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     var listenAddress: String { ipv4 ? "\(external.localIP)" : "[\(external.localIPv6.map(\.description) ?? "::")]" }
 
     /// A started engine on a configured TUN for `local`.
-    private func openEngine(_ local: LocalLease) throws -> (UDPEngine, Int32) {
-        var configuration = UDPEngineConfiguration(
+    private func openEngine(_ local: NodeAddressing) throws -> (PacketEngine, Int32) {
+        var configuration = EngineConfiguration(
             localSubnet: local.subnet, peerPort: port, checkSources: checkSources, udpOffloads: offloads, queues: queues,
             localSubnet6: local.network6 == nil ? nil : local.subnet6)
         configuration.ipv6Underlay = !ipv4
@@ -162,13 +162,13 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// next run.
     /// Returns the engine and the TUN's index. Shared by the backends on the packet engine.
     static func startEngine(
-        _ descriptors: EngineDescriptors, configuration: UDPEngineConfiguration, offloads: Bool, external: ExternalInterface,
-        netlink: any KernelRouting, mtu: Int, local: LocalLease, askedQueues: Int?, backend: String, logger: Logger,
-        configure: (UDPEngine, Int32) throws -> Void = { _, _ in }
-    ) throws -> (UDPEngine, Int32) {
+        _ descriptors: EngineDescriptors, configuration: EngineConfiguration, offloads: Bool, external: ExternalInterface,
+        netlink: any KernelRouting, mtu: Int, local: NodeAddressing, askedQueues: Int?, backend: String, logger: Logger,
+        configure: (PacketEngine, Int32) throws -> Void = { _, _ in }
+    ) throws -> (PacketEngine, Int32) {
         let name = descriptors.device
         let listen = configuration.ipv6Underlay ? "[\(external.localIPv6.map(\.description) ?? "::")]" : "\(external.localIP)"
-        let engine: UDPEngine
+        let engine: PacketEngine
         do {
             let opened = try descriptors.open(
                 tunOffloads: offloads, address: external.localIP, address6: external.localIPv6,
@@ -201,7 +201,9 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     /// Configures an engine's TUN `name` for `local`: MTU, the subnet's address /32, up, and
     /// the whole network routed through it. Returns its interface index.
-    static func configureTUN(_ engine: UDPEngine, netlink: any KernelRouting, name: String, mtu: Int, local: LocalLease) throws -> Int32 {
+    static func configureTUN(_ engine: PacketEngine, netlink: any KernelRouting, name: String, mtu: Int, local: NodeAddressing) throws
+        -> Int32
+    {
         // Queue room for bursts of TSO-split segments; the default 500 overflows.
         try? engine.setTransmitQueueLength(5000)
         let link = try netlink.link(named: name)
@@ -352,7 +354,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// and route stay, and under systemd its queues and sockets stay open in the descriptor
     /// store, queueing packets for the next run.
     public func stop() async {
-        let engine = state.withLock { s -> UDPEngine? in
+        let engine = state.withLock { s -> PacketEngine? in
             defer { s = State() }
             return s.engine
         }
@@ -363,7 +365,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     /// Stops and deletes the TUN (its addresses and route go with it).
     public func teardown() async {
-        let engine = state.withLock { s -> UDPEngine? in
+        let engine = state.withLock { s -> PacketEngine? in
             defer { s = State() }
             return s.engine
         }
@@ -381,14 +383,18 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
                 txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes,
                 drops: Dictionary(uniqueKeysWithValues: p.drops.map { ("\($0.key)", $0.value) }))
             // An IPv6-only peer (IPv4 part 0.0.0.0/0) is known by its IPv6 subnet.
-            if p.subnet.prefixLength == 0, let subnet6 = p.subnet6 { t.peers6[subnet6] = traffic } else { t.peers[p.subnet] = traffic }
+            if p.subnet.prefixLength == 0, let subnet6 = p.subnet6 {
+                t.ipv6OnlyPeers[subnet6] = traffic
+            } else {
+                t.peers[p.subnet] = traffic
+            }
         }
         for reason in DropReason.allCases where c[drop: reason] > 0 { t.drops["\(reason)"] = c[drop: reason] }
         return t
     }
 
     /// The engine's counters for the agent's metrics.
-    public func counters() -> UDPEngineCounters? {
+    public func counters() -> EngineCounterSnapshot? {
         state.withLock { $0.engine?.counters() }
     }
 

@@ -73,7 +73,7 @@ public final class VXLANBackend: Backend {
     private let state = Mutex(State())
 
     private struct State {
-        var local: LocalLease?
+        var local: NodeAddressing?
         var v4 = Device()
         var v6 = Device()
         /// Peers this backend programmed, by subnet, with the MAC it used.
@@ -169,7 +169,7 @@ public final class VXLANBackend: Backend {
         return BackendAdvert(mtu: mtu, backendType: type, backendData: data, backendV6Data: data6)
     }
 
-    public func start(local: LocalLease) async throws {
+    public func start(local: NodeAddressing) async throws {
         try state.withLock { st in
             st.local = local
             if ipv4 { _ = try ensureDevice(&st) }

@@ -39,7 +39,7 @@ final class KernelWireGuardDevice: Sendable {
     /// Makes the device, or adopts the one an earlier run left (its sessions go on: the same
     /// key is set again, peers are diffed, not replaced), keys it, gives it exactly the
     /// subnet's address, `mtu`, and the network's route, and programs `peers`. Returns its index.
-    func up(local: LocalLease, mtu: Int, peers: [WireGuardPeerConfig]) throws -> Int32 {
+    func up(local: NodeAddressing, mtu: Int, peers: [WireGuardPeerConfig]) throws -> Int32 {
         var link = try netlink.linkIfPresent(named: name)
         if let stale = link, stale.kind != "wireguard" {
             logger.warning("replacing a device of kind \(stale.kind ?? "unknown") named \(name)")

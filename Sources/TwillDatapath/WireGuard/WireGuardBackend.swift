@@ -55,10 +55,10 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     let descriptors: EngineDescriptors
 
     struct State {
-        var local: LocalLease?
+        var local: NodeAddressing?
         /// The wireguard peers with usable BackendData, by subnet.
         var peers: [IPv4Network: (lease: PeerLease, config: WireGuardPeerConfig)] = [:]
-        var engine: UDPEngine?
+        var engine: PacketEngine?
         var tunIndex: Int32 = 0
         var control: WireGuardControl?
         /// Set when the kernel engine runs.
@@ -147,7 +147,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
         state.withLock { s in s.kernel != nil ? "kernel" : (s.control != nil ? "userspace" : nil) }
     }
 
-    public func start(local: LocalLease, peers: [PeerLease]) async throws {
+    public func start(local: NodeAddressing, peers: [PeerLease]) async throws {
         let configs = peers.compactMap { p in peerConfig(p).map { (p, $0) } }
         apply { current in current = Dictionary(configs.map { ($0.0.subnet, $0) }, uniquingKeysWith: { a, _ in a }) }
         try await start(local: local)
@@ -156,7 +156,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     /// Opens the TUN and the listening sockets, configures the device and starts the packet
     /// threads; called again (a new subnet, a repair) it replaces the engine and keeps the
     /// peers and their sessions.
-    public func start(local: LocalLease) async throws {
+    public func start(local: NodeAddressing) async throws {
         if let kernel = state.withLock({ $0.kernel }) {
             let peers = state.withLock { s in
                 s.local = local
@@ -170,7 +170,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
             logger.info("wireguard backend up (kernel engine)", metadata: ["mtu": "\(mtu)", "listen": "\(external.localIP):\(listenPort)"])
             return
         }
-        let (old, control) = state.withLock { s -> (UDPEngine?, WireGuardControl?) in
+        let (old, control) = state.withLock { s -> (PacketEngine?, WireGuardControl?) in
             defer {
                 s.engine = nil
                 s.local = local
@@ -185,7 +185,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
         }
         control.attach(nil)
         if let old { descriptors.handBack(old) }
-        var configuration = UDPEngineConfiguration(
+        var configuration = EngineConfiguration(
             localSubnet: local.subnet, peerPort: listenPort, checkSources: true,
             udpOffloads: offloads, queues: queues)
         configuration.wireGuard = control.engineOptions(mtu: mtu)
@@ -317,7 +317,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     /// the device (the kernel's, or Twill's persistent TUN), its address, route and peers stay,
     /// and under systemd the TUN's queues and the sockets stay open in the descriptor store.
     public func stop() async {
-        let (engine, control) = state.withLock { s -> (UDPEngine?, WireGuardControl?) in
+        let (engine, control) = state.withLock { s -> (PacketEngine?, WireGuardControl?) in
             defer { s = State() }
             return (s.engine, s.control)
         }
@@ -360,7 +360,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
 
     /// Stops and deletes the device (its address, route and peers go with it); no session is kept.
     public func teardown() async {
-        let (engine, control, kernel) = state.withLock { s -> (UDPEngine?, WireGuardControl?, KernelWireGuardDevice?) in
+        let (engine, control, kernel) = state.withLock { s -> (PacketEngine?, WireGuardControl?, KernelWireGuardDevice?) in
             defer { s = State() }
             return (s.engine, s.control, s.kernel)
         }

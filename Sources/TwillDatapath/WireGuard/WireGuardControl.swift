@@ -8,7 +8,7 @@ import TwillSystem
 import Glibc
 #endif
 
-/// WireGuard's control thread beside a ``UDPEngine``: it takes the handshake messages the
+/// WireGuard's control thread beside a ``PacketEngine``: it takes the handshake messages the
 /// packet threads queue, answers them, runs every timer of ``WireGuardDevice`` each 100 ms
 /// (or at once when a packet thread asks for a handshake), sends what the protocol says to
 /// send from the engine's listening socket, and publishes new keys to the engine.
@@ -21,7 +21,7 @@ public final class WireGuardControl: Sendable {
     public let queue: WireGuardControlQueue
     public let publicKey: [UInt8]
     private let device: Mutex<WireGuardDevice>
-    private let engine = Mutex<UDPEngine?>(nil)
+    private let engine = Mutex<PacketEngine?>(nil)
     private let running = Atomic<Bool>(false)
     private let thread = Mutex<OSThread?>(nil)
     private let rejectAfter: Duration
@@ -61,7 +61,7 @@ public final class WireGuardControl: Sendable {
 
     /// Makes `engine` the one keys go to and messages leave by (nil: none, while a new one is
     /// built); it gets the current keys at once.
-    public func attach(_ engine: UDPEngine?) {
+    public func attach(_ engine: PacketEngine?) {
         // Tables are made and published under the device lock, so an older one can never
         // land after a newer one (lock order: device, then the engine's).
         device.withLock { d in
@@ -124,7 +124,7 @@ public final class WireGuardControl: Sendable {
             let now = EngineClock.now()
             if messages.count + backlog >= Self.loadBacklog { loadUntil = now + Self.loadLinger }
             let underLoad = now < loadUntil
-            let (out, engine) = device.withLock { d -> ([WireGuardDevice.Outgoing], UDPEngine?) in
+            let (out, engine) = device.withLock { d -> ([WireGuardDevice.Outgoing], PacketEngine?) in
                 var out: [WireGuardDevice.Outgoing] = []
                 for m in messages { out += d.receive(m.bytes, from: m.source, underLoad: underLoad, now: now) }
                 out += d.tick(now: now)

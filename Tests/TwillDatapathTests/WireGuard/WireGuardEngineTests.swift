@@ -21,7 +21,7 @@ struct WireGuardFakePair {
     let network = FakeNetwork()
     let tunA: FakeTUN, tunB: FakeTUN
     let socketA: FakeSocket, socketB: FakeSocket
-    let a: UDPEngine, b: UDPEngine
+    let a: PacketEngine, b: PacketEngine
     let controlA: WireGuardControl, controlB: WireGuardControl
     /// Every datagram put on the network, in order.
     let wire = WireLog()
@@ -40,13 +40,13 @@ struct WireGuardFakePair {
         let idB = WireGuardIdentity(privateKey: Secret.random(count: 32))
         controlA = try WireGuardControl(identity: idA, timers: timers)
         controlB = try WireGuardControl(identity: idB, timers: timers)
-        func configuration(_ subnet: IPv4Network, _ control: WireGuardControl) -> UDPEngineConfiguration {
-            var c = UDPEngineConfiguration(localSubnet: subnet, peerPort: Self.port, udpOffloads: gso || gro)
+        func configuration(_ subnet: IPv4Network, _ control: WireGuardControl) -> EngineConfiguration {
+            var c = EngineConfiguration(localSubnet: subnet, peerPort: Self.port, udpOffloads: gso || gro)
             c.wireGuard = control.engineOptions(mtu: 1420)
             return c
         }
-        a = UDPEngine(tun: tunA, socket: socketA, configuration: configuration(Self.subnetA, controlA))
-        b = UDPEngine(tun: tunB, socket: socketB, configuration: configuration(Self.subnetB, controlB))
+        a = PacketEngine(tun: tunA, socket: socketA, configuration: configuration(Self.subnetA, controlA))
+        b = PacketEngine(tun: tunB, socket: socketB, configuration: configuration(Self.subnetB, controlB))
         a.update(peers: [PeerLease(subnet: Self.subnetB, publicIP: Self.addressB, backendType: "wireguard", backendData: nil)])
         b.update(peers: [PeerLease(subnet: Self.subnetA, publicIP: Self.addressA, backendType: "wireguard", backendData: nil)])
         controlA.attach(a)

@@ -9,7 +9,7 @@ import TwillTestSupport
 
 /// flannel's masquerade and forward rules. Everything that runs iptables does so inside
 /// throwaway namespaces (through `commandPrefix`), never in the machine's own namespace.
-@Suite(.requiresRoot) struct IPMasqueradeTests {
+@Suite(.requiresRoot) struct IPTablesRulesTests {
     static let network = IPv4Network("198.18.0.0/16")!
     static let subnet = IPv4Network("198.18.5.0/24")!
 
@@ -45,14 +45,14 @@ import TwillTestSupport
 
     // MARK: - Helpers
 
-    /// IPMasquerade acting on `ns`.
+    /// IPTablesRules acting on `ns`.
     static func masquerade(
         in ns: TestNamespace, network: IPv4Network = network, subnet: IPv4Network = subnet,
         forwardRules: Bool = true
-    ) -> IPMasquerade {
+    ) -> IPTablesRules {
         var logger = Logger(label: "twill.ipmasq.test")
         logger.logLevel = .debug
-        return IPMasquerade(
+        return IPTablesRules(
             network: network, subnet: subnet, forwardRules: forwardRules, logger: logger,
             commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
     }
@@ -80,12 +80,12 @@ import TwillTestSupport
     // MARK: - Rule list
 
     @Test func ruleListIsFlannels() {
-        let masq = IPMasquerade(network: Self.network, subnet: Self.subnet, forwardRules: true)
+        let masq = IPTablesRules(network: Self.network, subnet: Self.subnet, forwardRules: true)
         #expect(masq.savedRules == ["nat": Self.masqRules, "filter": Self.forwardRules])
-        let noForward = IPMasquerade(network: Self.network, subnet: Self.subnet, forwardRules: false)
+        let noForward = IPTablesRules(network: Self.network, subnet: Self.subnet, forwardRules: false)
         #expect(noForward.savedRules == ["nat": Self.masqRules])
         // Forward rules alone: what the agent installs by default without --ip-masq.
-        let forwardOnly = IPMasquerade(network: Self.network, subnet: Self.subnet, forwardRules: true, masquerade: false)
+        let forwardOnly = IPTablesRules(network: Self.network, subnet: Self.subnet, forwardRules: true, masquerade: false)
         #expect(forwardOnly.savedRules == ["filter": Self.forwardRules])
     }
 
@@ -201,7 +201,7 @@ import TwillTestSupport
 
     @Test func errorsNameTheCommandAndItsStderr() async throws {
         let missing = uniqueTestPrefix() + "missing"
-        let masq = IPMasquerade(
+        let masq = IPTablesRules(
             network: Self.network, subnet: Self.subnet, forwardRules: true,
             commandPrefix: ["/usr/sbin/ip", "netns", "exec", missing])
         do {

@@ -15,7 +15,7 @@ import Glibc
 /// (``ScatterBatch``); without GSO each segment is copied into a datagram of its own.
 /// Messages go out in one sendmmsg per sending socket and batch.
 ///
-/// With WireGuard (``UDPEngineConfiguration/wireGuard``) each datagram is a transport
+/// With WireGuard (``EngineConfiguration/wireGuard``) each datagram is a transport
 /// message sealed in place: the packet is read (or split) 16 bytes into its slot, so the
 /// header goes before it and the padding and tag after it, with no copy and no allocation.
 /// It leaves from the listening socket, as WireGuard peers expect. Gathered GSO sends are
@@ -23,7 +23,7 @@ import Glibc
 ///
 /// Owned by the one thread that calls ``run(budget:)``; every buffer is allocated here, once.
 final class OutboundPump {
-    private let engine: UDPEngine
+    private let engine: PacketEngine
     private let queue: EngineQueue
     /// The TUN queue's descriptor (non-blocking): poll it for POLLIN.
     let fileDescriptor: Int32
@@ -63,7 +63,7 @@ final class OutboundPump {
     /// Datagrams go to the peers' PublicIPv6 (an IPv6 underlay).
     private let ipv6Underlay: Bool
 
-    init(engine: UDPEngine, queue: EngineQueue) {
+    init(engine: PacketEngine, queue: EngineQueue) {
         self.engine = engine
         self.queue = queue
         let configuration = engine.configuration
@@ -125,12 +125,12 @@ final class OutboundPump {
     ) -> Verdict {
         if packet.count > 0, packet[0] >> 4 == 6 { return classify6(packet, snapshot, icmp: icmp) }
         // An IPv6-only node carries no IPv4 (and has no IPv4 address to answer from).
-        if engine.configuration.localSubnet.prefixLength == 0 { return .drop(.notIPv4) }
+        if engine.configuration.localSubnet.prefixLength == 0 { return .drop(.wrongFamily) }
         let header: IPv4Header
         do {
             header = try IPv4Header(parsing: UnsafeRawBufferPointer(packet))
         } catch {
-            return .drop(packet.count > 0 && packet[0] >> 4 != 4 ? .notIPv4 : .malformed)
+            return .drop(packet.count > 0 && packet[0] >> 4 != 4 ? .wrongFamily : .malformed)
         }
         guard let peer = snapshot.table.lookup(header.destination) else {
             let configuration = engine.configuration
@@ -152,7 +152,7 @@ final class OutboundPump {
         icmp: UnsafeMutableRawBufferPointer
     ) -> Verdict {
         let configuration = engine.configuration
-        guard let tunAddress6 = configuration.tunAddress6 else { return .drop(.notIPv4) }
+        guard let tunAddress6 = configuration.tunAddress6 else { return .drop(.wrongFamily) }
         let header: IPv6Header
         do { header = try IPv6Header(parsing: UnsafeRawBufferPointer(packet)) } catch { return .drop(.malformed) }
         guard let peer = snapshot.table.lookup(header.destination) else {
@@ -213,7 +213,7 @@ final class OutboundPump {
         return true
     }
 
-    /// Publishes the snapshot generation this pump holds (see ``UDPEngine``): call when idle.
+    /// Publishes the snapshot generation this pump holds (see ``PacketEngine``): call when idle.
     func refreshSnapshot() { _ = engine.loadSnapshot(queue.seenByTx) }
 
     /// Reads up to `budget` packets from the TUN and sends them; nothing is left queued.

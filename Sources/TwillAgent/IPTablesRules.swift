@@ -33,7 +33,7 @@ import TwillAddress
 /// The commands act on the network namespace the process runs in. Usage:
 /// `try ensure()` once the subnet is known, `await run(resync:)` in a task to restore rules
 /// that someone removes, and ``teardown()`` on shutdown (after cancelling that task).
-public struct IPMasquerade: Sendable {
+public struct IPTablesRules: Sendable {
     /// The whole overlay network (flannel's `Network`).
     public let network: IPv4Network
     /// This node's leased subnet.
@@ -105,7 +105,7 @@ public struct IPMasquerade: Sendable {
     }
 
     /// Whether two values manage the same rules.
-    public func sameRules(as other: IPMasquerade) -> Bool { chains == other.chains }
+    public func sameRules(as other: IPTablesRules) -> Bool { chains == other.chains }
 
     /// Removes flannel's chains and their jumps, whatever subnet they were for: the node
     /// runs in nftables mode now (flannel cleans the other mode up the same way). Nothing
@@ -113,7 +113,7 @@ public struct IPMasquerade: Sendable {
     static func removeLeftovers(logger: Logger, commandPrefix: [String] = []) {
         removeIPv6Leftovers(logger: logger, commandPrefix: commandPrefix)
         guard (try? IPTables.locate("iptables", prefix: commandPrefix)) != nil else { return }
-        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix)
+        IPTablesRules(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix)
             .teardown()
     }
 
@@ -127,7 +127,7 @@ public struct IPMasquerade: Sendable {
             ((try? ip6tables.listTable(table)) ?? []).contains { $0 == "-N FLANNEL-POSTRTG" || $0 == "-N FLANNEL-FWD" }
         }
         guard present else { return }
-        IPMasquerade(
+        IPTablesRules(
             network: .all, subnet: .all, forwardRules: true, masquerade: true, network6: .all, subnet6: .all, ipv4: false,
             logger: logger, commandPrefix: commandPrefix
         ).teardown()
@@ -142,7 +142,7 @@ public struct IPMasquerade: Sendable {
             ((try? iptables.listTable(table)) ?? []).contains { $0 == "-N FLANNEL-POSTRTG" || $0 == "-N FLANNEL-FWD" }
         }
         guard present else { return }
-        IPMasquerade(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix)
+        IPTablesRules(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix)
             .teardown()
     }
 
@@ -388,7 +388,7 @@ struct ChainState: Equatable {
     }
 }
 
-extension IPMasquerade: TrafficRules {
+extension IPTablesRules: TrafficRules {
     var mode: String { "iptables" }
-    func sameRules(as other: any TrafficRules) -> Bool { (other as? IPMasquerade).map(sameRules(as:)) ?? false }
+    func sameRules(as other: any TrafficRules) -> Bool { (other as? IPTablesRules).map(sameRules(as:)) ?? false }
 }

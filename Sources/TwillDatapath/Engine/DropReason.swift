@@ -3,9 +3,9 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     /// Not a well-formed IPv4 or IPv6 packet (see ``IPv4Header/Rejection``,
     /// ``IPv6Header/Rejection``); from either side.
     case malformed = 0
-    /// Neither IPv4 nor, on a dual-stack node, IPv6 (an IPv6 packet where the network is
-    /// IPv4 only, say); from either side.
-    case notIPv4
+    /// A packet of a family the node does not run (IPv6 on an IPv4-only network, IPv4 on an
+    /// IPv6-only one), or neither IPv4 nor IPv6; from either side.
+    case wrongFamily
     /// A datagram whose outer source is no current peer's PublicIP.
     case unknownSender
     /// A datagram from a peer whose inner source lies outside that peer's leased subnet.
@@ -38,7 +38,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .malformed: "malformed"
-        case .notIPv4: "not_ipv4"
+        case .wrongFamily: "wrong_family"
         case .unknownSender: "unknown_sender"
         case .spoofedInnerSource: "spoofed_inner_source"
         case .wrongInnerDestination: "wrong_inner_destination"

@@ -280,7 +280,7 @@ struct FakePair {
     let network = FakeNetwork()
     let tunA: FakeTUN, tunB: FakeTUN
     let socketA: FakeSocket, socketB: FakeSocket
-    let a: UDPEngine, b: UDPEngine
+    let a: PacketEngine, b: PacketEngine
 
     /// With `subnetA6` and `subnetB6`, each engine is dual stack (and knows the other's IPv6 subnet).
     init(
@@ -291,13 +291,13 @@ struct FakePair {
         tunB = FakeTUN(name: "fakeB", virtio: virtio)
         socketA = FakeSocket(address: Self.addressA, port: 8285, network: network, gso: gso, gro: gro)
         socketB = FakeSocket(address: Self.addressB, port: 8285, network: network, gso: gso, gro: gro)
-        a = UDPEngine(
+        a = PacketEngine(
             tun: tunA, socket: socketA,
-            configuration: UDPEngineConfiguration(
+            configuration: EngineConfiguration(
                 localSubnet: Self.subnetA, peerPort: 8285, checkSources: checkSources, udpOffloads: gso || gro, localSubnet6: subnetA6))
-        b = UDPEngine(
+        b = PacketEngine(
             tun: tunB, socket: socketB,
-            configuration: UDPEngineConfiguration(
+            configuration: EngineConfiguration(
                 localSubnet: Self.subnetB, peerPort: 8285, checkSources: checkSources, udpOffloads: gso || gro, localSubnet6: subnetB6))
         a.update(peers: [PeerLease(subnet: Self.subnetB, publicIP: Self.addressB, backendType: nil, backendData: nil, subnet6: subnetB6)])
         b.update(peers: [PeerLease(subnet: Self.subnetA, publicIP: Self.addressA, backendType: nil, backendData: nil, subnet6: subnetA6)])

@@ -10,7 +10,7 @@ import Glibc
 /// udp backend does: each read returns one IPv4/IPv6 packet, each write injects one.
 ///
 /// The device lives as long as the file descriptor (``close()`` or deinit removes it) unless
-/// it is made persistent (``setPersistent(_:)``), as the agent does. It belongs to the network namespace of the thread that opened it (see ``NamespaceThread``).
+/// it is made persistent (``setPersistent(_:)``), as the agent does. It belongs to the network namespace of the thread that opened it (see ``NetworkNamespace``).
 /// Addresses, MTU, link state and routes are set from outside (netlink or `ip`).
 public final class TUNDevice: PacketDevice {
     // From <linux/if_tun.h>; Swift cannot import the _IOW macros.

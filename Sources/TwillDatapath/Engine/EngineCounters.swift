@@ -48,8 +48,8 @@ enum PeerCounter {
     ]
 }
 
-/// A value snapshot of a ``UDPEngine``'s counters (monotonic since the engine was made).
-public struct UDPEngineCounters: Sendable, Equatable {
+/// A value snapshot of a ``PacketEngine``'s counters (monotonic since the engine was made).
+public struct EngineCounterSnapshot: Sendable, Equatable {
     /// Traffic with one peer lease.
     public struct Peer: Sendable, Equatable {
         public var subnet: IPv4Network

@@ -62,7 +62,7 @@ struct TestNode {
     let namespace: String
     let underlay: IPv4Address
     let subnet: IPv4Network
-    let engine: UDPEngine
+    let engine: PacketEngine
     /// The first host address of the subnet, on twd0 (as docker0 would hold it).
     var host: IPv4Address { subnet.host(1)! }
     var lease: PeerLease { PeerLease(subnet: subnet, publicIP: underlay, backendType: nil, backendData: nil) }
@@ -71,12 +71,12 @@ struct TestNode {
     static func make(
         namespace: String, underlay: IPv4Address, subnet: IPv4Network, offloads: Bool = false,
         udpOffloads: Bool = true, queues: Int = 1, mtu: Int = 1472,
-        configure: (inout UDPEngineConfiguration) -> Void = { _ in }
+        configure: (inout EngineConfiguration) -> Void = { _ in }
     ) throws -> TestNode {
-        var configuration = UDPEngineConfiguration(localSubnet: subnet, udpOffloads: udpOffloads, queues: queues)
+        var configuration = EngineConfiguration(localSubnet: subnet, udpOffloads: udpOffloads, queues: queues)
         configure(&configuration)
         let engine = try NetworkNamespace.run(inNamespace: NetworkNamespace.path(named: namespace)) { [configuration] in
-            let engine = try UDPEngine.open(tunName: "twill0", tunOffloads: offloads, address: underlay, configuration: configuration)
+            let engine = try PacketEngine.open(tunName: "twill0", tunOffloads: offloads, address: underlay, configuration: configuration)
             try engine.setTransmitQueueLength(5000)
             return engine
         }
@@ -85,7 +85,7 @@ struct TestNode {
             throw SystemError("TUN offloads refused", errno: 0)
         }
         // No IPv6 on the TUN: the kernel's router solicitations and MLD reports would show up
-        // as notIPv4 drops and blur exact counts.
+        // as wrongFamily drops and blur exact counts.
         _ = inNamespace(namespace, "sysctl", "-qw", "net.ipv6.conf.twill0.disable_ipv6=1")
         // The engine's ICMP net unreachable comes from the TUN's own address (as flannel's):
         // without accept_local the kernel drops it as a martian source.

@@ -49,10 +49,10 @@ final class RecordingKeeper: DescriptorKeeper, @unchecked Sendable {
     }
 
     func open(_ d: EngineDescriptors, in ns: String, queues: Int, offloads: Bool = true, port: UInt16 = 8285) throws -> (
-        UDPEngine, [String]
+        PacketEngine, [String]
     ) {
         try NetworkNamespace.run(inNamespace: NetworkNamespace.path(named: ns)) {
-            var configuration = UDPEngineConfiguration(localSubnet: IPv4Network("198.18.1.0/24")!, peerPort: port, queues: queues)
+            var configuration = EngineConfiguration(localSubnet: IPv4Network("198.18.1.0/24")!, peerPort: port, queues: queues)
             configuration.udpOffloads = true
             let (engine, notes) = try d.open(tunOffloads: offloads, address: Self.underlay, address6: nil, configuration: configuration)
             return (engine, notes)

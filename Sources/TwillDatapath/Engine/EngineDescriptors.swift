@@ -51,8 +51,8 @@ public final class EngineDescriptors: Sendable {
     /// what had to be made anew, and why, for the log.
     func open(
         tunOffloads: Bool, address: IPv4Address, address6: IPv6Address?,
-        configuration: UDPEngineConfiguration
-    ) throws(SystemError) -> (engine: UDPEngine, notes: [String]) {
+        configuration: EngineConfiguration
+    ) throws(SystemError) -> (engine: PacketEngine, notes: [String]) {
         var notes: [String] = []
         let previous = takePrevious()
         var tuns: [TUNDevice]
@@ -113,15 +113,15 @@ public final class EngineDescriptors: Sendable {
             tuns = []
             throw error
         }
-        let engine = UDPEngine(
-            queues: zip(tuns, sockets).map { UDPEngineQueue(tun: $0, socket: $1) }, sendSockets: senders,
+        let engine = PacketEngine(
+            queues: zip(tuns, sockets).map { QueueIO(tun: $0, socket: $1) }, sendSockets: senders,
             configuration: configuration)
         return (engine, notes)
     }
 
     /// Keeps the engine's queues and listening sockets in the store (under systemd), and
     /// forgets names an earlier engine kept that this one does not use.
-    func keep(_ engine: UDPEngine) {
+    func keep(_ engine: PacketEngine) {
         let queues = engine.queueDescriptors
         var names: Set<String> = []
         for (i, q) in queues.enumerated() {
@@ -137,7 +137,7 @@ public final class EngineDescriptors: Sendable {
     }
 
     /// Stops `engine` and holds its descriptors for the next ``open(tunOffloads:address:address6:configuration:)``.
-    func handBack(_ engine: UDPEngine) {
+    func handBack(_ engine: PacketEngine) {
         var tun: [Int32] = []
         var sockets: [Int32] = []
         for q in engine.stopHandingOver() {
@@ -157,7 +157,7 @@ public final class EngineDescriptors: Sendable {
 
     /// The end of the data path: stops `engine`, drops everything from the store and deletes
     /// the TUN (which takes its addresses and routes along).
-    func discard(_ engine: UDPEngine?) {
+    func discard(_ engine: PacketEngine?) {
         engine?.stop()
         spare.withLock { held in
             for fd in held.tun + held.sockets { Glibc.close(fd) }

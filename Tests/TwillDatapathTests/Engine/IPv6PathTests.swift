@@ -236,8 +236,8 @@ struct IPv6PathTests {
     }
 }
 
-@Suite("UDPEngine over fakes: IPv6 inner packets", .serialized)
-struct UDPEngineIPv6FakeTests {
+@Suite("PacketEngine over fakes: IPv6 inner packets", .serialized)
+struct PacketEngineIPv6FakeTests {
     static let subnetA6 = IPv6Network("2001:db8:100:1::/64")!
     static let subnetB6 = IPv6Network("2001:db8:100:2::/64")!
     static let a6 = v6("2001:db8:100:1::5")
@@ -285,7 +285,7 @@ struct UDPEngineIPv6FakeTests {
         defer { pair.stop() }
         pair.tunA.inject(Packets.ipv6(source: Self.a6, destination: Self.b6))
         pair.socketB.receiveFrom(FakePair.addressA, Packets.ipv6(source: Self.a6, destination: Self.b6))
-        #expect(waitUntil { pair.a.counters()[drop: .notIPv4] == 1 && pair.b.counters()[drop: .notIPv4] == 1 })
+        #expect(waitUntil { pair.a.counters()[drop: .wrongFamily] == 1 && pair.b.counters()[drop: .wrongFamily] == 1 })
         #expect(pair.tunB.written.isEmpty && pair.socketA.sentDatagrams == 0)
     }
 
@@ -294,9 +294,9 @@ struct UDPEngineIPv6FakeTests {
         let network = FakeNetwork()
         let tun = FakeTUN(name: "fake6", virtio: false)
         let socket = FakeSocket(address: FakePair.addressB, port: 8285, network: network, gso: false, gro: false)
-        let engine = UDPEngine(
+        let engine = PacketEngine(
             tun: tun, socket: socket,
-            configuration: UDPEngineConfiguration(
+            configuration: EngineConfiguration(
                 localSubnet: .all, peerPort: 8285, localSubnet6: Self.subnetB6))
         // Even a peer whose lease names an IPv4 subnet (never accepted by the peer set here).
         engine.update(peers: [
@@ -309,7 +309,7 @@ struct UDPEngineIPv6FakeTests {
         tun.inject(Packets.ipv4(source: IPv4Address("198.18.2.7")!, destination: IPv4Address("198.18.1.5")!))
         socket.receiveFrom(FakePair.addressA, Packets.ipv4(source: IPv4Address("198.18.1.5")!, destination: IPv4Address("8.8.8.8")!))
         #expect(
-            waitUntil { engine.counters()[drop: .notIPv4] == 1 && engine.counters()[drop: .wrongInnerDestination] == 1 },
+            waitUntil { engine.counters()[drop: .wrongFamily] == 1 && engine.counters()[drop: .wrongInnerDestination] == 1 },
             "\(engine.counters().drops)")
         #expect(tun.written.isEmpty && socket.sentDatagrams == 0)
     }

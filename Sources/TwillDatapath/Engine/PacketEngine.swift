@@ -7,8 +7,8 @@ import TwillSystem
 import Glibc
 #endif
 
-/// Settings of a ``UDPEngine``.
-public struct UDPEngineConfiguration: Sendable, Equatable {
+/// Settings of a ``PacketEngine``.
+public struct EngineConfiguration: Sendable, Equatable {
     /// This node's leased subnet: received packets must be addressed inside it.
     public var localSubnet: IPv4Network
     /// The TUN's address, the source of ICMP net unreachable messages (flannel: the
@@ -39,7 +39,7 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     /// Answer ICMP queries (ping) for unrouted destinations with net unreachable. flannel
     /// answers no ICMP packet at all; see ``ICMPUnreachable/shouldAnswer(_:packet:answeringQueries:)``.
     public var answerICMPQueries: Bool
-    /// Queues (TUN queue, socket and worker thread) ``UDPEngine/open(tunName:tunOffloads:address:configuration:)``
+    /// Queues (TUN queue, socket and worker thread) ``PacketEngine/open(tunName:tunOffloads:address:address6:configuration:)``
     /// asks for; fewer are used when the kernel refuses a multi-queue TUN. Default:
     /// ``defaultQueues``.
     public var queues: Int
@@ -80,7 +80,7 @@ public struct UDPEngineConfiguration: Sendable, Equatable {
     }
 }
 
-/// What the engine needs for WireGuard transport (see ``UDPEngineConfiguration/wireGuard``).
+/// What the engine needs for WireGuard transport (see ``EngineConfiguration/wireGuard``).
 public struct WireGuardEngineOptions: Sendable, Equatable {
     /// Where the packet threads hand handshake messages to the control thread.
     public var control: WireGuardControlQueue
@@ -120,9 +120,9 @@ final class EngineSnapshot: @unchecked Sendable { // immutable after init; count
     }
 }
 
-/// One queue of a ``UDPEngine``: a TUN queue and the socket that receives for it (with
+/// One queue of a ``PacketEngine``: a TUN queue and the socket that receives for it (with
 /// several queues, a member of the `SO_REUSEPORT` group on the service port).
-public struct UDPEngineQueue: Sendable {
+public struct QueueIO: Sendable {
     public var tun: any PacketDevice
     public var socket: any DatagramSocket
 
@@ -153,9 +153,9 @@ final class EngineQueue: Sendable {
 }
 
 /// The udp backend's packet engine: moves packets between a TUN device and UDP sockets,
-/// flannel wire-compatible (each datagram is one raw IPv4 packet), on one dedicated thread
+/// flannel wire-compatible (each datagram is one raw IP packet, IPv4 or IPv6), on one dedicated thread
 /// per queue serving both directions (``QueueWorker``; two with
-/// ``UDPEngineConfiguration/threadsPerQueue``).
+/// ``EngineConfiguration/threadsPerQueue``).
 ///
 /// - TUN -> UDP (``OutboundPump``): drains the TUN; validates each packet, finds the peer by
 ///   longest-prefix match, decrements the TTL and queues it for one sendmmsg per batch. No
@@ -186,8 +186,8 @@ final class EngineQueue: Sendable {
 /// Either way the per-packet path neither allocates nor locks.
 ///
 /// The engine owns the devices and sockets it is given: ``stop()`` closes them all.
-public final class UDPEngine: Sendable {
-    public let configuration: UDPEngineConfiguration
+public final class PacketEngine: Sendable {
+    public let configuration: EngineConfiguration
     private let queues: [EngineQueue]
     /// The sockets datagrams leave by, chosen per inner flow (``FlowHash``).
     let sendSockets: [any DatagramSocket]
@@ -249,8 +249,8 @@ public final class UDPEngine: Sendable {
 
     /// Creates a one-queue engine over an open TUN device and a bound socket, with no peers
     /// yet. Datagrams leave from `socket` (flannel's behaviour).
-    public convenience init(tun: any PacketDevice, socket: any DatagramSocket, configuration: UDPEngineConfiguration) {
-        self.init(queues: [UDPEngineQueue(tun: tun, socket: socket)], sendSockets: [], configuration: configuration)
+    public convenience init(tun: any PacketDevice, socket: any DatagramSocket, configuration: EngineConfiguration) {
+        self.init(queues: [QueueIO(tun: tun, socket: socket)], sendSockets: [], configuration: configuration)
     }
 
     /// Creates an engine over queues of one TUN device (all opened with the same flags) and
@@ -258,7 +258,7 @@ public final class UDPEngine: Sendable {
     ///
     /// - Parameter sendSockets: the sockets to send from, one chosen per inner flow; empty
     ///   to send everything from the first queue's socket.
-    public init(queues: [UDPEngineQueue], sendSockets: [any DatagramSocket], configuration: UDPEngineConfiguration) {
+    public init(queues: [QueueIO], sendSockets: [any DatagramSocket], configuration: EngineConfiguration) {
         precondition(!queues.isEmpty, "an engine needs at least one queue")
         self.queues = queues.enumerated().map { EngineQueue(index: $0.offset, tun: $0.element.tun, socket: $0.element.socket) }
         self.sendSockets = sendSockets.isEmpty ? [queues[0].socket] : sendSockets
@@ -284,8 +284,8 @@ public final class UDPEngine: Sendable {
     /// With `configuration.ipv6Underlay` the sockets are IPv6 ones bound to `address6`.
     public static func open(
         tunName: String, tunOffloads: Bool, address: IPv4Address, address6: IPv6Address? = nil,
-        configuration: UDPEngineConfiguration
-    ) throws(SystemError) -> UDPEngine {
+        configuration: EngineConfiguration
+    ) throws(SystemError) -> PacketEngine {
         func socket(port: UInt16, reusePort: Bool) throws(SystemError) -> UDPSocket {
             if configuration.ipv6Underlay {
                 guard let address6 else { throw SystemError("an IPv6 underlay needs an IPv6 address to bind", errno: EINVAL) }
@@ -315,8 +315,8 @@ public final class UDPEngine: Sendable {
             for s in sockets + senders { s.close() }
             throw error
         }
-        return UDPEngine(
-            queues: zip(tuns, sockets).map { UDPEngineQueue(tun: $0, socket: $1) },
+        return PacketEngine(
+            queues: zip(tuns, sockets).map { QueueIO(tun: $0, socket: $1) },
             sendSockets: senders, configuration: configuration)
     }
 
@@ -343,7 +343,7 @@ public final class UDPEngine: Sendable {
         }
     }
 
-    static func plane(_ table: RouteTable, _ keys: WireGuardKeyTable, _ configuration: UDPEngineConfiguration) -> WireGuardPlane? {
+    static func plane(_ table: RouteTable, _ keys: WireGuardKeyTable, _ configuration: EngineConfiguration) -> WireGuardPlane? {
         configuration.wireGuard.map {
             WireGuardPlane(
                 table: table, keys: keys, control: $0.control, rejectAfter: $0.rejectAfter.nanoseconds, mtu: $0.mtu,
@@ -398,7 +398,7 @@ public final class UDPEngine: Sendable {
         return snapshot
     }
 
-    /// Starts the packet threads, ``UDPEngineConfiguration/threadsPerQueue`` per queue.
+    /// Starts the packet threads, ``EngineConfiguration/threadsPerQueue`` per queue.
     ///
     /// - Throws: ``SystemError`` if the engine was already started or stopped, or a thread
     ///   or the wakeup descriptor cannot be created.
@@ -479,11 +479,11 @@ public final class UDPEngine: Sendable {
     /// Stops the threads like ``stop()`` but hands the TUN queues and their listening sockets
     /// back open, for the engine that replaces this one: the TUN keeps its queues (and the
     /// packets waiting in them) and the sockets their port. Only the sending sockets close.
-    public func stopHandingOver() -> [UDPEngineQueue] {
+    public func stopHandingOver() -> [QueueIO] {
         stopThreads()
         let listening = Set(queues.map { ObjectIdentifier($0.socket) })
         for socket in sendSockets where !listening.contains(ObjectIdentifier(socket)) { socket.close() }
-        return queues.map { UDPEngineQueue(tun: $0.tun, socket: $0.socket) }
+        return queues.map { QueueIO(tun: $0.tun, socket: $0.socket) }
     }
 
     private func stopThreads() {
@@ -507,7 +507,7 @@ public final class UDPEngine: Sendable {
     }
 
     /// A value snapshot of all counters, summed over the queues.
-    public func counters() -> UDPEngineCounters {
+    public func counters() -> EngineCounterSnapshot {
         func total(_ i: Int, _ blocks: KeyPath<EngineQueue, CounterBlock>) -> UInt64 {
             queues.reduce(0) { $0 + $1[keyPath: blocks].load(i) }
         }
@@ -516,7 +516,7 @@ public final class UDPEngine: Sendable {
             drops[reason] = total(reason.rawValue, \.txCounters) + total(reason.rawValue, \.rxCounters)
         }
         let queueCount = queues.count
-        let peers: [UDPEngineCounters.Peer] = state.withLock { state in
+        let peers: [EngineCounterSnapshot.Peer] = state.withLock { state in
             // Under the lock no update can retire the current snapshot.
             let snapshot = Unmanaged<EngineSnapshot>.fromOpaque(
                 UnsafeRawPointer(bitPattern: current.load(ordering: .sequentiallyConsistent))!
@@ -530,14 +530,14 @@ public final class UDPEngine: Sendable {
                     let n = sum(slot)
                     if n > 0 { drops[reason] = n }
                 }
-                return UDPEngineCounters.Peer(
+                return EngineCounterSnapshot.Peer(
                     subnet: peer.subnet, publicIP: peer.publicIP,
                     txPackets: sum(PeerCounter.txPackets), txBytes: sum(PeerCounter.txBytes),
                     rxPackets: sum(PeerCounter.rxPackets), rxBytes: sum(PeerCounter.rxBytes), drops: drops,
                     subnet6: peer.subnet6, publicIPv6: peer.publicIPv6)
             }
         }
-        return UDPEngineCounters(
+        return EngineCounterSnapshot(
             drops: drops,
             txPackets: total(ThreadCounter.packets, \.txCounters), txBytes: total(ThreadCounter.bytes, \.txCounters),
             rxPackets: total(ThreadCounter.packets, \.rxCounters), rxBytes: total(ThreadCounter.bytes, \.rxCounters),

@@ -11,7 +11,7 @@ protocol QueuePump: AnyObject {
     /// Handles at most `budget` units of work (reads, batches) without blocking; true if the
     /// budget ran out and more may be waiting, false once the descriptor was found empty.
     func run(budget: Int) -> Bool
-    /// Publishes the snapshot generation the pump holds (see ``UDPEngine``), when idle.
+    /// Publishes the snapshot generation the pump holds (see ``PacketEngine``), when idle.
     func refreshSnapshot()
 }
 
@@ -24,7 +24,7 @@ extension InboundPump: QueuePump {}
 /// With one thread per queue (the default) a worker serves both directions: TCP data one
 /// way and its ACKs the other are handled in one wakeup instead of waking a second thread,
 /// which on a small node costs more than the packets themselves (context switches and
-/// cross-CPU wakeups). With ``UDPEngineConfiguration/threadsPerQueue`` 2 each direction has
+/// cross-CPU wakeups). With ``EngineConfiguration/threadsPerQueue`` 2 each direction has
 /// its own worker, for nodes with more cores than queues.
 enum QueueWorker {
     /// TUN reads per outbound turn and recvmmsg batches per inbound turn: small enough that

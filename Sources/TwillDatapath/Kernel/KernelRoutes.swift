@@ -6,8 +6,6 @@ import TwillNetlink
 import Glibc
 #endif
 
-/// Kernel bookkeeping shared by the backends that program the kernel (host-gw, vxlan):
-/// on-link checks and the route diff that touches only Twill's own routes.
 /// A device's addresses made exactly what a backend wants (the kernel's own link-local IPv6
 /// address aside): a device kept from an earlier run may hold an older subnet's.
 enum KernelAddresses {
@@ -111,7 +109,6 @@ enum KernelRoutes {
         try netlink.addresses(interfaceIndex: index, family: AF_INET6).compactMap { $0.address.v6 }
     }
 
-    /// The global IPv6 prefixes directly attached to interface `index`.
     /// The global IPv6 prefixes on the link of interface `index`: those of its addresses, and
     /// those of gateway-less routes through it that are not Twill's (an RA's on-link prefix,
     /// where the address itself is a DHCPv6 /128).
@@ -159,29 +156,6 @@ enum KernelRoutes {
             try netlink.deleteRoute(Route(destination: destination))
         } catch let e as NetlinkError where e.isNotFound {
         }
-    }
-}
-
-extension HostGWBackend {
-    /// Whether a kernel change seen on a ``NetlinkMonitor`` may have put the kernel out of
-    /// step with the leases, so the agent should call ``reconcile(peers:)`` (debounced).
-    /// True for route changes inside the overlay network, for changes of the external
-    /// interface and its addresses, and after a monitor overrun; false for everything else
-    /// (neighbour churn on the underlay, say), so the agent does not reconcile for nothing.
-    public func needsReconcile(after change: NetlinkChange) -> Bool {
-        KernelRoutes.affects(change, network: currentNetwork, network6: currentNetwork6, externalIndex: externalIndex, devices: [])
-    }
-}
-
-extension VXLANBackend {
-    /// As ``HostGWBackend/needsReconcile(after:)``, plus any change of the vxlan device, its
-    /// addresses, neighbours and FDB entries (a device deleted by hand, say).
-    public func needsReconcile(after change: NetlinkChange) -> Bool {
-        if case .linkRemoved(let l) = change, l.name == deviceName || l.name == deviceName6 { return true }
-        if case .linkChanged(let l) = change, l.name == deviceName || l.name == deviceName6 { return true }
-        return KernelRoutes.affects(
-            change, network: currentNetwork, network6: currentNetwork6, externalIndex: externalIndex,
-            devices: currentDeviceIndices)
     }
 }
 

@@ -20,7 +20,7 @@ import Glibc
 ///
 /// Owned by the one thread that calls ``run(budget:)``; every buffer is allocated here, once.
 final class InboundPump {
-    private let engine: UDPEngine
+    private let engine: PacketEngine
     private let queue: EngineQueue
     /// The receiving socket's descriptor: poll it for POLLIN.
     let fileDescriptor: Int32
@@ -38,7 +38,7 @@ final class InboundPump {
     /// Datagrams come over IPv6 (an IPv6 underlay): senders are known by their PublicIPv6.
     private let ipv6Underlay: Bool
 
-    init(engine: UDPEngine, queue: EngineQueue) {
+    init(engine: PacketEngine, queue: EngineQueue) {
         self.engine = engine
         self.queue = queue
         let configuration = engine.configuration
@@ -66,7 +66,7 @@ final class InboundPump {
         plainIO.deallocate()
     }
 
-    /// Publishes the snapshot generation this pump holds (see ``UDPEngine``): call when idle.
+    /// Publishes the snapshot generation this pump holds (see ``PacketEngine``): call when idle.
     func refreshSnapshot() { _ = engine.loadSnapshot(queue.seenByRx) }
 
     @inline(__always)
@@ -161,7 +161,7 @@ final class InboundPump {
             _ snapshot: EngineSnapshot
         ) {
             guard let localSubnet6 else {
-                counters.add(DropReason.notIPv4.rawValue)
+                counters.add(DropReason.wrongFamily.rawValue)
                 return
             }
             let header: IPv6Header
@@ -271,7 +271,7 @@ final class InboundPump {
             do {
                 header = try IPv4Header(parsing: UnsafeRawBufferPointer(start: text, count: packetLength), verifyChecksum: true)
             } catch {
-                counters.add(text.load(as: UInt8.self) >> 4 != 4 ? DropReason.notIPv4.rawValue : DropReason.malformed.rawValue)
+                counters.add(text.load(as: UInt8.self) >> 4 != 4 ? DropReason.wrongFamily.rawValue : DropReason.malformed.rawValue)
                 return
             }
             // Allowed IPs: the inner source must be in the subnet of the peer that sealed it.
