@@ -17,12 +17,16 @@ import TwillSystem
 /// followed within the session. The process lives on through all of it.
 public final class Agent: Service, Sendable {
     /// Builds the backend named by the network config, for the chosen interface. It must not
-    /// touch the kernel yet (that is `prepare()`): it is also used to check a new config.
+    /// touch the kernel yet (that is `prepare()`).
     public typealias BackendFactory = @Sendable (NetworkConfig, ExternalInterface) throws -> any Backend
+    /// Checks what a network config asks of its backend (type, families, settings) without
+    /// building one: run for every config read, and once a second while a bad one waits.
+    public typealias BackendCheck = @Sendable (NetworkConfig) throws -> Void
 
     public let configuration: AgentConfiguration
     public let state = AgentState()
     let makeBackend: BackendFactory
+    let checkBackend: BackendCheck
     let logger: Logger
     /// Called once subnet.env is written and the backend is up (sd_notify READY=1 hooks here).
     let onReady: @Sendable () -> Void
@@ -42,8 +46,10 @@ public final class Agent: Service, Sendable {
     public init(
         configuration: AgentConfiguration, logger: Logger = Logger(label: "twill.agent"),
         descriptorKeeper: any DescriptorKeeper = NoDescriptorKeeper(),
-        onReady: @escaping @Sendable () -> Void = {}, makeBackend: @escaping BackendFactory
+        onReady: @escaping @Sendable () -> Void = {}, checkBackend: @escaping BackendCheck = { _ in },
+        makeBackend: @escaping BackendFactory
     ) {
+        self.checkBackend = checkBackend
         self.descriptorKeeper = descriptorKeeper
         self.configuration = configuration
         self.logger = logger
@@ -60,7 +66,7 @@ public final class Agent: Service, Sendable {
         /// The Backend object it was built from: a change of it rebuilds the backend.
         var spec: JSONValue
         /// The families it was built for (`EnableIPv4`, `EnableIPv6`): a change rebuilds it too.
-        var families: [Bool]
+        var families: IPFamilies
         var advert: BackendAdvert
     }
 
@@ -108,7 +114,7 @@ public final class Agent: Service, Sendable {
         var running: RunningBackend?
         sessions: while true {
             // 1. The backend the config asks for.
-            if running?.spec != config.backend || running?.families != [config.enableIPv4, config.enableIPv6] {
+            if running?.spec != config.backend || running?.families != config.families {
                 if let old = running {
                     state.setBackend(type: old.backend.type, up: false)
                     await old.backend.teardown()
@@ -123,7 +129,7 @@ public final class Agent: Service, Sendable {
                     backendBox.withLock { $0 = backend }
                     state.setBackend(type: backend.type, up: false)
                     running = RunningBackend(
-                        backend: backend, spec: config.backend, families: [config.enableIPv4, config.enableIPv6],
+                        backend: backend, spec: config.backend, families: config.families,
                         advert: try await backend.prepare())
                     if let wanted = try? BackendSpec(config).int("MTU", in: 0...Int.max), wanted > external.mtu {
                         // flannel takes Backend.MTU as given; so does Twill, but larger than the
@@ -334,13 +340,7 @@ public final class Agent: Service, Sendable {
 
     /// Checks what the config asks of the backend (type, Port, VNI...) without touching the kernel.
     func validate(_ config: NetworkConfig) throws {
-        if !config.enableIPv4, !BackendRegistry.ipv6OnlyTypes.contains(config.backendType) {
-            throw AgentError(
-                """
-                EnableIPv4 is false (an IPv6-only network), but Twill's \(config.backendType) backend sends over IPv4; \
-                use \(BackendRegistry.ipv6OnlyTypes.filter { $0 != "alloc" }.joined(separator: ", ")), or enable IPv4
-                """)
-        }
+        try checkBackend(config)
         // The interface the agent runs with (it is chosen once, at start); before that, the flags'.
         guard let external = statusFacts.withLock({ $0.external }) ?? (try? resolveInterface(allowIPv6Only: !config.enableIPv4)) else {
             return
@@ -355,7 +355,6 @@ public final class Agent: Service, Sendable {
                 "EnableIPv4 is false (an IPv6-only network), but interface \(external.name) has no global IPv6 address and no --public-ipv6 is given"
             )
         }
-        _ = try makeBackend(config, external)
     }
 
     /// The external interface from the flags (``ExternalInterfaceResolver``).

@@ -11,6 +11,8 @@ import Foundation
 public struct NetworkConfig: Sendable, Equatable {
     public var enableIPv4: Bool
     public var enableIPv6: Bool
+    /// The families the network runs, from `EnableIPv4` and `EnableIPv6`.
+    public var families: IPFamilies { IPFamilies(ipv4: enableIPv4, ipv6: enableIPv6) }
     /// The whole IPv4 overlay (FLANNEL_NETWORK); nil only when IPv4 is disabled.
     public var network: IPv4Network?
     /// Prefix length of each node's subnet.

@@ -199,11 +199,12 @@ struct AgentCommand: AsyncParsableCommand {
                     CodeMappings.adviseRandomAccess()
                     CodeMappings.dropMappedPages()
                 }
+            },
+            checkBackend: { [options] network in
+                try BackendRegistry.validate(BackendSpec(network), options: options, families: network.families)
             }
         ) { [options] network, external in
-            try BackendRegistry.make(
-                BackendSpec(network), external: external, options: options, ipv6: network.enableIPv6,
-                ipv4: network.enableIPv4)
+            try BackendRegistry.make(BackendSpec(network), external: external, options: options, families: network.families)
         }
         // WATCHDOG=1 at half the unit's WatchdogSec, only while the agent's loops make progress
         // (systemd restarts a wedged agent); the reasons go to the log and to STATUS=.

@@ -1,5 +1,6 @@
 import Testing
 import TwillAddress
+import TwillTestSupport
 
 @testable import TwillDatapath
 
@@ -50,5 +51,30 @@ import TwillAddress
             options: .init(tunName: "tw9", acceptAnySource: true, udpQueues: 2, udpOffloads: false))
         let u = try #require(udp as? UDPBackend)
         #expect(u.port == 9000 && u.tunName == "tw9" && !u.checkSources && u.queues == 2 && !u.offloads)
+    }
+
+    @Test func eachKindSaysWhichFamiliesItRunsAndValidationBuildsNothing() throws {
+        #expect(BackendRegistry.types == ["udp", "vxlan", "host-gw", "wireguard", "alloc"])
+        for type in ["udp", "vxlan", "host-gw", "alloc"] {
+            for families: IPFamilies in [.ipv4, .dualStack, .ipv6] {
+                #expect(throws: Never.self) { try BackendRegistry.validate(BackendSpec(type: type), families: families) }
+            }
+        }
+        let dual = #expect(throws: BackendError.self) { try BackendRegistry.validate(BackendSpec(type: "wireguard"), families: .dualStack) }
+        #expect(
+            dual?.description
+                == "wireguard backend: EnableIPv6 is set, but Twill's wireguard backend carries IPv4 only so far; use udp, vxlan, host-gw for a dual-stack network"
+        )
+        let v6 = #expect(throws: BackendError.self) { try BackendRegistry.validate(BackendSpec(type: "wireguard"), families: .ipv6) }
+        #expect(
+            v6?.description.contains("EnableIPv4 is false (an IPv6-only network), but Twill's wireguard backend sends over IPv4") == true)
+
+        // The builder a validation returns takes its kernel only when called: a host-gw backend
+        // built on the in-memory kernel programs that one.
+        let kernel = FakeKernel()
+        let build = try BackendRegistry.validate(BackendSpec(type: "host-gw", settings: ["MTU": .number(1400)]), families: .dualStack)
+        #expect(kernel.log.isEmpty)
+        let backend = try build(BackendKind.Context(external: Self.external, families: .dualStack, options: .init(), kernel: { kernel }))
+        #expect(backend.type == "host-gw")
     }
 }
