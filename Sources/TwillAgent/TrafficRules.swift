@@ -1,6 +1,6 @@
-import Dispatch
 import Logging
 import Synchronization
+import TwillSystem
 
 /// The node's forward and masquerade rules (flannel's `--ip-masq` and
 /// `--iptables-forward-rules`), kept by one firewall tool: ``IPTablesRules`` (iptables) or
@@ -90,9 +90,9 @@ final class RulesWorker: Sendable {
     /// Serialises passes and teardown, which would otherwise interleave their reads and
     /// writes of the same rules.
     private let lock = Mutex(())
-    private let queue: DispatchQueue
+    private let lane: Blocking.Lane
 
-    init(label: String) { queue = DispatchQueue(label: label) }
+    init(label: String) { lane = Blocking.Lane(label: label) }
 
     /// Runs `body` under the lock on the calling thread.
     func locked<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
@@ -103,13 +103,10 @@ final class RulesWorker: Sendable {
     /// (so that a teardown that follows the cancellation is never undone by a pass that was
     /// already waiting for the lock).
     func pass(unless cancelled: CancelFlag, _ body: @escaping @Sendable () throws -> Bool) async -> RulesPass {
-        await withCheckedContinuation { (continuation: CheckedContinuation<RulesPass, Never>) in
-            queue.async {
-                let outcome: RulesPass = self.lock.withLock { _ in
-                    if cancelled.isSet { return .skipped }
-                    do { return .success(try body()) } catch { return .failure("\(error)") }
-                }
-                continuation.resume(returning: outcome)
+        await lane.run { () -> RulesPass in
+            self.lock.withLock { _ in
+                if cancelled.isSet { return .skipped }
+                do { return .success(try body()) } catch { return .failure("\(error)") }
             }
         }
     }

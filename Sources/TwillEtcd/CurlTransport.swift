@@ -1,6 +1,6 @@
 import CCurl
-import Dispatch
 import Synchronization
+import TwillSystem
 
 /// One HTTP POST as the etcd client makes it.
 struct HTTPRequest: Sendable {
@@ -212,9 +212,6 @@ final class CurlTransport: Sendable {
     /// New TCP connections opened so far (reused ones do not count): shows reuse working.
     let connectionsOpened = Atomic<Int>(0)
     private let maxIdle = 8
-    // Queues made with DispatchQueue(label:) run on overcommitting threads: a blocked transfer
-    // makes dispatch start another thread instead of starving other work.
-    private let queue = DispatchQueue(label: "twill.etcd.curl", attributes: .concurrent)
 
     init() {}
 
@@ -227,7 +224,8 @@ final class CurlTransport: Sendable {
         idle.withLock { if $0.count < maxIdle { $0.append(handle) } }
     }
 
-    /// Performs `request` on a transport thread; the awaiting task is suspended, not blocked.
+    /// Performs `request` off the cooperative pool (``Blocking``); the awaiting task is
+    /// suspended, not blocked.
     /// `onChunk`, when given, sees the body as it streams and the result's body stays empty.
     func perform(
         _ request: HTTPRequest,
@@ -235,19 +233,14 @@ final class CurlTransport: Sendable {
         onChunk: (@Sendable (UnsafeRawBufferPointer) -> Bool)? = nil
     ) async -> Result<HTTPResult, TransferError> {
         await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Result<HTTPResult, TransferError>, Never>) in
-                queue.async {
-                    guard let handle = self.checkout() else {
-                        continuation.resume(returning: .failure(.failed("libcurl could not create a handle")))
-                        return
-                    }
-                    let sink = TransferSink(cancel: cancel, onChunk: onChunk)
-                    let outcome = handle.perform(request, sink: sink)
-                    self.connectionsOpened.add(twill_curl_num_connects(handle.raw), ordering: .relaxed)
-                    // A streaming handle that was cut off may hold a half-read connection; drop it.
-                    if onChunk == nil { self.checkin(handle) }
-                    continuation.resume(returning: outcome.map { HTTPResult(status: $0, body: sink.body) })
-                }
+            await Blocking.run { () -> Result<HTTPResult, TransferError> in
+                guard let handle = self.checkout() else { return .failure(.failed("libcurl could not create a handle")) }
+                let sink = TransferSink(cancel: cancel, onChunk: onChunk)
+                let outcome = handle.perform(request, sink: sink)
+                self.connectionsOpened.add(twill_curl_num_connects(handle.raw), ordering: .relaxed)
+                // A streaming handle that was cut off may hold a half-read connection; drop it.
+                if onChunk == nil { self.checkin(handle) }
+                return outcome.map { HTTPResult(status: $0, body: sink.body) }
             }
         } onCancel: {
             cancel.cancel()

@@ -16,7 +16,7 @@ import Glibc
 /// fully. Either way the loss is never silent.
 public final class NetlinkMonitor: Sendable {
     public let changes: AsyncStream<NetlinkChange>
-    private let wakeFD: Int32
+    private let wake: EventFD
     private let stopped = Atomic<Bool>(false)
     private let thread: Mutex<OSThread?>
 
@@ -25,14 +25,14 @@ public final class NetlinkMonitor: Sendable {
         let socket = try Netlink.openSocket(namespacePath: namespacePath, groups: groups)
         var size: Int32 = 4 << 20
         _ = setsockopt(socket.fileDescriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        let wake = eventfd(0, Int32(EFD_CLOEXEC))
-        guard wake >= 0 else { throw NetlinkError(object: "monitor wake-up eventfd", errno: errno) }
-        wakeFD = wake
+        let wake: EventFD
+        do { wake = try EventFD.make() } catch { throw NetlinkError(object: "monitor wake-up eventfd", errno: error.errno.rawValue) }
+        self.wake = wake
         let (stream, continuation) = AsyncStream.makeStream(of: NetlinkChange.self, bufferingPolicy: .bufferingNewest(Self.bufferSize))
         changes = stream
         thread = Mutex(nil)
         let t = try OSThread.spawn(name: "twill-nlmon") {
-            Self.loop(socket: socket, wakeFD: wake, continuation: continuation, logger: logger)
+            Self.loop(socket: socket, wakeFD: wake.descriptor, continuation: continuation, logger: logger)
         }
         thread.withLock { $0 = t }
         continuation.onTermination = { [weak self] _ in self?.signalStop() }
@@ -43,7 +43,7 @@ public final class NetlinkMonitor: Sendable {
 
     deinit {
         stop()
-        close(wakeFD)
+        wake.close()
     }
 
     /// Stops the reader thread and finishes ``changes``. Safe to call more than once.
@@ -59,8 +59,7 @@ public final class NetlinkMonitor: Sendable {
 
     private func signalStop() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
+        wake.signal()
     }
 
     private static func loop(socket: NetlinkSocket, wakeFD: Int32, continuation: AsyncStream<NetlinkChange>.Continuation, logger: Logger) {

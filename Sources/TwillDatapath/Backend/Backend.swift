@@ -25,6 +25,12 @@ import Foundation
 /// Adopting means a start on kernel state an earlier run left changes only what differs
 /// from what this run wants: a device whose settings match is kept (same index, no flap),
 /// routes and entries are diffed.
+///
+/// Concurrency: the agent calls these methods one at a time (its `PeerStore` holds a lock
+/// around every call), so a backend never sees a reconcile interleaved with a change. The
+/// methods are `async` and must not hold a cooperative thread while the kernel answers:
+/// netlink round trips, ioctls and subprocesses run through ``Blocking/run(_:)``.
+/// ``needsReconcile(after:)``, ``damage()`` and ``traffic()`` are cheap and never block.
 public protocol Backend: AnyObject, Sendable {
     /// The BackendType this backend writes into leases ("udp", "vxlan", "host-gw", "alloc").
     var type: String { get }

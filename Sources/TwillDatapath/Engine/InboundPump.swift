@@ -253,7 +253,7 @@ final class InboundPump {
             {
                 // The initiator sends with the responder's new keypair: it may become current.
                 entry.activity.confirmedIndex.store(receiver, ordering: .relaxed)
-                plane.control.wake()
+                plane.control.wakeUp()
             }
             if textLength == 0 { return } // a keepalive
             let text = slot + WireGuardMessage.transportHeaderSize

@@ -222,7 +222,7 @@ public final class PacketEngine: Sendable {
         var threads: [OSThread] = []
         var peers: [PeerLease] = []
         var keys = WireGuardKeyTable.empty
-        var wakeFD: Int32 = -1
+        var wake: EventFD?
         var started = false
         var stopped = false
     }
@@ -405,9 +405,8 @@ public final class PacketEngine: Sendable {
     public func start() throws(SystemError) {
         try state.withLock { (state) throws(SystemError) in
             guard !state.started, !state.stopped else { throw SystemError("start: engine already started", errno: EINVAL) }
-            let wake = twill_eventfd()
-            guard wake >= 0 else { throw SystemError("eventfd") }
-            state.wakeFD = wake
+            let wake = try EventFD.make()
+            state.wake = wake
             // Every thread starts past every snapshot retired so far.
             for queue in queues {
                 queue.seenByTx.store(state.generation, ordering: .sequentiallyConsistent)
@@ -426,7 +425,7 @@ public final class PacketEngine: Sendable {
                                 noteExit(
                                     QueueWorker.serve(
                                         outbound: OutboundPump(engine: self, queue: queue), inbound: InboundPump?.none,
-                                        wakeFD: wake
+                                        wakeFD: wake.descriptor
                                     ) { isRunning })
                             })
                         state.threads.append(
@@ -435,7 +434,7 @@ public final class PacketEngine: Sendable {
                                 noteExit(
                                     QueueWorker.serve(
                                         outbound: OutboundPump?.none, inbound: InboundPump(engine: self, queue: queue),
-                                        wakeFD: wake
+                                        wakeFD: wake.descriptor
                                     ) { isRunning })
                             })
                     } else {
@@ -449,15 +448,14 @@ public final class PacketEngine: Sendable {
                                 noteExit(
                                     QueueWorker.serve(
                                         outbound: OutboundPump(engine: self, queue: queue),
-                                        inbound: InboundPump(engine: self, queue: queue), wakeFD: wake
+                                        inbound: InboundPump(engine: self, queue: queue), wakeFD: wake.descriptor
                                     ) { isRunning })
                             })
                     }
                 }
             } catch {
                 running.store(false, ordering: .sequentiallyConsistent)
-                var one: UInt64 = 1
-                _ = Glibc.write(wake, &one, 8)
+                wake.signal()
                 for thread in state.threads { thread.join() }
                 state.threads = []
                 throw error
@@ -491,17 +489,14 @@ public final class PacketEngine: Sendable {
             guard !state.stopped else { return [] }
             state.stopped = true
             running.store(false, ordering: .sequentiallyConsistent)
-            if state.wakeFD >= 0 {
-                var one: UInt64 = 1
-                _ = Glibc.write(state.wakeFD, &one, 8)
-            }
+            state.wake?.signal()
             defer { state.threads = [] }
             return state.threads
         }
         for thread in threads { thread.join() }
         state.withLock { state in
-            if state.wakeFD >= 0 { Glibc.close(state.wakeFD) }
-            state.wakeFD = -1
+            state.wake?.close()
+            state.wake = nil
             state.retired.removeAll()
         }
     }

@@ -2,6 +2,7 @@ import Logging
 import Synchronization
 import TwillAddress
 import TwillNetlink
+import TwillSystem
 
 /// flannel's host-gw backend: every peer's subnet is routed to the peer's public IP on the
 /// external interface (`peer.subnet via peer.publicIP dev <iface>`), so all nodes must share
@@ -57,7 +58,16 @@ public final class HostGWBackend: Backend {
     var currentNetwork6: IPv6Network? { state.withLock { $0.local?.network6 } }
     var externalIndex: Int32 { external.index }
 
-    public func prepare() async throws -> BackendAdvert {
+    // The Backend methods: each runs its netlink work off the cooperative pool (the
+    // protocol's rule), in the synchronous functions below.
+    public func prepare() async throws -> BackendAdvert { try await Blocking.run { [self] in try prepareNow() } }
+    public func start(local: NodeAddressing) async throws { try await Blocking.run { [self] in try startNow(local: local) } }
+    public func peerAdded(_ peer: PeerLease) async throws { try await Blocking.run { [self] in try addNow(peer) } }
+    public func peerRemoved(_ peer: PeerLease) async throws { try await Blocking.run { [self] in try removeNow(peer) } }
+    public func reconcile(peers: [PeerLease]) async throws { try await Blocking.run { [self] in try reconcileNow(peers: peers) } }
+    public func teardown() async { await Blocking.run { [self] in teardownNow() } }
+
+    private func prepareNow() throws -> BackendAdvert {
         let own = try KernelRoutes.ownAddresses(netlink, interfaceIndex: external.index)
         guard !ipv4 || own.contains(external.publicIP) else {
             throw BackendError(
@@ -91,7 +101,7 @@ public final class HostGWBackend: Backend {
         return BackendAdvert(mtu: configuredMTU ?? external.mtu, backendType: type)
     }
 
-    public func start(local: NodeAddressing) async throws {
+    private func startNow(local: NodeAddressing) throws {
         state.withLock { $0.local = local }
         logger.info("host-gw backend started", metadata: ["subnet": "\(local.subnet)", "network": "\(local.network)"])
     }
@@ -143,7 +153,7 @@ public final class HostGWBackend: Backend {
         }
     }
 
-    public func peerAdded(_ peer: PeerLease) async throws {
+    private func addNow(_ peer: PeerLease) throws {
         try state.withLock { st in
             if ipv4 {
                 if let why = skipReason(peer, local: st.local) {
@@ -178,7 +188,7 @@ public final class HostGWBackend: Backend {
         }
     }
 
-    public func peerRemoved(_ peer: PeerLease) async throws {
+    private func removeNow(_ peer: PeerLease) throws {
         try state.withLock { st in
             if ipv4 {
                 if let local = st.local, peer.subnet == local.subnet { return }
@@ -193,7 +203,7 @@ public final class HostGWBackend: Backend {
         }
     }
 
-    public func reconcile(peers: [PeerLease]) async throws {
+    private func reconcileNow(peers: [PeerLease]) throws {
         try state.withLock { st in
             guard let local = st.local else { throw BackendError(backend: type, "reconcile before start(local:)") }
             var failures: [String] = []
@@ -252,7 +262,7 @@ public final class HostGWBackend: Backend {
     }
 
     /// Removes the routes this backend made.
-    public func teardown() async {
+    private func teardownNow() {
         state.withLock { st in
             for subnet in st.peers.keys {
                 do {

@@ -116,7 +116,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             return s.engine
         }
         if let old { descriptors.handBack(old) }
-        let (engine, index) = try openEngine(local)
+        let (engine, index) = try await Blocking.run { [self] in try openEngine(local) }
         let superseded = state.withLock { s -> Bool in
             // stop() or another start() came in meanwhile: this engine is not wanted.
             guard s.local == local, s.engine == nil else { return true }
@@ -327,10 +327,12 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             current = Dictionary(peers.filter(Self.isUDPPeer).map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         }
         guard let (index, local) = state.withLock({ s in s.local.map { (s.tunIndex, $0) } }) else { return }
-        if let damage = try Self.repairDevice(
-            netlink, name: tunName, index: index, network: local.network, network6: local.network6,
-            damage: damage(), backend: type, logger: logger)
-        {
+        let damage = damage()
+        if let damage = try await Blocking.run({ [self] in
+            try Self.repairDevice(
+                netlink, name: tunName, index: index, network: local.network, network6: local.network6,
+                damage: damage, backend: type, logger: logger)
+        }) {
             logger.warning("udp data path broken; rebuilding it", metadata: ["reason": "\(damage)", "tun": "\(tunName)"])
             try await start(local: local)
             Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "udp_engine")]).increment()

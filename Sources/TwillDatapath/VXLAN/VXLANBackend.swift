@@ -140,7 +140,16 @@ public final class VXLANBackend: Backend {
         BackendTraffic(device: [ipv4 ? deviceName : nil, ipv6 ? deviceName6 : nil].compactMap { $0 }.joined(separator: ","))
     }
 
-    public func prepare() async throws -> BackendAdvert {
+    // The Backend methods: each runs its netlink work off the cooperative pool (the
+    // protocol's rule), in the synchronous functions below.
+    public func prepare() async throws -> BackendAdvert { try await Blocking.run { [self] in try prepareNow() } }
+    public func start(local: NodeAddressing) async throws { try await Blocking.run { [self] in try startNow(local: local) } }
+    public func peerAdded(_ peer: PeerLease) async throws { try await Blocking.run { [self] in try addNow(peer) } }
+    public func peerRemoved(_ peer: PeerLease) async throws { try await Blocking.run { [self] in try removeNow(peer) } }
+    public func reconcile(peers: [PeerLease]) async throws { try await Blocking.run { [self] in try reconcileNow(peers: peers) } }
+    public func teardown() async { await Blocking.run { [self] in teardownNow() } }
+
+    private func prepareNow() throws -> BackendAdvert {
         if ipv6, external.localIPv6 == nil {
             throw BackendError(
                 backend: type,
@@ -169,7 +178,7 @@ public final class VXLANBackend: Backend {
         return BackendAdvert(mtu: mtu, backendType: type, backendData: data, backendV6Data: data6)
     }
 
-    public func start(local: NodeAddressing) async throws {
+    private func startNow(local: NodeAddressing) throws {
         try state.withLock { st in
             st.local = local
             if ipv4 { _ = try ensureDevice(&st) }
@@ -360,7 +369,7 @@ public final class VXLANBackend: Backend {
         return (try? KernelRoutes.onLinkNetworks6(netlink, interfaceIndex: external.index)) ?? []
     }
 
-    public func peerAdded(_ peer: PeerLease) async throws {
+    private func addNow(_ peer: PeerLease) throws {
         let onLink = onLinkNetworks()
         let onLink6 = onLinkNetworks6()
         try state.withLock { st in
@@ -404,7 +413,7 @@ public final class VXLANBackend: Backend {
         }
     }
 
-    public func peerRemoved(_ peer: PeerLease) async throws {
+    private func removeNow(_ peer: PeerLease) throws {
         let onLink = onLinkNetworks()
         try state.withLock { st in
             if let subnet6 = peer.subnet6, subnet6 != st.local?.subnet6, let p6 = st.peers6.removeValue(forKey: subnet6),
@@ -445,7 +454,7 @@ public final class VXLANBackend: Backend {
         } catch let e as NetlinkError where e.isNotFound {}
     }
 
-    public func reconcile(peers: [PeerLease]) async throws {
+    private func reconcileNow(peers: [PeerLease]) throws {
         let onLink = onLinkNetworks()
         let onLink6 = onLinkNetworks6()
         try state.withLock { st in
@@ -557,7 +566,7 @@ public final class VXLANBackend: Backend {
     public var devices: [String] { [ipv4 ? deviceName : nil, ipv6 ? deviceName6 : nil].compactMap { $0 } }
 
     /// Removes the routes and deletes the devices (their neighbours and FDB entries go with them).
-    public func teardown() async {
+    private func teardownNow() {
         state.withLock { st in
             for subnet in st.peers.keys {
                 try? KernelRoutes.deleteOwned(netlink, destination: subnet)

@@ -76,7 +76,7 @@ public final class WireGuardControl: Sendable {
             d.setPeers(configs)
             if d.keysChanged { engine.withLock { $0 }?.update(keys: d.keyTable()) }
         }
-        queue.wake()
+        queue.wakeUp()
     }
 
     /// Each peer's endpoint, allowed IPs, last handshake and whether it has session keys.
@@ -95,7 +95,7 @@ public final class WireGuardControl: Sendable {
     @discardableResult
     public func stop(exportingSessions: Bool = false) -> WireGuardSessions? {
         guard running.exchange(false, ordering: .sequentiallyConsistent) else { return nil }
-        queue.wake()
+        queue.wakeUp()
         thread.withLock { t in
             t?.join()
             t = nil
@@ -115,7 +115,7 @@ public final class WireGuardControl: Sendable {
     }
 
     private func loop() {
-        var fds = [pollfd(fd: queue.wakeFD, events: Int16(POLLIN), revents: 0)]
+        var fds = [pollfd(fd: queue.wake.descriptor, events: Int16(POLLIN), revents: 0)]
         var loadUntil: UInt64 = 0
         while running.load(ordering: .relaxed) {
             _ = Syscall.retryOnInterrupt { poll(&fds, 1, 100) }
@@ -141,7 +141,7 @@ public final class WireGuardControl: Sendable {
                 for o in out { send(o, socket) }
             }
             // More waiting: go round again without sleeping.
-            if backlog > 0 { queue.wake() }
+            if backlog > 0 { queue.wakeUp() }
         }
     }
 

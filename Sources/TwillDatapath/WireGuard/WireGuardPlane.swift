@@ -52,7 +52,7 @@ final class WireGuardPlane: @unchecked Sendable { // immutable after init
         if let k = send[peer], now &- k.created < rejectAfter, k.isLive, k.sentMessages < WireGuardTimers.rejectAfterMessages {
             return k
         }
-        if let a = activity[peer], !a.handshakeWanted.exchange(true, ordering: .relaxed) { control.wake() }
+        if let a = activity[peer], !a.handshakeWanted.exchange(true, ordering: .relaxed) { control.wakeUp() }
         return nil
     }
 }
@@ -72,7 +72,8 @@ public final class WireGuardControlQueue: @unchecked Sendable { // the ring is g
     }
     private let ring: Mutex<Ring>
     /// The control thread polls it; packet threads write to it.
-    public let wakeFD: Int32
+    /// Wakes the control thread; it polls `wake.descriptor`.
+    public let wake: EventFD
     private let overflowed = Atomic<UInt64>(0)
 
     public init(capacity: Int = 256) throws(SystemError) {
@@ -82,25 +83,22 @@ public final class WireGuardControlQueue: @unchecked Sendable { // the ring is g
             Ring(
                 lengths: Array(repeating: 0, count: capacity),
                 sources: Array(repeating: WireGuardEndpoint(address: .any, port: 0), count: capacity)))
-        let fd = twill_eventfd()
-        guard fd >= 0 else {
+        do {
+            wake = try EventFD.make()
+        } catch {
             ZeroedMemory.deallocate(slots)
-            throw SystemError("eventfd for the wireguard control thread")
+            throw SystemError("eventfd for the wireguard control thread", errno: error.errno.rawValue)
         }
-        wakeFD = fd
     }
 
     deinit {
-        Glibc.close(wakeFD)
+        wake.close()
         ZeroedMemory.deallocate(slots)
     }
 
     /// Wakes the control thread.
     @inline(__always)
-    public func wake() {
-        var one: UInt64 = 1
-        _ = Glibc.write(wakeFD, &one, 8)
-    }
+    public func wakeUp() { wake.signal() }
 
     /// Copies a handshake message in (from a packet thread); false when the ring is full.
     @inline(__always)
@@ -115,15 +113,14 @@ public final class WireGuardControlQueue: @unchecked Sendable { // the ring is g
             r.count += 1
             return true
         }
-        if queued { wake() } else { overflowed.add(1, ordering: .relaxed) }
+        if queued { wakeUp() } else { overflowed.add(1, ordering: .relaxed) }
         return queued
     }
 
     /// Everything queued (for the control thread), and how many messages are still waiting
     /// behind it; clears the wakeup.
     public func drain(max: Int = 64) -> (messages: [(bytes: [UInt8], source: WireGuardEndpoint)], backlog: Int) {
-        var value: UInt64 = 0
-        _ = Glibc.read(wakeFD, &value, 8)
+        wake.drain()
         return ring.withLock { r in
             var out: [(bytes: [UInt8], source: WireGuardEndpoint)] = []
             while r.count > 0 && out.count < max {
