@@ -457,7 +457,7 @@ public final class Agent: Service, Sendable {
         }.map { p -> NodeStatus.PeerInfo in
             let t = traffic.traffic(of: p)
             // An IPv6-only peer has no IPv4 subnet or address to show ("-").
-            let only6 = p.subnet.prefixLength == 0
+            let only6 = p.ipv4Subnet == nil
             return NodeStatus.PeerInfo(
                 subnet: only6 ? "-" : "\(p.subnet)", publicIP: only6 ? "-" : "\(p.publicIP)",
                 subnet6: p.subnet6.map { "\($0)" }, publicIPv6: p.publicIPv6.map { "\($0)" }, backend: p.backendType ?? "udp",

@@ -98,7 +98,7 @@ public struct BackendTraffic: Sendable, Equatable {
 
     /// What the backend counted for `peer`.
     public func traffic(of peer: PeerLease) -> Peer? {
-        if peer.subnet.prefixLength == 0, let subnet6 = peer.subnet6 { return ipv6OnlyPeers[subnet6] }
+        if peer.ipv4Subnet == nil, let subnet6 = peer.subnet6 { return ipv6OnlyPeers[subnet6] }
         return peers[peer.subnet]
     }
 }
@@ -183,6 +183,12 @@ public struct NodeAddressing: Sendable, Equatable {
     public var network6: IPv6Network?
     public var subnet6: IPv6Network?
 
+    /// The IPv4 subnet; nil on an IPv6-only node (whose `subnet` is flannel's `0.0.0.0/0`
+    /// placeholder, kept for the lease key's sake).
+    public var ipv4Subnet: IPv4Network? { subnet.prefixLength == 0 ? nil : subnet }
+    /// The families the node runs.
+    public var families: IPFamilies { IPFamilies(ipv4: ipv4Subnet != nil, ipv6: subnet6 != nil) }
+
     public init(network: IPv4Network, subnet: IPv4Network, network6: IPv6Network? = nil, subnet6: IPv6Network? = nil) {
         self.network = network
         self.subnet = subnet
@@ -212,6 +218,9 @@ public struct PeerLease: Sendable, Hashable {
     }
 
     public var key: Key { Key(subnet: subnet, subnet6: subnet6) }
+    /// The IPv4 subnet; nil for an IPv6-only peer (whose `subnet` is flannel's `0.0.0.0/0`
+    /// placeholder from its key). Read this, not the placeholder.
+    public var ipv4Subnet: IPv4Network? { subnet.prefixLength == 0 ? nil : subnet }
 
     public init(
         subnet: IPv4Network, publicIP: IPv4Address, backendType: String?, backendData: Data?,

@@ -67,10 +67,13 @@ public struct EngineCounterSnapshot: Sendable, Equatable {
         public var subnet6: IPv6Network? = nil
         public var publicIPv6: IPv6Address? = nil
 
+        /// The IPv4 subnet; nil for an IPv6-only peer (as ``PeerLease/ipv4Subnet``).
+        public var ipv4Subnet: IPv4Network? { subnet.prefixLength == 0 ? nil : subnet }
+
         /// How the peer is named in metrics and the status: its IPv4 subnet and address, or
         /// for an IPv6-only peer (IPv4 part 0.0.0.0/0) its IPv6 ones.
         public var label: (subnet: String, publicIP: String) {
-            if subnet.prefixLength == 0, let subnet6 {
+            if ipv4Subnet == nil, let subnet6 {
                 return ("\(subnet6)", publicIPv6.map { "\($0)" } ?? "\(publicIP)")
             }
             return ("\(subnet)", "\(publicIP)")

@@ -208,8 +208,8 @@ final class InboundPump {
             _ slot: UnsafeMutableRawPointer, _ length: Int, _ header: IPv4Header, _ peer: Int,
             _ snapshot: EngineSnapshot
         ) {
-            // An IPv6-only node's IPv4 "subnet" is 0.0.0.0/0: it takes no IPv4 at all.
-            guard localSubnet.prefixLength > 0, localSubnet.contains(header.destination) else {
+            // An IPv6-only node has no IPv4 subnet: it takes no IPv4 at all.
+            guard let localSubnet, localSubnet.contains(header.destination) else {
                 return reject(.wrongInnerDestination, PeerCounter.rxWrongDestination, peer, snapshot)
             }
             guard IPv4Header.decrementTTL(slot) else { return reject(.ttlExpired, PeerCounter.rxTTLExpired, peer, snapshot) }

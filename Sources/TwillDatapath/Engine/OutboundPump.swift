@@ -125,7 +125,7 @@ final class OutboundPump {
     ) -> Verdict {
         if packet.count > 0, packet[0] >> 4 == 6 { return classify6(packet, snapshot, icmp: icmp) }
         // An IPv6-only node carries no IPv4 (and has no IPv4 address to answer from).
-        if engine.configuration.localSubnet.prefixLength == 0 { return .drop(.wrongFamily) }
+        guard let tunAddress = engine.configuration.tunAddress else { return .drop(.wrongFamily) }
         let header: IPv4Header
         do {
             header = try IPv4Header(parsing: UnsafeRawBufferPointer(packet))
@@ -133,11 +133,10 @@ final class OutboundPump {
             return .drop(packet.count > 0 && packet[0] >> 4 != 4 ? .wrongFamily : .malformed)
         }
         guard let peer = snapshot.table.lookup(header.destination) else {
-            let configuration = engine.configuration
             let n = ICMPUnreachable.build(
                 offending: UnsafeRawBufferPointer(packet), header: header,
-                source: configuration.tunAddress, into: icmp,
-                answeringQueries: configuration.answerICMPQueries)
+                source: tunAddress, into: icmp,
+                answeringQueries: engine.configuration.answerICMPQueries)
             return n > 0 ? .answer(n) : .drop(.noRoute)
         }
         guard IPv4Header.decrementTTL(packet.baseAddress!) else { return .drop(.ttlExpired) }

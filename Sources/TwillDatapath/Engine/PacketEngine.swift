@@ -9,11 +9,12 @@ import Glibc
 
 /// Settings of a ``PacketEngine``.
 public struct EngineConfiguration: Sendable, Equatable {
-    /// This node's leased subnet: received packets must be addressed inside it.
-    public var localSubnet: IPv4Network
+    /// This node's leased IPv4 subnet: received IPv4 packets must be addressed inside it;
+    /// nil on an IPv6-only node, which carries no IPv4 at all.
+    public var localSubnet: IPv4Network?
     /// The TUN's address, the source of ICMP net unreachable messages (flannel: the
-    /// subnet's network address).
-    public var tunAddress: IPv4Address
+    /// subnet's network address); nil with `localSubnet`.
+    public var tunAddress: IPv4Address?
     /// This node's IPv6 subnet, for a dual-stack network: IPv6 packets are carried (inside
     /// the same IPv4 datagrams) to peers' IPv6 subnets; nil: IPv6 packets are dropped.
     public var localSubnet6: IPv6Network?
@@ -59,7 +60,7 @@ public struct EngineConfiguration: Sendable, Equatable {
     public static var defaultQueues: Int { max(1, onlineCPUs / 2) }
 
     public init(
-        localSubnet: IPv4Network, tunAddress: IPv4Address? = nil,
+        localSubnet: IPv4Network?, tunAddress: IPv4Address? = nil,
         peerPort: UInt16 = UDPSocket.defaultPort, checkSources: Bool = true,
         batchSize: Int = 64, maxPacketSize: Int = 9216, udpOffloads: Bool = true,
         answerICMPQueries: Bool = true, queues: Int? = nil, threadsPerQueue: Int = 1,
@@ -70,7 +71,7 @@ public struct EngineConfiguration: Sendable, Equatable {
         self.queues = max(1, queues ?? Self.defaultQueues)
         self.threadsPerQueue = min(2, max(1, threadsPerQueue))
         self.localSubnet = localSubnet
-        self.tunAddress = tunAddress ?? localSubnet.address
+        self.tunAddress = tunAddress ?? localSubnet?.address
         self.peerPort = peerPort
         self.checkSources = checkSources
         self.batchSize = max(1, batchSize)

@@ -40,13 +40,13 @@ public struct RouteTable: Sendable {
         var seenOnly6 = Set<IPv6Network?>()
         var unique: [PeerLease] = []
         for lease in leases {
-            let first = lease.subnet.prefixLength > 0 ? seen.insert(lease.subnet).inserted : seenOnly6.insert(lease.subnet6).inserted
+            let first = lease.ipv4Subnet.map { seen.insert($0).inserted } ?? seenOnly6.insert(lease.subnet6).inserted
             if first { unique.append(lease) }
         }
         peers = unique
 
-        // 0.0.0.0/0 is no peer's IPv4 subnet (IPv6-only leases): it must never route anything.
-        let byLength = unique.indices.filter { unique[$0].subnet.prefixLength > 0 }.sorted { a, b in
+        // An IPv6-only lease has no IPv4 subnet: it must never route IPv4.
+        let byLength = unique.indices.filter { unique[$0].ipv4Subnet != nil }.sorted { a, b in
             let (x, y) = (unique[a].subnet, unique[b].subnet)
             if x.prefixLength != y.prefixLength { return x.prefixLength > y.prefixLength }
             return x.address < y.address
@@ -171,7 +171,7 @@ public struct RouteTable: Sendable {
     /// peer's PublicIPv6, the inner source (IPv4 or IPv6) in that peer's subnet.
     @inline(__always)
     public func checkSender(outerSource: IPv6Address, innerSource: IPv4Address) -> SenderCheck {
-        check6(outerSource) { $0.subnet.prefixLength > 0 && $0.subnet.contains(innerSource) }
+        check6(outerSource) { $0.ipv4Subnet?.contains(innerSource) == true }
     }
 
     @inline(__always)

@@ -144,7 +144,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// A started engine on a configured TUN for `local`.
     private func openEngine(_ local: NodeAddressing) throws -> (PacketEngine, Int32) {
         var configuration = EngineConfiguration(
-            localSubnet: local.subnet, peerPort: port, checkSources: checkSources, udpOffloads: offloads, queues: queues,
+            localSubnet: local.ipv4Subnet, peerPort: port, checkSources: checkSources, udpOffloads: offloads, queues: queues,
             localSubnet6: local.network6 == nil ? nil : local.subnet6)
         configuration.ipv6Underlay = !ipv4
         return try Self.startEngine(
@@ -209,8 +209,8 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         let link = try netlink.link(named: name)
         let index = link.index
         if link.mtu != mtu { try netlink.setMTU(mtu, index: index) }
-        // An IPv6-only lease's IPv4 part is 0.0.0.0/0: no IPv4 address, and never a default route.
-        let ipv4 = local.subnet.prefixLength > 0
+        // An IPv6-only node: no IPv4 address, and never a default route.
+        let ipv4 = local.ipv4Subnet != nil
         // A device kept from an earlier run holds its addresses already (perhaps an older subnet's).
         try KernelAddresses.ensureExactly(
             netlink, index: index, family: AF_INET,
@@ -385,7 +385,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
                 txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes,
                 drops: Dictionary(uniqueKeysWithValues: p.drops.map { ("\($0.key)", $0.value) }))
             // An IPv6-only peer (IPv4 part 0.0.0.0/0) is known by its IPv6 subnet.
-            if p.subnet.prefixLength == 0, let subnet6 = p.subnet6 {
+            if p.ipv4Subnet == nil, let subnet6 = p.subnet6 {
                 t.ipv6OnlyPeers[subnet6] = traffic
             } else {
                 t.peers[p.subnet] = traffic

@@ -186,7 +186,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
         control.attach(nil)
         if let old { descriptors.handBack(old) }
         var configuration = EngineConfiguration(
-            localSubnet: local.subnet, peerPort: listenPort, checkSources: true,
+            localSubnet: local.ipv4Subnet, peerPort: listenPort, checkSources: true,
             udpOffloads: offloads, queues: queues)
         configuration.wireGuard = control.engineOptions(mtu: mtu)
         let (engine, index) = try UDPBackend.startEngine(
