@@ -54,7 +54,7 @@ integration-run:
 	TWILL_TEST_TIER=integration $(SWIFT) test --skip-build --no-parallel --skip EndToEndTests; rc=$$?; $(MAKE) -s clean-test-leftovers; [ $$rc = 0 ] || exit $$rc
 
 e2e-run:
-	TWILL_TEST_TIER=e2e $(SWIFT) test --skip-build --no-parallel --filter EndToEndTests; rc=$$?; $(MAKE) -s clean-test-leftovers; [ $$rc = 0 ] || exit $$rc
+	TWILL_TEST_TIER=e2e $(SWIFT) test --skip-build --no-parallel --filter '^EndToEndTests\.'; rc=$$?; $(MAKE) -s clean-test-leftovers; [ $$rc = 0 ] || exit $$rc
 
 # swift format with the committed .swift-format; `make format` rewrites, `make lint` checks.
 LINT_PATHS := Package.swift Sources Tests

@@ -23,8 +23,9 @@ public final class NetlinkMonitor: Sendable {
     init(namespacePath: String?, logger: Logger) throws {
         let groups = UInt32(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE | RTMGRP_NEIGH)
         let socket = try Netlink.openSocket(namespacePath: namespacePath, groups: groups)
-        var size: Int32 = 4 << 20
-        _ = setsockopt(socket.fileDescriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        // A burst of changes (a link going down takes its routes) must not overrun the socket;
+        // an overrun is survived (a reconcile follows) but costs one.
+        Socket.trySetOption(socket.fileDescriptor, level: SOL_SOCKET, name: SO_RCVBUF, value: 4 << 20)
         let wake: EventFD
         do { wake = try EventFD.make() } catch { throw NetlinkError(object: "monitor wake-up eventfd", errno: error.errno.rawValue) }
         self.wake = wake

@@ -313,12 +313,14 @@ import TwillTestSupport
             try cluster.startAgent(
                 0, extra: ["--udp-queues", "2", "--healthz-ip", "127.0.0.1", "--healthz-port", "9100"],
                 environment: ["TWILL_TEST_WIREGUARD_REKEY_SECONDS": "4", "WIREGUARD_KEY_FILE": Self.keyFile(cluster, 0)])
-            guard
-                let subnets = try await Self.start(cluster, [1], environment: ["TWILL_TEST_WIREGUARD_REKEY_SECONDS": "4"]).map({
-                    [cluster.subnet(0) ?? ""] + $0
-                }),
-                await eventually(timeout: .seconds(20), { cluster.subnet(0) != nil })
-            else { return }
+            // Node 1's subnet is read once it has one (not when node 2 is ready, which can be first).
+            guard let others = try await Self.start(cluster, [1], environment: ["TWILL_TEST_WIREGUARD_REKEY_SECONDS": "4"]),
+                await eventually(timeout: .seconds(20), { cluster.subnet(0) != nil }), let subnet0 = cluster.subnet(0)
+            else {
+                Issue.record("node 1 has no subnet: \(cluster.agentLog(0))")
+                return
+            }
+            let subnets = [subnet0] + others
             let queues = try hosts[0].exec("/bin/ls", ["/sys/class/net/flannel-wg/queues"])
             #expect(queues.split(separator: "\n").filter { $0.hasPrefix("tx-") }.count == 2, "\(queues)")
             for (i, h) in hosts.enumerated() { try Self.addPods(h, subnets[i]) }

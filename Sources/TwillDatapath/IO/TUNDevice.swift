@@ -70,7 +70,7 @@ public final class TUNDevice: PacketDevice {
                 return
             }
             // The vnet header flag is fixed at TUNSETIFF time: start over without it.
-            Glibc.close(descriptor)
+            Syscall.close(descriptor)
         }
         let descriptor = try Self.open(name, flags: base)
         self.hasVirtioHeader = false
@@ -156,16 +156,16 @@ public final class TUNDevice: PacketDevice {
     }
 
     private static func open(_ name: String, flags: Int16) throws(SystemError) -> Int32 {
-        let descriptor = Glibc.open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)
-        guard descriptor >= 0 else { throw SystemError("open /dev/net/tun") }
+        let descriptor = try Syscall.open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)
         var request = ifreq()
         withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { raw in
             for (i, byte) in name.utf8.enumerated() { raw[i] = byte }
         }
         request.ifr_ifru.ifru_flags = flags
-        guard ioctl(descriptor, TUNSETIFF, &request) == 0 else {
-            let error = SystemError("TUNSETIFF \(name)")
-            Glibc.close(descriptor)
+        do {
+            try Syscall.valueOrThrow("TUNSETIFF \(name)") { ioctl(descriptor, TUNSETIFF, &request) }
+        } catch {
+            Syscall.close(descriptor)
             throw error
         }
         return descriptor
@@ -179,15 +179,14 @@ public final class TUNDevice: PacketDevice {
     /// Works by name through an ioctl socket, so call it from a thread in the device's
     /// network namespace.
     public func setTransmitQueueLength(_ length: Int32) throws(SystemError) {
-        let s = socket(AF_INET, Int32(Glibc.SOCK_DGRAM.rawValue) | Int32(Glibc.SOCK_CLOEXEC.rawValue), 0)
-        guard s >= 0 else { throw SystemError("socket") }
-        defer { Glibc.close(s) }
+        let s = try Socket.open(family: AF_INET, type: Int32(Glibc.SOCK_DGRAM.rawValue))
+        defer { Syscall.close(s) }
         var request = ifreq()
         withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { raw in
             for (i, byte) in name.utf8.enumerated() { raw[i] = byte }
         }
         request.ifr_ifru.ifru_ivalue = length
-        guard ioctl(s, Self.SIOCSIFTXQLEN, &request) == 0 else { throw SystemError("SIOCSIFTXQLEN \(name)") }
+        try Syscall.valueOrThrow("SIOCSIFTXQLEN \(name)") { ioctl(s, Self.SIOCSIFTXQLEN, &request) }
     }
 
     public func readPacket(into buffer: UnsafeMutableRawPointer, capacity: Int) -> Int {

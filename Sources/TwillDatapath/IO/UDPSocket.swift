@@ -52,44 +52,31 @@ public final class UDPSocket: DatagramSocket {
     }
 
     private init(address: IPv4Address, address6: IPv6Address?, port: UInt16, bufferBytes: Int, reusePort: Bool) throws(SystemError) {
-        let family = address6 == nil ? AF_INET : AF_INET6
-        let s = socket(
-            family, Int32(Glibc.SOCK_DGRAM.rawValue) | Int32(Glibc.SOCK_NONBLOCK.rawValue) | Int32(Glibc.SOCK_CLOEXEC.rawValue), 0)
-        guard s >= 0 else { throw SystemError("socket") }
-        func fail(_ what: String) -> SystemError {
-            let error = SystemError(what)
-            Glibc.close(s)
-            return error
-        }
-        var size = Int32(clamping: bufferBytes)
-        let len = socklen_t(MemoryLayout<Int32>.size)
-        if setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &size, len) != 0 {
-            _ = setsockopt(s, SOL_SOCKET, SO_RCVBUF, &size, len)
-        }
-        if setsockopt(s, SOL_SOCKET, SO_SNDBUFFORCE, &size, len) != 0 {
-            _ = setsockopt(s, SOL_SOCKET, SO_SNDBUF, &size, len)
-        }
-        if reusePort {
-            var on: Int32 = 1
-            guard setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &on, len) == 0 else { throw fail("SO_REUSEPORT") }
-        }
-        let boundPort: UInt16
-        if let address6 {
-            var on: Int32 = 1
-            _ = setsockopt(s, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &on, len)
-            guard let port6 = Self.bind(s, UDPSocket.makeAddress6(address6, port), port: \.sin6_port) else {
-                throw fail("bind [\(address6)]:\(port)")
+        let s = try Socket.open(family: address6 == nil ? AF_INET : AF_INET6, type: Int32(Glibc.SOCK_DGRAM.rawValue))
+        do throws(SystemError) {
+            // The FORCE variants pass the system's limits for root; a smaller buffer is the fallback.
+            let size = Int32(clamping: bufferBytes)
+            if !Socket.trySetOption(s, level: SOL_SOCKET, name: SO_RCVBUFFORCE, value: size) {
+                Socket.trySetOption(s, level: SOL_SOCKET, name: SO_RCVBUF, value: size)
             }
-            boundPort = port6
-        } else {
-            guard let port4 = Self.bind(s, UDPSocket.makeAddress(address, port), port: \.sin_port) else {
-                throw fail("bind \(address):\(port)")
+            if !Socket.trySetOption(s, level: SOL_SOCKET, name: SO_SNDBUFFORCE, value: size) {
+                Socket.trySetOption(s, level: SOL_SOCKET, name: SO_SNDBUF, value: size)
             }
-            boundPort = port4
+            if reusePort { try Socket.setOption(s, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1, what: "SO_REUSEPORT") }
+            if let address6 {
+                Socket.trySetOption(s, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1)
+                try Socket.bind(s, UDPSocket.makeAddress6(address6, port), what: "bind [\(address6)]:\(port)")
+                self.port = try Self.boundPort(s, sockaddr_in6.self, \.sin6_port)
+            } else {
+                try Socket.bind(s, UDPSocket.makeAddress(address, port), what: "bind \(address):\(port)")
+                self.port = try Self.boundPort(s, sockaddr_in.self, \.sin_port)
+            }
+        } catch {
+            Syscall.close(s)
+            throw error
         }
         self.address = address
         self.address6 = address6
-        self.port = boundPort
         self.fd = Atomic(s)
     }
 
@@ -100,11 +87,9 @@ public final class UDPSocket: DatagramSocket {
     /// - Throws: ``SystemError`` saying what does not match; the descriptor is left open for
     ///   the caller to dispose of.
     public init(adopting descriptor: Int32, address: IPv4Address, address6: IPv6Address?, port: UInt16) throws(SystemError) {
-        var type: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(descriptor, SOL_SOCKET, SO_TYPE, &type, &length) == 0 else {
-            throw SystemError("SO_TYPE on the kept socket for \(address6.map { "[\($0)]" } ?? "\(address)"):\(port)")
-        }
+        let type = try Socket.option(
+            descriptor, level: SOL_SOCKET, name: SO_TYPE,
+            what: "SO_TYPE on the kept socket for \(address6.map { "[\($0)]" } ?? "\(address)"):\(port)")
         var storage = sockaddr_in6()
         var size = socklen_t(MemoryLayout<sockaddr_in6>.size)
         let named = withUnsafeMutablePointer(to: &storage) {
@@ -164,29 +149,28 @@ public final class UDPSocket: DatagramSocket {
         throw SystemError("sendto \(address):\(port)")
     }
 
+    // Not in Glibc's module: <linux/udp.h>.
+    static let solUDP: Int32 = 17
+    static let udpSegment: Int32 = 103
+    static let udpGRO: Int32 = 104
+
     /// Asks the kernel to coalesce arriving datagrams of one flow into super-datagrams
     /// (UDP_GRO, Linux 5.0+); each recvmsg then reports the segment size in a cmsg.
     ///
     /// - Returns: whether the kernel accepted.
     public func enableReceiveOffload() -> Bool {
-        var on: Int32 = 1
-        return setsockopt(fileDescriptor, 17 /* SOL_UDP */, 104 /* UDP_GRO */, &on, socklen_t(MemoryLayout<Int32>.size)) == 0
+        Socket.trySetOption(fileDescriptor, level: Self.solUDP, name: Self.udpGRO, value: 1)
     }
 
     /// Whether the kernel knows UDP_SEGMENT (send one buffer as many equal datagrams, Linux
     /// 4.18+). Whether the outgoing device can checksum them shows only at send time (EIO).
     public var supportsSegmentationOffload: Bool {
-        var value: Int32 = 0
-        var len = socklen_t(MemoryLayout<Int32>.size)
-        return getsockopt(fileDescriptor, 17 /* SOL_UDP */, 103 /* UDP_SEGMENT */, &value, &len) == 0
+        (try? Socket.option(fileDescriptor, level: Self.solUDP, name: Self.udpSegment, what: "UDP_SEGMENT")) != nil
     }
 
     /// The effective receive buffer size the kernel reports (twice what was set, by its accounting).
     public var receiveBufferBytes: Int {
-        var value: Int32 = 0
-        var len = socklen_t(MemoryLayout<Int32>.size)
-        _ = getsockopt(fileDescriptor, SOL_SOCKET, SO_RCVBUF, &value, &len)
-        return Int(value)
+        Int((try? Socket.option(fileDescriptor, level: SOL_SOCKET, name: SO_RCVBUF, what: "SO_RCVBUF")) ?? 0)
     }
 
     public func receiveMessages(_ messages: UnsafeMutablePointer<twill_mmsghdr>, count: Int) -> Int {
@@ -220,17 +204,15 @@ public final class UDPSocket: DatagramSocket {
 
     /// Binds `s` to `address` (a `sockaddr_in` or `sockaddr_in6`) and returns the port it got
     /// (host order), or nil when bind or getsockname failed (errno says why).
-    private static func bind<A>(_ s: Int32, _ address: A, port: KeyPath<A, in_port_t>) -> UInt16? {
-        var address = address
-        let size = socklen_t(MemoryLayout<A>.size)
-        let rc = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(s, $0, size) } }
-        guard rc == 0 else { return nil }
-        var boundLength = size
-        let got = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &boundLength) }
+    /// The port `s` is bound to (the one the kernel chose for port 0).
+    private static func boundPort<A>(_ s: Int32, _: A.Type, _ port: KeyPath<A, in_port_t>) throws(SystemError) -> UInt16 {
+        let address = UnsafeMutablePointer<A>.allocate(capacity: 1)
+        defer { address.deallocate() }
+        var length = socklen_t(MemoryLayout<A>.size)
+        try Syscall.valueOrThrow("getsockname") {
+            address.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &length) }
         }
-        guard got == 0 else { return nil }
-        return UInt16(bigEndian: address[keyPath: port])
+        return UInt16(bigEndian: address.pointee[keyPath: port])
     }
 
     /// A `sockaddr_in6` for an IPv6 address and port.
