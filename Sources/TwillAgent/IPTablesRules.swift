@@ -75,14 +75,17 @@ public struct IPTablesRules: Sendable {
     ///     FORWARD rules, which flannel installs by default even without masquerading.
     ///   - fullyRandom: masquerade with `--random-fully` (flannel's default; off with
     ///     `--ip-masq-fully-random-disable`).
-    ///   - network6, subnet6: the IPv6 overlay and this node's IPv6 subnet (dual stack): the
-    ///     same rules in ip6tables.
-    ///   - ipv4: false for an IPv6-only network: no IPv4 rules at all.
+    ///   - overlay: the network and this node's subnet per family: iptables rules for the
+    ///     IPv4 part, the same rules in ip6tables for the IPv6 part; none for an absent part.
     public init(
-        network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
-        network6: IPv6Network? = nil, subnet6: IPv6Network? = nil, ipv4: Bool = true,
+        overlay: Overlay, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
         logger: Logger = Logger(label: "twill.ipmasq"), commandPrefix: [String] = []
     ) {
+        let ipv4 = overlay.v4 != nil
+        let network = overlay.v4?.network ?? .all
+        let subnet = overlay.v4?.subnet ?? .all
+        let network6 = overlay.v6?.network
+        let subnet6 = overlay.v6?.subnet
         self.network = network
         self.subnet = subnet
         self.network6 = network6
@@ -113,7 +116,7 @@ public struct IPTablesRules: Sendable {
     static func removeLeftovers(logger: Logger, commandPrefix: [String] = []) {
         removeIPv6Leftovers(logger: logger, commandPrefix: commandPrefix)
         guard (try? IPTables.locate("iptables", prefix: commandPrefix)) != nil else { return }
-        IPTablesRules(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix)
+        IPTablesRules(overlay: .anyIPv4, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix)
             .teardown()
     }
 
@@ -127,10 +130,7 @@ public struct IPTablesRules: Sendable {
             ((try? ip6tables.listTable(table)) ?? []).contains { $0 == "-N FLANNEL-POSTRTG" || $0 == "-N FLANNEL-FWD" }
         }
         guard present else { return }
-        IPTablesRules(
-            network: .all, subnet: .all, forwardRules: true, masquerade: true, network6: .all, subnet6: .all, ipv4: false,
-            logger: logger, commandPrefix: commandPrefix
-        ).teardown()
+        IPTablesRules(overlay: .anyIPv6, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix).teardown()
     }
 
     /// Removes flannel's IPv4 chains (and jumps) on an IPv6-only node: what an earlier run
@@ -142,7 +142,7 @@ public struct IPTablesRules: Sendable {
             ((try? iptables.listTable(table)) ?? []).contains { $0 == "-N FLANNEL-POSTRTG" || $0 == "-N FLANNEL-FWD" }
         }
         guard present else { return }
-        IPTablesRules(network: .all, subnet: .all, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix)
+        IPTablesRules(overlay: .anyIPv4, forwardRules: true, masquerade: true, logger: logger, commandPrefix: commandPrefix)
             .teardown()
     }
 
@@ -391,4 +391,11 @@ struct ChainState: Equatable {
 extension IPTablesRules: TrafficRules {
     var mode: String { "iptables" }
     func sameRules(as other: any TrafficRules) -> Bool { (other as? IPTablesRules).map(sameRules(as:)) ?? false }
+}
+
+extension Overlay {
+    /// Rules for any IPv4 network: what a teardown of whatever subnet an earlier run had needs.
+    static let anyIPv4 = Overlay(v4: OverlayPart(network: .all, subnet: .all))
+    /// The same for IPv6 only.
+    static let anyIPv6 = Overlay(v6: OverlayPart(network: .all, subnet: .all))
 }

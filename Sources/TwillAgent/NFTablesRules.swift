@@ -64,16 +64,17 @@ public struct NFTablesRules: Sendable {
     ///
     /// - Parameter commandPrefix: prepended to every `nft` command line; tests pass
     ///   `["/usr/sbin/ip", "netns", "exec", NAME]`.
+    /// - Parameter overlay: the network and this node's subnet, per family: the `ip` table
+    ///   holds rules only with an IPv4 part, the `ip6` table exists only with an IPv6 part.
     public init(
-        network: IPv4Network, subnet: IPv4Network, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
-        network6: IPv6Network? = nil, subnet6: IPv6Network? = nil, ipv4: Bool = true,
+        overlay: Overlay, forwardRules: Bool, masquerade: Bool = true, fullyRandom: Bool = true,
         logger: Logger = Logger(label: "twill.nftables"), commandPrefix: [String] = []
     ) {
-        self.ipv4 = ipv4
-        self.network = network
-        self.subnet = subnet
-        self.network6 = network6
-        self.subnet6 = subnet6
+        self.ipv4 = overlay.v4 != nil
+        self.network = overlay.v4?.network ?? .all
+        self.subnet = overlay.v4?.subnet ?? .all
+        self.network6 = overlay.v6?.network
+        self.subnet6 = overlay.v6?.subnet
         self.forwardRules = forwardRules
         self.masquerade = masquerade
         self.fullyRandom = fullyRandom

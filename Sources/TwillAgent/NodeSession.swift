@@ -101,16 +101,17 @@ final class NodeSession: Sendable {
             // FORWARD rules are on by default (as in flannel) so overlay traffic passes hosts whose
             // FORWARD policy is DROP (Docker sets it). A failure is retried by the resync loop.
             let rules: any TrafficRules
+            let parts = Overlay(
+                v4: config.enableIPv4 ? OverlayPart(network: overlay, subnet: lease.subnet.ipv4) : nil,
+                v6: overlay6.flatMap { n in subnet6.map { OverlayPart(network: n, subnet: $0) } })
             if config.enableNFTables {
                 rules = NFTablesRules(
-                    network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
-                    masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom,
-                    network6: overlay6, subnet6: subnet6, ipv4: config.enableIPv4, logger: logger)
+                    overlay: parts, forwardRules: configuration.iptablesForwardRules, masquerade: configuration.ipMasq,
+                    fullyRandom: configuration.ipMasqFullyRandom, logger: logger)
             } else {
                 rules = IPTablesRules(
-                    network: overlay, subnet: lease.subnet.ipv4, forwardRules: configuration.iptablesForwardRules,
-                    masquerade: configuration.ipMasq, fullyRandom: configuration.ipMasqFullyRandom,
-                    network6: overlay6, subnet6: subnet6, ipv4: config.enableIPv4, logger: logger)
+                    overlay: parts, forwardRules: configuration.iptablesForwardRules, masquerade: configuration.ipMasq,
+                    fullyRandom: configuration.ipMasqFullyRandom, logger: logger)
             }
             if let old = self.rules.get(), old.mode != rules.mode {
                 // A live switch of EnableNFTables: the old mode's rules go first.

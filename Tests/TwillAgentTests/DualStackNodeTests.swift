@@ -63,8 +63,8 @@ import TwillTestSupport
         try await withNamespaces(["node"]) { (namespaces: [TestNamespace]) async throws in
             let ns = namespaces[0]
             let masq = IPTablesRules(
-                network: .all, subnet: .all, forwardRules: true,
-                network6: IPv6Network("2001:db8:100::/48"), subnet6: IPv6Network("2001:db8:100:7::/64"), ipv4: false,
+                overlay: Overlay(v6: OverlayPart(network: IPv6Network("2001:db8:100::/48")!, subnet: IPv6Network("2001:db8:100:7::/64")!)),
+                forwardRules: true,
                 logger: Logger(label: "test"), commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
             #expect(try masq.ensure())
             #expect(
@@ -83,8 +83,10 @@ import TwillTestSupport
         try await withNamespaces(["node"]) { (namespaces: [TestNamespace]) async throws in
             let ns = namespaces[0]
             let masq = IPTablesRules(
-                network: IPv4Network("198.18.0.0/16")!, subnet: IPv4Network("198.18.7.0/24")!, forwardRules: true,
-                network6: IPv6Network("2001:db8:100::/48"), subnet6: IPv6Network("2001:db8:100:7::/64"),
+                overlay: Overlay(
+                    v4: OverlayPart(network: IPv4Network("198.18.0.0/16")!, subnet: IPv4Network("198.18.7.0/24")!),
+                    v6: OverlayPart(network: IPv6Network("2001:db8:100::/48")!, subnet: IPv6Network("2001:db8:100:7::/64")!)),
+                forwardRules: true,
                 logger: Logger(label: "test"), commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
             #expect(try masq.ensure())
             #expect(try !masq.ensure())
@@ -114,8 +116,10 @@ import TwillTestSupport
             let ns = namespaces[0]
             let prefix = ["/usr/sbin/ip", "netns", "exec", ns.name]
             let dual = NFTablesRules(
-                network: IPv4Network("198.18.0.0/16")!, subnet: IPv4Network("198.18.7.0/24")!, forwardRules: true,
-                network6: IPv6Network("2001:db8:100::/48"), subnet6: IPv6Network("2001:db8:100:7::/64"),
+                overlay: Overlay(
+                    v4: OverlayPart(network: IPv4Network("198.18.0.0/16")!, subnet: IPv4Network("198.18.7.0/24")!),
+                    v6: OverlayPart(network: IPv6Network("2001:db8:100::/48")!, subnet: IPv6Network("2001:db8:100:7::/64")!)),
+                forwardRules: true,
                 logger: Logger(label: "test"), commandPrefix: prefix)
             #expect(try dual.ensure())
             #expect(try !dual.ensure())
@@ -129,7 +133,8 @@ import TwillTestSupport
             #expect(try ns.exec("/usr/sbin/nft", ["list", "tables"]).contains("table ip6 flannel-ipv6"))
             // IPv6 switched off: the IPv6 table goes, the IPv4 one stays.
             let v4 = NFTablesRules(
-                network: IPv4Network("198.18.0.0/16")!, subnet: IPv4Network("198.18.7.0/24")!, forwardRules: true,
+                overlay: Overlay(v4: OverlayPart(network: IPv4Network("198.18.0.0/16")!, subnet: IPv4Network("198.18.7.0/24")!)),
+                forwardRules: true,
                 logger: Logger(label: "test"), commandPrefix: prefix)
             #expect(try v4.ensure())
             let tables = try ns.exec("/usr/sbin/nft", ["list", "tables"])

@@ -53,7 +53,7 @@ import TwillTestSupport
         var logger = Logger(label: "twill.ipmasq.test")
         logger.logLevel = .debug
         return IPTablesRules(
-            network: network, subnet: subnet, forwardRules: forwardRules, logger: logger,
+            overlay: Overlay(v4: OverlayPart(network: network, subnet: subnet)), forwardRules: forwardRules, logger: logger,
             commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
     }
 
@@ -80,12 +80,13 @@ import TwillTestSupport
     // MARK: - Rule list
 
     @Test func ruleListIsFlannels() {
-        let masq = IPTablesRules(network: Self.network, subnet: Self.subnet, forwardRules: true)
+        let masq = IPTablesRules(overlay: Overlay(v4: OverlayPart(network: Self.network, subnet: Self.subnet)), forwardRules: true)
         #expect(masq.savedRules == ["nat": Self.masqRules, "filter": Self.forwardRules])
-        let noForward = IPTablesRules(network: Self.network, subnet: Self.subnet, forwardRules: false)
+        let noForward = IPTablesRules(overlay: Overlay(v4: OverlayPart(network: Self.network, subnet: Self.subnet)), forwardRules: false)
         #expect(noForward.savedRules == ["nat": Self.masqRules])
         // Forward rules alone: what the agent installs by default without --ip-masq.
-        let forwardOnly = IPTablesRules(network: Self.network, subnet: Self.subnet, forwardRules: true, masquerade: false)
+        let forwardOnly = IPTablesRules(
+            overlay: Overlay(v4: OverlayPart(network: Self.network, subnet: Self.subnet)), forwardRules: true, masquerade: false)
         #expect(forwardOnly.savedRules == ["filter": Self.forwardRules])
     }
 
@@ -202,7 +203,7 @@ import TwillTestSupport
     @Test func errorsNameTheCommandAndItsStderr() async throws {
         let missing = uniqueTestPrefix() + "missing"
         let masq = IPTablesRules(
-            network: Self.network, subnet: Self.subnet, forwardRules: true,
+            overlay: Overlay(v4: OverlayPart(network: Self.network, subnet: Self.subnet)), forwardRules: true,
             commandPrefix: ["/usr/sbin/ip", "netns", "exec", missing])
         do {
             try masq.ensure()

@@ -43,7 +43,8 @@ import TwillTestSupport
         var logger = Logger(label: "twill.nftables.test")
         logger.logLevel = .debug
         return NFTablesRules(
-            network: network, subnet: subnet, forwardRules: forwardRules, fullyRandom: fullyRandom, logger: logger,
+            overlay: Overlay(v4: OverlayPart(network: network, subnet: subnet)), forwardRules: forwardRules, fullyRandom: fullyRandom,
+            logger: logger,
             commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
     }
 
@@ -103,7 +104,7 @@ import TwillTestSupport
             #expect(table.contains("ip saddr 198.18.0.0/16 ip daddr != 224.0.0.0/4 masquerade\n"))
             #expect(!table.contains("fully-random"))
             let forwardOnly = NFTablesRules(
-                network: Self.network, subnet: Self.subnet, forwardRules: true, masquerade: false,
+                overlay: Overlay(v4: OverlayPart(network: Self.network, subnet: Self.subnet)), forwardRules: true, masquerade: false,
                 commandPrefix: ["/usr/sbin/ip", "netns", "exec", ns.name])
             try forwardOnly.ensure()
             let second = try #require(try Self.table(ns))
@@ -132,7 +133,8 @@ import TwillTestSupport
             let ns = namespaces[0]
             let prefix = ["/usr/sbin/ip", "netns", "exec", ns.name]
             let logger = Logger(label: "twill.test")
-            let iptables = IPTablesRules(network: Self.network, subnet: Self.subnet, forwardRules: true, commandPrefix: prefix)
+            let iptables = IPTablesRules(
+                overlay: Overlay(v4: OverlayPart(network: Self.network, subnet: Self.subnet)), forwardRules: true, commandPrefix: prefix)
             try iptables.ensure()
             IPTablesRules.removeLeftovers(logger: logger, commandPrefix: prefix)
             #expect(
@@ -150,7 +152,7 @@ import TwillTestSupport
     @Test func errorsNameTheCommand() throws {
         let missing = uniqueTestPrefix() + "missing"
         let rules = NFTablesRules(
-            network: Self.network, subnet: Self.subnet, forwardRules: true,
+            overlay: Overlay(v4: OverlayPart(network: Self.network, subnet: Self.subnet)), forwardRules: true,
             commandPrefix: ["/usr/sbin/ip", "netns", "exec", missing])
         #expect {
             try rules.ensure()

@@ -17,9 +17,11 @@ import TwillSystem
 public final class HostGWBackend: Backend {
     /// `Backend.MTU`, when set.
     let configuredMTU: Int?
-    let ipv6: Bool
-    /// False for an IPv6-only network: no IPv4 address is needed and no IPv4 route made.
-    let ipv4: Bool
+    /// The families the network runs: IPv4 routes only with `.ipv4` (none on an IPv6-only
+    /// network), IPv6 routes only with `.ipv6` (the node then needs a public IPv6 address).
+    let families: IPFamilies
+    var ipv4: Bool { families.contains(.ipv4) }
+    var ipv6: Bool { families.contains(.ipv6) }
     public let type = "host-gw"
     private let netlink: any KernelRouting
     private let external: ExternalInterface
@@ -37,15 +39,13 @@ public final class HostGWBackend: Backend {
     ///   - netlink: the kernel of the namespace to program.
     ///   - external: the interface peers are reached through; its publicIP must be its own.
     /// - Parameter mtu: flannel's `Backend.MTU` for FLANNEL_MTU (nil: the external interface's).
-    /// - Parameter ipv6: the network has IPv6: the node needs a public IPv6 address.
-    /// - Parameter ipv4: false for an IPv6-only network.
+    /// - Parameter families: the families the network runs.
     public init(
-        netlink: any KernelRouting, external: ExternalInterface, mtu: Int? = nil, ipv6: Bool = false, ipv4: Bool = true,
+        netlink: any KernelRouting, external: ExternalInterface, mtu: Int? = nil, families: IPFamilies = .ipv4,
         logger: Logger = Logger(label: "twill.backend.host-gw")
     ) {
         self.configuredMTU = mtu
-        self.ipv6 = ipv6
-        self.ipv4 = ipv4
+        self.families = families
         self.netlink = netlink
         self.external = external
         var l = logger

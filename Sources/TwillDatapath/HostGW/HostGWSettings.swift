@@ -4,8 +4,7 @@ extension HostGWBackend {
         let mtu = try BackendKind.mtu(spec)
         return { c in
             HostGWBackend(
-                netlink: try c.kernel(), external: c.external, mtu: mtu, ipv6: c.families.contains(.ipv6),
-                ipv4: c.families.contains(.ipv4))
+                netlink: try c.kernel(), external: c.external, mtu: mtu, families: c.families)
         }
     }
 }

@@ -62,16 +62,17 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     /// - Parameter mtu: `Backend.MTU`, the underlay MTU (the TUN gets 28 less); nil: the
     ///   external interface's. (flannel's udp backend has no such key: Twill's own.)
-    /// - Parameter ipv4: false for an IPv6-only network: datagrams go over IPv6 (from the
-    ///   interface's IPv6 address to the peers' PublicIPv6), the TUN gets no IPv4 address or route.
+    /// - Parameter families: the families the network runs; without `.ipv4` (an IPv6-only
+    ///   network) datagrams go over IPv6 (from the interface's IPv6 address to the peers'
+    ///   PublicIPv6) and the TUN gets no IPv4 address or route.
     public init(
         netlink: any KernelRouting, external: ExternalInterface, tunName: String = "twill0", port: UInt16 = 8285,
-        checkSources: Bool = true, offloads: Bool = true, queues: Int? = nil, mtu: Int? = nil, ipv4: Bool = true,
+        checkSources: Bool = true, offloads: Bool = true, queues: Int? = nil, mtu: Int? = nil, families: IPFamilies = .ipv4,
         keeper: any DescriptorKeeper = NoDescriptorKeeper(), logger: Logger = Logger(label: "twill.backend.udp")
     ) {
         self.descriptors = EngineDescriptors(device: tunName, keeper: keeper, netlink: netlink)
         self.outerMTU = mtu
-        self.ipv4 = ipv4
+        self.ipv4 = families.contains(.ipv4)
         self.queues = queues
         self.netlink = netlink
         self.external = external

@@ -11,7 +11,7 @@ extension UDPBackend {
             UDPBackend(
                 netlink: try c.kernel(), external: c.external, tunName: c.options.tunName, port: UInt16(port),
                 checkSources: !c.options.acceptAnySource, offloads: c.options.udpOffloads, queues: c.options.udpQueues, mtu: mtu,
-                ipv4: c.families.contains(.ipv4), keeper: c.options.descriptorKeeper)
+                families: c.families, keeper: c.options.descriptorKeeper)
         }
     }
 }

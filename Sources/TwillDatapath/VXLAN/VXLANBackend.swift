@@ -57,10 +57,10 @@ public final class VXLANBackend: Backend {
     public let directRouting: Bool
     public let gbp: Bool
     public let learning: Bool
-    /// Whether the network has IPv6: the IPv6 device is made too.
-    public let ipv6: Bool
-    /// False for an IPv6-only network: no IPv4 device.
-    public let ipv4: Bool
+    /// The families the network runs: `flannel.<VNI>` for IPv4, `flannel-v6.<VNI>` for IPv6.
+    public let families: IPFamilies
+    public var ipv4: Bool { families.contains(.ipv4) }
+    public var ipv6: Bool { families.contains(.ipv6) }
     /// `Backend.MTU`: the underlay MTU the encapsulated packets may use.
     public let outerMTU: Int?
     /// `flannel.<VNI>`.
@@ -100,13 +100,13 @@ public final class VXLANBackend: Backend {
     ///     permanent entries are programmed either way, as flannel does).
     ///   - mtu: flannel's `Backend.MTU`, the outer (underlay) MTU; the device gets 50 less.
     ///     nil: the external interface's.
-    ///   - ipv6: the network is dual stack (`EnableIPv6`): make `flannel-v6.<VNI>` too.
+    ///   - families: the families the network runs (`EnableIPv4`, `EnableIPv6`).
     public init(
         netlink: any KernelRouting, external: ExternalInterface, vni: UInt32 = 1, port: UInt16 = 8472,
         directRouting: Bool = false, gbp: Bool = false, learning: Bool = false, mtu: Int? = nil,
-        ipv6: Bool = false, ipv4: Bool = true, logger: Logger = Logger(label: "twill.backend.vxlan")
+        families: IPFamilies = .ipv4, logger: Logger = Logger(label: "twill.backend.vxlan")
     ) {
-        self.ipv4 = ipv4
+        self.families = families
         self.netlink = netlink
         self.external = external
         self.vni = vni
@@ -114,7 +114,6 @@ public final class VXLANBackend: Backend {
         self.directRouting = directRouting
         self.gbp = gbp
         self.learning = learning
-        self.ipv6 = ipv6
         self.outerMTU = mtu
         self.deviceName = "flannel.\(vni)"
         self.deviceName6 = "flannel-v6.\(vni)"

@@ -11,7 +11,7 @@ extension VXLANBackend {
         return { c in
             VXLANBackend(
                 netlink: try c.kernel(), external: c.external, vni: vni, port: port, directRouting: directRouting,
-                gbp: gbp, learning: learning, mtu: mtu, ipv6: c.families.contains(.ipv6), ipv4: c.families.contains(.ipv4))
+                gbp: gbp, learning: learning, mtu: mtu, families: c.families)
         }
     }
 }
