@@ -7,7 +7,7 @@ import TwillSystem
 
 /// One node in a namespace, fed crafted datagrams from local addresses standing in for a
 /// peer and a stranger: every drop reason the kernel lets us provoke, each counted once.
-@Suite("PacketEngine drops", .serialized)
+@Suite("PacketEngine drops", .serialized, .requiresRoot)
 struct PacketEngineDropTests {
     @Test("every drop reason is counted, valid traffic passes both ways", .timeLimit(.minutes(1)), arguments: [false, true])
     func everyDropReason(offloads: Bool) throws {
