@@ -65,6 +65,14 @@ final class NodeSession: Sendable {
     /// The IPv6 overlay, when the network is dual stack.
     var overlay6: IPv6Network? { config.enableIPv6 ? config.ipv6Network : nil }
 
+    /// The node's addressing for `lease`, per family the network runs: the one place the
+    /// data path's and the rules' view of the overlay is made.
+    func addressing(_ lease: Lease) -> NodeAddressing {
+        Overlay(
+            v4: config.enableIPv4 ? lease.subnet.ipv4Subnet.map { OverlayPart(network: overlay, subnet: $0) } : nil,
+            v6: overlay6.flatMap { network6 in lease.subnet.ipv6.map { OverlayPart(network: network6, subnet: $0) } })
+    }
+
     init(
         agent: Agent, etcd: EtcdClient, registry: SubnetRegistry, keeper: LeaseKeeper, config: NetworkConfig,
         backend: any Backend, mtu: Int, external: ExternalInterface, rules: RulesSlot
@@ -87,7 +95,7 @@ final class NodeSession: Sendable {
     /// Starts the data path for `lease`, installs the iptables rules and writes subnet.env.
     func configureNode(_ lease: Lease) async throws {
         let subnet6 = overlay6 == nil ? nil : lease.subnet.ipv6
-        let local = NodeAddressing(network: overlay, subnet: lease.subnet.ipv4, network6: overlay6, subnet6: subnet6)
+        let local = addressing(lease)
         // The peers as etcd has them now, without waiting for the watch: a restarted udp or
         // wireguard engine forwards what queued while no agent ran (rather than answering
         // "net unreachable") from its first packet. The watch's first list follows and
@@ -101,9 +109,7 @@ final class NodeSession: Sendable {
             // FORWARD rules are on by default (as in flannel) so overlay traffic passes hosts whose
             // FORWARD policy is DROP (Docker sets it). A failure is retried by the resync loop.
             let rules: any TrafficRules
-            let parts = Overlay(
-                v4: config.enableIPv4 ? OverlayPart(network: overlay, subnet: lease.subnet.ipv4) : nil,
-                v6: overlay6.flatMap { n in subnet6.map { OverlayPart(network: n, subnet: $0) } })
+            let parts = local
             if config.enableNFTables {
                 rules = NFTablesRules(
                     overlay: parts, forwardRules: configuration.iptablesForwardRules, masquerade: configuration.ipMasq,

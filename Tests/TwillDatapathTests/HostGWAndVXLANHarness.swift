@@ -19,7 +19,7 @@ struct OverlayHost: Sendable {
     let advert: BackendAdvert
     /// 198.18.N.1: an address inside this host's subnet that answers ping.
     var hostAddress: String { subnet.host(1)!.description }
-    var local: NodeAddressing { NodeAddressing(network: overlayNetwork, subnet: subnet) }
+    var local: NodeAddressing { NodeAddressing(v4: OverlayPart(network: overlayNetwork, subnet: subnet)) }
     /// This host's lease as its peers see it.
     var lease: PeerLease {
         PeerLease(subnet: subnet, publicIP: external.publicIP, backendType: advert.backendType, backendData: advert.backendData)
@@ -57,7 +57,7 @@ func withOverlayHosts(
             try nl.setLinkUp(index: bridge.index)
             let backend = makeBackend(nl, ext)
             let advert = try await backend.prepare()
-            try await backend.start(local: NodeAddressing(network: overlayNetwork, subnet: subnet))
+            try await backend.start(local: NodeAddressing(v4: OverlayPart(network: overlayNetwork, subnet: subnet)))
             hosts.append(OverlayHost(ns: ns, netlink: nl, external: ext, subnet: subnet, backend: backend, advert: advert))
         }
         do {

@@ -18,7 +18,7 @@ public final class RecordingBackend: Backend, Sendable {
             func names(_ p: [PeerLease]) -> String { p.map { "\($0.subnet)" }.sorted().joined(separator: ",") }
             switch self {
             case .prepare: return "prepare"
-            case .start(let l, let p): return "start \(l.subnet) [\(names(p))]"
+            case .start(let l, let p): return "start \(l.ipv4Subnet.map { "\($0)" } ?? "-") [\(names(p))]"
             case .added(let p): return "added \(p.subnet)"
             case .removed(let p): return "removed \(p.subnet)"
             case .reconcile(let p): return "reconcile [\(names(p))]"

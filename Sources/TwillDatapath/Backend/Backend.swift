@@ -172,29 +172,18 @@ public struct ExternalInterface: Sendable, Equatable {
     }
 }
 
-/// This node's lease as the data path needs it.
-public struct NodeAddressing: Sendable, Equatable {
-    /// The whole overlay network (FLANNEL_NETWORK).
-    public var network: IPv4Network
-    /// This node's subnet.
-    public var subnet: IPv4Network
-    /// The IPv6 overlay (FLANNEL_IPV6_NETWORK) and this node's IPv6 subnet, when the network
-    /// is dual stack; nil otherwise.
-    public var network6: IPv6Network?
-    public var subnet6: IPv6Network?
+/// This node's addressing as the data path needs it: per family, the overlay network
+/// (FLANNEL_NETWORK, FLANNEL_IPV6_NETWORK) and this node's subnet in it. A family the node
+/// does not run has no part: an IPv6-only node has no `v4`, a single-stack one no `v6`.
+public typealias NodeAddressing = Overlay
 
-    /// The IPv4 subnet; nil on an IPv6-only node (whose `subnet` is flannel's `0.0.0.0/0`
-    /// placeholder, kept for the lease key's sake).
-    public var ipv4Subnet: IPv4Network? { subnet.prefixLength == 0 ? nil : subnet }
-    /// The families the node runs.
-    public var families: IPFamilies { IPFamilies(ipv4: ipv4Subnet != nil, ipv6: subnet6 != nil) }
-
-    public init(network: IPv4Network, subnet: IPv4Network, network6: IPv6Network? = nil, subnet6: IPv6Network? = nil) {
-        self.network = network
-        self.subnet = subnet
-        self.network6 = network6
-        self.subnet6 = subnet6
-    }
+extension Overlay {
+    /// The IPv4 subnet, if the node runs IPv4.
+    public var ipv4Subnet: IPv4Network? { v4?.subnet }
+    /// The IPv6 overlay, if the node runs IPv6.
+    public var network6: IPv6Network? { v6?.network }
+    /// This node's IPv6 subnet, if it runs IPv6.
+    public var subnet6: IPv6Network? { v6?.subnet }
 }
 
 /// Another node's lease as the data path needs it.

@@ -54,7 +54,7 @@ public final class HostGWBackend: Backend {
         self.logger = l
     }
 
-    var currentNetwork: IPv4Network? { ipv4 ? state.withLock { $0.local?.network } : nil }
+    var currentNetwork: IPv4Network? { ipv4 ? state.withLock { $0.local?.v4?.network } : nil }
     var currentNetwork6: IPv6Network? { state.withLock { $0.local?.network6 } }
     var externalIndex: Int32 { external.index }
 
@@ -103,15 +103,17 @@ public final class HostGWBackend: Backend {
 
     private func startNow(local: NodeAddressing) throws {
         state.withLock { $0.local = local }
-        logger.info("host-gw backend started", metadata: ["subnet": "\(local.subnet)", "network": "\(local.network)"])
+        logger.info(
+            "host-gw backend started",
+            metadata: ["subnet": "\(local.v4.map { "\($0.subnet)" } ?? "-")", "network": "\(local.v4.map { "\($0.network)" } ?? "-")"])
     }
 
     /// Whether this backend routes to `peer`; nil when it does, else why not.
     private func skipReason(_ peer: PeerLease, local: NodeAddressing?) -> String? {
         if peer.backendType != type { return "lease of backend type \(peer.backendType ?? "none"), not host-gw" }
-        if let local {
-            if peer.subnet == local.subnet { return "this node's own lease" }
-            if !local.network.contains(peer.subnet) { return "subnet outside the network \(local.network)" }
+        if let v4 = local?.v4 {
+            if peer.subnet == v4.subnet { return "this node's own lease" }
+            if !v4.network.contains(peer.subnet) { return "subnet outside the network \(v4.network)" }
         }
         return nil
     }
@@ -191,7 +193,7 @@ public final class HostGWBackend: Backend {
     private func removeNow(_ peer: PeerLease) throws {
         try state.withLock { st in
             if ipv4 {
-                if let local = st.local, peer.subnet == local.subnet { return }
+                if let local = st.local, peer.subnet == local.ipv4Subnet { return }
                 st.peers[peer.subnet] = nil
                 try KernelRoutes.deleteOwned(netlink, destination: peer.subnet)
                 logger.info("route to peer removed", metadata: ["peer": "\(peer.subnet)"])
@@ -210,7 +212,7 @@ public final class HostGWBackend: Backend {
             var desired: [Route] = []
             var kept: [IPv4Network: PeerLease] = [:]
             var peers6: [PeerLease] = peers.filter { $0.backendType == type }
-            if ipv4 {
+            if ipv4, let v4 = local.v4 {
                 let networks = try KernelRoutes.onLinkNetworks(netlink, interfaceIndex: external.index)
                 for peer in peers where skipReason(peer, local: local) == nil {
                     do {
@@ -223,7 +225,7 @@ public final class HostGWBackend: Backend {
                 }
                 peers6 = Array(kept.values)
                 st.peers = kept
-                failures += KernelRoutes.reconcile(netlink, network: local.network, desired: desired, logger: logger)
+                failures += KernelRoutes.reconcile(netlink, network: v4.network, desired: desired, logger: logger)
             } else {
                 // IPv6-only (now): Twill's IPv4 routes of an earlier run go.
                 failures += KernelRoutes.reconcile(netlink, network: .all, desired: [], logger: logger)

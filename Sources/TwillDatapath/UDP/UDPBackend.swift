@@ -210,12 +210,11 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         let link = try netlink.link(named: name)
         let index = link.index
         if link.mtu != mtu { try netlink.setMTU(mtu, index: index) }
-        // An IPv6-only node: no IPv4 address, and never a default route.
-        let ipv4 = local.ipv4Subnet != nil
-        // A device kept from an earlier run holds its addresses already (perhaps an older subnet's).
+        // A device kept from an earlier run holds its addresses already (perhaps an older
+        // subnet's). An IPv6-only node: no IPv4 address, and no IPv4 route.
         try KernelAddresses.ensureExactly(
             netlink, index: index, family: AF_INET,
-            ipv4 ? [InterfaceAddress(interfaceIndex: index, address: local.subnet.address, prefixLength: 32)] : [])
+            local.v4.map { [InterfaceAddress(interfaceIndex: index, address: $0.subnet.address, prefixLength: 32)] } ?? [])
         // ICMP net unreachable comes from the TUN's own address; without accept_local the
         // kernel would drop it as a martian.
         try? Syscall.setSysctl("net/ipv4/conf/\(name)/accept_local", "1")
@@ -235,7 +234,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             try netlink.replaceRoute6(networkRoute6(network6, index: index))
         }
         if !link.isUp { try netlink.setLinkUp(index: index) }
-        if ipv4 { try netlink.replaceRoute(networkRoute(local.network, index: index)) }
+        if let v4 = local.v4 { try netlink.replaceRoute(networkRoute(v4.network, index: index)) }
         return index
     }
 
@@ -247,7 +246,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// wireguard's): the reason it must be rebuilt (gone, or `damage`), or nil once it is up
     /// again and the network's route is back.
     static func repairDevice(
-        _ netlink: any KernelRouting, name: String, index: Int32, network: IPv4Network, network6: IPv6Network? = nil,
+        _ netlink: any KernelRouting, name: String, index: Int32, network: IPv4Network?, network6: IPv6Network? = nil,
         damage: String?, backend: String, logger: Logger
     ) throws -> String? {
         let link = try? netlink.link(index: index)
@@ -257,12 +256,9 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
             try netlink.setLinkUp(index: index)
             Counter(label: "twill_datapath_repairs_total", dimensions: [("what", "link_up")]).increment()
         }
-        // The only other kernel state: the network route through the device.
-        // An IPv6-only network's IPv4 overlay is 0.0.0.0/0: nothing of it is routed.
+        // The only other kernel state: the network routes through the device, per family.
         var failures =
-            network.prefixLength == 0
-            ? []
-            : KernelRoutes.reconcile(netlink, network: network, desired: [networkRoute(network, index: index)], logger: logger)
+            network.map { KernelRoutes.reconcile(netlink, network: $0, desired: [networkRoute($0, index: index)], logger: logger) } ?? []
         if let network6 {
             failures += KernelRoutes.reconcile6(
                 netlink, network: network6, desired: [networkRoute6(network6, index: index)], logger: logger)
@@ -274,12 +270,12 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
     /// Whether a kernel change touches a backend's own device `name` (index `index`) or the
     /// network's route.
     static func deviceNeedsReconcile(
-        _ change: NetlinkChange, name: String, index: Int32, network: IPv4Network,
+        _ change: NetlinkChange, name: String, index: Int32, network: IPv4Network?,
         network6: IPv6Network? = nil
     ) -> Bool {
         switch change {
         case .routeRemoved(let r), .routeAdded(let r):
-            return network.prefixLength > 0 && (r.destination == network || r.outputInterface == index)
+            return network != nil && (r.destination == network || r.outputInterface == index)
         case .route6Removed(let r), .route6Added(let r):
             return network6 != nil && (r.destination == network6 || r.outputInterface == index)
         case .linkRemoved(let l), .linkChanged(let l):
@@ -331,7 +327,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
         let damage = damage()
         if let damage = try await Blocking.run({ [self] in
             try Self.repairDevice(
-                netlink, name: tunName, index: index, network: local.network, network6: local.network6,
+                netlink, name: tunName, index: index, network: local.v4?.network, network6: local.network6,
                 damage: damage, backend: type, logger: logger)
         }) {
             logger.warning("udp data path broken; rebuilding it", metadata: ["reason": "\(damage)", "tun": "\(tunName)"])
@@ -350,7 +346,7 @@ public final class UDPBackend: Backend, DatapathMetricsSource {
 
     public func needsReconcile(after change: NetlinkChange) -> Bool {
         guard let (index, local) = state.withLock({ s in s.local.map { (s.tunIndex, $0) } }) else { return false }
-        return Self.deviceNeedsReconcile(change, name: tunName, index: index, network: local.network, network6: local.network6)
+        return Self.deviceNeedsReconcile(change, name: tunName, index: index, network: local.v4?.network, network6: local.network6)
     }
 
     /// Stops the threads and lets go of the descriptors; the TUN (persistent), its addresses

@@ -130,7 +130,7 @@ public final class VXLANBackend: Backend {
     /// The overlay MTU (FLANNEL_MTU): what fits every tunnel the node uses.
     public var mtu: Int { ipv6 || !ipv4 ? deviceMTU6 : deviceMTU }
 
-    var currentNetwork: IPv4Network? { ipv4 ? state.withLock { $0.local?.network } : nil }
+    var currentNetwork: IPv4Network? { ipv4 ? state.withLock { $0.local?.v4?.network } : nil }
     var currentNetwork6: IPv6Network? { state.withLock { $0.local?.network6 } }
     var currentDeviceIndices: Set<Int32> { state.withLock { Set([$0.v4.index, $0.v6.index].compactMap { $0 }) } }
     var externalIndex: Int32 { external.index }
@@ -187,7 +187,7 @@ public final class VXLANBackend: Backend {
         logger.info(
             "vxlan backend started",
             metadata: [
-                "subnet": "\(local.subnet)", "network": "\(local.network)",
+                "subnet": "\(local.v4.map { "\($0.subnet)" } ?? "-")", "network": "\(local.v4.map { "\($0.network)" } ?? "-")",
                 "subnet6": "\(local.subnet6.map(\.description) ?? "-")",
             ])
     }
@@ -249,8 +249,8 @@ public final class VXLANBackend: Backend {
     /// Each device holds exactly its subnet's network address (/32, /128), as flannel's do.
     private func ensureAddresses(_ st: inout State) throws {
         guard let local = st.local else { return }
-        if let index = st.v4.index {
-            try ensureAddress(.v4(local.subnet.address), prefixLength: 32, family: AF_INET, on: index)
+        if let index = st.v4.index, let v4 = local.v4 {
+            try ensureAddress(.v4(v4.subnet.address), prefixLength: 32, family: AF_INET, on: index)
         }
         if let index = st.v6.index, let subnet6 = local.subnet6 {
             try ensureAddress(.v6(subnet6.address), prefixLength: 128, family: AF_INET6, on: index)
@@ -279,10 +279,10 @@ public final class VXLANBackend: Backend {
                 "ignoring lease of another backend type", metadata: ["peer": "\(peer.subnet)", "type": "\(peer.backendType ?? "none")"])
             return nil
         }
-        if let local = st.local {
-            if peer.subnet == local.subnet { return nil }
-            guard local.network.contains(peer.subnet) else {
-                logger.warning("ignoring lease outside the network", metadata: ["peer": "\(peer.subnet)", "network": "\(local.network)"])
+        if let v4 = st.local?.v4 {
+            if peer.subnet == v4.subnet { return nil }
+            guard v4.network.contains(peer.subnet) else {
+                logger.warning("ignoring lease outside the network", metadata: ["peer": "\(peer.subnet)", "network": "\(v4.network)"])
                 return nil
             }
         }
@@ -422,7 +422,7 @@ public final class VXLANBackend: Backend {
                 logger.info("IPv6 peer removed", metadata: ["peer": "\(subnet6)"])
             }
             guard ipv4 else { return }
-            if let local = st.local, peer.subnet == local.subnet { return }
+            if let local = st.local, peer.subnet == local.ipv4Subnet { return }
             let known = st.peers.removeValue(forKey: peer.subnet)
             guard let p = known ?? (peer.backendType == type ? plan(peer, st, onLink: onLink) : nil) else { return }
             guard let dev = st.v4.index else { return }
@@ -485,11 +485,11 @@ public final class VXLANBackend: Backend {
                 }
                 return (neigh, fdb)
             }
-            if ipv4, let dev = st.v4.index {
+            if ipv4, let dev = st.v4.index, let v4 = local.v4 {
                 let (neigh, fdb) = entries(wanted) { .v4($0.address) }
                 failures += reconcileEntries(device: dev, neighbours: neigh, fdb: fdb)
                 let routes = wanted.map { desiredRoute($0.key, $0.value, device: dev) }
-                failures += KernelRoutes.reconcile(netlink, network: local.network, desired: routes, logger: logger)
+                failures += KernelRoutes.reconcile(netlink, network: v4.network, desired: routes, logger: logger)
             } else if !ipv4 {
                 // IPv6-only (now): Twill's IPv4 routes of an earlier run (DirectRouting ones outlive the device).
                 failures += KernelRoutes.reconcile(netlink, network: .all, desired: [], logger: logger)

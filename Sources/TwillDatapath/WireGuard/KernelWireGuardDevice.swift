@@ -40,6 +40,8 @@ final class KernelWireGuardDevice: Sendable {
     /// key is set again, peers are diffed, not replaced), keys it, gives it exactly the
     /// subnet's address, `mtu`, and the network's route, and programs `peers`. Returns its index.
     func up(local: NodeAddressing, mtu: Int, peers: [WireGuardPeerConfig]) throws -> Int32 {
+        // The registry runs wireguard for IPv4 networks only (BackendKind.families).
+        guard let v4 = local.v4 else { throw BackendError(backend: "wireguard", "the kernel engine carries IPv4 only") }
         var link = try netlink.linkIfPresent(named: name)
         if let stale = link, stale.kind != "wireguard" {
             logger.warning("replacing a device of kind \(stale.kind ?? "unknown") named \(name)")
@@ -54,10 +56,10 @@ final class KernelWireGuardDevice: Sendable {
             try KernelAddresses.ensureExactly(
                 netlink, index: device.index, family: AF_INET,
                 [
-                    InterfaceAddress(interfaceIndex: device.index, address: .v4(local.subnet.address), prefixLength: 32)
+                    InterfaceAddress(interfaceIndex: device.index, address: .v4(v4.subnet.address), prefixLength: 32)
                 ])
             if !device.isUp { try netlink.setLinkUp(index: device.index) }
-            try netlink.replaceRoute(UDPBackend.networkRoute(local.network, index: device.index))
+            try netlink.replaceRoute(UDPBackend.networkRoute(v4.network, index: device.index))
         } catch {
             if !adopted { try? netlink.deleteLink(index: device.index) }
             throw error

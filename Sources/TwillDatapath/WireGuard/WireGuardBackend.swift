@@ -273,7 +273,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
         }
         guard let (index, local) = state.withLock({ s in s.local.map { (s.tunIndex, $0) } }) else { return }
         if let damage = try UDPBackend.repairDevice(
-            netlink, name: Self.deviceName, index: index, network: local.network, damage: damage(),
+            netlink, name: Self.deviceName, index: index, network: local.v4?.network, damage: damage(),
             backend: type, logger: logger)
         {
             logger.warning("wireguard data path broken; rebuilding it", metadata: ["reason": "\(damage)"])
@@ -309,7 +309,7 @@ public final class WireGuardBackend: Backend, DatapathMetricsSource {
     }
 
     public func needsReconcile(after change: NetlinkChange) -> Bool {
-        guard let (index, network) = state.withLock({ s in s.local.map { (s.tunIndex, $0.network) } }) else { return false }
+        guard let (index, network) = state.withLock({ s in s.local.map { (s.tunIndex, $0.v4?.network) } }) else { return false }
         return UDPBackend.deviceNeedsReconcile(change, name: Self.deviceName, index: index, network: network)
     }
 

@@ -10,7 +10,7 @@ import TwillTestSupport
 /// in namespaces (integration tier).
 @Suite struct HostGWBackendKernelTests {
     static let network = IPv4Network("198.18.0.0/16")!
-    static let local = NodeAddressing(network: network, subnet: IPv4Network("198.18.1.0/24")!)
+    static let local = NodeAddressing(v4: OverlayPart(network: network, subnet: IPv4Network("198.18.1.0/24")!))
 
     static func peer(_ n: UInt8, type: String? = "host-gw") -> PeerLease {
         PeerLease(
