@@ -1,3 +1,5 @@
+import CTwillSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,7 +11,7 @@ public enum Socket {
     /// A non-blocking, close-on-exec socket of `family` (`AF_INET`, `AF_INET6`) and `type`.
     public static func open(family: Int32, type: Int32) throws(SystemError) -> Int32 {
         try Syscall.valueOrThrow("socket") {
-            socket(family, type | Int32(Glibc.SOCK_NONBLOCK.rawValue) | Int32(Glibc.SOCK_CLOEXEC.rawValue), 0)
+            socket(family, type | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         }
     }
 
