@@ -22,14 +22,18 @@ public enum AtomicFile {
         let directory = parent(of: path)
         if let directoryMode { try makeDirectories(directory, mode: directoryMode) }
         let (fd, temporary) = try createTemporary(near: path, mode: mode)
+        // Closed exactly once: a second close after a failed rename would close whatever
+        // another thread opened under the same number meanwhile (a TUN queue, a socket).
+        var open = true
         do throws(SystemError) {
             try Syscall.writeAll(fd, Array(bytes), operation: "write \(temporary)")
             try Syscall.valueOrThrow("fchmod \(temporary)") { fchmod(fd, mode) }
             try Syscall.valueOrThrow("fsync \(temporary)") { fsync(fd) }
             Syscall.close(fd)
+            open = false
             try Syscall.valueOrThrow("rename \(temporary) to \(path)") { rename(temporary, path) }
         } catch {
-            Syscall.close(fd)
+            if open { Syscall.close(fd) }
             unlink(temporary)
             throw error
         }
