@@ -229,14 +229,7 @@ final class DatagramBatch {
     ) {
         address.pointee.sin_addr.s_addr = networkOrder
         message.pointee.msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
-        if segmentSize > 0 && segmentSize < length {
-            message.pointee.msg_hdr.msg_control = control
-            var size = UInt16(segmentSize)
-            twill_put_cmsg(&message.pointee.msg_hdr, solUDP, udpSegment, &size, 2)
-        } else {
-            message.pointee.msg_hdr.msg_control = nil
-            message.pointee.msg_hdr.msg_controllen = 0
-        }
+        segment(message, control: control, length: length, segmentSize: segmentSize)
     }
 
     /// Sends slots `start..<start + count` with as few sendmmsg calls as the kernel allows
