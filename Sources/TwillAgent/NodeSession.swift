@@ -94,7 +94,6 @@ final class NodeSession: Sendable {
 
     /// Starts the data path for `lease`, installs the iptables rules and writes subnet.env.
     func configureNode(_ lease: Lease) async throws {
-        let subnet6 = overlay6 == nil ? nil : lease.subnet.ipv6
         let local = addressing(lease)
         // The peers as etcd has them now, without waiting for the watch: a restarted udp or
         // wireguard engine forwards what queued while no agent ran (rather than answering
@@ -147,7 +146,7 @@ final class NodeSession: Sendable {
             self.rules.set(rules)
         }
         let env = SubnetEnv(
-            network: config.network, subnet: lease.subnet.ipv4Subnet, ipv6Network: overlay6, ipv6Subnet: subnet6,
+            network: config.network, subnet: lease.subnet.ipv4Subnet, ipv6Network: overlay6, ipv6Subnet: local.subnet6,
             mtu: mtu, ipMasq: configuration.ipMasq)
         expectedEnv.withLock { $0 = env }
         await writeSubnetEnv(env, reason: "wrote subnet file")

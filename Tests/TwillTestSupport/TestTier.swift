@@ -43,9 +43,4 @@ extension Trait where Self == ConditionTrait {
         .enabled(if: TestTier.current.runsRealResources, "needs a real etcd (make integration)")
     }
 
-    /// The test opens real sockets, on loopback at least. Skipped in the unit tier, which runs
-    /// with no network at all (`unshare -n`).
-    public static var requiresNetwork: Self {
-        .enabled(if: TestTier.current.runsRealResources, "needs sockets on loopback (make integration)")
-    }
 }
